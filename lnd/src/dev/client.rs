@@ -1,0 +1,159 @@
+//! The node side of `dmadev`: connect, hand over the queue region and memory, then submit
+//! descriptors and reap completions through the shared rings.
+
+use super::proto::{self, recv_frame, send_frame};
+use super::ring::{self, Rings};
+use super::{CompKind, Completion, DevError, Desc, DmaDevice, SMSG_MAX};
+use crate::mem::Mem;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A node's connection to a `dmadev` process.
+pub struct ShmDevice {
+    sock: UnixStream,
+    q: Arc<Mem>,
+    mem: Arc<Mem>,
+    key: u32,
+    addr: u32,
+    scratch: Vec<u8>,
+}
+
+fn status_of(body: &[u8]) -> Result<(), DevError> {
+    match proto::u32_at(body, 0) {
+        Some(0) => Ok(()),
+        Some(_) => Err(DevError::Refused(String::from_utf8_lossy(&body[4..]).into_owned())),
+        None => Err(DevError::Protocol("empty reply".into())),
+    }
+}
+
+impl ShmDevice {
+    /// Attaches fabric address `addr` to the device serving `fabric_dir`, registering a shared
+    /// memory region of `mem_size` bytes for LNet buffers.
+    pub fn connect(fabric_dir: &Path, addr: u32, mem_size: usize) -> Result<ShmDevice, DevError> {
+        let path = fabric_dir.join(proto::SOCK_NAME);
+        let sock = UnixStream::connect(&path)
+            .map_err(|e| DevError::Io(std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))))?;
+        let q = Mem::memfd("lnet-queue", ring::QUEUE_BYTES)?;
+        Rings::new(&q, true).map_err(DevError::Protocol)?;
+        let mut hello = addr.to_le_bytes().to_vec();
+        hello.extend_from_slice(&(ring::QUEUE_BYTES as u64).to_le_bytes());
+        send_frame(&sock, proto::F_HELLO, &hello, Some(q.fd().unwrap().as_raw_fd()))?;
+        let reply = recv_frame(&sock)?.ok_or_else(|| DevError::Protocol("device closed during hello".into()))?;
+        if reply.ty != proto::F_HELLO_OK {
+            return Err(DevError::Protocol(format!("unexpected frame {} to hello", reply.ty)));
+        }
+        status_of(&reply.body)?;
+        let mem = Mem::memfd("lnet-mem", mem_size)?;
+        send_frame(&sock, proto::F_REG, &(mem_size as u64).to_le_bytes(), Some(mem.fd().unwrap().as_raw_fd()))?;
+        let reply = recv_frame(&sock)?.ok_or_else(|| DevError::Protocol("device closed during register".into()))?;
+        status_of(&reply.body)?;
+        let key = proto::u32_at(&reply.body, 4).ok_or_else(|| DevError::Protocol("register reply lacks key".into()))?;
+        Ok(ShmDevice { sock, q, mem, key, addr, scratch: vec![0; SMSG_MAX] })
+    }
+
+    fn rings(&self) -> Rings<'_> {
+        Rings { mem: &self.q }
+    }
+
+    /// Blocks until completions are pending or `timeout` passes; returns whether any are.
+    pub fn wait(&mut self, timeout: Option<Duration>) -> Result<bool, DevError> {
+        let r = Rings { mem: &self.q };
+        r.word(ring::CQ_ARMED).store(1, Ordering::SeqCst);
+        if r.cq_pending() != 0 {
+            r.word(ring::CQ_ARMED).store(0, Ordering::SeqCst);
+            return Ok(true);
+        }
+        self.sock.set_read_timeout(timeout)?;
+        let res = recv_frame(&self.sock);
+        self.sock.set_read_timeout(None)?;
+        match res {
+            Ok(Some(_)) => Ok(true),
+            Ok(None) => Err(DevError::Protocol("device closed the connection".into())),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                Ok(self.rings().cq_pending() != 0)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A second handle on the socket, for a thread that only waits for doorbells.
+    pub fn doorbell_socket(&self) -> std::io::Result<UnixStream> {
+        self.sock.try_clone()
+    }
+
+    /// Arms the completion doorbell; returns `false` if completions are already pending (then
+    /// no doorbell will come for them).
+    pub fn arm(&self) -> bool {
+        let r = self.rings();
+        r.word(ring::CQ_ARMED).store(1, Ordering::SeqCst);
+        if r.cq_pending() != 0 {
+            r.word(ring::CQ_ARMED).store(0, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+}
+
+impl DmaDevice for ShmDevice {
+    fn addr(&self) -> u32 {
+        self.addr
+    }
+    fn mem(&self) -> &Arc<Mem> {
+        &self.mem
+    }
+    fn key(&self) -> u32 {
+        self.key
+    }
+    fn sq_space(&self) -> usize {
+        (ring::SQ_N - self.rings().sq_pending()) as usize
+    }
+    fn submit(&mut self, d: &Desc) -> Result<(), DevError> {
+        let r = self.rings();
+        if r.sq_pending() >= ring::SQ_N {
+            return Err(DevError::SqFull);
+        }
+        let tail = r.word(ring::SQ_TAIL).load(Ordering::Relaxed);
+        r.write_desc(tail, d).map_err(|e| DevError::Protocol(e.to_string()))?;
+        r.word(ring::SQ_TAIL).store(tail.wrapping_add(1), Ordering::Release);
+        Ok(())
+    }
+    fn doorbell(&mut self) {
+        if self.rings().word(ring::SQ_ARMED).swap(0, Ordering::SeqCst) == 1 {
+            let _ = send_frame(&self.sock, proto::F_DOORBELL, &[], None);
+        }
+    }
+    fn poll(&mut self, f: &mut dyn FnMut(&Completion, &[u8])) -> usize {
+        let q = self.q.clone();
+        let r = Rings { mem: &q };
+        let mut n = 0;
+        loop {
+            let head = r.word(ring::CQ_HEAD).load(Ordering::Relaxed);
+            if head == r.word(ring::CQ_TAIL).load(Ordering::Acquire) {
+                break;
+            }
+            if let Some((c, slot)) = r.read_comp(head) {
+                if c.kind == CompKind::SmsgRecv {
+                    let len = (c.len as usize).min(SMSG_MAX);
+                    let ok = q.read(Rings::mailbox_off(slot), &mut self.scratch[..len]).is_ok();
+                    let mb = r.word(ring::MB_HEAD);
+                    mb.store(mb.load(Ordering::Relaxed).wrapping_add(1), Ordering::Release);
+                    if ok {
+                        f(&c, &self.scratch[..len]);
+                    }
+                } else {
+                    f(&c, &[]);
+                }
+                n += 1;
+            }
+            r.word(ring::CQ_HEAD).store(head.wrapping_add(1), Ordering::Release);
+        }
+        if r.word(ring::CQ_OVERFLOW).swap(0, Ordering::SeqCst) == 1 {
+            let _ = send_frame(&self.sock, proto::F_DOORBELL, &[], None);
+        }
+        n
+    }
+}

@@ -1,0 +1,398 @@
+//! The device engine: regions, transmits and mailboxes of every node on one fabric, and the
+//! rules that make the fabric asymmetric. Sans-IO: completions go to per-node [`Port`]s.
+
+use super::{CompKind, Completion, DevStatus, Desc, Op, MAX_FRAGS, SMSG_MAX};
+use crate::mem::{Mem, Seg};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+/// Where the engine posts a node's completions and short messages.
+pub trait Port: Send {
+    fn complete(&mut self, c: Completion);
+    /// Places an SMSG in the node's mailbox and posts its `SmsgRecv`; `Err` when full.
+    fn deliver(&mut self, from: u32, data: &[u8]) -> Result<(), DevStatus>;
+    /// Retries completions held back because the node's queue was full.
+    fn flush(&mut self) {}
+}
+
+struct Region {
+    owner: u32,
+    mem: Arc<Mem>,
+}
+
+struct Tx {
+    owner: u32,
+    key: u32,
+    frags: Vec<Seg>,
+    len: u64,
+    tag: u64,
+}
+
+/// Device statistics, for tests and benchmarks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    pub smsgs: u64,
+    pub pulls: u64,
+    pub bytes_pulled: u64,
+    pub errors: u64,
+}
+
+/// Remembered consumed cookies, so a second pull says "consumed" rather than "unknown".
+const CONSUMED_MEMORY: usize = 4096;
+
+pub struct Engine {
+    ports: HashMap<u32, Box<dyn Port>>,
+    regions: HashMap<u32, Region>,
+    txs: HashMap<u64, Tx>,
+    consumed: VecDeque<u64>,
+    consumed_set: HashSet<u64>,
+    next_key: u32,
+    next_tx: u64,
+    secret: u64,
+    pub stats: EngineStats,
+}
+
+/// Attach errors.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AttachError {
+    #[error("fabric address {0} is already in use")]
+    AddrInUse(u32),
+}
+
+impl Engine {
+    /// `secret` scrambles transmit cookies so they cannot be guessed from a sequence.
+    pub fn new(secret: u64) -> Engine {
+        Engine {
+            ports: HashMap::new(),
+            regions: HashMap::new(),
+            txs: HashMap::new(),
+            consumed: VecDeque::new(),
+            consumed_set: HashSet::new(),
+            next_key: 1,
+            next_tx: 1,
+            secret: secret | 1,
+            stats: EngineStats::default(),
+        }
+    }
+
+    pub fn attach(&mut self, addr: u32, port: Box<dyn Port>) -> Result<(), AttachError> {
+        if self.ports.contains_key(&addr) {
+            return Err(AttachError::AddrInUse(addr));
+        }
+        self.ports.insert(addr, port);
+        Ok(())
+    }
+
+    /// Forgets a node: its regions and transmits vanish; later pulls of them fail.
+    pub fn detach(&mut self, addr: u32) {
+        self.ports.remove(&addr);
+        self.regions.retain(|_, r| r.owner != addr);
+        self.txs.retain(|_, t| t.owner != addr);
+    }
+
+    pub fn is_attached(&self, addr: u32) -> bool {
+        self.ports.contains_key(&addr)
+    }
+
+    pub fn register(&mut self, owner: u32, mem: Arc<Mem>) -> u32 {
+        let key = self.next_key;
+        self.next_key = self.next_key.wrapping_add(1).max(1);
+        self.regions.insert(key, Region { owner, mem });
+        key
+    }
+
+    /// Unregisters `key` if `owner` owns it; its transmits are dropped.
+    pub fn unregister(&mut self, owner: u32, key: u32) -> Result<(), DevStatus> {
+        match self.regions.get(&key) {
+            Some(r) if r.owner == owner => {
+                self.regions.remove(&key);
+                self.txs.retain(|_, t| t.key != key);
+                Ok(())
+            }
+            _ => Err(DevStatus::BadKey),
+        }
+    }
+
+    pub fn port_mut(&mut self, addr: u32) -> Option<&mut Box<dyn Port>> {
+        self.ports.get_mut(&addr)
+    }
+
+    fn region(&self, owner: u32, key: u32) -> Result<&Region, DevStatus> {
+        match self.regions.get(&key) {
+            Some(r) if r.owner == owner => Ok(r),
+            _ => Err(DevStatus::BadKey),
+        }
+    }
+
+    fn check_frags(mem: &Mem, frags: &[Seg]) -> Result<u64, DevStatus> {
+        if frags.len() > MAX_FRAGS {
+            return Err(DevStatus::TooLong);
+        }
+        let mut total = 0u64;
+        for f in frags {
+            mem.check(f.off, f.len as u64).map_err(|_| DevStatus::OutOfBounds)?;
+            total += f.len as u64;
+        }
+        Ok(total)
+    }
+
+    fn post(&mut self, addr: u32, c: Completion) {
+        if !c.status.is_ok() {
+            self.stats.errors += 1;
+        }
+        if let Some(p) = self.ports.get_mut(&addr) {
+            p.complete(c);
+        }
+    }
+
+    /// Executes one descriptor submitted by node `from`.
+    pub fn submit(&mut self, from: u32, d: Desc) {
+        let comp = |kind, status, cookie, len, peer| Completion { kind, status, tag: d.tag, cookie, len, peer };
+        match d.op {
+            Op::Smsg { dst, data } => {
+                let status = if data.len() > SMSG_MAX {
+                    DevStatus::TooLong
+                } else {
+                    match self.ports.get_mut(&dst) {
+                        None => DevStatus::NoSuchPeer,
+                        Some(p) => match p.deliver(from, &data) {
+                            Ok(()) => DevStatus::Ok,
+                            Err(e) => e,
+                        },
+                    }
+                };
+                if status.is_ok() {
+                    self.stats.smsgs += 1;
+                }
+                self.post(from, comp(CompKind::SmsgSent, status, 0, data.len() as u32, dst));
+            }
+            Op::TxSetup { key, frags } => {
+                let res = self
+                    .region(from, key)
+                    .and_then(|r| Self::check_frags(&r.mem, &frags));
+                match res {
+                    Ok(len) => {
+                        let cookie = (self.next_tx.wrapping_mul(0x9E37_79B9_7F4A_7C15)) ^ self.secret;
+                        self.next_tx += 1;
+                        self.txs.insert(cookie, Tx { owner: from, key, frags, len, tag: d.tag });
+                        self.post(from, comp(CompKind::TxReady, DevStatus::Ok, cookie, len as u32, from));
+                    }
+                    Err(e) => self.post(from, comp(CompKind::TxReady, e, 0, 0, from)),
+                }
+            }
+            Op::TxCancel { cookie } => {
+                let status = match self.txs.get(&cookie) {
+                    Some(t) if t.owner == from => {
+                        self.txs.remove(&cookie);
+                        DevStatus::Ok
+                    }
+                    _ => DevStatus::NoSuchTx,
+                };
+                self.post(from, comp(CompKind::TxCancelled, status, cookie, 0, from));
+            }
+            Op::Pull { src, cookie, tx_off, key, frags } => {
+                match self.pull(from, src, cookie, tx_off, key, &frags) {
+                    Ok((len, tx_tag)) => {
+                        self.stats.pulls += 1;
+                        self.stats.bytes_pulled += len;
+                        // Both ends learn of the transfer: the hardware signals the receiver
+                        // and the transmitter alike.
+                        self.post(from, comp(CompKind::PullDone, DevStatus::Ok, cookie, len as u32, src));
+                        let done = Completion {
+                            kind: CompKind::TxDone,
+                            status: DevStatus::Ok,
+                            tag: tx_tag,
+                            cookie,
+                            len: len as u32,
+                            peer: from,
+                        };
+                        self.post(src, done);
+                    }
+                    Err(e) => self.post(from, comp(CompKind::PullDone, e, cookie, 0, src)),
+                }
+            }
+        }
+    }
+
+    fn pull(&mut self, from: u32, src: u32, cookie: u64, tx_off: u64, key: u32, frags: &[Seg]) -> Result<(u64, u64), DevStatus> {
+        let sink = self.region(from, key)?;
+        let want = Self::check_frags(&sink.mem, frags)?;
+        let sink_mem = sink.mem.clone();
+        let tx = match self.txs.get(&cookie) {
+            Some(t) if t.owner == src => t,
+            Some(_) => return Err(DevStatus::NoSuchTx),
+            None if self.consumed_set.contains(&cookie) => return Err(DevStatus::TxConsumed),
+            None => return Err(DevStatus::NoSuchTx),
+        };
+        match tx_off.checked_add(want) {
+            Some(end) if end <= tx.len => {}
+            _ => return Err(DevStatus::OutOfBounds),
+        }
+        let src_mem = self.regions.get(&tx.key).ok_or(DevStatus::NoSuchTx)?.mem.clone();
+        copy_frags(&src_mem, &tx.frags, tx_off, &sink_mem, frags).map_err(|_| DevStatus::OutOfBounds)?;
+        let tag = tx.tag;
+        self.txs.remove(&cookie);
+        self.consumed.push_back(cookie);
+        self.consumed_set.insert(cookie);
+        if self.consumed.len() > CONSUMED_MEMORY {
+            if let Some(old) = self.consumed.pop_front() {
+                self.consumed_set.remove(&old);
+            }
+        }
+        Ok((want, tag))
+    }
+
+    /// Transmits currently set up (for leak checks).
+    pub fn live_txs(&self) -> usize {
+        self.txs.len()
+    }
+}
+
+/// Scatter-gather copy from `src` fragments (starting `src_off` bytes in) into `dst` fragments:
+/// every byte is copied exactly once.
+fn copy_frags(src: &Mem, sfr: &[Seg], mut src_off: u64, dst: &Mem, dfr: &[Seg]) -> Result<(), crate::mem::OutOfBounds> {
+    let mut si = 0usize;
+    while si < sfr.len() && src_off >= sfr[si].len as u64 {
+        src_off -= sfr[si].len as u64;
+        si += 1;
+    }
+    let mut s_pos = src_off;
+    for d in dfr {
+        let mut d_pos = 0u64;
+        while d_pos < d.len as u64 {
+            let s = sfr.get(si).ok_or(crate::mem::OutOfBounds { off: 0, len: 0, size: 0 })?;
+            let n = (s.len as u64 - s_pos).min(d.len as u64 - d_pos);
+            dst.copy_from(d.off + d_pos, src, s.off + s_pos, n)?;
+            d_pos += n;
+            s_pos += n;
+            if s_pos == s.len as u64 {
+                si += 1;
+                s_pos = 0;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dev::inproc::InProcFabric;
+    use crate::dev::DmaDevice;
+
+    fn seg(off: u64, len: u32) -> Seg {
+        Seg { off, len }
+    }
+
+    fn completions(d: &mut dyn DmaDevice) -> Vec<(Completion, Vec<u8>)> {
+        let mut v = Vec::new();
+        d.poll(&mut |c, b| v.push((*c, b.to_vec())));
+        v
+    }
+
+    fn setup(a: &mut dyn DmaDevice, frags: Vec<Seg>) -> u64 {
+        let key = a.key();
+        a.submit(&Desc { tag: 7, op: Op::TxSetup { key, frags } }).unwrap();
+        let c = completions(a);
+        let ready = c.iter().find(|c| c.0.kind == CompKind::TxReady).expect("tx ready");
+        assert_eq!(ready.0.status, DevStatus::Ok);
+        ready.0.cookie
+    }
+
+    #[test]
+    fn pull_copies_once_and_completes_both_ends() {
+        let fab = InProcFabric::new(1);
+        let mut a = fab.attach(1, 1 << 16).unwrap();
+        let mut b = fab.attach(2, 1 << 16).unwrap();
+        a.mem().write(100, b"0123456789").unwrap();
+        a.mem().write(5000, b"abcdef").unwrap();
+        let cookie = setup(&mut a, vec![seg(100, 10), seg(5000, 6)]);
+        let key = b.key();
+        // Pull bytes 8..14 of the tx (crossing the fragment boundary) into two sink pieces.
+        b.submit(&Desc { tag: 9, op: Op::Pull { src: 1, cookie, tx_off: 8, key, frags: vec![seg(0, 3), seg(50, 3)] } })
+            .unwrap();
+        let cb = completions(&mut b);
+        assert_eq!((cb[0].0.kind, cb[0].0.status, cb[0].0.len, cb[0].0.tag), (CompKind::PullDone, DevStatus::Ok, 6, 9));
+        assert_eq!(b.mem().to_vec(0, 3).unwrap(), b"89a");
+        assert_eq!(b.mem().to_vec(50, 3).unwrap(), b"bcd");
+        let ca = completions(&mut a);
+        assert_eq!((ca[0].0.kind, ca[0].0.tag, ca[0].0.peer), (CompKind::TxDone, 7, 2));
+    }
+
+    #[test]
+    fn asymmetry_is_enforced() {
+        let fab = InProcFabric::new(2);
+        let mut a = fab.attach(1, 1 << 16).unwrap();
+        let mut b = fab.attach(2, 1 << 16).unwrap();
+        let mut c = fab.attach(3, 1 << 16).unwrap();
+        let cookie = setup(&mut a, vec![seg(0, 100)]);
+        let bkey = b.key();
+        let akey = a.key();
+        let mut pull = |dev: &mut dyn DmaDevice, src, cookie, off, key, frags| {
+            dev.submit(&Desc { tag: 1, op: Op::Pull { src, cookie, tx_off: off, key, frags } }).unwrap();
+            completions(dev)[0].0.status
+        };
+        // never set up
+        assert_eq!(pull(&mut b, 1, cookie ^ 0x55, 0, bkey, vec![seg(0, 10)]), DevStatus::NoSuchTx);
+        // right cookie, wrong owner named
+        assert_eq!(pull(&mut b, 3, cookie, 0, bkey, vec![seg(0, 10)]), DevStatus::NoSuchTx);
+        // sink key not ours (A's region): a node never reaches memory it was not given
+        assert_eq!(pull(&mut b, 1, cookie, 0, akey, vec![seg(0, 10)]), DevStatus::BadKey);
+        // beyond the transmit
+        assert_eq!(pull(&mut b, 1, cookie, 95, bkey, vec![seg(0, 10)]), DevStatus::OutOfBounds);
+        // beyond our own region
+        assert_eq!(pull(&mut b, 1, cookie, 0, bkey, vec![seg(1 << 16, 1)]), DevStatus::OutOfBounds);
+        // a good pull, then the same again: consumed
+        assert_eq!(pull(&mut b, 1, cookie, 0, bkey, vec![seg(0, 100)]), DevStatus::Ok);
+        let ckey = c.key();
+        assert_eq!(pull(&mut c, 1, cookie, 0, ckey, vec![seg(0, 1)]), DevStatus::TxConsumed);
+        // tx setup against someone else's key or out of range
+        c.submit(&Desc { tag: 2, op: Op::TxSetup { key: akey, frags: vec![seg(0, 1)] } }).unwrap();
+        assert_eq!(completions(&mut c)[0].0.status, DevStatus::BadKey);
+        c.submit(&Desc { tag: 2, op: Op::TxSetup { key: ckey, frags: vec![seg(65530, 7)] } }).unwrap();
+        assert_eq!(completions(&mut c)[0].0.status, DevStatus::OutOfBounds);
+        // cancel: only the owner, and a cancelled tx cannot be pulled
+        let t2 = setup(&mut a, vec![seg(0, 8)]);
+        c.submit(&Desc { tag: 3, op: Op::TxCancel { cookie: t2 } }).unwrap();
+        assert_eq!(completions(&mut c)[0].0.status, DevStatus::NoSuchTx);
+        a.submit(&Desc { tag: 3, op: Op::TxCancel { cookie: t2 } }).unwrap();
+        assert_eq!(completions(&mut a)[0].0.status, DevStatus::Ok);
+        assert_eq!(pull(&mut b, 1, t2, 0, bkey, vec![seg(0, 8)]), DevStatus::NoSuchTx);
+    }
+
+    #[test]
+    fn smsg_mailbox_bounds() {
+        let fab = InProcFabric::with_mailbox(3, 2);
+        let mut a = fab.attach(1, 4096).unwrap();
+        let mut b = fab.attach(2, 4096).unwrap();
+        for i in 0..3u8 {
+            a.submit(&Desc { tag: i as u64, op: Op::Smsg { dst: 2, data: vec![i; 5] } }).unwrap();
+        }
+        a.submit(&Desc { tag: 9, op: Op::Smsg { dst: 5, data: vec![] } }).unwrap();
+        a.submit(&Desc { tag: 10, op: Op::Smsg { dst: 2, data: vec![0; SMSG_MAX + 1] } }).unwrap();
+        let st: Vec<_> = completions(&mut a).iter().map(|c| c.0.status).collect();
+        assert_eq!(
+            st,
+            [DevStatus::Ok, DevStatus::Ok, DevStatus::MailboxFull, DevStatus::NoSuchPeer, DevStatus::TooLong]
+        );
+        let got = completions(&mut b);
+        assert_eq!(got.len(), 2);
+        assert_eq!((got[1].0.kind, got[1].0.peer, got[1].1.clone()), (CompKind::SmsgRecv, 1, vec![1u8; 5]));
+        assert!(fab.attach(2, 16).is_err(), "duplicate address");
+    }
+
+    #[test]
+    fn detach_and_unregister_invalidate() {
+        let fab = InProcFabric::new(4);
+        let mut a = fab.attach(1, 1024).unwrap();
+        let mut b = fab.attach(2, 1024).unwrap();
+        let cookie = setup(&mut a, vec![seg(0, 10)]);
+        let akey = a.key();
+        fab.engine().lock().unwrap().unregister(1, akey).unwrap();
+        let bkey = b.key();
+        b.submit(&Desc { tag: 1, op: Op::Pull { src: 1, cookie, tx_off: 0, key: bkey, frags: vec![seg(0, 10)] } })
+            .unwrap();
+        assert_eq!(completions(&mut b)[0].0.status, DevStatus::NoSuchTx);
+        assert_eq!(fab.engine().lock().unwrap().unregister(2, akey), Err(DevStatus::BadKey));
+    }
+}

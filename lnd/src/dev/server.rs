@@ -1,0 +1,243 @@
+//! `dmadev`: serves one fabric directory. Each node connects over the Unix socket, hands over its
+//! queue region and memory (memfds), then talks through shared rings and doorbell frames.
+
+use super::engine::{Engine, Port};
+use super::proto::{self, recv_frame, send_frame, Frame};
+use super::ring::{self, Rings};
+use super::{CompKind, Completion, DevStatus};
+use crate::mem::Mem;
+use std::collections::VecDeque;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use tracing::{info, warn};
+
+/// The device side of one node's rings.
+struct ShmPort {
+    q: Arc<Mem>,
+    sock: UnixStream,
+    overflow: VecDeque<(Completion, u32)>,
+}
+
+impl ShmPort {
+    fn rings(&self) -> Rings<'_> {
+        Rings { mem: &self.q }
+    }
+
+    fn push(&mut self, c: Completion, slot: u32) {
+        let r = Rings { mem: &self.q };
+        if !self.overflow.is_empty() || r.cq_pending() >= ring::CQ_N {
+            self.overflow.push_back((c, slot));
+            r.word(ring::CQ_OVERFLOW).store(1, Ordering::Release);
+            return;
+        }
+        let tail = r.word(ring::CQ_TAIL).load(Ordering::Relaxed);
+        r.write_comp(tail, &c, slot);
+        r.word(ring::CQ_TAIL).store(tail.wrapping_add(1), Ordering::Release);
+        self.kick();
+    }
+
+    fn kick(&self) {
+        if self.rings().word(ring::CQ_ARMED).swap(0, Ordering::AcqRel) == 1 {
+            let _ = send_frame(&self.sock, proto::F_DOORBELL, &[], None);
+        }
+    }
+}
+
+impl Port for ShmPort {
+    fn complete(&mut self, c: Completion) {
+        self.push(c, 0);
+    }
+
+    fn deliver(&mut self, from: u32, data: &[u8]) -> Result<(), DevStatus> {
+        let r = self.rings();
+        let head = r.word(ring::MB_HEAD).load(Ordering::Acquire);
+        let tail = r.word(ring::MB_TAIL).load(Ordering::Relaxed);
+        if tail.wrapping_sub(head) >= ring::MB_N {
+            return Err(DevStatus::MailboxFull);
+        }
+        self.q.write(Rings::mailbox_off(tail), data).map_err(|_| DevStatus::TooLong)?;
+        r.word(ring::MB_TAIL).store(tail.wrapping_add(1), Ordering::Release);
+        let c = Completion { kind: CompKind::SmsgRecv, status: DevStatus::Ok, tag: 0, cookie: 0, len: data.len() as u32, peer: from };
+        self.push(c, tail % ring::MB_N);
+        Ok(())
+    }
+
+    fn flush(&mut self) {
+        while let Some(&(c, slot)) = self.overflow.front() {
+            let r = Rings { mem: &self.q };
+            if r.cq_pending() >= ring::CQ_N {
+                return;
+            }
+            self.overflow.pop_front();
+            let tail = r.word(ring::CQ_TAIL).load(Ordering::Relaxed);
+            r.write_comp(tail, &c, slot);
+            r.word(ring::CQ_TAIL).store(tail.wrapping_add(1), Ordering::Release);
+        }
+        self.kick();
+    }
+}
+
+/// A running device: listening socket plus the shared engine.
+pub struct DevServer {
+    listener: UnixListener,
+    path: PathBuf,
+    engine: Arc<Mutex<Engine>>,
+}
+
+impl DevServer {
+    /// Binds `<dir>/dmadev.sock`, replacing a stale socket nobody listens on.
+    pub fn bind(dir: &Path, secret: u64) -> std::io::Result<DevServer> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(proto::SOCK_NAME);
+        if path.exists() {
+            if UnixStream::connect(&path).is_ok() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    format!("{}: another dmadev is serving this fabric", path.display()),
+                ));
+            }
+            std::fs::remove_file(&path)?;
+        }
+        let listener = UnixListener::bind(&path)?;
+        Ok(DevServer { listener, path, engine: Arc::new(Mutex::new(Engine::new(secret))) })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn engine(&self) -> Arc<Mutex<Engine>> {
+        self.engine.clone()
+    }
+
+    /// Accepts nodes forever, one thread each.
+    pub fn run(self) -> std::io::Result<()> {
+        info!(path = %self.path.display(), "dmadev serving");
+        for conn in self.listener.incoming() {
+            let sock = match conn {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!("accept: {e}");
+                    continue;
+                }
+            };
+            let engine = self.engine.clone();
+            std::thread::spawn(move || {
+                if let Err(e) = serve_node(sock, engine) {
+                    warn!("node connection ended: {e}");
+                }
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Drop for DevServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn refuse(sock: &UnixStream, ty: u32, why: &str) -> std::io::Error {
+    let mut body = 1u32.to_le_bytes().to_vec();
+    body.extend_from_slice(why.as_bytes());
+    let _ = send_frame(sock, ty, &body, None);
+    std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_string())
+}
+
+fn serve_node(sock: UnixStream, engine: Arc<Mutex<Engine>>) -> std::io::Result<()> {
+    let hello = recv_frame(&sock)?.ok_or_else(|| std::io::Error::other("closed before hello"))?;
+    let (addr, qlen, fd) = match hello {
+        Frame { ty: proto::F_HELLO, body, fd: Some(fd) } => match (proto::u32_at(&body, 0), proto::u64_at(&body, 4)) {
+            (Some(a), Some(l)) => (a, l, fd),
+            _ => return Err(refuse(&sock, proto::F_HELLO_OK, "hello: short body")),
+        },
+        _ => return Err(refuse(&sock, proto::F_HELLO_OK, "expected hello with a queue memfd")),
+    };
+    if qlen as usize != ring::QUEUE_BYTES {
+        return Err(refuse(&sock, proto::F_HELLO_OK, &format!("queue region of {qlen} bytes, expected {}", ring::QUEUE_BYTES)));
+    }
+    let q = Arc::new(Mem::map_fd(fd, qlen as usize).map_err(|e| refuse(&sock, proto::F_HELLO_OK, &format!("map queue: {e}")))?);
+    Rings::new(&q, false).map_err(|e| refuse(&sock, proto::F_HELLO_OK, &e))?;
+    let port = ShmPort { q: q.clone(), sock: sock.try_clone()?, overflow: VecDeque::new() };
+    if let Err(e) = engine.lock().unwrap().attach(addr, Box::new(port)) {
+        return Err(refuse(&sock, proto::F_HELLO_OK, &e.to_string()));
+    }
+    send_frame(&sock, proto::F_HELLO_OK, &0u32.to_le_bytes(), None)?;
+    info!(addr, "node attached");
+    let res = node_loop(&sock, &engine, addr, &q);
+    engine.lock().unwrap().detach(addr);
+    info!(addr, "node detached");
+    res
+}
+
+fn node_loop(sock: &UnixStream, engine: &Mutex<Engine>, addr: u32, q: &Mem) -> std::io::Result<()> {
+    let r = Rings::new(q, false).map_err(std::io::Error::other)?;
+    loop {
+        drain(&r, engine, addr)?;
+        r.word(ring::SQ_ARMED).store(1, Ordering::SeqCst);
+        if r.sq_pending() != 0 {
+            r.word(ring::SQ_ARMED).store(0, Ordering::SeqCst);
+            continue;
+        }
+        let Some(f) = recv_frame(sock)? else { return Ok(()) };
+        match f.ty {
+            proto::F_DOORBELL => {}
+            proto::F_REG => {
+                let (Some(len), Some(fd)) = (proto::u64_at(&f.body, 0), f.fd) else {
+                    refuse(sock, proto::F_REG_OK, "register: need length and memfd");
+                    continue;
+                };
+                match Mem::map_fd(fd, len as usize) {
+                    Ok(m) => {
+                        let key = engine.lock().unwrap().register(addr, Arc::new(m));
+                        let mut body = 0u32.to_le_bytes().to_vec();
+                        body.extend_from_slice(&key.to_le_bytes());
+                        send_frame(sock, proto::F_REG_OK, &body, None)?;
+                    }
+                    Err(e) => {
+                        refuse(sock, proto::F_REG_OK, &format!("register: {e}"));
+                    }
+                }
+            }
+            proto::F_UNREG => {
+                let key = proto::u32_at(&f.body, 0).unwrap_or(0);
+                let st = match engine.lock().unwrap().unregister(addr, key) {
+                    Ok(()) => 0u32,
+                    Err(s) => s as u32,
+                };
+                send_frame(sock, proto::F_UNREG_OK, &st.to_le_bytes(), None)?;
+            }
+            t => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("unknown frame type {t}"))),
+        }
+    }
+}
+
+/// Executes every queued descriptor of node `addr`.
+fn drain(r: &Rings<'_>, engine: &Mutex<Engine>, addr: u32) -> std::io::Result<()> {
+    let mut e = engine.lock().unwrap();
+    if let Some(p) = e.port_mut(addr) {
+        p.flush();
+    }
+    loop {
+        let head = r.word(ring::SQ_HEAD).load(Ordering::Relaxed);
+        let tail = r.word(ring::SQ_TAIL).load(Ordering::Acquire);
+        if head == tail {
+            return Ok(());
+        }
+        if tail.wrapping_sub(head) > ring::SQ_N {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "submission ring indices corrupt"));
+        }
+        match r.read_desc(head) {
+            Ok(d) => e.submit(addr, d),
+            Err(c) => {
+                if let Some(p) = e.port_mut(addr) {
+                    p.complete(c)
+                }
+            }
+        }
+        r.word(ring::SQ_HEAD).store(head.wrapping_add(1), Ordering::Release);
+    }
+}

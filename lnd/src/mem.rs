@@ -1,0 +1,321 @@
+//! Registered memory: a bounds-checked byte region, heap-backed (tests, simulation) or a shared
+//! memfd mapping (the emulated device maps the same pages). Access is by copy, never by reference.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+
+/// Out-of-range access to a region.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("access [{off}, +{len}) outside region of {size} bytes")]
+pub struct OutOfBounds {
+    pub off: u64,
+    pub len: u64,
+    pub size: u64,
+}
+
+enum Backing {
+    Heap(#[allow(dead_code)] Box<[u8]>),
+    Mmap { fd: OwnedFd },
+}
+
+/// A fixed-size byte region. Another process (the device) may copy into it concurrently, as DMA
+/// would; we therefore only touch it with `ptr::copy` and never hand out `&[u8]` into it.
+pub struct Mem {
+    ptr: *mut u8,
+    len: usize,
+    backing: Backing,
+}
+
+// SAFETY: the region is plain bytes accessed only through bounds-checked raw copies.
+unsafe impl Send for Mem {}
+unsafe impl Sync for Mem {}
+
+impl std::fmt::Debug for Mem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Mem({} bytes, {})", self.len, if self.fd().is_some() { "memfd" } else { "heap" })
+    }
+}
+
+impl Mem {
+    /// A zeroed heap region.
+    pub fn heap(len: usize) -> Arc<Mem> {
+        let mut b = vec![0u8; len].into_boxed_slice();
+        let ptr = b.as_mut_ptr();
+        Arc::new(Mem { ptr, len, backing: Backing::Heap(b) })
+    }
+
+    /// A zeroed shared region backed by a new memfd, mapped read-write.
+    pub fn memfd(name: &str, len: usize) -> std::io::Result<Arc<Mem>> {
+        let cname = std::ffi::CString::new(name).unwrap_or_default();
+        // SAFETY: plain syscalls; the fd is owned right after creation.
+        let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Mem::map_fd(fd, len).map(Arc::new)
+    }
+
+    /// Maps `len` bytes of a memfd received from a peer (the device side of registration).
+    pub fn map_fd(fd: OwnedFd, len: usize) -> std::io::Result<Mem> {
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if (st.st_size as u64) < len as u64 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("memfd holds {} bytes, {} claimed", st.st_size, len),
+            ));
+        }
+        let ptr = if len == 0 {
+            std::ptr::NonNull::<u8>::dangling().as_ptr()
+        } else {
+            // SAFETY: mapping a file we own; checked size above.
+            let p = unsafe {
+                libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd.as_raw_fd(), 0)
+            };
+            if p == libc::MAP_FAILED {
+                return Err(std::io::Error::last_os_error());
+            }
+            p as *mut u8
+        };
+        Ok(Mem { ptr, len, backing: Backing::Mmap { fd } })
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The memfd behind a shared region, to pass to the device.
+    pub fn fd(&self) -> Option<&OwnedFd> {
+        match &self.backing {
+            Backing::Mmap { fd } => Some(fd),
+            Backing::Heap(_) => None,
+        }
+    }
+
+    /// Checks `[off, off+len)` lies inside the region.
+    pub fn check(&self, off: u64, len: u64) -> Result<(), OutOfBounds> {
+        match off.checked_add(len) {
+            Some(end) if end <= self.len as u64 => Ok(()),
+            _ => Err(OutOfBounds { off, len, size: self.len as u64 }),
+        }
+    }
+
+    pub fn read(&self, off: u64, out: &mut [u8]) -> Result<(), OutOfBounds> {
+        self.check(off, out.len() as u64)?;
+        // SAFETY: bounds checked; raw copy tolerates concurrent writers of plain bytes.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(off as usize), out.as_mut_ptr(), out.len()) };
+        Ok(())
+    }
+
+    pub fn write(&self, off: u64, data: &[u8]) -> Result<(), OutOfBounds> {
+        self.check(off, data.len() as u64)?;
+        // SAFETY: as in `read`.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.add(off as usize), data.len()) };
+        Ok(())
+    }
+
+    pub fn fill(&self, off: u64, len: u64, byte: u8) -> Result<(), OutOfBounds> {
+        self.check(off, len)?;
+        unsafe { std::ptr::write_bytes(self.ptr.add(off as usize), byte, len as usize) };
+        Ok(())
+    }
+
+    /// Copies `len` bytes from `src[src_off..]` to `self[dst_off..]`: the device's one memcpy.
+    pub fn copy_from(&self, dst_off: u64, src: &Mem, src_off: u64, len: u64) -> Result<(), OutOfBounds> {
+        self.check(dst_off, len)?;
+        src.check(src_off, len)?;
+        // SAFETY: both ranges checked; `copy` allows overlap when src and dst are one region.
+        unsafe { std::ptr::copy(src.ptr.add(src_off as usize), self.ptr.add(dst_off as usize), len as usize) };
+        Ok(())
+    }
+
+    /// Copies out a range into a new vector.
+    pub fn to_vec(&self, off: u64, len: usize) -> Result<Vec<u8>, OutOfBounds> {
+        let mut v = vec![0u8; len];
+        self.read(off, &mut v)?;
+        Ok(v)
+    }
+
+    /// An atomic u32 living in the region (ring indices shared with the device).
+    pub fn atomic_u32(&self, off: u64) -> Result<&std::sync::atomic::AtomicU32, OutOfBounds> {
+        self.check(off, 4)?;
+        if off % 4 != 0 {
+            return Err(OutOfBounds { off, len: 4, size: self.len as u64 });
+        }
+        // SAFETY: aligned, in bounds, lives as long as `self`; AtomicU32 has u32's layout.
+        Ok(unsafe { &*(self.ptr.add(off as usize) as *const std::sync::atomic::AtomicU32) })
+    }
+}
+
+impl Drop for Mem {
+    fn drop(&mut self) {
+        if let Backing::Mmap { .. } = self.backing {
+            if self.len > 0 {
+                unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
+            }
+        }
+    }
+}
+
+/// A contiguous piece of a node's memory: offset and length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Seg {
+    pub off: u64,
+    pub len: u32,
+}
+
+/// Total bytes in an iovec.
+pub fn iov_len(iov: &[Seg]) -> u64 {
+    iov.iter().map(|s| s.len as u64).sum()
+}
+
+/// The sub-iovec covering `[off, off+len)` of `iov` (like `lnet_extract_iov`).
+pub fn iov_slice(iov: &[Seg], mut off: u64, mut len: u64) -> Vec<Seg> {
+    let mut out = Vec::new();
+    for s in iov {
+        if len == 0 {
+            break;
+        }
+        if off >= s.len as u64 {
+            off -= s.len as u64;
+            continue;
+        }
+        let take = (s.len as u64 - off).min(len);
+        out.push(Seg { off: s.off + off, len: take as u32 });
+        off = 0;
+        len -= take;
+    }
+    out
+}
+
+/// Copies `data` into the memory described by `iov` (up to its length); returns bytes copied.
+pub fn iov_write(mem: &Mem, iov: &[Seg], mut data: &[u8]) -> Result<usize, OutOfBounds> {
+    let mut n = 0;
+    for s in iov {
+        if data.is_empty() {
+            break;
+        }
+        let take = (s.len as usize).min(data.len());
+        mem.write(s.off, &data[..take])?;
+        data = &data[take..];
+        n += take;
+    }
+    Ok(n)
+}
+
+/// Gathers the bytes described by `iov` into `out` (appending).
+pub fn iov_read(mem: &Mem, iov: &[Seg], out: &mut Vec<u8>) -> Result<(), OutOfBounds> {
+    for s in iov {
+        let start = out.len();
+        out.resize(start + s.len as usize, 0);
+        mem.read(s.off, &mut out[start..])?;
+    }
+    Ok(())
+}
+
+/// A first-fit allocator handing out pieces of one region (the node's registered arena).
+#[derive(Debug)]
+pub struct Arena {
+    free: Vec<(u64, u64)>, // sorted (off, len)
+    align: u64,
+}
+
+impl Arena {
+    pub fn new(size: u64, align: u64) -> Arena {
+        Arena { free: vec![(0, size)], align: align.max(1) }
+    }
+
+    pub fn alloc(&mut self, len: u64) -> Option<u64> {
+        let want = len.max(1).div_ceil(self.align) * self.align;
+        let i = self.free.iter().position(|&(_, l)| l >= want)?;
+        let (off, l) = self.free[i];
+        if l == want {
+            self.free.remove(i);
+        } else {
+            self.free[i] = (off + want, l - want);
+        }
+        Some(off)
+    }
+
+    pub fn free(&mut self, off: u64, len: u64) {
+        let len = len.max(1).div_ceil(self.align) * self.align;
+        let i = self.free.partition_point(|&(o, _)| o < off);
+        self.free.insert(i, (off, len));
+        // merge with next, then previous
+        if i + 1 < self.free.len() && self.free[i].0 + self.free[i].1 == self.free[i + 1].0 {
+            self.free[i].1 += self.free[i + 1].1;
+            self.free.remove(i + 1);
+        }
+        if i > 0 && self.free[i - 1].0 + self.free[i - 1].1 == self.free[i].0 {
+            self.free[i - 1].1 += self.free[i].1;
+            self.free.remove(i);
+        }
+    }
+
+    pub fn free_bytes(&self) -> u64 {
+        self.free.iter().map(|f| f.1).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_are_checked() {
+        let m = Mem::heap(16);
+        assert!(m.write(10, &[1; 6]).is_ok());
+        assert_eq!(m.write(11, &[1; 6]), Err(OutOfBounds { off: 11, len: 6, size: 16 }));
+        assert!(m.read(u64::MAX, &mut [0; 2]).is_err());
+        let n = Mem::heap(4);
+        assert!(n.copy_from(0, &m, 14, 4).is_err());
+        assert!(n.copy_from(0, &m, 12, 4).is_ok());
+        assert_eq!(n.to_vec(0, 4).unwrap(), vec![1, 1, 1, 1]);
+    }
+
+    #[test]
+    fn memfd_is_shared_between_mappings() {
+        let m = Mem::memfd("t", 4096).unwrap();
+        let fd = m.fd().unwrap().try_clone().unwrap();
+        let other = Mem::map_fd(fd, 4096).unwrap();
+        m.write(100, b"hello").unwrap();
+        assert_eq!(other.to_vec(100, 5).unwrap(), b"hello");
+        let fd = m.fd().unwrap().try_clone().unwrap();
+        assert!(Mem::map_fd(fd, 8192).is_err(), "claiming more than the memfd holds must fail");
+    }
+
+    #[test]
+    fn iov_helpers() {
+        let iov = [Seg { off: 0, len: 4 }, Seg { off: 100, len: 4 }, Seg { off: 200, len: 4 }];
+        assert_eq!(iov_slice(&iov, 2, 4), vec![Seg { off: 2, len: 2 }, Seg { off: 100, len: 2 }]);
+        assert_eq!(iov_slice(&iov, 8, 10), vec![Seg { off: 200, len: 4 }]);
+        assert!(iov_slice(&iov, 12, 1).is_empty());
+        let m = Mem::heap(256);
+        assert_eq!(iov_write(&m, &iov[..2], b"abcdefghij").unwrap(), 8);
+        let mut out = Vec::new();
+        iov_read(&m, &iov[..2], &mut out).unwrap();
+        assert_eq!(out, b"abcdefgh");
+    }
+
+    #[test]
+    fn arena_reuses_and_merges() {
+        let mut a = Arena::new(1024, 64);
+        let x = a.alloc(100).unwrap();
+        let y = a.alloc(64).unwrap();
+        assert_eq!((x, y), (0, 128));
+        assert!(a.alloc(2000).is_none());
+        a.free(x, 100);
+        a.free(y, 64);
+        assert_eq!(a.free_bytes(), 1024);
+        assert_eq!(a.alloc(1024), Some(0));
+    }
+}
