@@ -2,5 +2,10 @@
 //! DMA LND. See the workspace README for the architecture.
 
 pub mod dev;
+pub mod dmalnd;
+pub mod lnd;
+pub mod lnet;
+pub mod lolnd;
 pub mod mem;
+pub mod node;
 pub mod wire;

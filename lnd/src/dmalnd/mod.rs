@@ -1,0 +1,562 @@
+//! The DMA LND: LNet over the asymmetric DMA fabric. Small messages ride inline in one SMSG;
+//! large ones are pulled by the receiver from a transmit the sender set up first. Every SMSG is
+//! first dispatched as control (TX_READY, NAK, NOOP: LND only) or LND message (`lnet_parse`).
+//! Flow control: per-peer SMSG credits, returned in every message header or by NOOP.
+
+pub mod wire;
+
+use crate::dev::{CompKind, Completion, DevStatus, Desc, DmaDevice, Op};
+use crate::lnd::Lnd;
+use crate::lnet::slab::Slab;
+use crate::lnet::{errno, Lnet, LndRecv, LndSend, MsgId, NiIdx, Parsed};
+use crate::mem::{iov_read, iov_write};
+use crate::wire::{HdrRepr, MsgType, Nid};
+use std::collections::{HashMap, VecDeque};
+use tracing::{debug, warn};
+use wire::{Body, MsgRepr, MAX_IMMEDIATE};
+
+#[derive(Debug, Clone)]
+pub struct DmaLndConfig {
+    /// SMSGs we may have in a peer's mailbox at once (and it in ours).
+    pub peer_credits: u16,
+    /// Payloads up to this size go inline (IMMEDIATE); larger ones are pulled.
+    pub max_immediate: usize,
+}
+
+impl Default for DmaLndConfig {
+    fn default() -> Self {
+        DmaLndConfig { peer_credits: 8, max_immediate: MAX_IMMEDIATE }
+    }
+}
+
+/// Which protocol path messages took, and trouble seen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DmaLndStats {
+    pub immediate: u64,
+    pub put_rdma: u64,
+    pub get_rdma: u64,
+    pub naks_sent: u64,
+    pub naks_received: u64,
+    pub noops: u64,
+    pub credit_stalls: u64,
+    pub bad_msgs: u64,
+    pub dev_errors: u64,
+}
+
+#[derive(Debug, Default)]
+struct Peer {
+    /// SMSGs we may still send it.
+    credits: u16,
+    /// Its SMSGs we consumed and have not yet returned credit for.
+    owed: u16,
+    queue: VecDeque<(u64, Vec<u8>)>,
+}
+
+/// What one tag (our descriptor tag) is waiting for.
+#[derive(Debug)]
+enum Tx {
+    /// IMMEDIATE sent: finalize when the SMSG is delivered.
+    Imm { msg: MsgId },
+    /// Large PUT/REPLY: transmit being set up.
+    PutSetup { msg: MsgId, peer: u32, hdr: HdrRepr },
+    /// PUT_REQ sent: waiting for the receiver's pull (TxDone) or a NAK.
+    PutWait { msg: MsgId, peer: u32, cookie: u64 },
+    /// GET_REQ sent: waiting for TX_READY or NAK.
+    GetReq { msg: MsgId, peer: u32 },
+    /// Pulling the reply data of our GET.
+    GetPull { get: MsgId, reply: MsgId, peer: u32, target_tag: u64 },
+    /// Pulling a PUT's data.
+    PutPull { msg: MsgId, peer: u32, src_tag: u64 },
+    /// GET target: staging the matched source buffers.
+    ReplySetup { msg: MsgId, peer: u32, get_tag: u64 },
+    /// GET target: TX_READY sent, waiting for the initiator's pull or NAK.
+    ReplyWait { msg: MsgId, peer: u32, cookie: u64 },
+}
+
+/// Receive contexts between `lnet_parse` and `recv`.
+#[derive(Debug)]
+enum Rx {
+    Imm(Vec<u8>),
+    PutReq { peer: u32, src_tag: u64, cookie: u64 },
+    GetReq { peer: u32, get_tag: u64 },
+}
+
+pub struct DmaLnd<D: DmaDevice> {
+    dev: D,
+    ni: NiIdx,
+    nid: Nid,
+    cfg: DmaLndConfig,
+    peers: HashMap<u32, Peer>,
+    dirty: Vec<u32>,
+    txs: Slab<Tx>,
+    rxs: Slab<Rx>,
+    backlog: VecDeque<Desc>,
+    comps: Vec<(Completion, usize, usize)>,
+    comp_bytes: Vec<u8>,
+    scratch: Vec<u8>,
+    pub stats: DmaLndStats,
+}
+
+fn dev_errno(s: DevStatus) -> i32 {
+    match s {
+        DevStatus::Ok => 0,
+        DevStatus::NoSuchPeer => errno::EHOSTUNREACH,
+        DevStatus::Cancelled => errno::ECANCELED,
+        _ => errno::EIO,
+    }
+}
+
+impl<D: DmaDevice> DmaLnd<D> {
+    /// An LND for NI `ni` whose NID is `nid` (its address must be the device's).
+    pub fn new(dev: D, ni: NiIdx, nid: Nid, cfg: DmaLndConfig) -> DmaLnd<D> {
+        assert_eq!(nid.addr(), dev.addr(), "DMA NID address must be the device's fabric address");
+        DmaLnd {
+            dev,
+            ni,
+            nid,
+            cfg,
+            peers: HashMap::new(),
+            dirty: Vec::new(),
+            txs: Slab::default(),
+            rxs: Slab::default(),
+            backlog: VecDeque::new(),
+            comps: Vec::new(),
+            comp_bytes: Vec::new(),
+            scratch: Vec::new(),
+            stats: DmaLndStats::default(),
+        }
+    }
+
+    pub fn dev(&self) -> &D {
+        &self.dev
+    }
+    pub fn dev_mut(&mut self) -> &mut D {
+        &mut self.dev
+    }
+
+    /// Descriptors and receive contexts outstanding (zero when idle).
+    pub fn busy(&self) -> usize {
+        self.txs.len() + self.rxs.len() + self.backlog.len()
+    }
+
+    fn peer(&mut self, addr: u32) -> &mut Peer {
+        let pc = self.cfg.peer_credits;
+        self.peers.entry(addr).or_insert_with(|| Peer { credits: pc, ..Default::default() })
+    }
+
+    fn submit(&mut self, d: Desc) {
+        if !self.backlog.is_empty() || self.dev.sq_space() == 0 {
+            self.backlog.push_back(d);
+            return;
+        }
+        if let Err(e) = self.dev.submit(&d) {
+            debug!("submit deferred: {e}");
+            self.backlog.push_back(d);
+        }
+    }
+
+    fn flush_backlog(&mut self) {
+        while self.dev.sq_space() > 0 {
+            let Some(d) = self.backlog.pop_front() else { break };
+            if self.dev.submit(&d).is_err() {
+                self.backlog.push_front(d);
+                break;
+            }
+        }
+    }
+
+    /// Queues a short message for `peer`; it leaves when credits allow.
+    fn queue(&mut self, peer: u32, tag: u64, body: Body<'_>) {
+        let mut b = Vec::with_capacity(128);
+        MsgRepr { credits: 0, src_nid: self.nid, dst_nid: self.nid.net().nid(peer), body }.emit(&mut b);
+        if let Body::Nak { .. } = body {
+            self.stats.naks_sent += 1;
+        }
+        self.peer(peer).queue.push_back((tag, b));
+        self.dirty.push(peer);
+    }
+
+    /// Sends what credits allow: a message may take the last credit only if it returns
+    /// credits, so a NOOP can always flow back.
+    fn pump(&mut self) {
+        let high_water = (self.cfg.peer_credits / 2).max(1);
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort_unstable();
+        dirty.dedup();
+        for addr in dirty.drain(..) {
+            loop {
+                let p = self.peer(addr);
+                let Some((_, _)) = p.queue.front() else { break };
+                if !(p.credits > 1 || (p.credits == 1 && p.owed > 0)) {
+                    self.stats.credit_stalls += 1;
+                    break;
+                }
+                let (tag, mut b) = p.queue.pop_front().unwrap();
+                MsgRepr::set_credits(&mut b, p.owed);
+                p.owed = 0;
+                p.credits -= 1;
+                self.submit(Desc { tag, op: Op::Smsg { dst: addr, data: b } });
+            }
+            let p = self.peer(addr);
+            if p.queue.is_empty() && p.owed >= high_water && p.credits >= 1 {
+                let owed = p.owed;
+                p.owed = 0;
+                p.credits -= 1;
+                let mut b = Vec::with_capacity(wire::HDR);
+                MsgRepr { credits: owed, src_nid: self.nid, dst_nid: self.nid.net().nid(addr), body: Body::Noop }.emit(&mut b);
+                self.stats.noops += 1;
+                self.submit(Desc { tag: 0, op: Op::Smsg { dst: addr, data: b } });
+            }
+        }
+        self.dirty = dirty;
+        self.flush_backlog();
+        self.dev.doorbell();
+    }
+
+    fn nak(&mut self, peer: u32, tag: u64, status: i32) {
+        self.queue(peer, 0, Body::Nak { tag, status });
+    }
+
+    fn cancel(&mut self, cookie: u64) {
+        self.submit(Desc { tag: 0, op: Op::TxCancel { cookie } });
+    }
+
+    /// Fails a GET initiator: its SEND and REPLY events both carry `status`.
+    fn fail_get(&mut self, lnet: &mut Lnet, msg: MsgId, status: i32) {
+        if let Ok((reply, _, _)) = lnet.create_reply_msg(msg, 0) {
+            lnet.finalize(reply, status);
+        }
+        lnet.finalize(msg, status);
+    }
+
+    fn on_completion(&mut self, lnet: &mut Lnet, c: Completion, data: &[u8]) {
+        if !c.status.is_ok() {
+            self.stats.dev_errors += 1;
+            debug!(kind = ?c.kind, status = ?c.status, tag = c.tag, "device error completion");
+        }
+        let st = dev_errno(c.status);
+        match c.kind {
+            CompKind::SmsgRecv => self.on_smsg(lnet, c.peer, data),
+            CompKind::SmsgSent => {
+                if !c.status.is_ok() {
+                    self.peer(c.peer).credits += 1; // it never reached the mailbox
+                }
+                if c.tag == 0 {
+                    return;
+                }
+                let ok = c.status.is_ok();
+                match self.txs.remove_if(c.tag, |t| matches!(t, Tx::Imm { .. }) || (!ok && !matches!(t, Tx::PutPull { .. } | Tx::GetPull { .. }))) {
+                    Some(Tx::Imm { msg }) => lnet.finalize(msg, st),
+                    Some(Tx::PutWait { msg, cookie, .. }) | Some(Tx::ReplyWait { msg, cookie, .. }) => {
+                        self.cancel(cookie);
+                        lnet.finalize(msg, st);
+                    }
+                    Some(Tx::GetReq { msg, .. }) => self.fail_get(lnet, msg, st),
+                    Some(other) => warn!(tag = c.tag, "SMSG failure in state {other:?}"),
+                    None => {}
+                }
+            }
+            CompKind::TxReady => match self.txs.remove_if(c.tag, |t| matches!(t, Tx::PutSetup { .. } | Tx::ReplySetup { .. })) {
+                Some(Tx::PutSetup { msg, peer, hdr }) => {
+                    if !c.status.is_ok() {
+                        lnet.finalize(msg, st);
+                        return;
+                    }
+                    let tag = self.txs.insert(Tx::PutWait { msg, peer, cookie: c.cookie });
+                    self.stats.put_rdma += 1;
+                    self.queue(peer, tag, Body::PutReq { hdr, src_tag: tag, cookie: c.cookie, nob: hdr.payload_length });
+                }
+                Some(Tx::ReplySetup { msg, peer, get_tag }) => {
+                    if !c.status.is_ok() {
+                        lnet.finalize(msg, st);
+                        self.nak(peer, get_tag, st);
+                        return;
+                    }
+                    let tag = self.txs.insert(Tx::ReplyWait { msg, peer, cookie: c.cookie });
+                    self.stats.get_rdma += 1;
+                    self.queue(peer, 0, Body::TxReady { get_tag, cookie: c.cookie, target_tag: tag, nob: c.len });
+                }
+                _ => warn!(tag = c.tag, "TxReady for a tag not setting up a transmit"),
+            },
+            CompKind::TxDone => match self.txs.remove_if(c.tag, |t| matches!(t, Tx::PutWait { .. } | Tx::ReplyWait { .. })) {
+                Some(Tx::PutWait { msg, .. }) | Some(Tx::ReplyWait { msg, .. }) => lnet.finalize(msg, 0),
+                _ => warn!(tag = c.tag, "TxDone for a tag not waiting for one"),
+            },
+            CompKind::PullDone => match self.txs.remove_if(c.tag, |t| matches!(t, Tx::PutPull { .. } | Tx::GetPull { .. })) {
+                Some(Tx::PutPull { msg, peer, src_tag }) => {
+                    lnet.finalize(msg, st);
+                    if st != 0 {
+                        self.nak(peer, src_tag, st);
+                    }
+                }
+                Some(Tx::GetPull { get, reply, peer, target_tag }) => {
+                    lnet.finalize(reply, st);
+                    lnet.finalize(get, st);
+                    if st != 0 {
+                        self.nak(peer, target_tag, st);
+                    }
+                }
+                _ => warn!(tag = c.tag, "PullDone for a tag not pulling"),
+            },
+            CompKind::TxCancelled => {}
+        }
+    }
+
+    fn on_smsg(&mut self, lnet: &mut Lnet, from: u32, data: &[u8]) {
+        let credits_max = self.cfg.peer_credits;
+        {
+            let p = self.peer(from);
+            p.owed = p.owed.saturating_add(1);
+        }
+        self.dirty.push(from);
+        let m = match MsgRepr::parse(data) {
+            Ok(m) => m,
+            Err(e) => {
+                self.stats.bad_msgs += 1;
+                warn!(peer = from, "dropping malformed DMA LND message: {e}");
+                return;
+            }
+        };
+        let expect_src = self.nid.net().nid(from);
+        if m.src_nid != expect_src || m.dst_nid != self.nid {
+            self.stats.bad_msgs += 1;
+            warn!(peer = from, src = %m.src_nid, dst = %m.dst_nid, "dropping message: NIDs do not match fabric addresses");
+            return;
+        }
+        {
+            let p = self.peer(from);
+            p.credits = p.credits.saturating_add(m.credits);
+            if p.credits > credits_max {
+                warn!(peer = from, credits = p.credits, "peer returned more credits than it was given");
+                p.credits = credits_max;
+            }
+        }
+        if wire::is_control(m.body.ty()) {
+            self.on_control(lnet, from, m.body);
+        } else {
+            self.on_lnd_msg(lnet, from, m.src_nid, m.body);
+        }
+    }
+
+    fn on_control(&mut self, lnet: &mut Lnet, from: u32, body: Body<'_>) {
+        match body {
+            Body::Noop => {}
+            Body::TxReady { get_tag, cookie, target_tag, nob } => match self.txs.remove_if(get_tag, |t| matches!(t, Tx::GetReq { peer, .. } if *peer == from)) {
+                Some(Tx::GetReq { msg, peer }) => match lnet.create_reply_msg(msg, nob as u64) {
+                    Ok((reply, iov, _mlen)) => {
+                        let tag = self.txs.insert(Tx::GetPull { get: msg, reply, peer, target_tag });
+                        let key = self.dev.key();
+                        self.submit(Desc { tag, op: Op::Pull { src: peer, cookie, tx_off: 0, key, frags: iov } });
+                    }
+                    Err(e) => {
+                        lnet.finalize(msg, e);
+                        self.nak(from, target_tag, e);
+                    }
+                },
+                other => {
+                    self.stats.bad_msgs += 1;
+                    warn!(peer = from, get_tag, "TX_READY for no GET of ours ({other:?})");
+                    self.nak(from, target_tag, errno::EPROTO);
+                }
+            },
+            Body::Nak { tag, status } => {
+                self.stats.naks_received += 1;
+                let mine = |t: &Tx| match t {
+                    Tx::PutWait { peer, .. } | Tx::ReplyWait { peer, .. } | Tx::GetReq { peer, .. } => *peer == from,
+                    _ => false,
+                };
+                match self.txs.remove_if(tag, mine) {
+                    Some(Tx::PutWait { msg, cookie, .. }) | Some(Tx::ReplyWait { msg, cookie, .. }) => {
+                        self.cancel(cookie);
+                        lnet.finalize(msg, status.min(0));
+                    }
+                    Some(Tx::GetReq { msg, .. }) => self.fail_get(lnet, msg, if status < 0 { status } else { errno::ENODATA }),
+                    Some(_) => unreachable!("filtered by `mine`"),
+                    None => {
+                        self.stats.bad_msgs += 1;
+                        debug!(peer = from, tag, "NAK for no transfer of ours with that peer; ignored");
+                    }
+                }
+            }
+            _ => unreachable!("control dispatch"),
+        }
+    }
+
+    fn on_lnd_msg(&mut self, lnet: &mut Lnet, from: u32, from_nid: Nid, body: Body<'_>) {
+        match body {
+            Body::Immediate { hdr, payload } => {
+                self.stats.immediate += 1;
+                let rx = self.rxs.insert(Rx::Imm(payload.to_vec()));
+                match lnet.parse(self.ni, hdr, from_nid, rx, false) {
+                    Ok(Parsed::Recv(_)) => {}
+                    Ok(Parsed::Dropped(_)) => {
+                        self.rxs.remove(rx);
+                    }
+                    Err(e) => {
+                        self.rxs.remove(rx);
+                        self.stats.bad_msgs += 1;
+                        warn!(peer = from, "lnet_parse refused IMMEDIATE: {e}");
+                    }
+                }
+            }
+            Body::PutReq { hdr, src_tag, cookie, nob } => {
+                if nob != hdr.payload_length || !matches!(hdr.msg_type(), MsgType::Put | MsgType::Reply) {
+                    self.stats.bad_msgs += 1;
+                    warn!(peer = from, "PUT_REQ with inconsistent header ({:?}, nob {nob})", hdr.msg_type());
+                    self.nak(from, src_tag, errno::EPROTO);
+                    return;
+                }
+                let rx = self.rxs.insert(Rx::PutReq { peer: from, src_tag, cookie });
+                match lnet.parse(self.ni, hdr, from_nid, rx, false) {
+                    Ok(Parsed::Recv(_)) => {}
+                    Ok(Parsed::Dropped(st)) => {
+                        self.rxs.remove(rx);
+                        self.nak(from, src_tag, st);
+                    }
+                    Err(e) => {
+                        self.rxs.remove(rx);
+                        warn!(peer = from, "lnet_parse refused PUT_REQ: {e}");
+                        self.nak(from, src_tag, errno::EPROTO);
+                    }
+                }
+            }
+            Body::GetReq { hdr, get_tag } => {
+                if hdr.msg_type() != MsgType::Get {
+                    self.stats.bad_msgs += 1;
+                    warn!(peer = from, "GET_REQ carrying a {:?} header", hdr.msg_type());
+                    self.nak(from, get_tag, errno::EPROTO);
+                    return;
+                }
+                let rx = self.rxs.insert(Rx::GetReq { peer: from, get_tag });
+                match lnet.parse(self.ni, hdr, from_nid, rx, true) {
+                    Ok(Parsed::Recv(_)) => {}
+                    Ok(Parsed::Dropped(st)) => {
+                        self.rxs.remove(rx);
+                        self.nak(from, get_tag, st);
+                    }
+                    Err(e) => {
+                        self.rxs.remove(rx);
+                        warn!(peer = from, "lnet_parse refused GET_REQ: {e}");
+                        self.nak(from, get_tag, errno::EPROTO);
+                    }
+                }
+            }
+            _ => unreachable!("LND dispatch"),
+        }
+    }
+}
+
+impl<D: DmaDevice> Lnd for DmaLnd<D> {
+    fn name(&self) -> &'static str {
+        "dma"
+    }
+
+    fn stats(&self) -> serde_json::Value {
+        serde_json::to_value(self.stats).unwrap_or_default()
+    }
+
+    fn busy(&self) -> usize {
+        DmaLnd::busy(self)
+    }
+
+    fn send(&mut self, lnet: &mut Lnet, m: LndSend) {
+        if m.next_hop.net() != self.nid.net() {
+            lnet.finalize(m.msg, errno::EHOSTUNREACH);
+            return;
+        }
+        let peer = m.next_hop.addr();
+        let len = m.hdr.payload_length as usize;
+        match m.get_sink {
+            Some(_) if m.hdr.msg_type() == MsgType::Get => {
+                // Every GET to a direct peer is staged by the target (so a miss is NAKed).
+                let tag = self.txs.insert(Tx::GetReq { msg: m.msg, peer });
+                self.queue(peer, tag, Body::GetReq { hdr: m.hdr, get_tag: tag });
+            }
+            _ if len <= self.cfg.max_immediate => {
+                self.scratch.clear();
+                if iov_read(self.dev.mem(), &m.iov, &mut self.scratch).is_err() || self.scratch.len() != len {
+                    lnet.finalize(m.msg, errno::EIO);
+                    return;
+                }
+                let payload = std::mem::take(&mut self.scratch);
+                let tag = self.txs.insert(Tx::Imm { msg: m.msg });
+                self.queue(peer, tag, Body::Immediate { hdr: m.hdr, payload: &payload });
+                self.scratch = payload;
+            }
+            _ => {
+                let tag = self.txs.insert(Tx::PutSetup { msg: m.msg, peer, hdr: m.hdr });
+                let key = self.dev.key();
+                self.submit(Desc { tag, op: Op::TxSetup { key, frags: m.iov } });
+            }
+        }
+        self.pump();
+    }
+
+    fn recv(&mut self, lnet: &mut Lnet, m: LndRecv) {
+        let Some(rx) = self.rxs.remove(m.private) else {
+            warn!(private = m.private, "recv for unknown rx");
+            return;
+        };
+        match rx {
+            Rx::Imm(payload) => {
+                if let Some(msg) = m.msg {
+                    let n = (m.mlen as usize).min(payload.len());
+                    let st = match iov_write(self.dev.mem(), &m.iov, &payload[..n]) {
+                        Ok(_) => 0,
+                        Err(_) => errno::EIO,
+                    };
+                    lnet.finalize(msg, st);
+                }
+            }
+            Rx::PutReq { peer, src_tag, cookie } => match m.msg {
+                Some(msg) if m.mlen > 0 => {
+                    let tag = self.txs.insert(Tx::PutPull { msg, peer, src_tag });
+                    let key = self.dev.key();
+                    self.submit(Desc { tag, op: Op::Pull { src: peer, cookie, tx_off: 0, key, frags: m.iov } });
+                }
+                Some(msg) => {
+                    // Matched with nothing to take: done without a pull.
+                    lnet.finalize(msg, 0);
+                    self.nak(peer, src_tag, 0);
+                }
+                None => self.nak(peer, src_tag, errno::ENODATA),
+            },
+            Rx::GetReq { peer, get_tag } => match m.msg {
+                Some(msg) if m.rdma_req => {
+                    let tag = self.txs.insert(Tx::ReplySetup { msg, peer, get_tag });
+                    let key = self.dev.key();
+                    self.submit(Desc { tag, op: Op::TxSetup { key, frags: m.iov } });
+                }
+                Some(msg) => {
+                    lnet.finalize(msg, errno::EPROTO);
+                    self.nak(peer, get_tag, errno::EPROTO);
+                }
+                None => self.nak(peer, get_tag, errno::ENODATA),
+            },
+        }
+        self.pump();
+    }
+
+    fn poll(&mut self, lnet: &mut Lnet) -> bool {
+        self.flush_backlog();
+        let mut comps = std::mem::take(&mut self.comps);
+        let mut bytes = std::mem::take(&mut self.comp_bytes);
+        comps.clear();
+        bytes.clear();
+        self.dev.poll(&mut |c, d| {
+            let start = bytes.len();
+            bytes.extend_from_slice(d);
+            comps.push((*c, start, bytes.len()));
+        });
+        let n = comps.len();
+        for &(c, s, e) in &comps {
+            self.on_completion(lnet, c, &bytes[s..e]);
+        }
+        self.comps = comps;
+        self.comp_bytes = bytes;
+        if n > 0 || !self.dirty.is_empty() {
+            self.pump();
+        }
+        n > 0
+    }
+}

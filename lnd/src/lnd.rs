@@ -1,0 +1,25 @@
+//! The LND contract, as in Lustre: LNet calls `send` and (from `lnet_parse`) `recv`; the LND calls
+//! back `Lnet::parse` for what arrives and `Lnet::finalize` when a message is done.
+
+use crate::lnet::{Lnet, LndRecv, LndSend};
+
+/// A network driver under the LNet core. Sans-IO towards LNet: it never blocks.
+pub trait Lnd: Send {
+    /// Short name for logs (`dma`, `lo`, `tcp`).
+    fn name(&self) -> &'static str;
+    /// Transmit `msg`; finalize it (now or later) with its outcome.
+    fn send(&mut self, lnet: &mut Lnet, msg: LndSend);
+    /// Act on a parsed message: deliver into `msg.iov` (or, with `rdma_req`, send the reply
+    /// data from it), then finalize; with `msg.msg == None` just release the rx.
+    fn recv(&mut self, lnet: &mut Lnet, msg: LndRecv);
+    /// Take in whatever the LND's transport has delivered; returns whether anything happened.
+    fn poll(&mut self, lnet: &mut Lnet) -> bool;
+    /// Protocol counters for reports.
+    fn stats(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+    /// Transfers in progress (0 when idle), for leak checks.
+    fn busy(&self) -> usize {
+        0
+    }
+}

@@ -1,0 +1,676 @@
+//! The LNet core (sans-IO): NIs and credits, portals with MEs and MDs, PUT→ACK and GET→REPLY,
+//! events. Inputs are user calls and `parse`/`finalize` from LNDs; outputs are [`Action`]s for the
+//! driver to hand to LNDs and [`Event`]s for the user. No I/O, threads or clocks inside.
+
+pub mod md;
+pub mod msg;
+pub(crate) mod slab;
+
+use crate::mem::{iov_len, iov_slice, Seg};
+use crate::wire::{HdrBody, HdrRepr, Net, Nid, ProcessId, WireHandle, LNET_MTU};
+pub use md::{opt, Insert, MdHandle, MdSpec, MeHandle};
+use md::{try_match, Md, MdMatch, Me};
+pub use msg::{errno, Action, Event, EventKind, LndRecv, LndSend, MsgId, NiIdx};
+use slab::Slab;
+use std::collections::{HashMap, VecDeque};
+use tracing::{debug, warn};
+
+/// Errors returned to LNet users.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LnetError {
+    #[error("no such MD (unlinked or never bound)")]
+    NoSuchMd,
+    #[error("no such ME")]
+    NoSuchMe,
+    #[error("MD is exhausted (threshold reached)")]
+    MdInactive,
+    #[error("payload of {0} bytes exceeds LNET_MTU")]
+    TooLong(u64),
+    #[error("no route to {0}")]
+    NoRoute(Nid),
+    #[error("MD already attached to this ME")]
+    MeBusy,
+}
+
+/// Why `parse` refused a message outright (the LND should treat the peer as broken).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("message for {dest} arrived on NI {ni}: should have gone direct")]
+    ShouldBeDirect { dest: Nid, ni: Nid },
+    #[error("message for local NID {dest} arrived on NI {ni}")]
+    WrongNi { dest: Nid, ni: Nid },
+    #[error("RDMA-optimized GET for {0} must not be routed")]
+    RoutedRdmaGet(Nid),
+    #[error("unknown NI index {0}")]
+    BadNi(NiIdx),
+}
+
+/// What `parse` did with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parsed {
+    /// A [`LndRecv`] for it is queued; the LND's rx context must stay valid until then.
+    Recv(Option<MsgId>),
+    /// Nothing wanted it (no match, too long, stale handle, not for us): status says why.
+    /// The LND releases its rx and, for RDMA requests, tells the peer (NAK).
+    Dropped(i32),
+}
+
+/// One network interface.
+#[derive(Debug, Clone)]
+pub struct NiConfig {
+    pub nid: Nid,
+    /// Index of the LND (in the driver's table) that serves this NI.
+    pub lnd: usize,
+    /// NI-wide transmit credits.
+    pub credits: u32,
+    /// Per-peer transmit credits.
+    pub peer_credits: u32,
+}
+
+#[derive(Debug)]
+struct Ni {
+    cfg: NiConfig,
+    credits: u32,
+    peer_credits: HashMap<Nid, u32>,
+    waiting: VecDeque<MsgId>,
+}
+
+/// Counters, as `lnetctl stats show` reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counters {
+    pub send_count: u64,
+    pub recv_count: u64,
+    pub drop_count: u64,
+    pub send_length: u64,
+    pub recv_length: u64,
+    pub drop_length: u64,
+    pub errors: u64,
+    pub credit_stalls: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dir {
+    Send,
+    Recv,
+}
+
+#[derive(Debug)]
+struct Msg {
+    dir: Dir,
+    md: Option<MdHandle>,
+    ev: Option<Event>,
+    /// For a received PUT: the ACK to send once it has landed.
+    ack: Option<HdrRepr>,
+    /// Credits held while with the LND: (NI, peer).
+    credit: Option<(NiIdx, Nid)>,
+    /// A send waiting for credits.
+    pending: Option<LndSend>,
+}
+
+/// The LNet instance of one node.
+pub struct Lnet {
+    pid: u32,
+    incarnation: u64,
+    nis: Vec<Ni>,
+    routes: Vec<(Net, Nid)>,
+    portals: HashMap<u32, Vec<MeHandle>>,
+    mes: Slab<Me>,
+    mds: Slab<Md>,
+    msgs: Slab<Msg>,
+    actions: VecDeque<Action>,
+    events: VecDeque<Event>,
+    pub counters: Counters,
+}
+
+/// The loopback NI every node has, index 0.
+pub const LO_NI: NiIdx = 0;
+
+impl Lnet {
+    /// A new instance with the loopback NI `0@lo` served by LND index `lo_lnd`.
+    /// `incarnation` identifies this instance in wire handles (a restart changes it).
+    pub fn new(pid: u32, incarnation: u64, lo_lnd: usize) -> Lnet {
+        let mut l = Lnet {
+            pid,
+            incarnation,
+            nis: Vec::new(),
+            routes: Vec::new(),
+            portals: HashMap::new(),
+            mes: Slab::default(),
+            mds: Slab::default(),
+            msgs: Slab::default(),
+            actions: VecDeque::new(),
+            events: VecDeque::new(),
+            counters: Counters::default(),
+        };
+        l.add_ni(NiConfig { nid: Nid::LO_0, lnd: lo_lnd, credits: u32::MAX, peer_credits: u32::MAX });
+        l
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    pub fn add_ni(&mut self, cfg: NiConfig) -> NiIdx {
+        self.nis.push(Ni { credits: cfg.credits, cfg, peer_credits: HashMap::new(), waiting: VecDeque::new() });
+        self.nis.len() - 1
+    }
+
+    pub fn ni_nid(&self, ni: NiIdx) -> Nid {
+        self.nis[ni].cfg.nid
+    }
+
+    pub fn ni_lnd(&self, ni: NiIdx) -> usize {
+        self.nis[ni].cfg.lnd
+    }
+
+    /// Our NIDs, loopback excluded.
+    pub fn nids(&self) -> Vec<Nid> {
+        self.nis.iter().skip(1).map(|n| n.cfg.nid).collect()
+    }
+
+    /// Adds a route: messages for `net` go via `gateway`.
+    pub fn add_route(&mut self, net: Net, gateway: Nid) {
+        self.routes.push((net, gateway));
+    }
+
+    fn is_local(&self, nid: Nid) -> bool {
+        self.nis.iter().any(|n| n.cfg.nid == nid)
+    }
+
+    /// Picks the NI and next hop for `dest` (`lnet_select_pathway`, single rail).
+    fn route(&self, dest: Nid) -> Result<(NiIdx, Nid), LnetError> {
+        if self.is_local(dest) {
+            return Ok((LO_NI, dest));
+        }
+        if let Some(i) = self.nis.iter().position(|n| n.cfg.nid.net() == dest.net()) {
+            return Ok((i, dest));
+        }
+        for &(net, gw) in &self.routes {
+            if net == dest.net() {
+                if let Some(i) = self.nis.iter().position(|n| n.cfg.nid.net() == gw.net()) {
+                    return Ok((i, gw));
+                }
+            }
+        }
+        Err(LnetError::NoRoute(dest))
+    }
+
+    fn wire_handle(&self, md: MdHandle) -> WireHandle {
+        WireHandle { interface_cookie: self.incarnation, object_cookie: md.0 }
+    }
+
+    fn md_by_wire(&self, wh: WireHandle) -> Option<MdHandle> {
+        (wh.interface_cookie == self.incarnation && self.mds.get(wh.object_cookie).is_some()).then_some(MdHandle(wh.object_cookie))
+    }
+
+    // ----- MEs and MDs -----
+
+    /// Creates a match entry on `portal`.
+    pub fn me_attach(&mut self, portal: u32, match_id: ProcessId, match_bits: u64, ignore_bits: u64, unlink: bool, pos: Insert) -> Result<MeHandle, LnetError> {
+        let h = MeHandle(self.mes.insert(Me { portal, match_id, match_bits, ignore_bits, unlink, md: None }));
+        let list = self.portals.entry(portal).or_default();
+        let at = match pos {
+            Insert::Head => 0,
+            Insert::Tail => list.len(),
+            Insert::Before(r) | Insert::After(r) => {
+                let Some(i) = list.iter().position(|&m| m == r) else {
+                    self.mes.remove(h.0);
+                    return Err(LnetError::NoSuchMe);
+                };
+                if matches!(pos, Insert::After(_)) { i + 1 } else { i }
+            }
+        };
+        list.insert(at, h);
+        Ok(h)
+    }
+
+    /// Attaches an MD to a match entry; it unlinks with the ME if the ME was made `unlink`.
+    pub fn md_attach(&mut self, me: MeHandle, spec: MdSpec) -> Result<MdHandle, LnetError> {
+        let m = self.mes.get(me.0).ok_or(LnetError::NoSuchMe)?;
+        if m.md.is_some() {
+            return Err(LnetError::MeBusy);
+        }
+        let auto = m.unlink;
+        let h = MdHandle(self.mds.insert(Md::new(spec, auto, Some(me))));
+        self.mes.get_mut(me.0).unwrap().md = Some(h);
+        Ok(h)
+    }
+
+    /// Binds a free-floating MD (a source for PUT, a sink for GET).
+    pub fn md_bind(&mut self, spec: MdSpec, unlink: bool) -> MdHandle {
+        MdHandle(self.mds.insert(Md::new(spec, unlink, None)))
+    }
+
+    /// Unlinks an MD: at once if idle (an UNLINK event follows), else when its last message
+    /// completes (that event says `unlinked`).
+    pub fn md_unlink(&mut self, h: MdHandle) -> Result<(), LnetError> {
+        let md = self.mds.get_mut(h.0).ok_or(LnetError::NoSuchMd)?;
+        md.zombie = true;
+        md.threshold = Some(0);
+        if md.refs == 0 {
+            let user_ptr = md.spec.user_ptr;
+            self.remove_md(h);
+            self.events.push_back(Event {
+                kind: EventKind::Unlink,
+                md: h,
+                user_ptr,
+                peer: ProcessId::ANY,
+                portal: 0,
+                match_bits: 0,
+                rlength: 0,
+                mlength: 0,
+                offset: 0,
+                hdr_data: 0,
+                status: 0,
+                unlinked: true,
+            });
+        }
+        Ok(())
+    }
+
+    /// Unlinks an ME and the MD on it.
+    pub fn me_unlink(&mut self, h: MeHandle) -> Result<(), LnetError> {
+        let me = self.mes.get(h.0).ok_or(LnetError::NoSuchMe)?;
+        match me.md {
+            Some(md) => self.md_unlink(md),
+            None => {
+                self.remove_me(h);
+                Ok(())
+            }
+        }
+    }
+
+    fn remove_me(&mut self, h: MeHandle) {
+        if let Some(me) = self.mes.remove(h.0) {
+            if let Some(list) = self.portals.get_mut(&me.portal) {
+                list.retain(|&m| m != h);
+            }
+        }
+    }
+
+    fn remove_md(&mut self, h: MdHandle) {
+        if let Some(md) = self.mds.remove(h.0) {
+            if let Some(me) = md.me {
+                if self.mes.get(me.0).map(|m| m.unlink || md.zombie).unwrap_or(false) {
+                    self.remove_me(me);
+                } else if let Some(m) = self.mes.get_mut(me.0) {
+                    m.md = None;
+                }
+            }
+        }
+    }
+
+    /// Live MDs, for leak checks.
+    pub fn md_count(&self) -> usize {
+        self.mds.len()
+    }
+
+    /// Messages not yet finalized.
+    pub fn msgs_in_flight(&self) -> usize {
+        self.msgs.len()
+    }
+
+    /// Takes one operation off an MD and pins it for a message.
+    fn attach_md(&mut self, h: MdHandle) {
+        let md = self.mds.get_mut(h.0).expect("attach to live md");
+        md.consume();
+        md.refs += 1;
+    }
+
+    /// Drops a message's pin; returns whether the MD is now gone.
+    fn release_md(&mut self, h: MdHandle) -> bool {
+        let Some(md) = self.mds.get_mut(h.0) else { return true };
+        md.refs -= 1;
+        if md.refs == 0 && (md.zombie || (md.auto_unlink && md.exhausted())) {
+            self.remove_md(h);
+            return true;
+        }
+        false
+    }
+
+    // ----- initiating -----
+
+    fn event(&self, kind: EventKind, md: MdHandle, peer: ProcessId, portal: u32, bits: u64, rlen: u64, mlen: u64, offset: u64, hdr_data: u64) -> Event {
+        let user_ptr = self.mds.get(md.0).map(|m| m.spec.user_ptr).unwrap_or(0);
+        Event { kind, md, user_ptr, peer, portal, match_bits: bits, rlength: rlen, mlength: mlen, offset, hdr_data, status: 0, unlinked: false }
+    }
+
+    fn live_md(&self, h: MdHandle) -> Result<&Md, LnetError> {
+        let md = self.mds.get(h.0).ok_or(LnetError::NoSuchMd)?;
+        if md.threshold == Some(0) {
+            return Err(LnetError::MdInactive);
+        }
+        Ok(md)
+    }
+
+    /// `LNetPut`: sends the whole MD to `target`'s `portal`; an ACK is requested if `ack`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn put(&mut self, md: MdHandle, ack: bool, target: ProcessId, portal: u32, match_bits: u64, offset: u32, hdr_data: u64) -> Result<MsgId, LnetError> {
+        let m = self.live_md(md)?;
+        let len = m.length;
+        if len > LNET_MTU as u64 {
+            return Err(LnetError::TooLong(len));
+        }
+        let iov = m.spec.iov.clone();
+        let (ni, hop) = self.route(target.nid)?;
+        let hdr = HdrRepr {
+            dest_nid: target.nid,
+            src_nid: self.src_nid(ni, target.nid),
+            dest_pid: target.pid,
+            src_pid: self.pid,
+            payload_length: len as u32,
+            body: HdrBody::Put {
+                ack_wmd: if ack { self.wire_handle(md) } else { WireHandle::NONE },
+                match_bits,
+                hdr_data,
+                ptl_index: portal,
+                offset,
+            },
+        };
+        let ev = self.event(EventKind::Send, md, target, portal, match_bits, len, len, offset as u64, hdr_data);
+        self.attach_md(md);
+        Ok(self.launch(Some(md), Some(ev), ni, hop, target, hdr, iov, None))
+    }
+
+    /// `LNetGet`: asks `target` for up to the MD's length from its `portal`; the data lands in
+    /// the MD (REPLY event).
+    pub fn get(&mut self, md: MdHandle, target: ProcessId, portal: u32, match_bits: u64, offset: u32) -> Result<MsgId, LnetError> {
+        let m = self.live_md(md)?;
+        let sink = m.spec.iov.clone();
+        let sink_len = m.length.min(LNET_MTU as u64);
+        let (ni, hop) = self.route(target.nid)?;
+        let hdr = HdrRepr {
+            dest_nid: target.nid,
+            src_nid: self.src_nid(ni, target.nid),
+            dest_pid: target.pid,
+            src_pid: self.pid,
+            payload_length: 0,
+            body: HdrBody::Get { return_wmd: self.wire_handle(md), match_bits, ptl_index: portal, src_offset: offset, sink_length: sink_len as u32 },
+        };
+        let ev = self.event(EventKind::Send, md, target, portal, match_bits, 0, 0, offset as u64, 0);
+        self.attach_md(md);
+        // Only the last hop may take the RDMA shortcut: through a router the GET travels as is.
+        let get_sink = (hop == target.nid).then_some(sink);
+        Ok(self.launch(Some(md), Some(ev), ni, hop, target, hdr, Vec::new(), get_sink))
+    }
+
+    fn src_nid(&self, ni: NiIdx, dest: Nid) -> Nid {
+        if ni == LO_NI {
+            dest
+        } else {
+            self.nis[ni].cfg.nid
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn launch(&mut self, md: Option<MdHandle>, ev: Option<Event>, ni: NiIdx, next_hop: Nid, target: ProcessId, hdr: HdrRepr, iov: Vec<Seg>, get_sink: Option<Vec<Seg>>) -> MsgId {
+        let id = MsgId(self.msgs.insert(Msg { dir: Dir::Send, md, ev, ack: None, credit: None, pending: None }));
+        let send = LndSend { msg: id, ni, target, next_hop, hdr, iov, get_sink };
+        self.msgs.get_mut(id.0).unwrap().pending = Some(send);
+        if !self.try_send(id) {
+            self.counters.credit_stalls += 1;
+            debug!(msg = id.0, peer = %next_hop, "waiting for credits");
+            self.nis[ni].waiting.push_back(id);
+        }
+        id
+    }
+
+    /// Takes NI and peer credits for a pending send and hands it to its LND; false if short.
+    fn try_send(&mut self, id: MsgId) -> bool {
+        let Some(msg) = self.msgs.get(id.0) else { return true };
+        let Some(send) = msg.pending.as_ref() else { return true };
+        let (ni_idx, hop) = (send.ni, send.next_hop);
+        let ni = &mut self.nis[ni_idx];
+        let pc = ni.cfg.peer_credits;
+        let peer = ni.peer_credits.entry(hop).or_insert(pc);
+        if ni.credits == 0 || *peer == 0 {
+            return false;
+        }
+        ni.credits -= 1;
+        *peer -= 1;
+        let msg = self.msgs.get_mut(id.0).unwrap();
+        msg.credit = Some((ni_idx, hop));
+        let send = msg.pending.take().unwrap();
+        self.counters.send_count += 1;
+        self.counters.send_length += send.hdr.payload_length as u64;
+        self.actions.push_back(Action::Send(send));
+        true
+    }
+
+    fn return_credits(&mut self, ni_idx: NiIdx, hop: Nid) {
+        let ni = &mut self.nis[ni_idx];
+        ni.credits = ni.credits.saturating_add(1);
+        if let Some(p) = ni.peer_credits.get_mut(&hop) {
+            *p = p.saturating_add(1);
+        }
+        // Wake waiters in order; ones whose peer is still short keep their place.
+        let waiting: Vec<MsgId> = self.nis[ni_idx].waiting.drain(..).collect();
+        let mut still = VecDeque::new();
+        for id in waiting {
+            if !still.is_empty() || !self.try_send(id) {
+                still.push_back(id);
+            }
+        }
+        self.nis[ni_idx].waiting = still;
+    }
+
+    // ----- LND entry points -----
+
+    /// `lnet_parse`: an LND received `hdr` on `ni` from `from`. `private` is the LND's rx
+    /// context, returned in the [`LndRecv`]. `rdma_req` marks an RDMA-optimized GET: the LND
+    /// will then be given the matched source buffers and send the reply data itself.
+    pub fn parse(&mut self, ni: NiIdx, hdr: HdrRepr, from: Nid, private: u64, rdma_req: bool) -> Result<Parsed, ParseError> {
+        let ni_nid = self.nis.get(ni).ok_or(ParseError::BadNi(ni))?.cfg.nid;
+        if hdr.dest_nid != ni_nid && !(ni == LO_NI && self.is_local(hdr.dest_nid)) {
+            if self.is_local(hdr.dest_nid) {
+                return Err(ParseError::WrongNi { dest: hdr.dest_nid, ni: ni_nid });
+            }
+            if hdr.dest_nid.net() == ni_nid.net() {
+                return Err(ParseError::ShouldBeDirect { dest: hdr.dest_nid, ni: ni_nid });
+            }
+            if rdma_req {
+                return Err(ParseError::RoutedRdmaGet(hdr.dest_nid));
+            }
+            // Forwarding is the router's job (routing issue); this node does not route.
+            return Ok(self.drop_msg(&hdr, from, errno::EHOSTUNREACH, "not for us and routing is disabled"));
+        }
+        let src = ProcessId::new(hdr.src_nid, hdr.src_pid);
+        let rlen = hdr.payload_length as u64;
+        match hdr.body {
+            HdrBody::Put { ack_wmd, match_bits, hdr_data, ptl_index, offset } => {
+                let (md, offset, mlen) = match self.match_portal(ptl_index, src, match_bits, opt::OP_PUT, rlen, offset as u64) {
+                    Ok(m) => m,
+                    Err(st) => return Ok(self.drop_msg(&hdr, from, st, "PUT matched nothing")),
+                };
+                let ev = self.event(EventKind::Put, md, src, ptl_index, match_bits, rlen, mlen, offset, hdr_data);
+                let wants_ack = !ack_wmd.is_none() && self.mds.get(md.0).unwrap().spec.options & opt::ACK_DISABLE == 0;
+                let ack = wants_ack.then(|| HdrRepr {
+                    dest_nid: hdr.src_nid,
+                    src_nid: hdr.dest_nid,
+                    dest_pid: hdr.src_pid,
+                    src_pid: self.pid,
+                    payload_length: 0,
+                    body: HdrBody::Ack { dst_wmd: ack_wmd, match_bits, mlength: mlen as u32 },
+                });
+                let iov = iov_slice(&self.mds.get(md.0).unwrap().spec.iov, offset, mlen);
+                self.attach_md(md);
+                let id = self.new_recv(Some(md), Some(ev), ack, mlen);
+                self.actions.push_back(Action::Recv(LndRecv { msg: Some(id), ni, private, rdma_req: false, iov, mlen, rlen }));
+                Ok(Parsed::Recv(Some(id)))
+            }
+            HdrBody::Get { return_wmd, match_bits, ptl_index, src_offset, sink_length } => {
+                let want = sink_length as u64;
+                let (md, offset, mlen) = match self.match_portal(ptl_index, src, match_bits, opt::OP_GET, want, src_offset as u64) {
+                    Ok(m) => m,
+                    Err(st) => return Ok(self.drop_msg(&hdr, from, st, "GET matched nothing")),
+                };
+                let ev = self.event(EventKind::Get, md, src, ptl_index, match_bits, want, mlen, offset, 0);
+                let iov = iov_slice(&self.mds.get(md.0).unwrap().spec.iov, offset, mlen);
+                self.attach_md(md);
+                let reply = HdrRepr {
+                    dest_nid: hdr.src_nid,
+                    src_nid: hdr.dest_nid,
+                    dest_pid: hdr.src_pid,
+                    src_pid: self.pid,
+                    payload_length: mlen as u32,
+                    body: HdrBody::Reply { dst_wmd: return_wmd },
+                };
+                self.counters.recv_count += 1;
+                if rdma_req {
+                    // The LND moves the data from the source buffers; the REPLY never goes
+                    // through lnet_send.
+                    let id = MsgId(self.msgs.insert(Msg { dir: Dir::Send, md: Some(md), ev: Some(ev), ack: None, credit: None, pending: None }));
+                    self.counters.send_count += 1;
+                    self.counters.send_length += mlen;
+                    self.actions.push_back(Action::Recv(LndRecv { msg: Some(id), ni, private, rdma_req: true, iov, mlen, rlen: want }));
+                    Ok(Parsed::Recv(Some(id)))
+                } else {
+                    self.actions.push_back(Action::Recv(LndRecv { msg: None, ni, private, rdma_req: false, iov: Vec::new(), mlen: 0, rlen: 0 }));
+                    let (out_ni, hop) = match self.route(hdr.src_nid) {
+                        Ok(r) => r,
+                        Err(_) => (ni, from),
+                    };
+                    self.launch(Some(md), Some(ev), out_ni, hop, src, reply, iov, None);
+                    Ok(Parsed::Recv(None))
+                }
+            }
+            HdrBody::Ack { dst_wmd, match_bits, mlength } => {
+                let Some(md) = self.md_by_wire(dst_wmd).filter(|h| self.live_md(*h).is_ok()) else {
+                    return Ok(self.drop_msg(&hdr, from, errno::ENODATA, "ACK for a gone MD"));
+                };
+                let ev = self.event(EventKind::Ack, md, src, 0, match_bits, mlength as u64, mlength as u64, 0, 0);
+                self.attach_md(md);
+                let id = self.new_recv(Some(md), Some(ev), None, 0);
+                self.actions.push_back(Action::Recv(LndRecv { msg: Some(id), ni, private, rdma_req: false, iov: Vec::new(), mlen: 0, rlen: 0 }));
+                Ok(Parsed::Recv(Some(id)))
+            }
+            HdrBody::Reply { dst_wmd } => {
+                let Some(md) = self.md_by_wire(dst_wmd).filter(|h| self.live_md(*h).is_ok()) else {
+                    return Ok(self.drop_msg(&hdr, from, errno::ENODATA, "REPLY for a gone MD"));
+                };
+                let (iov, mlen) = match self.reply_sink(md, rlen) {
+                    Ok(x) => x,
+                    Err(st) => return Ok(self.drop_msg(&hdr, from, st, "REPLY too long for MD")),
+                };
+                let ev = self.event(EventKind::Reply, md, src, 0, 0, rlen, mlen, 0, 0);
+                self.attach_md(md);
+                let id = self.new_recv(Some(md), Some(ev), None, mlen);
+                self.actions.push_back(Action::Recv(LndRecv { msg: Some(id), ni, private, rdma_req: false, iov, mlen, rlen }));
+                Ok(Parsed::Recv(Some(id)))
+            }
+        }
+    }
+
+    fn reply_sink(&self, md: MdHandle, rlen: u64) -> Result<(Vec<Seg>, u64), i32> {
+        let m = self.mds.get(md.0).ok_or(errno::ENODATA)?;
+        if rlen > m.length && m.spec.options & opt::TRUNCATE == 0 {
+            return Err(errno::EMSGSIZE);
+        }
+        let mlen = rlen.min(m.length);
+        Ok((iov_slice(&m.spec.iov, 0, mlen), mlen))
+    }
+
+    fn new_recv(&mut self, md: Option<MdHandle>, ev: Option<Event>, ack: Option<HdrRepr>, len: u64) -> MsgId {
+        self.counters.recv_count += 1;
+        self.counters.recv_length += len;
+        MsgId(self.msgs.insert(Msg { dir: Dir::Recv, md, ev, ack, credit: None, pending: None }))
+    }
+
+    fn drop_msg(&mut self, hdr: &HdrRepr, from: Nid, status: i32, why: &str) -> Parsed {
+        self.counters.drop_count += 1;
+        self.counters.drop_length += hdr.payload_length as u64;
+        debug!(from = %from, src = %hdr.src_nid, kind = ?hdr.msg_type(), why, "dropping message");
+        Parsed::Dropped(status)
+    }
+
+    /// Walks `portal`'s MEs in order; first ME whose MD accepts wins (`lnet_ptl_match_md`).
+    fn match_portal(&mut self, portal: u32, src: ProcessId, bits: u64, op: u32, rlen: u64, roff: u64) -> Result<(MdHandle, u64, u64), i32> {
+        let Some(list) = self.portals.get(&portal) else { return Err(errno::ENODATA) };
+        for &meh in list {
+            let Some(me) = self.mes.get(meh.0) else { continue };
+            if !me.selects(src, bits) {
+                continue;
+            }
+            let Some(mdh) = me.md else { continue };
+            let Some(md) = self.mds.get(mdh.0) else { continue };
+            match try_match(md, op, rlen, roff) {
+                MdMatch::None => continue,
+                MdMatch::Drop => return Err(errno::EMSGSIZE),
+                MdMatch::Ok { offset, mlength } => {
+                    let md = self.mds.get_mut(mdh.0).unwrap();
+                    if md.spec.options & opt::MANAGE_REMOTE == 0 {
+                        md.offset = offset + mlength;
+                    }
+                    return Ok((mdh, offset, mlength));
+                }
+            }
+        }
+        Err(errno::ENODATA)
+    }
+
+    /// For an RDMA GET initiator: the REPLY is arriving as `len` bytes of data straight into the
+    /// GET's MD. Creates the REPLY message (`lnet_create_reply_msg`); returns it, the sink
+    /// buffers and how many bytes to take.
+    pub fn create_reply_msg(&mut self, get: MsgId, len: u64) -> Result<(MsgId, Vec<Seg>, u64), i32> {
+        let msg = self.msgs.get(get.0).ok_or(errno::EINVAL)?;
+        let md = msg.md.ok_or(errno::EINVAL)?;
+        let peer = msg.ev.as_ref().map(|e| e.peer).unwrap_or(ProcessId::ANY);
+        self.live_md(md).map_err(|_| errno::ENODATA)?;
+        let (iov, mlen) = self.reply_sink(md, len)?;
+        let ev = self.event(EventKind::Reply, md, peer, 0, 0, len, mlen, 0, 0);
+        self.attach_md(md);
+        Ok((self.new_recv(Some(md), Some(ev), None, mlen), iov, mlen))
+    }
+
+    /// `lnet_finalize`: the LND is done with `msg`; `status` is 0 or a negative errno.
+    pub fn finalize(&mut self, id: MsgId, status: i32) {
+        let Some(msg) = self.msgs.remove(id.0) else {
+            warn!(msg = id.0, "finalize of unknown message");
+            return;
+        };
+        if status != 0 {
+            self.counters.errors += 1;
+        }
+        if let Some((ni, hop)) = msg.credit {
+            self.return_credits(ni, hop);
+        }
+        if msg.dir == Dir::Recv && status == 0 {
+            if let Some(ack) = msg.ack {
+                let target = ProcessId::new(ack.dest_nid, ack.dest_pid);
+                if let Ok((ni, hop)) = self.route(ack.dest_nid) {
+                    self.launch(None, None, ni, hop, target, ack, Vec::new(), None);
+                }
+            }
+        }
+        if let Some(mut ev) = msg.ev {
+            ev.status = status;
+            if status != 0 && ev.kind != EventKind::Send {
+                ev.mlength = 0;
+            }
+            if let Some(md) = msg.md {
+                ev.unlinked = self.release_md(md);
+            }
+            self.events.push_back(ev);
+        } else if let Some(md) = msg.md {
+            self.release_md(md);
+        }
+    }
+
+    /// Next LND call for the driver to make.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// Next user event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Sink length of an MD (for tests and tools).
+    pub fn md_len(&self, h: MdHandle) -> Option<u64> {
+        self.mds.get(h.0).map(|m| iov_len(&m.spec.iov))
+    }
+}
+
+#[cfg(test)]
+mod tests;
