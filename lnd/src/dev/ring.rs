@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 pub const SQ_N: u32 = 64;
 pub const CQ_N: u32 = 1024;
-pub const MB_N: u32 = 64;
+pub const MB_N: u32 = 256;
 const DESC_SZ: u64 = 64;
 const COMP_SZ: u64 = 32;
 const SLOT_SZ: u64 = SMSG_MAX as u64;

@@ -15,6 +15,9 @@ use std::collections::{HashMap, VecDeque};
 use tracing::{debug, warn};
 use wire::{Body, MsgRepr, MAX_IMMEDIATE};
 
+/// Descriptor tag of NOOPs (0 is other control messages; slab tags are never either).
+const NOOP_TAG: u64 = 1;
+
 #[derive(Debug, Clone)]
 pub struct DmaLndConfig {
     /// SMSGs we may have in a peer's mailbox at once (and it in ours).
@@ -176,8 +179,8 @@ impl<D: DmaDevice> DmaLnd<D> {
         self.dirty.push(peer);
     }
 
-    /// Sends what credits allow: a message may take the last credit only if it returns
-    /// credits, so a NOOP can always flow back.
+    /// Sends what credits allow. NOOPs only return credits: they cost none and earn none, so
+    /// they can always flow and never echo each other.
     fn pump(&mut self) {
         let high_water = (self.cfg.peer_credits / 2).max(1);
         let mut dirty = std::mem::take(&mut self.dirty);
@@ -186,8 +189,10 @@ impl<D: DmaDevice> DmaLnd<D> {
         for addr in dirty.drain(..) {
             loop {
                 let p = self.peer(addr);
-                let Some((_, _)) = p.queue.front() else { break };
-                if !(p.credits > 1 || (p.credits == 1 && p.owed > 0)) {
+                if p.queue.is_empty() {
+                    break;
+                }
+                if p.credits == 0 {
                     self.stats.credit_stalls += 1;
                     break;
                 }
@@ -198,14 +203,12 @@ impl<D: DmaDevice> DmaLnd<D> {
                 self.submit(Desc { tag, op: Op::Smsg { dst: addr, data: b } });
             }
             let p = self.peer(addr);
-            if p.queue.is_empty() && p.owed >= high_water && p.credits >= 1 {
-                let owed = p.owed;
-                p.owed = 0;
-                p.credits -= 1;
+            if p.queue.is_empty() && p.owed >= high_water {
+                let owed = std::mem::take(&mut p.owed);
                 let mut b = Vec::with_capacity(wire::HDR);
                 MsgRepr { credits: owed, src_nid: self.nid, dst_nid: self.nid.net().nid(addr), body: Body::Noop }.emit(&mut b);
                 self.stats.noops += 1;
-                self.submit(Desc { tag: 0, op: Op::Smsg { dst: addr, data: b } });
+                self.submit(Desc { tag: NOOP_TAG, op: Op::Smsg { dst: addr, data: b } });
             }
         }
         self.dirty = dirty;
@@ -223,10 +226,11 @@ impl<D: DmaDevice> DmaLnd<D> {
 
     /// Fails a GET initiator: its SEND and REPLY events both carry `status`.
     fn fail_get(&mut self, lnet: &mut Lnet, msg: MsgId, status: i32) {
-        if let Ok((reply, _, _)) = lnet.create_reply_msg(msg, 0) {
+        let reply = lnet.create_reply_msg(msg, 0);
+        lnet.finalize(msg, status);
+        if let Ok((reply, _, _)) = reply {
             lnet.finalize(reply, status);
         }
-        lnet.finalize(msg, status);
     }
 
     fn on_completion(&mut self, lnet: &mut Lnet, c: Completion, data: &[u8]) {
@@ -238,10 +242,10 @@ impl<D: DmaDevice> DmaLnd<D> {
         match c.kind {
             CompKind::SmsgRecv => self.on_smsg(lnet, c.peer, data),
             CompKind::SmsgSent => {
-                if !c.status.is_ok() {
+                if !c.status.is_ok() && c.tag != NOOP_TAG {
                     self.peer(c.peer).credits += 1; // it never reached the mailbox
                 }
-                if c.tag == 0 {
+                if c.tag == 0 || c.tag == NOOP_TAG {
                     return;
                 }
                 let ok = c.status.is_ok();
@@ -256,28 +260,36 @@ impl<D: DmaDevice> DmaLnd<D> {
                     None => {}
                 }
             }
-            CompKind::TxReady => match self.txs.remove_if(c.tag, |t| matches!(t, Tx::PutSetup { .. } | Tx::ReplySetup { .. })) {
-                Some(Tx::PutSetup { msg, peer, hdr }) => {
-                    if !c.status.is_ok() {
-                        lnet.finalize(msg, st);
-                        return;
+            CompKind::TxReady => {
+                let tag = c.tag;
+                let Some(tx) = self.txs.get_mut(tag) else {
+                    warn!(tag, "TxReady for an unknown tag");
+                    return;
+                };
+                // The transmit keeps this tag: the device echoes it in TxDone.
+                match *tx {
+                    Tx::PutSetup { msg, peer, hdr } if c.status.is_ok() => {
+                        *tx = Tx::PutWait { msg, peer, cookie: c.cookie };
+                        self.stats.put_rdma += 1;
+                        self.queue(peer, tag, Body::PutReq { hdr, src_tag: tag, cookie: c.cookie, nob: hdr.payload_length });
                     }
-                    let tag = self.txs.insert(Tx::PutWait { msg, peer, cookie: c.cookie });
-                    self.stats.put_rdma += 1;
-                    self.queue(peer, tag, Body::PutReq { hdr, src_tag: tag, cookie: c.cookie, nob: hdr.payload_length });
-                }
-                Some(Tx::ReplySetup { msg, peer, get_tag }) => {
-                    if !c.status.is_ok() {
+                    Tx::ReplySetup { msg, peer, get_tag } if c.status.is_ok() => {
+                        *tx = Tx::ReplyWait { msg, peer, cookie: c.cookie };
+                        self.stats.get_rdma += 1;
+                        self.queue(peer, 0, Body::TxReady { get_tag, cookie: c.cookie, target_tag: tag, nob: c.len });
+                    }
+                    Tx::PutSetup { msg, .. } => {
+                        self.txs.remove(tag);
+                        lnet.finalize(msg, st);
+                    }
+                    Tx::ReplySetup { msg, peer, get_tag } => {
+                        self.txs.remove(tag);
                         lnet.finalize(msg, st);
                         self.nak(peer, get_tag, st);
-                        return;
                     }
-                    let tag = self.txs.insert(Tx::ReplyWait { msg, peer, cookie: c.cookie });
-                    self.stats.get_rdma += 1;
-                    self.queue(peer, 0, Body::TxReady { get_tag, cookie: c.cookie, target_tag: tag, nob: c.len });
+                    _ => warn!(tag, "TxReady for a tag not setting up a transmit"),
                 }
-                _ => warn!(tag = c.tag, "TxReady for a tag not setting up a transmit"),
-            },
+            }
             CompKind::TxDone => match self.txs.remove_if(c.tag, |t| matches!(t, Tx::PutWait { .. } | Tx::ReplyWait { .. })) {
                 Some(Tx::PutWait { msg, .. }) | Some(Tx::ReplyWait { msg, .. }) => lnet.finalize(msg, 0),
                 _ => warn!(tag = c.tag, "TxDone for a tag not waiting for one"),
@@ -290,8 +302,8 @@ impl<D: DmaDevice> DmaLnd<D> {
                     }
                 }
                 Some(Tx::GetPull { get, reply, peer, target_tag }) => {
-                    lnet.finalize(reply, st);
                     lnet.finalize(get, st);
+                    lnet.finalize(reply, st);
                     if st != 0 {
                         self.nak(peer, target_tag, st);
                     }
@@ -304,12 +316,14 @@ impl<D: DmaDevice> DmaLnd<D> {
 
     fn on_smsg(&mut self, lnet: &mut Lnet, from: u32, data: &[u8]) {
         let credits_max = self.cfg.peer_credits;
-        {
+        let m = MsgRepr::parse(data);
+        // Everything but a NOOP took one of the sender's credits: owe it back.
+        if !matches!(m, Ok(MsgRepr { body: Body::Noop, .. })) {
             let p = self.peer(from);
             p.owed = p.owed.saturating_add(1);
         }
         self.dirty.push(from);
-        let m = match MsgRepr::parse(data) {
+        let m = match m {
             Ok(m) => m,
             Err(e) => {
                 self.stats.bad_msgs += 1;
