@@ -59,42 +59,54 @@ impl ShmDevice {
         Rings { mem: &self.q }
     }
 
-    /// Blocks until completions are pending or `timeout` passes; returns whether any are.
-    pub fn wait(&mut self, timeout: Option<Duration>) -> Result<bool, DevError> {
-        let r = Rings { mem: &self.q };
-        r.word(ring::CQ_ARMED).store(1, Ordering::SeqCst);
-        if r.cq_pending() != 0 {
-            r.word(ring::CQ_ARMED).store(0, Ordering::SeqCst);
-            return Ok(true);
-        }
-        self.sock.set_read_timeout(timeout)?;
-        let res = recv_frame(&self.sock);
-        self.sock.set_read_timeout(None)?;
-        match res {
-            Ok(Some(_)) => Ok(true),
-            Ok(None) => Err(DevError::Protocol("device closed the connection".into())),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                Ok(self.rings().cq_pending() != 0)
-            }
-            Err(e) => Err(e.into()),
-        }
+    /// A handle for sleeping until completions arrive, usable from another thread.
+    pub fn waker(&self) -> std::io::Result<ShmWaker> {
+        Ok(ShmWaker { q: self.q.clone(), sock: self.sock.try_clone()? })
     }
+}
 
-    /// A second handle on the socket, for a thread that only waits for doorbells.
-    pub fn doorbell_socket(&self) -> std::io::Result<UnixStream> {
-        self.sock.try_clone()
-    }
+/// Sleeps on the completion doorbell of one [`ShmDevice`].
+pub struct ShmWaker {
+    q: Arc<Mem>,
+    sock: UnixStream,
+}
 
-    /// Arms the completion doorbell; returns `false` if completions are already pending (then
-    /// no doorbell will come for them).
+impl ShmWaker {
+    /// Arms the completion doorbell; `false` if completions are already pending (no doorbell
+    /// will come for those).
     pub fn arm(&self) -> bool {
-        let r = self.rings();
+        let r = Rings { mem: &self.q };
         r.word(ring::CQ_ARMED).store(1, Ordering::SeqCst);
         if r.cq_pending() != 0 {
             r.word(ring::CQ_ARMED).store(0, Ordering::SeqCst);
             return false;
         }
         true
+    }
+
+    /// Reads one doorbell frame (blocking up to `timeout`). `Ok(false)` on timeout; an error
+    /// when the device has gone away.
+    pub fn read_doorbell(&self, timeout: Option<Duration>) -> Result<bool, DevError> {
+        self.sock.set_read_timeout(timeout)?;
+        match recv_frame(&self.sock) {
+            Ok(Some(_)) => Ok(true),
+            Ok(None) => Err(DevError::Protocol("device closed the connection".into())),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Another handle on the same doorbell (e.g. for a thread that only reads doorbells).
+    pub fn clone_for_thread(&self) -> std::io::Result<ShmWaker> {
+        Ok(ShmWaker { q: self.q.clone(), sock: self.sock.try_clone()? })
+    }
+
+    /// Arms and sleeps until completions are pending or `timeout` passes.
+    pub fn wait(&self, timeout: Option<Duration>) -> Result<(), DevError> {
+        if self.arm() {
+            self.read_doorbell(timeout)?;
+        }
+        Ok(())
     }
 }
 

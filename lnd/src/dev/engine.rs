@@ -328,7 +328,7 @@ mod tests {
         let cookie = setup(&mut a, vec![seg(0, 100)]);
         let bkey = b.key();
         let akey = a.key();
-        let mut pull = |dev: &mut dyn DmaDevice, src, cookie, off, key, frags| {
+        let pull = |dev: &mut dyn DmaDevice, src, cookie, off, key, frags| {
             dev.submit(&Desc { tag: 1, op: Op::Pull { src, cookie, tx_off: off, key, frags } }).unwrap();
             completions(dev)[0].0.status
         };

@@ -1,0 +1,260 @@
+//! `lnetd`'s control protocol: one JSON command per line in, one JSON reply per line out, events
+//! as `{"event":{…}}` lines. Owns the node's buffer arena so commands name sizes, not addresses.
+
+use crate::lnet::{opt, Event, Insert, MdHandle, MdSpec, MeHandle};
+use crate::mem::{iov_read, iov_write, Arena, Mem, Seg};
+use crate::node::Node;
+use crate::wire::ProcessId;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// One buffer segment to allocate: `len` bytes starting `pad` bytes into a fresh allocation
+/// (so tests can ask for unaligned buffers).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegReq {
+    pub len: u32,
+    #[serde(default)]
+    pub pad: u32,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub enum MdOpt {
+    Put,
+    Get,
+    ManageRemote,
+    Truncate,
+    AckDisable,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Cmd {
+    /// Match entry + MD on a portal (a target buffer).
+    Post {
+        portal: u32,
+        match_bits: u64,
+        #[serde(default)]
+        ignore_bits: u64,
+        #[serde(default)]
+        match_id: Option<ProcessId>,
+        segs: Vec<SegReq>,
+        #[serde(default)]
+        options: Vec<MdOpt>,
+        #[serde(default)]
+        threshold: Option<u32>,
+        #[serde(default)]
+        unlink: bool,
+        #[serde(default)]
+        data_hex: Option<String>,
+        #[serde(default)]
+        user_ptr: u64,
+        #[serde(default)]
+        head: bool,
+    },
+    /// A free-floating MD (PUT source or GET sink).
+    Bind {
+        segs: Vec<SegReq>,
+        #[serde(default)]
+        data_hex: Option<String>,
+        #[serde(default)]
+        threshold: Option<u32>,
+        #[serde(default)]
+        unlink: bool,
+        #[serde(default)]
+        user_ptr: u64,
+    },
+    Put {
+        md: u64,
+        target: ProcessId,
+        portal: u32,
+        match_bits: u64,
+        #[serde(default)]
+        offset: u32,
+        #[serde(default)]
+        ack: bool,
+        #[serde(default)]
+        hdr_data: u64,
+    },
+    Get {
+        md: u64,
+        target: ProcessId,
+        portal: u32,
+        match_bits: u64,
+        #[serde(default)]
+        offset: u32,
+    },
+    /// The MD's bytes, hex.
+    Read { md: u64 },
+    Unlink { md: u64 },
+    /// Gives the MD's buffer back (unlinking the MD first if it is still live).
+    Free { md: u64 },
+    Stats,
+    Quit,
+}
+
+struct Buf {
+    allocs: Vec<(u64, u64)>,
+    iov: Vec<Seg>,
+}
+
+pub struct Controller {
+    pub node: Node,
+    mem: Arc<Mem>,
+    arena: Arena,
+    bufs: HashMap<u64, Buf>,
+    mes: HashMap<u64, MeHandle>,
+    pub quit: bool,
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+impl Controller {
+    pub fn new(node: Node, mem: Arc<Mem>) -> Controller {
+        let arena = Arena::new(mem.len() as u64, 64);
+        Controller { node, mem, arena, bufs: HashMap::new(), mes: HashMap::new(), quit: false }
+    }
+
+    /// Handles one command line; the reply echoes its `id`.
+    pub fn handle_line(&mut self, line: &str) -> Value {
+        let mut v: Value = match serde_json::from_str(line) {
+            Ok(v) => v,
+            Err(e) => return json!({"ok": false, "error": format!("bad JSON: {e}")}),
+        };
+        let id = v.as_object_mut().and_then(|o| o.remove("id")).unwrap_or(Value::Null);
+        let res = serde_json::from_value::<Cmd>(v).map_err(|e| format!("bad command: {e}")).and_then(|c| self.handle(c));
+        let mut out = match res {
+            Ok(Value::Object(m)) => Value::Object(m),
+            Ok(other) => json!({ "value": other }),
+            Err(e) => json!({"ok": false, "error": e}),
+        };
+        let o = out.as_object_mut().unwrap();
+        o.entry("ok").or_insert(Value::Bool(true));
+        o.insert("id".into(), id);
+        out
+    }
+
+    fn alloc(&mut self, segs: &[SegReq], data: Option<&str>) -> Result<Buf, String> {
+        let mut b = Buf { allocs: Vec::new(), iov: Vec::new() };
+        for s in segs {
+            let total = s.len as u64 + s.pad as u64;
+            let Some(off) = self.arena.alloc(total) else {
+                self.free(&b);
+                return Err(format!("out of node memory for {total} bytes ({} free)", self.arena.free_bytes()));
+            };
+            b.allocs.push((off, total));
+            b.iov.push(Seg { off: off + s.pad as u64, len: s.len });
+            self.mem.fill(off, total, 0).map_err(err)?;
+        }
+        if let Some(h) = data {
+            let d = crate::daemon::unhex(h)?;
+            let room: u64 = b.iov.iter().map(|s| s.len as u64).sum();
+            if d.len() as u64 > room {
+                self.free(&b);
+                return Err(format!("data_hex holds {} bytes, buffer {room}", d.len()));
+            }
+            iov_write(&self.mem, &b.iov, &d).map_err(err)?;
+        }
+        Ok(b)
+    }
+
+    fn free(&mut self, b: &Buf) {
+        for &(off, len) in &b.allocs {
+            self.arena.free(off, len);
+        }
+    }
+
+    fn handle(&mut self, c: Cmd) -> Result<Value, String> {
+        match c {
+            Cmd::Post { portal, match_bits, ignore_bits, match_id, segs, options, threshold, unlink, data_hex, user_ptr, head } => {
+                let buf = self.alloc(&segs, data_hex.as_deref())?;
+                let options = options.iter().fold(0, |a, o| {
+                    a | match o {
+                        MdOpt::Put => opt::OP_PUT,
+                        MdOpt::Get => opt::OP_GET,
+                        MdOpt::ManageRemote => opt::MANAGE_REMOTE,
+                        MdOpt::Truncate => opt::TRUNCATE,
+                        MdOpt::AckDisable => opt::ACK_DISABLE,
+                    }
+                });
+                let pos = if head { Insert::Head } else { Insert::Tail };
+                let lnet = &mut self.node.lnet;
+                let me = lnet.me_attach(portal, match_id.unwrap_or(ProcessId::ANY), match_bits, ignore_bits, unlink, pos).map_err(err)?;
+                let spec = MdSpec { iov: buf.iov.clone(), options, threshold, max_size: 0, user_ptr };
+                let md = lnet.md_attach(me, spec).map_err(err)?;
+                self.bufs.insert(md.0, buf);
+                self.mes.insert(md.0, me);
+                Ok(json!({"md": md.0}))
+            }
+            Cmd::Bind { segs, data_hex, threshold, unlink, user_ptr } => {
+                let buf = self.alloc(&segs, data_hex.as_deref())?;
+                let spec = MdSpec { iov: buf.iov.clone(), options: 0, threshold, max_size: 0, user_ptr };
+                let md = self.node.lnet.md_bind(spec, unlink);
+                self.bufs.insert(md.0, buf);
+                Ok(json!({"md": md.0}))
+            }
+            Cmd::Put { md, target, portal, match_bits, offset, ack, hdr_data } => {
+                let m = self.node.lnet.put(MdHandle(md), ack, target, portal, match_bits, offset, hdr_data).map_err(err)?;
+                Ok(json!({"msg": m.0}))
+            }
+            Cmd::Get { md, target, portal, match_bits, offset } => {
+                let m = self.node.lnet.get(MdHandle(md), target, portal, match_bits, offset).map_err(err)?;
+                Ok(json!({"msg": m.0}))
+            }
+            Cmd::Read { md } => {
+                let b = self.bufs.get(&md).ok_or_else(|| format!("no buffer for md {md}"))?;
+                let mut out = Vec::new();
+                iov_read(&self.mem, &b.iov, &mut out).map_err(err)?;
+                Ok(json!({"data_hex": crate::daemon::hex(&out), "len": out.len()}))
+            }
+            Cmd::Unlink { md } => {
+                self.node.lnet.md_unlink(MdHandle(md)).map_err(err)?;
+                Ok(json!({}))
+            }
+            Cmd::Free { md } => {
+                let b = self.bufs.remove(&md).ok_or_else(|| format!("no buffer for md {md}"))?;
+                if self.node.lnet.md_len(MdHandle(md)).is_some() {
+                    if let Err(e) = self.node.lnet.md_unlink(MdHandle(md)) {
+                        self.bufs.insert(md, b);
+                        return Err(err(e));
+                    }
+                }
+                self.free(&b);
+                Ok(json!({}))
+            }
+            Cmd::Stats => Ok(json!({
+                "lnet": self.node.lnet.counters,
+                "lnds": self.node.lnds.iter().map(|l| json!({"name": l.name(), "stats": l.stats(), "busy": l.busy()})).collect::<Vec<_>>(),
+                "mds": self.node.lnet.md_count(),
+                "idle": self.node.idle(),
+                "free_bytes": self.arena.free_bytes(),
+            })),
+            Cmd::Quit => {
+                self.quit = true;
+                Ok(json!({}))
+            }
+        }
+    }
+
+    /// Pending events as output lines; buffers of unlinked MDs go back to the arena.
+    pub fn drain_events(&mut self) -> Vec<Value> {
+        let mut out = Vec::new();
+        while let Some(ev) = self.node.poll_event() {
+            self.on_event(&ev);
+            out.push(json!({ "event": ev }));
+        }
+        out
+    }
+
+    fn on_event(&mut self, ev: &Event) {
+        if ev.unlinked {
+            // The buffer stays readable until `free`.
+            self.mes.remove(&ev.md.0);
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! `dmadev --fabric DIR [--log FILE]`: the emulated DMA device process of one fabric.
+
+use crate::dev::server::DevServer;
+use std::path::PathBuf;
+
+pub fn main(args: &[String]) -> anyhow::Result<()> {
+    let a = super::parse_args(args, &["fabric", "log", "seed"], &[])?;
+    super::init_logging(a.get("log").map(|s| s.as_str()))?;
+    let dir = PathBuf::from(a.get("fabric").ok_or_else(|| anyhow::anyhow!("--fabric DIR is required"))?);
+    let seed = match a.get("seed") {
+        Some(s) => s.parse().map_err(|_| anyhow::anyhow!("--seed `{s}` is not a number"))?,
+        None => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() as u64 ^ std::process::id() as u64,
+    };
+    let server = DevServer::bind(&dir, seed).map_err(|e| anyhow::anyhow!("dmadev: cannot serve {}: {e}", dir.display()))?;
+    // Terminate cleanly on SIGTERM/SIGINT so the socket file goes away.
+    let path = server.path().to_path_buf();
+    install_exit_handler(path);
+    server.run()?;
+    Ok(())
+}
+
+static SOCK_PATH: std::sync::OnceLock<std::ffi::CString> = std::sync::OnceLock::new();
+
+extern "C" fn on_signal(_: libc::c_int) {
+    if let Some(p) = SOCK_PATH.get() {
+        // SAFETY: unlink and _exit are async-signal-safe.
+        unsafe { libc::unlink(p.as_ptr()) };
+    }
+    unsafe { libc::_exit(0) };
+}
+
+fn install_exit_handler(path: PathBuf) {
+    use std::os::unix::ffi::OsStrExt;
+    if let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) {
+        let _ = SOCK_PATH.set(c);
+    }
+    // SAFETY: installing a handler that only calls async-signal-safe functions.
+    unsafe {
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+    }
+}

@@ -1,0 +1,122 @@
+//! The two daemons behind thin binaries: `dmadev` (one per fabric) and `lnetd` (one per node),
+//! plus the small argument and size helpers they share with the harness.
+
+pub mod control;
+pub mod dmadev;
+pub mod lnetd;
+
+use std::collections::HashMap;
+
+/// Parses `--key value` pairs (and bare `--flag`s) after the program name, refusing unknown keys.
+pub fn parse_args(args: &[String], known: &[&str], flags: &[&str]) -> anyhow::Result<HashMap<String, String>> {
+    let mut out = HashMap::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let Some(key) = a.strip_prefix("--") else {
+            anyhow::bail!("unexpected argument `{a}` (options are --{})", known.join(", --"));
+        };
+        if flags.contains(&key) {
+            out.insert(key.to_string(), String::new());
+        } else if known.contains(&key) {
+            let v = it.next().ok_or_else(|| anyhow::anyhow!("--{key} needs a value"))?;
+            out.insert(key.to_string(), v.clone());
+        } else {
+            anyhow::bail!("unknown option --{key} (options are --{})", known.iter().chain(flags).copied().collect::<Vec<_>>().join(", --"));
+        }
+    }
+    Ok(out)
+}
+
+/// Parses a byte size: `4096`, `64KiB`, `8MiB`, `1GiB`, `10MB`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a size (e.g. 4096, 64KiB, 8MiB)"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" | "k" => 1 << 10,
+        "MiB" | "M" => 1 << 20,
+        "GiB" | "G" => 1 << 30,
+        "KB" | "kB" => 1000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        u => return Err(format!("`{s}`: unknown unit `{u}` (use B, KiB, MiB, GiB, KB, MB, GB)")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("`{s}` is too large"))
+}
+
+/// Sets up `tracing` to stderr, or to `file` if given; level from `LNETLAB_LOG` (default info).
+pub fn init_logging(file: Option<&str>) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LNETLAB_LOG").unwrap_or_else(|_| "info".into());
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false);
+    match file {
+        Some(f) => {
+            let f = std::fs::OpenOptions::new().create(true).append(true).open(f).map_err(|e| anyhow::anyhow!("log file {f}: {e}"))?;
+            let _ = b.with_writer(std::sync::Mutex::new(f)).try_init();
+        }
+        None => {
+            let _ = b.with_writer(std::io::stderr).try_init();
+        }
+    }
+    Ok(())
+}
+
+/// Lowercase hex of `b`.
+pub fn hex(b: &[u8]) -> String {
+    const D: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(b.len() * 2);
+    for &x in b {
+        s.push(D[(x >> 4) as usize] as char);
+        s.push(D[(x & 15) as usize] as char);
+    }
+    s
+}
+
+/// Parses hex text (either case).
+pub fn unhex(s: &str) -> Result<Vec<u8>, String> {
+    if s.len() % 2 != 0 {
+        return Err(format!("hex text has odd length {}", s.len()));
+    }
+    let v = |c: u8| match c {
+        b'0'..=b'9' => Ok(c - b'0'),
+        b'a'..=b'f' => Ok(c - b'a' + 10),
+        b'A'..=b'F' => Ok(c - b'A' + 10),
+        _ => Err(format!("`{}` is not a hex digit", c as char)),
+    };
+    s.as_bytes().chunks(2).map(|p| Ok(v(p[0])? << 4 | v(p[1])?)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64KiB"), Ok(65536));
+        assert_eq!(parse_size("8MiB"), Ok(8 << 20));
+        assert_eq!(parse_size("10MB"), Ok(10_000_000));
+        assert!(parse_size("8 parsecs").unwrap_err().contains("unknown unit"));
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("99999999999999GiB").unwrap_err().contains("too large"));
+    }
+
+    #[test]
+    fn hex_round_trip_and_errors() {
+        assert_eq!(hex(&[0, 0xab, 0x10]), "00ab10");
+        assert_eq!(unhex("00AB10"), Ok(vec![0, 0xab, 0x10]));
+        assert!(unhex("abc").is_err());
+        assert!(unhex("zz").is_err());
+    }
+
+    #[test]
+    fn args() {
+        let a: Vec<String> = ["--fabric", "/x", "--keep"].iter().map(|s| s.to_string()).collect();
+        let m = parse_args(&a, &["fabric"], &["keep"]).unwrap();
+        assert_eq!(m["fabric"], "/x");
+        assert!(m.contains_key("keep"));
+        assert!(parse_args(&a[..1], &["fabric"], &[]).unwrap_err().to_string().contains("needs a value"));
+        assert!(parse_args(&a, &["fabric"], &[]).unwrap_err().to_string().contains("unknown option --keep"));
+    }
+}
