@@ -101,9 +101,16 @@ impl ShmWaker {
         Ok(ShmWaker { q: self.q.clone(), sock: self.sock.try_clone()? })
     }
 
-    /// Arms and sleeps until completions are pending or `timeout` passes.
+    /// Arms and sleeps until completions are pending or `timeout` passes (after polling for a
+    /// short spin budget, see [`super::server::spin_budget`]).
     pub fn wait(&self, timeout: Option<Duration>) -> Result<(), DevError> {
-        if self.arm() {
+        let spin = super::server::spin_budget();
+        let t0 = std::time::Instant::now();
+        let r = Rings { mem: &self.q };
+        while r.cq_pending() == 0 && t0.elapsed() < spin {
+            std::hint::spin_loop();
+        }
+        if r.cq_pending() == 0 && self.arm() {
             self.read_doorbell(timeout)?;
         }
         Ok(())

@@ -145,8 +145,10 @@ impl Engine {
         }
     }
 
-    /// Executes one descriptor submitted by node `from`.
-    pub fn submit(&mut self, from: u32, d: Desc) {
+    /// Executes one descriptor submitted by node `from`. A pull is returned as a job whose copy
+    /// the caller runs (outside any lock) before [`Engine::finish_pull`]; see [`Engine::submit_now`].
+    #[must_use]
+    pub fn submit(&mut self, from: u32, d: Desc) -> Option<PullJob> {
         let comp = |kind, status, cookie, len, peer| Completion { kind, status, tag: d.tag, cookie, len, peer };
         match d.op {
             Op::Smsg { dst, data } => {
@@ -190,33 +192,28 @@ impl Engine {
                 };
                 self.post(from, comp(CompKind::TxCancelled, status, cookie, 0, from));
             }
-            Op::Pull { src, cookie, tx_off, key, frags } => {
-                match self.pull(from, src, cookie, tx_off, key, &frags) {
-                    Ok((len, tx_tag)) => {
-                        self.stats.pulls += 1;
-                        self.stats.bytes_pulled += len;
-                        // Both ends learn of the transfer: the hardware signals the receiver
-                        // and the transmitter alike.
-                        self.post(from, comp(CompKind::PullDone, DevStatus::Ok, cookie, len as u32, src));
-                        let done = Completion {
-                            kind: CompKind::TxDone,
-                            status: DevStatus::Ok,
-                            tag: tx_tag,
-                            cookie,
-                            len: len as u32,
-                            peer: from,
-                        };
-                        self.post(src, done);
-                    }
-                    Err(e) => self.post(from, comp(CompKind::PullDone, e, cookie, 0, src)),
-                }
-            }
+            Op::Pull { src, cookie, tx_off, key, frags } => match self.begin_pull(from, src, cookie, tx_off, key, frags, d.tag) {
+                Ok(job) => return Some(job),
+                Err(e) => self.post(from, comp(CompKind::PullDone, e, cookie, 0, src)),
+            },
+        }
+        None
+    }
+
+    /// Executes one descriptor completely (the copy included).
+    pub fn submit_now(&mut self, from: u32, d: Desc) {
+        if let Some(job) = self.submit(from, d) {
+            let ok = job.copy();
+            self.finish_pull(job, ok);
         }
     }
 
-    fn pull(&mut self, from: u32, src: u32, cookie: u64, tx_off: u64, key: u32, frags: &[Seg]) -> Result<(u64, u64), DevStatus> {
+    /// Validates a pull and claims its transmit (so nobody else can pull it); the copy itself
+    /// runs outside the engine ([`PullJob::copy`]), then [`Engine::finish_pull`] signals both ends.
+    #[allow(clippy::too_many_arguments)]
+    fn begin_pull(&mut self, from: u32, src: u32, cookie: u64, tx_off: u64, key: u32, frags: Vec<Seg>, tag: u64) -> Result<PullJob, DevStatus> {
         let sink = self.region(from, key)?;
-        let want = Self::check_frags(&sink.mem, frags)?;
+        let want = Self::check_frags(&sink.mem, &frags)?;
         let sink_mem = sink.mem.clone();
         let tx = match self.txs.get(&cookie) {
             Some(t) if t.owner == src => t,
@@ -229,9 +226,7 @@ impl Engine {
             _ => return Err(DevStatus::OutOfBounds),
         }
         let src_mem = self.regions.get(&tx.key).ok_or(DevStatus::NoSuchTx)?.mem.clone();
-        copy_frags(&src_mem, &tx.frags, tx_off, &sink_mem, frags).map_err(|_| DevStatus::OutOfBounds)?;
-        let tag = tx.tag;
-        self.txs.remove(&cookie);
+        let tx = self.txs.remove(&cookie).expect("checked above");
         self.consumed.push_back(cookie);
         self.consumed_set.insert(cookie);
         if self.consumed.len() > CONSUMED_MEMORY {
@@ -239,12 +234,47 @@ impl Engine {
                 self.consumed_set.remove(&old);
             }
         }
-        Ok((want, tag))
+        Ok(PullJob { from, src, cookie, tag, tx_tag: tx.tag, tx_off, len: want, src_mem, src_frags: tx.frags, sink_mem, sink_frags: frags })
+    }
+
+    /// Posts the completions of a pull whose copy is done (`ok`) or failed.
+    pub fn finish_pull(&mut self, job: PullJob, ok: bool) {
+        let status = if ok { DevStatus::Ok } else { DevStatus::OutOfBounds };
+        let len = if ok { job.len as u32 } else { 0 };
+        if ok {
+            self.stats.pulls += 1;
+            self.stats.bytes_pulled += job.len;
+        }
+        // Both ends learn of the transfer: the hardware signals receiver and transmitter alike.
+        self.post(job.from, Completion { kind: CompKind::PullDone, status, tag: job.tag, cookie: job.cookie, len, peer: job.src });
+        self.post(job.src, Completion { kind: CompKind::TxDone, status, tag: job.tx_tag, cookie: job.cookie, len, peer: job.from });
     }
 
     /// Transmits currently set up (for leak checks).
     pub fn live_txs(&self) -> usize {
         self.txs.len()
+    }
+}
+
+/// A validated pull: the transmit is claimed, the memory pinned; only the copy is left.
+pub struct PullJob {
+    from: u32,
+    src: u32,
+    cookie: u64,
+    tag: u64,
+    tx_tag: u64,
+    tx_off: u64,
+    len: u64,
+    src_mem: Arc<Mem>,
+    src_frags: Vec<Seg>,
+    sink_mem: Arc<Mem>,
+    sink_frags: Vec<Seg>,
+}
+
+impl PullJob {
+    /// The one memcpy (scatter-gather); false if a range went out of bounds.
+    pub fn copy(&self) -> bool {
+        copy_frags(&self.src_mem, &self.src_frags, self.tx_off, &self.sink_mem, &self.sink_frags).is_ok()
     }
 }
 

@@ -104,7 +104,7 @@ impl DmaDevice for InProcDevice {
         usize::MAX
     }
     fn submit(&mut self, d: &Desc) -> Result<(), DevError> {
-        self.fabric.engine.lock().unwrap().submit(self.addr, d.clone());
+        self.fabric.engine.lock().unwrap().submit_now(self.addr, d.clone());
         Ok(())
     }
     fn doorbell(&mut self) {}

@@ -1,0 +1,252 @@
+//! `bench dma`: DMA LND bandwidth and latency over a real `dmadev` process, against the
+//! one-copy limit (cache-resident memcpy of the same size) and the device's raw SMSG round trip.
+
+use super::Metric;
+use lnd::dev::client::{ShmDevice, ShmWaker};
+use lnd::dev::{CompKind, Desc, DmaDevice, Op};
+use lnd::dmalnd::DmaLndConfig;
+use lnd::lnet::{opt, Event, EventKind, Insert, MdSpec};
+use lnd::mem::Seg;
+use lnd::node::Node;
+use lnd::wire::{Nid, ProcessId};
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const MIB: usize = 1 << 20;
+const PORTAL: u32 = 20;
+const WAIT: Option<Duration> = Some(Duration::from_millis(20));
+
+#[derive(Debug, Clone)]
+pub struct DmaBenchOpts {
+    /// 1 MiB PUTs measured (after a warm-up).
+    pub count: usize,
+    /// PUTs kept in flight.
+    pub window: usize,
+    /// PUT+ACK round trips measured.
+    pub rtts: usize,
+}
+
+impl Default for DmaBenchOpts {
+    fn default() -> Self {
+        DmaBenchOpts { count: 2000, window: 4, rtts: 5000 }
+    }
+}
+
+struct BenchNode {
+    node: Node,
+    waker: ShmWaker,
+}
+
+impl BenchNode {
+    fn attach(dir: &Path, addr: u32) -> anyhow::Result<BenchNode> {
+        let dev = ShmDevice::connect(dir, addr, 4 * MIB)?;
+        let waker = dev.waker()?;
+        let nid = nid(addr);
+        let node = Node::with_dma(dev, nid, ProcessId::PID_LUSTRE, addr as u64, DmaLndConfig::default());
+        Ok(BenchNode { node, waker })
+    }
+
+    /// Runs the node until quiet, handing out events; returns whether anything happened.
+    fn pump(&mut self, mut f: impl FnMut(Event)) -> bool {
+        let mut any = self.node.step();
+        while let Some(e) = self.node.poll_event() {
+            any = true;
+            f(e);
+        }
+        any
+    }
+
+    fn wait(&self) -> anyhow::Result<()> {
+        self.waker.wait(WAIT)?;
+        Ok(())
+    }
+}
+
+fn nid(addr: u32) -> Nid {
+    format!("{addr}@dma").parse().expect("dma nid")
+}
+
+/// Single-thread memcpy between the same two 1 MiB buffers, repeated: the cache-resident
+/// one-copy limit, in GB/s.
+pub fn memcpy_gbps(size: usize, reps: usize) -> f64 {
+    let src: Vec<u8> = (0..size).map(|i| i as u8).collect();
+    let mut dst = vec![0u8; size];
+    for _ in 0..8 {
+        dst.copy_from_slice(black_box(&src));
+    }
+    let t0 = Instant::now();
+    for _ in 0..reps {
+        black_box(&mut dst).copy_from_slice(black_box(&src));
+    }
+    (size * reps) as f64 / t0.elapsed().as_secs_f64() / 1e9
+}
+
+/// Runs the target side: one ME taking every PUT at offset 0 of a 1 MiB buffer.
+fn target(mut b: BenchNode, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let me = b.node.lnet.me_attach(PORTAL, ProcessId::ANY, 0, u64::MAX, false, Insert::Tail)?;
+    let spec = MdSpec { iov: vec![Seg { off: 0, len: MIB as u32 }], options: opt::OP_PUT | opt::MANAGE_REMOTE | opt::TRUNCATE, threshold: None, max_size: 0, user_ptr: 0 };
+    b.node.lnet.md_attach(me, spec)?;
+    while !stop.load(Ordering::Relaxed) {
+        let mut bad = None;
+        if !b.pump(|e| {
+            if e.status != 0 {
+                bad = Some(e.status)
+            }
+        }) {
+            b.wait()?;
+        }
+        if let Some(s) = bad {
+            anyhow::bail!("target saw a failed event (status {s})");
+        }
+    }
+    Ok(())
+}
+
+fn put_bandwidth(a: &mut BenchNode, count: usize, window: usize) -> anyhow::Result<f64> {
+    let src = a.node.lnet.md_bind(MdSpec { iov: vec![Seg { off: 0, len: MIB as u32 }], options: 0, threshold: None, max_size: 0, user_ptr: 0 }, false);
+    let target = ProcessId::new(nid(2), ProcessId::PID_LUSTRE);
+    let run = |a: &mut BenchNode, n: usize| -> anyhow::Result<Duration> {
+        let (mut sent, mut done) = (0usize, 0usize);
+        let t0 = Instant::now();
+        while done < n {
+            while sent < n && sent - done < window {
+                a.node.lnet.put(src, false, target, PORTAL, 0, 0, 0)?;
+                sent += 1;
+            }
+            let mut err = None;
+            let progressed = a.pump(|e| {
+                if e.kind == EventKind::Send {
+                    done += 1;
+                    if e.status != 0 {
+                        err = Some(e.status);
+                    }
+                }
+            });
+            if let Some(s) = err {
+                anyhow::bail!("PUT failed with status {s}");
+            }
+            if !progressed {
+                a.wait()?;
+            }
+        }
+        Ok(t0.elapsed())
+    };
+    run(a, (count / 10).max(4))?;
+    let el = run(a, count)?;
+    Ok((count * MIB) as f64 / el.as_secs_f64() / 1e9)
+}
+
+fn put_ack_rtt(a: &mut BenchNode, n: usize) -> anyhow::Result<f64> {
+    let src = a.node.lnet.md_bind(MdSpec { iov: vec![], options: 0, threshold: None, max_size: 0, user_ptr: 0 }, false);
+    let target = ProcessId::new(nid(2), ProcessId::PID_LUSTRE);
+    let once = |a: &mut BenchNode| -> anyhow::Result<()> {
+        a.node.lnet.put(src, true, target, PORTAL, 0, 0, 0)?;
+        let mut acked = false;
+        while !acked {
+            let mut err = None;
+            let p = a.pump(|e| {
+                if e.status != 0 {
+                    err = Some(e.status);
+                }
+                acked |= e.kind == EventKind::Ack;
+            });
+            if let Some(s) = err {
+                anyhow::bail!("PUT+ACK failed with status {s}");
+            }
+            if !p && !acked {
+                a.wait()?;
+            }
+        }
+        Ok(())
+    };
+    for _ in 0..(n / 10).max(10) {
+        once(a)?;
+    }
+    let t0 = Instant::now();
+    for _ in 0..n {
+        once(a)?;
+    }
+    Ok(t0.elapsed().as_secs_f64() * 1e6 / n as f64)
+}
+
+/// The device alone: an SMSG to an echo node and back, in µs — the floor under any LNet round trip.
+fn smsg_rtt(dir: &Path, n: usize) -> anyhow::Result<f64> {
+    let mut a = ShmDevice::connect(dir, 3, 4096)?;
+    let wa = a.waker()?;
+    let mut b = ShmDevice::connect(dir, 4, 4096)?;
+    let wb = b.waker()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let st = stop.clone();
+    let echo = std::thread::spawn(move || -> anyhow::Result<()> {
+        while !st.load(Ordering::Relaxed) {
+            let mut got = Vec::new();
+            b.poll(&mut |c, d| {
+                if c.kind == CompKind::SmsgRecv {
+                    got.push(d.to_vec())
+                }
+            });
+            for d in got.iter() {
+                b.submit(&Desc { tag: 0, op: Op::Smsg { dst: 3, data: d.clone() } })?;
+            }
+            b.doorbell();
+            if got.is_empty() {
+                wb.wait(WAIT)?;
+            }
+        }
+        Ok(())
+    });
+    let mut once = || -> anyhow::Result<()> {
+        a.submit(&Desc { tag: 0, op: Op::Smsg { dst: 4, data: vec![0u8; 24] } })?;
+        a.doorbell();
+        let mut back = false;
+        while !back {
+            let n = a.poll(&mut |c, _| back |= c.kind == CompKind::SmsgRecv);
+            if n == 0 {
+                wa.wait(WAIT)?;
+            }
+        }
+        Ok(())
+    };
+    for _ in 0..100 {
+        once()?;
+    }
+    let t0 = Instant::now();
+    for _ in 0..n {
+        once()?;
+    }
+    let us = t0.elapsed().as_secs_f64() * 1e6 / n as f64;
+    stop.store(true, Ordering::Relaxed);
+    echo.join().map_err(|_| anyhow::anyhow!("echo thread panicked"))??;
+    Ok(us)
+}
+
+/// Runs the DMA benchmarks against a fresh `dmadev`; returns the metrics.
+pub fn run(opts: &DmaBenchOpts) -> anyhow::Result<Vec<Metric>> {
+    let dir = tempfile::Builder::new().prefix("lnetlab-bench-").tempdir()?;
+    let _dev = crate::procs::start_dmadev(dir.path(), Duration::from_secs(10))?;
+    let mut a = BenchNode::attach(dir.path(), 1)?;
+    let b = BenchNode::attach(dir.path(), 2)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let st = stop.clone();
+    let tgt = std::thread::spawn(move || target(b, st));
+    let res = (|| -> anyhow::Result<Vec<Metric>> {
+        let bw = put_bandwidth(&mut a, opts.count, opts.window)?;
+        let memcpy = memcpy_gbps(MIB, opts.count.max(64));
+        let rtt = put_ack_rtt(&mut a, opts.rtts)?;
+        let floor = smsg_rtt(dir.path(), opts.rtts)?;
+        Ok(vec![
+            Metric::new("memcpy_1MiB_GBps", memcpy, "GB/s", None),
+            Metric::new("dma_put_1MiB_GBps", bw, "GB/s", Some(memcpy)),
+            Metric::new("dma_smsg_rtt_us", floor, "us", None),
+            Metric::new("dma_put_ack_rtt_us", rtt, "us", Some(floor)),
+        ])
+    })();
+    stop.store(true, Ordering::Relaxed);
+    let t = tgt.join().map_err(|_| anyhow::anyhow!("target thread panicked"))?;
+    let metrics = res?;
+    t?;
+    Ok(metrics)
+}

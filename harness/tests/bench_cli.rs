@@ -1,0 +1,42 @@
+//! `lnetlab bench dma --json` end to end with small counts: the output contract, not speed.
+
+use std::process::Command;
+
+#[test]
+fn bench_dma_json_lines() {
+    let out = Command::new(env!("CARGO_BIN_EXE_lnetlab"))
+        .args(["bench", "dma", "--json", "--count", "20", "--rtts", "20"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut names = Vec::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON: {line}: {e}"));
+        let o = v.as_object().unwrap();
+        let keys: Vec<_> = o.keys().cloned().collect();
+        assert_eq!(keys.len(), 5, "{line}");
+        for k in ["name", "value", "unit", "baseline", "ratio"] {
+            assert!(o.contains_key(k), "{k} missing in {line}");
+        }
+        assert!(v["value"].as_f64().unwrap() > 0.0, "{line}");
+        if let Some(b) = v["baseline"].as_f64() {
+            let r = v["ratio"].as_f64().unwrap();
+            assert!((r - v["value"].as_f64().unwrap() / b).abs() < 1e-9, "{line}");
+        }
+        names.push(v["name"].as_str().unwrap().to_string());
+    }
+    for want in ["dma_put_1MiB_GBps", "dma_put_ack_rtt_us", "memcpy_1MiB_GBps"] {
+        assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
+    }
+}
+
+#[test]
+fn bench_rejects_bad_arguments() {
+    let out = Command::new(env!("CARGO_BIN_EXE_lnetlab")).args(["bench", "dma", "--count", "0"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 1"));
+    let out = Command::new(env!("CARGO_BIN_EXE_lnetlab")).args(["bench", "nosuch"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nosuch"));
+}
