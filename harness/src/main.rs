@@ -25,7 +25,7 @@ enum Cmd {
         #[arg(long, default_value_t = 2000)]
         count: usize,
         /// PUTs in flight.
-        #[arg(long, default_value_t = 4)]
+        #[arg(long, default_value_t = 8)]
         window: usize,
         /// Round trips to measure.
         #[arg(long, default_value_t = 5000)]

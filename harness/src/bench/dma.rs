@@ -31,7 +31,7 @@ pub struct DmaBenchOpts {
 
 impl Default for DmaBenchOpts {
     fn default() -> Self {
-        DmaBenchOpts { count: 2000, window: 4, rtts: 5000 }
+        DmaBenchOpts { count: 2000, window: 8, rtts: 5000 }
     }
 }
 
@@ -45,7 +45,7 @@ impl BenchNode {
         let dev = ShmDevice::connect(dir, addr, 4 * MIB)?;
         let waker = dev.waker()?;
         let nid = nid(addr);
-        let node = Node::with_dma(dev, nid, ProcessId::PID_LUSTRE, addr as u64, DmaLndConfig::default());
+        let node = Node::with_dma(dev, nid, ProcessId::PID_LUSTRE, addr as u64, DmaLndConfig { peer_credits: 16, ..Default::default() });
         Ok(BenchNode { node, waker })
     }
 

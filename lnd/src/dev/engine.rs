@@ -44,6 +44,8 @@ pub struct Engine {
     ports: HashMap<u32, Box<dyn Port>>,
     regions: HashMap<u32, Region>,
     txs: HashMap<u64, Tx>,
+    /// (owner, setup tag) -> cookie, for chained SMSGs.
+    by_tag: HashMap<(u32, u64), u64>,
     consumed: VecDeque<u64>,
     consumed_set: HashSet<u64>,
     next_key: u32,
@@ -66,6 +68,7 @@ impl Engine {
             ports: HashMap::new(),
             regions: HashMap::new(),
             txs: HashMap::new(),
+            by_tag: HashMap::new(),
             consumed: VecDeque::new(),
             consumed_set: HashSet::new(),
             next_key: 1,
@@ -88,6 +91,7 @@ impl Engine {
         self.ports.remove(&addr);
         self.regions.retain(|_, r| r.owner != addr);
         self.txs.retain(|_, t| t.owner != addr);
+        self.by_tag.retain(|k, _| k.0 != addr);
     }
 
     pub fn is_attached(&self, addr: u32) -> bool {
@@ -107,6 +111,8 @@ impl Engine {
             Some(r) if r.owner == owner => {
                 self.regions.remove(&key);
                 self.txs.retain(|_, t| t.key != key);
+                let txs = &self.txs;
+                self.by_tag.retain(|_, c| txs.contains_key(c));
                 Ok(())
             }
             _ => Err(DevStatus::BadKey),
@@ -151,6 +157,21 @@ impl Engine {
     pub fn submit(&mut self, from: u32, d: Desc) -> Option<PullJob> {
         let comp = |kind, status, cookie, len, peer| Completion { kind, status, tag: d.tag, cookie, len, peer };
         match d.op {
+            Op::SmsgTx { dst, mut data, at, tx_tag } => {
+                let at = at as usize;
+                let status = match self.by_tag.get(&(from, tx_tag)) {
+                    None => DevStatus::NoSuchTx,
+                    Some(_) if at + 8 > data.len() => DevStatus::BadDesc,
+                    Some(&cookie) => {
+                        data[at..at + 8].copy_from_slice(&cookie.to_le_bytes());
+                        DevStatus::Ok
+                    }
+                };
+                if status.is_ok() {
+                    return self.submit(from, Desc { tag: d.tag, op: Op::Smsg { dst, data } });
+                }
+                self.post(from, comp(CompKind::SmsgSent, status, 0, data.len() as u32, dst));
+            }
             Op::Smsg { dst, data } => {
                 let status = if data.len() > SMSG_MAX {
                     DevStatus::TooLong
@@ -177,6 +198,7 @@ impl Engine {
                         let cookie = (self.next_tx.wrapping_mul(0x9E37_79B9_7F4A_7C15)) ^ self.secret;
                         self.next_tx += 1;
                         self.txs.insert(cookie, Tx { owner: from, key, frags, len, tag: d.tag });
+                        self.by_tag.insert((from, d.tag), cookie);
                         self.post(from, comp(CompKind::TxReady, DevStatus::Ok, cookie, len as u32, from));
                     }
                     Err(e) => self.post(from, comp(CompKind::TxReady, e, 0, 0, from)),
@@ -185,7 +207,8 @@ impl Engine {
             Op::TxCancel { cookie } => {
                 let status = match self.txs.get(&cookie) {
                     Some(t) if t.owner == from => {
-                        self.txs.remove(&cookie);
+                        let t = self.txs.remove(&cookie).unwrap();
+                        self.by_tag.remove(&(from, t.tag));
                         DevStatus::Ok
                     }
                     _ => DevStatus::NoSuchTx,
@@ -227,6 +250,7 @@ impl Engine {
         }
         let src_mem = self.regions.get(&tx.key).ok_or(DevStatus::NoSuchTx)?.mem.clone();
         let tx = self.txs.remove(&cookie).expect("checked above");
+        self.by_tag.remove(&(src, tx.tag));
         self.consumed.push_back(cookie);
         self.consumed_set.insert(cookie);
         if self.consumed.len() > CONSUMED_MEMORY {
@@ -388,6 +412,25 @@ mod tests {
         a.submit(&Desc { tag: 3, op: Op::TxCancel { cookie: t2 } }).unwrap();
         assert_eq!(completions(&mut a)[0].0.status, DevStatus::Ok);
         assert_eq!(pull(&mut b, 1, t2, 0, bkey, vec![seg(0, 8)]), DevStatus::NoSuchTx);
+    }
+
+    #[test]
+    fn chained_smsg_carries_the_new_cookie() {
+        let fab = InProcFabric::new(5);
+        let mut a = fab.attach(1, 4096).unwrap();
+        let mut b = fab.attach(2, 4096).unwrap();
+        let key = a.key();
+        a.submit(&Desc { tag: 77, op: Op::TxSetup { key, frags: vec![seg(0, 16)] } }).unwrap();
+        a.submit(&Desc { tag: 78, op: Op::SmsgTx { dst: 2, data: vec![0xee; 12], at: 2, tx_tag: 77 } }).unwrap();
+        a.submit(&Desc { tag: 79, op: Op::SmsgTx { dst: 2, data: vec![0; 12], at: 2, tx_tag: 5 } }).unwrap();
+        a.submit(&Desc { tag: 80, op: Op::SmsgTx { dst: 2, data: vec![0; 12], at: 5, tx_tag: 77 } }).unwrap();
+        let ca = completions(&mut a);
+        let cookie = ca[0].0.cookie;
+        assert_eq!(ca.iter().map(|c| c.0.status).collect::<Vec<_>>(), [DevStatus::Ok, DevStatus::Ok, DevStatus::NoSuchTx, DevStatus::BadDesc]);
+        let got = completions(&mut b);
+        assert_eq!(got.len(), 1);
+        assert_eq!(&got[0].1[2..10], &cookie.to_le_bytes());
+        assert_eq!(&got[0].1[..2], &[0xee, 0xee]);
     }
 
     #[test]

@@ -63,6 +63,10 @@ impl DevStatus {
 pub enum Op {
     /// Copy `data` into the mailbox of node `dst`.
     Smsg { dst: u32, data: Vec<u8> },
+    /// Like `Smsg`, but first write (LE) the cookie of our transmit set up with tag `tx_tag`
+    /// at byte `at` of `data` — a chained descriptor: "tx set up, now tell the receiver" in one
+    /// doorbell, without waiting for `TxReady`.
+    SmsgTx { dst: u32, data: Vec<u8>, at: u16, tx_tag: u64 },
     /// Make `frags` of region `key` pullable once; completes with `TxReady { cookie }`.
     TxSetup { key: u32, frags: Vec<Seg> },
     /// Withdraw a transmit that will not be pulled.

@@ -79,6 +79,11 @@ impl<'a> Rings<'a> {
             }
             Op::TxSetup { key, frags } => (2, self.write_frags(data_off, frags)?, 0, *key, 0, 0),
             Op::TxCancel { cookie } => (3, 0, 0, 0, *cookie, 0),
+            Op::SmsgTx { dst, data, at, tx_tag } => {
+                let n = data.len().min(SMSG_MAX);
+                self.mem.write(data_off, &data[..n])?;
+                (5u8, data.len() as u32, *dst, 0, *tx_tag, *at as u64)
+            }
             Op::Pull { src, cookie, tx_off, key, frags } => {
                 (4, self.write_frags(data_off, frags)?, *src, *key, *cookie, *tx_off)
             }
@@ -145,6 +150,7 @@ impl<'a> Rings<'a> {
             2 => Op::TxSetup { key, frags: frags()? },
             3 => Op::TxCancel { cookie },
             4 => Op::Pull { src: peer, cookie, tx_off, key, frags: frags()? },
+            5 if tx_off <= u16::MAX as u64 => Op::SmsgTx { dst: peer, data, at: tx_off as u16, tx_tag: cookie },
             _ => return Err((tag, DevStatus::BadDesc)),
         };
         Ok(Desc { tag, op })
@@ -196,6 +202,8 @@ mod tests {
             (any::<u32>(), proptest::collection::vec(any::<u8>(), 0..64)).prop_map(|(dst, data)| Op::Smsg { dst, data }),
             (any::<u32>(), frags()).prop_map(|(key, frags)| Op::TxSetup { key, frags }),
             any::<u64>().prop_map(|cookie| Op::TxCancel { cookie }),
+            (any::<u32>(), proptest::collection::vec(any::<u8>(), 0..64), any::<u16>(), any::<u64>())
+                .prop_map(|(dst, data, at, tx_tag)| Op::SmsgTx { dst, data, at, tx_tag }),
             (any::<u32>(), any::<u64>(), any::<u64>(), any::<u32>(), frags())
                 .prop_map(|(src, cookie, tx_off, key, frags)| Op::Pull { src, cookie, tx_off, key, frags }),
         ]

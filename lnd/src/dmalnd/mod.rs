@@ -11,6 +11,7 @@ use crate::lnet::slab::Slab;
 use crate::lnet::{errno, Lnet, LndRecv, LndSend, MsgId, NiIdx, Parsed};
 use crate::mem::{iov_read, iov_write};
 use crate::wire::{HdrRepr, MsgType, Nid};
+
 use std::collections::{HashMap, VecDeque};
 use tracing::{debug, warn};
 use wire::{Body, MsgRepr, MAX_IMMEDIATE};
@@ -52,7 +53,8 @@ struct Peer {
     credits: u16,
     /// Its SMSGs we consumed and have not yet returned credit for.
     owed: u16,
-    queue: VecDeque<(u64, Vec<u8>)>,
+    /// (tag, message, chained to our transmit with that tag?)
+    queue: VecDeque<(u64, Vec<u8>, bool)>,
 }
 
 /// What one tag (our descriptor tag) is waiting for.
@@ -60,9 +62,9 @@ struct Peer {
 enum Tx {
     /// IMMEDIATE sent: finalize when the SMSG is delivered.
     Imm { msg: MsgId },
-    /// Large PUT/REPLY: transmit being set up.
-    PutSetup { msg: MsgId, peer: u32, hdr: HdrRepr },
-    /// PUT_REQ sent: waiting for the receiver's pull (TxDone) or a NAK.
+    /// Large PUT/REPLY: transmit set up and PUT_REQ chained behind it (the device writes the
+    /// cookie into it); waiting for the receiver's pull (TxDone) or a NAK. `cookie` is known
+    /// once `TxReady` arrives.
     PutWait { msg: MsgId, peer: u32, cookie: u64 },
     /// GET_REQ sent: waiting for TX_READY or NAK.
     GetReq { msg: MsgId, peer: u32 },
@@ -175,7 +177,16 @@ impl<D: DmaDevice> DmaLnd<D> {
         if let Body::Nak { .. } = body {
             self.stats.naks_sent += 1;
         }
-        self.peer(peer).queue.push_back((tag, b));
+        self.peer(peer).queue.push_back((tag, b, false));
+        self.dirty.push(peer);
+    }
+
+    /// Queues a PUT_REQ whose cookie field the device fills in from our transmit `tag`.
+    fn queue_chained(&mut self, peer: u32, tag: u64, hdr: HdrRepr) {
+        let mut b = Vec::with_capacity(wire::HDR + 92);
+        let body = Body::PutReq { hdr, src_tag: tag, cookie: 0, nob: hdr.payload_length };
+        MsgRepr { credits: 0, src_nid: self.nid, dst_nid: self.nid.net().nid(peer), body }.emit(&mut b);
+        self.peer(peer).queue.push_back((tag, b, true));
         self.dirty.push(peer);
     }
 
@@ -196,11 +207,16 @@ impl<D: DmaDevice> DmaLnd<D> {
                     self.stats.credit_stalls += 1;
                     break;
                 }
-                let (tag, mut b) = p.queue.pop_front().unwrap();
+                let (tag, mut b, chained) = p.queue.pop_front().unwrap();
                 MsgRepr::set_credits(&mut b, p.owed);
                 p.owed = 0;
                 p.credits -= 1;
-                self.submit(Desc { tag, op: Op::Smsg { dst: addr, data: b } });
+                let op = if chained {
+                    Op::SmsgTx { dst: addr, data: b, at: wire::PUT_REQ_COOKIE_AT as u16, tx_tag: tag }
+                } else {
+                    Op::Smsg { dst: addr, data: b }
+                };
+                self.submit(Desc { tag, op });
             }
             let p = self.peer(addr);
             if p.queue.is_empty() && p.owed >= high_water {
@@ -268,17 +284,14 @@ impl<D: DmaDevice> DmaLnd<D> {
                 };
                 // The transmit keeps this tag: the device echoes it in TxDone.
                 match *tx {
-                    Tx::PutSetup { msg, peer, hdr } if c.status.is_ok() => {
-                        *tx = Tx::PutWait { msg, peer, cookie: c.cookie };
-                        self.stats.put_rdma += 1;
-                        self.queue(peer, tag, Body::PutReq { hdr, src_tag: tag, cookie: c.cookie, nob: hdr.payload_length });
-                    }
+                    Tx::PutWait { ref mut cookie, .. } if c.status.is_ok() => *cookie = c.cookie,
                     Tx::ReplySetup { msg, peer, get_tag } if c.status.is_ok() => {
                         *tx = Tx::ReplyWait { msg, peer, cookie: c.cookie };
                         self.stats.get_rdma += 1;
                         self.queue(peer, 0, Body::TxReady { get_tag, cookie: c.cookie, target_tag: tag, nob: c.len });
                     }
-                    Tx::PutSetup { msg, .. } => {
+                    Tx::PutWait { msg, .. } => {
+                        // Its chained PUT_REQ will find no transmit and fail harmlessly.
                         self.txs.remove(tag);
                         lnet.finalize(msg, st);
                     }
@@ -498,9 +511,12 @@ impl<D: DmaDevice> Lnd for DmaLnd<D> {
                 self.scratch = payload;
             }
             _ => {
-                let tag = self.txs.insert(Tx::PutSetup { msg: m.msg, peer, hdr: m.hdr });
+                // Set up the transmit, then (chained, same doorbell) tell the receiver to pull.
+                let tag = self.txs.insert(Tx::PutWait { msg: m.msg, peer, cookie: 0 });
                 let key = self.dev.key();
                 self.submit(Desc { tag, op: Op::TxSetup { key, frags: m.iov } });
+                self.stats.put_rdma += 1;
+                self.queue_chained(peer, tag, m.hdr);
             }
         }
         self.pump();

@@ -19,6 +19,8 @@ use crate::wire::{HdrError, HdrRepr, Nid, HDR_LEN};
 pub const MAGIC: u32 = 0x444d_4c44; // "DLMD" read LE
 pub const VERSION: u8 = 1;
 pub const HDR: usize = 24;
+/// Byte offset of the transmit cookie in a PUT_REQ (the device patches it in).
+pub const PUT_REQ_COOKIE_AT: usize = HDR + HDR_LEN + 8;
 /// Largest payload an IMMEDIATE message carries.
 pub const MAX_IMMEDIATE: usize = SMSG_MAX - HDR - HDR_LEN;
 
@@ -248,6 +250,9 @@ mod tests {
         b[0] = 0;
         assert!(matches!(MsgRepr::parse(&b), Err(DmaWireError::Magic(_))));
         assert_eq!(MAX_IMMEDIATE, 4000);
+        let mut b = Vec::new();
+        MsgRepr { credits: 0, src_nid: Nid(1), dst_nid: Nid(2), body: Body::PutReq { hdr: hdr(9), src_tag: 1, cookie: 0x1122, nob: 9 } }.emit(&mut b);
+        assert_eq!(&b[PUT_REQ_COOKIE_AT..PUT_REQ_COOKIE_AT + 8], &0x1122u64.to_le_bytes());
     }
 
     proptest! {
