@@ -427,48 +427,41 @@ impl<D: DmaDevice> DmaLnd<D> {
                 }
             }
             Body::PutReq { hdr, src_tag, cookie, nob } => {
-                if nob != hdr.payload_length || !matches!(hdr.msg_type(), MsgType::Put | MsgType::Reply) {
-                    self.stats.bad_msgs += 1;
-                    warn!(peer = from, "PUT_REQ with inconsistent header ({:?}, nob {nob})", hdr.msg_type());
-                    self.nak(from, src_tag, errno::EPROTO);
-                    return;
-                }
-                let rx = self.rxs.insert(Rx::PutReq { peer: from, src_tag, cookie });
-                match lnet.parse(self.ni, hdr, from_nid, rx, false) {
-                    Ok(Parsed::Recv(_)) => {}
-                    Ok(Parsed::Dropped(st)) => {
-                        self.rxs.remove(rx);
-                        self.nak(from, src_tag, st);
-                    }
-                    Err(e) => {
-                        self.rxs.remove(rx);
-                        warn!(peer = from, "lnet_parse refused PUT_REQ: {e}");
-                        self.nak(from, src_tag, errno::EPROTO);
-                    }
-                }
+                let ok = nob == hdr.payload_length && matches!(hdr.msg_type(), MsgType::Put | MsgType::Reply);
+                self.parse_request(lnet, from, from_nid, hdr, ok, src_tag, Rx::PutReq { peer: from, src_tag, cookie }, false);
             }
             Body::GetReq { hdr, get_tag } => {
-                if hdr.msg_type() != MsgType::Get {
-                    self.stats.bad_msgs += 1;
-                    warn!(peer = from, "GET_REQ carrying a {:?} header", hdr.msg_type());
-                    self.nak(from, get_tag, errno::EPROTO);
-                    return;
-                }
-                let rx = self.rxs.insert(Rx::GetReq { peer: from, get_tag });
-                match lnet.parse(self.ni, hdr, from_nid, rx, true) {
-                    Ok(Parsed::Recv(_)) => {}
-                    Ok(Parsed::Dropped(st)) => {
-                        self.rxs.remove(rx);
-                        self.nak(from, get_tag, st);
-                    }
-                    Err(e) => {
-                        self.rxs.remove(rx);
-                        warn!(peer = from, "lnet_parse refused GET_REQ: {e}");
-                        self.nak(from, get_tag, errno::EPROTO);
-                    }
-                }
+                let ok = hdr.msg_type() == MsgType::Get;
+                self.parse_request(lnet, from, from_nid, hdr, ok, get_tag, Rx::GetReq { peer: from, get_tag }, true);
             }
             _ => unreachable!("LND dispatch"),
+        }
+    }
+}
+
+impl<D: DmaDevice> DmaLnd<D> {
+    /// Hands a PUT_REQ/GET_REQ to `lnet_parse`; anything refused or unmatched is NAKed with
+    /// `nak_tag` so the initiator finalizes instead of waiting.
+    #[allow(clippy::too_many_arguments)]
+    fn parse_request(&mut self, lnet: &mut Lnet, from: u32, from_nid: Nid, hdr: HdrRepr, consistent: bool, nak_tag: u64, rx: Rx, rdma_req: bool) {
+        if !consistent {
+            self.stats.bad_msgs += 1;
+            warn!(peer = from, "{rx:?} with an inconsistent LNet header ({:?}, {} bytes)", hdr.msg_type(), hdr.payload_length);
+            self.nak(from, nak_tag, errno::EPROTO);
+            return;
+        }
+        let rx = self.rxs.insert(rx);
+        match lnet.parse(self.ni, hdr, from_nid, rx, rdma_req) {
+            Ok(Parsed::Recv(_)) => {}
+            Ok(Parsed::Dropped(st)) => {
+                self.rxs.remove(rx);
+                self.nak(from, nak_tag, st);
+            }
+            Err(e) => {
+                self.rxs.remove(rx);
+                warn!(peer = from, "lnet_parse refused a request: {e}");
+                self.nak(from, nak_tag, errno::EPROTO);
+            }
         }
     }
 }
