@@ -9,4 +9,5 @@ pub mod lnet;
 pub mod lolnd;
 pub mod mem;
 pub mod node;
+pub mod sock;
 pub mod wire;

@@ -246,6 +246,20 @@ impl Arena {
         Some(off)
     }
 
+    /// Like [`Arena::alloc`] but from the top of the highest free block (long-lived buffers
+    /// stay out of the way of ordinary allocations).
+    pub fn alloc_top(&mut self, len: u64) -> Option<u64> {
+        let want = len.max(1).div_ceil(self.align) * self.align;
+        let i = self.free.iter().rposition(|&(_, l)| l >= want)?;
+        let (off, l) = self.free[i];
+        if l == want {
+            self.free.remove(i);
+        } else {
+            self.free[i] = (off, l - want);
+        }
+        Some(off + l - want)
+    }
+
     pub fn free(&mut self, off: u64, len: u64) {
         let len = len.max(1).div_ceil(self.align) * self.align;
         let i = self.free.partition_point(|&(o, _)| o < off);
@@ -317,5 +331,9 @@ mod tests {
         a.free(y, 64);
         assert_eq!(a.free_bytes(), 1024);
         assert_eq!(a.alloc(1024), Some(0));
+        a.free(0, 1024);
+        assert_eq!(a.alloc_top(100), Some(1024 - 128));
+        assert_eq!(a.alloc(896), Some(0));
+        assert!(a.alloc(1).is_none());
     }
 }

@@ -1,12 +1,24 @@
-//! A node: one LNet core and its LNDs, and the loop that carries the core's actions to them.
-//! Still free of I/O policy: the caller decides when to wait and for what.
+//! A node: one LNet core, its LNDs and its memory, and the loop that carries the core's actions
+//! to the LNDs. [`NodeBuilder`] puts one together from NIs (DMA, TCP), routes and roles.
 
+use crate::dev::DmaDevice;
+use crate::dmalnd::{DmaLnd, DmaLndConfig};
 use crate::lnd::Lnd;
-use crate::lnet::{Action, Event, Lnet};
+use crate::lnet::{opt, Action, Event, Insert, Lnet, MdSpec, NiConfig, RouterPools};
+use crate::lolnd::LoLnd;
+use crate::mem::{Arena, Mem, Seg};
+use crate::sock::io::SockIo;
+use crate::sock::{SockConfig, SockLnd};
+use crate::wire::{LndType, Net, Nid, ProcessId, LNET_MTU};
+use std::sync::Arc;
 
 pub struct Node {
     pub lnet: Lnet,
     pub lnds: Vec<Box<dyn Lnd>>,
+    /// The memory every MD of this node points into (the DMA device's registered region when
+    /// the node has a DMA NI).
+    pub mem: Arc<Mem>,
+    pub arena: Arena,
 }
 
 impl Node {
@@ -49,23 +61,168 @@ impl Node {
     pub fn poll_event(&mut self) -> Option<Event> {
         self.lnet.poll_event()
     }
-}
-
-/// Index of the DMA NI and LND in nodes built by [`Node::with_dma`].
-pub const DMA_NI: crate::lnet::NiIdx = 1;
-
-impl Node {
-    /// A node with `0@lo` and one DMA NI on `dev` (LND 0 = lo, LND 1 = dma).
-    pub fn with_dma<D: crate::dev::DmaDevice + 'static>(dev: D, nid: crate::wire::Nid, pid: u32, incarnation: u64, cfg: crate::dmalnd::DmaLndConfig) -> Node {
-        let mut lnet = Lnet::new(pid, incarnation, 0);
-        let ni = lnet.add_ni(crate::lnet::NiConfig { nid, lnd: 1, credits: 256, peer_credits: cfg.peer_credits as u32 });
-        let lo = crate::lolnd::LoLnd::new(dev.mem().clone());
-        let dma = crate::dmalnd::DmaLnd::new(dev, ni, nid, cfg);
-        Node { lnet, lnds: vec![Box::new(lo), Box::new(dma)] }
-    }
 
     /// Nothing in flight anywhere: no LNet message, no LND transfer.
     pub fn idle(&self) -> bool {
         self.lnet.msgs_in_flight() == 0 && self.lnds.iter().all(|l| l.busy() == 0)
+    }
+
+    /// A node with `0@lo` and one DMA NI on `dev` (the shape unit tests use).
+    pub fn with_dma<D: DmaDevice + 'static>(dev: D, nid: Nid, pid: u32, incarnation: u64, cfg: DmaLndConfig) -> Node {
+        let mut b = NodeBuilder::new(pid, incarnation);
+        b.dma(nid, Box::new(dev), cfg);
+        b.build().expect("a lone DMA NI always builds")
+    }
+}
+
+/// Where to find the DMA NI in nodes built by [`Node::with_dma`].
+pub const DMA_NI: crate::lnet::NiIdx = 1;
+
+/// Portal 0 ping: match bits of LNet pings (spec §4.4).
+pub const PING_MATCH_BITS: u64 = 0x8000_0000_0000_0000;
+const PING_MAGIC: u32 = 0x7069_6E67;
+const NI_STATUS_UP: u32 = 0x15aa_c0de;
+
+enum NiSpec {
+    Dma { nid: Nid, dev: Box<dyn DmaDevice>, cfg: DmaLndConfig },
+    Tcp { nid: Nid, io: Box<dyn SockIo>, cfg: SockConfig },
+}
+
+/// Errors building a node.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("a node can have at most one DMA NI (got {0} and {1})")]
+    TwoDma(Nid, Nid),
+    #[error("{0}: {1}")]
+    Sock(Nid, std::io::Error),
+    #[error("node memory of {0} bytes is too small for its router buffers and ping data")]
+    NoMemory(u64),
+    #[error("route to {net} via {gw}: the gateway is not on any of this node's nets")]
+    BadRoute { net: Net, gw: Nid },
+}
+
+/// Puts a node together.
+pub struct NodeBuilder {
+    pid: u32,
+    incarnation: u64,
+    nis: Vec<NiSpec>,
+    routes: Vec<(Net, Nid)>,
+    routing: Option<(usize, usize, usize)>,
+    mem_size: usize,
+}
+
+impl NodeBuilder {
+    pub fn new(pid: u32, incarnation: u64) -> NodeBuilder {
+        NodeBuilder { pid, incarnation, nis: Vec::new(), routes: Vec::new(), routing: None, mem_size: 16 << 20 }
+    }
+
+    pub fn dma(&mut self, nid: Nid, dev: Box<dyn DmaDevice>, cfg: DmaLndConfig) -> &mut Self {
+        self.nis.push(NiSpec::Dma { nid, dev, cfg });
+        self
+    }
+
+    pub fn tcp(&mut self, nid: Nid, io: Box<dyn SockIo>, cfg: SockConfig) -> &mut Self {
+        self.nis.push(NiSpec::Tcp { nid, io, cfg });
+        self
+    }
+
+    pub fn route(&mut self, net: Net, gateway: Nid) -> &mut Self {
+        self.routes.push((net, gateway));
+        self
+    }
+
+    /// Forward for others, with `small` 4 KiB and `large` 1 MiB buffers and `tiny` zero-byte slots.
+    pub fn routing(&mut self, tiny: usize, small: usize, large: usize) -> &mut Self {
+        self.routing = Some((tiny, small, large));
+        self
+    }
+
+    /// Memory for a node without a DMA NI (with one, the device's region is used).
+    pub fn mem_size(&mut self, bytes: usize) -> &mut Self {
+        self.mem_size = bytes;
+        self
+    }
+
+    pub fn build(self) -> Result<Node, BuildError> {
+        let mut dma_nids = self.nis.iter().filter_map(|n| match n {
+            NiSpec::Dma { nid, .. } => Some(*nid),
+            _ => None,
+        });
+        if let (Some(a), Some(b)) = (dma_nids.next(), dma_nids.next()) {
+            return Err(BuildError::TwoDma(a, b));
+        }
+        let mem = self
+            .nis
+            .iter()
+            .find_map(|n| match n {
+                NiSpec::Dma { dev, .. } => Some(dev.mem().clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| Mem::heap(self.mem_size));
+        let mut arena = Arena::new(mem.len() as u64, 64);
+        let mut lnet = Lnet::new(self.pid, self.incarnation, 0);
+        let mut lnds: Vec<Box<dyn Lnd>> = vec![Box::new(LoLnd::new(mem.clone()))];
+        for spec in self.nis {
+            let lnd_idx = lnds.len();
+            match spec {
+                NiSpec::Dma { nid, dev, cfg } => {
+                    let ni = lnet.add_ni(NiConfig { nid, lnd: lnd_idx, credits: 256, peer_credits: cfg.peer_credits as u32 });
+                    lnds.push(Box::new(DmaLnd::new(dev, ni, nid, cfg)));
+                }
+                NiSpec::Tcp { nid, io, cfg } => {
+                    let ni = lnet.add_ni(NiConfig { nid, lnd: lnd_idx, credits: 256, peer_credits: 8 });
+                    let l = SockLnd::new(io, ni, nid, self.pid, self.incarnation, cfg, mem.clone()).map_err(|e| BuildError::Sock(nid, e))?;
+                    lnds.push(Box::new(l));
+                }
+            }
+        }
+        let local_nets: Vec<Net> = lnet.nids().iter().map(|n| n.net()).collect();
+        for (net, gw) in self.routes {
+            if !local_nets.contains(&gw.net()) {
+                return Err(BuildError::BadRoute { net, gw });
+            }
+            lnet.add_route(net, gw);
+        }
+        let size = mem.len() as u64;
+        if let Some((tiny, small, large)) = self.routing {
+            let mut alloc = |n: usize, len: u32| -> Result<Vec<Seg>, BuildError> {
+                (0..n).map(|_| arena.alloc_top(len as u64).map(|off| Seg { off, len }).ok_or(BuildError::NoMemory(size))).collect()
+            };
+            let small = alloc(small, 4096)?;
+            let large = alloc(large, LNET_MTU)?;
+            lnet.enable_routing(RouterPools { tiny, small, small_size: 4096, large });
+        }
+        let mut node = Node { lnet, lnds, mem, arena };
+        node.install_ping_responder().map_err(|_| BuildError::NoMemory(size))?;
+        Ok(node)
+    }
+}
+
+impl Node {
+    /// Answers LNet pings (GET on portal 0) with our ping info, as every Lustre peer expects.
+    fn install_ping_responder(&mut self) -> Result<(), ()> {
+        let nids = self.lnet.nids();
+        let features: u32 = if self.lnet.is_router() { 0x3 } else { 0x7 };
+        let mut b = Vec::new();
+        for v in [PING_MAGIC, features, self.lnet.pid(), nids.len() as u32 + 1] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        // Entry 0 is always 0@lo, its status a sequence number.
+        for (nid, status) in std::iter::once((Nid::LO_0, 1u32)).chain(nids.iter().map(|n| (*n, NI_STATUS_UP))) {
+            b.extend_from_slice(&nid.0.to_le_bytes());
+            b.extend_from_slice(&status.to_le_bytes());
+            b.extend_from_slice(&0u32.to_le_bytes());
+        }
+        let off = self.arena.alloc_top(b.len() as u64).ok_or(())?;
+        self.mem.write(off, &b).map_err(|_| ())?;
+        let me = self.lnet.me_attach(0, ProcessId::ANY, PING_MATCH_BITS, 0, false, Insert::Tail).map_err(|_| ())?;
+        let spec = MdSpec { iov: vec![Seg { off, len: b.len() as u32 }], options: opt::OP_GET | opt::TRUNCATE | opt::MANAGE_REMOTE, threshold: None, max_size: 0, user_ptr: 0 };
+        self.lnet.md_attach(me, spec).map_err(|_| ())?;
+        Ok(())
+    }
+
+    /// Does this node have a TCP NI?
+    pub fn has_tcp(&self) -> bool {
+        self.lnet.nids().iter().any(|n| n.net().lnd() == LndType::SOCKLND)
     }
 }

@@ -2,13 +2,12 @@
 //! as `{"event":{…}}` lines. Owns the node's buffer arena so commands name sizes, not addresses.
 
 use crate::lnet::{opt, Event, Insert, MdHandle, MdSpec, MeHandle};
-use crate::mem::{iov_read, iov_write, Arena, Mem, Seg};
+use crate::mem::{iov_read, iov_write, Seg};
 use crate::node::Node;
 use crate::wire::ProcessId;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::sync::Arc;
 
 /// One buffer segment to allocate: `len` bytes starting `pad` bytes into a fresh allocation
 /// (so tests can ask for unaligned buffers).
@@ -103,8 +102,6 @@ struct Buf {
 
 pub struct Controller {
     pub node: Node,
-    mem: Arc<Mem>,
-    arena: Arena,
     bufs: HashMap<u64, Buf>,
     mes: HashMap<u64, MeHandle>,
     pub quit: bool,
@@ -115,9 +112,8 @@ fn err(e: impl std::fmt::Display) -> String {
 }
 
 impl Controller {
-    pub fn new(node: Node, mem: Arc<Mem>) -> Controller {
-        let arena = Arena::new(mem.len() as u64, 64);
-        Controller { node, mem, arena, bufs: HashMap::new(), mes: HashMap::new(), quit: false }
+    pub fn new(node: Node) -> Controller {
+        Controller { node, bufs: HashMap::new(), mes: HashMap::new(), quit: false }
     }
 
     /// Handles one command line; the reply echoes its `id`.
@@ -143,13 +139,13 @@ impl Controller {
         let mut b = Buf { allocs: Vec::new(), iov: Vec::new() };
         for s in segs {
             let total = s.len as u64 + s.pad as u64;
-            let Some(off) = self.arena.alloc(total) else {
+            let Some(off) = self.node.arena.alloc(total) else {
                 self.free(&b);
-                return Err(format!("out of node memory for {total} bytes ({} free)", self.arena.free_bytes()));
+                return Err(format!("out of node memory for {total} bytes ({} free)", self.node.arena.free_bytes()));
             };
             b.allocs.push((off, total));
             b.iov.push(Seg { off: off + s.pad as u64, len: s.len });
-            self.mem.fill(off, total, 0).map_err(err)?;
+            self.node.mem.fill(off, total, 0).map_err(err)?;
         }
         if let Some(h) = data {
             let d = crate::daemon::unhex(h)?;
@@ -158,14 +154,14 @@ impl Controller {
                 self.free(&b);
                 return Err(format!("data_hex holds {} bytes, buffer {room}", d.len()));
             }
-            iov_write(&self.mem, &b.iov, &d).map_err(err)?;
+            iov_write(&self.node.mem, &b.iov, &d).map_err(err)?;
         }
         Ok(b)
     }
 
     fn free(&mut self, b: &Buf) {
         for &(off, len) in &b.allocs {
-            self.arena.free(off, len);
+            self.node.arena.free(off, len);
         }
     }
 
@@ -209,7 +205,7 @@ impl Controller {
             Cmd::Read { md } => {
                 let b = self.bufs.get(&md).ok_or_else(|| format!("no buffer for md {md}"))?;
                 let mut out = Vec::new();
-                iov_read(&self.mem, &b.iov, &mut out).map_err(err)?;
+                iov_read(&self.node.mem, &b.iov, &mut out).map_err(err)?;
                 Ok(json!({"data_hex": crate::daemon::hex(&out), "len": out.len()}))
             }
             Cmd::Unlink { md } => {
@@ -232,7 +228,7 @@ impl Controller {
                 "lnds": self.node.lnds.iter().map(|l| json!({"name": l.name(), "stats": l.stats(), "busy": l.busy()})).collect::<Vec<_>>(),
                 "mds": self.node.lnet.md_count(),
                 "idle": self.node.idle(),
-                "free_bytes": self.arena.free_bytes(),
+                "free_bytes": self.node.arena.free_bytes(),
             })),
             Cmd::Quit => {
                 self.quit = true;

@@ -42,10 +42,9 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     }
     let dev = ShmDevice::connect(&fabric, nid.addr(), mem as usize).map_err(|e| anyhow::anyhow!("attach {nid} to {}: {e}", fabric.display()))?;
     let waker = dev.waker()?;
-    let memh = crate::dev::DmaDevice::mem(&dev).clone();
     let incarnation = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() as u64;
     let node = Node::with_dma(dev, nid, pid, incarnation, cfg);
-    let mut ctl = Controller::new(node, memh);
+    let mut ctl = Controller::new(node);
     info!(%nid, "lnetd up");
 
     let (tx, rx) = mpsc::channel();

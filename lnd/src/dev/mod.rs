@@ -152,3 +152,27 @@ pub trait DmaDevice: Send {
     /// Hands every pending completion to `f`; SMSG bytes ride along (empty otherwise).
     fn poll(&mut self, f: &mut dyn FnMut(&Completion, &[u8])) -> usize;
 }
+
+impl<T: DmaDevice + ?Sized> DmaDevice for Box<T> {
+    fn addr(&self) -> u32 {
+        (**self).addr()
+    }
+    fn mem(&self) -> &Arc<Mem> {
+        (**self).mem()
+    }
+    fn key(&self) -> u32 {
+        (**self).key()
+    }
+    fn sq_space(&self) -> usize {
+        (**self).sq_space()
+    }
+    fn submit(&mut self, d: &Desc) -> Result<(), DevError> {
+        (**self).submit(d)
+    }
+    fn doorbell(&mut self) {
+        (**self).doorbell()
+    }
+    fn poll(&mut self, f: &mut dyn FnMut(&Completion, &[u8])) -> usize {
+        (**self).poll(f)
+    }
+}

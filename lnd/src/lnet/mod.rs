@@ -4,6 +4,7 @@
 
 pub mod md;
 pub mod msg;
+mod router;
 pub(crate) mod slab;
 
 use crate::mem::{iov_len, iov_slice, Seg};
@@ -12,6 +13,8 @@ pub use md::{opt, Insert, MdHandle, MdSpec, MeHandle};
 use md::{try_match, Md, MdMatch, Me};
 pub use msg::{errno, Action, Event, EventKind, LndRecv, LndSend, MsgId, NiIdx};
 use slab::Slab;
+pub use router::RouterPools;
+use router::{Fwd, Router};
 use std::collections::{HashMap, VecDeque};
 use tracing::{debug, warn};
 
@@ -86,6 +89,9 @@ pub struct Counters {
     pub drop_length: u64,
     pub errors: u64,
     pub credit_stalls: u64,
+    pub route_count: u64,
+    pub route_length: u64,
+    pub resends: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +111,10 @@ struct Msg {
     credit: Option<(NiIdx, Nid)>,
     /// A send waiting for credits.
     pending: Option<LndSend>,
+    /// A forwarded message and its router buffer.
+    fwd: Option<Fwd>,
+    /// For a routed send: a copy to resend through another gateway if this one fails.
+    resend: Option<LndSend>,
 }
 
 /// The LNet instance of one node.
@@ -113,6 +123,9 @@ pub struct Lnet {
     incarnation: u64,
     nis: Vec<Ni>,
     routes: Vec<(Net, Nid)>,
+    /// Gateways that recently failed a send; avoided while others are up.
+    gw_down: std::collections::HashSet<Nid>,
+    router: Option<Router>,
     portals: HashMap<u32, Vec<MeHandle>>,
     mes: Slab<Me>,
     mds: Slab<Md>,
@@ -134,6 +147,8 @@ impl Lnet {
             incarnation,
             nis: Vec::new(),
             routes: Vec::new(),
+            gw_down: Default::default(),
+            router: None,
             portals: HashMap::new(),
             mes: Slab::default(),
             mds: Slab::default(),
@@ -185,14 +200,20 @@ impl Lnet {
         if let Some(i) = self.nis.iter().position(|n| n.cfg.nid.net() == dest.net()) {
             return Ok((i, dest));
         }
+        // Gateways on a local net, live ones first.
+        let mut best = None;
         for &(net, gw) in &self.routes {
-            if net == dest.net() {
-                if let Some(i) = self.nis.iter().position(|n| n.cfg.nid.net() == gw.net()) {
+            if net != dest.net() {
+                continue;
+            }
+            if let Some(i) = self.nis.iter().position(|n| n.cfg.nid.net() == gw.net()) {
+                if !self.gw_down.contains(&gw) {
                     return Ok((i, gw));
                 }
+                best.get_or_insert((i, gw));
             }
         }
-        Err(LnetError::NoRoute(dest))
+        best.ok_or(LnetError::NoRoute(dest))
     }
 
     fn wire_handle(&self, md: MdHandle) -> WireHandle {
@@ -404,9 +425,13 @@ impl Lnet {
 
     #[allow(clippy::too_many_arguments)]
     fn launch(&mut self, md: Option<MdHandle>, ev: Option<Event>, ni: NiIdx, next_hop: Nid, target: ProcessId, hdr: HdrRepr, iov: Vec<Seg>, get_sink: Option<Vec<Seg>>) -> MsgId {
-        let id = MsgId(self.msgs.insert(Msg { dir: Dir::Send, md, ev, ack: None, credit: None, pending: None }));
+        let id = MsgId(self.msgs.insert(Msg { dir: Dir::Send, md, ev, ack: None, credit: None, pending: None, fwd: None, resend: None }));
         let send = LndSend { msg: id, ni, target, next_hop, hdr, iov, get_sink };
-        self.msgs.get_mut(id.0).unwrap().pending = Some(send);
+        let m = self.msgs.get_mut(id.0).unwrap();
+        if next_hop != target.nid && self.routes.iter().filter(|r| r.0 == target.nid.net()).count() > 1 {
+            m.resend = Some(send.clone());
+        }
+        m.pending = Some(send);
         if !self.try_send(id) {
             self.counters.credit_stalls += 1;
             debug!(msg = id.0, peer = %next_hop, "waiting for credits");
@@ -471,9 +496,13 @@ impl Lnet {
             if rdma_req {
                 return Err(ParseError::RoutedRdmaGet(hdr.dest_nid));
             }
-            // Forwarding is the router's job (routing issue); this node does not route.
-            return Ok(self.drop_msg(&hdr, from, errno::EHOSTUNREACH, "not for us and routing is disabled"));
+            if self.router.is_none() {
+                return Ok(self.drop_msg(&hdr, from, errno::EHOSTUNREACH, "not for us and routing is disabled"));
+            }
+            self.gw_down.remove(&from);
+            return Ok(self.forward(ni, hdr, from, private));
         }
+        self.gw_down.remove(&from);
         let src = ProcessId::new(hdr.src_nid, hdr.src_pid);
         let rlen = hdr.payload_length as u64;
         match hdr.body {
@@ -519,7 +548,7 @@ impl Lnet {
                 if rdma_req {
                     // The LND moves the data from the source buffers; the REPLY never goes
                     // through lnet_send.
-                    let id = MsgId(self.msgs.insert(Msg { dir: Dir::Send, md: Some(md), ev: Some(ev), ack: None, credit: None, pending: None }));
+                    let id = MsgId(self.msgs.insert(Msg { dir: Dir::Send, md: Some(md), ev: Some(ev), ack: None, credit: None, pending: None, fwd: None, resend: None }));
                     self.counters.send_count += 1;
                     self.counters.send_length += mlen;
                     self.actions.push_back(Action::Recv(LndRecv { msg: Some(id), ni, private, rdma_req: true, iov, mlen, rlen: want }));
@@ -573,7 +602,7 @@ impl Lnet {
     fn new_recv(&mut self, md: Option<MdHandle>, ev: Option<Event>, ack: Option<HdrRepr>, len: u64) -> MsgId {
         self.counters.recv_count += 1;
         self.counters.recv_length += len;
-        MsgId(self.msgs.insert(Msg { dir: Dir::Recv, md, ev, ack, credit: None, pending: None }))
+        MsgId(self.msgs.insert(Msg { dir: Dir::Recv, md, ev, ack, credit: None, pending: None, fwd: None, resend: None }))
     }
 
     fn drop_msg(&mut self, hdr: &HdrRepr, from: Nid, status: i32, why: &str) -> Parsed {
@@ -628,11 +657,19 @@ impl Lnet {
             warn!(msg = id.0, "finalize of unknown message");
             return;
         };
+        if let Some((ni, hop)) = msg.credit {
+            self.return_credits(ni, hop);
+        }
+        let msg = match self.try_resend(msg, status) {
+            Some(m) => m,
+            None => return,
+        };
         if status != 0 {
             self.counters.errors += 1;
         }
-        if let Some((ni, hop)) = msg.credit {
-            self.return_credits(ni, hop);
+        if let Some(fwd) = msg.fwd {
+            self.forward_done(msg.dir, fwd, status);
+            return;
         }
         if msg.dir == Dir::Recv && status == 0 {
             if let Some(ack) = msg.ack {

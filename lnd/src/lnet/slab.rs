@@ -60,6 +60,19 @@ impl<T> Slab<T> {
         }
     }
 
+    /// Removes and returns every entry `pred` selects.
+    pub fn drain_where(&mut self, mut pred: impl FnMut(&T) -> bool) -> Vec<T> {
+        let mut out = Vec::new();
+        for (i, (_, slot)) in self.slots.iter_mut().enumerate() {
+            if slot.as_ref().is_some_and(&mut pred) {
+                out.push(slot.take().unwrap());
+                self.free.push(i as u32);
+                self.len -= 1;
+            }
+        }
+        out
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }

@@ -1,0 +1,295 @@
+//! One socklnd TCP connection as a sans-IO byte parser: acceptor preamble (passive side), HELLO,
+//! then `ksock_msg` frames. It only splits and checks bytes; what they mean is the LND's call.
+
+use super::wire::{ksock_crc, ConnReq, Hello, HelloStart, KsockHdr, Order, CONNREQ_LEN, HELLO_LEN, KSOCK_HDR_LEN, KSOCK_MSG_NOOP};
+use crate::wire::{HdrRepr, Nid, HDR_LEN};
+
+/// What the bytes said.
+#[derive(Debug)]
+pub enum ConnEvent {
+    /// Passive side: the acceptor preamble naming the NID the peer wants.
+    ConnReq(Nid),
+    /// The peer's HELLO (the request on the passive side, the reply on the active side).
+    Hello(Hello),
+    /// The peer's HELLO has a version we do not speak; it told us which.
+    UnknownVersion(u32),
+    /// A NOOP: keepalive or zero-copy ACK cookies.
+    Noop(KsockHdr),
+    /// A whole LNet frame: `frame[KSOCK_HDR_LEN + HDR_LEN..]` is the payload.
+    Lnet { ksock: KsockHdr, hdr: HdrRepr, frame: Vec<u8> },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    ConnReq,
+    HelloStart,
+    HelloFixed { order: Order },
+    HelloIps { order: Order, n: u32 },
+    Frames,
+    Dead,
+}
+
+/// Frame payload offset.
+pub const PAYLOAD_AT: usize = KSOCK_HDR_LEN + HDR_LEN;
+
+pub struct ConnParser {
+    phase: Phase,
+    buf: Vec<u8>,
+    order: Order,
+    version: u32,
+    pending_hello: Option<Hello>,
+    /// Total length of the frame being assembled, once its headers are in.
+    frame_len: Option<usize>,
+}
+
+impl ConnParser {
+    /// `passive`: expect the acceptor preamble first.
+    pub fn new(passive: bool) -> ConnParser {
+        ConnParser {
+            phase: if passive { Phase::ConnReq } else { Phase::HelloStart },
+            buf: Vec::new(),
+            order: Order { swapped: false },
+            version: 3,
+            pending_hello: None,
+            frame_len: None,
+        }
+    }
+
+    /// The protocol version the peer's HELLO announced.
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// Feeds bytes; events go to `out`. An error means the connection must close.
+    pub fn input(&mut self, data: &[u8], out: &mut Vec<ConnEvent>) -> Result<(), String> {
+        if self.phase == Phase::Dead {
+            return Err("connection already failed".into());
+        }
+        self.buf.extend_from_slice(data);
+        let r = self.parse(out);
+        if r.is_err() {
+            self.phase = Phase::Dead;
+            self.buf = Vec::new();
+        }
+        r
+    }
+
+    fn take(&mut self, n: usize) -> Vec<u8> {
+        let rest = self.buf.split_off(n);
+        std::mem::replace(&mut self.buf, rest)
+    }
+
+    fn parse(&mut self, out: &mut Vec<ConnEvent>) -> Result<(), String> {
+        loop {
+            match self.phase {
+                Phase::Dead => return Ok(()),
+                Phase::ConnReq => {
+                    if self.buf.len() < CONNREQ_LEN {
+                        return Ok(());
+                    }
+                    let b = self.take(CONNREQ_LEN);
+                    let c = ConnReq::parse(b[..].try_into().unwrap()).map_err(|e| format!("acceptor preamble: {e}"))?;
+                    out.push(ConnEvent::ConnReq(c.nid));
+                    self.phase = Phase::HelloStart;
+                }
+                Phase::HelloStart => {
+                    if self.buf.len() < 8 {
+                        return Ok(());
+                    }
+                    match Hello::start(self.buf[..8].try_into().unwrap()).map_err(|e| format!("HELLO: {e}"))? {
+                        HelloStart::V2V3 { version, order } => {
+                            self.version = version;
+                            self.order = order;
+                            self.phase = Phase::HelloFixed { order };
+                        }
+                        HelloStart::V1 => {
+                            out.push(ConnEvent::UnknownVersion(1));
+                            self.phase = Phase::Dead;
+                            return Ok(());
+                        }
+                        HelloStart::Unknown(v) => {
+                            out.push(ConnEvent::UnknownVersion(v));
+                            self.phase = Phase::Dead;
+                            return Ok(());
+                        }
+                    }
+                }
+                Phase::HelloFixed { order } => {
+                    if self.buf.len() < HELLO_LEN {
+                        return Ok(());
+                    }
+                    let b = self.take(HELLO_LEN);
+                    let (h, n) = Hello::parse_fixed(b[..].try_into().unwrap(), order).map_err(|e| format!("HELLO: {e}"))?;
+                    self.pending_hello = Some(h);
+                    self.phase = Phase::HelloIps { order, n };
+                }
+                Phase::HelloIps { order, n } => {
+                    let need = 4 * n as usize;
+                    if self.buf.len() < need {
+                        return Ok(());
+                    }
+                    let b = self.take(need);
+                    let mut h = self.pending_hello.take().expect("fixed part parsed");
+                    h.ips = b.chunks(4).map(|c| order.u32(c, 0)).collect();
+                    out.push(ConnEvent::Hello(h));
+                    self.phase = Phase::Frames;
+                }
+                Phase::Frames => {
+                    if self.buf.len() < KSOCK_HDR_LEN {
+                        return Ok(());
+                    }
+                    let k = KsockHdr::parse(&self.buf, self.order).map_err(|e| format!("frame: {e}"))?;
+                    if k.ty == KSOCK_MSG_NOOP {
+                        self.take(KSOCK_HDR_LEN);
+                        out.push(ConnEvent::Noop(k));
+                        continue;
+                    }
+                    let len = match self.frame_len {
+                        Some(l) => l,
+                        None => {
+                            if self.buf.len() < PAYLOAD_AT {
+                                return Ok(());
+                            }
+                            let hdr = HdrRepr::parse_bytes(&self.buf[KSOCK_HDR_LEN..PAYLOAD_AT]).map_err(|e| format!("frame: {e}"))?;
+                            let l = PAYLOAD_AT + hdr.payload_length as usize;
+                            self.frame_len = Some(l);
+                            self.buf.reserve(l.saturating_sub(self.buf.len()));
+                            l
+                        }
+                    };
+                    if self.buf.len() < len {
+                        return Ok(());
+                    }
+                    self.frame_len = None;
+                    let mut frame = self.take(len);
+                    let hdr = HdrRepr::parse_bytes(&frame[KSOCK_HDR_LEN..PAYLOAD_AT]).map_err(|e| format!("frame: {e}"))?;
+                    if k.csum != 0 && self.version == 2 {
+                        frame[4..8].fill(0);
+                        let c = ksock_crc(&[&frame]);
+                        frame[4..8].copy_from_slice(&k.csum.to_le_bytes());
+                        if c != k.csum {
+                            return Err(format!("frame checksum {:#x} != computed {c:#x}", k.csum));
+                        }
+                    }
+                    out.push(ConnEvent::Lnet { ksock: k, hdr, frame });
+                }
+            }
+        }
+    }
+}
+
+/// The bytes of one LNET frame header (ksock header + LNet header); the payload follows.
+pub fn lnet_frame_header(hdr: &HdrRepr, zc_ack: u64) -> [u8; PAYLOAD_AT] {
+    let mut b = [0u8; PAYLOAD_AT];
+    let k = KsockHdr { ty: super::wire::KSOCK_MSG_LNET, csum: 0, zc_req: 0, zc_ack };
+    b[..KSOCK_HDR_LEN].copy_from_slice(&k.emit());
+    b[KSOCK_HDR_LEN..].copy_from_slice(&hdr.to_bytes());
+    b
+}
+
+/// A NOOP carrying `zc_ack` (1 = keepalive, or a zero-copy cookie being returned).
+pub fn noop(zc_ack: u64) -> [u8; KSOCK_HDR_LEN] {
+    KsockHdr { ty: KSOCK_MSG_NOOP, csum: 0, zc_req: 0, zc_ack }.emit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sock::wire::{ctype, ACCEPTOR_VERSION};
+    use crate::wire::{HdrBody, WireHandle};
+
+    fn hello() -> Hello {
+        Hello {
+            version: 3,
+            src_nid: "127.0.0.2@tcp".parse().unwrap(),
+            dst_nid: "127.0.0.1@tcp".parse().unwrap(),
+            src_pid: 12345,
+            dst_pid: 0,
+            src_incarnation: 5,
+            dst_incarnation: 0,
+            ctype: ctype::BULK_OUT,
+            ips: vec![0x7f000001],
+        }
+    }
+
+    fn put(len: u32) -> HdrRepr {
+        HdrRepr {
+            dest_nid: "127.0.0.1@tcp".parse().unwrap(),
+            src_nid: "127.0.0.2@tcp".parse().unwrap(),
+            dest_pid: 12345,
+            src_pid: 12345,
+            payload_length: len,
+            body: HdrBody::Put { ack_wmd: WireHandle::NONE, match_bits: 1, hdr_data: 0, ptl_index: 4, offset: 0 },
+        }
+    }
+
+    #[test]
+    fn passive_stream_in_dribbles() {
+        let mut bytes = ConnReq { version: ACCEPTOR_VERSION, nid: "127.0.0.1@tcp".parse().unwrap() }.emit().to_vec();
+        bytes.extend(hello().emit());
+        bytes.extend(noop(1));
+        bytes.extend(lnet_frame_header(&put(5), 0));
+        bytes.extend(b"hello");
+        bytes.extend(lnet_frame_header(&put(0), 0));
+        let mut p = ConnParser::new(true);
+        let mut ev = Vec::new();
+        for b in bytes.chunks(3) {
+            p.input(b, &mut ev).unwrap();
+        }
+        assert!(matches!(ev[0], ConnEvent::ConnReq(n) if n.to_string() == "127.0.0.1@tcp"));
+        assert!(matches!(&ev[1], ConnEvent::Hello(h) if *h == hello()));
+        assert!(matches!(ev[2], ConnEvent::Noop(k) if k.zc_ack == 1));
+        match &ev[3] {
+            ConnEvent::Lnet { hdr, frame, .. } => {
+                assert_eq!(*hdr, put(5));
+                assert_eq!(&frame[PAYLOAD_AT..], b"hello");
+            }
+            e => panic!("{e:?}"),
+        }
+        assert!(matches!(&ev[4], ConnEvent::Lnet { frame, .. } if frame.len() == PAYLOAD_AT));
+        assert_eq!(ev.len(), 5);
+    }
+
+    #[test]
+    fn hostile_bytes_fail_with_reasons() {
+        let mut ev = Vec::new();
+        let e = ConnParser::new(true).input(&[0xde; 16], &mut ev).unwrap_err();
+        assert!(e.contains("acceptor preamble"), "{e}");
+        // A frame claiming a 2 MiB payload.
+        let mut p = ConnParser::new(false);
+        p.input(&hello().emit(), &mut ev).unwrap();
+        let mut h = lnet_frame_header(&put(0), 0);
+        h[KSOCK_HDR_LEN + 28..KSOCK_HDR_LEN + 32].copy_from_slice(&(2u32 << 20).to_le_bytes());
+        let e = p.input(&h, &mut ev).unwrap_err();
+        assert!(e.contains("exceeds LNET_MTU"), "{e}");
+        assert!(p.input(&[0], &mut ev).is_err(), "stays dead");
+        // Unknown frame type.
+        let mut p = ConnParser::new(false);
+        p.input(&hello().emit(), &mut ev).unwrap();
+        assert!(p.input(&[0x77; 24], &mut ev).unwrap_err().contains("type"));
+        // Unknown HELLO version is reported, not an error: the passive side answers it.
+        let mut p = ConnParser::new(false);
+        let mut b = hello().emit();
+        b[4] = 7;
+        ev.clear();
+        p.input(&b, &mut ev).unwrap();
+        assert!(matches!(ev[0], ConnEvent::UnknownVersion(7)));
+    }
+
+    #[test]
+    fn v2_checksums_are_checked() {
+        let mut h = hello();
+        h.version = 2;
+        let mut frame = lnet_frame_header(&put(3), 0).to_vec();
+        frame.extend(b"abc");
+        let c = ksock_crc(&[&frame]);
+        frame[4..8].copy_from_slice(&c.to_le_bytes());
+        let mut p = ConnParser::new(false);
+        let mut ev = Vec::new();
+        p.input(&h.emit(), &mut ev).unwrap();
+        p.input(&frame, &mut ev).unwrap();
+        assert!(matches!(ev.last(), Some(ConnEvent::Lnet { .. })));
+        frame[PAYLOAD_AT] ^= 1;
+        assert!(p.input(&frame, &mut ev).unwrap_err().contains("checksum"));
+    }
+}

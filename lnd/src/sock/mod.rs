@@ -1,0 +1,558 @@
+//! socklnd: LNet over TCP, byte-compatible with Lustre's ksocklnd (acceptor preamble, V3 HELLO,
+//! typed connections, `ksock_msg` framing, zero-copy ACKs answered, keepalives). Sans-IO: sockets
+//! live behind [`io::SockIo`].
+
+pub mod conn;
+pub mod io;
+pub mod pcap;
+pub mod wire;
+
+use crate::lnd::Lnd;
+use crate::lnet::slab::Slab;
+use crate::lnet::{errno, Lnet, LndRecv, LndSend, MsgId, NiIdx, Parsed};
+use crate::mem::{iov_read, iov_write, Mem};
+use crate::wire::{LndType, Nid};
+use conn::{lnet_frame_header, noop, ConnEvent, ConnParser, PAYLOAD_AT};
+use io::{ConnId, SockInput, SockIo};
+use std::collections::{HashMap, VecDeque};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tracing::{debug, info, warn};
+use wire::{ctype, ConnReq, Hello, ACCEPTOR_VERSION};
+
+#[derive(Debug, Clone)]
+pub struct SockConfig {
+    /// The acceptor port (Lustre: 988).
+    pub port: u16,
+    /// Frames this long or longer go on the bulk connection.
+    pub min_bulk: usize,
+    /// Idle time before a keepalive NOOP.
+    pub keepalive: Duration,
+    /// Open CONTROL, BULK_IN and BULK_OUT connections (Lustre's `typed_conns=1`).
+    pub typed_conns: bool,
+    /// Wait this long after a failed connect before trying the peer again.
+    pub reconnect_after: Duration,
+}
+
+impl Default for SockConfig {
+    fn default() -> Self {
+        SockConfig { port: 988, min_bulk: 1024, keepalive: Duration::from_secs(30), typed_conns: true, reconnect_after: Duration::from_secs(1) }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SockStats {
+    pub conns_active: u64,
+    pub conns_passive: u64,
+    pub handshakes_refused: u64,
+    pub conns_failed: u64,
+    pub bad_peers: u64,
+    pub frames_tx: u64,
+    pub frames_rx: u64,
+    pub zc_acks_sent: u64,
+    pub keepalives_sent: u64,
+    pub peer_restarts: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Connecting,
+    Handshake,
+    Up,
+}
+
+struct Conn {
+    parser: ConnParser,
+    state: State,
+    passive: bool,
+    /// Our view of the type (what we asked for, or invert(peer's) when passive).
+    ctype: u32,
+    peer: Option<Nid>,
+    remote: SocketAddrV4,
+    local: SocketAddrV4,
+    last_tx: Instant,
+}
+
+struct Tx {
+    msg: MsgId,
+    frame: Vec<u8>,
+}
+
+#[derive(Default)]
+struct Peer {
+    incarnation: Option<u64>,
+    conns: Vec<ConnId>,
+    queue: VecDeque<Tx>,
+    retry_at: Option<Instant>,
+    /// Protocol version to offer (lowered if the peer told us it speaks an older one).
+    version: u32,
+}
+
+pub struct SockLnd<I: SockIo> {
+    io: I,
+    ni: NiIdx,
+    nid: Nid,
+    pid: u32,
+    incarnation: u64,
+    cfg: SockConfig,
+    mem: Arc<Mem>,
+    conns: HashMap<ConnId, Conn>,
+    peers: HashMap<Nid, Peer>,
+    next_conn: ConnId,
+    /// Writes in flight: tag -> (conn, message).
+    writes: Slab<(ConnId, MsgId)>,
+    rxs: Slab<Vec<u8>>,
+    inputs: Vec<SockInput>,
+    events: Vec<ConnEvent>,
+    capture: Option<Arc<Mutex<pcap::Capture>>>,
+    pub stats: SockStats,
+}
+
+fn ip_of(nid: Nid) -> Ipv4Addr {
+    Ipv4Addr::from(nid.addr())
+}
+
+impl<I: SockIo> SockLnd<I> {
+    /// A socklnd for NI `ni` (`nid` must be `a.b.c.d@tcpN`); starts listening on its address.
+    pub fn new(mut io: I, ni: NiIdx, nid: Nid, pid: u32, incarnation: u64, cfg: SockConfig, mem: Arc<Mem>) -> std::io::Result<SockLnd<I>> {
+        if nid.net().lnd() != LndType::SOCKLND {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{nid} is not a tcp NID")));
+        }
+        io.listen(SocketAddrV4::new(ip_of(nid), cfg.port))?;
+        Ok(SockLnd {
+            io,
+            ni,
+            nid,
+            pid,
+            incarnation,
+            cfg,
+            mem,
+            conns: HashMap::new(),
+            peers: HashMap::new(),
+            next_conn: 1,
+            writes: Slab::default(),
+            rxs: Slab::default(),
+            inputs: Vec::new(),
+            events: Vec::new(),
+            capture: None,
+            stats: SockStats::default(),
+        })
+    }
+
+    /// Records every write in a pcap capture (for checking our bytes with tshark).
+    pub fn set_capture(&mut self, c: Arc<Mutex<pcap::Capture>>) {
+        self.capture = Some(c);
+    }
+
+    pub fn io(&self) -> &I {
+        &self.io
+    }
+
+    fn write(&mut self, conn: ConnId, data: Vec<u8>, tag: u64) {
+        let now = self.io.now();
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.last_tx = now;
+            if let Some(cap) = &self.capture {
+                cap.lock().unwrap().segment(c.local, c.remote, &data);
+            }
+        }
+        self.io.write(conn, data, tag);
+    }
+
+    fn peer_mut(&mut self, nid: Nid) -> &mut Peer {
+        self.peers.entry(nid).or_insert_with(|| Peer { version: 3, ..Default::default() })
+    }
+
+    /// Opens the connections a peer lacks (all three types, or one untyped CONTROL).
+    fn connect(&mut self, nid: Nid) {
+        let now = self.io.now();
+        let have: Vec<u32> = self
+            .conns
+            .values()
+            .filter(|c| c.peer == Some(nid))
+            .map(|c| c.ctype)
+            .collect();
+        let p = self.peer_mut(nid);
+        if p.retry_at.is_some_and(|t| now < t) {
+            return;
+        }
+        let want: &[u32] = if self.cfg.typed_conns { &[ctype::CONTROL, ctype::BULK_IN, ctype::BULK_OUT] } else { &[ctype::CONTROL] };
+        for &t in want {
+            if have.contains(&t) {
+                continue;
+            }
+            let id = self.next_conn;
+            self.next_conn += 1;
+            let remote = SocketAddrV4::new(ip_of(nid), self.cfg.port);
+            let local = SocketAddrV4::new(ip_of(self.nid), 0);
+            self.conns.insert(id, Conn { parser: ConnParser::new(false), state: State::Connecting, passive: false, ctype: t, peer: Some(nid), remote, local, last_tx: now });
+            debug!(peer = %nid, ctype = ctype::name(t), conn = id, "connecting");
+            self.io.connect(id, remote, ip_of(self.nid));
+        }
+    }
+
+    /// The connection a frame of `len` bytes should go on, if one is up.
+    fn pick_conn(&self, nid: Nid, len: usize) -> Option<ConnId> {
+        let p = self.peers.get(&nid)?;
+        let want = if len >= self.cfg.min_bulk { ctype::BULK_OUT } else { ctype::CONTROL };
+        let up = |t: u32| p.conns.iter().copied().find(|id| self.conns.get(id).is_some_and(|c| c.state == State::Up && c.ctype == t));
+        up(want).or_else(|| up(ctype::CONTROL)).or_else(|| up(ctype::ANY)).or_else(|| up(ctype::BULK_OUT))
+    }
+
+    fn dispatch(&mut self, nid: Nid) {
+        loop {
+            let Some(p) = self.peers.get(&nid) else { return };
+            let Some(len) = p.queue.front().map(|t| t.frame.len()) else { return };
+            let Some(conn) = self.pick_conn(nid, len) else {
+                self.connect(nid);
+                return;
+            };
+            let tx = self.peers.get_mut(&nid).unwrap().queue.pop_front().unwrap();
+            let tag = self.writes.insert((conn, tx.msg));
+            self.stats.frames_tx += 1;
+            self.write(conn, tx.frame, tag);
+        }
+    }
+
+    /// Fails everything queued for a peer we cannot reach.
+    fn fail_queue(&mut self, lnet: &mut Lnet, nid: Nid, status: i32) {
+        if let Some(p) = self.peers.get_mut(&nid) {
+            let q: Vec<Tx> = p.queue.drain(..).collect();
+            for t in q {
+                lnet.finalize(t.msg, status);
+            }
+        }
+    }
+
+    fn close_conn(&mut self, lnet: &mut Lnet, id: ConnId, why: &str) {
+        let Some(c) = self.conns.remove(&id) else { return };
+        self.io.close(id);
+        debug!(conn = id, peer = ?c.peer.map(|n| n.to_string()), why, "connection closed");
+        // Messages already handed to this connection are lost with it.
+        for (_, msg) in self.writes.drain_where(|&(conn, _)| conn == id) {
+            lnet.finalize(msg, errno::ECONNRESET);
+        }
+        if let Some(nid) = c.peer {
+            let now = self.io.now();
+            let retry = self.cfg.reconnect_after;
+            let p = self.peer_mut(nid);
+            p.conns.retain(|&x| x != id);
+            let alive = self.conns.values().any(|x| x.peer == Some(nid));
+            if !alive {
+                let p = self.peer_mut(nid);
+                if c.state != State::Up {
+                    p.retry_at = Some(now + retry);
+                }
+                if !self.peers[&nid].queue.is_empty() {
+                    if c.state == State::Up {
+                        // A working peer dropped us: try once more right away.
+                        self.dispatch(nid);
+                    } else {
+                        self.fail_queue(lnet, nid, errno::EHOSTUNREACH);
+                    }
+                }
+            }
+        }
+    }
+
+    fn hello(&self, peer: Nid, ct: u32, version: u32) -> Vec<u8> {
+        Hello {
+            version,
+            src_nid: self.nid,
+            dst_nid: peer,
+            src_pid: self.pid,
+            dst_pid: 0,
+            src_incarnation: self.incarnation,
+            dst_incarnation: 0,
+            ctype: ct,
+            ips: vec![],
+        }
+        .emit()
+    }
+
+    /// A peer with a new incarnation restarted: its old connections and their messages go.
+    fn check_incarnation(&mut self, lnet: &mut Lnet, nid: Nid, inc: u64, keep: ConnId) {
+        let old = self.peer_mut(nid).incarnation.replace(inc);
+        if old.is_some_and(|o| o != inc) {
+            self.stats.peer_restarts += 1;
+            info!(peer = %nid, "peer restarted (new incarnation): closing its old connections");
+            let stale: Vec<ConnId> = self.conns.iter().filter(|(id, c)| **id != keep && c.peer == Some(nid)).map(|(id, _)| *id).collect();
+            for id in stale {
+                self.close_conn(lnet, id, "peer restarted");
+            }
+        }
+    }
+
+    fn on_input(&mut self, lnet: &mut Lnet, i: SockInput) {
+        match i {
+            SockInput::Accepted { conn, peer, local } => {
+                let now = self.io.now();
+                self.conns.insert(conn, Conn { parser: ConnParser::new(true), state: State::Handshake, passive: true, ctype: ctype::NONE, peer: None, remote: peer, local, last_tx: now });
+            }
+            SockInput::Connected { conn, local } => {
+                let Some(c) = self.conns.get_mut(&conn) else {
+                    self.io.close(conn);
+                    return;
+                };
+                c.state = State::Handshake;
+                c.local = local;
+                let (peer, ct) = (c.peer.expect("active conns know their peer"), c.ctype);
+                let version = self.peers.get(&peer).map(|p| p.version).unwrap_or(3);
+                // Preamble and HELLO as separate writes (separate segments on the wire).
+                self.write(conn, ConnReq { version: ACCEPTOR_VERSION, nid: peer }.emit().to_vec(), 0);
+                let h = self.hello(peer, ct, version);
+                self.write(conn, h, 0);
+            }
+            SockInput::ConnectFailed { conn, error } => {
+                self.stats.conns_failed += 1;
+                warn!(conn, "{error}");
+                self.close_conn(lnet, conn, "connect failed");
+            }
+            SockInput::Data { conn, data } => {
+                let mut events = std::mem::take(&mut self.events);
+                events.clear();
+                let res = match self.conns.get_mut(&conn) {
+                    Some(c) => c.parser.input(&data, &mut events),
+                    None => Ok(()),
+                };
+                for e in events.drain(..) {
+                    if !self.conns.contains_key(&conn) {
+                        break;
+                    }
+                    self.on_event(lnet, conn, e);
+                }
+                self.events = events;
+                if let Err(e) = res {
+                    self.stats.bad_peers += 1;
+                    let who = self.conns.get(&conn).map(|c| c.remote.to_string()).unwrap_or_default();
+                    warn!(conn, peer = %who, "dropping connection: {e}");
+                    self.close_conn(lnet, conn, "protocol error");
+                }
+            }
+            SockInput::Written { tag, .. } => {
+                if let Some((_, msg)) = self.writes.remove(tag) {
+                    lnet.finalize(msg, 0);
+                }
+            }
+            SockInput::Closed { conn, error } => {
+                let why = error.unwrap_or_else(|| "peer closed".into());
+                self.close_conn(lnet, conn, &why);
+            }
+        }
+    }
+
+    fn refuse(&mut self, lnet: &mut Lnet, conn: ConnId, why: String) {
+        self.stats.bad_peers += 1;
+        let who = self.conns.get(&conn).map(|c| c.remote.to_string()).unwrap_or_default();
+        warn!(conn, peer = %who, "refusing connection: {why}");
+        self.close_conn(lnet, conn, "refused");
+    }
+
+    fn on_event(&mut self, lnet: &mut Lnet, conn: ConnId, e: ConnEvent) {
+        let c = self.conns.get(&conn).expect("checked by caller");
+        let (passive, state, my_type, expect) = (c.passive, c.state, c.ctype, c.peer);
+        match e {
+            ConnEvent::ConnReq(nid) => {
+                if nid != self.nid {
+                    self.refuse(lnet, conn, format!("acceptor request for {nid}: no matching NI (we are {})", self.nid));
+                }
+            }
+            ConnEvent::UnknownVersion(v) => {
+                if passive {
+                    // Tell the peer what we speak, then hang up (as Linux does).
+                    let h = self.hello(self.nid, ctype::NONE, 3);
+                    self.write(conn, h, 0);
+                    self.refuse(lnet, conn, format!("HELLO version {v} unsupported"));
+                } else if let Some(nid) = expect {
+                    if v == 2 {
+                        self.peer_mut(nid).version = 2;
+                    }
+                    self.refuse(lnet, conn, format!("peer {nid} speaks version {v}"));
+                }
+            }
+            ConnEvent::Hello(h) if passive && state == State::Handshake => self.passive_hello(lnet, conn, h),
+            ConnEvent::Hello(h) if !passive && state == State::Handshake => {
+                let nid = expect.expect("active conns know their peer");
+                if h.src_nid != nid {
+                    return self.refuse(lnet, conn, format!("connected to {nid} but it claims to be {}", h.src_nid));
+                }
+                if h.ctype == ctype::NONE {
+                    // Lost a connection race or a duplicate: the peer keeps its own.
+                    self.stats.handshakes_refused += 1;
+                    self.close_conn(lnet, conn, "peer refused the connection type");
+                    return;
+                }
+                if ctype::invert(h.ctype) != my_type {
+                    return self.refuse(lnet, conn, format!("asked for {} but peer answered {}", ctype::name(my_type), ctype::name(h.ctype)));
+                }
+                self.check_incarnation(lnet, nid, h.src_incarnation, conn);
+                self.up(conn, nid, h.version);
+                self.stats.conns_active += 1;
+            }
+            ConnEvent::Hello(_) => self.refuse(lnet, conn, "second HELLO on an established connection".into()),
+            ConnEvent::Noop(k) => {
+                if state != State::Up {
+                    return self.refuse(lnet, conn, "NOOP before the handshake".into());
+                }
+                if k.zc_ack > 1 {
+                    debug!(conn, cookie = k.zc_ack, "zero-copy ACK for a cookie we never asked for; ignored");
+                }
+                if k.zc_req != 0 {
+                    self.zc_ack(conn, k.zc_req);
+                }
+            }
+            ConnEvent::Lnet { ksock, hdr, frame } => {
+                if state != State::Up {
+                    return self.refuse(lnet, conn, "LNet frame before the handshake".into());
+                }
+                self.stats.frames_rx += 1;
+                if ksock.zc_req != 0 {
+                    // The whole message is in: release the sender's pinned pages now.
+                    self.zc_ack(conn, ksock.zc_req);
+                }
+                let from = expect.expect("up conns know their peer");
+                let rx = self.rxs.insert(frame);
+                match lnet.parse(self.ni, hdr, from, rx, false) {
+                    Ok(Parsed::Recv(_)) => {}
+                    Ok(Parsed::Dropped(_)) => {
+                        self.rxs.remove(rx);
+                    }
+                    Err(e) => {
+                        self.rxs.remove(rx);
+                        self.refuse(lnet, conn, format!("lnet_parse: {e}"));
+                    }
+                }
+            }
+        }
+    }
+
+    fn zc_ack(&mut self, conn: ConnId, cookie: u64) {
+        self.stats.zc_acks_sent += 1;
+        self.write(conn, noop(cookie).to_vec(), 0);
+    }
+
+    fn up(&mut self, conn: ConnId, nid: Nid, version: u32) {
+        let c = self.conns.get_mut(&conn).unwrap();
+        c.state = State::Up;
+        c.peer = Some(nid);
+        debug!(conn, peer = %nid, ctype = ctype::name(c.ctype), version, "connection up");
+        let p = self.peer_mut(nid);
+        p.conns.push(conn);
+        p.retry_at = None;
+        self.dispatch(nid);
+    }
+
+    fn passive_hello(&mut self, lnet: &mut Lnet, conn: ConnId, h: Hello) {
+        if h.src_nid == Nid::ANY || h.src_nid.net() != self.nid.net() {
+            return self.refuse(lnet, conn, format!("HELLO from {} on net {}", h.src_nid, self.nid.net()));
+        }
+        if h.dst_nid != self.nid && h.dst_nid != Nid::ANY {
+            return self.refuse(lnet, conn, format!("HELLO for {} but we are {}", h.dst_nid, self.nid));
+        }
+        let valid = matches!(h.ctype, ctype::CONTROL | ctype::BULK_IN | ctype::BULK_OUT) || (h.ctype == ctype::ANY && h.version == 2);
+        if !valid {
+            return self.refuse(lnet, conn, format!("HELLO with invalid connection type {:#x}", h.ctype));
+        }
+        let mine = ctype::invert(h.ctype);
+        let peer = h.src_nid;
+        let existing: Vec<(State, bool)> = self.conns.iter().filter(|(id, c)| **id != conn && c.peer == Some(peer) && c.ctype == mine).map(|(_, c)| (c.state, c.passive)).collect();
+        let racing = existing.iter().any(|&(s, passive)| !passive && s != State::Up);
+        let duplicate = existing.iter().any(|&(s, _)| s == State::Up);
+        let reject = (racing && self.nid > peer) || (duplicate && self.peers.get(&peer).and_then(|p| p.incarnation) == Some(h.src_incarnation));
+        if reject {
+            self.stats.handshakes_refused += 1;
+            let r = self.hello(peer, ctype::NONE, h.version);
+            self.write(conn, r, 0);
+            self.close_conn(lnet, conn, if racing { "connection race: ours wins" } else { "duplicate connection" });
+            return;
+        }
+        self.check_incarnation(lnet, peer, h.src_incarnation, conn);
+        let r = self.hello(peer, mine, h.version);
+        self.conns.get_mut(&conn).unwrap().ctype = mine;
+        self.write(conn, r, 0);
+        self.stats.conns_passive += 1;
+        self.up(conn, peer, h.version);
+    }
+
+    fn keepalives(&mut self) {
+        let now = self.io.now();
+        let idle: Vec<ConnId> = self.conns.iter().filter(|(_, c)| c.state == State::Up && now.duration_since(c.last_tx) >= self.cfg.keepalive).map(|(id, _)| *id).collect();
+        for id in idle {
+            self.stats.keepalives_sent += 1;
+            self.write(id, noop(1).to_vec(), 0);
+        }
+    }
+
+    /// Connections currently established.
+    pub fn conns_up(&self) -> usize {
+        self.conns.values().filter(|c| c.state == State::Up).count()
+    }
+}
+
+impl<I: SockIo> Lnd for SockLnd<I> {
+    fn name(&self) -> &'static str {
+        "tcp"
+    }
+
+    fn stats(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self.stats).unwrap_or_default();
+        v["conns_up"] = self.conns_up().into();
+        v
+    }
+
+    fn busy(&self) -> usize {
+        self.writes.len() + self.rxs.len() + self.peers.values().map(|p| p.queue.len()).sum::<usize>()
+    }
+
+    fn send(&mut self, lnet: &mut Lnet, m: LndSend) {
+        if m.next_hop.net() != self.nid.net() {
+            lnet.finalize(m.msg, errno::EHOSTUNREACH);
+            return;
+        }
+        let mut frame = Vec::with_capacity(PAYLOAD_AT + m.hdr.payload_length as usize);
+        frame.extend_from_slice(&lnet_frame_header(&m.hdr, 0));
+        if iov_read(&self.mem, &m.iov, &mut frame).is_err() || frame.len() != PAYLOAD_AT + m.hdr.payload_length as usize {
+            lnet.finalize(m.msg, errno::EIO);
+            return;
+        }
+        let nid = m.next_hop;
+        self.peer_mut(nid).queue.push_back(Tx { msg: m.msg, frame });
+        self.dispatch(nid);
+        // A peer in its reconnect back-off gets nothing through: fail rather than hold.
+        if let Some(p) = self.peers.get(&nid) {
+            let now = self.io.now();
+            if p.retry_at.is_some_and(|t| now < t) && p.conns.is_empty() {
+                self.fail_queue(lnet, nid, errno::EHOSTUNREACH);
+            }
+        }
+    }
+
+    fn recv(&mut self, lnet: &mut Lnet, m: LndRecv) {
+        let Some(frame) = self.rxs.remove(m.private) else {
+            warn!(private = m.private, "recv for unknown rx");
+            return;
+        };
+        if let Some(msg) = m.msg {
+            let payload = &frame[PAYLOAD_AT..];
+            let n = (m.mlen as usize).min(payload.len());
+            let st = match iov_write(&self.mem, &m.iov, &payload[..n]) {
+                Ok(_) => 0,
+                Err(_) => errno::EIO,
+            };
+            lnet.finalize(msg, st);
+        }
+    }
+
+    fn poll(&mut self, lnet: &mut Lnet) -> bool {
+        let mut inputs = std::mem::take(&mut self.inputs);
+        self.io.poll(&mut inputs);
+        let any = !inputs.is_empty();
+        for i in inputs.drain(..) {
+            self.on_input(lnet, i);
+        }
+        self.inputs = inputs;
+        self.keepalives();
+        any
+    }
+}
