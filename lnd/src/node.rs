@@ -109,11 +109,12 @@ pub struct NodeBuilder {
     routes: Vec<(Net, Nid)>,
     routing: Option<(usize, usize, usize)>,
     mem_size: usize,
+    capture: Option<Arc<std::sync::Mutex<crate::sock::pcap::Capture>>>,
 }
 
 impl NodeBuilder {
     pub fn new(pid: u32, incarnation: u64) -> NodeBuilder {
-        NodeBuilder { pid, incarnation, nis: Vec::new(), routes: Vec::new(), routing: None, mem_size: 16 << 20 }
+        NodeBuilder { pid, incarnation, nis: Vec::new(), routes: Vec::new(), routing: None, mem_size: 16 << 20, capture: None }
     }
 
     pub fn dma(&mut self, nid: Nid, dev: Box<dyn DmaDevice>, cfg: DmaLndConfig) -> &mut Self {
@@ -140,6 +141,12 @@ impl NodeBuilder {
     /// Memory for a node without a DMA NI (with one, the device's region is used).
     pub fn mem_size(&mut self, bytes: usize) -> &mut Self {
         self.mem_size = bytes;
+        self
+    }
+
+    /// Records every socklnd write of this node in a pcap capture.
+    pub fn capture(&mut self, c: Arc<std::sync::Mutex<crate::sock::pcap::Capture>>) -> &mut Self {
+        self.capture = Some(c);
         self
     }
 
@@ -171,7 +178,10 @@ impl NodeBuilder {
                 }
                 NiSpec::Tcp { nid, io, cfg } => {
                     let ni = lnet.add_ni(NiConfig { nid, lnd: lnd_idx, credits: 256, peer_credits: 8 });
-                    let l = SockLnd::new(io, ni, nid, self.pid, self.incarnation, cfg, mem.clone()).map_err(|e| BuildError::Sock(nid, e))?;
+                    let mut l = SockLnd::new(io, ni, nid, self.pid, self.incarnation, cfg, mem.clone()).map_err(|e| BuildError::Sock(nid, e))?;
+                    if let Some(c) = &self.capture {
+                        l.set_capture(c.clone());
+                    }
                     lnds.push(Box::new(l));
                 }
             }

@@ -70,6 +70,9 @@ struct Shared {
     tx: Mutex<Sender<SockInput>>,
     wake: Wake,
     writers: Mutex<std::collections::HashMap<ConnId, Sender<WriteCmd>>>,
+    /// Handles to shut every socket down when the I/O goes away.
+    streams: Mutex<std::collections::HashMap<ConnId, TcpStream>>,
+    listeners: Mutex<Vec<std::net::TcpListener>>,
     next_accepted: AtomicU64,
 }
 
@@ -93,6 +96,8 @@ impl ThreadIo {
             tx: Mutex::new(tx),
             wake,
             writers: Mutex::new(Default::default()),
+            streams: Mutex::new(Default::default()),
+            listeners: Mutex::new(Vec::new()),
             next_accepted: AtomicU64::new(1 << 63),
         });
         ThreadIo { shared, rx }
@@ -101,6 +106,9 @@ impl ThreadIo {
 
 fn start_conn(shared: &Arc<Shared>, conn: ConnId, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
+    if let Ok(s) = stream.try_clone() {
+        shared.streams.lock().unwrap().insert(conn, s);
+    }
     let (wtx, wrx) = channel::<WriteCmd>();
     shared.writers.lock().unwrap().insert(conn, wtx);
     let mut w = match stream.try_clone() {
@@ -140,6 +148,7 @@ fn start_conn(shared: &Arc<Shared>, conn: ConnId, stream: TcpStream) {
             match r.read(&mut buf) {
                 Ok(0) => {
                     sh.writers.lock().unwrap().remove(&conn);
+                    sh.streams.lock().unwrap().remove(&conn);
                     sh.push(SockInput::Closed { conn, error: None });
                     return;
                 }
@@ -147,6 +156,7 @@ fn start_conn(shared: &Arc<Shared>, conn: ConnId, stream: TcpStream) {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     sh.writers.lock().unwrap().remove(&conn);
+                    sh.streams.lock().unwrap().remove(&conn);
                     sh.push(SockInput::Closed { conn, error: Some(e.to_string()) });
                     return;
                 }
@@ -188,6 +198,21 @@ fn connect_from(to: SocketAddrV4, from_ip: Ipv4Addr) -> std::io::Result<TcpStrea
     Ok(s.into())
 }
 
+impl Drop for ThreadIo {
+    /// Closes the listeners and every connection; the I/O threads then end on their own.
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        for l in self.shared.listeners.lock().unwrap().drain(..) {
+            // SAFETY: shutting down a listening socket we own makes its blocked accept() fail.
+            unsafe { libc::shutdown(l.as_raw_fd(), libc::SHUT_RDWR) };
+        }
+        for (_, s) in self.shared.streams.lock().unwrap().drain() {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+        self.shared.writers.lock().unwrap().clear();
+    }
+}
+
 impl SockIo for ThreadIo {
     fn listen(&mut self, addr: SocketAddrV4) -> std::io::Result<()> {
         let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
@@ -195,6 +220,7 @@ impl SockIo for ThreadIo {
         s.bind(&SockAddr::from(addr)).map_err(|e| std::io::Error::new(e.kind(), format!("listen on {addr}: {e}")))?;
         s.listen(128)?;
         let l: std::net::TcpListener = s.into();
+        self.shared.listeners.lock().unwrap().push(l.try_clone()?);
         let sh = self.shared.clone();
         std::thread::spawn(move || {
             for c in l.incoming() {
@@ -206,6 +232,7 @@ impl SockIo for ThreadIo {
                         start_conn(&sh, conn, stream);
                         sh.push(SockInput::Accepted { conn, peer, local });
                     }
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return, // shut down
                     Err(e) => warn!("accept on {addr}: {e}"),
                 }
             }
@@ -238,8 +265,16 @@ impl SockIo for ThreadIo {
     }
 
     fn close(&mut self, conn: ConnId) {
-        if let Some(w) = self.shared.writers.lock().unwrap().remove(&conn) {
-            let _ = w.send(WriteCmd::Close);
+        // The writer flushes what is queued (e.g. a refusing HELLO), then shuts the socket.
+        let w = self.shared.writers.lock().unwrap().remove(&conn);
+        let s = self.shared.streams.lock().unwrap().remove(&conn);
+        match w {
+            Some(w) if w.send(WriteCmd::Close).is_ok() => {}
+            _ => {
+                if let Some(s) = s {
+                    let _ = s.shutdown(Shutdown::Both);
+                }
+            }
         }
     }
 

@@ -236,21 +236,20 @@ impl<I: SockIo> SockLnd<I> {
         if let Some(nid) = c.peer {
             let now = self.io.now();
             let retry = self.cfg.reconnect_after;
-            let p = self.peer_mut(nid);
-            p.conns.retain(|&x| x != id);
-            let alive = self.conns.values().any(|x| x.peer == Some(nid));
-            if !alive {
-                let p = self.peer_mut(nid);
-                if c.state != State::Up {
-                    p.retry_at = Some(now + retry);
-                }
-                if !self.peers[&nid].queue.is_empty() {
-                    if c.state == State::Up {
-                        // A working peer dropped us: try once more right away.
-                        self.dispatch(nid);
-                    } else {
-                        self.fail_queue(lnet, nid, errno::EHOSTUNREACH);
-                    }
+            self.peer_mut(nid).conns.retain(|&x| x != id);
+            if self.peers[&nid].queue.is_empty() {
+                return;
+            }
+            if self.pick_conn(nid, 0).is_some() || self.pick_conn(nid, usize::MAX).is_some() {
+                // Another connection can carry what was waiting.
+                self.dispatch(nid);
+            } else if !self.conns.values().any(|x| x.peer == Some(nid)) {
+                if c.state == State::Up {
+                    // A working peer dropped us: try to reconnect right away.
+                    self.dispatch(nid);
+                } else {
+                    self.peer_mut(nid).retry_at = Some(now + retry);
+                    self.fail_queue(lnet, nid, errno::EHOSTUNREACH);
                 }
             }
         }
