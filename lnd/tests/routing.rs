@@ -1,0 +1,134 @@
+//! LNet routing between a DMA fabric and a TCP net: PUT and GET of every size in both
+//! directions through a router, the GET never taking the DMA shortcut end to end, and senders
+//! failing cleanly (or switching router) when a router dies.
+
+mod common;
+use common::*;
+use lnd::dev::inproc::InProcFabric;
+use lnd::dmalnd::DmaLndConfig;
+use lnd::lnet::{errno, opt, EventKind, Insert};
+use lnd::node::{Node, NodeBuilder};
+use lnd::wire::{Net, ProcessId};
+
+const TCP0: &str = "tcp";
+const DMA0: &str = "dma";
+
+fn net(s: &str) -> Net {
+    s.parse().unwrap()
+}
+
+fn dma_node(fab: &InProcFabric, n: &str, routes: &[(&str, &str)], router_tcp: Option<&str>) -> Node {
+    let nid = nid(n);
+    let dev = fab.attach(nid.addr(), 32 << 20).unwrap();
+    let mut b = NodeBuilder::new(12345, nid.addr() as u64 + 1000);
+    b.dma(nid, Box::new(dev), DmaLndConfig::default());
+    if let Some(t) = router_tcp {
+        b.tcp(common::nid(t), tcp_io(), sock_cfg()).routing(64, 64, 8);
+    }
+    for (net_s, gw) in routes {
+        b.route(net(net_s), common::nid(gw));
+    }
+    b.build().unwrap()
+}
+
+fn tcp_routed(n: &str, routes: &[(&str, &str)]) -> Node {
+    let mut b = NodeBuilder::new(12345, 7);
+    b.tcp(nid(n), tcp_io(), sock_cfg()).mem_size(8 << 20);
+    for (net_s, gw) in routes {
+        b.route(net(net_s), common::nid(gw));
+    }
+    b.build().unwrap()
+}
+
+/// PUT with ACK then GET of `size` bytes from node `a` to `b` (`bpid`), checked.
+fn put_get(w: &mut World, a: usize, b: usize, bpid: &str, size: usize, bits: u64) {
+    let data = pattern(size, bits as u8);
+    let sink = w.buf(b, &vec![0u8; size]);
+    let me = w.nodes[b].lnet.me_attach(20, ProcessId::ANY, bits, 0, true, Insert::Tail).unwrap();
+    w.nodes[b].lnet.md_attach(me, md(sink, opt::OP_PUT, Some(1))).unwrap();
+    let src = w.buf(a, &data);
+    let h = w.nodes[a].lnet.md_bind(md(src, 0, Some(2)), true);
+    w.nodes[a].lnet.put(h, true, pid(bpid), 20, bits, 0, 0).unwrap();
+    let put = w.wait_event(b, EventKind::Put);
+    assert_eq!((put.mlength, put.status), (size as u64, 0), "routed PUT {size}");
+    let ack = w.wait_event(a, EventKind::Ack);
+    assert_eq!((ack.mlength, ack.status), (size as u64, 0));
+    assert_eq!(w.read(b, sink), data, "routed PUT {size}");
+
+    let me = w.nodes[b].lnet.me_attach(21, ProcessId::ANY, bits, 0, true, Insert::Tail).unwrap();
+    w.nodes[b].lnet.md_attach(me, md(sink, opt::OP_GET, Some(1))).unwrap();
+    let back = w.buf(a, &vec![0u8; size]);
+    let h = w.nodes[a].lnet.md_bind(md(back, 0, Some(2)), true);
+    w.nodes[a].lnet.get(h, pid(bpid), 21, bits, 0).unwrap();
+    let reply = w.wait_event(a, EventKind::Reply);
+    assert_eq!((reply.mlength, reply.status), (size as u64, 0), "routed GET {size}");
+    assert_eq!(w.read(a, back), data, "routed GET {size}");
+    w.run_until(|w| w.nodes.iter().all(|n| n.idle()));
+    for i in 0..w.nodes.len() {
+        w.take(i);
+    }
+}
+
+#[test]
+fn put_and_get_through_a_router_both_ways() {
+    let fab = InProcFabric::new(11);
+    let c = dma_node(&fab, "1@dma", &[(TCP0, "2@dma")], None);
+    let r = dma_node(&fab, "2@dma", &[], Some("127.0.6.2@tcp"));
+    let s = tcp_routed("127.0.6.3@tcp", &[(DMA0, "127.0.6.2@tcp")]);
+    let mut w = World::new(vec![c, r, s]);
+    for (i, size) in [0usize, 1, 4096, 1 << 20].into_iter().enumerate() {
+        put_get(&mut w, 0, 2, "127.0.6.3@tcp", size, i as u64 + 1); // dma -> tcp
+        put_get(&mut w, 2, 0, "1@dma", size, i as u64 + 50); // tcp -> dma
+    }
+    let routed = w.nodes[1].lnet.counters.route_count;
+    assert!(routed >= 32, "router forwarded {routed} messages");
+    // The GETs crossed the router as plain GETs: no DMA GET shortcut anywhere.
+    assert_eq!(w.stat(0, 1, "get_rdma"), 0);
+    assert_eq!(w.stat(1, 1, "get_rdma"), 0);
+    // The 1 MiB REPLY came back to the DMA client like a PUT: pulled from the router.
+    assert!(w.stat(1, 1, "put_rdma") >= 2, "router pulled-PUT count");
+    assert_eq!(fab.engine().lock().unwrap().live_txs(), 0);
+}
+
+#[test]
+fn a_dead_router_fails_the_sender_cleanly() {
+    let fab = InProcFabric::new(12);
+    let c = dma_node(&fab, "1@dma", &[(TCP0, "2@dma")], None);
+    let r = dma_node(&fab, "2@dma", &[], Some("127.0.8.2@tcp"));
+    let s = tcp_routed("127.0.8.3@tcp", &[(DMA0, "127.0.8.2@tcp")]);
+    let mut w = World::new(vec![c, r, s]);
+    put_get(&mut w, 0, 2, "127.0.8.3@tcp", 100, 1);
+    drop(w.nodes.remove(1)); // the router dies
+    let src = w.buf(0, &[1u8; 5000]);
+    let h = w.nodes[0].lnet.md_bind(md(src, 0, None), false);
+    w.nodes[0].lnet.put(h, false, pid("127.0.8.3@tcp"), 20, 1, 0, 0).unwrap();
+    let e = w.wait_event(0, EventKind::Send);
+    assert_eq!(e.status, errno::EHOSTUNREACH);
+    // The TCP side too: a reply towards the DMA net has nowhere to go.
+    let src = w.buf(1, &[2u8; 10]);
+    let h = w.nodes[1].lnet.md_bind(md(src, 0, None), false);
+    w.nodes[1].lnet.put(h, false, pid("1@dma"), 20, 1, 0, 0).unwrap();
+    let e = w.wait_event(1, EventKind::Send);
+    assert_eq!(e.status, errno::EHOSTUNREACH);
+    w.run_until(|w| w.nodes.iter().all(|n| n.idle()));
+}
+
+#[test]
+fn with_two_routers_traffic_moves_to_the_live_one() {
+    let fab = InProcFabric::new(13);
+    let c = dma_node(&fab, "1@dma", &[(TCP0, "2@dma"), (TCP0, "3@dma")], None);
+    let r1 = dma_node(&fab, "2@dma", &[], Some("127.0.7.2@tcp"));
+    let r2 = dma_node(&fab, "3@dma", &[], Some("127.0.7.3@tcp"));
+    let s = tcp_routed("127.0.7.9@tcp", &[(DMA0, "127.0.7.2@tcp"), (DMA0, "127.0.7.3@tcp")]);
+    let mut w = World::new(vec![c, r1, r2, s]);
+    put_get(&mut w, 0, 3, "127.0.7.9@tcp", 4096, 1);
+    assert!(w.nodes[1].lnet.counters.route_count > 0, "first router carried the traffic");
+    drop(w.nodes.remove(1)); // router 1 dies; nodes are now [c, r2, s]
+    for (i, size) in [0usize, 1 << 20].into_iter().enumerate() {
+        put_get(&mut w, 0, 2, "127.0.7.9@tcp", size, 10 + i as u64);
+        put_get(&mut w, 2, 0, "1@dma", size, 20 + i as u64);
+    }
+    assert!(w.nodes[0].lnet.counters.resends >= 1, "client resent through router 2");
+    assert!(w.nodes[2].lnet.counters.resends >= 1, "server resent through router 2");
+    assert!(w.nodes[1].lnet.counters.route_count >= 8);
+}
