@@ -95,8 +95,8 @@ pub enum BuildError {
     TwoDma(Nid, Nid),
     #[error("{0}: {1}")]
     Sock(Nid, std::io::Error),
-    #[error("node memory of {0} bytes is too small for its router buffers and ping data")]
-    NoMemory(u64),
+    #[error("node memory of {0} bytes is too small for its router buffers ({1} bytes) and ping data; give it more (e.g. --mem)")]
+    NoMemory(u64, u64),
     #[error("route to {net} via {gw}: the gateway is not on any of this node's nets")]
     BadRoute { net: Net, gw: Nid },
 }
@@ -195,15 +195,16 @@ impl NodeBuilder {
         }
         let size = mem.len() as u64;
         if let Some((tiny, small, large)) = self.routing {
+            let need = small as u64 * 4096 + large as u64 * LNET_MTU as u64;
             let mut alloc = |n: usize, len: u32| -> Result<Vec<Seg>, BuildError> {
-                (0..n).map(|_| arena.alloc_top(len as u64).map(|off| Seg { off, len }).ok_or(BuildError::NoMemory(size))).collect()
+                (0..n).map(|_| arena.alloc_top(len as u64).map(|off| Seg { off, len }).ok_or(BuildError::NoMemory(size, need))).collect()
             };
             let small = alloc(small, 4096)?;
             let large = alloc(large, LNET_MTU)?;
             lnet.enable_routing(RouterPools { tiny, small, small_size: 4096, large });
         }
         let mut node = Node { lnet, lnds, mem, arena };
-        node.install_ping_responder().map_err(|_| BuildError::NoMemory(size))?;
+        node.install_ping_responder().map_err(|_| BuildError::NoMemory(size, 0))?;
         Ok(node)
     }
 }

@@ -53,9 +53,15 @@ struct Lnetd {
 
 impl Lnetd {
     fn start(fab: &Fabric, nid: &str) -> Lnetd {
+        Lnetd::start_with(fab, nid, &["--nid", nid])
+    }
+
+    fn start_with(fab: &Fabric, name: &str, args: &[&str]) -> Lnetd {
+        let nid = name;
         let log = fab.dir.join(format!("{nid}.log"));
         let mut child = Command::new(env!("CARGO_BIN_EXE_lnetd"))
-            .args(["--fabric", fab.dir.to_str().unwrap(), "--nid", nid, "--mem", "16MiB"])
+            .args(["--fabric", fab.dir.to_str().unwrap(), "--mem", "16MiB"])
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -267,11 +273,44 @@ fn bad_commands_get_clear_errors_and_device_loss_ends_lnetd() {
 
 #[test]
 fn lnetd_refuses_bad_arguments() {
-    let out = Command::new(env!("CARGO_BIN_EXE_lnetd")).args(["--fabric", "/nonexistent", "--nid", "10.0.0.1@tcp"]).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lnetd")).args(["--fabric", "/nonexistent", "--nid", "5@gni"]).output().unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--nid 10.0.0.1@tcp: lnetd serves a DMA NI"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--nid 5@gni: lnetd serves DMA NIs"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_lnetd")).args(["--nid", "1@dma", "--nid", "127.0.0.9@tcp", "--route", "tcp5"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--fabric DIR is required for 1@dma"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_lnetd")).args(["--nid", "127.0.0.9@tcp", "--route", "tcp5"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--route `tcp5`: expected `NET GATEWAY`"), "{}", String::from_utf8_lossy(&out.stderr));
     let out = Command::new(env!("CARGO_BIN_EXE_lnetd")).args(["--fabric", "/nonexistent", "--nid", "1@dma"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent"));
     let out = Command::new(env!("CARGO_BIN_EXE_dmadev")).args(["--bogus"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown option --bogus"));
+}
+
+#[test]
+fn routed_put_and_get_between_processes() {
+    let fab = Fabric::start("routed");
+    let port = if unsafe { libc::geteuid() } == 0 { "988" } else { "10988" };
+    let mut c = Lnetd::start_with(&fab, "1@dma", &["--nid", "1@dma", "--route", "tcp 2@dma"]);
+    let _r = Lnetd::start_with(&fab, "2@dma", &["--nid", "2@dma", "--nid", "127.0.9.2@tcp", "--routing", "--port", port, "--mem", "64MiB"]);
+    let mut s = Lnetd::start_with(&fab, "127.0.9.3@tcp", &["--nid", "127.0.9.3@tcp", "--route", "dma 127.0.9.2@tcp", "--port", port]);
+    const S: &str = "12345-127.0.9.3@tcp";
+    for (i, size) in [0usize, 1, 4096, 1 << 20].into_iter().enumerate() {
+        let data = pattern(size, 0x40 + i as u8);
+        // dma -> tcp PUT
+        let sink = s.cmd(json!({"op": "post", "portal": 30, "match_bits": i, "segs": [{"len": size}], "options": ["put"]}))["md"].clone();
+        let src = c.cmd(json!({"op": "bind", "segs": [{"len": size, "pad": 1}], "data_hex": hex(&data), "threshold": 2}))["md"].clone();
+        c.cmd(json!({"op": "put", "md": src, "target": S, "portal": 30, "match_bits": i, "ack": true}));
+        assert_eq!(strip(s.events(1)[0].clone(), &sink), ev("PUT", A, 30, i as u64, size, size, 0, 0, 0, false));
+        let ea = c.events(2);
+        assert_eq!(ea[1]["kind"], "ACK");
+        assert_eq!(s.read(&sink), data, "routed PUT {size}");
+        // tcp -> dma GET back (the REPLY travels like a PUT)
+        let gsrc = c.cmd(json!({"op": "post", "portal": 31, "match_bits": i, "segs": [{"len": size}], "options": ["get"], "data_hex": hex(&data)}))["md"].clone();
+        let gsink = s.cmd(json!({"op": "bind", "segs": [{"len": size, "pad": 3}], "threshold": 2}))["md"].clone();
+        s.cmd(json!({"op": "get", "md": gsink, "target": A, "portal": 31, "match_bits": i}));
+        let es = s.events(2);
+        assert_eq!(strip(es[1].clone(), &gsink), ev("REPLY", A, 0, 0, size, size, 0, 0, 0, false));
+        assert_eq!(strip(c.events(1)[0].clone(), &gsrc), ev("GET", S, 31, i as u64, size, size, 0, 0, 0, false));
+        assert_eq!(s.read(&gsink), data, "routed GET {size}");
+    }
 }

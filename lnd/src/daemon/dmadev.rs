@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 pub fn main(args: &[String]) -> anyhow::Result<()> {
     let a = super::parse_args(args, &["fabric", "log", "seed"], &[])?;
-    super::init_logging(a.get("log").map(|s| s.as_str()))?;
+    super::init_logging(a.get("log"))?;
     let dir = PathBuf::from(a.get("fabric").ok_or_else(|| anyhow::anyhow!("--fabric DIR is required"))?);
     let seed = match a.get("seed") {
         Some(s) => s.parse().map_err(|_| anyhow::anyhow!("--seed `{s}` is not a number"))?,

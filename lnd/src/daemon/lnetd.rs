@@ -1,53 +1,99 @@
-//! `lnetd`: runs one node — LNet, `0@lo` and a DMA NI on a fabric's `dmadev` — driven by JSON
-//! commands on stdin, answering and reporting events on stdout.
+//! `lnetd`: runs one node — LNet with its NIs (a DMA NI on a fabric's `dmadev`, TCP NIs via
+//! socklnd), routes and optionally routing — driven by JSON commands on stdin, answering and
+//! reporting events on stdout.
 
 use super::control::Controller;
-use crate::dev::client::ShmDevice;
+use crate::dev::client::{ShmDevice, ShmWaker};
 use crate::dmalnd::DmaLndConfig;
-use crate::node::Node;
-use crate::wire::{LndType, Nid, ProcessId};
+use crate::node::NodeBuilder;
+use crate::sock::io::ThreadIo;
+use crate::sock::pcap::Capture;
+use crate::sock::SockConfig;
+use crate::wire::{LndType, Net, Nid, ProcessId};
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 use tracing::{error, info};
 
 enum Input {
     Line(String),
     Eof,
-    Doorbell,
+    Wake,
     DeviceGone(String),
 }
 
+const USAGE_KEYS: &[&str] = &["fabric", "nid", "mem", "log", "pid", "peer-credits", "route", "port", "pcap", "router-buffers"];
+
 pub fn main(args: &[String]) -> anyhow::Result<()> {
-    let a = super::parse_args(args, &["fabric", "nid", "mem", "log", "pid", "peer-credits"], &[])?;
-    super::init_logging(a.get("log").map(|s| s.as_str()))?;
-    let fabric = PathBuf::from(a.get("fabric").ok_or_else(|| anyhow::anyhow!("--fabric DIR is required"))?);
-    let nid_s = a.get("nid").ok_or_else(|| anyhow::anyhow!("--nid N@dma is required"))?;
-    let nid: Nid = nid_s.parse().map_err(|e| anyhow::anyhow!("--nid {nid_s}: {e}"))?;
-    if nid.net().lnd() != LndType::DMALND {
-        anyhow::bail!("--nid {nid}: lnetd serves a DMA NI, expected N@dma");
+    let a = super::parse_args(args, USAGE_KEYS, &["routing"])?;
+    super::init_logging(a.get("log"))?;
+    let nids: Vec<Nid> = a.all("nid").iter().map(|s| s.parse().map_err(|e| anyhow::anyhow!("--nid {s}: {e}"))).collect::<anyhow::Result<_>>()?;
+    if nids.is_empty() {
+        anyhow::bail!("at least one --nid is required (N@dma and/or a.b.c.d@tcp)");
     }
     let mem = match a.get("mem") {
-        Some(s) => super::parse_size(s).map_err(anyhow::Error::msg)?,
+        Some(s) => super::parse_size(s).map_err(|e| anyhow::anyhow!("--mem: {e}"))?,
         None => 64 << 20,
     };
     let pid = match a.get("pid") {
         Some(p) => p.parse().map_err(|_| anyhow::anyhow!("--pid `{p}` is not a number"))?,
         None => ProcessId::PID_LUSTRE,
     };
-    let mut cfg = DmaLndConfig::default();
+    let mut dcfg = DmaLndConfig::default();
     if let Some(c) = a.get("peer-credits") {
-        cfg.peer_credits = c.parse().map_err(|_| anyhow::anyhow!("--peer-credits `{c}` is not a number"))?;
+        dcfg.peer_credits = c.parse().map_err(|_| anyhow::anyhow!("--peer-credits `{c}` is not a number"))?;
     }
-    let dev = ShmDevice::connect(&fabric, nid.addr(), mem as usize).map_err(|e| anyhow::anyhow!("attach {nid} to {}: {e}", fabric.display()))?;
-    let waker = dev.waker()?;
+    let mut scfg = SockConfig::default();
+    if let Some(p) = a.get("port") {
+        scfg.port = p.parse().map_err(|_| anyhow::anyhow!("--port `{p}` is not a port number"))?;
+    }
     let incarnation = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() as u64;
-    let node = Node::with_dma(dev, nid, pid, incarnation, cfg);
-    let mut ctl = Controller::new(node);
-    info!(%nid, "lnetd up");
-
     let (tx, rx) = mpsc::channel();
+    let mut b = NodeBuilder::new(pid, incarnation);
+    b.mem_size(mem as usize);
+    let mut waker: Option<ShmWaker> = None;
+    for nid in &nids {
+        match nid.net().lnd() {
+            LndType::DMALND => {
+                let fabric = PathBuf::from(a.get("fabric").ok_or_else(|| anyhow::anyhow!("--fabric DIR is required for {nid}"))?);
+                let dev = ShmDevice::connect(&fabric, nid.addr(), mem as usize).map_err(|e| anyhow::anyhow!("attach {nid} to {}: {e}", fabric.display()))?;
+                waker = Some(dev.waker()?);
+                b.dma(*nid, Box::new(dev), dcfg.clone());
+            }
+            LndType::SOCKLND => {
+                let t = Mutex::new(tx.clone());
+                let io = ThreadIo::new(Arc::new(move || {
+                    let _ = t.lock().unwrap().send(Input::Wake);
+                }));
+                b.tcp(*nid, Box::new(io), scfg.clone());
+            }
+            _ => anyhow::bail!("--nid {nid}: lnetd serves DMA NIs (N@dma) and TCP NIs (a.b.c.d@tcp)"),
+        }
+    }
+    for r in a.all("route") {
+        let (net, gw) = r.split_once(char::is_whitespace).or_else(|| r.split_once(':')).ok_or_else(|| anyhow::anyhow!("--route `{r}`: expected `NET GATEWAY`, e.g. `tcp0 5@dma0`"))?;
+        let net: Net = net.trim().parse().map_err(|e| anyhow::anyhow!("--route `{r}`: {e}"))?;
+        let gw: Nid = gw.trim().parse().map_err(|e| anyhow::anyhow!("--route `{r}`: {e}"))?;
+        b.route(net, gw);
+    }
+    if a.flag("routing") {
+        let (small, large) = match a.get("router-buffers") {
+            Some(s) => {
+                let (x, y) = s.split_once(',').ok_or_else(|| anyhow::anyhow!("--router-buffers `{s}`: expected SMALL,LARGE"))?;
+                (x.parse()?, y.parse()?)
+            }
+            None => (256, 16),
+        };
+        b.routing(512, small, large);
+    }
+    if let Some(p) = a.get("pcap") {
+        b.capture(Arc::new(Mutex::new(Capture::to_file(std::path::Path::new(p)).map_err(|e| anyhow::anyhow!("--pcap {p}: {e}"))?)));
+    }
+    let node = b.build()?;
+    let mut ctl = Controller::new(node);
+    info!(nids = ?nids.iter().map(|n| n.to_string()).collect::<Vec<_>>(), "lnetd up");
+
     let txl = tx.clone();
     std::thread::spawn(move || {
         for line in std::io::stdin().lock().lines() {
@@ -62,24 +108,28 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         }
         let _ = txl.send(Input::Eof);
     });
-    let bell = waker.clone_for_thread()?;
-    std::thread::spawn(move || loop {
-        match bell.read_doorbell(None) {
-            Ok(_) => {
-                if tx.send(Input::Doorbell).is_err() {
+    if let Some(w) = &waker {
+        let bell = w.clone_for_thread()?;
+        let tx = tx.clone();
+        std::thread::spawn(move || loop {
+            match bell.read_doorbell(None) {
+                Ok(_) => {
+                    if tx.send(Input::Wake).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Input::DeviceGone(e.to_string()));
                     return;
                 }
             }
-            Err(e) => {
-                let _ = tx.send(Input::DeviceGone(e.to_string()));
-                return;
-            }
-        }
-    });
+        });
+    }
+    drop(tx);
 
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    writeln!(out, "{}", serde_json::json!({"ready": true, "nid": nid, "pid": pid}))?;
+    writeln!(out, "{}", serde_json::json!({"ready": true, "nids": nids, "pid": pid}))?;
     out.flush()?;
     loop {
         ctl.node.step();
@@ -91,14 +141,15 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
             return Ok(());
         }
         // Sleep only when no completion is pending (arming first closes the race).
-        let timeout = if waker.arm() { Duration::from_secs(1) } else { Duration::ZERO };
+        let armed = waker.as_ref().map(|w| w.arm()).unwrap_or(true);
+        let timeout = if armed { Duration::from_secs(1) } else { Duration::ZERO };
         match rx.recv_timeout(timeout) {
             Ok(Input::Line(l)) if l.trim().is_empty() => {}
             Ok(Input::Line(l)) => {
                 let r = ctl.handle_line(&l);
                 writeln!(out, "{r}")?;
             }
-            Ok(Input::Doorbell) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Ok(Input::Wake) | Err(mpsc::RecvTimeoutError::Timeout) => {}
             Ok(Input::Eof) | Err(mpsc::RecvTimeoutError::Disconnected) => {
                 info!("stdin closed; exiting");
                 return Ok(());

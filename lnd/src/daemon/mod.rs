@@ -5,26 +5,43 @@ pub mod control;
 pub mod dmadev;
 pub mod lnetd;
 
-use std::collections::HashMap;
+
+/// Parsed `--key value` options (a key may repeat) and bare `--flag`s.
+#[derive(Debug, Default)]
+pub struct Args(Vec<(String, String)>);
+
+impl Args {
+    /// The last value given for `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+    /// Every value given for `key`, in order.
+    pub fn all(&self, key: &str) -> Vec<&str> {
+        self.0.iter().filter(|(k, _)| k == key).map(|(_, v)| v.as_str()).collect()
+    }
+    pub fn flag(&self, key: &str) -> bool {
+        self.0.iter().any(|(k, _)| k == key)
+    }
+}
 
 /// Parses `--key value` pairs (and bare `--flag`s) after the program name, refusing unknown keys.
-pub fn parse_args(args: &[String], known: &[&str], flags: &[&str]) -> anyhow::Result<HashMap<String, String>> {
-    let mut out = HashMap::new();
+pub fn parse_args(args: &[String], known: &[&str], flags: &[&str]) -> anyhow::Result<Args> {
+    let mut out = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let Some(key) = a.strip_prefix("--") else {
             anyhow::bail!("unexpected argument `{a}` (options are --{})", known.join(", --"));
         };
         if flags.contains(&key) {
-            out.insert(key.to_string(), String::new());
+            out.push((key.to_string(), String::new()));
         } else if known.contains(&key) {
             let v = it.next().ok_or_else(|| anyhow::anyhow!("--{key} needs a value"))?;
-            out.insert(key.to_string(), v.clone());
+            out.push((key.to_string(), v.clone()));
         } else {
             anyhow::bail!("unknown option --{key} (options are --{})", known.iter().chain(flags).copied().collect::<Vec<_>>().join(", --"));
         }
     }
-    Ok(out)
+    Ok(Args(out))
 }
 
 /// Parses a byte size: `4096`, `64KiB`, `8MiB`, `1GiB`, `10MB`.
@@ -114,8 +131,10 @@ mod tests {
     fn args() {
         let a: Vec<String> = ["--fabric", "/x", "--keep"].iter().map(|s| s.to_string()).collect();
         let m = parse_args(&a, &["fabric"], &["keep"]).unwrap();
-        assert_eq!(m["fabric"], "/x");
-        assert!(m.contains_key("keep"));
+        assert_eq!(m.get("fabric"), Some("/x"));
+        assert!(m.flag("keep"));
+        let r: Vec<String> = ["--nid", "1@dma", "--nid", "10.0.0.1@tcp"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(parse_args(&r, &["nid"], &[]).unwrap().all("nid"), ["1@dma", "10.0.0.1@tcp"]);
         assert!(parse_args(&a[..1], &["fabric"], &[]).unwrap_err().to_string().contains("needs a value"));
         assert!(parse_args(&a, &["fabric"], &[]).unwrap_err().to_string().contains("unknown option --keep"));
     }
