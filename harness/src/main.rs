@@ -30,12 +30,16 @@ enum Cmd {
         /// Round trips to measure.
         #[arg(long, default_value_t = 5000)]
         rtts: usize,
+        /// socklnd port for `sock` (988 needs root; any port works between our nodes).
+        #[arg(long, default_value_t = 988)]
+        port: u16,
     },
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Suite {
     Dma,
+    Sock,
     All,
 }
 
@@ -62,16 +66,27 @@ fn main() {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
-        Cmd::Bench { suite: Suite::Dma | Suite::All, json, count, window, rtts } => {
+        Cmd::Bench { suite, json, count, window, rtts, port } => {
             if count == 0 || window == 0 || rtts == 0 {
                 anyhow::bail!("--count, --window and --rtts must be at least 1");
             }
-            if !json {
-                eprintln!("bench dma: {count} x 1 MiB PUTs (window {window}), {rtts} round trips ...");
+            if matches!(suite, Suite::Dma | Suite::All) {
+                if !json {
+                    eprintln!("bench dma: {count} x 1 MiB PUTs (window {window}), {rtts} round trips ...");
+                }
+                let opts = bench::dma::DmaBenchOpts { count, window, rtts };
+                for m in bench::dma::run(&opts)? {
+                    m.print(json);
+                }
             }
-            let opts = bench::dma::DmaBenchOpts { count, window, rtts };
-            for m in bench::dma::run(&opts)? {
-                m.print(json);
+            if matches!(suite, Suite::Sock | Suite::All) {
+                if !json {
+                    eprintln!("bench sock: {count} x 1 MiB PUTs over loopback TCP, {count} routed GETs, iperf3 baseline ...");
+                }
+                let opts = bench::sock::SockBenchOpts { count, window, port };
+                for m in bench::sock::run(&opts)? {
+                    m.print(json);
+                }
             }
         }
     }

@@ -104,7 +104,9 @@ fn a_dead_router_fails_the_sender_cleanly() {
     w.nodes[0].lnet.put(h, false, pid("127.0.8.3@tcp"), 20, 1, 0, 0).unwrap();
     let e = w.wait_event(0, EventKind::Send);
     assert_eq!(e.status, errno::EHOSTUNREACH);
-    // The TCP side too: a reply towards the DMA net has nowhere to go.
+    // The TCP side too, once it has seen the router's connections drop: a message towards the
+    // DMA net has nowhere to go. (Before that, TCP may still accept bytes for a dead peer.)
+    w.run_until(|w| w.nodes[1].lnds[1].stats()["conns_up"] == 0);
     let src = w.buf(1, &[2u8; 10]);
     let h = w.nodes[1].lnet.md_bind(md(src, 0, None), false);
     w.nodes[1].lnet.put(h, false, pid("1@dma"), 20, 1, 0, 0).unwrap();

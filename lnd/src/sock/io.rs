@@ -74,6 +74,8 @@ struct Shared {
     streams: Mutex<std::collections::HashMap<ConnId, TcpStream>>,
     listeners: Mutex<Vec<std::net::TcpListener>>,
     next_accepted: AtomicU64,
+    /// Set when the I/O is dropped: late connections are shut at once.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -99,6 +101,7 @@ impl ThreadIo {
             streams: Mutex::new(Default::default()),
             listeners: Mutex::new(Vec::new()),
             next_accepted: AtomicU64::new(1 << 63),
+            closed: Default::default(),
         });
         ThreadIo { shared, rx }
     }
@@ -106,8 +109,15 @@ impl ThreadIo {
 
 fn start_conn(shared: &Arc<Shared>, conn: ConnId, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
-    if let Ok(s) = stream.try_clone() {
-        shared.streams.lock().unwrap().insert(conn, s);
+    {
+        let mut streams = shared.streams.lock().unwrap();
+        if shared.closed.load(Ordering::SeqCst) {
+            let _ = stream.shutdown(Shutdown::Both);
+            return;
+        }
+        if let Ok(s) = stream.try_clone() {
+            streams.insert(conn, s);
+        }
     }
     let (wtx, wrx) = channel::<WriteCmd>();
     shared.writers.lock().unwrap().insert(conn, wtx);
@@ -202,6 +212,10 @@ impl Drop for ThreadIo {
     /// Closes the listeners and every connection; the I/O threads then end on their own.
     fn drop(&mut self) {
         use std::os::fd::AsRawFd;
+        {
+            let _guard = self.shared.streams.lock().unwrap();
+            self.shared.closed.store(true, Ordering::SeqCst);
+        }
         for l in self.shared.listeners.lock().unwrap().drain(..) {
             // SAFETY: shutting down a listening socket we own makes its blocked accept() fail.
             unsafe { libc::shutdown(l.as_raw_fd(), libc::SHUT_RDWR) };
@@ -229,8 +243,9 @@ impl SockIo for ThreadIo {
                         let conn = sh.next_accepted.fetch_add(1, Ordering::Relaxed);
                         let peer = v4(stream.peer_addr().ok());
                         let local = v4(stream.local_addr().ok());
-                        start_conn(&sh, conn, stream);
+                        // Announce before reading, so no data can overtake the announcement.
                         sh.push(SockInput::Accepted { conn, peer, local });
+                        start_conn(&sh, conn, stream);
                     }
                     Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return, // shut down
                     Err(e) => warn!("accept on {addr}: {e}"),

@@ -211,6 +211,7 @@ impl<I: SockIo> SockLnd<I> {
             let tx = self.peers.get_mut(&nid).unwrap().queue.pop_front().unwrap();
             let tag = self.writes.insert((conn, tx.msg));
             self.stats.frames_tx += 1;
+            debug!(conn, peer = %nid, bytes = tx.frame.len(), "frame out");
             self.write(conn, tx.frame, tag);
         }
     }
@@ -276,7 +277,9 @@ impl<I: SockIo> SockLnd<I> {
         if old.is_some_and(|o| o != inc) {
             self.stats.peer_restarts += 1;
             info!(peer = %nid, "peer restarted (new incarnation): closing its old connections");
-            let stale: Vec<ConnId> = self.conns.iter().filter(|(id, c)| **id != keep && c.peer == Some(nid)).map(|(id, _)| *id).collect();
+            // Connections still shaking hands are with the new instance; established ones are
+            // with the old one.
+            let stale: Vec<ConnId> = self.conns.iter().filter(|(id, c)| **id != keep && c.peer == Some(nid) && c.state == State::Up).map(|(id, _)| *id).collect();
             for id in stale {
                 self.close_conn(lnet, id, "peer restarted");
             }
@@ -309,6 +312,9 @@ impl<I: SockIo> SockLnd<I> {
                 self.close_conn(lnet, conn, "connect failed");
             }
             SockInput::Data { conn, data } => {
+                if !self.conns.contains_key(&conn) {
+                    debug!(conn, bytes = data.len(), "data for an unknown connection dropped");
+                }
                 let mut events = std::mem::take(&mut self.events);
                 events.clear();
                 let res = match self.conns.get_mut(&conn) {
@@ -406,6 +412,7 @@ impl<I: SockIo> SockLnd<I> {
                     return self.refuse(lnet, conn, "LNet frame before the handshake".into());
                 }
                 self.stats.frames_rx += 1;
+                debug!(conn, kind = ?hdr.msg_type(), bytes = frame.len(), "frame in");
                 if ksock.zc_req != 0 {
                     // The whole message is in: release the sender's pinned pages now.
                     self.zc_ack(conn, ksock.zc_req);

@@ -21,7 +21,15 @@ pub fn sock_cfg() -> SockConfig {
     SockConfig { port: port(), ..Default::default() }
 }
 
+/// Logs to the test's output when `LNETLAB_LOG` is set (e.g. `LNETLAB_LOG=debug`).
+pub fn init_log() {
+    if std::env::var("LNETLAB_LOG").is_ok() {
+        let _ = lnd::daemon::init_logging(None);
+    }
+}
+
 pub fn tcp_io() -> Box<ThreadIo> {
+    init_log();
     Box::new(ThreadIo::new(Arc::new(|| {})))
 }
 
