@@ -134,3 +134,31 @@ fn with_two_routers_traffic_moves_to_the_live_one() {
     assert!(w.nodes[2].lnet.counters.resends >= 1, "server resent through router 2");
     assert!(w.nodes[1].lnet.counters.route_count >= 8);
 }
+
+#[test]
+fn router_buffer_exhaustion_holds_messages_until_buffers_free() {
+    let fab = InProcFabric::new(14);
+    let c = dma_node(&fab, "1@dma", &[(TCP0, "2@dma")], None);
+    let nid_r = nid("2@dma");
+    let dev = fab.attach(nid_r.addr(), 32 << 20).unwrap();
+    let mut b = NodeBuilder::new(12345, 99);
+    // One buffer of each size: every routed message after the first has to wait its turn.
+    b.dma(nid_r, Box::new(dev), DmaLndConfig::default()).tcp(nid("127.0.12.2@tcp"), tcp_io(), sock_cfg()).routing(1, 1, 1);
+    let r = b.build().unwrap();
+    let s = tcp_routed("127.0.12.3@tcp", &[(DMA0, "127.0.12.2@tcp")]);
+    let mut w = World::new(vec![c, r, s]);
+    let sink = w.buf(2, &vec![0u8; 64 << 10]);
+    let me = w.nodes[2].lnet.me_attach(20, ProcessId::ANY, 0, u64::MAX, false, Insert::Tail).unwrap();
+    w.nodes[2].lnet.md_attach(me, md(sink, opt::OP_PUT, None)).unwrap();
+    let data = pattern(40 << 10, 3);
+    for i in 0..20u64 {
+        let len = [0usize, 100, 8000][i as usize % 3];
+        let src = w.buf(0, &data[..len]);
+        let h = w.nodes[0].lnet.md_bind(md(src, 0, Some(1)), true);
+        w.nodes[0].lnet.put(h, false, pid("127.0.12.3@tcp"), 20, i, 0, 0).unwrap();
+    }
+    w.run_until(|w| w.events[2].iter().filter(|e| e.kind == EventKind::Put).count() == 20);
+    assert!(w.events[2].iter().all(|e| e.status == 0));
+    assert!(w.nodes[1].lnet.counters.credit_stalls > 0, "router had to hold messages");
+    w.run_until(|w| w.nodes.iter().all(|n| n.idle()));
+}

@@ -190,3 +190,34 @@ fn unreachable_peer_fails_the_send() {
     assert_eq!(e.status, errno::EHOSTUNREACH);
     assert!(w.nodes[0].idle());
 }
+
+#[test]
+fn ping_on_portal_zero_and_keepalives() {
+    let mut cfg = sock_cfg();
+    cfg.keepalive = Duration::from_millis(100);
+    let mut b = lnd::node::NodeBuilder::new(12345, 1);
+    b.tcp(nid("127.0.11.1@tcp"), tcp_io(), cfg).mem_size(1 << 20);
+    let a = b.build().unwrap();
+    let b = tcp_node("127.0.11.2@tcp", 2);
+    let mut w = World::new(vec![a, b]);
+    // An LNet ping, as a kernel peer sends it: GET on portal 0 with the ping match bits.
+    let sink = w.buf(0, &[0u8; 256]);
+    let h = w.nodes[0].lnet.md_bind(md(sink, 0, Some(2)), true);
+    w.nodes[0].lnet.get(h, ProcessId::new(nid("127.0.11.2@tcp"), 12345), 0, lnd::node::PING_MATCH_BITS, 0).unwrap();
+    let r = w.wait_event(0, EventKind::Reply);
+    assert_eq!(r.status, 0);
+    let info = w.read(0, sink);
+    let u32at = |o: usize| u32::from_le_bytes(info[o..o + 4].try_into().unwrap());
+    assert_eq!(u32at(0), 0x7069_6E67, "ping magic");
+    assert_eq!(u32at(4) & 0x2, 0x2, "NI_STATUS feature set");
+    assert_eq!((u32at(8), u32at(12)), (12345, 2), "pid and two NIs");
+    assert_eq!(u64::from_le_bytes(info[16..24].try_into().unwrap()), lnd::wire::Nid::LO_0.0, "entry 0 is 0@lo");
+    assert_eq!(u64::from_le_bytes(info[32..40].try_into().unwrap()), nid("127.0.11.2@tcp").0);
+    assert_eq!(u32at(40), 0x15aa_c0de, "status UP");
+    assert_eq!(r.mlength, 48);
+    // Idle connections get keepalive NOOPs [0, 1] after the keepalive interval.
+    let t0 = std::time::Instant::now();
+    w.run_until(|w| w.stat(0, 1, "keepalives_sent") >= 3 || t0.elapsed() > Duration::from_secs(5));
+    assert!(w.stat(0, 1, "keepalives_sent") >= 3);
+    assert!(w.stat(1, 1, "bad_peers") == 0, "keepalives are not protocol errors");
+}
