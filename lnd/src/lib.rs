@@ -9,5 +9,7 @@ pub mod lnet;
 pub mod lolnd;
 pub mod mem;
 pub mod node;
+pub mod ost;
+pub mod ptlrpc;
 pub mod sock;
 pub mod wire;

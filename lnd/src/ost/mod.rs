@@ -1,0 +1,1 @@
+//! OST storage, the OSS service and the client I/O engine.

@@ -1,0 +1,440 @@
+//! ptlrpc wire formats (spec §5): `lustre_msg_v2` with its buffers, `ptlrpc_body_v3`, and the OST
+//! bodies (`obdo`, `obd_ioobj`, `niobuf_remote`). Emitted little-endian; a swapped magic is read
+//! with swapped fields.
+
+pub const LUSTRE_MSG_MAGIC_V2: u32 = 0x0BD0_0BD3;
+pub const PTLRPC_BODY_LEN: usize = 184;
+pub const OBDO_LEN: usize = 208;
+pub const IOOBJ_LEN: usize = 24;
+pub const NIOBUF_LEN: usize = 16;
+const MAX_BUFS: u32 = 32;
+
+pub mod portal {
+    pub const OSC_REPLY: u32 = 4;
+    pub const OST_IO: u32 = 6;
+    pub const OST_BULK: u32 = 8;
+    pub const OST_REQUEST: u32 = 28;
+}
+
+pub mod opc {
+    pub const OST_GETATTR: u32 = 1;
+    pub const OST_SETATTR: u32 = 2;
+    pub const OST_READ: u32 = 3;
+    pub const OST_WRITE: u32 = 4;
+    pub const OST_CREATE: u32 = 5;
+    pub const OST_DESTROY: u32 = 6;
+    pub const OST_CONNECT: u32 = 8;
+    pub const OST_DISCONNECT: u32 = 9;
+    pub const OST_PUNCH: u32 = 10;
+    pub const OST_SYNC: u32 = 16;
+    pub const OBD_PING: u32 = 400;
+
+    pub fn name(o: u32) -> &'static str {
+        match o {
+            OST_GETATTR => "OST_GETATTR",
+            OST_SETATTR => "OST_SETATTR",
+            OST_READ => "OST_READ",
+            OST_WRITE => "OST_WRITE",
+            OST_CREATE => "OST_CREATE",
+            OST_DESTROY => "OST_DESTROY",
+            OST_CONNECT => "OST_CONNECT",
+            OST_DISCONNECT => "OST_DISCONNECT",
+            OST_PUNCH => "OST_PUNCH",
+            OST_SYNC => "OST_SYNC",
+            OBD_PING => "OBD_PING",
+            _ => "UNKNOWN",
+        }
+    }
+}
+
+pub const PTL_RPC_MSG_REQUEST: u32 = 4711;
+pub const PTL_RPC_MSG_ERR: u32 = 4712;
+pub const PTL_RPC_MSG_REPLY: u32 = 4713;
+pub const LUSTRE_OST_VERSION: u32 = 0x0003_0003;
+pub const LUSTRE_OBD_VERSION: u32 = 0x0001_0003;
+/// `lm_secflvr` of the null policy from an OST (security part 2 in bits 24..31).
+pub const SECFLVR_NULL_OST: u32 = 2 << 24;
+
+/// OBD_MD_* bits of `o_valid`.
+pub mod valid {
+    pub const FLID: u64 = 0x1;
+    pub const FLSIZE: u64 = 0x10;
+    pub const FLBLOCKS: u64 = 0x20;
+    pub const FLFLAGS: u64 = 0x800;
+    pub const FLCKSUM: u64 = 0x10_0000;
+    pub const FLGROUP: u64 = 0x100_0000;
+}
+
+/// `o_flags` checksum type: CRC32C.
+pub const OBD_FL_CKSUM_CRC32C: u32 = 0x0000_2000;
+pub const OBD_BRW_READ: u32 = 0x1;
+pub const OBD_BRW_WRITE: u32 = 0x2;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PtlrpcError {
+    #[error("lustre_msg of {0} bytes is too short")]
+    Short(usize),
+    #[error("lustre_msg magic {0:#010x} is not LUSTRE_MSG_MAGIC_V2")]
+    Magic(u32),
+    #[error("lustre_msg has {0} buffers (max {MAX_BUFS})")]
+    BufCount(u32),
+    #[error("lustre_msg buffers need {need} bytes, message has {have}")]
+    Overrun { need: usize, have: usize },
+    #[error("buffer {idx} is {len} bytes, need at least {want}")]
+    BufLen { idx: usize, len: usize, want: usize },
+}
+
+fn r8(n: usize) -> usize {
+    (n + 7) & !7
+}
+
+#[derive(Clone, Copy)]
+struct Rd<'a> {
+    b: &'a [u8],
+    swap: bool,
+}
+
+impl Rd<'_> {
+    fn u32(&self, o: usize) -> u32 {
+        let v = u32::from_le_bytes(self.b[o..o + 4].try_into().unwrap());
+        if self.swap { v.swap_bytes() } else { v }
+    }
+    fn u64(&self, o: usize) -> u64 {
+        let v = u64::from_le_bytes(self.b[o..o + 8].try_into().unwrap());
+        if self.swap { v.swap_bytes() } else { v }
+    }
+}
+
+fn put32(b: &mut [u8], o: usize, v: u32) {
+    b[o..o + 4].copy_from_slice(&v.to_le_bytes());
+}
+fn put64(b: &mut [u8], o: usize, v: u64) {
+    b[o..o + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+/// A `lustre_msg_v2`: header fields and its buffers (buffer 0 is the ptlrpc_body).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LustreMsg {
+    pub secflvr: u32,
+    pub flags: u32,
+    pub bufs: Vec<Vec<u8>>,
+    /// Fields were byte-swapped on the wire.
+    pub swapped: bool,
+}
+
+impl LustreMsg {
+    pub fn new(secflvr: u32, bufs: Vec<Vec<u8>>) -> LustreMsg {
+        LustreMsg { secflvr, flags: 0, bufs, swapped: false }
+    }
+
+    pub fn parse(b: &[u8]) -> Result<LustreMsg, PtlrpcError> {
+        if b.len() < 32 {
+            return Err(PtlrpcError::Short(b.len()));
+        }
+        let magic = u32::from_le_bytes(b[8..12].try_into().unwrap());
+        let swap = match magic {
+            LUSTRE_MSG_MAGIC_V2 => false,
+            m if m == LUSTRE_MSG_MAGIC_V2.swap_bytes() => true,
+            m => return Err(PtlrpcError::Magic(m)),
+        };
+        let r = Rd { b, swap };
+        let n = r.u32(0);
+        if n == 0 || n > MAX_BUFS {
+            return Err(PtlrpcError::BufCount(n));
+        }
+        let hdr = r8(32 + 4 * n as usize);
+        if b.len() < hdr {
+            return Err(PtlrpcError::Overrun { need: hdr, have: b.len() });
+        }
+        let mut off = hdr;
+        let mut bufs = Vec::with_capacity(n as usize);
+        for i in 0..n as usize {
+            let len = r.u32(32 + 4 * i) as usize;
+            let end = off.checked_add(len).filter(|&e| e <= b.len()).ok_or(PtlrpcError::Overrun { need: off.saturating_add(len), have: b.len() })?;
+            bufs.push(b[off..end].to_vec());
+            off += r8(len);
+        }
+        Ok(LustreMsg { secflvr: r.u32(4), flags: r.u32(20), bufs, swapped: swap })
+    }
+
+    pub fn emit(&self) -> Vec<u8> {
+        let n = self.bufs.len();
+        let hdr = r8(32 + 4 * n);
+        let total = hdr + self.bufs.iter().map(|b| r8(b.len())).sum::<usize>();
+        let mut out = vec![0u8; total];
+        put32(&mut out, 0, n as u32);
+        put32(&mut out, 4, self.secflvr);
+        put32(&mut out, 8, LUSTRE_MSG_MAGIC_V2);
+        put32(&mut out, 20, self.flags);
+        let mut off = hdr;
+        for (i, b) in self.bufs.iter().enumerate() {
+            put32(&mut out, 32 + 4 * i, b.len() as u32);
+            out[off..off + b.len()].copy_from_slice(b);
+            off += r8(b.len());
+        }
+        out
+    }
+
+    /// Buffer `idx`, checked to hold at least `want` bytes.
+    pub fn buf(&self, idx: usize, want: usize) -> Result<&[u8], PtlrpcError> {
+        match self.bufs.get(idx) {
+            Some(b) if b.len() >= want => Ok(b),
+            Some(b) => Err(PtlrpcError::BufLen { idx, len: b.len(), want }),
+            None => Err(PtlrpcError::BufLen { idx, len: 0, want }),
+        }
+    }
+
+    pub fn body(&self) -> Result<PtlrpcBody, PtlrpcError> {
+        PtlrpcBody::parse(self.buf(0, 152)?, self.swapped)
+    }
+}
+
+/// `ptlrpc_body_v3` (the fields we use; the rest are zero on emit).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PtlrpcBody {
+    pub handle: u64,
+    pub msg_type: u32,
+    pub version: u32,
+    pub opc: u32,
+    pub status: i32,
+    pub last_xid: u64,
+    pub last_committed: u64,
+    pub transno: u64,
+    pub flags: u32,
+    pub conn_cnt: u32,
+    pub timeout: u32,
+    pub mbits: u64,
+}
+
+impl PtlrpcBody {
+    pub fn parse(b: &[u8], swap: bool) -> Result<PtlrpcBody, PtlrpcError> {
+        if b.len() < 152 {
+            return Err(PtlrpcError::BufLen { idx: 0, len: b.len(), want: 152 });
+        }
+        let r = Rd { b, swap };
+        Ok(PtlrpcBody {
+            handle: r.u64(0),
+            msg_type: r.u32(8),
+            version: r.u32(12),
+            opc: r.u32(16),
+            status: r.u32(20) as i32,
+            last_xid: r.u64(24),
+            last_committed: r.u64(40),
+            transno: r.u64(48),
+            flags: r.u32(56),
+            conn_cnt: r.u32(64),
+            timeout: r.u32(68),
+            mbits: r.u64(120),
+        })
+    }
+
+    pub fn emit(&self) -> Vec<u8> {
+        let mut b = vec![0u8; PTLRPC_BODY_LEN];
+        put64(&mut b, 0, self.handle);
+        put32(&mut b, 8, self.msg_type);
+        put32(&mut b, 12, self.version);
+        put32(&mut b, 16, self.opc);
+        put32(&mut b, 20, self.status as u32);
+        put64(&mut b, 24, self.last_xid);
+        put64(&mut b, 40, self.last_committed);
+        put64(&mut b, 48, self.transno);
+        put32(&mut b, 56, self.flags);
+        put32(&mut b, 64, self.conn_cnt);
+        put32(&mut b, 68, self.timeout);
+        put64(&mut b, 120, self.mbits);
+        b
+    }
+}
+
+/// `obdo` as `ost_body` (208 bytes); fields we use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Obdo {
+    pub valid: u64,
+    pub oid: u64,
+    pub seq: u64,
+    pub size: u64,
+    pub blocks: u64,
+    pub flags: u32,
+    /// `o_nlink`, which carries the bulk checksum in BRW RPCs.
+    pub cksum: u32,
+    pub stripe_idx: u32,
+}
+
+impl Obdo {
+    pub fn parse(b: &[u8], swap: bool) -> Result<Obdo, PtlrpcError> {
+        if b.len() < OBDO_LEN {
+            return Err(PtlrpcError::BufLen { idx: 1, len: b.len(), want: OBDO_LEN });
+        }
+        let r = Rd { b, swap };
+        Ok(Obdo { valid: r.u64(0), oid: r.u64(8), seq: r.u64(16), size: r.u64(32), blocks: r.u64(64), flags: r.u32(96), cksum: r.u32(100), stripe_idx: r.u32(120) })
+    }
+
+    pub fn emit(&self) -> Vec<u8> {
+        let mut b = vec![0u8; OBDO_LEN];
+        put64(&mut b, 0, self.valid);
+        put64(&mut b, 8, self.oid);
+        put64(&mut b, 16, self.seq);
+        put64(&mut b, 32, self.size);
+        put64(&mut b, 64, self.blocks);
+        put32(&mut b, 96, self.flags);
+        put32(&mut b, 100, self.cksum);
+        put32(&mut b, 120, self.stripe_idx);
+        b
+    }
+}
+
+/// `obd_ioobj`: which object a BRW touches and with how many niobufs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoObj {
+    pub oid: u64,
+    pub seq: u64,
+    pub max_brw: u32,
+    pub bufcnt: u32,
+}
+
+impl IoObj {
+    pub fn parse(b: &[u8], swap: bool) -> IoObj {
+        let r = Rd { b, swap };
+        IoObj { oid: r.u64(0), seq: r.u64(8), max_brw: r.u32(16), bufcnt: r.u32(20) }
+    }
+    pub fn emit(&self) -> Vec<u8> {
+        let mut b = vec![0u8; IOOBJ_LEN];
+        put64(&mut b, 0, self.oid);
+        put64(&mut b, 8, self.seq);
+        put32(&mut b, 16, self.max_brw);
+        put32(&mut b, 20, self.bufcnt);
+        b
+    }
+}
+
+/// `niobuf_remote`: one contiguous piece of a BRW.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NioBuf {
+    pub offset: u64,
+    pub len: u32,
+    pub flags: u32,
+}
+
+impl NioBuf {
+    pub fn parse_all(b: &[u8], swap: bool) -> Vec<NioBuf> {
+        b.chunks_exact(NIOBUF_LEN)
+            .map(|c| {
+                let r = Rd { b: c, swap };
+                NioBuf { offset: r.u64(0), len: r.u32(8), flags: r.u32(12) }
+            })
+            .collect()
+    }
+    pub fn emit(&self) -> Vec<u8> {
+        let mut b = vec![0u8; NIOBUF_LEN];
+        put64(&mut b, 0, self.offset);
+        put32(&mut b, 8, self.len);
+        put32(&mut b, 12, self.flags);
+        b
+    }
+}
+
+/// CRC32C (Castagnoli), the bulk checksum lnetlab negotiates.
+pub fn crc32c(mut crc: u32, data: &[u8]) -> u32 {
+    static TABLE: std::sync::OnceLock<[u32; 256]> = std::sync::OnceLock::new();
+    let t = TABLE.get_or_init(|| {
+        let mut t = [0u32; 256];
+        for (i, e) in t.iter_mut().enumerate() {
+            let mut c = i as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 { 0x82F6_3B78 ^ (c >> 1) } else { c >> 1 };
+            }
+            *e = c;
+        }
+        t
+    });
+    crc = !crc;
+    for &b in data {
+        crc = t[((crc ^ b as u32) & 0xff) as usize] ^ (crc >> 8);
+    }
+    !crc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn ost_write_example_layout() {
+        // spec §5.5: 1 object, 1 niobuf of 4096 B -> buflens [184, 208, 24, 16, 0, 0], header 56,
+        // ptlrpc_body @56, ost_body @240, ioobj @448, niobuf @472, total 488.
+        let m = LustreMsg::new(
+            0,
+            vec![
+                PtlrpcBody { msg_type: PTL_RPC_MSG_REQUEST, version: LUSTRE_OST_VERSION, opc: opc::OST_WRITE, ..Default::default() }.emit(),
+                Obdo::default().emit(),
+                IoObj { oid: 5, bufcnt: 1, ..Default::default() }.emit(),
+                NioBuf { offset: 0, len: 4096, flags: OBD_BRW_WRITE }.emit(),
+                vec![],
+                vec![],
+            ],
+        );
+        let b = m.emit();
+        assert_eq!(b.len(), 488);
+        assert_eq!(&b[0..4], &6u32.to_le_bytes());
+        assert_eq!(&b[8..12], &[0xd3, 0x0b, 0xd0, 0x0b]);
+        assert_eq!(&b[32..56], &[184, 0, 0, 0, 208, 0, 0, 0, 24, 0, 0, 0, 16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(&b[56 + 8..56 + 12], &4711u32.to_le_bytes());
+        assert_eq!(&b[56 + 16..56 + 20], &4u32.to_le_bytes());
+        assert_eq!(&b[448..456], &5u64.to_le_bytes());
+        assert_eq!(&b[472 + 8..472 + 12], &4096u32.to_le_bytes());
+        let p = LustreMsg::parse(&b).unwrap();
+        assert_eq!(p, m);
+        assert_eq!(p.body().unwrap().opc, opc::OST_WRITE);
+    }
+
+    #[test]
+    fn odd_bufcount_pads_header_and_swapped_magic_reads() {
+        let m = LustreMsg::new(SECFLVR_NULL_OST, vec![vec![1, 2, 3]]);
+        let b = m.emit();
+        assert_eq!(b.len(), 40 + 8);
+        assert_eq!(b[40..43], [1, 2, 3]);
+        let mut be = b.clone();
+        for o in [0usize, 4, 8, 32] {
+            let v = u32::from_le_bytes(be[o..o + 4].try_into().unwrap());
+            be[o..o + 4].copy_from_slice(&v.to_be_bytes());
+        }
+        let p = LustreMsg::parse(&be).unwrap();
+        assert!(p.swapped);
+        assert_eq!((p.secflvr, p.bufs[0].clone()), (SECFLVR_NULL_OST, vec![1, 2, 3]));
+    }
+
+    #[test]
+    fn bad_messages_are_refused() {
+        assert_eq!(LustreMsg::parse(&[0; 8]), Err(PtlrpcError::Short(8)));
+        let mut b = LustreMsg::new(0, vec![vec![0; 16]]).emit();
+        b[8] = 0;
+        assert!(matches!(LustreMsg::parse(&b), Err(PtlrpcError::Magic(_))));
+        let mut b = LustreMsg::new(0, vec![vec![0; 16]]).emit();
+        b[32..36].copy_from_slice(&1000u32.to_le_bytes());
+        assert!(matches!(LustreMsg::parse(&b), Err(PtlrpcError::Overrun { .. })));
+        b[0..4].copy_from_slice(&99u32.to_le_bytes());
+        assert_eq!(LustreMsg::parse(&b), Err(PtlrpcError::BufCount(99)));
+    }
+
+    #[test]
+    fn crc32c_check_value() {
+        assert_eq!(crc32c(0, b"123456789"), 0xE306_9283);
+        assert_eq!(crc32c(crc32c(0, b"1234"), b"56789"), 0xE306_9283);
+    }
+
+    proptest! {
+        #[test]
+        fn round_trip(bufs in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 1..7), fl in any::<u32>()) {
+            let m = LustreMsg::new(fl, bufs);
+            prop_assert_eq!(LustreMsg::parse(&m.emit()).unwrap(), m);
+        }
+
+        #[test]
+        fn parse_never_panics(b in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let mut b = b;
+            if b.len() >= 12 { b[8..12].copy_from_slice(&LUSTRE_MSG_MAGIC_V2.to_le_bytes()); }
+            if let Ok(m) = LustreMsg::parse(&b) { let _ = m.body(); }
+        }
+    }
+}
