@@ -126,6 +126,8 @@ pub struct Lnet {
     /// Gateways that recently failed a send; avoided while others are up.
     gw_down: std::collections::HashSet<Nid>,
     router: Option<Router>,
+    lazy: std::collections::HashSet<u32>,
+    delayed: VecDeque<(NiIdx, HdrRepr, Nid, u64)>,
     portals: HashMap<u32, Vec<MeHandle>>,
     mes: Slab<Me>,
     mds: Slab<Md>,
@@ -149,6 +151,8 @@ impl Lnet {
             routes: Vec::new(),
             gw_down: Default::default(),
             router: None,
+            lazy: Default::default(),
+            delayed: VecDeque::new(),
             portals: HashMap::new(),
             mes: Slab::default(),
             mds: Slab::default(),
@@ -252,9 +256,34 @@ impl Lnet {
             return Err(LnetError::MeBusy);
         }
         let auto = m.unlink;
+        let portal = m.portal;
         let h = MdHandle(self.mds.insert(Md::new(spec, auto, Some(me))));
         self.mes.get_mut(me.0).unwrap().md = Some(h);
+        if self.lazy.contains(&portal) && !self.delayed.is_empty() {
+            self.retry_delayed(portal);
+        }
         Ok(h)
+    }
+
+    /// Makes `portal` lazy (Lustre's request portals): PUTs that match nothing wait for a
+    /// buffer instead of being dropped.
+    pub fn set_lazy(&mut self, portal: u32) {
+        self.lazy.insert(portal);
+    }
+
+    fn retry_delayed(&mut self, portal: u32) {
+        let waiting: Vec<_> = self.delayed.drain(..).collect();
+        for (ni, hdr, from, private) in waiting {
+            let HdrBody::Put { ptl_index, .. } = hdr.body else { continue };
+            if ptl_index != portal {
+                self.delayed.push_back((ni, hdr, from, private));
+                continue;
+            }
+            // Re-parse: it matches now, or goes back in the queue (parse re-delays it).
+            if let Err(e) = self.parse(ni, hdr, from, private, false) {
+                warn!("delayed message refused on retry: {e}");
+            }
+        }
     }
 
     /// Binds a free-floating MD (a source for PUT, a sink for GET).
@@ -509,6 +538,12 @@ impl Lnet {
             HdrBody::Put { ack_wmd, match_bits, hdr_data, ptl_index, offset } => {
                 let (md, offset, mlen) = match self.match_portal(ptl_index, src, match_bits, opt::OP_PUT, rlen, offset as u64) {
                     Ok(m) => m,
+                    Err(errno::ENODATA) if self.lazy.contains(&ptl_index) => {
+                        // A lazy portal holds the PUT (its LND keeps the rx) until a buffer is posted.
+                        self.counters.credit_stalls += 1;
+                        self.delayed.push_back((ni, hdr, from, private));
+                        return Ok(Parsed::Recv(None));
+                    }
                     Err(st) => return Ok(self.drop_msg(&hdr, from, st, "PUT matched nothing")),
                 };
                 let ev = self.event(EventKind::Put, md, src, ptl_index, match_bits, rlen, mlen, offset, hdr_data);
