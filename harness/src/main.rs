@@ -2,7 +2,7 @@
 //! the daemons, so the harness can always start them from its own binary.
 
 use clap::{Parser, Subcommand, ValueEnum};
-use harness::bench;
+use harness::{bench, cluster};
 
 #[derive(Parser)]
 #[command(name = "lnetlab", version, about = "User-space LNet over an emulated DMA fabric: benchmarks, clusters and tests")]
@@ -13,6 +13,29 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Bring a cluster up, run its workloads, verify every byte, tear it down.
+    Run {
+        /// The cluster spec (YAML), e.g. clusters/quickstart.yaml.
+        file: std::path::PathBuf,
+        /// Print the final report as one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Seed for addresses, data patterns and xids (printed for reproduction).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Leave the cluster up after the workloads until Ctrl-C.
+        #[arg(long)]
+        keep: bool,
+        /// Where runs keep their artifacts (default target/lnetlab/runs).
+        #[arg(long)]
+        artifacts: Option<std::path::PathBuf>,
+        /// process (default); docker arrives with its issue.
+        #[arg(long, default_value = "process")]
+        backend: String,
+        /// Give up on bring-up or a workload after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
     /// Measure our figures next to their physical baselines (one JSON object a line with --json).
     Bench {
         /// Which benchmark set.
@@ -66,6 +89,20 @@ fn main() {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
+        Cmd::Run { file, json, seed, keep, artifacts, backend, timeout } => {
+            harness::install_interrupt_handler();
+            let opts = cluster::run::RunOpts { file, seed, keep, json, artifacts, backend, timeout: std::time::Duration::from_secs(timeout) };
+            let r = cluster::run::run(&opts)?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                print!("{}", cluster::run::table(&r));
+            }
+            if !r.ok {
+                eprintln!("reproduce with: {}", cluster::run::repro(&opts, r.seed));
+                std::process::exit(1);
+            }
+        }
         Cmd::Bench { suite, json, count, window, rtts, port } => {
             if count == 0 || window == 0 || rtts == 0 {
                 anyhow::bail!("--count, --window and --rtts must be at least 1");

@@ -92,7 +92,19 @@ pub enum Cmd {
     /// Gives the MD's buffer back (unlinking the MD first if it is still live).
     Free { md: u64 },
     Stats,
+    /// Start the OSS role with these targets (directories are the OSTs' disks).
+    OssStart { targets: Vec<TargetReq> },
+    /// Run a client I/O job; progress and the final report come as output lines.
+    Io { job: crate::ost::osc::IoJob },
     Quit,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetReq {
+    pub index: u32,
+    pub dir: std::path::PathBuf,
+    pub size: u64,
 }
 
 struct Buf {
@@ -102,6 +114,10 @@ struct Buf {
 
 pub struct Controller {
     pub node: Node,
+    oss: Option<crate::ost::oss::Oss>,
+    oscs: Vec<crate::ost::osc::Osc>,
+    trace: Option<std::io::BufWriter<std::fs::File>>,
+    last_progress: std::time::Instant,
     bufs: HashMap<u64, Buf>,
     mes: HashMap<u64, MeHandle>,
     pub quit: bool,
@@ -113,7 +129,20 @@ fn err(e: impl std::fmt::Display) -> String {
 
 impl Controller {
     pub fn new(node: Node) -> Controller {
-        Controller { node, bufs: HashMap::new(), mes: HashMap::new(), quit: false }
+        Controller { node, oss: None, oscs: Vec::new(), trace: None, last_progress: std::time::Instant::now(), bufs: HashMap::new(), mes: HashMap::new(), quit: false }
+    }
+
+    /// Writes one JSON object per event and RPC to `path` (the node's trace).
+    pub fn set_trace(&mut self, path: &std::path::Path) -> std::io::Result<()> {
+        self.trace = Some(std::io::BufWriter::new(std::fs::File::create(path)?));
+        Ok(())
+    }
+
+    fn trace(&mut self, v: &Value) {
+        if let Some(t) = &mut self.trace {
+            use std::io::Write;
+            let _ = writeln!(t, "{v}");
+        }
     }
 
     /// Handles one command line; the reply echoes its `id`.
@@ -230,6 +259,24 @@ impl Controller {
                 "idle": self.node.idle(),
                 "free_bytes": self.node.arena.free_bytes(),
             })),
+            Cmd::OssStart { targets } => {
+                if self.oss.is_some() {
+                    return Err("the OSS role is already running".into());
+                }
+                let mut osts = Vec::new();
+                for t in targets {
+                    osts.push(crate::ost::store::Ost::open(t.index, t.dir.clone(), t.size).map_err(|e| format!("OST{:04x} at {}: {e}", t.index, t.dir.display()))?);
+                }
+                let n = osts.len();
+                self.oss = Some(crate::ost::oss::Oss::start(&mut self.node, osts)?);
+                Ok(json!({"osts": n}))
+            }
+            Cmd::Io { job } => {
+                let mut o = crate::ost::osc::Osc::new(job)?;
+                o.pump(&mut self.node);
+                self.oscs.push(o);
+                Ok(json!({}))
+            }
             Cmd::Quit => {
                 self.quit = true;
                 Ok(json!({}))
@@ -237,12 +284,47 @@ impl Controller {
         }
     }
 
-    /// Pending events as output lines; buffers of unlinked MDs go back to the arena.
+    /// Pending events as output lines (role events go to their role, and to the trace), then
+    /// I/O progress and finished jobs.
     pub fn drain_events(&mut self) -> Vec<Value> {
         let mut out = Vec::new();
         while let Some(ev) = self.node.poll_event() {
+            let rec = json!({"ev": ev.kind, "peer": ev.peer, "portal": ev.portal, "mlength": ev.mlength, "status": ev.status});
+            self.trace(&rec);
+            if let Some(oss) = self.oss.as_mut() {
+                if oss.on_event(&mut self.node, &ev) {
+                    continue;
+                }
+            }
+            if self.oscs.iter_mut().any(|o| o.on_event(&mut self.node, &ev)) {
+                continue;
+            }
             self.on_event(&ev);
             out.push(json!({ "event": ev }));
+        }
+        let rpcs: Vec<Value> = self.oss.iter_mut().flat_map(|o| o.trace.drain(..)).chain(self.oscs.iter_mut().flat_map(|o| o.trace.drain(..))).collect();
+        for r in &rpcs {
+            self.trace(r);
+        }
+        let progress = self.last_progress.elapsed() > std::time::Duration::from_millis(300);
+        let mut i = 0;
+        while i < self.oscs.len() {
+            if self.oscs[i].done() {
+                let o = self.oscs.remove(i);
+                out.push(json!({"io_done": o.report}));
+            } else {
+                if progress {
+                    out.push(json!({"io_progress": self.oscs[i].report}));
+                }
+                i += 1;
+            }
+        }
+        if progress {
+            self.last_progress = std::time::Instant::now();
+            if let Some(t) = &mut self.trace {
+                use std::io::Write;
+                let _ = t.flush();
+            }
         }
         out
     }

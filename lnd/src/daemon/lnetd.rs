@@ -23,7 +23,7 @@ enum Input {
     DeviceGone(String),
 }
 
-const USAGE_KEYS: &[&str] = &["fabric", "nid", "mem", "log", "pid", "peer-credits", "route", "port", "pcap", "router-buffers"];
+const USAGE_KEYS: &[&str] = &["fabric", "nid", "mem", "log", "pid", "peer-credits", "route", "port", "pcap", "router-buffers", "trace"];
 
 pub fn main(args: &[String]) -> anyhow::Result<()> {
     let a = super::parse_args(args, USAGE_KEYS, &["routing"])?;
@@ -92,6 +92,9 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     }
     let node = b.build()?;
     let mut ctl = Controller::new(node);
+    if let Some(t) = a.get("trace") {
+        ctl.set_trace(std::path::Path::new(t)).map_err(|e| anyhow::anyhow!("--trace {t}: {e}"))?;
+    }
     info!(nids = ?nids.iter().map(|n| n.to_string()).collect::<Vec<_>>(), "lnetd up");
 
     let txl = tx.clone();
@@ -142,7 +145,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         }
         // Sleep only when no completion is pending (arming first closes the race).
         let armed = waker.as_ref().map(|w| w.arm()).unwrap_or(true);
-        let timeout = if armed { Duration::from_secs(1) } else { Duration::ZERO };
+        let timeout = if armed { Duration::from_millis(300) } else { Duration::ZERO };
         match rx.recv_timeout(timeout) {
             Ok(Input::Line(l)) if l.trim().is_empty() => {}
             Ok(Input::Line(l)) => {

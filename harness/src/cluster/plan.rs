@@ -1,0 +1,108 @@
+//! From a spec to concrete nodes: NIDs on every net, gateways of routes, where each client
+//! reaches each OST, and how much memory each node gets.
+
+use super::spec::{ClusterSpec, NetKind, Role, TargetSpec};
+use lnd::wire::{Net, Nid};
+use std::net::Ipv4Addr;
+
+#[derive(Debug, Clone)]
+pub struct NodePlan {
+    pub name: String,
+    pub roles: Vec<Role>,
+    /// (net name, NID) in the spec's NI order.
+    pub nids: Vec<(String, Nid)>,
+    pub routes: Vec<(Net, Nid)>,
+    pub targets: Vec<TargetSpec>,
+    pub mem: u64,
+}
+
+impl NodePlan {
+    pub fn nid_on(&self, net: &str) -> Option<Nid> {
+        self.nids.iter().find(|(n, _)| n == net).map(|(_, nid)| *nid)
+    }
+    pub fn is(&self, r: Role) -> bool {
+        self.roles.contains(&r)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub spec: ClusterSpec,
+    pub seed: u64,
+    pub nodes: Vec<NodePlan>,
+    /// DMA nets (one `dmadev` each).
+    pub dma_nets: Vec<String>,
+}
+
+/// Lays out the cluster. TCP NIDs are `127.a.b.host` loopback addresses (`a.b` chosen per run
+/// so concurrent runs do not collide); DMA addresses are 1, 2, ... in node order.
+pub fn plan(spec: &ClusterSpec, seed: u64, loopback: (u8, u8)) -> Plan {
+    let mut nodes: Vec<NodePlan> = spec
+        .nodes
+        .iter()
+        .map(|n| NodePlan { name: n.name.clone(), roles: n.roles.clone(), nids: Vec::new(), routes: Vec::new(), targets: n.targets.clone(), mem: 0 })
+        .collect();
+    for (net_name, net) in &spec.nets {
+        let lnet: Net = net_name.parse().expect("validated");
+        let members: Vec<usize> = spec.nodes.iter().enumerate().filter(|(_, n)| n.nis.contains(net_name)).map(|(i, _)| i).collect();
+        for (pos, &i) in members.iter().enumerate() {
+            let addr = match net.kind {
+                NetKind::Dma => pos as u32 + 1,
+                NetKind::Tcp => u32::from(Ipv4Addr::new(127, loopback.0, loopback.1, pos as u8 + 1)),
+            };
+            nodes[i].nids.push((net_name.clone(), lnet.nid(addr)));
+        }
+    }
+    // Keep NIDs in the spec's NI order.
+    for (i, n) in spec.nodes.iter().enumerate() {
+        let nids = std::mem::take(&mut nodes[i].nids);
+        nodes[i].nids = n.nis.iter().filter_map(|ni| nids.iter().find(|(x, _)| x == ni).cloned()).collect();
+    }
+    for (i, n) in spec.nodes.iter().enumerate() {
+        for r in &n.routes {
+            let gw = nodes.iter().find(|g| g.name == r.via).expect("validated");
+            let shared = n.nis.iter().find_map(|ni| gw.nid_on(ni)).expect("validated: router shares a net");
+            let net: Net = r.net.parse().expect("validated");
+            nodes[i].routes.push((net, shared));
+        }
+    }
+    let clients: usize = spec.workloads.iter().map(|w| w.clients.len()).sum::<usize>().max(1);
+    let inflight = spec.workloads.iter().map(|w| w.inflight).max().unwrap_or(8) as u64;
+    for n in nodes.iter_mut() {
+        let mut mem: u64 = 64 << 20;
+        if n.is(Role::Router) {
+            mem += 64 << 20;
+        }
+        if n.is(Role::Oss) {
+            mem += clients as u64 * inflight * (1 << 20) + (32 << 20);
+        }
+        n.mem = mem;
+    }
+    let dma_nets = spec.nets.iter().filter(|(_, n)| n.kind == NetKind::Dma).map(|(k, _)| k.clone()).collect();
+    Plan { spec: spec.clone(), seed, nodes, dma_nets }
+}
+
+impl Plan {
+    pub fn node(&self, name: &str) -> &NodePlan {
+        self.nodes.iter().find(|n| n.name == name).expect("validated node name")
+    }
+
+    /// (OST index, NID) pairs a client uses: the OSS NID on a shared net, else on the net a
+    /// route of the client leads to.
+    pub fn targets_for(&self, client: &str) -> Vec<(u32, Nid)> {
+        let c = self.node(client);
+        let cspec = self.spec.nodes.iter().find(|n| n.name == client).expect("validated");
+        let mut out = Vec::new();
+        for oss in self.nodes.iter().filter(|n| n.is(Role::Oss)) {
+            let direct = c.nids.iter().find_map(|(net, _)| oss.nid_on(net));
+            let routed = cspec.routes.iter().find_map(|r| oss.nid_on(&r.net));
+            if let Some(nid) = direct.or(routed) {
+                for t in &oss.targets {
+                    out.push((t.ost, nid));
+                }
+            }
+        }
+        out.sort_by_key(|t| t.0);
+        out
+    }
+}

@@ -1,0 +1,178 @@
+//! The `process` backend: one `dmadev` per DMA net and one `lnetd` per node, all local
+//! processes on loopback addresses, driven over their stdin/stdout. Everything is killed and
+//! reaped when the cluster handle drops (success, failure, panic or interrupt).
+
+use super::plan::{NodePlan, Plan};
+use super::spec::Role;
+use crate::procs::{daemon_command, start_dmadev, Guard};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{ChildStdin, Stdio};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::time::{Duration, Instant};
+
+/// A line from a node, or its end.
+pub enum NodeLine {
+    Line(Value),
+    Exited,
+}
+
+pub struct NodeProc {
+    pub name: String,
+    guard: Guard,
+    stdin: ChildStdin,
+    next_id: u64,
+}
+
+/// A running cluster.
+pub struct Cluster {
+    pub nodes: Vec<NodeProc>,
+    pub rx: Receiver<(usize, NodeLine)>,
+    /// Lines that arrived while waiting for something else.
+    pub backlog: Vec<(usize, Value)>,
+    _devs: Vec<Guard>,
+    pub scratch: PathBuf,
+}
+
+fn socklnd_port() -> u16 {
+    if unsafe { libc::geteuid() } == 0 {
+        988
+    } else {
+        10988
+    }
+}
+
+fn lnetd_args(n: &NodePlan, scratch: &Path, art: &Path, plan: &Plan) -> Vec<String> {
+    let mut a = Vec::new();
+    for (net, nid) in &n.nids {
+        a.extend(["--nid".to_string(), nid.to_string()]);
+        if plan.dma_nets.contains(net) {
+            a.extend(["--fabric".into(), scratch.join(format!("fabric-{net}")).display().to_string()]);
+        }
+    }
+    for (net, gw) in &n.routes {
+        a.extend(["--route".into(), format!("{net} {gw}")]);
+    }
+    if n.is(Role::Router) {
+        a.push("--routing".into());
+    }
+    a.extend(["--mem".into(), n.mem.to_string(), "--port".into(), socklnd_port().to_string()]);
+    a.extend(["--log".into(), art.join("nodes").join(format!("{}.log", n.name)).display().to_string()]);
+    a.extend(["--trace".into(), art.join("traces").join(format!("{}.jsonl", n.name)).display().to_string()]);
+    a
+}
+
+impl Cluster {
+    /// Starts every daemon and waits until each node says it is ready.
+    pub fn up(plan: &Plan, scratch: &Path, art: &Path, timeout: Duration, progress: &dyn Fn(&str)) -> anyhow::Result<Cluster> {
+        std::fs::create_dir_all(art.join("nodes"))?;
+        std::fs::create_dir_all(art.join("traces"))?;
+        let mut devs = Vec::new();
+        for net in &plan.dma_nets {
+            let dir = scratch.join(format!("fabric-{net}"));
+            std::fs::create_dir_all(&dir)?;
+            let g = start_dmadev(&dir, timeout)?;
+            // Keep the device log with the artifacts.
+            let _ = std::fs::hard_link(dir.join("dmadev.log"), art.join(format!("dmadev-{net}.log")));
+            devs.push(g);
+        }
+        let (tx, rx) = channel();
+        let mut nodes = Vec::new();
+        for (i, n) in plan.nodes.iter().enumerate() {
+            nodes.push(spawn(i, n, lnetd_args(n, scratch, art, plan), art, tx.clone())?);
+        }
+        drop(tx);
+        let mut c = Cluster { nodes, rx, backlog: Vec::new(), _devs: devs, scratch: scratch.to_path_buf() };
+        let deadline = Instant::now() + timeout;
+        let mut ready = 0;
+        while ready < c.nodes.len() {
+            let (i, line) = c.next(deadline)?;
+            match line {
+                NodeLine::Line(v) if v["ready"] == true => {
+                    ready += 1;
+                    progress(&format!("up: {ready}/{} nodes ready ({} is {})", c.nodes.len(), c.nodes[i].name, v["nids"]));
+                }
+                NodeLine::Line(v) => c.backlog.push((i, v)),
+                NodeLine::Exited => anyhow::bail!("node {} exited during start-up; see {}", c.nodes[i].name, art.join("nodes").join(format!("{}.log", c.nodes[i].name)).display()),
+            }
+        }
+        Ok(c)
+    }
+
+    /// The next line from any node, before `deadline`.
+    pub fn next(&mut self, deadline: Instant) -> anyhow::Result<(usize, NodeLine)> {
+        if crate::interrupted() {
+            anyhow::bail!("interrupted");
+        }
+        let left = deadline.saturating_duration_since(Instant::now()).min(Duration::from_millis(200));
+        match self.rx.recv_timeout(left) {
+            Ok(x) => Ok(x),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => self.next(deadline),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => anyhow::bail!("timed out waiting for the nodes"),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => anyhow::bail!("every node has exited"),
+        }
+    }
+
+    /// Sends a command to node `i` and waits for its reply (other lines are kept).
+    pub fn cmd(&mut self, i: usize, mut c: Value, timeout: Duration) -> anyhow::Result<Value> {
+        let n = &mut self.nodes[i];
+        n.next_id += 1;
+        let id = n.next_id;
+        c["id"] = json!(id);
+        writeln!(n.stdin, "{c}").map_err(|e| anyhow::anyhow!("node {}: {e}", n.name))?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (j, line) = self.next(deadline)?;
+            match line {
+                NodeLine::Line(v) if j == i && v["id"] == json!(id) => {
+                    if v["ok"] != true {
+                        anyhow::bail!("node {}: {} failed: {}", self.nodes[i].name, c["op"], v["error"]);
+                    }
+                    return Ok(v);
+                }
+                NodeLine::Line(v) => self.backlog.push((j, v)),
+                NodeLine::Exited => anyhow::bail!("node {} exited", self.nodes[j].name),
+            }
+        }
+    }
+
+    /// Asks every node to quit, then makes sure none is left.
+    pub fn down(mut self) {
+        for n in &mut self.nodes {
+            let _ = writeln!(n.stdin, "{}", json!({"op": "quit"}));
+        }
+        let t0 = Instant::now();
+        for n in &mut self.nodes {
+            while t0.elapsed() < Duration::from_secs(3) {
+                if let Ok(Some(_)) = n.guard.child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        // Guards kill and reap whatever is still running.
+    }
+}
+
+fn spawn(i: usize, n: &NodePlan, args: Vec<String>, art: &Path, tx: Sender<(usize, NodeLine)>) -> anyhow::Result<NodeProc> {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(art.join("nodes").join(format!("{}.log", n.name)))?;
+    let mut child = daemon_command("lnetd")?.args(&args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(log).spawn()?;
+    let stdin = child.stdin.take().expect("piped");
+    let out = BufReader::new(child.stdout.take().expect("piped"));
+    std::thread::spawn(move || {
+        for l in out.lines() {
+            let Ok(l) = l else { break };
+            match serde_json::from_str(&l) {
+                Ok(v) => {
+                    if tx.send((i, NodeLine::Line(v))).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => tracing::warn!("node {i} printed non-JSON `{l}`: {e}"),
+            }
+        }
+        let _ = tx.send((i, NodeLine::Exited));
+    });
+    Ok(NodeProc { name: n.name.clone(), guard: Guard { child, what: n.name.clone() }, stdin, next_id: 0 })
+}

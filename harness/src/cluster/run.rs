@@ -1,0 +1,204 @@
+//! `lnetlab run`: bring a cluster up, run its workloads, verify, tear down — writing an
+//! artifacts directory (spec, node logs, traces, report, REPRO) whatever happens.
+
+use super::plan::{plan, Plan};
+use super::process::{Cluster, NodeLine};
+use super::spec::{ClusterSpec, Role, WorkloadSpec};
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct RunOpts {
+    pub file: PathBuf,
+    pub seed: Option<u64>,
+    pub keep: bool,
+    pub json: bool,
+    pub artifacts: Option<PathBuf>,
+    pub backend: String,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WorkloadReport {
+    pub name: String,
+    pub bytes_written: u64,
+    pub bytes_verified: u64,
+    pub rpcs: u64,
+    pub errors: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub messages: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub cluster: String,
+    pub backend: String,
+    pub seed: u64,
+    pub ok: bool,
+    pub workloads: Vec<WorkloadReport>,
+    pub artifacts: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub elapsed_s: f64,
+}
+
+fn progress(json: bool) -> impl Fn(&str) {
+    move |s: &str| {
+        if !json {
+            eprintln!("  {s}");
+        }
+    }
+}
+
+/// A fresh seed when none is given.
+pub fn random_seed() -> u64 {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    (t ^ (std::process::id() as u64).rotate_left(32)) % 1_000_000_000
+}
+
+fn artifacts_dir(spec: &ClusterSpec, seed: u64, base: Option<&Path>) -> PathBuf {
+    let utc = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let base = base.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("target/lnetlab/runs"));
+    base.join(format!("{}-{utc}-{seed}", spec.name))
+}
+
+/// The one-line command that reproduces a run.
+pub fn repro(opts: &RunOpts, seed: u64) -> String {
+    format!("lnetlab run {} --seed {seed} --backend {} --keep", opts.file.display(), opts.backend)
+}
+
+pub fn run(opts: &RunOpts) -> anyhow::Result<Report> {
+    let spec = ClusterSpec::load(&opts.file)?;
+    if opts.backend != "process" {
+        anyhow::bail!("backend `{}` is not available yet (only `process`)", opts.backend);
+    }
+    let seed = opts.seed.or(spec.seed).unwrap_or_else(random_seed);
+    let art = artifacts_dir(&spec, seed, opts.artifacts.as_deref());
+    std::fs::create_dir_all(&art)?;
+    std::fs::copy(&opts.file, art.join("spec.yaml"))?;
+    std::fs::write(art.join("REPRO"), repro(opts, seed) + "\n")?;
+    let lb = (100 + (seed % 150) as u8, ((seed / 150) % 256) as u8);
+    let plan = plan(&spec, seed, lb);
+    let t0 = Instant::now();
+    let say = progress(opts.json);
+    say(&format!("cluster `{}`: {} nodes, seed {seed}, artifacts {}", spec.name, plan.nodes.len(), art.display()));
+    let mut report = Report { cluster: spec.name.clone(), backend: opts.backend.clone(), seed, ok: false, workloads: Vec::new(), artifacts: art.display().to_string(), error: None, elapsed_s: 0.0 };
+    let res = execute(&plan, opts, &art, &say, &mut report);
+    report.elapsed_s = t0.elapsed().as_secs_f64();
+    match res {
+        Ok(()) => report.ok = report.workloads.iter().all(|w| w.errors == 0 && w.bytes_verified == w.bytes_written),
+        Err(e) => report.error = Some(format!("{e:#}")),
+    }
+    std::fs::write(art.join("report.json"), serde_json::to_string_pretty(&report)? + "\n")?;
+    Ok(report)
+}
+
+fn execute(plan: &Plan, opts: &RunOpts, art: &Path, say: &dyn Fn(&str), report: &mut Report) -> anyhow::Result<()> {
+    let scratch = tempfile::Builder::new().prefix("lnetlab-run-").tempdir()?;
+    let mut cluster = Cluster::up(plan, scratch.path(), art, opts.timeout, say)?;
+    let res = (|| -> anyhow::Result<()> {
+        for (i, n) in plan.nodes.iter().enumerate().filter(|(_, n)| n.is(Role::Oss)) {
+            let targets: Vec<Value> = n
+                .targets
+                .iter()
+                .map(|t| json!({"index": t.ost, "dir": scratch.path().join("targets").join(&n.name).join(format!("ost{}", t.ost)), "size": t.size.0}))
+                .collect();
+            cluster.cmd(i, json!({"op": "oss_start", "targets": targets}), opts.timeout)?;
+            say(&format!("oss {}: {} OSTs", n.name, n.targets.len()));
+        }
+        for w in &plan.spec.workloads {
+            let r = run_workload(&mut cluster, plan, w, opts.timeout, say)?;
+            report.workloads.push(r);
+        }
+        Ok(())
+    })();
+    if opts.keep {
+        say(&format!("--keep: cluster left up (scratch {}); press Ctrl-C to tear it down", scratch.path().display()));
+        while !crate::interrupted() {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    cluster.down();
+    drop(scratch);
+    res
+}
+
+fn run_workload(cluster: &mut Cluster, plan: &Plan, w: &WorkloadSpec, timeout: Duration, say: &dyn Fn(&str)) -> anyhow::Result<WorkloadReport> {
+    let idx = |name: &str| plan.nodes.iter().position(|n| n.name == name).expect("validated");
+    let total = w.size.0 * w.files * w.clients.len() as u64;
+    for (k, c) in w.clients.iter().enumerate() {
+        let job = json!({
+            "name": format!("{}@{c}", w.name), "targets": plan.targets_for(c), "files": w.files, "file_size": w.size.0,
+            "stripe_size": w.stripe_size.0, "stripe_count": w.stripe_count, "seed": plan.seed, "first_file": (k as u64) * w.files,
+            "inflight": w.inflight, "verify": w.verify, "punch": w.punch, "destroy": w.destroy,
+        });
+        cluster.cmd(idx(c), json!({"op": "io", "job": job}), timeout)?;
+    }
+    let mut done: Vec<Option<Value>> = vec![None; w.clients.len()];
+    let mut written = vec![0u64; w.clients.len()];
+    let deadline = Instant::now() + timeout;
+    let mut last = Instant::now();
+    let mut pending = std::mem::take(&mut cluster.backlog);
+    while done.iter().any(|d| d.is_none()) {
+        let (i, line) = match pending.pop() {
+            Some((i, v)) => (i, NodeLine::Line(v)),
+            None => cluster.next(deadline).map_err(|e| anyhow::anyhow!("workload `{}`: {e}", w.name))?,
+        };
+        let Some(k) = w.clients.iter().position(|c| idx(c) == i) else {
+            if let NodeLine::Exited = line {
+                anyhow::bail!("node {} exited during workload `{}`", plan.nodes[i].name, w.name);
+            }
+            continue;
+        };
+        match line {
+            NodeLine::Exited => anyhow::bail!("client {} exited during workload `{}`", w.clients[k], w.name),
+            NodeLine::Line(v) => {
+                if let Some(r) = v.get("io_progress") {
+                    written[k] = r["bytes_written"].as_u64().unwrap_or(0) + r["bytes_verified"].as_u64().unwrap_or(0);
+                } else if let Some(r) = v.get("io_done") {
+                    written[k] = r["bytes_written"].as_u64().unwrap_or(0) + r["bytes_verified"].as_u64().unwrap_or(0);
+                    done[k] = Some(r.clone());
+                }
+            }
+        }
+        if last.elapsed() > Duration::from_millis(500) || done.iter().all(|d| d.is_some()) {
+            last = Instant::now();
+            let moved: u64 = written.iter().sum();
+            let want = total * if w.verify { 2 } else { 1 };
+            let pct = if want == 0 { 100.0 } else { 100.0 * moved as f64 / want as f64 };
+            say(&format!("{}: [{:<30}] {:5.1}% ({} of {} clients done)", w.name, "#".repeat((pct / 100.0 * 30.0) as usize), pct, done.iter().filter(|d| d.is_some()).count(), done.len()));
+        }
+    }
+    let mut r = WorkloadReport { name: w.name.clone(), ..Default::default() };
+    for d in done.into_iter().flatten() {
+        r.bytes_written += d["bytes_written"].as_u64().unwrap_or(0);
+        r.bytes_verified += d["bytes_verified"].as_u64().unwrap_or(0);
+        r.rpcs += d["rpcs"].as_u64().unwrap_or(0);
+        r.errors += d["errors"].as_u64().unwrap_or(0);
+        if let Some(m) = d["messages"].as_array() {
+            r.messages.extend(m.iter().filter_map(|x| x.as_str().map(|s| format!("{}: {s}", d["name"].as_str().unwrap_or("?")))));
+        }
+    }
+    if !w.verify {
+        r.bytes_verified = r.bytes_written;
+    }
+    Ok(r)
+}
+
+/// The human summary printed at the end of a run.
+pub fn table(r: &Report) -> String {
+    let mut s = format!("{:<20} {:>14} {:>14} {:>8} {:>7}\n", "workload", "written", "verified", "rpcs", "errors");
+    for w in &r.workloads {
+        s += &format!("{:<20} {:>14} {:>14} {:>8} {:>7}\n", w.name, w.bytes_written, w.bytes_verified, w.rpcs, w.errors);
+        for m in &w.messages {
+            s += &format!("    ! {m}\n");
+        }
+    }
+    s += &format!("cluster {} ({} backend, seed {}): {} in {:.1}s; artifacts {}\n", r.cluster, r.backend, r.seed, if r.ok { "OK" } else { "FAILED" }, r.elapsed_s, r.artifacts);
+    if let Some(e) = &r.error {
+        s += &format!("error: {e}\n");
+    }
+    s
+}

@@ -1,0 +1,277 @@
+//! Cluster specs (`clusters/*.yaml`) as typed structs. Every error names the file, line and
+//! column and says what was expected: syntax and type errors come from the YAML parser's
+//! location, semantic ones from where the offending name appears.
+
+use lnd::wire::{LndType, Net};
+use serde::{Deserialize, Deserializer, Serialize};
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+/// A spec error with its place in the file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}:{col}: {msg}")]
+pub struct SpecError {
+    pub file: String,
+    pub line: usize,
+    pub col: usize,
+    pub msg: String,
+}
+
+/// A byte size written as `8MiB`, `256MiB`, `4096` ...
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Size(pub u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Size, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(Size(n)),
+            Raw::S(s) => lnd::daemon::parse_size(&s).map(Size).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetKind {
+    Dma,
+    Tcp,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetSpec {
+    pub kind: NetKind,
+    /// For the Docker backend: the bridge's subnet (`10.88.0.0/24`). The process backend uses
+    /// loopback addresses of its own.
+    #[serde(default)]
+    pub subnet: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Oss,
+    Client,
+    Router,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    /// The remote net.
+    pub net: String,
+    /// The router node.
+    pub via: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSpec {
+    pub ost: u32,
+    pub size: Size,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSpec {
+    pub name: String,
+    pub roles: Vec<Role>,
+    pub nis: Vec<String>,
+    #[serde(default)]
+    pub routes: Vec<RouteSpec>,
+    #[serde(default)]
+    pub targets: Vec<TargetSpec>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkloadKind {
+    Io,
+}
+
+fn one_mib() -> Size {
+    Size(1 << 20)
+}
+fn one() -> u32 {
+    1
+}
+fn eight() -> usize {
+    8
+}
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadSpec {
+    pub name: String,
+    pub kind: WorkloadKind,
+    pub clients: Vec<String>,
+    /// Files per client.
+    pub files: u64,
+    /// Bytes per file.
+    pub size: Size,
+    #[serde(default = "one_mib")]
+    pub stripe_size: Size,
+    #[serde(default = "one")]
+    pub stripe_count: u32,
+    #[serde(default = "eight")]
+    pub inflight: usize,
+    #[serde(default = "yes")]
+    pub verify: bool,
+    #[serde(default)]
+    pub punch: bool,
+    #[serde(default)]
+    pub destroy: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSpec {
+    pub name: String,
+    #[serde(default)]
+    pub seed: Option<u64>,
+    pub nets: BTreeMap<String, NetSpec>,
+    pub nodes: Vec<NodeSpec>,
+    #[serde(default)]
+    pub workloads: Vec<WorkloadSpec>,
+    /// Fault injection lands with the faults issue; an empty list is accepted.
+    #[serde(default)]
+    pub faults: Vec<serde_yaml_ng::Value>,
+    #[serde(skip)]
+    pub source: PathBuf,
+}
+
+impl ClusterSpec {
+    pub fn load(path: &Path) -> Result<ClusterSpec, SpecError> {
+        let text = std::fs::read_to_string(path).map_err(|e| SpecError { file: path.display().to_string(), line: 0, col: 0, msg: format!("cannot read: {e}") })?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<ClusterSpec, SpecError> {
+        let file = path.display().to_string();
+        let mut spec: ClusterSpec = serde_yaml_ng::from_str(text).map_err(|e| {
+            let (line, col) = e.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
+            // The parser's message ends with its own "at line X column Y"; keep the part that says what was expected.
+            let msg = e.to_string();
+            let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+            SpecError { file: file.clone(), line, col, msg }
+        })?;
+        spec.source = path.to_path_buf();
+        spec.validate(text, &file)?;
+        Ok(spec)
+    }
+
+    fn validate(&self, text: &str, file: &str) -> Result<(), SpecError> {
+        let err = |needle: &str, msg: String| {
+            let (line, col) = locate(text, needle);
+            SpecError { file: file.to_string(), line, col, msg }
+        };
+        if self.nodes.is_empty() {
+            return Err(err("nodes", "a cluster needs at least one node".into()));
+        }
+        for (name, n) in &self.nets {
+            let net: Net = name.parse().map_err(|e| err(name, format!("net `{name}`: {e}; names are LNet nets like dma0, tcp0")))?;
+            let want = match n.kind {
+                NetKind::Dma => LndType::DMALND,
+                NetKind::Tcp => LndType::SOCKLND,
+            };
+            if net.lnd() != want {
+                return Err(err(name, format!("net `{name}` is declared kind {:?} but its name is a {} net", n.kind, net.lnd().name().unwrap_or("?"))));
+            }
+        }
+        let mut names = HashSet::new();
+        let mut osts = HashSet::new();
+        for n in &self.nodes {
+            if !names.insert(n.name.as_str()) {
+                return Err(err(&format!("name: {}", n.name), format!("node name `{}` is used twice", n.name)));
+            }
+            if n.nis.is_empty() {
+                return Err(err(&n.name, format!("node `{}` has no NIs", n.name)));
+            }
+            for ni in &n.nis {
+                if !self.nets.contains_key(ni) {
+                    return Err(err(ni, format!("node `{}`: NI on unknown net `{ni}` (nets: {})", n.name, self.nets.keys().cloned().collect::<Vec<_>>().join(", "))));
+                }
+            }
+            if n.roles.contains(&Role::Oss) == n.targets.is_empty() {
+                return Err(err(&n.name, format!("node `{}`: an oss needs targets, and only an oss has them", n.name)));
+            }
+            if n.roles.contains(&Role::Router) && n.nis.len() < 2 {
+                return Err(err(&n.name, format!("node `{}`: a router needs NIs on two nets", n.name)));
+            }
+            for t in &n.targets {
+                if !osts.insert(t.ost) {
+                    return Err(err(&format!("ost: {}", t.ost), format!("OST index {} is used twice", t.ost)));
+                }
+                if t.size.0 < 1 << 20 {
+                    return Err(err(&format!("ost: {}", t.ost), format!("OST {} size {} is below 1MiB", t.ost, t.size.0)));
+                }
+            }
+        }
+        for n in &self.nodes {
+            for r in &n.routes {
+                if !self.nets.contains_key(&r.net) {
+                    return Err(err(&r.net, format!("node `{}`: route to unknown net `{}`", n.name, r.net)));
+                }
+                let Some(gw) = self.nodes.iter().find(|g| g.name == r.via) else {
+                    return Err(err(&r.via, format!("node `{}`: route via unknown node `{}`", n.name, r.via)));
+                };
+                if !gw.roles.contains(&Role::Router) || !gw.nis.contains(&r.net) || !gw.nis.iter().any(|x| n.nis.contains(x)) {
+                    return Err(err(&r.via, format!("node `{}`: `{}` is not a router between its nets and `{}`", n.name, r.via, r.net)));
+                }
+            }
+        }
+        let mut wnames = HashSet::new();
+        for w in &self.workloads {
+            if !wnames.insert(&w.name) {
+                return Err(err(&format!("name: {}", w.name), format!("workload name `{}` is used twice", w.name)));
+            }
+            for c in &w.clients {
+                match self.nodes.iter().find(|n| &n.name == c) {
+                    None => return Err(err(c, format!("workload `{}`: unknown client `{c}`", w.name))),
+                    Some(n) if !n.roles.contains(&Role::Client) => return Err(err(c, format!("workload `{}`: node `{c}` does not have the client role", w.name))),
+                    Some(n) => {
+                        for oss in self.nodes.iter().filter(|o| o.roles.contains(&Role::Oss)) {
+                            let direct = oss.nis.iter().any(|x| n.nis.contains(x));
+                            let routed = n.routes.iter().any(|r| oss.nis.contains(&r.net));
+                            if !direct && !routed {
+                                return Err(err(c, format!("client `{c}` cannot reach oss `{}`: no shared net and no route", oss.name)));
+                            }
+                        }
+                    }
+                }
+            }
+            if w.stripe_count == 0 || w.stripe_count as usize > osts.len() {
+                return Err(err("stripe_count", format!("workload `{}`: stripe_count {} must be 1..={} (the OSTs)", w.name, w.stripe_count, osts.len())));
+            }
+            if w.stripe_size.0 == 0 || w.stripe_size.0 > 1 << 20 {
+                return Err(err("stripe_size", format!("workload `{}`: stripe_size must be 1..=1MiB", w.name)));
+            }
+            if w.size.0 == 0 || w.files == 0 {
+                return Err(err(&w.name, format!("workload `{}`: files and size must be at least 1", w.name)));
+            }
+        }
+        if !self.faults.is_empty() {
+            return Err(err("faults", "fault injection is not supported yet (the faults issue); leave `faults: []`".into()));
+        }
+        Ok(())
+    }
+}
+
+/// 1-based line and column of the first occurrence of `needle` (or 1:1).
+fn locate(text: &str, needle: &str) -> (usize, usize) {
+    for (i, l) in text.lines().enumerate() {
+        if let Some(c) = l.find(needle) {
+            return (i + 1, c + 1);
+        }
+    }
+    (1, 1)
+}
