@@ -79,7 +79,9 @@ pub fn run(opts: &RunOpts) -> anyhow::Result<Report> {
     std::fs::create_dir_all(&art)?;
     std::fs::copy(&opts.file, art.join("spec.yaml"))?;
     std::fs::write(art.join("REPRO"), repro(opts, seed) + "\n")?;
-    let lb = (100 + (seed % 150) as u8, ((seed / 150) % 256) as u8);
+    // Loopback block for TCP NIDs: distinct per run so concurrent runs never share addresses.
+    let salt = random_seed() ^ seed.rotate_left(17) ^ std::process::id() as u64;
+    let lb = (100 + (salt % 150) as u8, ((salt / 150) % 256) as u8);
     let plan = plan(&spec, seed, lb);
     let t0 = Instant::now();
     let say = progress(opts.json);

@@ -170,10 +170,11 @@ impl ClusterSpec {
     }
 
     fn validate(&self, text: &str, file: &str) -> Result<(), SpecError> {
-        let err = |needle: &str, msg: String| {
-            let (line, col) = locate(text, needle);
+        let err_nth = |needle: &str, nth: usize, msg: String| {
+            let (line, col) = locate(text, needle, nth);
             SpecError { file: file.to_string(), line, col, msg }
         };
+        let err = |needle: &str, msg: String| err_nth(needle, 0, msg);
         if self.nodes.is_empty() {
             return Err(err("nodes", "a cluster needs at least one node".into()));
         }
@@ -191,7 +192,7 @@ impl ClusterSpec {
         let mut osts = HashSet::new();
         for n in &self.nodes {
             if !names.insert(n.name.as_str()) {
-                return Err(err(&format!("name: {}", n.name), format!("node name `{}` is used twice", n.name)));
+                return Err(err_nth(&format!("name: {}", n.name), 1, format!("node name `{}` is used twice", n.name)));
             }
             if n.nis.is_empty() {
                 return Err(err(&n.name, format!("node `{}` has no NIs", n.name)));
@@ -209,7 +210,7 @@ impl ClusterSpec {
             }
             for t in &n.targets {
                 if !osts.insert(t.ost) {
-                    return Err(err(&format!("ost: {}", t.ost), format!("OST index {} is used twice", t.ost)));
+                    return Err(err_nth(&format!("ost: {}", t.ost), 1, format!("OST index {} is used twice", t.ost)));
                 }
                 if t.size.0 < 1 << 20 {
                     return Err(err(&format!("ost: {}", t.ost), format!("OST {} size {} is below 1MiB", t.ost, t.size.0)));
@@ -232,18 +233,18 @@ impl ClusterSpec {
         let mut wnames = HashSet::new();
         for w in &self.workloads {
             if !wnames.insert(&w.name) {
-                return Err(err(&format!("name: {}", w.name), format!("workload name `{}` is used twice", w.name)));
+                return Err(err_nth(&format!("name: {}", w.name), 1, format!("workload name `{}` is used twice", w.name)));
             }
             for c in &w.clients {
                 match self.nodes.iter().find(|n| &n.name == c) {
                     None => return Err(err(c, format!("workload `{}`: unknown client `{c}`", w.name))),
-                    Some(n) if !n.roles.contains(&Role::Client) => return Err(err(c, format!("workload `{}`: node `{c}` does not have the client role", w.name))),
+                    Some(n) if !n.roles.contains(&Role::Client) => return Err(err(&format!("name: {c}"), format!("workload `{}`: node `{c}` does not have the client role", w.name))),
                     Some(n) => {
                         for oss in self.nodes.iter().filter(|o| o.roles.contains(&Role::Oss)) {
                             let direct = oss.nis.iter().any(|x| n.nis.contains(x));
                             let routed = n.routes.iter().any(|r| oss.nis.contains(&r.net));
                             if !direct && !routed {
-                                return Err(err(c, format!("client `{c}` cannot reach oss `{}`: no shared net and no route", oss.name)));
+                                return Err(err(&format!("name: {c}"), format!("client `{c}` cannot reach oss `{}`: no shared net and no route", oss.name)));
                             }
                         }
                     }
@@ -266,12 +267,20 @@ impl ClusterSpec {
     }
 }
 
-/// 1-based line and column of the first occurrence of `needle` (or 1:1).
-fn locate(text: &str, needle: &str) -> (usize, usize) {
+/// 1-based line and column of occurrence `nth` (0 = first) of `needle` outside comments
+/// (or the first occurrence, or 1:1).
+fn locate(text: &str, needle: &str, nth: usize) -> (usize, usize) {
+    let mut found = Vec::new();
     for (i, l) in text.lines().enumerate() {
-        if let Some(c) = l.find(needle) {
-            return (i + 1, c + 1);
+        let code = l.split(" #").next().unwrap_or(l);
+        if l.trim_start().starts_with('#') {
+            continue;
+        }
+        let mut from = 0;
+        while let Some(c) = code[from..].find(needle) {
+            found.push((i + 1, from + c + 1));
+            from += c + needle.len();
         }
     }
-    (1, 1)
+    found.get(nth).or(found.first()).copied().unwrap_or((1, 1))
 }

@@ -1,0 +1,96 @@
+//! The cluster harness end to end: the quickstart and a routed cluster on the process backend,
+//! and a set of broken specs that must fail with file:line:col errors.
+
+use harness::cluster::spec::ClusterSpec;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// Processes whose command line mentions `needle` (a run's artifacts directory).
+fn procs_mentioning(needle: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
+            let c = String::from_utf8_lossy(&c).replace('\0', " ");
+            if c.contains(needle) && !c.contains("cargo") {
+                out.push(c);
+            }
+        }
+    }
+    out
+}
+
+fn run_cluster(file: &str, want_bytes: u64) {
+    let art = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lnetlab"))
+        .args(["run", root().join(file).to_str().unwrap(), "--json", "--seed", "7", "--artifacts", art.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{file}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["seed"], 7);
+    assert_eq!(r["backend"], "process");
+    for key in ["cluster", "backend", "seed", "ok", "workloads", "artifacts"] {
+        assert!(r.get(key).is_some(), "report lacks {key}");
+    }
+    let w = &r["workloads"][0];
+    assert_eq!(w["bytes_written"], want_bytes, "{r}");
+    assert_eq!(w["bytes_verified"], want_bytes, "{r}");
+    assert_eq!(w["errors"], 0);
+    assert!(w["rpcs"].as_u64().unwrap() > 0);
+    let dir = PathBuf::from(r["artifacts"].as_str().unwrap());
+    for f in ["spec.yaml", "report.json", "REPRO", "nodes", "traces"] {
+        assert!(dir.join(f).exists(), "artifacts lack {f}");
+    }
+    let repro = std::fs::read_to_string(dir.join("REPRO")).unwrap();
+    assert!(repro.contains("--seed 7"), "{repro}");
+    assert!(std::fs::read_dir(dir.join("traces")).unwrap().count() >= 3);
+    let left = procs_mentioning(art.path().to_str().unwrap());
+    assert!(left.is_empty(), "processes left running: {left:?}");
+}
+
+#[test]
+fn quickstart_runs_and_verifies_over_dma_and_socklnd() {
+    run_cluster("clusters/quickstart.yaml", 3 * 4 * (8 << 20));
+}
+
+#[test]
+fn routed_cluster_tcp_client_through_a_router() {
+    run_cluster("clusters/routed.yaml", 2 * 2 * (4 << 20));
+}
+
+#[test]
+fn broken_specs_fail_with_file_line_col() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        let text = std::fs::read_to_string(&p).unwrap();
+        let want = text.lines().next().unwrap().strip_prefix("# expect: ").expect("first line says what to expect");
+        let err = ClusterSpec::parse(&text, &p).expect_err(&format!("{} should fail", p.display())).to_string();
+        let (pos, msg) = want.split_once(": ").unwrap();
+        let prefix = format!("{}:{pos}: ", p.display());
+        assert!(err.starts_with(&prefix), "{}: got `{err}`, want prefix `{prefix}`", p.display());
+        assert!(err.contains(msg), "{}: got `{err}`, want `{msg}`", p.display());
+        n += 1;
+    }
+    assert!(n >= 10);
+    // And through the CLI: exit status 1, the located message on stderr.
+    let out = Command::new(env!("CARGO_BIN_EXE_lnetlab")).args(["run", dir.join("unknown_net.yaml").to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown_net.yaml:5:38: node `o`: NI on unknown net `dma9`"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_lnetlab")).args(["run", "/no/such/file.yaml"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/no/such/file.yaml"));
+}
+
+#[test]
+fn shipped_specs_parse() {
+    for f in ["clusters/quickstart.yaml", "clusters/routed.yaml"] {
+        ClusterSpec::load(&root().join(f)).unwrap();
+    }
+}
