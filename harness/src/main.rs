@@ -36,6 +36,28 @@ enum Cmd {
         #[arg(long, default_value_t = 300)]
         timeout: u64,
     },
+    /// Bring a cluster up and leave it running (in the background) until `lnetlab down`.
+    Up {
+        file: std::path::PathBuf,
+        #[arg(long)]
+        seed: Option<u64>,
+        #[arg(long)]
+        artifacts: Option<std::path::PathBuf>,
+        #[arg(long, default_value = "process")]
+        backend: String,
+        /// Stay in the foreground (what the background copy runs).
+        #[arg(long)]
+        foreground: bool,
+    },
+    /// Show the cluster brought up by `lnetlab up`.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a node's log from the running (or last) cluster.
+    Logs { node: String },
+    /// Tear down the cluster brought up by `lnetlab up`.
+    Down,
     /// Measure our figures next to their physical baselines (one JSON object a line with --json).
     Bench {
         /// Which benchmark set.
@@ -91,7 +113,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Run { file, json, seed, keep, artifacts, backend, timeout } => {
             harness::install_interrupt_handler();
-            let opts = cluster::run::RunOpts { file, seed, keep, json, artifacts, backend, timeout: std::time::Duration::from_secs(timeout) };
+            let opts = cluster::run::RunOpts { file, seed, keep, json, artifacts, backend, timeout: std::time::Duration::from_secs(timeout), up_only: None };
             let r = cluster::run::run(&opts)?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
@@ -102,6 +124,98 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 eprintln!("reproduce with: {}", cluster::run::repro(&opts, r.seed));
                 std::process::exit(1);
             }
+        }
+        Cmd::Up { file, seed, artifacts, backend, foreground } => {
+            let state = state_file();
+            if let Some(pid) = running(&state) {
+                anyhow::bail!("a cluster is already up (lnetlab pid {pid}); `lnetlab down` first");
+            }
+            if foreground {
+                harness::install_interrupt_handler();
+                let opts = cluster::run::RunOpts { file, seed, keep: false, json: false, artifacts, backend, timeout: std::time::Duration::from_secs(120), up_only: Some(state) };
+                let r = cluster::run::run(&opts)?;
+                if let Some(e) = r.error {
+                    anyhow::bail!("{e}");
+                }
+                return Ok(());
+            }
+            // Validate first so errors show here, not in a background log.
+            cluster::spec::ClusterSpec::load(&file)?;
+            std::fs::create_dir_all(state.parent().unwrap())?;
+            let log = state.with_extension("log");
+            let mut c = std::process::Command::new(std::env::current_exe()?);
+            c.arg("up").arg(&file).arg("--foreground").arg("--backend").arg(&backend);
+            if let Some(s) = seed {
+                c.arg("--seed").arg(s.to_string());
+            }
+            if let Some(a) = &artifacts {
+                c.arg("--artifacts").arg(a);
+            }
+            let out = std::fs::File::create(&log)?;
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setsid in the child only detaches it from our session.
+            unsafe {
+                c.pre_exec(|| {
+                    libc::setsid();
+                    Ok(())
+                });
+            }
+            let mut child = c.stdin(std::process::Stdio::null()).stdout(out.try_clone()?).stderr(out).spawn()?;
+            let t0 = std::time::Instant::now();
+            while !state.exists() {
+                if let Some(st) = child.try_wait()? {
+                    anyhow::bail!("bring-up failed ({st}):\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+                }
+                if t0.elapsed() > std::time::Duration::from_secs(120) {
+                    let _ = child.kill();
+                    anyhow::bail!("bring-up did not finish in 120 s; see {}", log.display());
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            print!("{}", std::fs::read_to_string(&log).unwrap_or_default());
+        }
+        Cmd::Status { json } => {
+            let state = state_file();
+            let st: serde_json::Value = match std::fs::read_to_string(&state) {
+                Ok(t) => serde_json::from_str(&t)?,
+                Err(_) => anyhow::bail!("no cluster is up (no {})", state.display()),
+            };
+            let alive = running(&state).is_some();
+            if json {
+                let mut st = st;
+                st["alive"] = alive.into();
+                println!("{st}");
+            } else {
+                println!("cluster {} (seed {}), {}; artifacts {}", st["cluster"].as_str().unwrap_or("?"), st["seed"], if alive { "up" } else { "NOT RUNNING" }, st["artifacts"].as_str().unwrap_or(""));
+                for n in st["nodes"].as_array().into_iter().flatten() {
+                    println!("  {:<10} {}", n["name"].as_str().unwrap_or(""), n["nids"]);
+                }
+            }
+        }
+        Cmd::Logs { node } => {
+            let state = state_file();
+            let st: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state).map_err(|_| anyhow::anyhow!("no cluster is up (no {})", state.display()))?)?;
+            let n = st["nodes"].as_array().into_iter().flatten().find(|n| n["name"] == node.as_str()).ok_or_else(|| anyhow::anyhow!("no node `{node}` (nodes: {})", st["nodes"].as_array().into_iter().flatten().filter_map(|n| n["name"].as_str()).collect::<Vec<_>>().join(", ")))?;
+            let log = n["log"].as_str().unwrap_or("");
+            print!("{}", std::fs::read_to_string(log).map_err(|e| anyhow::anyhow!("{log}: {e}"))?);
+        }
+        Cmd::Down => {
+            let state = state_file();
+            let Some(pid) = running(&state) else {
+                let _ = std::fs::remove_file(&state);
+                println!("no cluster is up");
+                return Ok(());
+            };
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            let t0 = std::time::Instant::now();
+            while unsafe { libc::kill(pid, 0) } == 0 {
+                if t0.elapsed() > std::time::Duration::from_secs(20) {
+                    anyhow::bail!("lnetlab pid {pid} did not stop in 20 s");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            let _ = std::fs::remove_file(&state);
+            println!("cluster down");
         }
         Cmd::Bench { suite, json, count, window, rtts, port } => {
             if count == 0 || window == 0 || rtts == 0 {
@@ -128,4 +242,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Where `lnetlab up` records the running cluster.
+fn state_file() -> std::path::PathBuf {
+    std::path::PathBuf::from("target/lnetlab/current.json")
+}
+
+/// The pid of the `lnetlab up` that owns `state`, if it is still alive.
+fn running(state: &std::path::Path) -> Option<i32> {
+    let st: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(state).ok()?).ok()?;
+    let pid = st["pid"].as_i64()? as i32;
+    (unsafe { libc::kill(pid, 0) } == 0).then_some(pid)
 }

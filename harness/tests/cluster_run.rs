@@ -94,3 +94,37 @@ fn shipped_specs_parse() {
         ClusterSpec::load(&root().join(f)).unwrap();
     }
 }
+
+#[test]
+fn up_status_logs_down_and_interrupted_runs_leave_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_lnetlab");
+    let spec = root().join("clusters/quickstart.yaml");
+    let art = work.path().join("runs");
+    let run = |args: &[&str]| Command::new(bin).args(args).current_dir(work.path()).output().unwrap();
+    let out = run(&["up", spec.to_str().unwrap(), "--artifacts", art.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let st = run(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!((v["alive"].clone(), v["nodes"].as_array().unwrap().len()), (serde_json::json!(true), 4));
+    let logs = run(&["logs", "oss1"]);
+    assert!(String::from_utf8_lossy(&logs.stdout).contains("lnetd up"));
+    assert!(!procs_mentioning(art.to_str().unwrap()).is_empty(), "the cluster runs in the background");
+    let down = run(&["down"]);
+    assert!(down.status.success());
+    assert!(procs_mentioning(art.to_str().unwrap()).is_empty(), "down leaves nothing");
+    assert!(!run(&["status"]).status.success());
+
+    // Ctrl-C in the middle of a run: torn down, nothing left running.
+    let art2 = work.path().join("runs2");
+    let mut child = Command::new(bin).args(["run", spec.to_str().unwrap(), "--keep", "--artifacts", art2.to_str().unwrap()]).current_dir(work.path()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let t0 = std::time::Instant::now();
+    while procs_mentioning(art2.to_str().unwrap()).len() < 5 {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(30), "cluster never came up");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let st = child.wait().unwrap();
+    let left = procs_mentioning(art2.to_str().unwrap());
+    assert!(left.is_empty(), "after Ctrl-C: {left:?} ({st})");
+}

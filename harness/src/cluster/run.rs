@@ -18,6 +18,8 @@ pub struct RunOpts {
     pub artifacts: Option<PathBuf>,
     pub backend: String,
     pub timeout: Duration,
+    /// `lnetlab up`: no workloads; stay up until interrupted, announcing readiness in `state`.
+    pub up_only: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -88,6 +90,9 @@ pub fn run(opts: &RunOpts) -> anyhow::Result<Report> {
     say(&format!("cluster `{}`: {} nodes, seed {seed}, artifacts {}", spec.name, plan.nodes.len(), art.display()));
     let mut report = Report { cluster: spec.name.clone(), backend: opts.backend.clone(), seed, ok: false, workloads: Vec::new(), artifacts: art.display().to_string(), error: None, elapsed_s: 0.0 };
     let res = execute(&plan, opts, &art, &say, &mut report);
+    if let Some(state) = &opts.up_only {
+        let _ = std::fs::remove_file(state);
+    }
     report.elapsed_s = t0.elapsed().as_secs_f64();
     match res {
         Ok(()) => report.ok = report.workloads.iter().all(|w| w.errors == 0 && w.bytes_verified == w.bytes_written),
@@ -109,6 +114,16 @@ fn execute(plan: &Plan, opts: &RunOpts, art: &Path, say: &dyn Fn(&str), report: 
                 .collect();
             cluster.cmd(i, json!({"op": "oss_start", "targets": targets}), opts.timeout)?;
             say(&format!("oss {}: {} OSTs", n.name, n.targets.len()));
+        }
+        if let Some(state) = &opts.up_only {
+            let nodes: Vec<Value> = plan.nodes.iter().map(|n| json!({"name": n.name, "nids": n.nids.iter().map(|x| x.1.to_string()).collect::<Vec<_>>(), "log": art.join("nodes").join(format!("{}.log", n.name))})).collect();
+            let st = json!({"pid": std::process::id(), "cluster": plan.spec.name, "seed": plan.seed, "artifacts": art, "scratch": scratch.path(), "nodes": nodes, "ready": true});
+            std::fs::write(state, serde_json::to_string_pretty(&st)? + "\n")?;
+            say("cluster up; `lnetlab status`, `lnetlab logs NODE`, `lnetlab down`");
+            while !crate::interrupted() {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            return Ok(());
         }
         for w in &plan.spec.workloads {
             let r = run_workload(&mut cluster, plan, w, opts.timeout, say)?;
