@@ -85,6 +85,7 @@ enum Cmd {
 enum Suite {
     Dma,
     Sock,
+    Io,
     All,
 }
 
@@ -236,6 +237,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 let opts = bench::sock::SockBenchOpts { count, window, port };
                 for m in bench::sock::run(&opts)? {
+                    m.print(json);
+                }
+            }
+            if matches!(suite, Suite::Io | Suite::All) {
+                let mib = (count as u64).min(1024);
+                if !json {
+                    eprintln!("bench io: {mib} MiB written and read in 1 MiB RPCs ({window} in flight) vs raw DMA PUTs ...");
+                }
+                for m in bench::io::run(&bench::io::IoBenchOpts { mib, inflight: window })? {
                     m.print(json);
                 }
             }

@@ -40,3 +40,18 @@ fn bench_rejects_bad_arguments() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("nosuch"));
 }
+
+#[test]
+fn bench_sock_and_io_report_their_metrics() {
+    let port = if unsafe { libc::geteuid() } == 0 { "988" } else { "10988" };
+    for (suite, want) in [("io", ["ost_write_1MiB_GBps", "ost_read_1MiB_GBps"]), ("sock", ["sock_put_1MiB_GBps", "routed_get_1MiB_GBps"])] {
+        let out = Command::new(env!("CARGO_BIN_EXE_lnetlab")).args(["bench", suite, "--json", "--count", "16", "--port", port]).output().unwrap();
+        assert!(out.status.success(), "{suite}: {}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8(out.stdout).unwrap();
+        for w in want {
+            let line = text.lines().find(|l| l.contains(w)).unwrap_or_else(|| panic!("{w} missing: {text}"));
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert!(v["value"].as_f64().unwrap() > 0.0 && v["baseline"].as_f64().is_some_and(|b| b > 0.0), "{line}");
+        }
+    }
+}

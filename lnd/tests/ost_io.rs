@@ -37,6 +37,8 @@ fn job(name: &str, nid_s: &str, first_file: u64) -> IoJob {
         verify: true,
         punch: true,
         destroy: false,
+        checksum: true,
+        compare: true,
     }
 }
 
@@ -113,4 +115,28 @@ fn striped_files_over_dma_and_tcp_verified_and_persistent() {
     run(&mut nodes, &mut oss, &mut oscs);
     assert_eq!(oscs[0].1.report.errors, 0, "{:?}", oscs[0].1.report);
     assert!(nodes.iter().all(|n| n.idle()));
+}
+
+#[test]
+#[ignore]
+fn write_speed_inproc() {
+    let dir = tempfile::tempdir().unwrap();
+    let fab = InProcFabric::new(31);
+    let mut nodes = vec![oss_node(&fab), dma_client(&fab, 2)];
+    let osts = vec![Ost::open(0, dir.path().join("ost0"), 1 << 30).unwrap()];
+    let mut oss = Oss::start(&mut nodes[0], osts).unwrap();
+    let mut j = job("speed", "1@dma", 0);
+    j.targets.truncate(1);
+    j.stripe_count = 1;
+    j.files = 1;
+    j.file_size = 64 << 20;
+    j.checksum = false;
+    j.compare = false;
+    j.punch = false;
+    let mut oscs = vec![(1, Osc::new(j).unwrap())];
+    run(&mut nodes, &mut oss, &mut oscs);
+    let p = &oscs[0].1.phases;
+    for w in p.windows(2) {
+        eprintln!("{:<16} {:>8.1} ms", w[0].0, w[1].1.duration_since(w[0].1).as_secs_f64() * 1e3);
+    }
 }

@@ -35,14 +35,18 @@ impl Default for DmaBenchOpts {
     }
 }
 
-struct BenchNode {
-    node: Node,
+pub(crate) struct BenchNode {
+    pub(crate) node: Node,
     waker: ShmWaker,
 }
 
 impl BenchNode {
-    fn attach(dir: &Path, addr: u32) -> anyhow::Result<BenchNode> {
-        let dev = ShmDevice::connect(dir, addr, 4 * MIB)?;
+    pub(crate) fn attach(dir: &Path, addr: u32) -> anyhow::Result<BenchNode> {
+        Self::attach_mem(dir, addr, 4 * MIB)
+    }
+
+    pub(crate) fn attach_mem(dir: &Path, addr: u32, mem: usize) -> anyhow::Result<BenchNode> {
+        let dev = ShmDevice::connect(dir, addr, mem)?;
         let waker = dev.waker()?;
         let nid = nid(addr);
         let node = Node::with_dma(dev, nid, ProcessId::PID_LUSTRE, addr as u64, DmaLndConfig { peer_credits: 16, ..Default::default() });
@@ -59,7 +63,7 @@ impl BenchNode {
         any
     }
 
-    fn wait(&self) -> anyhow::Result<()> {
+    pub(crate) fn wait(&self) -> anyhow::Result<()> {
         self.waker.wait(WAIT)?;
         Ok(())
     }
@@ -85,7 +89,7 @@ pub fn memcpy_gbps(size: usize, reps: usize) -> f64 {
 }
 
 /// Runs the target side: one ME taking every PUT at offset 0 of a 1 MiB buffer.
-fn target(mut b: BenchNode, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+pub(crate) fn target(mut b: BenchNode, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let me = b.node.lnet.me_attach(PORTAL, ProcessId::ANY, 0, u64::MAX, false, Insert::Tail)?;
     let spec = MdSpec { iov: vec![Seg { off: 0, len: MIB as u32 }], options: opt::OP_PUT | opt::MANAGE_REMOTE | opt::TRUNCATE, threshold: None, max_size: 0, user_ptr: 0 };
     b.node.lnet.md_attach(me, spec)?;
@@ -105,9 +109,9 @@ fn target(mut b: BenchNode, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn put_bandwidth(a: &mut BenchNode, count: usize, window: usize) -> anyhow::Result<f64> {
+pub(crate) fn put_bandwidth_to(a: &mut BenchNode, target_addr: u32, count: usize, window: usize) -> anyhow::Result<f64> {
     let src = a.node.lnet.md_bind(MdSpec { iov: vec![Seg { off: 0, len: MIB as u32 }], options: 0, threshold: None, max_size: 0, user_ptr: 0 }, false);
-    let target = ProcessId::new(nid(2), ProcessId::PID_LUSTRE);
+    let target = ProcessId::new(nid(target_addr), ProcessId::PID_LUSTRE);
     let run = |a: &mut BenchNode, n: usize| -> anyhow::Result<Duration> {
         let (mut sent, mut done) = (0usize, 0usize);
         let t0 = Instant::now();
@@ -233,7 +237,7 @@ pub fn run(opts: &DmaBenchOpts) -> anyhow::Result<Vec<Metric>> {
     let st = stop.clone();
     let tgt = std::thread::spawn(move || target(b, st));
     let res = (|| -> anyhow::Result<Vec<Metric>> {
-        let bw = put_bandwidth(&mut a, opts.count, opts.window)?;
+        let bw = put_bandwidth_to(&mut a, 2, opts.count, opts.window)?;
         let memcpy = memcpy_gbps(MIB, opts.count.max(64));
         let rtt = put_ack_rtt(&mut a, opts.rtts)?;
         let floor = smsg_rtt(dir.path(), opts.rtts)?;

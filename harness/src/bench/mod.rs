@@ -1,6 +1,7 @@
 //! `lnetlab bench`: our figures next to their physical baselines, measured in the same run.
 
 pub mod dma;
+pub mod io;
 pub mod sock;
 
 use serde::Serialize;

@@ -258,7 +258,13 @@ impl Oss {
             }
             node.mem.write(buf.off, &data).expect("buffer sized for the data");
             let size = o.size(ioo.oid).unwrap_or(0);
-            let reply_body = Obdo { valid: valid::FLID | valid::FLSIZE | valid::FLCKSUM | valid::FLFLAGS, oid: ioo.oid, seq: ost as u64, size, flags: OBD_FL_CKSUM_CRC32C, cksum: crc32c(0, &data), ..Default::default() };
+            let mut reply_body = Obdo { valid: valid::FLID | valid::FLSIZE, oid: ioo.oid, seq: ost as u64, size, ..Default::default() };
+            if obdo.valid & valid::FLCKSUM != 0 {
+                // The client asked for checksums: send ours.
+                reply_body.valid |= valid::FLCKSUM | valid::FLFLAGS;
+                reply_body.flags = OBD_FL_CKSUM_CRC32C;
+                reply_body.cksum = crc32c(0, &data);
+            }
             let md = node.lnet.md_bind(spec(buf, 0, Some(2), user_ptr(TAG_OSS, id)), true);
             self.waits.insert(id, Wait::BulkOut { req: send_req, buf, obdo: reply_body });
             if let Err(e) = node.lnet.put(md, true, client, portal::OST_BULK, mbits, 0, 0) {

@@ -72,3 +72,17 @@ mod tests {
         assert_ne!(whole, other);
     }
 }
+
+#[cfg(test)]
+mod speed {
+    #[test]
+    #[ignore]
+    fn pattern_speed() {
+        let mut b = vec![0u8; 1 << 20];
+        let t = std::time::Instant::now();
+        for i in 0..64 {
+            super::pattern_fill(1, 2, i << 20, &mut b);
+        }
+        eprintln!("pattern_fill: {:.2} GB/s", (64u64 << 20) as f64 / t.elapsed().as_secs_f64() / 1e9);
+    }
+}
