@@ -1,6 +1,7 @@
 //! Clusters: YAML specs, the layout of nodes and addresses, backends that run them, and the
 //! `run` flow (up, workloads, verify, down) with its report and artifacts.
 
+pub mod backend;
 pub mod plan;
 pub mod process;
 pub mod run;

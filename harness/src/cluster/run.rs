@@ -3,6 +3,7 @@
 
 use super::plan::{plan, Plan};
 use super::process::{Cluster, NodeLine};
+
 use super::spec::{ClusterSpec, Role, WorkloadSpec};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -73,9 +74,7 @@ pub fn repro(opts: &RunOpts, seed: u64) -> String {
 
 pub fn run(opts: &RunOpts) -> anyhow::Result<Report> {
     let spec = ClusterSpec::load(&opts.file)?;
-    if opts.backend != "process" {
-        anyhow::bail!("backend `{}` is not available yet (only `process`)", opts.backend);
-    }
+    let backend = super::backend::by_name(&opts.backend)?;
     let seed = opts.seed.or(spec.seed).unwrap_or_else(random_seed);
     let art = artifacts_dir(&spec, seed, opts.artifacts.as_deref());
     std::fs::create_dir_all(&art)?;
@@ -89,7 +88,7 @@ pub fn run(opts: &RunOpts) -> anyhow::Result<Report> {
     let say = progress(opts.json);
     say(&format!("cluster `{}`: {} nodes, seed {seed}, artifacts {}", spec.name, plan.nodes.len(), art.display()));
     let mut report = Report { cluster: spec.name.clone(), backend: opts.backend.clone(), seed, ok: false, workloads: Vec::new(), artifacts: art.display().to_string(), error: None, elapsed_s: 0.0 };
-    let res = execute(&plan, opts, &art, &say, &mut report);
+    let res = execute(backend.as_ref(), &plan, opts, &art, &say, &mut report);
     if let Some(state) = &opts.up_only {
         let _ = std::fs::remove_file(state);
     }
@@ -102,9 +101,9 @@ pub fn run(opts: &RunOpts) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-fn execute(plan: &Plan, opts: &RunOpts, art: &Path, say: &dyn Fn(&str), report: &mut Report) -> anyhow::Result<()> {
+fn execute(backend: &dyn super::backend::Backend, plan: &Plan, opts: &RunOpts, art: &Path, say: &dyn Fn(&str), report: &mut Report) -> anyhow::Result<()> {
     let scratch = tempfile::Builder::new().prefix("lnetlab-run-").tempdir()?;
-    let mut cluster = Cluster::up(plan, scratch.path(), art, opts.timeout, say)?;
+    let mut cluster = backend.up(plan, scratch.path(), art, opts.timeout, say)?;
     let res = (|| -> anyhow::Result<()> {
         for (i, n) in plan.nodes.iter().enumerate().filter(|(_, n)| n.is(Role::Oss)) {
             let targets: Vec<Value> = n
