@@ -88,6 +88,7 @@ fn r8(n: usize) -> usize {
     (n + 7) & !7
 }
 
+/// Fields of one buffer in the sender's order.
 #[derive(Clone, Copy)]
 struct Rd<'a> {
     b: &'a [u8],
@@ -96,12 +97,10 @@ struct Rd<'a> {
 
 impl Rd<'_> {
     fn u32(&self, o: usize) -> u32 {
-        let v = u32::from_le_bytes(self.b[o..o + 4].try_into().unwrap());
-        if self.swap { v.swap_bytes() } else { v }
+        crate::wire::order::Order { swapped: self.swap }.u32(self.b, o)
     }
     fn u64(&self, o: usize) -> u64 {
-        let v = u64::from_le_bytes(self.b[o..o + 8].try_into().unwrap());
-        if self.swap { v.swap_bytes() } else { v }
+        crate::wire::order::Order { swapped: self.swap }.u64(self.b, o)
     }
 }
 

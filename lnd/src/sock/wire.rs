@@ -60,33 +60,7 @@ pub enum SockWireError {
     MsgType(u32),
 }
 
-/// Reads u32/u64 in the sender's order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Order {
-    pub swapped: bool,
-}
-
-impl Order {
-    pub fn u32(self, b: &[u8], o: usize) -> u32 {
-        let v = u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
-        if self.swapped { v.swap_bytes() } else { v }
-    }
-    pub fn u64(self, b: &[u8], o: usize) -> u64 {
-        let v = u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
-        if self.swapped { v.swap_bytes() } else { v }
-    }
-    /// Recognizes `magic` in either order from the first four bytes.
-    pub fn detect(b: &[u8], magic: u32) -> Option<Order> {
-        let v = u32::from_le_bytes(b[..4].try_into().unwrap());
-        if v == magic {
-            Some(Order { swapped: false })
-        } else if v == magic.swap_bytes() {
-            Some(Order { swapped: true })
-        } else {
-            None
-        }
-    }
-}
+pub use crate::wire::order::Order;
 
 /// The acceptor preamble the active side sends first (16 bytes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
