@@ -10,6 +10,10 @@ use std::time::Duration;
 /// lnetd control protocol; dropping it tears everything down.
 pub trait Backend {
     fn name(&self) -> &'static str;
+    /// How this backend numbers TCP NIDs (`None`: per-run loopback addresses).
+    fn tcp_addressing(&self, _spec: &super::spec::ClusterSpec) -> Option<Box<dyn Fn(usize, &str, usize) -> std::net::Ipv4Addr>> {
+        None
+    }
     /// `scratch` holds fabrics and OST storage; `art` is the run's artifacts directory.
     fn up(&self, plan: &Plan, scratch: &Path, art: &Path, timeout: Duration, progress: &dyn Fn(&str)) -> anyhow::Result<Cluster>;
 }
@@ -30,6 +34,10 @@ impl Backend for ProcessBackend {
 pub fn by_name(name: &str) -> anyhow::Result<Box<dyn Backend>> {
     match name {
         "process" => Ok(Box::new(ProcessBackend)),
-        other => anyhow::bail!("backend `{other}` is not available (available: process)"),
+        #[cfg(feature = "cluster")]
+        "docker" => Ok(Box::new(super::docker::DockerBackend::new()?)),
+        #[cfg(not(feature = "cluster"))]
+        "docker" => anyhow::bail!("backend `docker` needs lnetlab built with `--features cluster`"),
+        other => anyhow::bail!("backend `{other}` is not available (available: process, docker)"),
     }
 }

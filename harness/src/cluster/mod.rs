@@ -2,6 +2,8 @@
 //! `run` flow (up, workloads, verify, down) with its report and artifacts.
 
 pub mod backend;
+#[cfg(feature = "cluster")]
+pub mod docker;
 pub mod plan;
 pub mod process;
 pub mod run;

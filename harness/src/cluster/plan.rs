@@ -34,21 +34,32 @@ pub struct Plan {
     pub dma_nets: Vec<String>,
 }
 
-/// Lays out the cluster. TCP NIDs are `127.a.b.host` loopback addresses (`a.b` chosen per run
-/// so concurrent runs do not collide); DMA addresses are 1, 2, ... in node order.
-pub fn plan(spec: &ClusterSpec, seed: u64, loopback: (u8, u8)) -> Plan {
+/// Loopback addressing for the process backend: `127.a.(b+k).host` for the k-th TCP net, with
+/// `a.b` chosen per run so concurrent runs do not collide.
+pub fn loopback(a: u8, b: u8) -> impl Fn(usize, &str, usize) -> Ipv4Addr {
+    move |k, _, pos| Ipv4Addr::new(127, a, b.wrapping_add(k as u8), pos as u8 + 1)
+}
+
+/// Lays out the cluster. `tcp_ip(k, net, pos)` gives the address of the `pos`-th node on the
+/// `k`-th TCP net; DMA addresses are 1, 2, ... in node order.
+pub fn plan(spec: &ClusterSpec, seed: u64, tcp_ip: &dyn Fn(usize, &str, usize) -> Ipv4Addr) -> Plan {
     let mut nodes: Vec<NodePlan> = spec
         .nodes
         .iter()
         .map(|n| NodePlan { name: n.name.clone(), roles: n.roles.clone(), nids: Vec::new(), routes: Vec::new(), targets: n.targets.clone(), mem: 0 })
         .collect();
+    let mut tcp_k = 0;
     for (net_name, net) in &spec.nets {
         let lnet: Net = net_name.parse().expect("validated");
+        let k = tcp_k;
+        if net.kind == NetKind::Tcp {
+            tcp_k += 1;
+        }
         let members: Vec<usize> = spec.nodes.iter().enumerate().filter(|(_, n)| n.nis.contains(net_name)).map(|(i, _)| i).collect();
         for (pos, &i) in members.iter().enumerate() {
             let addr = match net.kind {
                 NetKind::Dma => pos as u32 + 1,
-                NetKind::Tcp => u32::from(Ipv4Addr::new(127, loopback.0, loopback.1, pos as u8 + 1)),
+                NetKind::Tcp => u32::from(tcp_ip(k, net_name, pos)),
             };
             nodes[i].nids.push((net_name.clone(), lnet.nid(addr)));
         }

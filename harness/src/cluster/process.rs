@@ -8,7 +8,7 @@ use crate::procs::{daemon_command, start_dmadev, Guard};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{ChildStdin, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::time::{Duration, Instant};
 
@@ -20,9 +20,17 @@ pub enum NodeLine {
 
 pub struct NodeProc {
     pub name: String,
-    guard: Guard,
-    stdin: ChildStdin,
+    /// The local process, when the backend runs one (the docker backend's live in containers).
+    guard: Option<Guard>,
+    stdin: Box<dyn Write + Send>,
     next_id: u64,
+}
+
+impl NodeProc {
+    /// A node reached through a line-oriented writer (its replies arrive on the cluster channel).
+    pub fn remote(name: &str, stdin: Box<dyn Write + Send>) -> NodeProc {
+        NodeProc { name: name.to_string(), guard: None, stdin, next_id: 0 }
+    }
 }
 
 /// A running cluster.
@@ -31,8 +39,10 @@ pub struct Cluster {
     pub rx: Receiver<(usize, NodeLine)>,
     /// Lines that arrived while waiting for something else.
     pub backlog: Vec<(usize, Value)>,
-    _devs: Vec<Guard>,
-    pub scratch: PathBuf,
+    /// Whatever must live as long as the cluster (device processes, containers...).
+    _keep: Vec<Box<dyn std::any::Any + Send>>,
+    /// Where each OSS keeps OST `n`, as the node sees the path.
+    pub target_dirs: std::collections::HashMap<(String, u32), PathBuf>,
 }
 
 fn socklnd_port() -> u16 {
@@ -83,7 +93,26 @@ impl Cluster {
             nodes.push(spawn(i, n, lnetd_args(n, scratch, art, plan), art, tx.clone())?);
         }
         drop(tx);
-        let mut c = Cluster { nodes, rx, backlog: Vec::new(), _devs: devs, scratch: scratch.to_path_buf() };
+        let keep: Vec<Box<dyn std::any::Any + Send>> = devs.into_iter().map(|d| Box::new(d) as Box<dyn std::any::Any + Send>).collect();
+        let mut target_dirs = std::collections::HashMap::new();
+        for n in &plan.nodes {
+            for t in &n.targets {
+                target_dirs.insert((n.name.clone(), t.ost), scratch.join("targets").join(&n.name).join(format!("ost{}", t.ost)));
+            }
+        }
+        let mut c = Cluster::assemble(nodes, rx, keep, target_dirs);
+        c.wait_ready(timeout, progress, &|name| art.join("nodes").join(format!("{name}.log")).display().to_string())?;
+        Ok(c)
+    }
+
+    /// A cluster from nodes a backend started; `keep` lives until teardown.
+    pub fn assemble(nodes: Vec<NodeProc>, rx: Receiver<(usize, NodeLine)>, keep: Vec<Box<dyn std::any::Any + Send>>, target_dirs: std::collections::HashMap<(String, u32), PathBuf>) -> Cluster {
+        Cluster { nodes, rx, backlog: Vec::new(), _keep: keep, target_dirs }
+    }
+
+    /// Waits until every node has printed its ready line.
+    pub fn wait_ready(&mut self, timeout: Duration, progress: &dyn Fn(&str), log_of: &dyn Fn(&str) -> String) -> anyhow::Result<()> {
+        let c = self;
         let deadline = Instant::now() + timeout;
         let mut ready = 0;
         while ready < c.nodes.len() {
@@ -94,10 +123,10 @@ impl Cluster {
                     progress(&format!("up: {ready}/{} nodes ready ({} is {})", c.nodes.len(), c.nodes[i].name, v["nids"]));
                 }
                 NodeLine::Line(v) => c.backlog.push((i, v)),
-                NodeLine::Exited => anyhow::bail!("node {} exited during start-up; see {}", c.nodes[i].name, art.join("nodes").join(format!("{}.log", c.nodes[i].name)).display()),
+                NodeLine::Exited => anyhow::bail!("node {} exited during start-up; see {}", c.nodes[i].name, log_of(&c.nodes[i].name)),
             }
         }
-        Ok(c)
+        Ok(())
     }
 
     /// The next line from any node, before `deadline`.
@@ -144,8 +173,9 @@ impl Cluster {
         }
         let t0 = Instant::now();
         for n in &mut self.nodes {
+            let Some(g) = n.guard.as_mut() else { continue };
             while t0.elapsed() < Duration::from_secs(3) {
-                if let Ok(Some(_)) = n.guard.child.try_wait() {
+                if let Ok(Some(_)) = g.child.try_wait() {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(10));
@@ -174,5 +204,5 @@ fn spawn(i: usize, n: &NodePlan, args: Vec<String>, art: &Path, tx: Sender<(usiz
         }
         let _ = tx.send((i, NodeLine::Exited));
     });
-    Ok(NodeProc { name: n.name.clone(), guard: Guard { child, what: n.name.clone() }, stdin, next_id: 0 })
+    Ok(NodeProc { name: n.name.clone(), guard: Some(Guard { child, what: n.name.clone() }), stdin: Box::new(stdin), next_id: 0 })
 }

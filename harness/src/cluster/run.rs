@@ -83,7 +83,10 @@ pub fn run(opts: &RunOpts) -> anyhow::Result<Report> {
     // Loopback block for TCP NIDs: distinct per run so concurrent runs never share addresses.
     let salt = random_seed() ^ seed.rotate_left(17) ^ std::process::id() as u64;
     let lb = (100 + (salt % 150) as u8, ((salt / 150) % 256) as u8);
-    let plan = plan(&spec, seed, lb);
+    let plan = match backend.tcp_addressing(&spec) {
+        Some(f) => plan(&spec, seed, f.as_ref()),
+        None => plan(&spec, seed, &super::plan::loopback(lb.0, lb.1)),
+    };
     let t0 = Instant::now();
     let say = progress(opts.json);
     say(&format!("cluster `{}`: {} nodes, seed {seed}, artifacts {}", spec.name, plan.nodes.len(), art.display()));
@@ -109,7 +112,7 @@ fn execute(backend: &dyn super::backend::Backend, plan: &Plan, opts: &RunOpts, a
             let targets: Vec<Value> = n
                 .targets
                 .iter()
-                .map(|t| json!({"index": t.ost, "dir": scratch.path().join("targets").join(&n.name).join(format!("ost{}", t.ost)), "size": t.size.0}))
+                .map(|t| json!({"index": t.ost, "dir": cluster.target_dirs[&(n.name.clone(), t.ost)], "size": t.size.0}))
                 .collect();
             cluster.cmd(i, json!({"op": "oss_start", "targets": targets}), opts.timeout)?;
             say(&format!("oss {}: {} OSTs", n.name, n.targets.len()));
