@@ -57,7 +57,11 @@ enum Cmd {
     /// Print a node's log from the running (or last) cluster.
     Logs { node: String },
     /// Tear down the cluster brought up by `lnetlab up`.
-    Down,
+    Down {
+        /// Also remove every Docker container, network and volume any lnetlab run left.
+        #[arg(long)]
+        all: bool,
+    },
     /// Measure our figures next to their physical baselines (one JSON object a line with --json).
     Bench {
         /// Which benchmark set.
@@ -200,7 +204,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let log = n["log"].as_str().unwrap_or("");
             print!("{}", std::fs::read_to_string(log).map_err(|e| anyhow::anyhow!("{log}: {e}"))?);
         }
-        Cmd::Down => {
+        Cmd::Down { all } => {
+            if all {
+                #[cfg(feature = "cluster")]
+                {
+                    let e = cluster::docker::Engine::connect()?;
+                    let n = cluster::docker::reap(&e, None)?;
+                    println!("removed {n} docker objects labelled lnetlab.run");
+                }
+                #[cfg(not(feature = "cluster"))]
+                eprintln!("lnetlab was built without docker support (--features cluster): nothing to reap there");
+            }
             let state = state_file();
             let Some(pid) = running(&state) else {
                 let _ = std::fs::remove_file(&state);

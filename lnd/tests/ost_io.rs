@@ -39,6 +39,8 @@ fn job(name: &str, nid_s: &str, first_file: u64) -> IoJob {
         destroy: false,
         checksum: true,
         compare: true,
+        objects: None,
+        write: true,
     }
 }
 

@@ -68,6 +68,8 @@ pub fn run(opts: &IoBenchOpts) -> anyhow::Result<Vec<Metric>> {
         destroy: true,
         checksum: false,
         compare: false,
+        objects: None,
+        write: true,
     };
     let mut osc = Osc::new(job).map_err(anyhow::Error::msg)?;
     osc.pump(&mut c.node);

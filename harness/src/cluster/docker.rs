@@ -23,6 +23,8 @@ use tokio::io::AsyncWriteExt;
 
 pub const LABEL_CLUSTER: &str = "lnetlab.cluster";
 pub const LABEL_RUN: &str = "lnetlab.run";
+/// The pid of the lnetlab process that owns the objects (a dead owner means they are stale).
+pub const LABEL_PID: &str = "lnetlab.pid";
 const IMAGE_REPO: &str = "lnetlab-node";
 
 /// A tokio runtime and a negotiated Engine client.
@@ -42,13 +44,15 @@ impl Engine {
     }
 }
 
-/// The static binaries the image carries; built with `+crt-static` into `target/static` on demand.
+/// The static binaries the image carries: `LNETLAB_STATIC_DIR` if set, else built (cargo is
+/// incremental: a no-op when up to date) with `+crt-static` into `target/static`.
 pub fn static_binaries() -> anyhow::Result<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf();
-    let dir = std::env::var_os("LNETLAB_STATIC_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target/static/x86_64-unknown-linux-gnu/release"));
-    let have = dir.join("lnetd").is_file() && dir.join("dmadev").is_file();
-    if !have || std::env::var_os("LNETLAB_STATIC_REBUILD").is_some() {
-        eprintln!("  building static lnetd and dmadev (glibc, +crt-static) ...");
+    if let Some(d) = std::env::var_os("LNETLAB_STATIC_DIR") {
+        return Ok(PathBuf::from(d));
+    }
+    let dir = root.join("target/static/x86_64-unknown-linux-gnu/release");
+    {
         let st = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .current_dir(&root)
             .env("RUSTFLAGS", "-C target-feature=+crt-static -C strip=debuginfo")
@@ -99,7 +103,40 @@ pub fn ensure_image(e: &Engine) -> anyhow::Result<String> {
 }
 
 fn labels(cluster: &str, run: &str) -> HashMap<String, String> {
-    HashMap::from([(LABEL_CLUSTER.to_string(), cluster.to_string()), (LABEL_RUN.to_string(), run.to_string())])
+    HashMap::from([
+        (LABEL_CLUSTER.to_string(), cluster.to_string()),
+        (LABEL_RUN.to_string(), run.to_string()),
+        (LABEL_PID.to_string(), std::process::id().to_string()),
+    ])
+}
+
+/// Runs whose owning lnetlab process is gone (killed): their objects are reaped.
+pub fn stale_runs(e: &Engine) -> anyhow::Result<Vec<String>> {
+    let f = HashMap::from([("label", vec![LABEL_RUN])]);
+    let cs = e.rt.block_on(e.docker.list_containers(Some(qp::ListContainersOptionsBuilder::default().all(true).filters(&f).build())))?;
+    let nets = e.rt.block_on(e.docker.list_networks(Some(qp::ListNetworksOptionsBuilder::default().filters(&f).build())))?;
+    let vols = e.rt.block_on(e.docker.list_volumes(Some(qp::ListVolumesOptionsBuilder::default().filters(&f).build())))?.volumes.unwrap_or_default();
+    let mut all: Vec<HashMap<String, String>> = cs.into_iter().filter_map(|c| c.labels).collect();
+    all.extend(nets.into_iter().filter_map(|n| n.labels));
+    all.extend(vols.into_iter().map(|v| v.labels));
+    let mut stale = Vec::new();
+    for l in all {
+        let (Some(run), pid) = (l.get(LABEL_RUN), l.get(LABEL_PID).and_then(|p| p.parse::<i32>().ok())) else { continue };
+        let alive = pid.is_some_and(|p| unsafe { libc::kill(p, 0) } == 0);
+        if !alive && !stale.contains(run) {
+            stale.push(run.clone());
+        }
+    }
+    Ok(stale)
+}
+
+/// Removes what killed runs left behind; returns how many objects went.
+pub fn reap_stale(e: &Engine) -> anyhow::Result<usize> {
+    let mut n = 0;
+    for r in stale_runs(e)? {
+        n += reap(e, Some(&r))?;
+    }
+    Ok(n)
 }
 
 /// Removes every container, network and volume carrying `lnetlab.run` (or only `run`'s).
@@ -133,28 +170,128 @@ pub fn reap(e: &Engine, run: Option<&str>) -> anyhow::Result<usize> {
     })
 }
 
-/// Subnets of the TCP nets: the spec's, else 10.(200+run%40).k.0/24.
-fn subnet_of(spec: &ClusterSpec, net: &str, k: usize, salt: u8) -> (u8, u8, u8) {
+/// Subnets of the TCP nets: the spec's unless another network already uses it, else
+/// 10.(200+run%40).k.0/24 (skipping used ones).
+fn subnet_of(spec: &ClusterSpec, net: &str, k: usize, salt: u8, used: &[(u8, u8, u8)]) -> (u8, u8, u8) {
     if let Some(s) = spec.nets[net].subnet.as_deref() {
         if let Some(ip) = s.split('/').next().and_then(|a| a.parse::<Ipv4Addr>().ok()) {
             let o = ip.octets();
-            return (o[0], o[1], o[2]);
+            if !used.contains(&(o[0], o[1], o[2])) {
+                return (o[0], o[1], o[2]);
+            }
         }
     }
-    (10, 200 + salt % 40, k as u8)
+    let mut b = 200 + salt % 40;
+    loop {
+        let cand = (10, b, k as u8);
+        if !used.contains(&cand) {
+            return cand;
+        }
+        b = 200 + (b - 199) % 40;
+    }
+}
+
+/// /24 prefixes of the Engine's existing networks.
+fn used_subnets(e: &Engine) -> Vec<(u8, u8, u8)> {
+    let nets = e.rt.block_on(e.docker.list_networks(None::<qp::ListNetworksOptions>)).unwrap_or_default();
+    nets.iter()
+        .flat_map(|n| n.ipam.iter().flat_map(|i| i.config.iter().flatten()))
+        .filter_map(|c| c.subnet.as_deref()?.split('/').next()?.parse::<Ipv4Addr>().ok())
+        .map(|ip| {
+            let o = ip.octets();
+            (o[0], o[1], o[2])
+        })
+        .collect()
 }
 
 pub struct DockerBackend {
     pub engine: Arc<Engine>,
     pub run_id: String,
     salt: u8,
+    used: Vec<(u8, u8, u8)>,
+    /// The cluster's line channel, for re-attaching restarted nodes.
+    tx: std::sync::Mutex<Option<Sender<(usize, NodeLine)>>>,
 }
 
 impl DockerBackend {
     pub fn new() -> anyhow::Result<DockerBackend> {
         let engine = Arc::new(Engine::connect()?);
+        let reaped = reap_stale(&engine)?;
+        if reaped > 0 {
+            eprintln!("  docker: reaped {reaped} objects left by killed runs");
+        }
         let r = super::run::random_seed();
-        Ok(DockerBackend { engine, run_id: format!("{:08x}", r as u32), salt: (r % 251) as u8 })
+        let used = used_subnets(&engine);
+        Ok(DockerBackend { engine, run_id: format!("{:08x}", r as u32), salt: (r % 251) as u8, used, tx: Default::default() })
+    }
+
+    /// The container of node `name`.
+    pub fn container(&self, name: &str) -> String {
+        format!("lnetlab-{}-{name}", self.run_id)
+    }
+
+    /// Fault: SIGKILL a node's container.
+    pub fn kill(&self, node: &str) -> anyhow::Result<()> {
+        let e = &self.engine;
+        e.rt.block_on(e.docker.kill_container(&self.container(node), Some(qp::KillContainerOptionsBuilder::default().signal("SIGKILL").build())))?;
+        Ok(())
+    }
+
+    /// Fault: freeze and thaw a node (cgroup freezer).
+    pub fn pause(&self, node: &str, paused: bool) -> anyhow::Result<()> {
+        let e = &self.engine;
+        let c = self.container(node);
+        if paused {
+            e.rt.block_on(e.docker.pause_container(&c))?;
+        } else {
+            e.rt.block_on(e.docker.unpause_container(&c))?;
+        }
+        Ok(())
+    }
+
+    /// Fault: take a node off a TCP net (partition) or put it back with the same address.
+    pub fn connect_net(&self, node: &str, net: &str, ip: Option<Ipv4Addr>) -> anyhow::Result<()> {
+        let e = &self.engine;
+        let netname = format!("lnetlab-{}-{net}", self.run_id);
+        let c = self.container(node);
+        match ip {
+            None => e.rt.block_on(e.docker.disconnect_network(&netname, bollard::models::NetworkDisconnectRequest { container: c, force: Some(true) }))?,
+            Some(ip) => e.rt.block_on(e.docker.connect_network(
+                &netname,
+                NetworkConnectRequest { container: c, endpoint_config: Some(EndpointSettings { ipam_config: Some(EndpointIpamConfig { ipv4_address: Some(ip.to_string()), ..Default::default() }), ..Default::default() }) },
+            ))?,
+        }
+        Ok(())
+    }
+
+    /// Fault: kill node `i` and start it again (same container, volumes and addresses); waits
+    /// until it is ready. Roles must be started again by the caller.
+    pub fn restart(&self, cluster: &mut Cluster, i: usize, timeout: Duration) -> anyhow::Result<()> {
+        let name = cluster.nodes[i].name.clone();
+        self.kill(&name)?;
+        // The old attachment ends: consume its exit.
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (j, line) = cluster.next(deadline)?;
+            match line {
+                NodeLine::Exited if j == i => break,
+                NodeLine::Line(v) => cluster.backlog.push((j, v)),
+                NodeLine::Exited => anyhow::bail!("node {} exited", cluster.nodes[j].name),
+            }
+        }
+        let tx = self.tx.lock().unwrap().clone().ok_or_else(|| anyhow::anyhow!("cluster not up"))?;
+        let c = self.container(&name);
+        let w = attach(&self.engine, &c, i, tx)?;
+        self.engine.rt.block_on(self.engine.docker.start_container(&c, None::<qp::StartContainerOptions>))?;
+        cluster.replace_writer(i, w);
+        loop {
+            let (j, line) = cluster.next(deadline)?;
+            match line {
+                NodeLine::Line(v) if j == i && v["ready"] == true => return Ok(()),
+                NodeLine::Line(v) => cluster.backlog.push((j, v)),
+                NodeLine::Exited => anyhow::bail!("node {} exited while restarting", cluster.nodes[j].name),
+            }
+        }
     }
 }
 
@@ -207,8 +344,9 @@ impl Backend for DockerBackend {
     fn tcp_addressing(&self, spec: &ClusterSpec) -> Option<Box<dyn Fn(usize, &str, usize) -> Ipv4Addr>> {
         let spec = spec.clone();
         let salt = self.salt;
+        let used = self.used.clone();
         Some(Box::new(move |k, net, pos| {
-            let (a, b, c) = subnet_of(&spec, net, k, salt);
+            let (a, b, c) = subnet_of(&spec, net, k, salt, &used);
             Ipv4Addr::new(a, b, c, pos as u8 + 2)
         }))
     }
@@ -229,7 +367,7 @@ impl Backend for DockerBackend {
         let mut k = 0;
         for (net, ns) in &plan.spec.nets {
             if ns.kind == NetKind::Tcp {
-                let (a, b, c) = subnet_of(&plan.spec, net, k, self.salt);
+                let (a, b, c) = subnet_of(&plan.spec, net, k, self.salt, &self.used);
                 k += 1;
                 let req = NetworkCreateRequest {
                     name: name(net),
@@ -328,7 +466,7 @@ impl Backend for DockerBackend {
             e.rt.block_on(e.docker.start_container(&cname, None::<qp::StartContainerOptions>)).map_err(|err| anyhow::anyhow!("start {cname}: {err}"))?;
             nodes.push(NodeProc::remote(&n.name, stdin));
         }
-        drop(tx);
+        *self.tx.lock().unwrap() = Some(tx);
         let keep: Vec<Box<dyn std::any::Any + Send>> = vec![Box::new(teardown)];
         let mut c = Cluster::assemble(nodes, rx, keep, target_dirs);
         c.wait_ready(timeout, progress, &|n| art.join("nodes").join(format!("{n}.log")).display().to_string())?;

@@ -110,6 +110,12 @@ impl Cluster {
         Cluster { nodes, rx, backlog: Vec::new(), _keep: keep, target_dirs }
     }
 
+    /// Points node `i`'s commands at a new writer (its process or container was restarted).
+    pub fn replace_writer(&mut self, i: usize, w: Box<dyn Write + Send>) {
+        self.nodes[i].stdin = w;
+        self.nodes[i].next_id += 1000;
+    }
+
     /// Waits until every node has printed its ready line.
     pub fn wait_ready(&mut self, timeout: Duration, progress: &dyn Fn(&str), log_of: &dyn Fn(&str) -> String) -> anyhow::Result<()> {
         let c = self;

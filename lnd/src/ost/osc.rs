@@ -40,6 +40,13 @@ pub struct IoJob {
     /// Compare the data read back with what was written.
     #[serde(default = "yes")]
     pub compare: bool,
+    /// Use these objects (file, stripe, target, oid) instead of creating new ones, e.g. to read
+    /// back what an earlier job wrote before an OSS restart.
+    #[serde(default)]
+    pub objects: Option<Vec<(u64, u32, usize, u64)>>,
+    /// Write the files (off: only read and check what is there).
+    #[serde(default = "yes")]
+    pub write: bool,
 }
 
 fn default_inflight() -> usize {
@@ -58,6 +65,8 @@ pub struct IoReport {
     pub errors: u64,
     pub messages: Vec<String>,
     pub done: bool,
+    /// The objects the job used: (file, stripe, target, oid).
+    pub objects: Vec<(u64, u32, usize, u64)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,7 +152,8 @@ impl Osc {
         let n = job.targets.len();
         let report = IoReport { name: job.name.clone(), ..Default::default() };
         let next_xid = ((job.seed & 0xffff_ffff) << 20) & !127;
-        let mut o = Osc { job, report, phase: Phase::Connect, todo: VecDeque::new(), rpcs: HashMap::new(), bufs: HashMap::new(), handles: vec![0; n], objects: HashMap::new(), next_xid, next_id: 1, trace: Vec::new(), phases: vec![("connect", std::time::Instant::now())] };
+        let given: HashMap<(u64, u32), (usize, u64)> = job.objects.iter().flatten().map(|&(f, s, t, oid)| ((f, s), (t, oid))).collect();
+        let mut o = Osc { job, report, phase: Phase::Connect, todo: VecDeque::new(), rpcs: HashMap::new(), bufs: HashMap::new(), handles: vec![0; n], objects: given, next_xid, next_id: 1, trace: Vec::new(), phases: vec![("connect", std::time::Instant::now())] };
         o.todo = (0..n).map(|t| Op::Connect { t }).collect();
         Ok(o)
     }
@@ -189,7 +199,9 @@ impl Osc {
                 Phase::Disconnect | Phase::Done => Phase::Done,
             };
             let ops: Vec<Op> = match self.phase {
+                Phase::Create if self.job.objects.is_some() => Vec::new(),
                 Phase::Create => stripes(self).into_iter().map(|(file, stripe)| Op::Create { file, stripe }).collect(),
+                Phase::Write | Phase::Sync if !self.job.write => Vec::new(),
                 Phase::Write => self.files().flat_map(|file| (0..self.chunks()).map(move |chunk| Op::Write { file, chunk })).collect(),
                 Phase::Sync => stripes(self).into_iter().map(|(file, stripe)| Op::Sync { file, stripe }).collect(),
                 Phase::Read if self.job.verify => self.files().flat_map(|file| (0..self.chunks()).map(move |chunk| Op::Read { file, chunk })).collect(),
@@ -208,6 +220,9 @@ impl Osc {
         }
         if self.phase == Phase::Done {
             self.report.done = true;
+            let mut objs: Vec<_> = self.objects.iter().map(|(&(f, s), &(t, oid))| (f, s, t, oid)).collect();
+            objs.sort_unstable();
+            self.report.objects = objs;
         }
     }
 

@@ -1,0 +1,127 @@
+//! The Docker backend (`cargo test --features cluster`): the quickstart and routed clusters in
+//! containers, an OSS killed and restarted with its data intact, and a SIGKILLed run reaped by
+//! the next one. Afterwards nothing labelled `lnetlab.run` is left.
+#![cfg(feature = "cluster")]
+
+use harness::cluster::backend::Backend;
+use harness::cluster::docker::{DockerBackend, LABEL_RUN};
+use harness::cluster::plan::plan;
+use harness::cluster::spec::ClusterSpec;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// Objects of one run (or all runs) still in the engine: containers, networks, volumes.
+fn leftovers(run: Option<&str>) -> Vec<String> {
+    let filter = match run {
+        Some(r) => format!("label={LABEL_RUN}={r}"),
+        None => format!("label={LABEL_RUN}"),
+    };
+    let mut out = Vec::new();
+    for what in [&["ps", "-aq"][..], &["network", "ls", "-q"][..], &["volume", "ls", "-q"][..]] {
+        let o = Command::new("docker").args(what).args(["--filter", &filter]).output().unwrap();
+        out.extend(String::from_utf8_lossy(&o.stdout).lines().map(|l| format!("{} {l}", what[0])));
+    }
+    out
+}
+
+fn run_cli(file: &str, want: u64) {
+    let art = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lnetlab"))
+        .args(["run", root().join(file).to_str().unwrap(), "--backend", "docker", "--json", "--artifacts", art.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{file}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!((r["ok"].clone(), r["backend"].clone()), (json!(true), json!("docker")), "{r}");
+    assert_eq!(r["workloads"][0]["bytes_verified"], want);
+    let dir = PathBuf::from(r["artifacts"].as_str().unwrap());
+    assert!(std::fs::read_dir(dir.join("containers")).unwrap().count() >= 4, "container logs saved");
+}
+
+#[test]
+fn quickstart_and_routed_in_docker_then_nothing_left() {
+    run_cli("clusters/quickstart.yaml", 3 * 4 * (8 << 20));
+    run_cli("clusters/routed.yaml", 2 * 2 * (4 << 20));
+}
+
+#[test]
+fn oss_killed_and_restarted_keeps_its_data() {
+    let spec = ClusterSpec::load(&root().join("clusters/quickstart.yaml")).unwrap();
+    let b = DockerBackend::new().unwrap();
+    let p = plan(&spec, 5, b.tcp_addressing(&spec).unwrap().as_ref());
+    let art = tempfile::tempdir().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let t = Duration::from_secs(120);
+    let mut c = b.up(&p, scratch.path(), art.path(), t, &|s: &str| eprintln!("{s}")).unwrap();
+    let oss = p.nodes.iter().position(|n| n.name == "oss1").unwrap();
+    let c3 = p.nodes.iter().position(|n| n.name == "c3").unwrap();
+    let start_oss = |c: &mut harness::cluster::process::Cluster| {
+        let targets: Vec<_> = p.nodes[oss].targets.iter().map(|x| json!({"index": x.ost, "dir": c.target_dirs[&("oss1".to_string(), x.ost)], "size": x.size.0})).collect();
+        c.cmd(oss, json!({"op": "oss_start", "targets": targets}), t).unwrap();
+    };
+    let io = |c: &mut harness::cluster::process::Cluster, extra: serde_json::Value| -> serde_json::Value {
+        let mut job = json!({"name": "restart", "targets": p.targets_for("c3"), "files": 2, "file_size": 3 << 20, "stripe_size": 1 << 20, "stripe_count": 2, "seed": 9});
+        for (k, v) in extra.as_object().unwrap() {
+            job[k] = v.clone();
+        }
+        c.cmd(c3, json!({"op": "io", "job": job}), t).unwrap();
+        let deadline = Instant::now() + t;
+        loop {
+            if let Some(pos) = c.backlog.iter().position(|(i, v)| *i == c3 && v.get("io_done").is_some()) {
+                return c.backlog.remove(pos).1["io_done"].clone();
+            }
+            match c.next(deadline).unwrap() {
+                (i, harness::cluster::process::NodeLine::Line(v)) => c.backlog.push((i, v)),
+                (i, _) => panic!("node {i} exited"),
+            }
+        }
+    };
+    start_oss(&mut c);
+    let first = io(&mut c, json!({}));
+    assert_eq!((first["errors"].clone(), first["bytes_written"].clone()), (json!(0), json!(2 * (3 << 20))), "{first}");
+    b.restart(&mut c, oss, t).unwrap();
+    start_oss(&mut c);
+    let again = io(&mut c, json!({"objects": first["objects"], "write": false}));
+    assert_eq!((again["errors"].clone(), again["bytes_verified"].clone()), (json!(0), json!(2 * (3 << 20))), "{again}");
+    let run = b.run_id.clone();
+    c.down();
+    assert!(leftovers(Some(&run)).is_empty(), "{:?}", leftovers(Some(&run)));
+}
+
+#[test]
+fn a_sigkilled_run_is_reaped_by_the_next() {
+    let art = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lnetlab"))
+        .args(["run", root().join("clusters/routed.yaml").to_str().unwrap(), "--backend", "docker", "--keep", "--artifacts", art.path().to_str().unwrap()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let mine = || {
+        let o = Command::new("docker").args(["ps", "-aq", "--filter", &format!("label=lnetlab.pid={pid}")]).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).lines().count()
+    };
+    let t0 = Instant::now();
+    while mine() < 5 {
+        assert!(t0.elapsed() < Duration::from_secs(120), "the run never came up");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    child.kill().unwrap(); // SIGKILL: no teardown runs
+    child.wait().unwrap();
+    assert!(mine() >= 5, "a killed run leaves its containers");
+    // The next run starts by reaping runs whose lnetlab is gone.
+    let b = DockerBackend::new().unwrap();
+    assert_eq!(mine(), 0, "reaped");
+    let o = Command::new("docker").args(["network", "ls", "-q", "--filter", &format!("label=lnetlab.pid={pid}")]).output().unwrap();
+    assert!(o.stdout.is_empty());
+    let o = Command::new("docker").args(["volume", "ls", "-q", "--filter", &format!("label=lnetlab.pid={pid}")]).output().unwrap();
+    assert!(o.stdout.is_empty());
+    drop(b);
+}
