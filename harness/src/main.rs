@@ -62,6 +62,21 @@ enum Cmd {
         #[arg(long)]
         all: bool,
     },
+    /// Write the cluster out for other tools (`--compose`: a docker-compose file).
+    Export {
+        file: std::path::PathBuf,
+        /// Emit a docker-compose file.
+        #[arg(long)]
+        compose: bool,
+        /// Where to write it (default: stdout).
+        #[arg(long, short)]
+        out: Option<std::path::PathBuf>,
+        /// Node image to use (default: build ours; needs --features cluster).
+        #[arg(long)]
+        image: Option<String>,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Measure our figures next to their physical baselines (one JSON object a line with --json).
     Bench {
         /// Which benchmark set.
@@ -178,6 +193,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 std::thread::sleep(std::time::Duration::from_millis(100));
             }
             print!("{}", std::fs::read_to_string(&log).unwrap_or_default());
+        }
+        Cmd::Export { file, compose, out, image, seed } => {
+            if !compose {
+                anyhow::bail!("say what to export: --compose");
+            }
+            let spec = cluster::spec::ClusterSpec::load(&file)?;
+            let image = match image {
+                Some(i) => i,
+                None => {
+                    #[cfg(feature = "cluster")]
+                    {
+                        let e = cluster::docker::Engine::connect()?;
+                        cluster::docker::ensure_image(&e)?
+                    }
+                    #[cfg(not(feature = "cluster"))]
+                    anyhow::bail!("no --image given and lnetlab was built without --features cluster (needed to build the image)")
+                }
+            };
+            // Compose cannot share our per-run subnets: use the spec's (or 10.89.k.0/24).
+            let addr = |k: usize, net: &str, pos: usize| -> std::net::Ipv4Addr {
+                let base = spec.nets[net].subnet.as_deref().and_then(|s| s.split('/').next()?.parse::<std::net::Ipv4Addr>().ok()).map(|ip| ip.octets()).unwrap_or([10, 89, k as u8, 0]);
+                std::net::Ipv4Addr::new(base[0], base[1], base[2], pos as u8 + 2)
+            };
+            let plan = cluster::plan::plan(&spec, seed, &addr);
+            let text = cluster::compose::to_yaml(&plan, &image)?;
+            match out {
+                Some(p) => std::fs::write(&p, text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
+                None => print!("{text}"),
+            }
         }
         Cmd::Status { json } => {
             let state = state_file();

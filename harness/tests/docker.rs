@@ -125,3 +125,31 @@ fn a_sigkilled_run_is_reaped_by_the_next() {
     assert!(o.stdout.is_empty());
     drop(b);
 }
+
+#[test]
+fn exported_compose_file_brings_the_cluster_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("compose.yml");
+    let st = Command::new(env!("CARGO_BIN_EXE_lnetlab")).args(["export", root().join("clusters/routed.yaml").to_str().unwrap(), "--compose", "-o", file.to_str().unwrap()]).status().unwrap();
+    assert!(st.success());
+    let (prog, pre): (&str, &[&str]) = if Command::new("docker-compose").arg("version").output().is_ok_and(|o| o.status.success()) {
+        ("docker-compose", &[])
+    } else {
+        ("docker", &["compose"])
+    };
+    let project = format!("lnetlabtest{}", std::process::id());
+    let dc = |args: &[&str]| Command::new(prog).args(pre).args(["-f", file.to_str().unwrap(), "-p", &project]).args(args).output().unwrap();
+    let up = dc(&["up", "-d"]);
+    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+    let t0 = Instant::now();
+    let ready = loop {
+        let logs = String::from_utf8_lossy(&dc(&["logs"]).stdout).matches("\"ready\":true").count();
+        if logs >= 4 || t0.elapsed() > Duration::from_secs(60) {
+            break logs;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let down = dc(&["down", "-v"]);
+    assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
+    assert_eq!(ready, 4, "every node of the routed cluster came up under compose");
+}

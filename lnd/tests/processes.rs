@@ -280,7 +280,7 @@ fn lnetd_refuses_bad_arguments() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--fabric DIR is required for 1@dma"), "{}", String::from_utf8_lossy(&out.stderr));
     let out = Command::new(env!("CARGO_BIN_EXE_lnetd")).args(["--nid", "127.0.0.9@tcp", "--route", "tcp5"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("--route `tcp5`: expected `NET GATEWAY`"), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = Command::new(env!("CARGO_BIN_EXE_lnetd")).args(["--fabric", "/nonexistent", "--nid", "1@dma"]).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lnetd")).args(["--fabric", "/nonexistent", "--nid", "1@dma", "--wait-device", "0"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent"));
     let out = Command::new(env!("CARGO_BIN_EXE_dmadev")).args(["--bogus"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown option --bogus"));

@@ -122,7 +122,9 @@ pub fn stale_runs(e: &Engine) -> anyhow::Result<Vec<String>> {
     let mut stale = Vec::new();
     for l in all {
         let (Some(run), pid) = (l.get(LABEL_RUN), l.get(LABEL_PID).and_then(|p| p.parse::<i32>().ok())) else { continue };
-        let alive = pid.is_some_and(|p| unsafe { libc::kill(p, 0) } == 0);
+        // Objects without an owner pid (e.g. from an exported compose file) are not ours to reap.
+        let Some(pid) = pid else { continue };
+        let alive = unsafe { libc::kill(pid, 0) } == 0;
         if !alive && !stale.contains(run) {
             stale.push(run.clone());
         }

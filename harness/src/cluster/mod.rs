@@ -2,6 +2,7 @@
 //! `run` flow (up, workloads, verify, down) with its report and artifacts.
 
 pub mod backend;
+pub mod compose;
 #[cfg(feature = "cluster")]
 pub mod docker;
 pub mod plan;

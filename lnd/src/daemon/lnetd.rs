@@ -23,7 +23,7 @@ enum Input {
     DeviceGone(String),
 }
 
-const USAGE_KEYS: &[&str] = &["fabric", "nid", "mem", "log", "pid", "peer-credits", "route", "port", "pcap", "router-buffers", "trace"];
+const USAGE_KEYS: &[&str] = &["fabric", "nid", "mem", "log", "pid", "peer-credits", "route", "port", "pcap", "router-buffers", "trace", "wait-device"];
 
 pub fn main(args: &[String]) -> anyhow::Result<()> {
     let a = super::parse_args(args, USAGE_KEYS, &["routing"])?;
@@ -48,6 +48,10 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     if let Some(p) = a.get("port") {
         scfg.port = p.parse().map_err(|_| anyhow::anyhow!("--port `{p}` is not a port number"))?;
     }
+    let wait_device = match a.get("wait-device") {
+        Some(w) => Duration::from_secs(w.parse().map_err(|_| anyhow::anyhow!("--wait-device `{w}` is not a number of seconds"))?),
+        None => Duration::from_secs(10),
+    };
     let incarnation = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() as u64;
     let (tx, rx) = mpsc::channel();
     let mut b = NodeBuilder::new(pid, incarnation);
@@ -57,7 +61,17 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         match nid.net().lnd() {
             LndType::DMALND => {
                 let fabric = PathBuf::from(a.get("fabric").ok_or_else(|| anyhow::anyhow!("--fabric DIR is required for {nid}"))?);
-                let dev = ShmDevice::connect(&fabric, nid.addr(), mem as usize).map_err(|e| anyhow::anyhow!("attach {nid} to {}: {e}", fabric.display()))?;
+                // The device may still be starting (containers start in any order): retry briefly.
+                let t0 = std::time::Instant::now();
+                let dev = loop {
+                    match ShmDevice::connect(&fabric, nid.addr(), mem as usize) {
+                        Ok(d) => break d,
+                        Err(crate::dev::DevError::Io(e)) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) && t0.elapsed() < wait_device => {
+                            std::thread::sleep(Duration::from_millis(100))
+                        }
+                        Err(e) => anyhow::bail!("attach {nid} to {}: {e}", fabric.display()),
+                    }
+                };
                 waker = Some(dev.waker()?);
                 b.dma(*nid, Box::new(dev), dcfg.clone());
             }
