@@ -105,6 +105,8 @@ enum Suite {
     Dma,
     Sock,
     Io,
+    /// Docker bring-up (needs --features cluster; not part of `all`).
+    Cluster,
     All,
 }
 
@@ -297,6 +299,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 for m in bench::sock::run(&opts)? {
                     m.print(json);
                 }
+            }
+            if suite == Suite::Cluster {
+                #[cfg(feature = "cluster")]
+                for m in bench::cluster::run()? {
+                    m.print(json);
+                }
+                #[cfg(not(feature = "cluster"))]
+                anyhow::bail!("bench cluster needs lnetlab built with --features cluster");
             }
             if matches!(suite, Suite::Io | Suite::All) {
                 let mib = (count as u64).min(1024);

@@ -1,5 +1,7 @@
 //! `lnetlab bench`: our figures next to their physical baselines, measured in the same run.
 
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod dma;
 pub mod io;
 pub mod sock;
