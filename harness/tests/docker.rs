@@ -153,3 +153,32 @@ fn exported_compose_file_brings_the_cluster_up() {
     assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
     assert_eq!(ready, 4, "every node of the routed cluster came up under compose");
 }
+
+/// testcontainers for the one thing it fits: a single container of our image starts and its
+/// device serves.
+#[tokio::test]
+async fn image_smoke_test_with_testcontainers() {
+    use testcontainers::core::WaitFor;
+    use testcontainers::runners::AsyncRunner;
+    use testcontainers::{GenericImage, ImageExt};
+    let tag = tokio::task::spawn_blocking(|| {
+        let e = harness::cluster::docker::Engine::connect().unwrap();
+        harness::cluster::docker::ensure_image(&e).unwrap()
+    })
+    .await
+    .unwrap();
+    let (repo, version) = tag.split_once(':').unwrap();
+    let c = GenericImage::new(repo, version)
+        .with_entrypoint("/dmadev")
+        .with_wait_for(WaitFor::message_on_stderr("dmadev serving"))
+        .with_cmd(["--fabric", "/fabric"])
+        .with_label(LABEL_RUN, format!("smoke-{}", std::process::id()))
+        .with_startup_timeout(Duration::from_secs(60))
+        .start()
+        .await
+        .expect("the node image starts and its dmadev serves");
+    let id = c.id().to_string();
+    c.rm().await.unwrap();
+    let o = Command::new("docker").args(["ps", "-aq", "--filter", &format!("id={id}")]).output().unwrap();
+    assert!(o.stdout.is_empty(), "removed");
+}
