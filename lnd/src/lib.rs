@@ -11,5 +11,6 @@ pub mod mem;
 pub mod node;
 pub mod ost;
 pub mod ptlrpc;
+pub mod sim;
 pub mod sock;
 pub mod wire;

@@ -118,6 +118,9 @@ pub struct Controller {
     oscs: Vec<crate::ost::osc::Osc>,
     trace: Option<std::io::BufWriter<std::fs::File>>,
     last_progress: std::time::Instant,
+    /// How often running I/O jobs report progress (`None`: never, as in simulation where
+    /// wall-clock output would break determinism).
+    pub progress_every: Option<std::time::Duration>,
     bufs: HashMap<u64, Buf>,
     mes: HashMap<u64, MeHandle>,
     pub quit: bool,
@@ -129,7 +132,7 @@ fn err(e: impl std::fmt::Display) -> String {
 
 impl Controller {
     pub fn new(node: Node) -> Controller {
-        Controller { node, oss: None, oscs: Vec::new(), trace: None, last_progress: std::time::Instant::now(), bufs: HashMap::new(), mes: HashMap::new(), quit: false }
+        Controller { node, oss: None, oscs: Vec::new(), trace: None, last_progress: std::time::Instant::now(), progress_every: Some(std::time::Duration::from_millis(300)), bufs: HashMap::new(), mes: HashMap::new(), quit: false }
     }
 
     /// Writes one JSON object per event and RPC to `path` (the node's trace).
@@ -306,7 +309,7 @@ impl Controller {
         for r in &rpcs {
             self.trace(r);
         }
-        let progress = self.last_progress.elapsed() > std::time::Duration::from_millis(300);
+        let progress = self.progress_every.is_some_and(|p| self.last_progress.elapsed() > p);
         let mut i = 0;
         while i < self.oscs.len() {
             if self.oscs[i].done() {

@@ -1,0 +1,135 @@
+//! A virtual TCP network for simulation: [`SimIo`] implements the socklnd I/O edge over shared
+//! in-memory queues; bytes move only when the scheduler calls [`SimNet::deliver`].
+
+use crate::sock::io::{ConnId, SockInput, SockIo};
+use std::collections::{HashMap, VecDeque};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Default)]
+struct Inner {
+    listeners: HashMap<SocketAddrV4, usize>,
+    /// (node, conn) -> (peer node, peer conn)
+    links: HashMap<(usize, ConnId), (usize, ConnId)>,
+    ready: HashMap<usize, VecDeque<SockInput>>,
+    in_flight: VecDeque<(usize, SockInput)>,
+    next_accept: u64,
+    next_port: HashMap<usize, u16>,
+    now: Duration,
+}
+
+/// The network all simulated nodes share.
+#[derive(Clone)]
+pub struct SimNet {
+    inner: Arc<Mutex<Inner>>,
+    base: Instant,
+}
+
+impl Default for SimNet {
+    fn default() -> Self {
+        SimNet::new()
+    }
+}
+
+impl SimNet {
+    pub fn new() -> SimNet {
+        SimNet { inner: Arc::new(Mutex::new(Inner { next_accept: 1 << 63, ..Default::default() })), base: Instant::now() }
+    }
+
+    /// The I/O edge of node `node`.
+    pub fn io(&self, node: usize) -> SimIo {
+        SimIo { net: self.clone(), node }
+    }
+
+    /// Moves up to `n` in-flight items (oldest first, so every connection stays in order) to
+    /// their nodes; returns how many moved.
+    pub fn deliver(&self, n: usize) -> usize {
+        let mut g = self.inner.lock().unwrap();
+        let k = n.min(g.in_flight.len());
+        for _ in 0..k {
+            let (node, i) = g.in_flight.pop_front().unwrap();
+            g.ready.entry(node).or_default().push_back(i);
+        }
+        k
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.inner.lock().unwrap().in_flight.len()
+    }
+
+    /// Advances virtual time.
+    pub fn advance(&self, d: Duration) {
+        self.inner.lock().unwrap().now += d;
+    }
+
+    pub fn now(&self) -> Instant {
+        self.base + self.inner.lock().unwrap().now
+    }
+}
+
+pub struct SimIo {
+    net: SimNet,
+    node: usize,
+}
+
+impl SockIo for SimIo {
+    fn listen(&mut self, addr: SocketAddrV4) -> std::io::Result<()> {
+        let mut g = self.net.inner.lock().unwrap();
+        if g.listeners.contains_key(&addr) {
+            return Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, format!("{addr} already has a listener")));
+        }
+        g.listeners.insert(addr, self.node);
+        Ok(())
+    }
+
+    fn connect(&mut self, conn: ConnId, to: SocketAddrV4, from_ip: Ipv4Addr) {
+        let mut g = self.net.inner.lock().unwrap();
+        let port = g.next_port.entry(self.node).or_insert(1024);
+        *port = if *port <= 512 { 1023 } else { *port - 1 };
+        let local = SocketAddrV4::new(from_ip, *port);
+        match g.listeners.get(&to).copied() {
+            Some(peer) => {
+                let aid = g.next_accept;
+                g.next_accept += 1;
+                g.links.insert((self.node, conn), (peer, aid));
+                g.links.insert((peer, aid), (self.node, conn));
+                g.in_flight.push_back((peer, SockInput::Accepted { conn: aid, peer: local, local: to }));
+                g.in_flight.push_back((self.node, SockInput::Connected { conn, local }));
+            }
+            None => g.in_flight.push_back((self.node, SockInput::ConnectFailed { conn, error: format!("connect to {to}: connection refused") })),
+        }
+    }
+
+    fn write(&mut self, conn: ConnId, data: Vec<u8>, tag: u64) {
+        let mut g = self.net.inner.lock().unwrap();
+        match g.links.get(&(self.node, conn)).copied() {
+            Some((peer, pconn)) => {
+                g.in_flight.push_back((peer, SockInput::Data { conn: pconn, data }));
+                if tag != 0 {
+                    g.in_flight.push_back((self.node, SockInput::Written { conn, tag }));
+                }
+            }
+            None => g.in_flight.push_back((self.node, SockInput::Closed { conn, error: Some("not connected".into()) })),
+        }
+    }
+
+    fn close(&mut self, conn: ConnId) {
+        let mut g = self.net.inner.lock().unwrap();
+        if let Some((peer, pconn)) = g.links.remove(&(self.node, conn)) {
+            g.links.remove(&(peer, pconn));
+            g.in_flight.push_back((peer, SockInput::Closed { conn: pconn, error: None }));
+        }
+    }
+
+    fn poll(&mut self, out: &mut Vec<SockInput>) {
+        let mut g = self.net.inner.lock().unwrap();
+        if let Some(q) = g.ready.get_mut(&self.node) {
+            out.extend(q.drain(..));
+        }
+    }
+
+    fn now(&self) -> Instant {
+        self.net.now()
+    }
+}
