@@ -34,10 +34,11 @@ impl Backend for ProcessBackend {
 pub fn by_name(name: &str) -> anyhow::Result<Box<dyn Backend>> {
     match name {
         "process" => Ok(Box::new(ProcessBackend)),
+        "sim" => Ok(Box::new(super::sim::SimBackend)),
         #[cfg(feature = "cluster")]
         "docker" => Ok(Box::new(super::docker::DockerBackend::new()?)),
         #[cfg(not(feature = "cluster"))]
         "docker" => anyhow::bail!("backend `docker` needs lnetlab built with `--features cluster`"),
-        other => anyhow::bail!("backend `{other}` is not available (available: process, docker)"),
+        other => anyhow::bail!("backend `{other}` is not available (available: process, sim, docker)"),
     }
 }

@@ -8,4 +8,5 @@ pub mod docker;
 pub mod plan;
 pub mod process;
 pub mod run;
+pub mod sim;
 pub mod spec;

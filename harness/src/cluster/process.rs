@@ -43,6 +43,10 @@ pub struct Cluster {
     _keep: Vec<Box<dyn std::any::Any + Send>>,
     /// Where each OSS keeps OST `n`, as the node sees the path.
     pub target_dirs: std::collections::HashMap<(String, u32), PathBuf>,
+    /// For simulated clusters: produces the next lines by running the simulation (instead of
+    /// waiting on other processes).
+    pump: Option<Box<dyn FnMut() -> anyhow::Result<Vec<(usize, NodeLine)>> + Send>>,
+    pumped: std::collections::VecDeque<(usize, NodeLine)>,
 }
 
 fn socklnd_port() -> u16 {
@@ -107,7 +111,12 @@ impl Cluster {
 
     /// A cluster from nodes a backend started; `keep` lives until teardown.
     pub fn assemble(nodes: Vec<NodeProc>, rx: Receiver<(usize, NodeLine)>, keep: Vec<Box<dyn std::any::Any + Send>>, target_dirs: std::collections::HashMap<(String, u32), PathBuf>) -> Cluster {
-        Cluster { nodes, rx, backlog: Vec::new(), _keep: keep, target_dirs }
+        Cluster { nodes, rx, backlog: Vec::new(), _keep: keep, target_dirs, pump: None, pumped: Default::default() }
+    }
+
+    /// Makes `next` drive `pump` for its lines (simulation backend).
+    pub fn set_pump(&mut self, pump: Box<dyn FnMut() -> anyhow::Result<Vec<(usize, NodeLine)>> + Send>) {
+        self.pump = Some(pump);
     }
 
     /// Points node `i`'s commands at a new writer (its process or container was restarted).
@@ -139,6 +148,18 @@ impl Cluster {
     pub fn next(&mut self, deadline: Instant) -> anyhow::Result<(usize, NodeLine)> {
         if crate::interrupted() {
             anyhow::bail!("interrupted");
+        }
+        if let Some(pump) = self.pump.as_mut() {
+            loop {
+                if let Some(x) = self.pumped.pop_front() {
+                    return Ok(x);
+                }
+                if Instant::now() > deadline {
+                    anyhow::bail!("timed out waiting for the simulated nodes");
+                }
+                let lines = pump()?;
+                self.pumped.extend(lines);
+            }
         }
         let left = deadline.saturating_duration_since(Instant::now()).min(Duration::from_millis(200));
         match self.rx.recv_timeout(left) {

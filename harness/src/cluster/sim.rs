@@ -1,0 +1,132 @@
+//! The `sim` backend: the whole cluster in this process on virtual time (lnd's `sim` module),
+//! driven only when the harness waits for output, so a seed replays the same run.
+
+use super::backend::Backend;
+use super::plan::Plan;
+use super::process::{Cluster, NodeLine, NodeProc};
+use super::spec::{ClusterSpec, Role};
+use lnd::daemon::control::Controller;
+use lnd::dmalnd::DmaLndConfig;
+use lnd::node::NodeBuilder;
+use lnd::sim::Sim;
+use lnd::sock::SockConfig;
+use std::collections::{HashMap, VecDeque};
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Ticks run per pump call before handing control back.
+const TICKS_PER_PUMP: usize = 256;
+/// Give up when this many ticks pass with nothing in flight and nothing printed.
+const IDLE_TICKS: usize = 20_000;
+
+struct Shared {
+    sim: Sim,
+    replies: VecDeque<(usize, NodeLine)>,
+}
+
+/// Commands written to a simulated node are applied at once, in the harness's order.
+struct SimWriter {
+    shared: Arc<Mutex<Shared>>,
+    node: usize,
+    buf: Vec<u8>,
+}
+
+impl Write for SimWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        while let Some(p) = self.buf.iter().position(|&c| c == b'\n') {
+            let line: Vec<u8> = self.buf.drain(..=p).collect();
+            let line = String::from_utf8_lossy(&line).to_string();
+            let mut g = self.shared.lock().unwrap();
+            let reply = g.sim.nodes[self.node].ctl.handle_line(line.trim());
+            g.replies.push_back((self.node, NodeLine::Line(reply)));
+        }
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+pub struct SimBackend;
+
+impl Backend for SimBackend {
+    fn name(&self) -> &'static str {
+        "sim"
+    }
+
+    fn tcp_addressing(&self, _spec: &ClusterSpec) -> Option<Box<dyn Fn(usize, &str, usize) -> Ipv4Addr>> {
+        Some(Box::new(|k, _, pos| Ipv4Addr::new(10, 99, k as u8, pos as u8 + 2)))
+    }
+
+    fn up(&self, plan: &Plan, scratch: &Path, art: &Path, _timeout: Duration, progress: &dyn Fn(&str)) -> anyhow::Result<Cluster> {
+        std::fs::create_dir_all(art.join("traces"))?;
+        let mut sim = Sim::new(plan.seed);
+        let mut target_dirs = HashMap::new();
+        for (i, n) in plan.nodes.iter().enumerate() {
+            let mut b = NodeBuilder::new(lnd::wire::ProcessId::PID_LUSTRE, plan.seed ^ ((i as u64 + 1) << 40));
+            b.mem_size(n.mem as usize);
+            for (net, nid) in &n.nids {
+                if plan.dma_nets.contains(net) {
+                    let dev = sim.fabric(net).attach(nid.addr(), n.mem as usize)?;
+                    b.dma(*nid, Box::new(dev), DmaLndConfig::default());
+                } else {
+                    b.tcp(*nid, Box::new(sim.net.io(i)), SockConfig::default());
+                }
+            }
+            for (net, gw) in &n.routes {
+                b.route(*net, *gw);
+            }
+            if n.is(Role::Router) {
+                b.routing(512, 256, 16);
+            }
+            let mut ctl = Controller::new(b.build()?);
+            ctl.progress_every = None;
+            ctl.set_trace(&art.join("traces").join(format!("{}.jsonl", n.name)))?;
+            sim.add(&n.name, ctl);
+            for t in &n.targets {
+                target_dirs.insert((n.name.clone(), t.ost), scratch.join("targets").join(&n.name).join(format!("ost{}", t.ost)));
+            }
+        }
+        let shared = Arc::new(Mutex::new(Shared { sim, replies: VecDeque::new() }));
+        let nodes = plan.nodes.iter().enumerate().map(|(i, n)| NodeProc::remote(&n.name, Box::new(SimWriter { shared: shared.clone(), node: i, buf: Vec::new() }))).collect();
+        let (_tx, rx) = std::sync::mpsc::channel();
+        let mut c = Cluster::assemble(nodes, rx, vec![Box::new(shared.clone())], target_dirs);
+        {
+            let mut g = shared.lock().unwrap();
+            for (i, n) in plan.nodes.iter().enumerate() {
+                let nids: Vec<String> = n.nids.iter().map(|x| x.1.to_string()).collect();
+                g.replies.push_back((i, NodeLine::Line(serde_json::json!({"ready": true, "nids": nids}))));
+            }
+        }
+        let sh = shared.clone();
+        let mut idle = 0usize;
+        c.set_pump(Box::new(move || {
+            let mut g = sh.lock().unwrap();
+            if !g.replies.is_empty() {
+                return Ok(g.replies.drain(..).collect());
+            }
+            let mut out = Vec::new();
+            for _ in 0..TICKS_PER_PUMP {
+                let lines = g.sim.tick();
+                out.extend(lines.into_iter().map(|(i, v)| (i, NodeLine::Line(v))));
+                if !out.is_empty() {
+                    idle = 0;
+                    break;
+                }
+                if !g.sim.busy() {
+                    idle += 1;
+                }
+            }
+            if out.is_empty() && idle > IDLE_TICKS {
+                anyhow::bail!("simulation stalled: nothing in flight and nothing happening after {} ticks", g.sim.ticks);
+            }
+            Ok(out)
+        }));
+        c.wait_ready(Duration::from_secs(5), progress, &|n| format!("(simulated node {n})"))?;
+        Ok(c)
+    }
+}
