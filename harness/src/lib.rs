@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod golden;
 pub mod procs;
 pub mod runner;
 

@@ -77,6 +77,17 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Golden traces: compare every scenario's story with its snapshot, or accept new ones.
+    Golden {
+        #[arg(value_enum)]
+        action: GoldenAction,
+        /// Where the scenarios are.
+        #[arg(long, default_value = "clusters/golden")]
+        scenarios: std::path::PathBuf,
+        /// Where the snapshots are.
+        #[arg(long, default_value = "golden")]
+        golden: std::path::PathBuf,
+    },
     /// Measure our figures next to their physical baselines (one JSON object a line with --json).
     Bench {
         /// Which benchmark set.
@@ -98,6 +109,12 @@ enum Cmd {
         #[arg(long, default_value_t = 988)]
         port: u16,
     },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum GoldenAction {
+    Check,
+    Accept,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -223,6 +240,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             match out {
                 Some(p) => std::fs::write(&p, text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
                 None => print!("{text}"),
+            }
+        }
+        Cmd::Golden { action, scenarios, golden } => {
+            let mut out = std::io::stdout();
+            let bad = harness::golden::check(&scenarios, &golden, action == GoldenAction::Accept, &mut out)?;
+            if bad > 0 {
+                eprintln!("{bad} golden scenario(s) differ; review the diff, then `lnetlab golden accept` if the change is intended");
+                std::process::exit(1);
             }
         }
         Cmd::Status { json } => {

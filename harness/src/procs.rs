@@ -5,9 +5,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// How to start one of our daemons: `lnetlab` is multi-call, so its own path always works.
+/// How to start one of our daemons: `lnetlab` is multi-call, so its own path works (a program
+/// embedding the harness, such as a test, points `LNETLAB_BIN` at an `lnetlab` binary).
 pub fn daemon_command(name: &str) -> std::io::Result<Command> {
-    let me = std::env::current_exe()?;
+    let me = match std::env::var_os("LNETLAB_BIN") {
+        Some(p) => p.into(),
+        None => std::env::current_exe()?,
+    };
     let mut c = Command::new(me);
     c.arg(name);
     Ok(c)

@@ -87,6 +87,8 @@ pub fn run(opts: &RunOpts) -> anyhow::Result<Report> {
         Some(f) => plan(&spec, seed, f.as_ref()),
         None => plan(&spec, seed, &super::plan::loopback(lb.0, lb.1)),
     };
+    let nids: Vec<(String, Vec<String>)> = plan.nodes.iter().map(|n| (n.name.clone(), n.nids.iter().map(|x| x.1.to_string()).collect())).collect();
+    std::fs::write(art.join("nids.json"), serde_json::to_string_pretty(&nids)? + "\n")?;
     let t0 = Instant::now();
     let say = progress(opts.json);
     say(&format!("cluster `{}`: {} nodes, seed {seed}, artifacts {}", spec.name, plan.nodes.len(), art.display()));

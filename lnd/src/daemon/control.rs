@@ -118,6 +118,8 @@ pub struct Controller {
     oscs: Vec<crate::ost::osc::Osc>,
     trace: Option<std::io::BufWriter<std::fs::File>>,
     last_progress: std::time::Instant,
+    /// Last LND counters written to the trace (to record which protocol paths moved).
+    last_stats: Vec<Value>,
     /// How often running I/O jobs report progress (`None`: never, as in simulation where
     /// wall-clock output would break determinism).
     pub progress_every: Option<std::time::Duration>,
@@ -132,7 +134,7 @@ fn err(e: impl std::fmt::Display) -> String {
 
 impl Controller {
     pub fn new(node: Node) -> Controller {
-        Controller { node, oss: None, oscs: Vec::new(), trace: None, last_progress: std::time::Instant::now(), progress_every: Some(std::time::Duration::from_millis(300)), bufs: HashMap::new(), mes: HashMap::new(), quit: false }
+        Controller { node, oss: None, oscs: Vec::new(), trace: None, last_progress: std::time::Instant::now(), progress_every: Some(std::time::Duration::from_millis(300)), last_stats: Vec::new(), bufs: HashMap::new(), mes: HashMap::new(), quit: false }
     }
 
     /// Writes one JSON object per event and RPC to `path` (the node's trace).
@@ -305,6 +307,9 @@ impl Controller {
             self.on_event(&ev);
             out.push(json!({ "event": ev }));
         }
+        if self.trace.is_some() {
+            self.trace_paths();
+        }
         let rpcs: Vec<Value> = self.oss.iter_mut().flat_map(|o| o.trace.drain(..)).chain(self.oscs.iter_mut().flat_map(|o| o.trace.drain(..))).collect();
         for r in &rpcs {
             self.trace(r);
@@ -330,6 +335,33 @@ impl Controller {
             }
         }
         out
+    }
+
+    /// Records which LND paths were taken since the last call (immediate, pulled PUT, staged GET,
+    /// NAKs, credit stalls, routed messages...), as counter deltas.
+    fn trace_paths(&mut self) {
+        const KEYS: &[&str] = &["immediate", "put_rdma", "get_rdma", "naks_sent", "naks_received", "credit_stalls", "bad_msgs", "dev_errors", "frames_tx", "frames_rx", "conns_active", "conns_passive", "handshakes_refused", "peer_restarts"];
+        let mut now: Vec<Value> = self.node.lnds.iter().map(|l| l.stats()).collect();
+        now.push(json!({"route_count": self.node.lnet.counters.route_count, "resends": self.node.lnet.counters.resends, "lnet_credit_stalls": self.node.lnet.counters.credit_stalls}));
+        let names: Vec<&str> = self.node.lnds.iter().map(|l| l.name()).chain(std::iter::once("lnet")).collect();
+        let mut recs = Vec::new();
+        for (i, v) in now.iter().enumerate() {
+            let Some(o) = v.as_object() else { continue };
+            for (k, x) in o {
+                if !(KEYS.contains(&k.as_str()) || names[i] == "lnet") {
+                    continue;
+                }
+                let before = self.last_stats.get(i).and_then(|p| p[k].as_u64()).unwrap_or(0);
+                let d = x.as_u64().unwrap_or(0).saturating_sub(before);
+                if d > 0 {
+                    recs.push(json!({"lnd": names[i], "path": k, "n": d}));
+                }
+            }
+        }
+        self.last_stats = now;
+        for r in recs {
+            self.trace(&r);
+        }
     }
 
     fn on_event(&mut self, ev: &Event) {

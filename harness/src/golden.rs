@@ -1,0 +1,129 @@
+//! Golden traces: every node's event trace normalized into the protocol story — node names
+//! instead of NIDs, xids renumbered by first appearance, no times — compared with the
+//! snapshots in `golden/` (insta's `.snap` format) by `lnetlab golden check`.
+
+use crate::cluster::run::{run, Report, RunOpts};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// One node's trace as the protocol story. `paths`: include LND path counters (they depend on
+/// batching, so only deterministic backends can compare them).
+pub fn normalize(trace: &str, names: &HashMap<String, String>, paths: bool) -> String {
+    let mut xids: HashMap<u64, usize> = HashMap::new();
+    let mut out = String::new();
+    let peer = |v: &Value| -> String {
+        let s = v.as_str().unwrap_or("?");
+        let nid = s.split_once('-').map(|x| x.1).unwrap_or(s);
+        names.get(nid).cloned().unwrap_or_else(|| nid.to_string())
+    };
+    let status = |v: &Value| -> String {
+        match v.as_i64().unwrap_or(0) {
+            0 => String::new(),
+            e => format!(" status={e}"),
+        }
+    };
+    for line in trace.lines() {
+        let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
+        if let Some(ev) = v["ev"].as_str() {
+            out += &format!("{ev:<6} {} portal={} len={}{}\n", peer(&v["peer"]), v["portal"], v["mlength"], status(&v["status"]));
+        } else if let Some(rpc) = v["rpc"].as_str() {
+            let n = xids.len() + 1;
+            let x = *xids.entry(v["xid"].as_u64().unwrap_or(0)).or_insert(n);
+            let who = if v.get("ost").is_some() { format!("ost{}", v["ost"]) } else { format!("from {}", peer(&v["peer"])) };
+            out += &format!("rpc    {rpc} x{x} {who}{}\n", status(&v["status"]));
+        } else if paths {
+            if let Some(l) = v["lnd"].as_str() {
+                out += &format!("path   {l}.{} +{}\n", v["path"].as_str().unwrap_or("?"), v["n"]);
+            }
+        }
+    }
+    out
+}
+
+/// The story of a whole run: every node's normalized trace, in spec order.
+pub fn story(report: &Report, paths: bool) -> anyhow::Result<String> {
+    let art = Path::new(&report.artifacts);
+    let nodes: Vec<(String, Vec<String>)> = serde_json::from_str(&std::fs::read_to_string(art.join("nids.json"))?)?;
+    let names: HashMap<String, String> = nodes.iter().flat_map(|(n, nids)| nids.iter().map(move |x| (x.clone(), n.clone()))).collect();
+    let mut s = String::new();
+    for (n, _) in &nodes {
+        let t = std::fs::read_to_string(art.join("traces").join(format!("{n}.jsonl"))).unwrap_or_default();
+        s += &format!("## {n}\n{}", normalize(&t, &names, paths));
+    }
+    Ok(s)
+}
+
+/// Runs one scenario and returns its report and story (artifacts under `art`, or a temporary
+/// directory that is gone afterwards).
+pub fn run_scenario_in(file: &Path, backend: &str, seed: Option<u64>, paths: bool, art: &Path) -> anyhow::Result<(Report, String)> {
+    let opts = RunOpts { file: file.to_path_buf(), seed, keep: false, json: true, artifacts: Some(art.to_path_buf()), backend: backend.into(), timeout: Duration::from_secs(120), up_only: None };
+    let r = run(&opts)?;
+    if !r.ok {
+        anyhow::bail!("{}: the run failed: {}", file.display(), r.error.clone().unwrap_or_else(|| format!("{:?}", r.workloads)));
+    }
+    let s = story(&r, paths)?;
+    Ok((r, s))
+}
+
+pub fn run_scenario(file: &Path, backend: &str, seed: Option<u64>, paths: bool) -> anyhow::Result<(Report, String)> {
+    let art = tempfile::Builder::new().prefix("lnetlab-golden-").tempdir()?;
+    run_scenario_in(file, backend, seed, paths, art.path())
+}
+
+/// The golden scenarios in `dir`, sorted.
+pub fn scenarios(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "yaml")).collect();
+    v.sort();
+    Ok(v)
+}
+
+pub fn snap_name(file: &Path) -> String {
+    file.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default()
+}
+
+/// The contents of an insta `.snap` file (after its header).
+pub fn read_snap(path: &Path) -> Option<String> {
+    let t = std::fs::read_to_string(path).ok()?;
+    let rest = t.strip_prefix("---\n")?;
+    let (_, body) = rest.split_once("\n---\n")?;
+    Some(body.to_string())
+}
+
+pub fn write_snap(path: &Path, name: &str, body: &str) -> std::io::Result<()> {
+    std::fs::write(path, format!("---\nsource: lnetlab golden\nexpression: {name}\n---\n{body}"))
+}
+
+/// A unified diff, golden vs actual.
+pub fn diff(golden: &str, actual: &str) -> String {
+    similar::TextDiff::from_lines(golden, actual).unified_diff().context_radius(3).header("golden", "actual").to_string()
+}
+
+/// `golden check` / `golden accept` over every scenario; returns the number of mismatches.
+pub fn check(scenarios_dir: &Path, golden_dir: &Path, accept: bool, out: &mut dyn std::io::Write) -> anyhow::Result<usize> {
+    let mut bad = 0;
+    for f in scenarios(scenarios_dir)? {
+        let name = snap_name(&f);
+        let (_, s) = run_scenario(&f, "sim", None, true)?;
+        let snap = golden_dir.join(format!("{name}.snap"));
+        if accept {
+            std::fs::create_dir_all(golden_dir)?;
+            write_snap(&snap, &name, &s)?;
+            writeln!(out, "accepted {}", snap.display())?;
+            continue;
+        }
+        match read_snap(&snap) {
+            Some(g) if g == s => writeln!(out, "ok       {name}")?,
+            Some(g) => {
+                bad += 1;
+                writeln!(out, "MISMATCH {name} ({})\n{}", snap.display(), diff(&g, &s))?;
+            }
+            None => {
+                bad += 1;
+                writeln!(out, "MISSING  {name}: no {} (run `lnetlab golden accept`)", snap.display())?;
+            }
+        }
+    }
+    Ok(bad)
+}
