@@ -11,7 +11,8 @@ use std::time::Duration;
 /// One node's trace as the protocol story. `paths`: include LND path counters (they depend on
 /// batching, so only deterministic backends can compare them).
 pub fn normalize(trace: &str, names: &HashMap<String, String>, paths: bool) -> String {
-    let mut xids: HashMap<u64, usize> = HashMap::new();
+    // xids are per client: key them by the peer too.
+    let mut xids: HashMap<(String, u64), usize> = HashMap::new();
     let mut out = String::new();
     let peer = |v: &Value| -> String {
         let s = v.as_str().unwrap_or("?");
@@ -30,9 +31,10 @@ pub fn normalize(trace: &str, names: &HashMap<String, String>, paths: bool) -> S
             out += &format!("{ev:<6} {} portal={} len={}{}\n", peer(&v["peer"]), v["portal"], v["mlength"], status(&v["status"]));
         } else if let Some(rpc) = v["rpc"].as_str() {
             let n = xids.len() + 1;
-            let x = *xids.entry(v["xid"].as_u64().unwrap_or(0)).or_insert(n);
+            let x = *xids.entry((v["peer"].as_str().unwrap_or("").to_string(), v["xid"].as_u64().unwrap_or(0))).or_insert(n);
             let who = if v.get("ost").is_some() { format!("ost{}", v["ost"]) } else { format!("from {}", peer(&v["peer"])) };
-            out += &format!("rpc    {rpc} x{x} {who}{}\n", status(&v["status"]));
+            let data = v["data"].as_str().map(|d| format!(" data={d}")).unwrap_or_default();
+            out += &format!("rpc    {rpc} x{x} {who}{data}{}\n", status(&v["status"]));
         } else if paths {
             if let Some(l) = v["lnd"].as_str() {
                 out += &format!("path   {l}.{} +{}\n", v["path"].as_str().unwrap_or("?"), v["n"]);

@@ -406,7 +406,21 @@ impl Osc {
             Ok(b) => b,
             Err(e) => return self.fail(format!("{op:?}: bad reply body: {e}")),
         };
-        self.trace.push(serde_json::json!({"rpc": opc::name(body.opc), "xid": rpc.xid, "ost": self.job.targets[rpc.t].0, "status": body.status}));
+        let mut rec = serde_json::json!({"rpc": opc::name(body.opc), "xid": rpc.xid, "ost": self.job.targets[rpc.t].0, "status": body.status});
+        // A digest of the bulk data moved (never the bytes themselves).
+        let digest = match op {
+            Op::Write { file, chunk } => {
+                let mut d = vec![0u8; self.chunk(chunk).2 as usize];
+                pattern_fill(self.job.seed, file, chunk * self.job.stripe_size as u64, &mut d);
+                Some(crc32c(0, &d))
+            }
+            Op::Read { chunk, .. } => rpc.bulk.and_then(|s| node.mem.to_vec(s.off, self.chunk(chunk).2 as usize).ok()).map(|d| crc32c(0, &d)),
+            _ => None,
+        };
+        if let Some(d) = digest.filter(|_| body.status == 0) {
+            rec["data"] = serde_json::json!(format!("{d:08x}"));
+        }
+        self.trace.push(rec);
         if body.status != 0 {
             if let Some(b) = rpc.bulk {
                 free(node, b);

@@ -23,13 +23,15 @@ struct Req {
     xid: u64,
     opc: u32,
     msg: LustreMsg,
+    /// CRC32C of the bulk data moved, for the trace.
+    digest: Option<u32>,
 }
 
 enum Wait {
     /// WRITE: our GET of the client's pages into `buf`.
     BulkIn { req: Req, buf: Seg, niobufs: Vec<NioBuf>, oid: u64, ost: u32, cksum: Option<u32> },
     /// READ: our PUT of the pages; reply once ACKed.
-    BulkOut { req: Req, buf: Seg, obdo: Obdo },
+    BulkOut { req: Req, buf: Seg, obdo: Obdo, digest: u32 },
     /// A reply being sent.
     Reply { buf: Seg },
     /// A posted request buffer.
@@ -94,11 +96,12 @@ impl Oss {
                 }
                 self.request(node, ev.peer, ev.match_bits, &bytes);
             }
-            (Wait::BulkIn { req, buf, niobufs, oid, ost, cksum }, EventKind::Reply) => {
+            (Wait::BulkIn { mut req, buf, niobufs, oid, ost, cksum }, EventKind::Reply) => {
                 let st = if ev.status != 0 {
                     errno::EIO
                 } else {
                     let data = node.mem.to_vec(buf.off, buf.len as usize).unwrap_or_default();
+                    req.digest = Some(crc32c(0, &data));
                     self.write_pages(ost, oid, &niobufs, &data, cksum)
                 };
                 free(node, buf);
@@ -120,8 +123,9 @@ impl Oss {
             (w @ Wait::BulkOut { .. }, EventKind::Send) if ev.status == 0 => {
                 self.waits.insert(id, w);
             }
-            (Wait::BulkOut { req, buf, obdo }, k) => {
+            (Wait::BulkOut { mut req, buf, obdo, digest }, k) => {
                 free(node, buf);
+                req.digest = Some(digest);
                 let st = if k == EventKind::Ack && ev.status == 0 { 0 } else { errno::EIO };
                 self.reply(node, &req, st, vec![obdo.emit()]);
             }
@@ -164,7 +168,7 @@ impl Oss {
             Err(e) => return warn!(%peer, xid, "bad ptlrpc_body: {e}"),
         };
         self.rpcs += 1;
-        let req = Req { peer, xid, opc: body.opc, msg };
+        let req = Req { peer, xid, opc: body.opc, msg, digest: None };
         let st = self.serve(node, &req, &body);
         if let Err((st, bufs)) = st {
             self.reply(node, &req, st, bufs);
@@ -236,7 +240,7 @@ impl Oss {
         let buf = alloc(node, total as usize, None).map_err(|_| (errno::ENOMEM, vec![obdo.emit()]))?;
         let id = self.id();
         let client = req.peer;
-        let send_req = Req { peer: req.peer, xid: req.xid, opc: req.opc, msg: LustreMsg::new(0, vec![]) };
+        let send_req = Req { peer: req.peer, xid: req.xid, opc: req.opc, msg: LustreMsg::new(0, vec![]), digest: None };
         if body.opc == opc::OST_WRITE {
             let cksum = (obdo.valid & valid::FLCKSUM != 0).then_some(obdo.cksum);
             let md = node.lnet.md_bind(spec(buf, 0, Some(2), user_ptr(TAG_OSS, id)), true);
@@ -266,7 +270,7 @@ impl Oss {
                 reply_body.cksum = crc32c(0, &data);
             }
             let md = node.lnet.md_bind(spec(buf, 0, Some(2), user_ptr(TAG_OSS, id)), true);
-            self.waits.insert(id, Wait::BulkOut { req: send_req, buf, obdo: reply_body });
+            self.waits.insert(id, Wait::BulkOut { req: send_req, buf, obdo: reply_body, digest: crc32c(0, &data) });
             if let Err(e) = node.lnet.put(md, true, client, portal::OST_BULK, mbits, 0, 0) {
                 self.fail_bulk(node, id, md, &e.to_string());
             }
@@ -295,7 +299,11 @@ impl Oss {
         };
         bufs.insert(0, body.emit());
         let bytes = LustreMsg::new(SECFLVR_NULL_OST, bufs).emit();
-        self.trace.push(json!({"rpc": opc::name(req.opc), "xid": req.xid, "peer": req.peer, "status": status}));
+        let mut rec = json!({"rpc": opc::name(req.opc), "xid": req.xid, "peer": req.peer, "status": status});
+        if let Some(d) = req.digest {
+            rec["data"] = json!(format!("{d:08x}"));
+        }
+        self.trace.push(rec);
         let Ok(buf) = alloc(node, bytes.len(), Some(&bytes)) else {
             return warn!(xid = req.xid, "no memory for a reply");
         };
