@@ -196,7 +196,7 @@ fn ping_on_portal_zero_and_keepalives() {
     let mut cfg = sock_cfg();
     cfg.keepalive = Duration::from_millis(100);
     let mut b = lnd::node::NodeBuilder::new(12345, 1);
-    b.tcp(nid("127.0.11.1@tcp"), tcp_io(), cfg).mem_size(1 << 20);
+    b.tcp(nid("127.0.11.1@tcp"), tcp_io(), cfg).mem_size(4 << 20);
     let a = b.build().unwrap();
     let b = tcp_node("127.0.11.2@tcp", 2);
     let mut w = World::new(vec![a, b]);

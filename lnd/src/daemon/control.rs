@@ -96,6 +96,8 @@ pub enum Cmd {
     OssStart { targets: Vec<TargetReq> },
     /// Run a client I/O job; progress and the final report come as output lines.
     Io { job: crate::ost::osc::IoJob },
+    /// Run an lst-style test from this node; live stats and the final report come as lines.
+    Selftest { job: crate::selftest::StJob },
     Quit,
 }
 
@@ -116,6 +118,7 @@ pub struct Controller {
     pub node: Node,
     oss: Option<crate::ost::oss::Oss>,
     oscs: Vec<crate::ost::osc::Osc>,
+    sts: Vec<crate::selftest::StEngine>,
     trace: Option<std::io::BufWriter<std::fs::File>>,
     last_progress: std::time::Instant,
     /// Last LND counters written to the trace (to record which protocol paths moved).
@@ -134,7 +137,7 @@ fn err(e: impl std::fmt::Display) -> String {
 
 impl Controller {
     pub fn new(node: Node) -> Controller {
-        Controller { node, oss: None, oscs: Vec::new(), trace: None, last_progress: std::time::Instant::now(), progress_every: Some(std::time::Duration::from_millis(300)), last_stats: Vec::new(), bufs: HashMap::new(), mes: HashMap::new(), quit: false }
+        Controller { node, oss: None, oscs: Vec::new(), sts: Vec::new(), trace: None, last_progress: std::time::Instant::now(), progress_every: Some(std::time::Duration::from_millis(300)), last_stats: Vec::new(), bufs: HashMap::new(), mes: HashMap::new(), quit: false }
     }
 
     /// Writes one JSON object per event and RPC to `path` (the node's trace).
@@ -282,6 +285,12 @@ impl Controller {
                 self.oscs.push(o);
                 Ok(json!({}))
             }
+            Cmd::Selftest { job } => {
+                let mut st = crate::selftest::StEngine::new(&mut self.node, job)?;
+                st.pump(&mut self.node);
+                self.sts.push(st);
+                Ok(json!({}))
+            }
             Cmd::Quit => {
                 self.quit = true;
                 Ok(json!({}))
@@ -304,6 +313,9 @@ impl Controller {
             if self.oscs.iter_mut().any(|o| o.on_event(&mut self.node, &ev)) {
                 continue;
             }
+            if self.sts.iter_mut().any(|s| s.on_event(&mut self.node, &ev)) {
+                continue;
+            }
             self.on_event(&ev);
             out.push(json!({ "event": ev }));
         }
@@ -323,6 +335,19 @@ impl Controller {
             } else {
                 if progress {
                     out.push(json!({"io_progress": self.oscs[i].report}));
+                }
+                i += 1;
+            }
+        }
+        let mut i = 0;
+        while i < self.sts.len() {
+            self.sts[i].pump(&mut self.node);
+            if self.sts[i].done() {
+                let s = self.sts.remove(i);
+                out.push(json!({"st_done": s.report}));
+            } else {
+                if progress {
+                    out.push(json!({"st_progress": self.sts[i].snapshot()}));
                 }
                 i += 1;
             }
