@@ -36,6 +36,17 @@ enum Cmd {
         #[arg(long, default_value_t = 300)]
         timeout: u64,
     },
+    /// Run only the cluster's selftest workloads (lnet-selftest style: ping, brw read/write),
+    /// with live `lst stat`-like rates and latency percentiles at the end.
+    Selftest {
+        file: std::path::PathBuf,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = "process")]
+        backend: String,
+        #[arg(long)]
+        seed: Option<u64>,
+    },
     /// Bring a cluster up and leave it running (in the background) until `lnetlab down`.
     Up {
         file: std::path::PathBuf,
@@ -152,7 +163,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Run { file, json, seed, keep, artifacts, backend, timeout } => {
             harness::install_interrupt_handler();
-            let opts = cluster::run::RunOpts { file, seed, keep, json, artifacts, backend, timeout: std::time::Duration::from_secs(timeout), up_only: None };
+            let opts = cluster::run::RunOpts { file, seed, keep, json, artifacts, backend, timeout: std::time::Duration::from_secs(timeout), up_only: None, only: None };
             let r = cluster::run::run(&opts)?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
@@ -164,6 +175,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         }
+        Cmd::Selftest { file, json, backend, seed } => {
+            harness::install_interrupt_handler();
+            let opts = cluster::run::RunOpts { file, seed, keep: false, json, artifacts: None, backend, timeout: std::time::Duration::from_secs(300), up_only: None, only: Some(cluster::spec::WorkloadKind::Selftest) };
+            let r = cluster::run::run(&opts)?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                print!("{}", cluster::run::table(&r));
+            }
+            if !r.ok {
+                std::process::exit(1);
+            }
+        }
         Cmd::Up { file, seed, artifacts, backend, foreground } => {
             let state = state_file();
             if let Some(pid) = running(&state) {
@@ -171,7 +195,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if foreground {
                 harness::install_interrupt_handler();
-                let opts = cluster::run::RunOpts { file, seed, keep: false, json: false, artifacts, backend, timeout: std::time::Duration::from_secs(120), up_only: Some(state) };
+                let opts = cluster::run::RunOpts { file, seed, keep: false, json: false, artifacts, backend, timeout: std::time::Duration::from_secs(120), up_only: Some(state), only: None };
                 let r = cluster::run::run(&opts)?;
                 if let Some(e) = r.error {
                     anyhow::bail!("{e}");

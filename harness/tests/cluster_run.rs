@@ -128,3 +128,24 @@ fn up_status_logs_down_and_interrupted_runs_leave_nothing() {
     let left = procs_mentioning(art2.to_str().unwrap());
     assert!(left.is_empty(), "after Ctrl-C: {left:?} ({st})");
 }
+
+#[test]
+fn selftest_workloads_report_rates_and_percentiles() {
+    for backend in ["sim", "process"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_lnetlab")).args(["selftest", root().join("clusters/selftest.yaml").to_str().unwrap(), "--json", "--backend", backend]).output().unwrap();
+        assert!(out.status.success(), "{backend}: {}", String::from_utf8_lossy(&out.stderr));
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(r["ok"], true);
+        let ws = r["workloads"].as_array().unwrap();
+        assert_eq!(ws.len(), 3, "only the selftest workloads run");
+        assert_eq!(ws[0]["selftest"]["ops"], 6000, "3 clients x 2000 pings");
+        for w in ws {
+            let st = &w["selftest"];
+            assert_eq!(w["errors"], 0, "{w}");
+            assert!(st["rpc_per_s"].as_f64().unwrap() > 0.0);
+            let (p50, p99, p999) = (st["p50_us"].as_f64().unwrap(), st["p99_us"].as_f64().unwrap(), st["p999_us"].as_f64().unwrap());
+            assert!(p50 > 0.0 && p50 <= p99 && p99 <= p999, "{st}");
+        }
+        assert!(ws[1]["selftest"]["mb_per_s"].as_f64().unwrap() > 1.0);
+    }
+}

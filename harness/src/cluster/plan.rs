@@ -98,6 +98,15 @@ impl Plan {
         self.nodes.iter().find(|n| n.name == name).expect("validated node name")
     }
 
+    /// The NID node `from` reaches node `to` by: on a shared net, else on the net one of its
+    /// routes leads to.
+    pub fn nid_for(&self, from: &str, to: &str) -> Option<Nid> {
+        let a = self.node(from);
+        let b = self.node(to);
+        let aspec = self.spec.nodes.iter().find(|n| n.name == from)?;
+        a.nids.iter().find_map(|(net, _)| b.nid_on(net)).or_else(|| aspec.routes.iter().find_map(|r| b.nid_on(&r.net)))
+    }
+
     /// (OST index, NID) pairs a client uses: the OSS NID on a shared net, else on the net a
     /// route of the client leads to.
     pub fn targets_for(&self, client: &str) -> Vec<(u32, Nid)> {

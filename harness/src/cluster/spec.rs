@@ -93,6 +93,38 @@ pub struct NodeSpec {
 #[serde(rename_all = "lowercase")]
 pub enum WorkloadKind {
     Io,
+    Selftest,
+}
+
+/// How a selftest's `from` group maps onto its `to` group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum Distribute {
+    /// Client k tests against target k mod n.
+    #[serde(rename = "1:1")]
+    OneToOne,
+    /// Every client tests against every target in turn.
+    #[serde(rename = "1:n")]
+    OneToAll,
+}
+
+fn one_usize() -> usize {
+    1
+}
+fn one_to_one() -> Distribute {
+    Distribute::OneToOne
+}
+
+/// Parses `3s`, `500ms`, `2m`.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let (n, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: u64 = n.parse().map_err(|_| format!("`{s}` is not a duration (e.g. 3s, 500ms, 2m)"))?;
+    match unit {
+        "ms" => Ok(std::time::Duration::from_millis(n)),
+        "s" | "" => Ok(std::time::Duration::from_secs(n)),
+        "m" => Ok(std::time::Duration::from_secs(60 * n)),
+        u => Err(format!("`{s}`: unknown unit `{u}` (use ms, s, m)")),
+    }
 }
 
 fn one_mib() -> Size {
@@ -113,11 +145,33 @@ fn yes() -> bool {
 pub struct WorkloadSpec {
     pub name: String,
     pub kind: WorkloadKind,
+    /// io: the client nodes.
+    #[serde(default)]
     pub clients: Vec<String>,
-    /// Files per client.
+    /// io: files per client.
+    #[serde(default)]
     pub files: u64,
-    /// Bytes per file.
+    /// io: bytes per file; selftest: bytes per brw operation.
     pub size: Size,
+    /// selftest: the group that runs the test...
+    #[serde(default)]
+    pub from: Vec<String>,
+    /// ...against this group.
+    #[serde(default)]
+    pub to: Vec<String>,
+    /// selftest: ping, brw_read or brw_write.
+    #[serde(default)]
+    pub test: Option<lnd::selftest::StTest>,
+    /// selftest: operations in flight per client.
+    #[serde(default = "one_usize")]
+    pub concurrency: usize,
+    #[serde(default = "one_to_one")]
+    pub distribute: Distribute,
+    /// selftest: how long (e.g. `3s`, `500ms`), or `count` operations per client.
+    #[serde(default)]
+    pub duration: Option<String>,
+    #[serde(default)]
+    pub count: Option<u64>,
     #[serde(default = "one_mib")]
     pub stripe_size: Size,
     #[serde(default = "one")]
@@ -234,6 +288,41 @@ impl ClusterSpec {
         for w in &self.workloads {
             if !wnames.insert(&w.name) {
                 return Err(err_nth(&format!("name: {}", w.name), 1, format!("workload name `{}` is used twice", w.name)));
+            }
+            if w.kind == WorkloadKind::Selftest {
+                if w.test.is_none() || w.from.is_empty() || w.to.is_empty() {
+                    return Err(err(&w.name, format!("selftest `{}` needs test (ping|brw_read|brw_write), from and to", w.name)));
+                }
+                if w.duration.is_none() == w.count.is_none() {
+                    return Err(err(&w.name, format!("selftest `{}` needs exactly one of duration and count", w.name)));
+                }
+                if let Some(d) = &w.duration {
+                    parse_duration(d).map_err(|e| err(d, format!("selftest `{}`: {e}", w.name)))?;
+                }
+                if w.size.0 == 0 || w.size.0 > 1 << 20 || w.concurrency == 0 {
+                    return Err(err(&w.name, format!("selftest `{}`: size must be 1..=1MiB and concurrency at least 1", w.name)));
+                }
+                for (c, group) in w.from.iter().map(|c| (c, "from")).chain(w.to.iter().map(|c| (c, "to"))) {
+                    let Some(n) = self.nodes.iter().find(|n| &n.name == c) else {
+                        return Err(err(c, format!("selftest `{}`: unknown node `{c}` in {group}", w.name)));
+                    };
+                    let _ = n;
+                }
+                for a in &w.from {
+                    let an = self.nodes.iter().find(|n| &n.name == a).expect("checked");
+                    for b in &w.to {
+                        let bn = self.nodes.iter().find(|n| &n.name == b).expect("checked");
+                        let direct = bn.nis.iter().any(|x| an.nis.contains(x));
+                        let routed = an.routes.iter().any(|r| bn.nis.contains(&r.net));
+                        if !direct && !routed {
+                            return Err(err(a, format!("selftest `{}`: `{a}` cannot reach `{b}`: no shared net and no route", w.name)));
+                        }
+                    }
+                }
+                continue;
+            }
+            if w.clients.is_empty() {
+                return Err(err(&w.name, format!("workload `{}`: an io workload needs clients", w.name)));
             }
             for c in &w.clients {
                 match self.nodes.iter().find(|n| &n.name == c) {

@@ -157,6 +157,10 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         if ctl.quit {
             return Ok(());
         }
+        // Work queued by roles while handling events goes out before we sleep.
+        if ctl.node.lnet.has_actions() {
+            continue;
+        }
         // Sleep only when no completion is pending (arming first closes the race).
         let armed = waker.as_ref().map(|w| w.arm()).unwrap_or(true);
         let timeout = if armed { Duration::from_millis(300) } else { Duration::ZERO };

@@ -551,6 +551,11 @@ impl Lnet {
         }
     }
 
+    /// Are LND calls waiting to be made?
+    pub fn has_actions(&self) -> bool {
+        !self.actions.is_empty()
+    }
+
     /// Next LND call for the driver to make.
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
