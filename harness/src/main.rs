@@ -119,6 +119,12 @@ enum Cmd {
         /// socklnd port for `sock` (988 needs root; any port works between our nodes).
         #[arg(long, default_value_t = 988)]
         port: u16,
+        /// Write SVG charts (bandwidth vs size, latency, scaling) into this directory.
+        #[arg(long)]
+        plot: Option<std::path::PathBuf>,
+        /// `scale`: the largest cluster (nodes) of the sweep.
+        #[arg(long, default_value_t = 64)]
+        max_nodes: usize,
     },
 }
 
@@ -135,6 +141,8 @@ enum Suite {
     Io,
     /// Docker bring-up (needs --features cluster; not part of `all`).
     Cluster,
+    /// 2..N-node process clusters: brw bandwidth and memory per idle node (not part of `all`).
+    Scale,
     All,
 }
 
@@ -327,7 +335,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let _ = std::fs::remove_file(&state);
             println!("cluster down");
         }
-        Cmd::Bench { suite, json, count, window, rtts, port } => {
+        Cmd::Bench { suite, json, count, window, rtts, port, plot, max_nodes } => {
             if count == 0 || window == 0 || rtts == 0 {
                 anyhow::bail!("--count, --window and --rtts must be at least 1");
             }
@@ -335,7 +343,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 if !json {
                     eprintln!("bench dma: {count} x 1 MiB PUTs (window {window}), {rtts} round trips ...");
                 }
-                let opts = bench::dma::DmaBenchOpts { count, window, rtts };
+                let opts = bench::dma::DmaBenchOpts { count, window, rtts, plot: plot.clone() };
                 for m in bench::dma::run(&opts)? {
                     m.print(json);
                 }
@@ -346,6 +354,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 let opts = bench::sock::SockBenchOpts { count, window, port };
                 for m in bench::sock::run(&opts)? {
+                    m.print(json);
+                }
+            }
+            if suite == Suite::Scale {
+                for m in bench::scale::run(max_nodes, plot.as_deref())? {
                     m.print(json);
                 }
             }

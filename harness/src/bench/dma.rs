@@ -27,11 +27,13 @@ pub struct DmaBenchOpts {
     pub window: usize,
     /// PUT+ACK round trips measured.
     pub rtts: usize,
+    /// Write SVG charts here.
+    pub plot: Option<std::path::PathBuf>,
 }
 
 impl Default for DmaBenchOpts {
     fn default() -> Self {
-        DmaBenchOpts { count: 2000, window: 8, rtts: 5000 }
+        DmaBenchOpts { count: 2000, window: 8, rtts: 5000, plot: None }
     }
 }
 
@@ -91,7 +93,7 @@ pub fn memcpy_gbps(size: usize, reps: usize) -> f64 {
 /// Runs the target side: one ME taking every PUT at offset 0 of a 1 MiB buffer.
 pub(crate) fn target(mut b: BenchNode, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let me = b.node.lnet.me_attach(PORTAL, ProcessId::ANY, 0, u64::MAX, false, Insert::Tail)?;
-    let spec = MdSpec { iov: vec![Seg { off: 0, len: MIB as u32 }], options: opt::OP_PUT | opt::MANAGE_REMOTE | opt::TRUNCATE, threshold: None, max_size: 0, user_ptr: 0 };
+    let spec = MdSpec { iov: vec![Seg { off: 0, len: MIB as u32 }], options: opt::OP_PUT | opt::OP_GET | opt::MANAGE_REMOTE | opt::TRUNCATE, threshold: None, max_size: 0, user_ptr: 0 };
     b.node.lnet.md_attach(me, spec)?;
     while !stop.load(Ordering::Relaxed) {
         let mut bad = None;
@@ -110,27 +112,37 @@ pub(crate) fn target(mut b: BenchNode, stop: Arc<AtomicBool>) -> anyhow::Result<
 }
 
 pub(crate) fn put_bandwidth_to(a: &mut BenchNode, target_addr: u32, count: usize, window: usize) -> anyhow::Result<f64> {
-    let src = a.node.lnet.md_bind(MdSpec { iov: vec![Seg { off: 0, len: MIB as u32 }], options: 0, threshold: None, max_size: 0, user_ptr: 0 }, false);
+    bandwidth(a, target_addr, MIB, false, count, window)
+}
+
+/// GB/s of `count` PUTs (or GETs) of `size` bytes with `window` in flight, after a warm-up.
+pub(crate) fn bandwidth(a: &mut BenchNode, target_addr: u32, size: usize, get: bool, count: usize, window: usize) -> anyhow::Result<f64> {
+    let md = a.node.lnet.md_bind(MdSpec { iov: vec![Seg { off: 0, len: size as u32 }], options: 0, threshold: None, max_size: 0, user_ptr: 0 }, false);
     let target = ProcessId::new(nid(target_addr), ProcessId::PID_LUSTRE);
+    let done_kind = if get { EventKind::Reply } else { EventKind::Send };
     let run = |a: &mut BenchNode, n: usize| -> anyhow::Result<Duration> {
         let (mut sent, mut done) = (0usize, 0usize);
         let t0 = Instant::now();
         while done < n {
             while sent < n && sent - done < window {
-                a.node.lnet.put(src, false, target, PORTAL, 0, 0, 0)?;
+                if get {
+                    a.node.lnet.get(md, target, PORTAL, 0, 0)?;
+                } else {
+                    a.node.lnet.put(md, false, target, PORTAL, 0, 0, 0)?;
+                }
                 sent += 1;
             }
             let mut err = None;
             let progressed = a.pump(|e| {
-                if e.kind == EventKind::Send {
+                if e.status != 0 {
+                    err = Some(e.status);
+                }
+                if e.kind == done_kind {
                     done += 1;
-                    if e.status != 0 {
-                        err = Some(e.status);
-                    }
                 }
             });
             if let Some(s) = err {
-                anyhow::bail!("PUT failed with status {s}");
+                anyhow::bail!("{} failed with status {s}", if get { "GET" } else { "PUT" });
             }
             if !progressed {
                 a.wait()?;
@@ -140,7 +152,21 @@ pub(crate) fn put_bandwidth_to(a: &mut BenchNode, target_addr: u32, count: usize
     };
     run(a, (count / 10).max(4))?;
     let el = run(a, count)?;
-    Ok((count * MIB) as f64 / el.as_secs_f64() / 1e9)
+    Ok((count * size) as f64 / el.as_secs_f64() / 1e9)
+}
+
+/// Message sizes of the sweep.
+pub const SWEEP: [usize; 5] = [4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20];
+
+/// Round-trip samples (µs) of 0-byte PUT+ACK, for the latency CDF.
+pub(crate) fn rtt_samples(a: &mut BenchNode, n: usize) -> anyhow::Result<Vec<f64>> {
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t0 = Instant::now();
+        put_ack_rtt(a, 1)?;
+        v.push(t0.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(v)
 }
 
 fn put_ack_rtt(a: &mut BenchNode, n: usize) -> anyhow::Result<f64> {
@@ -166,7 +192,7 @@ fn put_ack_rtt(a: &mut BenchNode, n: usize) -> anyhow::Result<f64> {
         }
         Ok(())
     };
-    for _ in 0..(n / 10).max(10) {
+    for _ in 0..(n / 10).min(100) {
         once(a)?;
     }
     let t0 = Instant::now();
@@ -241,12 +267,27 @@ pub fn run(opts: &DmaBenchOpts) -> anyhow::Result<Vec<Metric>> {
         let memcpy = memcpy_gbps(MIB, opts.count.max(64));
         let rtt = put_ack_rtt(&mut a, opts.rtts)?;
         let floor = smsg_rtt(dir.path(), opts.rtts)?;
-        Ok(vec![
+        let mut m = vec![
             Metric::new("memcpy_1MiB_GBps", memcpy, "GB/s", None),
             Metric::new("dma_put_1MiB_GBps", bw, "GB/s", Some(memcpy)),
             Metric::new("dma_smsg_rtt_us", floor, "us", None),
             Metric::new("dma_put_ack_rtt_us", rtt, "us", Some(floor)),
-        ])
+        ];
+        // Bandwidth by message size, each against memcpy of the same size.
+        for &size in &SWEEP {
+            let count = ((opts.count * MIB) / size).clamp(64, 200_000) / if size < 64 << 10 { 4 } else { 1 };
+            let base = memcpy_gbps(size, (count * 4).max(256));
+            for get in [false, true] {
+                let v = bandwidth(&mut a, 2, size, get, count.max(16), opts.window)?;
+                let name = format!("dma_{}_{}KiB_GBps", if get { "get" } else { "put" }, size >> 10);
+                m.push(Metric::new(&name, v, "GB/s", Some(base)));
+            }
+        }
+        if let Some(dir) = &opts.plot {
+            let samples = rtt_samples(&mut a, opts.rtts.min(2000))?;
+            super::plot::dma_charts(dir, &m, &samples)?;
+        }
+        Ok(m)
     })();
     stop.store(true, Ordering::Relaxed);
     let t = tgt.join().map_err(|_| anyhow::anyhow!("target thread panicked"))?;

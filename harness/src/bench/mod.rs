@@ -4,6 +4,8 @@
 pub mod cluster;
 pub mod dma;
 pub mod io;
+pub mod plot;
+pub mod scale;
 pub mod sock;
 
 use serde::Serialize;

@@ -119,6 +119,11 @@ impl Cluster {
         self.pump = Some(pump);
     }
 
+    /// The local processes of the nodes (none for containers or simulated nodes).
+    pub fn pids(&self) -> Vec<Option<u32>> {
+        self.nodes.iter().map(|n| n.guard.as_ref().map(|g| g.child.id())).collect()
+    }
+
     /// Points node `i`'s commands at a new writer (its process or container was restarted).
     pub fn replace_writer(&mut self, i: usize, w: Box<dyn Write + Send>) {
         self.nodes[i].stdin = w;

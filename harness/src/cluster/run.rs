@@ -216,7 +216,7 @@ fn run_workload(cluster: &mut Cluster, plan: &Plan, w: &WorkloadSpec, timeout: D
     Ok(r)
 }
 
-fn run_selftest(cluster: &mut Cluster, plan: &Plan, w: &WorkloadSpec, timeout: Duration, say: &dyn Fn(&str)) -> anyhow::Result<WorkloadReport> {
+pub fn run_selftest(cluster: &mut Cluster, plan: &Plan, w: &WorkloadSpec, timeout: Duration, say: &dyn Fn(&str)) -> anyhow::Result<WorkloadReport> {
     use super::spec::Distribute;
     let idx = |name: &str| plan.nodes.iter().position(|n| n.name == name).expect("validated");
     let duration_ms = w.duration.as_deref().map(super::spec::parse_duration).transpose().map_err(anyhow::Error::msg)?.map(|d| d.as_millis() as u64);
