@@ -283,6 +283,15 @@ pub fn run(opts: &DmaBenchOpts) -> anyhow::Result<Vec<Metric>> {
                 m.push(Metric::new(&name, v, "GB/s", Some(base)));
             }
         }
+        match fi_pingpong_shm((opts.count / 4).clamp(50, 2000), (opts.rtts / 2).clamp(100, 20000))? {
+            Some((gbps, us)) => {
+                m.push(Metric::new("fi_pingpong_shm_1MiB_GBps", gbps, "GB/s", None));
+                m.push(Metric::new("dma_put_1MiB_vs_libfabric_GBps", bw, "GB/s", Some(gbps)));
+                m.push(Metric::new("fi_pingpong_shm_1B_us", us, "us", None));
+                m.push(Metric::new("dma_put_ack_rtt_vs_libfabric_us", rtt, "us", Some(us)));
+            }
+            None => eprintln!("bench dma: fi_pingpong not installed (apt-get install libfabric-bin): no libfabric baseline"),
+        }
         if let Some(dir) = &opts.plot {
             let samples = rtt_samples(&mut a, opts.rtts.min(2000))?;
             super::plot::dma_charts(dir, &m, &samples)?;
@@ -294,4 +303,37 @@ pub fn run(opts: &DmaBenchOpts) -> anyhow::Result<Vec<Metric>> {
     let metrics = res?;
     t?;
     Ok(metrics)
+}
+
+/// libfabric's shm provider through `fi_pingpong` (apt `libfabric-bin`), when installed:
+/// (1 MiB GB/s, 1-byte µs per transfer). `None` when the tool is missing.
+pub fn fi_pingpong_shm(iters_big: usize, iters_small: usize) -> anyhow::Result<Option<(f64, f64)>> {
+    use std::process::{Command, Stdio};
+    if Command::new("fi_pingpong").arg("-h").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
+        return Ok(None);
+    }
+    let run = |size: &str, iters: usize, port: u16| -> anyhow::Result<Vec<f64>> {
+        let mut srv = Command::new("fi_pingpong").args(["-p", "shm", "-e", "rdm", "-I", &iters.to_string(), "-S", size, "-B", &port.to_string()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+        let mut out = None;
+        for _ in 0..50 {
+            std::thread::sleep(Duration::from_millis(50));
+            let o = Command::new("fi_pingpong").args(["-p", "shm", "-e", "rdm", "-I", &iters.to_string(), "-S", size, "-P", &port.to_string(), "127.0.0.1"]).output()?;
+            if o.status.success() {
+                out = Some(o.stdout);
+                break;
+            }
+        }
+        let _ = srv.kill();
+        let _ = srv.wait();
+        let text = String::from_utf8_lossy(&out.ok_or_else(|| anyhow::anyhow!("fi_pingpong client never connected"))?).to_string();
+        // Columns: bytes #sent #ack total time MB/sec usec/xfer Mxfers/sec
+        let row = text.lines().last().unwrap_or("");
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        let num = |i: usize| cols.get(i).and_then(|c| c.parse::<f64>().ok()).ok_or_else(|| anyhow::anyhow!("unexpected fi_pingpong output: {row}"));
+        Ok(vec![num(5)?, num(6)?])
+    };
+    let port = 47600 + (std::process::id() % 1000) as u16;
+    let big = run("1048576", iters_big, port)?;
+    let small = run("1", iters_small, port + 1)?;
+    Ok(Some((big[0] / 1000.0, small[1])))
 }
