@@ -176,12 +176,16 @@ fn serve_node(sock: UnixStream, engine: Arc<Mutex<Engine>>) -> std::io::Result<(
 fn node_loop(sock: &UnixStream, engine: &Mutex<Engine>, addr: u32, q: &Mem) -> std::io::Result<()> {
     let r = Rings::new(q, false).map_err(std::io::Error::other)?;
     let spin = spin_budget();
+    let copy_spin = copy_spin_budget();
     loop {
-        drain(&r, engine, addr)?;
-        // Optionally poll before sleeping: a doorbell costs a wakeup, often more than the work
-        // (but on few cores spinning steals the CPU the nodes need).
+        let copied = drain(&r, engine, addr)?;
+        // Poll a little before sleeping: a doorbell costs a wakeup, often more than the work.
+        // After a copy the next pull of a pipelined stream is usually microseconds away, so the
+        // copier waits for it briefly; otherwise only the (default 0) general budget applies,
+        // as spinning on few cores steals the CPU the nodes need.
+        let budget = if copied { copy_spin.max(spin) } else { spin };
         let t0 = std::time::Instant::now();
-        while r.sq_pending() == 0 && t0.elapsed() < spin {
+        while r.sq_pending() == 0 && t0.elapsed() < budget {
             std::hint::spin_loop();
         }
         if r.sq_pending() != 0 {
@@ -231,9 +235,17 @@ pub fn spin_budget() -> std::time::Duration {
     std::time::Duration::from_micros(us)
 }
 
+/// How long the copier polls for the next pull after a copy (`LNETLAB_COPY_SPIN_US`, default 0).
+pub fn copy_spin_budget() -> std::time::Duration {
+    let us = std::env::var("LNETLAB_COPY_SPIN_US").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    std::time::Duration::from_micros(us)
+}
+
 /// Executes every queued descriptor of node `addr`. Copies run with the engine unlocked, so
 /// other nodes' short messages and setups are not held up behind a 1 MiB memcpy.
-fn drain(r: &Rings<'_>, engine: &Mutex<Engine>, addr: u32) -> std::io::Result<()> {
+/// Returns whether a pull was copied.
+fn drain(r: &Rings<'_>, engine: &Mutex<Engine>, addr: u32) -> std::io::Result<bool> {
+    let mut copied = false;
     if let Some(p) = engine.lock().unwrap().port_mut(addr) {
         p.flush();
     }
@@ -241,7 +253,7 @@ fn drain(r: &Rings<'_>, engine: &Mutex<Engine>, addr: u32) -> std::io::Result<()
         let head = r.word(ring::SQ_HEAD).load(Ordering::Relaxed);
         let tail = r.word(ring::SQ_TAIL).load(Ordering::Acquire);
         if head == tail {
-            return Ok(());
+            return Ok(copied);
         }
         if tail.wrapping_sub(head) > ring::SQ_N {
             return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "submission ring indices corrupt"));
@@ -257,6 +269,7 @@ fn drain(r: &Rings<'_>, engine: &Mutex<Engine>, addr: u32) -> std::io::Result<()
         };
         r.word(ring::SQ_HEAD).store(head.wrapping_add(1), Ordering::Release);
         if let Some(job) = job {
+            copied = true;
             let ok = job.copy();
             engine.lock().unwrap().finish_pull(job, ok);
         }
