@@ -149,3 +149,20 @@ fn selftest_workloads_report_rates_and_percentiles() {
         assert!(ws[1]["selftest"]["mb_per_s"].as_f64().unwrap() > 1.0);
     }
 }
+
+#[test]
+fn lnet_drop_faults_are_survived_with_every_byte_verified() {
+    for backend in ["sim", "process"] {
+        let art = tempfile::tempdir().unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_lnetlab"))
+            .args(["run", root().join("clusters/faults.yaml").to_str().unwrap(), "--json", "--seed", "4", "--backend", backend, "--artifacts", art.path().to_str().unwrap()])
+            .output()
+            .unwrap();
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{backend}: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+        assert_eq!(r["ok"], true, "{backend}: {r}");
+        assert!(r["faults_injected"].as_u64().unwrap() >= 4, "{backend}: {r}");
+        assert!(r["resends"].as_u64().unwrap() >= 1, "{backend}: {r}");
+        let w = &r["workloads"][0];
+        assert_eq!((w["bytes_written"].clone(), w["bytes_verified"].clone(), w["errors"].clone()), (serde_json::json!(3 * 2 * (4 << 20)), serde_json::json!(3 * 2 * (4 << 20)), serde_json::json!(0)), "{backend}: {w}");
+    }
+}

@@ -15,3 +15,11 @@ pub mod selftest;
 pub mod sim;
 pub mod sock;
 pub mod wire;
+
+/// A source of "now": the wall clock, or virtual time under simulation.
+pub type Clock = std::sync::Arc<dyn Fn() -> std::time::Instant + Send + Sync>;
+
+/// The wall clock.
+pub fn wall_clock() -> Clock {
+    std::sync::Arc::new(std::time::Instant::now)
+}

@@ -41,6 +41,7 @@ fn job(name: &str, nid_s: &str, first_file: u64) -> IoJob {
         compare: true,
         objects: None,
         write: true,
+        timeout_ms: 5000,
     }
 }
 

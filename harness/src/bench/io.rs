@@ -70,6 +70,7 @@ pub fn run(opts: &IoBenchOpts) -> anyhow::Result<Vec<Metric>> {
         compare: false,
         objects: None,
         write: true,
+        timeout_ms: 5000,
     };
     let mut osc = Osc::new(job).map_err(anyhow::Error::msg)?;
     osc.pump(&mut c.node);

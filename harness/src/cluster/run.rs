@@ -34,6 +34,8 @@ pub struct WorkloadReport {
     pub errors: u64,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub messages: Vec<String>,
+    #[serde(default)]
+    pub resends: u64,
     /// For selftests: rates and latency percentiles (the slowest client's percentiles).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub selftest: Option<Value>,
@@ -47,6 +49,10 @@ pub struct Report {
     pub ok: bool,
     pub workloads: Vec<WorkloadReport>,
     pub artifacts: String,
+    /// Messages the spec's fault rules dropped.
+    pub faults_injected: u64,
+    /// RPCs the clients had to send again.
+    pub resends: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub elapsed_s: f64,
@@ -97,7 +103,7 @@ pub fn run(opts: &RunOpts) -> anyhow::Result<Report> {
     let t0 = Instant::now();
     let say = progress(opts.json);
     say(&format!("cluster `{}`: {} nodes, seed {seed}, artifacts {}", spec.name, plan.nodes.len(), art.display()));
-    let mut report = Report { cluster: spec.name.clone(), backend: opts.backend.clone(), seed, ok: false, workloads: Vec::new(), artifacts: art.display().to_string(), error: None, elapsed_s: 0.0 };
+    let mut report = Report { cluster: spec.name.clone(), backend: opts.backend.clone(), seed, ok: false, workloads: Vec::new(), artifacts: art.display().to_string(), faults_injected: 0, resends: 0, error: None, elapsed_s: 0.0 };
     let res = execute(backend.as_ref(), &plan, opts, &art, &say, &mut report);
     if let Some(state) = &opts.up_only {
         let _ = std::fs::remove_file(state);
@@ -124,6 +130,13 @@ fn execute(backend: &dyn super::backend::Backend, plan: &Plan, opts: &RunOpts, a
             cluster.cmd(i, json!({"op": "oss_start", "targets": targets}), opts.timeout)?;
             say(&format!("oss {}: {} OSTs", n.name, n.targets.len()));
         }
+        for (k, f) in plan.spec.faults.iter().enumerate() {
+            let i = plan.nodes.iter().position(|n| n.name == f.node).expect("validated");
+            let src = f.src.as_ref().and_then(|s| plan.nid_for(&f.node, s)).map(|n| n.to_string());
+            let rule = json!({"src": src, "portal": f.portal, "type": f.msg_type, "rate": f.rate, "interval": f.interval, "seed": plan.seed ^ (k as u64 + 1)});
+            cluster.cmd(i, json!({"op": "fault", "rule": rule}), opts.timeout)?;
+            say(&format!("fault: {:?} on {}", f.kind, f.node));
+        }
         if let Some(state) = &opts.up_only {
             let nodes: Vec<Value> = plan.nodes.iter().map(|n| json!({"name": n.name, "nids": n.nids.iter().map(|x| x.1.to_string()).collect::<Vec<_>>(), "log": art.join("nodes").join(format!("{}.log", n.name))})).collect();
             let st = json!({"pid": std::process::id(), "cluster": plan.spec.name, "seed": plan.seed, "artifacts": art, "scratch": scratch.path(), "nodes": nodes, "ready": true});
@@ -140,6 +153,13 @@ fn execute(backend: &dyn super::backend::Backend, plan: &Plan, opts: &RunOpts, a
                 super::spec::WorkloadKind::Selftest => run_selftest(&mut cluster, plan, w, opts.timeout, say)?,
             };
             report.workloads.push(r);
+        }
+        report.resends = report.workloads.iter().map(|w| w.resends).sum();
+        if !plan.spec.faults.is_empty() {
+            for i in 0..plan.nodes.len() {
+                let st = cluster.cmd(i, json!({"op": "stats"}), opts.timeout)?;
+                report.faults_injected += st["lnet"]["faults_dropped"].as_u64().unwrap_or(0);
+            }
         }
         Ok(())
     })();
@@ -162,6 +182,7 @@ fn run_workload(cluster: &mut Cluster, plan: &Plan, w: &WorkloadSpec, timeout: D
             "name": format!("{}@{c}", w.name), "targets": plan.targets_for(c), "files": w.files, "file_size": w.size.0,
             "stripe_size": w.stripe_size.0, "stripe_count": w.stripe_count, "seed": plan.seed, "first_file": (k as u64) * w.files,
             "inflight": w.inflight, "verify": w.verify, "punch": w.punch, "destroy": w.destroy,
+            "timeout_ms": w.rpc_timeout.as_deref().map(super::spec::parse_duration).transpose().map_err(anyhow::Error::msg)?.map(|d| d.as_millis() as u64).unwrap_or(5000),
         });
         cluster.cmd(idx(c), json!({"op": "io", "job": job}), timeout)?;
     }
@@ -206,6 +227,7 @@ fn run_workload(cluster: &mut Cluster, plan: &Plan, w: &WorkloadSpec, timeout: D
         r.bytes_verified += d["bytes_verified"].as_u64().unwrap_or(0);
         r.rpcs += d["rpcs"].as_u64().unwrap_or(0);
         r.errors += d["errors"].as_u64().unwrap_or(0);
+        r.resends += d["resends"].as_u64().unwrap_or(0);
         if let Some(m) = d["messages"].as_array() {
             r.messages.extend(m.iter().filter_map(|x| x.as_str().map(|s| format!("{}: {s}", d["name"].as_str().unwrap_or("?")))));
         }
@@ -260,7 +282,7 @@ pub fn run_selftest(cluster: &mut Cluster, plan: &Plan, w: &WorkloadSpec, timeou
     let bytes = sum("bytes") as u64;
     let st = json!({"test": w.test, "clients": all.len(), "ops": sum("ops") as u64, "mb_per_s": sum("mb_per_s"), "rpc_per_s": sum("rpc_per_s"), "p50_us": max("p50_us"), "p99_us": max("p99_us"), "p999_us": max("p999_us")});
     say(&format!("{}: {} ops, {:.1} MB/s, {:.0} RPC/s, latency p50 {:.0} µs p99 {:.0} µs p999 {:.0} µs", w.name, st["ops"], st["mb_per_s"].as_f64().unwrap_or(0.0), st["rpc_per_s"].as_f64().unwrap_or(0.0), st["p50_us"].as_f64().unwrap_or(0.0), st["p99_us"].as_f64().unwrap_or(0.0), st["p999_us"].as_f64().unwrap_or(0.0)));
-    Ok(WorkloadReport { name: w.name.clone(), bytes_written: bytes, bytes_verified: bytes, rpcs: sum("ops") as u64, errors: sum("errors") as u64, messages: Vec::new(), selftest: Some(st) })
+    Ok(WorkloadReport { name: w.name.clone(), bytes_written: bytes, bytes_verified: bytes, rpcs: sum("ops") as u64, errors: sum("errors") as u64, resends: 0, messages: Vec::new(), selftest: Some(st) })
 }
 
 /// The human summary printed at the end of a run.

@@ -19,8 +19,10 @@ use std::time::Duration;
 
 /// Ticks run per pump call before handing control back.
 const TICKS_PER_PUMP: usize = 256;
-/// Give up when this many ticks pass with nothing in flight and nothing printed.
-const IDLE_TICKS: usize = 20_000;
+/// While nothing is in flight, virtual time jumps ahead this much per tick (timeouts come sooner).
+const IDLE_SKIP: Duration = Duration::from_millis(1);
+/// Give up when this many idle ticks (about 2 virtual minutes) pass with nothing printed.
+const IDLE_TICKS: usize = 120_000;
 
 struct Shared {
     sim: Sim,
@@ -85,6 +87,8 @@ impl Backend for SimBackend {
             }
             let mut ctl = Controller::new(b.build()?);
             ctl.progress_every = None;
+            let net = sim.net.clone();
+            ctl.clock = Arc::new(move || net.now());
             ctl.set_trace(&art.join("traces").join(format!("{}.jsonl", n.name)))?;
             sim.add(&n.name, ctl);
             for t in &n.targets {
@@ -119,6 +123,7 @@ impl Backend for SimBackend {
                 }
                 if !g.sim.busy() {
                     idle += 1;
+                    g.sim.net.advance(IDLE_SKIP);
                 }
             }
             if out.is_empty() && idle > IDLE_TICKS {

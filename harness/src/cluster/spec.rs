@@ -172,6 +172,9 @@ pub struct WorkloadSpec {
     pub duration: Option<String>,
     #[serde(default)]
     pub count: Option<u64>,
+    /// io: resend an RPC whose reply has not come after this long (default 5s).
+    #[serde(default)]
+    pub rpc_timeout: Option<String>,
     #[serde(default = "one_mib")]
     pub stripe_size: Size,
     #[serde(default = "one")]
@@ -186,6 +189,34 @@ pub struct WorkloadSpec {
     pub destroy: bool,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// LNet drop rule on `node` (like `lctl net_drop_add`), for messages it receives.
+    LnetDrop,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSpec {
+    pub kind: FaultKind,
+    pub node: String,
+    /// Only messages from this node...
+    #[serde(default)]
+    pub src: Option<String>,
+    /// ...on this portal...
+    #[serde(default)]
+    pub portal: Option<u32>,
+    /// ...of this type (PUT, GET, ACK, REPLY).
+    #[serde(default, rename = "type")]
+    pub msg_type: Option<String>,
+    /// Drop one in `rate` at random (seeded), or every `interval`-th.
+    #[serde(default)]
+    pub rate: Option<u32>,
+    #[serde(default)]
+    pub interval: Option<u32>,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterSpec {
@@ -196,9 +227,9 @@ pub struct ClusterSpec {
     pub nodes: Vec<NodeSpec>,
     #[serde(default)]
     pub workloads: Vec<WorkloadSpec>,
-    /// Fault injection lands with the faults issue; an empty list is accepted.
+    /// Faults injected once the cluster is up.
     #[serde(default)]
-    pub faults: Vec<serde_yaml_ng::Value>,
+    pub faults: Vec<FaultSpec>,
     #[serde(skip)]
     pub source: PathBuf,
 }
@@ -349,8 +380,20 @@ impl ClusterSpec {
                 return Err(err(&w.name, format!("workload `{}`: files and size must be at least 1", w.name)));
             }
         }
-        if !self.faults.is_empty() {
-            return Err(err("faults", "fault injection is not supported yet (the faults issue); leave `faults: []`".into()));
+        for f in &self.faults {
+            for n in std::iter::once(&f.node).chain(f.src.iter()) {
+                if !self.nodes.iter().any(|x| &x.name == n) {
+                    return Err(err(n, format!("fault on unknown node `{n}`")));
+                }
+            }
+            if f.rate.is_some() == f.interval.is_some() || f.rate == Some(0) || f.interval == Some(0) {
+                return Err(err("faults", format!("fault on `{}`: give exactly one of rate and interval, at least 1", f.node)));
+            }
+            if let Some(t) = &f.msg_type {
+                if !["PUT", "GET", "ACK", "REPLY"].contains(&t.as_str()) {
+                    return Err(err(t, format!("fault on `{}`: type `{t}` is not PUT, GET, ACK or REPLY", f.node)));
+                }
+            }
         }
         Ok(())
     }

@@ -96,6 +96,8 @@ pub enum Cmd {
     OssStart { targets: Vec<TargetReq> },
     /// Run a client I/O job; progress and the final report come as output lines.
     Io { job: crate::ost::osc::IoJob },
+    /// Add an LNet fault rule (`lctl net_drop_add`).
+    Fault { rule: crate::lnet::fault::DropRule },
     /// Run an lst-style test from this node; live stats and the final report come as lines.
     Selftest { job: crate::selftest::StJob },
     Quit,
@@ -123,6 +125,8 @@ pub struct Controller {
     last_progress: std::time::Instant,
     /// Last LND counters written to the trace (to record which protocol paths moved).
     last_stats: Vec<Value>,
+    /// The clock roles use for timeouts (virtual under simulation).
+    pub clock: crate::Clock,
     /// How often running I/O jobs report progress (`None`: never, as in simulation where
     /// wall-clock output would break determinism).
     pub progress_every: Option<std::time::Duration>,
@@ -137,7 +141,7 @@ fn err(e: impl std::fmt::Display) -> String {
 
 impl Controller {
     pub fn new(node: Node) -> Controller {
-        Controller { node, oss: None, oscs: Vec::new(), sts: Vec::new(), trace: None, last_progress: std::time::Instant::now(), progress_every: Some(std::time::Duration::from_millis(300)), last_stats: Vec::new(), bufs: HashMap::new(), mes: HashMap::new(), quit: false }
+        Controller { node, oss: None, oscs: Vec::new(), sts: Vec::new(), trace: None, last_progress: std::time::Instant::now(), progress_every: Some(std::time::Duration::from_millis(300)), last_stats: Vec::new(), clock: crate::wall_clock(), bufs: HashMap::new(), mes: HashMap::new(), quit: false }
     }
 
     /// Writes one JSON object per event and RPC to `path` (the node's trace).
@@ -276,13 +280,20 @@ impl Controller {
                     osts.push(crate::ost::store::Ost::open(t.index, t.dir.clone(), t.size).map_err(|e| format!("OST{:04x} at {}: {e}", t.index, t.dir.display()))?);
                 }
                 let n = osts.len();
-                self.oss = Some(crate::ost::oss::Oss::start(&mut self.node, osts)?);
+                let mut oss = crate::ost::oss::Oss::start(&mut self.node, osts)?;
+                oss.clock = self.clock.clone();
+                self.oss = Some(oss);
                 Ok(json!({"osts": n}))
             }
             Cmd::Io { job } => {
                 let mut o = crate::ost::osc::Osc::new(job)?;
+                o.clock = self.clock.clone();
                 o.pump(&mut self.node);
                 self.oscs.push(o);
+                Ok(json!({}))
+            }
+            Cmd::Fault { rule } => {
+                self.node.lnet.add_drop_rule(rule)?;
                 Ok(json!({}))
             }
             Cmd::Selftest { job } => {
@@ -327,6 +338,12 @@ impl Controller {
             self.trace(r);
         }
         let progress = self.progress_every.is_some_and(|p| self.last_progress.elapsed() > p);
+        for o in self.oscs.iter_mut() {
+            o.pump(&mut self.node); // resends RPCs whose reply is overdue
+        }
+        if let Some(oss) = self.oss.as_mut() {
+            oss.expire_bulk(&mut self.node, std::time::Duration::from_millis(500));
+        }
         let mut i = 0;
         while i < self.oscs.len() {
             if self.oscs[i].done() {

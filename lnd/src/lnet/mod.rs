@@ -4,6 +4,7 @@
 
 pub mod md;
 pub mod msg;
+pub mod fault;
 mod parse;
 mod router;
 pub(crate) mod slab;
@@ -93,6 +94,8 @@ pub struct Counters {
     pub route_count: u64,
     pub route_length: u64,
     pub resends: u64,
+    /// Messages dropped by fault rules.
+    pub faults_dropped: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +131,7 @@ pub struct Lnet {
     gw_down: std::collections::HashSet<Nid>,
     router: Option<Router>,
     lazy: std::collections::HashSet<u32>,
+    drop_rules: Vec<fault::ActiveRule>,
     delayed: VecDeque<(NiIdx, HdrRepr, Nid, u64)>,
     portals: HashMap<u32, Vec<MeHandle>>,
     mes: Slab<Me>,
@@ -153,6 +157,7 @@ impl Lnet {
             gw_down: Default::default(),
             router: None,
             lazy: Default::default(),
+            drop_rules: Vec::new(),
             delayed: VecDeque::new(),
             portals: HashMap::new(),
             mes: Slab::default(),
@@ -549,6 +554,24 @@ impl Lnet {
         } else if let Some(md) = msg.md {
             self.release_md(md);
         }
+    }
+
+    /// Adds a fault rule (`lctl net_drop_add`).
+    pub fn add_drop_rule(&mut self, rule: fault::DropRule) -> Result<(), String> {
+        self.drop_rules.push(fault::ActiveRule::new(rule)?);
+        Ok(())
+    }
+
+    /// Does a fault rule drop this incoming message?
+    pub(super) fn fault_drops(&mut self, hdr: &HdrRepr) -> bool {
+        let mut hit = false;
+        for r in self.drop_rules.iter_mut() {
+            hit |= r.drops(hdr);
+        }
+        if hit {
+            self.counters.faults_dropped += 1;
+        }
+        hit
     }
 
     /// Are LND calls waiting to be made?

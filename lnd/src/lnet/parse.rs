@@ -28,6 +28,9 @@ impl Lnet {
             return Ok(self.forward(ni, hdr, from, private));
         }
         self.gw_down.remove(&from);
+        if !self.drop_rules.is_empty() && self.fault_drops(&hdr) {
+            return Ok(self.drop_msg(&hdr, from, errno::EIO, "fault rule"));
+        }
         let src = ProcessId::new(hdr.src_nid, hdr.src_pid);
         let rlen = hdr.payload_length as u64;
         match hdr.body {

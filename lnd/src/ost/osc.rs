@@ -47,7 +47,19 @@ pub struct IoJob {
     /// Write the files (off: only read and check what is there).
     #[serde(default = "yes")]
     pub write: bool,
+    /// Resend an RPC (same xid, MSG_RESENT) when no reply came within this long.
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u64,
 }
+
+fn default_timeout() -> u64 {
+    5000
+}
+
+/// Attempts per RPC before it counts as failed.
+const MAX_TRIES: u32 = 8;
+const MSG_RESENT: u32 = 0x2;
+const EBADMSG: i32 = -74;
 
 fn default_inflight() -> usize {
     8
@@ -65,6 +77,8 @@ pub struct IoReport {
     pub errors: u64,
     pub messages: Vec<String>,
     pub done: bool,
+    /// RPCs sent again after a timeout, a lost message or a bad checksum.
+    pub resends: u64,
     /// The objects the job used: (file, stripe, target, oid).
     pub objects: Vec<(u64, u32, usize, u64)>,
 }
@@ -122,6 +136,8 @@ struct Rpc {
     bulk: Option<Seg>,
     /// The reply and bulk MDs, unlinked if the RPC fails.
     mds: Vec<MdHandle>,
+    tries: u32,
+    sent_at: std::time::Instant,
 }
 
 pub struct Osc {
@@ -139,6 +155,8 @@ pub struct Osc {
     pub trace: Vec<serde_json::Value>,
     /// When each phase began (for benchmarks).
     pub phases: Vec<(&'static str, std::time::Instant)>,
+    /// The clock RPC timeouts use (virtual under simulation).
+    pub clock: crate::Clock,
 }
 
 impl Osc {
@@ -153,7 +171,7 @@ impl Osc {
         let report = IoReport { name: job.name.clone(), ..Default::default() };
         let next_xid = ((job.seed & 0xffff_ffff) << 20) & !127;
         let given: HashMap<(u64, u32), (usize, u64)> = job.objects.iter().flatten().map(|&(f, s, t, oid)| ((f, s), (t, oid))).collect();
-        let mut o = Osc { job, report, phase: Phase::Connect, todo: VecDeque::new(), rpcs: HashMap::new(), bufs: HashMap::new(), handles: vec![0; n], objects: given, next_xid, next_id: 1, trace: Vec::new(), phases: vec![("connect", std::time::Instant::now())] };
+        let mut o = Osc { job, report, phase: Phase::Connect, todo: VecDeque::new(), rpcs: HashMap::new(), bufs: HashMap::new(), handles: vec![0; n], objects: given, next_xid, next_id: 1, trace: Vec::new(), phases: vec![("connect", std::time::Instant::now())], clock: crate::wall_clock() };
         o.todo = (0..n).map(|t| Op::Connect { t }).collect();
         Ok(o)
     }
@@ -236,10 +254,17 @@ impl Osc {
 
     /// Starts RPCs while the window allows; moves to the next phase when one drains.
     pub fn pump(&mut self, node: &mut Node) {
+        let timeout = std::time::Duration::from_millis(self.job.timeout_ms.max(1));
+        let now = (self.clock)();
+        let late: Vec<u64> = self.rpcs.iter().filter(|(_, r)| now.saturating_duration_since(r.sent_at) > timeout).map(|(id, _)| *id).collect();
+        for id in late {
+            let rpc = self.rpcs.remove(&id).unwrap();
+            self.retry(node, rpc, "timed out");
+        }
         loop {
             while self.rpcs.len() < self.job.inflight.max(1) {
                 let Some(op) = self.todo.pop_front() else { break };
-                if let Err(e) = self.start(node, op) {
+                if let Err(e) = self.start(node, op, None) {
                     self.fail(format!("{op:?}: {e}"));
                 }
             }
@@ -255,7 +280,32 @@ impl Osc {
         self.objects.get(&(file, stripe)).copied().ok_or_else(|| format!("file {file} stripe {stripe} has no object"))
     }
 
-    fn start(&mut self, node: &mut Node, op: Op) -> Result<(), String> {
+    /// Sends `rpc` again with its xid (unlinking the old attempt's buffers), or gives up.
+    fn retry(&mut self, node: &mut Node, rpc: Rpc, why: &str) {
+        self.retry_as(node, rpc, why, true)
+    }
+
+    /// As `retry`; `same_xid: false` makes it a new request (a checksum error was a real,
+    /// completed reply that the server remembers, so the redo needs a new xid as in Lustre).
+    fn retry_as(&mut self, node: &mut Node, rpc: Rpc, why: &str, same_xid: bool) {
+        for md in &rpc.mds {
+            let _ = node.lnet.md_unlink(*md); // its UNLINK event frees the buffer
+        }
+        if rpc.tries >= MAX_TRIES {
+            if let Some(b) = rpc.bulk {
+                free(node, b);
+            }
+            return self.fail(format!("{:?} xid {}: {why}; gave up after {} tries", rpc.op, rpc.xid, rpc.tries));
+        }
+        self.report.resends += 1;
+        let op = rpc.op;
+        let xid = same_xid.then_some(rpc.xid);
+        if let Err(e) = self.start(node, op, Some((xid, rpc.tries + 1, rpc.bulk))) {
+            self.fail(format!("{op:?}: resend: {e}"));
+        }
+    }
+
+    fn start(&mut self, node: &mut Node, op: Op, again: Option<(Option<u64>, u32, Option<Seg>)>) -> Result<(), String> {
         let n = self.job.targets.len();
         let obdo_of = |oid: u64, t: usize, osc: &Osc| Obdo { valid: valid::FLID | valid::FLGROUP, oid, seq: osc.job.targets[t].0 as u64, ..Default::default() };
         let (t, opc, portal, bufs, bulk): (usize, u32, u32, Vec<Vec<u8>>, Option<(bool, Vec<u8>, u32)>) = match op {
@@ -315,12 +365,22 @@ impl Osc {
         let (tgt_idx, nid) = self.job.targets[t];
         let _ = tgt_idx;
         let server = ProcessId::new(nid, ProcessId::PID_LUSTRE);
-        let xid = self.next_xid;
-        self.next_xid += 128;
+        let (xid, tries, old_bulk) = match again {
+            Some((Some(xid), tries, b)) => (xid, tries, b),
+            Some((None, tries, b)) => {
+                self.next_xid += 128;
+                (self.next_xid - 128, tries, b)
+            }
+            None => {
+                self.next_xid += 128;
+                (self.next_xid - 128, 1, None)
+            }
+        };
         let id = self.next_id;
         self.next_id += 1;
         let up = user_ptr(TAG_OSC, id);
-        let body = PtlrpcBody { msg_type: PTL_RPC_MSG_REQUEST, version: LUSTRE_OST_VERSION, opc, handle: self.handles[t], ..Default::default() };
+        let flags = if again.is_some_and(|a| a.0.is_some()) { MSG_RESENT } else { 0 };
+        let body = PtlrpcBody { msg_type: PTL_RPC_MSG_REQUEST, version: LUSTRE_OST_VERSION, opc, handle: self.handles[t], flags, ..Default::default() };
         let mut all = vec![body.emit()];
         all.extend(bufs);
         let req = LustreMsg::new(0, all).emit();
@@ -332,7 +392,10 @@ impl Osc {
         let mut mds = vec![rmd];
         let mut bulk_seg = None;
         if let Some((write, data, len)) = bulk {
-            let seg = alloc(node, len as usize, if write { Some(&data) } else { None })?;
+            let seg = match old_bulk {
+                Some(s) if !write => s,
+                _ => alloc(node, len as usize, if write { Some(&data) } else { None })?,
+            };
             let me = node.lnet.me_attach(portal::OST_BULK, ProcessId::new(nid, ProcessId::PID_ANY), xid, 0, true, Insert::Tail).map_err(|e| e.to_string())?;
             let ops = if write { opt::OP_GET } else { opt::OP_PUT };
             let bmd = node.lnet.md_attach(me, spec(seg, ops, Some(1), up)).map_err(|e| e.to_string())?;
@@ -348,7 +411,7 @@ impl Osc {
         self.bufs.insert(qmd, rseg);
         node.lnet.put(qmd, false, server, portal, xid, 0, 0).map_err(|e| e.to_string())?;
         self.report.rpcs += 1;
-        self.rpcs.insert(id, Rpc { op, t, xid, reply, bulk: bulk_seg, mds });
+        self.rpcs.insert(id, Rpc { op, t, xid, reply, bulk: bulk_seg, mds, tries, sent_at: (self.clock)() });
         Ok(())
     }
 
@@ -374,13 +437,8 @@ impl Osc {
         let Some((op, xid, _)) = rpc else { return true };
         if ev.status != 0 {
             let rpc = self.rpcs.remove(&id).unwrap();
-            for md in rpc.mds {
-                let _ = node.lnet.md_unlink(md); // its UNLINK event frees the buffer
-            }
-            if let Some(b) = rpc.bulk {
-                free(node, b);
-            }
-            self.fail(format!("{op:?} xid {xid}: {:?} failed with {}", ev.kind, crate::lnet::errno::name(ev.status)));
+            let why = format!("{op:?} xid {xid}: {:?} failed with {}", ev.kind, crate::lnet::errno::name(ev.status));
+            self.retry(node, rpc, &why);
         } else if let Some(bytes) = reply_bytes {
             let rpc = self.rpcs.remove(&id).unwrap();
             self.finish(node, rpc, &bytes);
@@ -421,6 +479,10 @@ impl Osc {
             rec["data"] = serde_json::json!(format!("{d:08x}"));
         }
         self.trace.push(rec);
+        if (body.status == EBADMSG || body.status == crate::lnet::errno::EIO) && matches!(op, Op::Write { .. } | Op::Read { .. }) {
+            // The bulk transfer failed (damaged or lost pages): redo it as a new request.
+            return self.retry_as(node, rpc, &format!("bulk failed at the server (status {})", body.status), false);
+        }
         if body.status != 0 {
             if let Some(b) = rpc.bulk {
                 free(node, b);

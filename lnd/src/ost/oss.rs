@@ -29,9 +29,9 @@ struct Req {
 
 enum Wait {
     /// WRITE: our GET of the client's pages into `buf`.
-    BulkIn { req: Req, buf: Seg, niobufs: Vec<NioBuf>, oid: u64, ost: u32, cksum: Option<u32> },
+    BulkIn { req: Req, buf: Seg, niobufs: Vec<NioBuf>, oid: u64, ost: u32, cksum: Option<u32>, md: MdHandle, since: std::time::Instant },
     /// READ: our PUT of the pages; reply once ACKed.
-    BulkOut { req: Req, buf: Seg, obdo: Obdo, digest: u32 },
+    BulkOut { req: Req, buf: Seg, obdo: Obdo, digest: u32, md: MdHandle, since: std::time::Instant },
     /// A reply being sent.
     Reply { buf: Seg },
     /// A posted request buffer.
@@ -48,12 +48,24 @@ pub struct Oss {
     /// One JSON object per served RPC, for the node's trace.
     pub trace: Vec<serde_json::Value>,
     pub rpcs: u64,
+    /// Requests being served: a resend of one of these is ignored (the reply will come).
+    active: std::collections::HashSet<(ProcessId, u64)>,
+    /// Replies already sent, by (client, xid): a resent request gets its reply again and is
+    /// never applied twice.
+    replies: HashMap<(ProcessId, u64), Vec<u8>>,
+    reply_order: std::collections::VecDeque<(ProcessId, u64)>,
+    pub resent_replies: u64,
+    pub bulk_timeouts: u64,
+    /// The clock bulk timeouts use (virtual under simulation).
+    pub clock: crate::Clock,
 }
+
+const REPLY_CACHE: usize = 8192;
 
 impl Oss {
     /// Opens the OSTs and posts request buffers on OST_REQUEST and OST_IO.
     pub fn start(node: &mut Node, osts: Vec<Ost>) -> Result<Oss, String> {
-        let mut s = Oss { osts: osts.into_iter().map(|o| (o.index, o)).collect(), exports: HashMap::new(), next_export: 0x4f53_0000, waits: HashMap::new(), next_id: 1, trace: Vec::new(), rpcs: 0 };
+        let mut s = Oss { osts: osts.into_iter().map(|o| (o.index, o)).collect(), exports: HashMap::new(), next_export: 0x4f53_0000, waits: HashMap::new(), next_id: 1, trace: Vec::new(), rpcs: 0, active: Default::default(), replies: HashMap::new(), reply_order: Default::default(), resent_replies: 0, bulk_timeouts: 0, clock: crate::wall_clock() };
         for portal in [portal::OST_REQUEST, portal::OST_IO] {
             node.lnet.set_lazy(portal);
             for _ in 0..REQ_BUFS {
@@ -96,7 +108,7 @@ impl Oss {
                 }
                 self.request(node, ev.peer, ev.match_bits, &bytes);
             }
-            (Wait::BulkIn { mut req, buf, niobufs, oid, ost, cksum }, EventKind::Reply) => {
+            (Wait::BulkIn { mut req, buf, niobufs, oid, ost, cksum, .. }, EventKind::Reply) => {
                 let st = if ev.status != 0 {
                     errno::EIO
                 } else {
@@ -123,7 +135,7 @@ impl Oss {
             (w @ Wait::BulkOut { .. }, EventKind::Send) if ev.status == 0 => {
                 self.waits.insert(id, w);
             }
-            (Wait::BulkOut { mut req, buf, obdo, digest }, k) => {
+            (Wait::BulkOut { mut req, buf, obdo, digest, .. }, k) => {
                 free(node, buf);
                 req.digest = Some(digest);
                 let st = if k == EventKind::Ack && ev.status == 0 { 0 } else { errno::EIO };
@@ -167,6 +179,18 @@ impl Oss {
             Ok(b) => b,
             Err(e) => return warn!(%peer, xid, "bad ptlrpc_body: {e}"),
         };
+        let key = (peer, xid);
+        if self.active.contains(&key) {
+            debug!(%peer, xid, "resent request still being served; ignored");
+            return;
+        }
+        if let Some(bytes) = self.replies.get(&key).cloned() {
+            // Done before: send the same reply again, do not apply the request twice.
+            self.resent_replies += 1;
+            self.send_reply(node, peer, xid, &bytes);
+            return;
+        }
+        self.active.insert(key);
         self.rpcs += 1;
         let req = Req { peer, xid, opc: body.opc, msg, digest: None };
         let st = self.serve(node, &req, &body);
@@ -244,7 +268,7 @@ impl Oss {
         if body.opc == opc::OST_WRITE {
             let cksum = (obdo.valid & valid::FLCKSUM != 0).then_some(obdo.cksum);
             let md = node.lnet.md_bind(spec(buf, 0, Some(2), user_ptr(TAG_OSS, id)), true);
-            self.waits.insert(id, Wait::BulkIn { req: send_req, buf, niobufs: nbs, oid: ioo.oid, ost, cksum });
+            self.waits.insert(id, Wait::BulkIn { req: send_req, buf, niobufs: nbs, oid: ioo.oid, ost, cksum, md, since: (self.clock)() });
             if let Err(e) = node.lnet.get(md, client, portal::OST_BULK, mbits, 0) {
                 self.fail_bulk(node, id, md, &e.to_string());
             }
@@ -270,12 +294,33 @@ impl Oss {
                 reply_body.cksum = crc32c(0, &data);
             }
             let md = node.lnet.md_bind(spec(buf, 0, Some(2), user_ptr(TAG_OSS, id)), true);
-            self.waits.insert(id, Wait::BulkOut { req: send_req, buf, obdo: reply_body, digest: crc32c(0, &data) });
+            self.waits.insert(id, Wait::BulkOut { req: send_req, buf, obdo: reply_body, digest: crc32c(0, &data), md, since: (self.clock)() });
             if let Err(e) = node.lnet.put(md, true, client, portal::OST_BULK, mbits, 0, 0) {
                 self.fail_bulk(node, id, md, &e.to_string());
             }
         }
         Ok(())
+    }
+
+    /// Abandons bulk transfers that have not finished within `timeout` (their GET or data was
+    /// lost): no reply is sent; the client's resend is then served afresh.
+    pub fn expire_bulk(&mut self, node: &mut Node, timeout: std::time::Duration) {
+        let now = (self.clock)();
+        let old: Vec<u64> = self
+            .waits
+            .iter()
+            .filter(|(_, w)| matches!(w, Wait::BulkIn { since, .. } | Wait::BulkOut { since, .. } if now.saturating_duration_since(*since) > timeout))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in old {
+            let Some(Wait::BulkIn { req, buf, md, .. } | Wait::BulkOut { req, buf, md, .. }) = self.waits.remove(&id) else { continue };
+            warn!(peer = %req.peer, xid = req.xid, "bulk transfer timed out; request abandoned");
+            self.active.remove(&(req.peer, req.xid));
+            self.bulk_timeouts += 1;
+            // The buffer goes back once LNet lets go of the MD (a late transfer may still land).
+            self.waits.insert(id, Wait::Reply { buf });
+            let _ = node.lnet.md_unlink(md);
+        }
     }
 
     fn fail_bulk(&mut self, node: &mut Node, id: u64, md: MdHandle, why: &str) {
@@ -299,19 +344,34 @@ impl Oss {
         };
         bufs.insert(0, body.emit());
         let bytes = LustreMsg::new(SECFLVR_NULL_OST, bufs).emit();
+        let key = (req.peer, req.xid);
+        self.active.remove(&key);
+        if self.replies.insert(key, bytes.clone()).is_none() {
+            self.reply_order.push_back(key);
+            if self.reply_order.len() > REPLY_CACHE {
+                if let Some(old) = self.reply_order.pop_front() {
+                    self.replies.remove(&old);
+                }
+            }
+        }
         let mut rec = json!({"rpc": opc::name(req.opc), "xid": req.xid, "peer": req.peer, "status": status});
         if let Some(d) = req.digest {
             rec["data"] = json!(format!("{d:08x}"));
         }
         self.trace.push(rec);
-        let Ok(buf) = alloc(node, bytes.len(), Some(&bytes)) else {
-            return warn!(xid = req.xid, "no memory for a reply");
+        self.send_reply(node, req.peer, req.xid, &bytes);
+    }
+
+    /// PUTs reply bytes to the client's reply portal, match bits = xid.
+    fn send_reply(&mut self, node: &mut Node, peer: ProcessId, xid: u64, bytes: &[u8]) {
+        let Ok(buf) = alloc(node, bytes.len(), Some(bytes)) else {
+            return warn!(xid, "no memory for a reply");
         };
         let id = self.id();
         let md = node.lnet.md_bind(spec(buf, 0, Some(1), user_ptr(TAG_OSS, id)), true);
         self.waits.insert(id, Wait::Reply { buf });
-        if let Err(e) = node.lnet.put(md, false, req.peer, portal::OSC_REPLY, req.xid, 0, 0) {
-            warn!(xid = req.xid, "reply: {e}");
+        if let Err(e) = node.lnet.put(md, false, peer, portal::OSC_REPLY, xid, 0, 0) {
+            warn!(xid, "reply: {e}");
             self.waits.remove(&id);
             free(node, buf);
         }
