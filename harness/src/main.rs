@@ -170,31 +170,12 @@ fn main() {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Run { file, json, seed, keep, artifacts, backend, timeout } => {
-            harness::install_interrupt_handler();
             let opts = cluster::run::RunOpts { file, seed, keep, json, artifacts, backend, timeout: std::time::Duration::from_secs(timeout), up_only: None, only: None };
-            let r = cluster::run::run(&opts)?;
-            if json {
-                println!("{}", serde_json::to_string(&r)?);
-            } else {
-                print!("{}", cluster::run::table(&r));
-            }
-            if !r.ok {
-                eprintln!("reproduce with: {}", cluster::run::repro(&opts, r.seed));
-                std::process::exit(1);
-            }
+            run_and_report(&opts)?;
         }
         Cmd::Selftest { file, json, backend, seed } => {
-            harness::install_interrupt_handler();
             let opts = cluster::run::RunOpts { file, seed, keep: false, json, artifacts: None, backend, timeout: std::time::Duration::from_secs(300), up_only: None, only: Some(cluster::spec::WorkloadKind::Selftest) };
-            let r = cluster::run::run(&opts)?;
-            if json {
-                println!("{}", serde_json::to_string(&r)?);
-            } else {
-                print!("{}", cluster::run::table(&r));
-            }
-            if !r.ok {
-                std::process::exit(1);
-            }
+            run_and_report(&opts)?;
         }
         Cmd::Up { file, seed, artifacts, backend, foreground } => {
             let state = state_file();
@@ -394,4 +375,20 @@ fn running(state: &std::path::Path) -> Option<i32> {
     let st: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(state).ok()?).ok()?;
     let pid = st["pid"].as_i64()? as i32;
     (unsafe { libc::kill(pid, 0) } == 0).then_some(pid)
+}
+
+/// Runs a cluster and prints the report (table or JSON); exits 1 with the repro line on failure.
+fn run_and_report(opts: &cluster::run::RunOpts) -> anyhow::Result<()> {
+    harness::install_interrupt_handler();
+    let r = cluster::run::run(opts)?;
+    if opts.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        print!("{}", cluster::run::table(&r));
+    }
+    if !r.ok {
+        eprintln!("reproduce with: {}", cluster::run::repro(opts, r.seed));
+        std::process::exit(1);
+    }
+    Ok(())
 }
