@@ -182,3 +182,28 @@ async fn image_smoke_test_with_testcontainers() {
     let o = Command::new("docker").args(["ps", "-aq", "--filter", &format!("id={id}")]).output().unwrap();
     assert!(o.stdout.is_empty(), "removed");
 }
+
+#[test]
+fn ctrl_c_on_a_docker_run_tears_everything_down() {
+    let art = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lnetlab"))
+        .args(["run", root().join("clusters/quickstart.yaml").to_str().unwrap(), "--backend", "docker", "--keep", "--artifacts", art.path().to_str().unwrap()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let count = |what: &[&str]| {
+        let o = Command::new("docker").args(what).args(["--filter", &format!("label=lnetlab.pid={pid}")]).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).lines().count()
+    };
+    let t0 = Instant::now();
+    while count(&["ps", "-q"]) < 5 {
+        assert!(t0.elapsed() < Duration::from_secs(120), "the run never came up");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let st = child.wait().unwrap();
+    assert_eq!((count(&["ps", "-aq"]), count(&["network", "ls", "-q"]), count(&["volume", "ls", "-q"])), (0, 0, 0), "left after Ctrl-C ({st})");
+    let logs = std::fs::read_dir(art.path()).unwrap().next().unwrap().unwrap().path().join("containers");
+    assert!(std::fs::read_dir(logs).unwrap().count() >= 5, "container logs saved before removal");
+}
