@@ -47,6 +47,8 @@ pub struct Cluster {
     /// waiting on other processes).
     pump: Option<Box<dyn FnMut() -> anyhow::Result<Vec<(usize, NodeLine)>> + Send>>,
     pumped: std::collections::VecDeque<(usize, NodeLine)>,
+    /// How a backend counts its devices' injected faults (default: their logs).
+    pub device_faults: Option<Box<dyn Fn() -> u64 + Send>>,
 }
 
 fn socklnd_port() -> u16 {
@@ -86,7 +88,9 @@ impl Cluster {
         for net in &plan.dma_nets {
             let dir = scratch.join(format!("fabric-{net}"));
             std::fs::create_dir_all(&dir)?;
-            let g = start_dmadev(&dir, timeout)?;
+            let corrupt = plan.spec.faults.iter().find(|f| f.kind == super::spec::FaultKind::DmaCorrupt && f.net.as_deref() == Some(net.as_str())).and_then(|f| f.rate);
+            let extra: Vec<String> = corrupt.map(|r| vec!["--corrupt-rate".into(), r.to_string(), "--seed".into(), plan.seed.to_string()]).unwrap_or_default();
+            let g = start_dmadev(&dir, timeout, &extra)?;
             // Keep the device log with the artifacts.
             let _ = std::fs::hard_link(dir.join("dmadev.log"), art.join(format!("dmadev-{net}.log")));
             devs.push(g);
@@ -111,12 +115,27 @@ impl Cluster {
 
     /// A cluster from nodes a backend started; `keep` lives until teardown.
     pub fn assemble(nodes: Vec<NodeProc>, rx: Receiver<(usize, NodeLine)>, keep: Vec<Box<dyn std::any::Any + Send>>, target_dirs: std::collections::HashMap<(String, u32), PathBuf>) -> Cluster {
-        Cluster { nodes, rx, backlog: Vec::new(), _keep: keep, target_dirs, pump: None, pumped: Default::default() }
+        Cluster { nodes, rx, backlog: Vec::new(), _keep: keep, target_dirs, pump: None, pumped: Default::default(), device_faults: None }
     }
 
     /// Makes `next` drive `pump` for its lines (simulation backend).
     pub fn set_pump(&mut self, pump: Box<dyn FnMut() -> anyhow::Result<Vec<(usize, NodeLine)>> + Send>) {
         self.pump = Some(pump);
+    }
+
+    /// Faults the DMA devices injected (counted from their logs, or from the hook a backend set).
+    pub fn device_faults(&self, art: &Path) -> u64 {
+        if let Some(f) = &self.device_faults {
+            return f();
+        }
+        let mut n = 0;
+        for e in std::fs::read_dir(art).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.starts_with("dmadev-") && name.ends_with(".log") {
+                n += std::fs::read_to_string(e.path()).unwrap_or_default().matches("fault: corrupted pulled data").count() as u64;
+            }
+        }
+        n
     }
 
     /// The local processes of the nodes (none for containers or simulated nodes).

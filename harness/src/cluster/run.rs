@@ -36,6 +36,10 @@ pub struct WorkloadReport {
     pub messages: Vec<String>,
     #[serde(default)]
     pub resends: u64,
+    #[serde(default)]
+    pub lost_acked_writes: u64,
+    #[serde(default)]
+    pub silent_corruptions: u64,
     /// For selftests: rates and latency percentiles (the slowest client's percentiles).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub selftest: Option<Value>,
@@ -53,6 +57,10 @@ pub struct Report {
     pub faults_injected: u64,
     /// RPCs the clients had to send again.
     pub resends: u64,
+    /// Acknowledged writes that did not read back.
+    pub lost_acked_writes: u64,
+    /// Wrong data that passed its checksum.
+    pub silent_corruptions: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub elapsed_s: f64,
@@ -103,7 +111,7 @@ pub fn run(opts: &RunOpts) -> anyhow::Result<Report> {
     let t0 = Instant::now();
     let say = progress(opts.json);
     say(&format!("cluster `{}`: {} nodes, seed {seed}, artifacts {}", spec.name, plan.nodes.len(), art.display()));
-    let mut report = Report { cluster: spec.name.clone(), backend: opts.backend.clone(), seed, ok: false, workloads: Vec::new(), artifacts: art.display().to_string(), faults_injected: 0, resends: 0, error: None, elapsed_s: 0.0 };
+    let mut report = Report { cluster: spec.name.clone(), backend: opts.backend.clone(), seed, ok: false, workloads: Vec::new(), artifacts: art.display().to_string(), faults_injected: 0, resends: 0, lost_acked_writes: 0, silent_corruptions: 0, error: None, elapsed_s: 0.0 };
     let res = execute(backend.as_ref(), &plan, opts, &art, &say, &mut report);
     if let Some(state) = &opts.up_only {
         let _ = std::fs::remove_file(state);
@@ -130,7 +138,7 @@ fn execute(backend: &dyn super::backend::Backend, plan: &Plan, opts: &RunOpts, a
             cluster.cmd(i, json!({"op": "oss_start", "targets": targets}), opts.timeout)?;
             say(&format!("oss {}: {} OSTs", n.name, n.targets.len()));
         }
-        for (k, f) in plan.spec.faults.iter().enumerate() {
+        for (k, f) in plan.spec.faults.iter().enumerate().filter(|(_, f)| f.kind == super::spec::FaultKind::LnetDrop) {
             let i = plan.nodes.iter().position(|n| n.name == f.node).expect("validated");
             let src = f.src.as_ref().and_then(|s| plan.nid_for(&f.node, s)).map(|n| n.to_string());
             let rule = json!({"src": src, "portal": f.portal, "type": f.msg_type, "rate": f.rate, "interval": f.interval, "seed": plan.seed ^ (k as u64 + 1)});
@@ -160,7 +168,10 @@ fn execute(backend: &dyn super::backend::Backend, plan: &Plan, opts: &RunOpts, a
                 let st = cluster.cmd(i, json!({"op": "stats"}), opts.timeout)?;
                 report.faults_injected += st["lnet"]["faults_dropped"].as_u64().unwrap_or(0);
             }
+            report.faults_injected += cluster.device_faults(art);
         }
+        report.lost_acked_writes = report.workloads.iter().map(|w| w.lost_acked_writes).sum();
+        report.silent_corruptions = report.workloads.iter().map(|w| w.silent_corruptions).sum();
         Ok(())
     })();
     if opts.keep {
@@ -228,6 +239,8 @@ fn run_workload(cluster: &mut Cluster, plan: &Plan, w: &WorkloadSpec, timeout: D
         r.rpcs += d["rpcs"].as_u64().unwrap_or(0);
         r.errors += d["errors"].as_u64().unwrap_or(0);
         r.resends += d["resends"].as_u64().unwrap_or(0);
+        r.lost_acked_writes += d["lost_acked_writes"].as_u64().unwrap_or(0);
+        r.silent_corruptions += d["silent_corruptions"].as_u64().unwrap_or(0);
         if let Some(m) = d["messages"].as_array() {
             r.messages.extend(m.iter().filter_map(|x| x.as_str().map(|s| format!("{}: {s}", d["name"].as_str().unwrap_or("?")))));
         }
@@ -282,7 +295,7 @@ pub fn run_selftest(cluster: &mut Cluster, plan: &Plan, w: &WorkloadSpec, timeou
     let bytes = sum("bytes") as u64;
     let st = json!({"test": w.test, "clients": all.len(), "ops": sum("ops") as u64, "mb_per_s": sum("mb_per_s"), "rpc_per_s": sum("rpc_per_s"), "p50_us": max("p50_us"), "p99_us": max("p99_us"), "p999_us": max("p999_us")});
     say(&format!("{}: {} ops, {:.1} MB/s, {:.0} RPC/s, latency p50 {:.0} µs p99 {:.0} µs p999 {:.0} µs", w.name, st["ops"], st["mb_per_s"].as_f64().unwrap_or(0.0), st["rpc_per_s"].as_f64().unwrap_or(0.0), st["p50_us"].as_f64().unwrap_or(0.0), st["p99_us"].as_f64().unwrap_or(0.0), st["p999_us"].as_f64().unwrap_or(0.0)));
-    Ok(WorkloadReport { name: w.name.clone(), bytes_written: bytes, bytes_verified: bytes, rpcs: sum("ops") as u64, errors: sum("errors") as u64, resends: 0, messages: Vec::new(), selftest: Some(st) })
+    Ok(WorkloadReport { name: w.name.clone(), bytes_written: bytes, bytes_verified: bytes, rpcs: sum("ops") as u64, errors: sum("errors") as u64, resends: 0, lost_acked_writes: 0, silent_corruptions: 0, messages: Vec::new(), selftest: Some(st) })
 }
 
 /// The human summary printed at the end of a run.

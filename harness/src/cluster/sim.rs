@@ -95,6 +95,12 @@ impl Backend for SimBackend {
                 target_dirs.insert((n.name.clone(), t.ost), scratch.join("targets").join(&n.name).join(format!("ost{}", t.ost)));
             }
         }
+        for f in plan.spec.faults.iter().filter(|f| f.kind == super::spec::FaultKind::DmaCorrupt) {
+            if let Some(net) = &f.net {
+                sim.fabric(net).engine().lock().unwrap().set_corrupt_rate(f.rate.unwrap_or(0), plan.seed);
+            }
+        }
+        let fabrics: Vec<_> = sim.fabrics.iter().map(|(_, f)| f.clone()).collect();
         let shared = Arc::new(Mutex::new(Shared { sim, replies: VecDeque::new() }));
         let nodes = plan.nodes.iter().enumerate().map(|(i, n)| NodeProc::remote(&n.name, Box::new(SimWriter { shared: shared.clone(), node: i, buf: Vec::new() }))).collect();
         let (_tx, rx) = std::sync::mpsc::channel();
@@ -131,6 +137,7 @@ impl Backend for SimBackend {
             }
             Ok(out)
         }));
+        c.device_faults = Some(Box::new(move || fabrics.iter().map(|f| f.engine().lock().unwrap().stats.corrupted).sum()));
         c.wait_ready(Duration::from_secs(5), progress, &|n| format!("(simulated node {n})"))?;
         Ok(c)
     }

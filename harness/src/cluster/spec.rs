@@ -194,13 +194,20 @@ pub struct WorkloadSpec {
 pub enum FaultKind {
     /// LNet drop rule on `node` (like `lctl net_drop_add`), for messages it receives.
     LnetDrop,
+    /// The DMA device of `net` damages one in `rate` pulled transfers.
+    DmaCorrupt,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FaultSpec {
     pub kind: FaultKind,
+    /// lnet_drop: the node that drops.
+    #[serde(default)]
     pub node: String,
+    /// dma_corrupt: the DMA net.
+    #[serde(default)]
+    pub net: Option<String>,
     /// Only messages from this node...
     #[serde(default)]
     pub src: Option<String>,
@@ -381,6 +388,13 @@ impl ClusterSpec {
             }
         }
         for f in &self.faults {
+            if f.kind == FaultKind::DmaCorrupt {
+                let ok = f.net.as_ref().is_some_and(|n| self.nets.get(n).is_some_and(|x| x.kind == NetKind::Dma));
+                if !ok || f.rate.unwrap_or(0) == 0 {
+                    return Err(err("dma_corrupt", "dma_corrupt needs `net:` (a DMA net) and `rate:` (≥ 1)".into()));
+                }
+                continue;
+            }
             for n in std::iter::once(&f.node).chain(f.src.iter()) {
                 if !self.nodes.iter().any(|x| &x.name == n) {
                     return Err(err(n, format!("fault on unknown node `{n}`")));

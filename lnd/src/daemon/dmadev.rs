@@ -4,7 +4,7 @@ use crate::dev::server::DevServer;
 use std::path::PathBuf;
 
 pub fn main(args: &[String]) -> anyhow::Result<()> {
-    let a = super::parse_args(args, &["fabric", "log", "seed"], &[])?;
+    let a = super::parse_args(args, &["fabric", "log", "seed", "corrupt-rate"], &[])?;
     super::init_logging(a.get("log"))?;
     let dir = PathBuf::from(a.get("fabric").ok_or_else(|| anyhow::anyhow!("--fabric DIR is required"))?);
     let seed = match a.get("seed") {
@@ -12,6 +12,10 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         None => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() as u64 ^ std::process::id() as u64,
     };
     let server = DevServer::bind(&dir, seed).map_err(|e| anyhow::anyhow!("dmadev: cannot serve {}: {e}", dir.display()))?;
+    if let Some(r) = a.get("corrupt-rate") {
+        let rate: u32 = r.parse().map_err(|_| anyhow::anyhow!("--corrupt-rate `{r}` is not a number"))?;
+        server.engine().lock().unwrap().set_corrupt_rate(rate, seed);
+    }
     // Terminate cleanly on SIGTERM/SIGINT so the socket file goes away.
     let path = server.path().to_path_buf();
     install_exit_handler(path);

@@ -35,6 +35,8 @@ pub struct EngineStats {
     pub pulls: u64,
     pub bytes_pulled: u64,
     pub errors: u64,
+    /// Pulls whose data the fault injector damaged.
+    pub corrupted: u64,
 }
 
 /// Remembered consumed cookies, so a second pull says "consumed" rather than "unknown".
@@ -52,6 +54,8 @@ pub struct Engine {
     next_tx: u64,
     secret: u64,
     pub stats: EngineStats,
+    /// Fault: damage one in `n` pulled transfers (seeded generator).
+    corrupt: Option<(u32, u64)>,
 }
 
 /// Attach errors.
@@ -75,6 +79,7 @@ impl Engine {
             next_tx: 1,
             secret: secret | 1,
             stats: EngineStats::default(),
+            corrupt: None,
         }
     }
 
@@ -261,8 +266,29 @@ impl Engine {
         Ok(PullJob { from, src, cookie, tag, tx_tag: tx.tag, tx_off, len: want, src_mem, src_frags: tx.frags, sink_mem, sink_frags: frags })
     }
 
+    /// Fault injection: flip a byte in one of every `rate` pulled transfers (0 turns it off).
+    pub fn set_corrupt_rate(&mut self, rate: u32, seed: u64) {
+        self.corrupt = (rate > 0).then_some((rate, seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1));
+    }
+
     /// Posts the completions of a pull whose copy is done (`ok`) or failed.
     pub fn finish_pull(&mut self, job: PullJob, ok: bool) {
+        if let (true, Some((rate, rng))) = (ok && job.len > 0, self.corrupt.as_mut()) {
+            *rng ^= *rng >> 12;
+            *rng ^= *rng << 25;
+            *rng ^= *rng >> 27;
+            let x = rng.wrapping_mul(0x2545_F491_4F6C_DD1D);
+            if x % *rate as u64 == 0 {
+                if let Some(f) = job.sink_frags.iter().find(|f| f.len > 0) {
+                    let at = f.off + (x >> 32) % f.len as u64;
+                    let mut b = [0u8; 1];
+                    if job.sink_mem.read(at, &mut b).is_ok() && job.sink_mem.write(at, &[b[0] ^ 0x40]).is_ok() {
+                        self.stats.corrupted += 1;
+                        tracing::info!(from = job.from, src = job.src, "fault: corrupted pulled data");
+                    }
+                }
+            }
+        }
         let status = if ok { DevStatus::Ok } else { DevStatus::OutOfBounds };
         let len = if ok { job.len as u32 } else { 0 };
         if ok {

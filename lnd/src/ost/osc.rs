@@ -79,6 +79,10 @@ pub struct IoReport {
     pub done: bool,
     /// RPCs sent again after a timeout, a lost message or a bad checksum.
     pub resends: u64,
+    /// Chunks whose acknowledged write did not read back.
+    pub lost_acked_writes: u64,
+    /// Wrong data that passed its checksum.
+    pub silent_corruptions: u64,
     /// The objects the job used: (file, stripe, target, oid).
     pub objects: Vec<(u64, u32, usize, u64)>,
 }
@@ -157,6 +161,8 @@ pub struct Osc {
     pub phases: Vec<(&'static str, std::time::Instant)>,
     /// The clock RPC timeouts use (virtual under simulation).
     pub clock: crate::Clock,
+    /// Chunks whose write was acknowledged.
+    acked: std::collections::HashSet<(u64, u64)>,
 }
 
 impl Osc {
@@ -171,7 +177,7 @@ impl Osc {
         let report = IoReport { name: job.name.clone(), ..Default::default() };
         let next_xid = ((job.seed & 0xffff_ffff) << 20) & !127;
         let given: HashMap<(u64, u32), (usize, u64)> = job.objects.iter().flatten().map(|&(f, s, t, oid)| ((f, s), (t, oid))).collect();
-        let mut o = Osc { job, report, phase: Phase::Connect, todo: VecDeque::new(), rpcs: HashMap::new(), bufs: HashMap::new(), handles: vec![0; n], objects: given, next_xid, next_id: 1, trace: Vec::new(), phases: vec![("connect", std::time::Instant::now())], clock: crate::wall_clock() };
+        let mut o = Osc { job, report, phase: Phase::Connect, todo: VecDeque::new(), rpcs: HashMap::new(), bufs: HashMap::new(), handles: vec![0; n], objects: given, next_xid, next_id: 1, trace: Vec::new(), phases: vec![("connect", std::time::Instant::now())], clock: crate::wall_clock(), acked: Default::default() };
         o.todo = (0..n).map(|t| Op::Connect { t }).collect();
         Ok(o)
     }
@@ -498,11 +504,14 @@ impl Osc {
                 }
                 Err(e) => self.fail(format!("{op:?}: {e}")),
             },
-            Op::Write { chunk, .. } => {
+            Op::Write { file, chunk } => {
                 let (_, _, len) = self.chunk(chunk);
                 let rc = msg.buf(2, 4).map(|b| i32::from_le_bytes(b[..4].try_into().unwrap()));
                 match rc {
-                    Ok(0) => self.report.bytes_written += len as u64,
+                    Ok(0) => {
+                        self.report.bytes_written += len as u64;
+                        self.acked.insert((file, chunk));
+                    }
                     other => self.fail(format!("{op:?}: niobuf rc {other:?}")),
                 }
             }
@@ -513,9 +522,20 @@ impl Osc {
                 let mut want = vec![0u8; if self.job.compare { len as usize } else { 0 }];
                 pattern_fill(self.job.seed, file, chunk * self.job.stripe_size as u64, &mut want);
                 let ck = obdo.as_ref().map(|o| (o.valid & valid::FLCKSUM != 0).then_some(o.cksum)).unwrap_or(None);
-                if self.job.checksum && ck.is_some_and(|c| c != crc32c(0, &got)) {
-                    self.fail(format!("{op:?}: bulk checksum mismatch"));
+                let ck_ok = ck.is_some_and(|c| c == crc32c(0, &got));
+                if self.job.checksum && ck.is_some() && !ck_ok {
+                    // Damaged on the way: read it again (a new request).
+                    let rpc = Rpc { bulk: Some(seg), ..rpc };
+                    return self.retry_as(node, rpc, "read data failed its checksum", false);
                 } else if self.job.compare && got != want {
+                    // Wrong data that no checksum caught is a silent corruption; an acknowledged
+                    // write that does not read back is a lost write.
+                    if self.acked.contains(&(file, chunk)) {
+                        self.report.lost_acked_writes += 1;
+                        if ck_ok {
+                            self.report.silent_corruptions += 1;
+                        }
+                    }
                     let at = got.iter().zip(&want).position(|(a, b)| a != b).unwrap_or(0);
                     self.fail(format!("{op:?}: data differs at byte {at} of the chunk"));
                 } else {
