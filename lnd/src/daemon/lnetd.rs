@@ -155,6 +155,16 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         }
         out.flush()?;
         if ctl.quit {
+            // Let what is in flight finish (bounded), so events and traces are complete.
+            let t0 = std::time::Instant::now();
+            while !ctl.node.idle() && t0.elapsed() < Duration::from_secs(2) {
+                ctl.node.step();
+                for e in ctl.drain_events() {
+                    writeln!(out, "{e}")?;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            out.flush()?;
             return Ok(());
         }
         // Work queued by roles while handling events goes out before we sleep.
