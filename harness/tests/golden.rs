@@ -77,3 +77,15 @@ fn golden_check_passes_and_an_edited_golden_fails_with_a_diff() {
     assert!(out.contains("-rpc    OST_CREATE x3 from c9") && out.contains("+rpc    OST_CREATE x3 from c1"), "{out}");
     assert!(out.contains("ok       concurrent"));
 }
+
+#[test]
+fn a_run_with_faults_replays_byte_for_byte_in_sim() {
+    let f = root().join("clusters/faults.yaml");
+    let art = tempfile::tempdir().unwrap();
+    let (r1, s1) = run_scenario_in(&f, "sim", Some(9), true, art.path()).unwrap();
+    let (r2, s2) = run_scenario_in(&f, "sim", Some(9), true, art.path()).unwrap();
+    assert!(r1.faults_injected > 0 && r1.resends > 0, "faults happened");
+    assert_eq!((r1.faults_injected, r1.resends), (r2.faults_injected, r2.resends));
+    assert_eq!(s1, s2);
+    assert_eq!(raw_traces(&r1), raw_traces(&r2));
+}

@@ -262,7 +262,8 @@ impl Osc {
     pub fn pump(&mut self, node: &mut Node) {
         let timeout = std::time::Duration::from_millis(self.job.timeout_ms.max(1));
         let now = (self.clock)();
-        let late: Vec<u64> = self.rpcs.iter().filter(|(_, r)| now.saturating_duration_since(r.sent_at) > timeout).map(|(id, _)| *id).collect();
+        let mut late: Vec<u64> = self.rpcs.iter().filter(|(_, r)| now.saturating_duration_since(r.sent_at) > timeout).map(|(id, _)| *id).collect();
+        late.sort_unstable(); // a fixed order keeps simulated runs replayable
         for id in late {
             let rpc = self.rpcs.remove(&id).unwrap();
             self.retry(node, rpc, "timed out");

@@ -306,12 +306,13 @@ impl Oss {
     /// lost): no reply is sent; the client's resend is then served afresh.
     pub fn expire_bulk(&mut self, node: &mut Node, timeout: std::time::Duration) {
         let now = (self.clock)();
-        let old: Vec<u64> = self
+        let mut old: Vec<u64> = self
             .waits
             .iter()
             .filter(|(_, w)| matches!(w, Wait::BulkIn { since, .. } | Wait::BulkOut { since, .. } if now.saturating_duration_since(*since) > timeout))
             .map(|(id, _)| *id)
             .collect();
+        old.sort_unstable(); // a fixed order keeps simulated runs replayable
         for id in old {
             let Some(Wait::BulkIn { req, buf, md, .. } | Wait::BulkOut { req, buf, md, .. }) = self.waits.remove(&id) else { continue };
             warn!(peer = %req.peer, xid = req.xid, "bulk transfer timed out; request abandoned");
