@@ -409,20 +409,8 @@ impl Lnet {
         }
         let iov = m.spec.iov.clone();
         let (ni, hop) = self.route(target.nid)?;
-        let hdr = HdrRepr {
-            dest_nid: target.nid,
-            src_nid: self.src_nid(ni, target.nid),
-            dest_pid: target.pid,
-            src_pid: self.pid,
-            payload_length: len as u32,
-            body: HdrBody::Put {
-                ack_wmd: if ack { self.wire_handle(md) } else { WireHandle::NONE },
-                match_bits,
-                hdr_data,
-                ptl_index: portal,
-                offset,
-            },
-        };
+        let ack_wmd = if ack { self.wire_handle(md) } else { WireHandle::NONE };
+        let hdr = self.hdr_to(ni, target, len as u32, HdrBody::Put { ack_wmd, match_bits, hdr_data, ptl_index: portal, offset });
         let ev = self.event(EventKind::Send, md, target, portal, match_bits, len, len, offset as u64, hdr_data);
         self.attach_md(md);
         Ok(self.launch(Some(md), Some(ev), ni, hop, target, hdr, iov, None))
@@ -435,19 +423,24 @@ impl Lnet {
         let sink = m.spec.iov.clone();
         let sink_len = m.length.min(LNET_MTU as u64);
         let (ni, hop) = self.route(target.nid)?;
-        let hdr = HdrRepr {
-            dest_nid: target.nid,
-            src_nid: self.src_nid(ni, target.nid),
-            dest_pid: target.pid,
-            src_pid: self.pid,
-            payload_length: 0,
-            body: HdrBody::Get { return_wmd: self.wire_handle(md), match_bits, ptl_index: portal, src_offset: offset, sink_length: sink_len as u32 },
-        };
+        let body = HdrBody::Get { return_wmd: self.wire_handle(md), match_bits, ptl_index: portal, src_offset: offset, sink_length: sink_len as u32 };
+        let hdr = self.hdr_to(ni, target, 0, body);
         let ev = self.event(EventKind::Send, md, target, portal, match_bits, 0, 0, offset as u64, 0);
         self.attach_md(md);
         // Only the last hop may take the RDMA shortcut: through a router the GET travels as is.
         let get_sink = (hop == target.nid).then_some(sink);
         Ok(self.launch(Some(md), Some(ev), ni, hop, target, hdr, Vec::new(), get_sink))
+    }
+
+    /// The header of a message this node starts towards `target`, leaving through `ni`.
+    fn hdr_to(&self, ni: NiIdx, target: ProcessId, payload_length: u32, body: HdrBody) -> HdrRepr {
+        HdrRepr { dest_nid: target.nid, src_nid: self.src_nid(ni, target.nid), dest_pid: target.pid, src_pid: self.pid, payload_length, body }
+    }
+
+    /// The header of an ACK or REPLY answering `req`: addressed back to its sender, from the
+    /// NID the request was sent to.
+    fn answer_hdr(&self, req: &HdrRepr, payload_length: u32, body: HdrBody) -> HdrRepr {
+        HdrRepr { dest_nid: req.src_nid, src_nid: req.dest_nid, dest_pid: req.src_pid, src_pid: self.pid, payload_length, body }
     }
 
     fn src_nid(&self, ni: NiIdx, dest: Nid) -> Nid {

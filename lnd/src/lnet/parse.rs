@@ -47,14 +47,7 @@ impl Lnet {
                 };
                 let ev = self.event(EventKind::Put, md, src, ptl_index, match_bits, rlen, mlen, offset, hdr_data);
                 let wants_ack = !ack_wmd.is_none() && self.mds.get(md.0).unwrap().spec.options & opt::ACK_DISABLE == 0;
-                let ack = wants_ack.then(|| HdrRepr {
-                    dest_nid: hdr.src_nid,
-                    src_nid: hdr.dest_nid,
-                    dest_pid: hdr.src_pid,
-                    src_pid: self.pid,
-                    payload_length: 0,
-                    body: HdrBody::Ack { dst_wmd: ack_wmd, match_bits, mlength: mlen as u32 },
-                });
+                let ack = wants_ack.then(|| self.answer_hdr(&hdr, 0, HdrBody::Ack { dst_wmd: ack_wmd, match_bits, mlength: mlen as u32 }));
                 let iov = iov_slice(&self.mds.get(md.0).unwrap().spec.iov, offset, mlen);
                 self.attach_md(md);
                 let id = self.new_recv(Some(md), Some(ev), ack, mlen);
@@ -70,14 +63,7 @@ impl Lnet {
                 let ev = self.event(EventKind::Get, md, src, ptl_index, match_bits, want, mlen, offset, 0);
                 let iov = iov_slice(&self.mds.get(md.0).unwrap().spec.iov, offset, mlen);
                 self.attach_md(md);
-                let reply = HdrRepr {
-                    dest_nid: hdr.src_nid,
-                    src_nid: hdr.dest_nid,
-                    dest_pid: hdr.src_pid,
-                    src_pid: self.pid,
-                    payload_length: mlen as u32,
-                    body: HdrBody::Reply { dst_wmd: return_wmd },
-                };
+                let reply = self.answer_hdr(&hdr, mlen as u32, HdrBody::Reply { dst_wmd: return_wmd });
                 self.counters.recv_count += 1;
                 if rdma_req {
                     // The LND moves the data from the source buffers; the REPLY never goes
