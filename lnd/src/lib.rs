@@ -11,6 +11,7 @@ pub mod mem;
 pub mod node;
 pub mod ost;
 pub mod ptlrpc;
+pub mod rng;
 pub mod selftest;
 pub mod sim;
 pub mod sock;

@@ -64,7 +64,7 @@ impl Node {
 
     /// Nothing in flight anywhere: no LNet message, no LND transfer.
     pub fn idle(&self) -> bool {
-        self.lnet.msgs_in_flight() == 0 && self.lnds.iter().all(|l| l.busy() == 0)
+        self.lnet.msgs_in_flight() == 0 && self.lnet.held() == 0 && self.lnds.iter().all(|l| l.busy() == 0)
     }
 
     /// A node with `0@lo` and one DMA NI on `dev` (the shape unit tests use).

@@ -16,6 +16,29 @@ pub trait Backend {
     }
     /// `scratch` holds fabrics and OST storage; `art` is the run's artifacts directory.
     fn up(&self, plan: &Plan, scratch: &Path, art: &Path, timeout: Duration, progress: &dyn Fn(&str)) -> anyhow::Result<Cluster>;
+    /// Can this backend inject faults of `kind` (`timed`: in windows while workloads run)?
+    fn can_inject(&self, _kind: super::spec::FaultKind, _timed: bool) -> bool {
+        true
+    }
+    /// Freezes (`paused`) or thaws node `i`; returns whether anything changed. The default
+    /// signals the node's local process (SIGSTOP / SIGCONT).
+    fn pause(&self, cluster: &mut Cluster, i: usize, paused: bool) -> anyhow::Result<bool> {
+        if cluster.paused.contains(&i) == paused {
+            return Ok(false);
+        }
+        let pid = cluster.pids()[i].ok_or_else(|| anyhow::anyhow!("node {} has no local process to pause on the {} backend", cluster.nodes[i].name, self.name()))?;
+        let sig = if paused { libc::SIGSTOP } else { libc::SIGCONT };
+        // SAFETY: signalling a child process we started and have not reaped.
+        if unsafe { libc::kill(pid as libc::pid_t, sig) } != 0 {
+            anyhow::bail!("cannot {} node {}: {}", if paused { "pause" } else { "resume" }, cluster.nodes[i].name, std::io::Error::last_os_error());
+        }
+        if paused {
+            cluster.paused.insert(i);
+        } else {
+            cluster.paused.remove(&i);
+        }
+        Ok(true)
+    }
 }
 
 /// Every node a local `lnetd` process on its own loopback address, one `dmadev` per DMA net.

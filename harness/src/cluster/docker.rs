@@ -240,7 +240,7 @@ impl DockerBackend {
     }
 
     /// Fault: freeze and thaw a node (cgroup freezer).
-    pub fn pause(&self, node: &str, paused: bool) -> anyhow::Result<()> {
+    pub fn pause_container(&self, node: &str, paused: bool) -> anyhow::Result<()> {
         let e = &self.engine;
         let c = self.container(node);
         if paused {
@@ -343,6 +343,19 @@ impl Backend for DockerBackend {
         "docker"
     }
 
+    fn pause(&self, cluster: &mut Cluster, i: usize, paused: bool) -> anyhow::Result<bool> {
+        if cluster.paused.contains(&i) == paused {
+            return Ok(false);
+        }
+        self.pause_container(&cluster.nodes[i].name, paused)?;
+        if paused {
+            cluster.paused.insert(i);
+        } else {
+            cluster.paused.remove(&i);
+        }
+        Ok(true)
+    }
+
     fn tcp_addressing(&self, spec: &ClusterSpec) -> Option<Box<dyn Fn(usize, &str, usize) -> Ipv4Addr>> {
         let spec = spec.clone();
         let salt = self.salt;
@@ -393,7 +406,7 @@ impl Backend for DockerBackend {
             let body = ContainerCreateBody {
                 image: Some(image.clone()),
                 entrypoint: Some(vec!["/dmadev".into()]),
-                cmd: Some(vec!["--fabric".into(), "/fabric".into(), "--log".into(), format!("/art/dmadev-{net}.log")]),
+                cmd: Some([vec!["--fabric".into(), "/fabric".into(), "--log".into(), format!("/art/dmadev-{net}.log")], super::faults::dmadev_args(plan, net)].concat()),
                 labels: Some(lab.clone()),
                 host_config: Some(HostConfig { binds: Some(vec![format!("{}:/fabric", name(&format!("{net}-fabric"))), format!("{}:/art", art.display())]), network_mode: Some("none".into()), ..Default::default() }),
                 ..Default::default()

@@ -5,6 +5,7 @@ pub mod backend;
 pub mod compose;
 #[cfg(feature = "cluster")]
 pub mod docker;
+pub mod faults;
 pub mod plan;
 pub mod process;
 pub mod run;

@@ -47,8 +47,10 @@ pub struct Cluster {
     /// waiting on other processes).
     pump: Option<Box<dyn FnMut() -> anyhow::Result<Vec<(usize, NodeLine)>> + Send>>,
     pumped: std::collections::VecDeque<(usize, NodeLine)>,
-    /// How a backend counts its devices' injected faults (default: their logs).
-    pub device_faults: Option<Box<dyn Fn() -> u64 + Send>>,
+    /// How a backend counts its devices' injected faults by kind (default: their logs).
+    pub device_faults: Option<Box<dyn Fn() -> std::collections::BTreeMap<String, u64> + Send>>,
+    /// Nodes frozen by a pause fault.
+    pub paused: std::collections::HashSet<usize>,
 }
 
 fn socklnd_port() -> u16 {
@@ -88,8 +90,7 @@ impl Cluster {
         for net in &plan.dma_nets {
             let dir = scratch.join(format!("fabric-{net}"));
             std::fs::create_dir_all(&dir)?;
-            let corrupt = plan.spec.faults.iter().find(|f| f.kind == super::spec::FaultKind::DmaCorrupt && f.net.as_deref() == Some(net.as_str())).and_then(|f| f.rate);
-            let extra: Vec<String> = corrupt.map(|r| vec!["--corrupt-rate".into(), r.to_string(), "--seed".into(), plan.seed.to_string()]).unwrap_or_default();
+            let extra = super::faults::dmadev_args(plan, net);
             let g = start_dmadev(&dir, timeout, &extra)?;
             // Keep the device log with the artifacts.
             let _ = std::fs::hard_link(dir.join("dmadev.log"), art.join(format!("dmadev-{net}.log")));
@@ -115,7 +116,7 @@ impl Cluster {
 
     /// A cluster from nodes a backend started; `keep` lives until teardown.
     pub fn assemble(nodes: Vec<NodeProc>, rx: Receiver<(usize, NodeLine)>, keep: Vec<Box<dyn std::any::Any + Send>>, target_dirs: std::collections::HashMap<(String, u32), PathBuf>) -> Cluster {
-        Cluster { nodes, rx, backlog: Vec::new(), _keep: keep, target_dirs, pump: None, pumped: Default::default(), device_faults: None }
+        Cluster { nodes, rx, backlog: Vec::new(), _keep: keep, target_dirs, pump: None, pumped: Default::default(), device_faults: None, paused: Default::default() }
     }
 
     /// Makes `next` drive `pump` for its lines (simulation backend).
@@ -123,19 +124,13 @@ impl Cluster {
         self.pump = Some(pump);
     }
 
-    /// Faults the DMA devices injected (counted from their logs, or from the hook a backend set).
-    pub fn device_faults(&self, art: &Path) -> u64 {
-        if let Some(f) = &self.device_faults {
-            return f();
+    /// Faults the DMA devices injected, by kind (counted from their logs, or from the hook a
+    /// backend set).
+    pub fn device_faults(&self, art: &Path) -> std::collections::BTreeMap<String, u64> {
+        match &self.device_faults {
+            Some(f) => f(),
+            None => super::faults::device_counts_from_logs(art),
         }
-        let mut n = 0;
-        for e in std::fs::read_dir(art).into_iter().flatten().flatten() {
-            let name = e.file_name().to_string_lossy().to_string();
-            if name.starts_with("dmadev-") && name.ends_with(".log") {
-                n += std::fs::read_to_string(e.path()).unwrap_or_default().matches("fault: corrupted pulled data").count() as u64;
-            }
-        }
-        n
     }
 
     /// The local processes of the nodes (none for containers or simulated nodes).
@@ -170,16 +165,26 @@ impl Cluster {
 
     /// The next line from any node, before `deadline`.
     pub fn next(&mut self, deadline: Instant) -> anyhow::Result<(usize, NodeLine)> {
+        match self.next_until(deadline)? {
+            Some(x) => Ok(x),
+            None if self.pump.is_some() => anyhow::bail!("timed out waiting for the simulated nodes"),
+            None => anyhow::bail!("timed out waiting for the nodes"),
+        }
+    }
+
+    /// The next line from any node, or `None` once `until` has passed.
+    pub fn next_until(&mut self, until: Instant) -> anyhow::Result<Option<(usize, NodeLine)>> {
+        let deadline = until;
         if crate::interrupted() {
             anyhow::bail!("interrupted");
         }
         if let Some(pump) = self.pump.as_mut() {
             loop {
                 if let Some(x) = self.pumped.pop_front() {
-                    return Ok(x);
+                    return Ok(Some(x));
                 }
                 if Instant::now() > deadline {
-                    anyhow::bail!("timed out waiting for the simulated nodes");
+                    return Ok(None);
                 }
                 let lines = pump()?;
                 self.pumped.extend(lines);
@@ -187,9 +192,9 @@ impl Cluster {
         }
         let left = deadline.saturating_duration_since(Instant::now()).min(Duration::from_millis(200));
         match self.rx.recv_timeout(left) {
-            Ok(x) => Ok(x),
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => self.next(deadline),
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => anyhow::bail!("timed out waiting for the nodes"),
+            Ok(x) => Ok(Some(x)),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => self.next_until(deadline),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Ok(None),
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => anyhow::bail!("every node has exited"),
         }
     }

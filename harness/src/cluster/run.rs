@@ -53,8 +53,14 @@ pub struct Report {
     pub ok: bool,
     pub workloads: Vec<WorkloadReport>,
     pub artifacts: String,
-    /// Messages the spec's fault rules dropped.
+    /// Faults injected (messages dropped or delayed by LNet rules, device faults, pauses and
+    /// partitions)...
     pub faults_injected: u64,
+    /// ...by kind.
+    pub faults: std::collections::BTreeMap<String, u64>,
+    /// Spec faults this backend cannot inject.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub faults_skipped: Vec<String>,
     /// RPCs the clients had to send again.
     pub resends: u64,
     /// Acknowledged writes that did not read back.
@@ -111,7 +117,7 @@ pub fn run(opts: &RunOpts) -> anyhow::Result<Report> {
     let t0 = Instant::now();
     let say = progress(opts.json);
     say(&format!("cluster `{}`: {} nodes, seed {seed}, artifacts {}", spec.name, plan.nodes.len(), art.display()));
-    let mut report = Report { cluster: spec.name.clone(), backend: opts.backend.clone(), seed, ok: false, workloads: Vec::new(), artifacts: art.display().to_string(), faults_injected: 0, resends: 0, lost_acked_writes: 0, silent_corruptions: 0, error: None, elapsed_s: 0.0 };
+    let mut report = Report { cluster: spec.name.clone(), backend: opts.backend.clone(), seed, ok: false, workloads: Vec::new(), artifacts: art.display().to_string(), faults_injected: 0, faults: Default::default(), faults_skipped: Vec::new(), resends: 0, lost_acked_writes: 0, silent_corruptions: 0, error: None, elapsed_s: 0.0 };
     let res = execute(backend.as_ref(), &plan, opts, &art, &say, &mut report);
     if let Some(state) = &opts.up_only {
         let _ = std::fs::remove_file(state);
@@ -128,6 +134,8 @@ pub fn run(opts: &RunOpts) -> anyhow::Result<Report> {
 fn execute(backend: &dyn super::backend::Backend, plan: &Plan, opts: &RunOpts, art: &Path, say: &dyn Fn(&str), report: &mut Report) -> anyhow::Result<()> {
     let scratch = tempfile::Builder::new().prefix("lnetlab-run-").tempdir()?;
     let mut cluster = backend.up(plan, scratch.path(), art, opts.timeout, say)?;
+    let mut faults = super::faults::Faults::new(plan, backend, art, say)?;
+    report.faults_skipped = faults.skipped.clone();
     let res = (|| -> anyhow::Result<()> {
         for (i, n) in plan.nodes.iter().enumerate().filter(|(_, n)| n.is(Role::Oss)) {
             let targets: Vec<Value> = n
@@ -138,13 +146,7 @@ fn execute(backend: &dyn super::backend::Backend, plan: &Plan, opts: &RunOpts, a
             cluster.cmd(i, json!({"op": "oss_start", "targets": targets}), opts.timeout)?;
             say(&format!("oss {}: {} OSTs", n.name, n.targets.len()));
         }
-        for (k, f) in plan.spec.faults.iter().enumerate().filter(|(_, f)| f.kind == super::spec::FaultKind::LnetDrop) {
-            let i = plan.nodes.iter().position(|n| n.name == f.node).expect("validated");
-            let src = f.src.as_ref().and_then(|s| plan.nid_for(&f.node, s)).map(|n| n.to_string());
-            let rule = json!({"src": src, "portal": f.portal, "type": f.msg_type, "rate": f.rate, "interval": f.interval, "seed": plan.seed ^ (k as u64 + 1)});
-            cluster.cmd(i, json!({"op": "fault", "rule": rule}), opts.timeout)?;
-            say(&format!("fault: {:?} on {}", f.kind, f.node));
-        }
+        faults.install(&mut cluster, plan, opts.timeout, say)?;
         if let Some(state) = &opts.up_only {
             let nodes: Vec<Value> = plan.nodes.iter().map(|n| json!({"name": n.name, "nids": n.nids.iter().map(|x| x.1.to_string()).collect::<Vec<_>>(), "log": art.join("nodes").join(format!("{}.log", n.name))})).collect();
             let st = json!({"pid": std::process::id(), "cluster": plan.spec.name, "seed": plan.seed, "artifacts": art, "scratch": scratch.path(), "nodes": nodes, "ready": true});
@@ -157,23 +159,28 @@ fn execute(backend: &dyn super::backend::Backend, plan: &Plan, opts: &RunOpts, a
         }
         for w in plan.spec.workloads.iter().filter(|w| opts.only.is_none_or(|k| w.kind == k)) {
             let r = match w.kind {
-                super::spec::WorkloadKind::Io => run_workload(&mut cluster, plan, w, opts.timeout, say)?,
+                super::spec::WorkloadKind::Io => run_workload(&mut cluster, plan, w, opts.timeout, say, (&mut faults, backend))?,
                 super::spec::WorkloadKind::Selftest => run_selftest(&mut cluster, plan, w, opts.timeout, say)?,
             };
             report.workloads.push(r);
         }
         report.resends = report.workloads.iter().map(|w| w.resends).sum();
+        faults.finish(backend, &mut cluster, plan, opts.timeout, say)?;
         if !plan.spec.faults.is_empty() {
-            for i in 0..plan.nodes.len() {
-                let st = cluster.cmd(i, json!({"op": "stats"}), opts.timeout)?;
-                report.faults_injected += st["lnet"]["faults_dropped"].as_u64().unwrap_or(0);
-            }
-            report.faults_injected += cluster.device_faults(art);
+            report.faults = faults.counts(&mut cluster, plan, art, opts.timeout)?;
+            report.faults_injected = report.faults.values().sum();
+            say(&format!("faults injected: {} ({})", report.faults_injected, report.faults.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")));
         }
         report.lost_acked_writes = report.workloads.iter().map(|w| w.lost_acked_writes).sum();
         report.silent_corruptions = report.workloads.iter().map(|w| w.silent_corruptions).sum();
         Ok(())
     })();
+    if res.is_err() {
+        // Never leave a node frozen or cut off behind a failed run.
+        if let Err(e) = faults.finish(backend, &mut cluster, plan, opts.timeout, say) {
+            say(&format!("closing fault windows after the failure: {e:#}"));
+        }
+    }
     if opts.keep {
         say(&format!("--keep: cluster left up (scratch {}); press Ctrl-C to tear it down", scratch.path().display()));
         while !crate::interrupted() {
@@ -185,7 +192,9 @@ fn execute(backend: &dyn super::backend::Backend, plan: &Plan, opts: &RunOpts, a
     res
 }
 
-fn run_workload(cluster: &mut Cluster, plan: &Plan, w: &WorkloadSpec, timeout: Duration, say: &dyn Fn(&str)) -> anyhow::Result<WorkloadReport> {
+/// Runs an io workload while the fault timeline (started by the first workload) fires.
+fn run_workload(cluster: &mut Cluster, plan: &Plan, w: &WorkloadSpec, timeout: Duration, say: &dyn Fn(&str), (faults, backend): (&mut super::faults::Faults, &dyn super::backend::Backend)) -> anyhow::Result<WorkloadReport> {
+    faults.start();
     let idx = |name: &str| plan.nodes.iter().position(|n| n.name == name).expect("validated");
     let total = w.size.0 * w.files * w.clients.len() as u64;
     for (k, c) in w.clients.iter().enumerate() {
@@ -201,11 +210,20 @@ fn run_workload(cluster: &mut Cluster, plan: &Plan, w: &WorkloadSpec, timeout: D
     let mut written = vec![0u64; w.clients.len()];
     let deadline = Instant::now() + timeout;
     let mut last = Instant::now();
-    let mut pending = std::mem::take(&mut cluster.backlog);
     while done.iter().any(|d| d.is_none()) {
-        let (i, line) = match pending.pop() {
-            Some((i, v)) => (i, NodeLine::Line(v)),
-            None => cluster.next(deadline).map_err(|e| anyhow::anyhow!("workload `{}`: {e}", w.name))?,
+        let wake = faults.next_due().map_or(deadline, |t| t.min(deadline));
+        let (i, line) = if !cluster.backlog.is_empty() {
+            let (i, v) = cluster.backlog.remove(0);
+            (i, NodeLine::Line(v))
+        } else {
+            match cluster.next_until(wake).map_err(|e| anyhow::anyhow!("workload `{}`: {e}", w.name))? {
+                Some(x) => x,
+                None if wake < deadline => {
+                    faults.fire_due(backend, cluster, plan, timeout, say)?;
+                    continue;
+                }
+                None => anyhow::bail!("workload `{}`: timed out waiting for the nodes", w.name),
+            }
         };
         let Some(k) = w.clients.iter().position(|c| idx(c) == i) else {
             if let NodeLine::Exited = line {

@@ -60,6 +60,13 @@ impl Backend for SimBackend {
         "sim"
     }
 
+    /// Windows open on the wall clock, which a simulated run does not follow; frozen processes
+    /// and late copies need real ones.
+    fn can_inject(&self, kind: super::spec::FaultKind, timed: bool) -> bool {
+        use super::spec::FaultKind::*;
+        !timed && !matches!(kind, Pause | Partition | DmaLate)
+    }
+
     fn tcp_addressing(&self, _spec: &ClusterSpec) -> Option<Box<dyn Fn(usize, &str, usize) -> Ipv4Addr>> {
         Some(Box::new(|k, _, pos| Ipv4Addr::new(10, 99, k as u8, pos as u8 + 2)))
     }
@@ -95,9 +102,10 @@ impl Backend for SimBackend {
                 target_dirs.insert((n.name.clone(), t.ost), scratch.join("targets").join(&n.name).join(format!("ost{}", t.ost)));
             }
         }
-        for f in plan.spec.faults.iter().filter(|f| f.kind == super::spec::FaultKind::DmaCorrupt) {
-            if let Some(net) = &f.net {
-                sim.fabric(net).engine().lock().unwrap().set_corrupt_rate(f.rate.unwrap_or(0), plan.seed);
+        for net in &plan.dma_nets {
+            // Late completions need a device with its own copier thread: not simulated.
+            if let Some(cfg) = super::faults::device_config(plan, net) {
+                sim.fabric(net).engine().lock().unwrap().set_faults(lnd::dev::engine::FaultConfig { late: 0, ..cfg }, plan.seed);
             }
         }
         let fabrics: Vec<_> = sim.fabrics.iter().map(|(_, f)| f.clone()).collect();
@@ -137,7 +145,15 @@ impl Backend for SimBackend {
             }
             Ok(out)
         }));
-        c.device_faults = Some(Box::new(move || fabrics.iter().map(|f| f.engine().lock().unwrap().stats.corrupted).sum()));
+        c.device_faults = Some(Box::new(move || {
+            let mut by_kind = std::collections::BTreeMap::new();
+            for f in &fabrics {
+                for (k, n) in f.engine().lock().unwrap().stats.fault_counts() {
+                    *by_kind.entry(k.to_string()).or_default() += n;
+                }
+            }
+            by_kind
+        }));
         c.wait_ready(Duration::from_secs(5), progress, &|n| format!("(simulated node {n})"))?;
         Ok(c)
     }

@@ -189,23 +189,61 @@ pub struct WorkloadSpec {
     pub destroy: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FaultKind {
     /// LNet drop rule on `node` (like `lctl net_drop_add`), for messages it receives.
     LnetDrop,
+    /// LNet delay rule on `node` (like `lctl net_delay_add`): hold matching messages `latency`.
+    LnetDelay,
     /// The DMA device of `net` damages one in `rate` pulled transfers.
     DmaCorrupt,
+    /// ...refuses one in `rate` transmit setups.
+    DmaTxfail,
+    /// ...fails one in `rate` pulls (error completions at both ends).
+    DmaPullfail,
+    /// ...refuses one in `rate` short messages as if the receiver's mailbox were full.
+    DmaMailbox,
+    /// ...completes one in `rate` pulls `latency` late.
+    DmaLate,
+    /// Freeze `node` (SIGSTOP / docker pause) at `at` for `duration`, `count` times `every`.
+    Pause,
+    /// Cut LNet traffic between the two node sets of `between` at `at` for `duration`.
+    Partition,
+}
+
+impl FaultKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::LnetDrop => "lnet_drop",
+            FaultKind::LnetDelay => "lnet_delay",
+            FaultKind::DmaCorrupt => "dma_corrupt",
+            FaultKind::DmaTxfail => "dma_txfail",
+            FaultKind::DmaPullfail => "dma_pullfail",
+            FaultKind::DmaMailbox => "dma_mailbox",
+            FaultKind::DmaLate => "dma_late",
+            FaultKind::Pause => "pause",
+            FaultKind::Partition => "partition",
+        }
+    }
+    /// Faults the DMA device injects.
+    pub fn is_device(self) -> bool {
+        matches!(self, FaultKind::DmaCorrupt | FaultKind::DmaTxfail | FaultKind::DmaPullfail | FaultKind::DmaMailbox | FaultKind::DmaLate)
+    }
+    /// LNet rules installed on one node.
+    pub fn is_lnet_rule(self) -> bool {
+        matches!(self, FaultKind::LnetDrop | FaultKind::LnetDelay)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FaultSpec {
     pub kind: FaultKind,
-    /// lnet_drop: the node that drops.
+    /// lnet_drop, lnet_delay, pause: the node.
     #[serde(default)]
     pub node: String,
-    /// dma_corrupt: the DMA net.
+    /// dma_*: the DMA net.
     #[serde(default)]
     pub net: Option<String>,
     /// Only messages from this node...
@@ -217,11 +255,53 @@ pub struct FaultSpec {
     /// ...of this type (PUT, GET, ACK, REPLY).
     #[serde(default, rename = "type")]
     pub msg_type: Option<String>,
-    /// Drop one in `rate` at random (seeded), or every `interval`-th.
+    /// One in `rate` at random (seeded), or every `interval`-th.
     #[serde(default)]
     pub rate: Option<u32>,
     #[serde(default)]
     pub interval: Option<u32>,
+    /// lnet_delay, dma_late: how long (`40ms`).
+    #[serde(default)]
+    pub latency: Option<String>,
+    /// When the fault starts, from the start of the first workload (`500ms`); LNet rules with
+    /// neither `at` nor `duration` hold for the whole run.
+    #[serde(default)]
+    pub at: Option<String>,
+    /// How long it lasts.
+    #[serde(default)]
+    pub duration: Option<String>,
+    /// Repeat every this long...
+    #[serde(default)]
+    pub every: Option<String>,
+    /// ...this many times in all (default 1).
+    #[serde(default)]
+    pub count: Option<u32>,
+    /// partition: the two sides.
+    #[serde(default)]
+    pub between: Vec<Vec<String>>,
+}
+
+impl FaultSpec {
+    /// The windows `(start, end)` of a timed fault; empty for untimed ones.
+    pub fn windows(&self) -> Result<Vec<(std::time::Duration, std::time::Duration)>, String> {
+        if self.at.is_none() && self.duration.is_none() {
+            return Ok(Vec::new());
+        }
+        let at = self.at.as_deref().map(parse_duration).transpose()?.unwrap_or_default();
+        let dur = self.duration.as_deref().map(parse_duration).transpose()?.ok_or("a timed fault needs `duration`")?;
+        let every = self.every.as_deref().map(parse_duration).transpose()?;
+        let count = self.count.unwrap_or(1);
+        if count > 1 && every.is_none() {
+            return Err("`count` above 1 needs `every`".into());
+        }
+        if every.is_some_and(|e| e <= dur) {
+            return Err("`every` must be longer than `duration` (windows may not overlap)".into());
+        }
+        Ok((0..count).map(|k| {
+            let start = at + every.unwrap_or_default() * k;
+            (start, start + dur)
+        }).collect())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -388,26 +468,82 @@ impl ClusterSpec {
             }
         }
         for f in &self.faults {
-            if f.kind == FaultKind::DmaCorrupt {
-                let ok = f.net.as_ref().is_some_and(|n| self.nets.get(n).is_some_and(|x| x.kind == NetKind::Dma));
-                if !ok || f.rate.unwrap_or(0) == 0 {
-                    return Err(err("dma_corrupt", "dma_corrupt needs `net:` (a DMA net) and `rate:` (≥ 1)".into()));
+            self.check_fault(f, &err)?;
+        }
+        Ok(())
+    }
+}
+
+impl ClusterSpec {
+    fn check_fault(&self, f: &FaultSpec, err: &dyn Fn(&str, String) -> SpecError) -> Result<(), SpecError> {
+        let k = f.kind.name();
+        let node_known = |n: &String| -> Result<(), SpecError> {
+            if self.nodes.iter().any(|x| &x.name == n) {
+                Ok(())
+            } else {
+                Err(err(n, format!("{k}: unknown node `{n}`")))
+            }
+        };
+        let windows = f.windows().map_err(|e| err(k, format!("{k}: {e}")))?;
+        if let Some(l) = &f.latency {
+            let d = parse_duration(l).map_err(|e| err(l, format!("{k}: {e}")))?;
+            if d.is_zero() {
+                return Err(err(l, format!("{k}: latency must be above 0")));
+            }
+        }
+        let one_in = |f: &FaultSpec| f.rate.is_some() != f.interval.is_some() && f.rate != Some(0) && f.interval != Some(0);
+        if f.kind.is_device() {
+            let ok = f.net.as_ref().is_some_and(|n| self.nets.get(n).is_some_and(|x| x.kind == NetKind::Dma));
+            if !ok || f.rate.unwrap_or(0) == 0 || f.interval.is_some() {
+                return Err(err(k, format!("{k} needs `net:` (a DMA net) and `rate:` (≥ 1)")));
+            }
+            if (f.kind == FaultKind::DmaLate) != f.latency.is_some() {
+                return Err(err(k, format!("{k}: `latency` is for dma_late (and dma_late needs it)")));
+            }
+            if !windows.is_empty() {
+                return Err(err(k, format!("{k}: device faults hold for the whole run (no at/duration)")));
+            }
+            return Ok(());
+        }
+        match f.kind {
+            FaultKind::LnetDrop | FaultKind::LnetDelay => {
+                node_known(&f.node)?;
+                if let Some(s) = &f.src {
+                    node_known(s)?;
                 }
-                continue;
-            }
-            for n in std::iter::once(&f.node).chain(f.src.iter()) {
-                if !self.nodes.iter().any(|x| &x.name == n) {
-                    return Err(err(n, format!("fault on unknown node `{n}`")));
+                if !one_in(f) {
+                    return Err(err(k, format!("{k} on `{}`: give exactly one of rate and interval, at least 1", f.node)));
+                }
+                if (f.kind == FaultKind::LnetDelay) != f.latency.is_some() {
+                    return Err(err(k, format!("{k} on `{}`: `latency` is for lnet_delay (and lnet_delay needs it)", f.node)));
+                }
+                if let Some(t) = &f.msg_type {
+                    if !["PUT", "GET", "ACK", "REPLY"].contains(&t.as_str()) {
+                        return Err(err(t, format!("{k} on `{}`: type `{t}` is not PUT, GET, ACK or REPLY", f.node)));
+                    }
                 }
             }
-            if f.rate.is_some() == f.interval.is_some() || f.rate == Some(0) || f.interval == Some(0) {
-                return Err(err("faults", format!("fault on `{}`: give exactly one of rate and interval, at least 1", f.node)));
-            }
-            if let Some(t) = &f.msg_type {
-                if !["PUT", "GET", "ACK", "REPLY"].contains(&t.as_str()) {
-                    return Err(err(t, format!("fault on `{}`: type `{t}` is not PUT, GET, ACK or REPLY", f.node)));
+            FaultKind::Pause => {
+                node_known(&f.node)?;
+                if windows.is_empty() {
+                    return Err(err(k, format!("pause of `{}` needs `at` and `duration`", f.node)));
                 }
             }
+            FaultKind::Partition => {
+                if f.between.len() != 2 || f.between.iter().any(|s| s.is_empty()) {
+                    return Err(err(k, "partition needs `between: [[nodes...], [nodes...]]` (two non-empty sides)".into()));
+                }
+                for n in f.between.iter().flatten() {
+                    node_known(n)?;
+                }
+                if f.between[0].iter().any(|n| f.between[1].contains(n)) {
+                    return Err(err(k, "partition: a node cannot be on both sides".into()));
+                }
+                if windows.is_empty() {
+                    return Err(err(k, "partition needs `at` and `duration`".into()));
+                }
+            }
+            _ => unreachable!("device faults handled above"),
         }
         Ok(())
     }

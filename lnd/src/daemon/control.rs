@@ -96,8 +96,10 @@ pub enum Cmd {
     OssStart { targets: Vec<TargetReq> },
     /// Run a client I/O job; progress and the final report come as output lines.
     Io { job: crate::ost::osc::IoJob },
-    /// Add an LNet fault rule (`lctl net_drop_add`).
-    Fault { rule: crate::lnet::fault::DropRule },
+    /// Add an LNet fault rule (`lctl net_drop_add` / `net_delay_add`).
+    Fault { rule: crate::lnet::fault::FaultRule },
+    /// Remove the fault rules with this tag (`lctl net_drop_del`).
+    FaultDel { tag: String },
     /// Run an lst-style test from this node; live stats and the final report come as lines.
     Selftest { job: crate::selftest::StJob },
     Quit,
@@ -133,6 +135,8 @@ pub struct Controller {
     bufs: HashMap<u64, Buf>,
     mes: HashMap<u64, MeHandle>,
     pub quit: bool,
+    /// Origin of the LNet core's millisecond clock (set on first use, from `clock`).
+    epoch: Option<std::time::Instant>,
 }
 
 fn err(e: impl std::fmt::Display) -> String {
@@ -141,13 +145,20 @@ fn err(e: impl std::fmt::Display) -> String {
 
 impl Controller {
     pub fn new(node: Node) -> Controller {
-        Controller { node, oss: None, oscs: Vec::new(), sts: Vec::new(), trace: None, last_progress: std::time::Instant::now(), progress_every: Some(std::time::Duration::from_millis(300)), last_stats: Vec::new(), clock: crate::wall_clock(), bufs: HashMap::new(), mes: HashMap::new(), quit: false }
+        Controller { node, oss: None, oscs: Vec::new(), sts: Vec::new(), trace: None, last_progress: std::time::Instant::now(), progress_every: Some(std::time::Duration::from_millis(300)), last_stats: Vec::new(), clock: crate::wall_clock(), bufs: HashMap::new(), mes: HashMap::new(), quit: false, epoch: None }
     }
 
     /// Writes one JSON object per event and RPC to `path` (the node's trace).
     pub fn set_trace(&mut self, path: &std::path::Path) -> std::io::Result<()> {
         self.trace = Some(std::io::BufWriter::new(std::fs::File::create(path)?));
         Ok(())
+    }
+
+    /// How long until a message held by a delay rule is due (for a driver that sleeps).
+    pub fn next_due(&self) -> Option<std::time::Duration> {
+        let due = self.node.lnet.next_release_ms()?;
+        let now = self.epoch.map(|e| (self.clock)().saturating_duration_since(e).as_millis() as u64).unwrap_or(0);
+        Some(std::time::Duration::from_millis(due.saturating_sub(now)))
     }
 
     fn trace(&mut self, v: &Value) {
@@ -266,6 +277,7 @@ impl Controller {
             }
             Cmd::Stats => Ok(json!({
                 "lnet": self.node.lnet.counters,
+                "fault_hits": self.node.lnet.fault_hits(),
                 "lnds": self.node.lnds.iter().map(|l| json!({"name": l.name(), "stats": l.stats(), "busy": l.busy()})).collect::<Vec<_>>(),
                 "mds": self.node.lnet.md_count(),
                 "idle": self.node.idle(),
@@ -293,9 +305,10 @@ impl Controller {
                 Ok(json!({}))
             }
             Cmd::Fault { rule } => {
-                self.node.lnet.add_drop_rule(rule)?;
+                self.node.lnet.add_fault_rule(rule)?;
                 Ok(json!({}))
             }
+            Cmd::FaultDel { tag } => Ok(json!({"removed": self.node.lnet.remove_fault_rules(&tag)})),
             Cmd::Selftest { job } => {
                 let mut st = crate::selftest::StEngine::new(&mut self.node, job)?;
                 st.pump(&mut self.node);
@@ -313,6 +326,12 @@ impl Controller {
     /// I/O progress and finished jobs.
     pub fn drain_events(&mut self) -> Vec<Value> {
         let mut out = Vec::new();
+        let now = (self.clock)();
+        let epoch = *self.epoch.get_or_insert(now);
+        self.node.lnet.set_time_ms(now.saturating_duration_since(epoch).as_millis() as u64);
+        while let Some(f) = self.node.lnet.poll_fault_record() {
+            self.trace(&json!(f));
+        }
         while let Some(ev) = self.node.poll_event() {
             let rec = json!({"ev": ev.kind, "peer": ev.peer, "portal": ev.portal, "mlength": ev.mlength, "status": ev.status});
             self.trace(&rec);

@@ -1,10 +1,11 @@
-//! `dmadev --fabric DIR [--log FILE]`: the emulated DMA device process of one fabric.
+//! `dmadev --fabric DIR [--log FILE] [--seed N] [--faults JSON]`: the emulated DMA device
+//! process of one fabric (`--faults '{"corrupt":6,"txfail":20,"late":10,"late_ms":50}'`).
 
 use crate::dev::server::DevServer;
 use std::path::PathBuf;
 
 pub fn main(args: &[String]) -> anyhow::Result<()> {
-    let a = super::parse_args(args, &["fabric", "log", "seed", "corrupt-rate"], &[])?;
+    let a = super::parse_args(args, &["fabric", "log", "seed", "corrupt-rate", "faults"], &[])?;
     super::init_logging(a.get("log"))?;
     let dir = PathBuf::from(a.get("fabric").ok_or_else(|| anyhow::anyhow!("--fabric DIR is required"))?);
     let seed = match a.get("seed") {
@@ -15,6 +16,11 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     if let Some(r) = a.get("corrupt-rate") {
         let rate: u32 = r.parse().map_err(|_| anyhow::anyhow!("--corrupt-rate `{r}` is not a number"))?;
         server.engine().lock().unwrap().set_corrupt_rate(rate, seed);
+    }
+    if let Some(f) = a.get("faults") {
+        let cfg: crate::dev::engine::FaultConfig = serde_json::from_str(f).map_err(|e| anyhow::anyhow!("--faults `{f}`: {e} (fields: corrupt, txfail, pullfail, mailbox, late, late_ms)"))?;
+        tracing::info!(?cfg, "injecting device faults");
+        server.engine().lock().unwrap().set_faults(cfg, seed);
     }
     // Terminate cleanly on SIGTERM/SIGINT so the socket file goes away.
     let path = server.path().to_path_buf();

@@ -173,7 +173,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         }
         // Sleep only when no completion is pending (arming first closes the race).
         let armed = waker.as_ref().map(|w| w.arm()).unwrap_or(true);
-        let timeout = if armed { Duration::from_millis(300) } else { Duration::ZERO };
+        let timeout = if armed { ctl.next_due().unwrap_or(Duration::MAX).min(Duration::from_millis(300)) } else { Duration::ZERO };
         match rx.recv_timeout(timeout) {
             Ok(Input::Line(l)) if l.trim().is_empty() => {}
             Ok(Input::Line(l)) => {

@@ -37,6 +37,52 @@ pub struct EngineStats {
     pub errors: u64,
     /// Pulls whose data the fault injector damaged.
     pub corrupted: u64,
+    /// Transmit setups the fault injector refused.
+    pub txfails: u64,
+    /// Pulls the fault injector failed (error completions at both ends).
+    pub pullfails: u64,
+    /// SMSGs the fault injector refused as if the mailbox were full.
+    pub mailbox_full: u64,
+    /// Pulls whose completions the fault injector held back.
+    pub late: u64,
+}
+
+impl EngineStats {
+    /// Faults injected, of every kind.
+    pub fn faults(&self) -> u64 {
+        self.fault_counts().iter().map(|k| k.1).sum()
+    }
+
+    /// Faults injected, by kind (the names cluster specs use).
+    pub fn fault_counts(&self) -> [(&'static str, u64); 5] {
+        [("dma_corrupt", self.corrupted), ("dma_txfail", self.txfails), ("dma_pullfail", self.pullfails), ("dma_mailbox", self.mailbox_full), ("dma_late", self.late)]
+    }
+}
+
+/// Device faults to inject: each fires for one in `rate` operations of its kind (0: never).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FaultConfig {
+    /// Flip a byte of a pulled transfer.
+    pub corrupt: u32,
+    /// Refuse a transmit setup (error completion).
+    pub txfail: u32,
+    /// Fail a pull (error completions at puller and transmitter).
+    pub pullfail: u32,
+    /// Refuse an SMSG as if the receiver's mailbox were full.
+    pub mailbox: u32,
+    /// Complete a pull `late_ms` late (devices that copy on their own thread only).
+    pub late: u32,
+    pub late_ms: u64,
+}
+
+struct Injector {
+    corrupt: crate::rng::OneIn,
+    txfail: crate::rng::OneIn,
+    pullfail: crate::rng::OneIn,
+    mailbox: crate::rng::OneIn,
+    late: crate::rng::OneIn,
+    late_ms: u64,
 }
 
 /// Remembered consumed cookies, so a second pull says "consumed" rather than "unknown".
@@ -54,8 +100,8 @@ pub struct Engine {
     next_tx: u64,
     secret: u64,
     pub stats: EngineStats,
-    /// Fault: damage one in `n` pulled transfers (seeded generator).
-    corrupt: Option<(u32, u64)>,
+    /// Fault injection (seeded generators), when configured.
+    faults: Option<Injector>,
 }
 
 /// Attach errors.
@@ -79,7 +125,7 @@ impl Engine {
             next_tx: 1,
             secret: secret | 1,
             stats: EngineStats::default(),
-            corrupt: None,
+            faults: None,
         }
     }
 
@@ -181,8 +227,14 @@ impl Engine {
                 let status = if data.len() > SMSG_MAX {
                     DevStatus::TooLong
                 } else {
+                    let full = self.ports.contains_key(&dst) && self.faults.as_mut().is_some_and(|f| f.mailbox.fire().is_some());
+                    if full {
+                        self.stats.mailbox_full += 1;
+                        tracing::info!(from, dst, "fault: dma_mailbox SMSG refused (mailbox full)");
+                    }
                     match self.ports.get_mut(&dst) {
                         None => DevStatus::NoSuchPeer,
+                        Some(_) if full => DevStatus::MailboxFull,
                         Some(p) => match p.deliver(from, &data) {
                             Ok(()) => DevStatus::Ok,
                             Err(e) => e,
@@ -195,9 +247,14 @@ impl Engine {
                 self.post(from, comp(CompKind::SmsgSent, status, 0, data.len() as u32, dst));
             }
             Op::TxSetup { key, frags } => {
-                let res = self
+                let mut res = self
                     .region(from, key)
                     .and_then(|r| Self::check_frags(&r.mem, &frags));
+                if res.is_ok() && self.faults.as_mut().is_some_and(|f| f.txfail.fire().is_some()) {
+                    self.stats.txfails += 1;
+                    tracing::info!(from, tag = d.tag, "fault: dma_txfail transmit setup refused");
+                    res = Err(DevStatus::Fault);
+                }
                 match res {
                     Ok(len) => {
                         let cookie = (self.next_tx.wrapping_mul(0x9E37_79B9_7F4A_7C15)) ^ self.secret;
@@ -268,28 +325,51 @@ impl Engine {
 
     /// Fault injection: flip a byte in one of every `rate` pulled transfers (0 turns it off).
     pub fn set_corrupt_rate(&mut self, rate: u32, seed: u64) {
-        self.corrupt = (rate > 0).then_some((rate, seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1));
+        self.set_faults(FaultConfig { corrupt: rate, ..Default::default() }, seed);
+    }
+
+    /// Injects `cfg`'s faults from now on, from generators seeded with `seed`.
+    pub fn set_faults(&mut self, cfg: FaultConfig, seed: u64) {
+        let g = |rate, k: u64| crate::rng::OneIn::new(rate, seed ^ k.wrapping_mul(0xA24B_AED4_963E_E407));
+        self.faults = (cfg != FaultConfig::default()).then(|| Injector {
+            corrupt: g(cfg.corrupt, 0),
+            txfail: g(cfg.txfail, 1),
+            pullfail: g(cfg.pullfail, 2),
+            mailbox: g(cfg.mailbox, 3),
+            late: g(cfg.late, 4),
+            late_ms: cfg.late_ms,
+        });
+    }
+
+    /// How late to complete this pull (a fault), if at all: the device's copier sleeps first.
+    pub fn pull_delay(&mut self, job: &PullJob) -> Option<std::time::Duration> {
+        let f = self.faults.as_mut()?;
+        f.late.fire()?;
+        self.stats.late += 1;
+        tracing::info!(from = job.from, src = job.src, late_ms = f.late_ms, "fault: dma_late completion held back");
+        Some(std::time::Duration::from_millis(f.late_ms))
     }
 
     /// Posts the completions of a pull whose copy is done (`ok`) or failed.
     pub fn finish_pull(&mut self, job: PullJob, ok: bool) {
-        if let (true, Some((rate, rng))) = (ok && job.len > 0, self.corrupt.as_mut()) {
-            *rng ^= *rng >> 12;
-            *rng ^= *rng << 25;
-            *rng ^= *rng >> 27;
-            let x = rng.wrapping_mul(0x2545_F491_4F6C_DD1D);
-            if x % *rate as u64 == 0 {
-                if let Some(f) = job.sink_frags.iter().find(|f| f.len > 0) {
-                    let at = f.off + (x >> 32) % f.len as u64;
+        let mut status = if ok { DevStatus::Ok } else { DevStatus::OutOfBounds };
+        if let (true, Some(f)) = (ok && job.len > 0, self.faults.as_mut()) {
+            if let Some(x) = f.corrupt.fire() {
+                if let Some(fr) = job.sink_frags.iter().find(|f| f.len > 0) {
+                    let at = fr.off + (x >> 32) % fr.len as u64;
                     let mut b = [0u8; 1];
                     if job.sink_mem.read(at, &mut b).is_ok() && job.sink_mem.write(at, &[b[0] ^ 0x40]).is_ok() {
                         self.stats.corrupted += 1;
-                        tracing::info!(from = job.from, src = job.src, "fault: corrupted pulled data");
+                        tracing::info!(from = job.from, src = job.src, "fault: dma_corrupt pulled data damaged");
                     }
                 }
+            } else if f.pullfail.fire().is_some() {
+                self.stats.pullfails += 1;
+                tracing::info!(from = job.from, src = job.src, "fault: dma_pullfail pull failed");
+                status = DevStatus::Fault;
             }
         }
-        let status = if ok { DevStatus::Ok } else { DevStatus::OutOfBounds };
+        let ok = status.is_ok();
         let len = if ok { job.len as u32 } else { 0 };
         if ok {
             self.stats.pulls += 1;

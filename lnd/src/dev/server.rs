@@ -270,6 +270,10 @@ fn drain(r: &Rings<'_>, engine: &Mutex<Engine>, addr: u32) -> std::io::Result<bo
         r.word(ring::SQ_HEAD).store(head.wrapping_add(1), Ordering::Release);
         if let Some(job) = job {
             copied = true;
+            let late = engine.lock().unwrap().pull_delay(&job);
+            if let Some(d) = late {
+                std::thread::sleep(d);
+            }
             let ok = job.copy();
             engine.lock().unwrap().finish_pull(job, ok);
         }

@@ -304,8 +304,10 @@ impl<D: DmaDevice> DmaLnd<D> {
                 }
             }
             CompKind::TxDone => match self.txs.remove_if(c.tag, |t| matches!(t, Tx::PutWait { .. } | Tx::ReplyWait { .. })) {
-                Some(Tx::PutWait { msg, .. }) | Some(Tx::ReplyWait { msg, .. }) => lnet.finalize(msg, 0),
-                _ => warn!(tag = c.tag, "TxDone for a tag not waiting for one"),
+                // A failed pull fails the transmit too (the puller also NAKs; whichever comes
+                // first finalizes).
+                Some(Tx::PutWait { msg, .. }) | Some(Tx::ReplyWait { msg, .. }) => lnet.finalize(msg, st),
+                _ => debug!(tag = c.tag, "TxDone for a tag not waiting for one (already failed by a NAK?)"),
             },
             CompKind::PullDone => match self.txs.remove_if(c.tag, |t| matches!(t, Tx::PutPull { .. } | Tx::GetPull { .. })) {
                 Some(Tx::PutPull { msg, peer, src_tag }) => {

@@ -1,12 +1,12 @@
-//! LNet fault rules, like Lustre's `lctl net_drop_add`: drop incoming messages that match a
-//! source, destination, portal and type, one in `rate` (or every `interval`-th), from a seeded
-//! generator so a run can be replayed.
+//! LNet fault rules, like Lustre's `lctl net_drop_add` / `net_delay_add`: drop or hold incoming
+//! messages that match a source, destination, portal and type, one in `rate` (or every
+//! `interval`-th), from a seeded generator so a run can be replayed.
 
 use crate::wire::{HdrBody, HdrRepr, MsgType, Nid};
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct DropRule {
+pub struct FaultRule {
     #[serde(default)]
     pub src: Option<Nid>,
     #[serde(default)]
@@ -24,14 +24,20 @@ pub struct DropRule {
     pub interval: Option<u32>,
     #[serde(default)]
     pub seed: u64,
+    /// Hold a matching message this long instead of dropping it (`net_delay_add`).
+    #[serde(default)]
+    pub delay_ms: Option<u64>,
+    /// A name to remove the rule by later (partitions are healed this way).
+    #[serde(default)]
+    pub tag: Option<String>,
 }
 
 #[derive(Debug)]
 pub(super) struct ActiveRule {
-    pub rule: DropRule,
-    rng: u64,
+    pub rule: FaultRule,
+    rng: crate::rng::OneIn,
     seen: u64,
-    pub dropped: u64,
+    pub hits: u64,
 }
 
 fn type_name(t: MsgType) -> &'static str {
@@ -44,10 +50,17 @@ fn type_name(t: MsgType) -> &'static str {
     }
 }
 
+fn portal_of(hdr: &HdrRepr) -> Option<u32> {
+    match hdr.body {
+        HdrBody::Put { ptl_index, .. } | HdrBody::Get { ptl_index, .. } => Some(ptl_index),
+        _ => None,
+    }
+}
+
 impl ActiveRule {
-    pub fn new(rule: DropRule) -> Result<ActiveRule, String> {
+    pub fn new(rule: FaultRule) -> Result<ActiveRule, String> {
         if rule.rate.is_some() == rule.interval.is_some() {
-            return Err("a drop rule needs exactly one of rate and interval".into());
+            return Err("a fault rule needs exactly one of rate and interval".into());
         }
         if rule.rate == Some(0) || rule.interval == Some(0) {
             return Err("rate and interval must be at least 1".into());
@@ -57,17 +70,17 @@ impl ActiveRule {
                 return Err(format!("unknown message type `{t}` (PUT, GET, ACK, REPLY)"));
             }
         }
-        let rng = rule.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        Ok(ActiveRule { rule, rng, seen: 0, dropped: 0 })
+        let rng = crate::rng::OneIn::new(rule.rate.unwrap_or(0), rule.seed);
+        if rule.delay_ms == Some(0) {
+            return Err("delay_ms must be at least 1".into());
+        }
+        Ok(ActiveRule { rule, rng, seen: 0, hits: 0 })
     }
 
-    /// Does this rule drop `hdr`? (Advances the rule's generator for matching messages.)
-    pub fn drops(&mut self, hdr: &HdrRepr) -> bool {
+    /// Does this rule hit `hdr`? (Advances the rule's generator for matching messages.)
+    pub fn hits(&mut self, hdr: &HdrRepr) -> bool {
         let r = &self.rule;
-        let portal = match hdr.body {
-            HdrBody::Put { ptl_index, .. } | HdrBody::Get { ptl_index, .. } => Some(ptl_index),
-            _ => None,
-        };
+        let portal = portal_of(hdr);
         let matches = r.src.is_none_or(|n| n == hdr.src_nid)
             && r.dst.is_none_or(|n| n == hdr.dest_nid)
             && r.portal.is_none_or(|p| Some(p) == portal)
@@ -76,19 +89,48 @@ impl ActiveRule {
             return false;
         }
         self.seen += 1;
-        let drop = match (r.rate, r.interval) {
-            (Some(rate), _) => {
-                self.rng ^= self.rng >> 12;
-                self.rng ^= self.rng << 25;
-                self.rng ^= self.rng >> 27;
-                self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D) % rate as u64 == 0
-            }
+        let hit = match (r.rate, r.interval) {
+            (Some(_), _) => self.rng.fire().is_some(),
             (_, Some(i)) => self.seen % i as u64 == 0,
             _ => false,
         };
-        if drop {
-            self.dropped += 1;
+        if hit {
+            self.hits += 1;
         }
-        drop
+        hit
+    }
+}
+
+/// What a rule does to a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Drop,
+    /// Hold for this many milliseconds.
+    Delay(u64),
+}
+
+/// One fault a rule injected, for traces.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FaultRecord {
+    pub fault: &'static str,
+    pub src: Nid,
+    pub msg: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub portal: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
+    /// The tag of the rule that injected it.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub rule: String,
+}
+
+impl FaultRecord {
+    pub fn new(v: Verdict, hdr: &HdrRepr, rule: String) -> FaultRecord {
+        let portal = portal_of(hdr);
+        let (fault, delay_ms) = match v {
+            Verdict::Drop => ("lnet_drop", None),
+            Verdict::Delay(ms) => ("lnet_delay", Some(ms)),
+        };
+        FaultRecord { fault, src: hdr.src_nid, msg: type_name(hdr.msg_type()), portal, delay_ms, rule }
     }
 }

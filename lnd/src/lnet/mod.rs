@@ -96,6 +96,8 @@ pub struct Counters {
     pub resends: u64,
     /// Messages dropped by fault rules.
     pub faults_dropped: u64,
+    /// Messages held back by delay rules.
+    pub faults_delayed: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,8 +133,15 @@ pub struct Lnet {
     gw_down: std::collections::HashSet<Nid>,
     router: Option<Router>,
     lazy: std::collections::HashSet<u32>,
-    drop_rules: Vec<fault::ActiveRule>,
+    fault_rules: Vec<fault::ActiveRule>,
     delayed: VecDeque<(NiIdx, HdrRepr, Nid, u64)>,
+    /// Messages a delay rule holds: (release time, ni, hdr, from, LND rx, rdma_req).
+    held: VecDeque<(u64, NiIdx, HdrRepr, Nid, u64, bool)>,
+    /// What the fault rules did, for the node's trace.
+    fault_log: VecDeque<fault::FaultRecord>,
+    fault_hits: std::collections::BTreeMap<String, u64>,
+    /// Milliseconds on the driver's clock (see [`Lnet::set_time_ms`]).
+    now_ms: u64,
     portals: HashMap<u32, Vec<MeHandle>>,
     mes: Slab<Me>,
     mds: Slab<Md>,
@@ -157,8 +166,12 @@ impl Lnet {
             gw_down: Default::default(),
             router: None,
             lazy: Default::default(),
-            drop_rules: Vec::new(),
+            fault_rules: Vec::new(),
             delayed: VecDeque::new(),
+            held: VecDeque::new(),
+            fault_log: VecDeque::new(),
+            fault_hits: Default::default(),
+            now_ms: 0,
             portals: HashMap::new(),
             mes: Slab::default(),
             mds: Slab::default(),
@@ -549,22 +562,90 @@ impl Lnet {
         }
     }
 
-    /// Adds a fault rule (`lctl net_drop_add`).
-    pub fn add_drop_rule(&mut self, rule: fault::DropRule) -> Result<(), String> {
-        self.drop_rules.push(fault::ActiveRule::new(rule)?);
+    /// Adds a fault rule (`lctl net_drop_add`, or `net_delay_add` when it has `delay_ms`).
+    pub fn add_fault_rule(&mut self, rule: fault::FaultRule) -> Result<(), String> {
+        self.fault_rules.push(fault::ActiveRule::new(rule)?);
         Ok(())
     }
 
-    /// Does a fault rule drop this incoming message?
-    pub(super) fn fault_drops(&mut self, hdr: &HdrRepr) -> bool {
-        let mut hit = false;
-        for r in self.drop_rules.iter_mut() {
-            hit |= r.drops(hdr);
+    /// Removes the fault rules tagged `tag`; returns how many there were.
+    pub fn remove_fault_rules(&mut self, tag: &str) -> usize {
+        let n = self.fault_rules.len();
+        self.fault_rules.retain(|r| r.rule.tag.as_deref() != Some(tag));
+        n - self.fault_rules.len()
+    }
+
+    /// What a fault rule does to this incoming message: drops win over delays, the longest
+    /// delay over shorter ones. The deciding rule's tag is credited with the fault.
+    pub(super) fn fault_verdict(&mut self, hdr: &HdrRepr) -> Option<fault::Verdict> {
+        let mut best: Option<(fault::Verdict, usize)> = None;
+        for (i, r) in self.fault_rules.iter_mut().enumerate() {
+            if !r.hits(hdr) {
+                continue;
+            }
+            let v = r.rule.delay_ms.map_or(fault::Verdict::Drop, fault::Verdict::Delay);
+            let better = match (best.map(|b| b.0), v) {
+                (None, _) => true,
+                (Some(fault::Verdict::Delay(_)), fault::Verdict::Drop) => true,
+                (Some(fault::Verdict::Delay(a)), fault::Verdict::Delay(b)) => b > a,
+                (Some(fault::Verdict::Drop), _) => false,
+            };
+            if better {
+                best = Some((v, i));
+            }
         }
-        if hit {
-            self.counters.faults_dropped += 1;
+        let (v, i) = best?;
+        match v {
+            fault::Verdict::Drop => self.counters.faults_dropped += 1,
+            fault::Verdict::Delay(_) => self.counters.faults_delayed += 1,
         }
-        hit
+        let tag = self.fault_rules[i].rule.tag.clone().unwrap_or_default();
+        *self.fault_hits.entry(tag.clone()).or_default() += 1;
+        self.fault_log.push_back(fault::FaultRecord::new(v, hdr, tag));
+        Some(v)
+    }
+
+    /// Faults injected so far, by the tag of the rule that injected them ("" for untagged
+    /// rules); removed rules keep their counts.
+    pub fn fault_hits(&self) -> &std::collections::BTreeMap<String, u64> {
+        &self.fault_hits
+    }
+
+    /// Tells the core the driver's clock (milliseconds, any fixed origin); held messages whose
+    /// time has come are delivered.
+    pub fn set_time_ms(&mut self, now: u64) {
+        self.now_ms = now;
+        while self.held.front().is_some_and(|h| h.0 <= now) {
+            let (_, ni, hdr, from, private, rdma_req) = self.held.pop_front().unwrap();
+            let rlen = hdr.payload_length as u64;
+            let refused = match self.deliver(ni, hdr, from, private, rdma_req) {
+                Ok(Parsed::Recv(_)) => false,
+                Ok(Parsed::Dropped(_)) => true,
+                Err(e) => {
+                    warn!("held message refused on delivery: {e}");
+                    true
+                }
+            };
+            if refused {
+                // The LND still holds the rx: tell it to let go (and NAK, for RDMA requests).
+                self.actions.push_back(Action::Recv(LndRecv { msg: None, ni, private, rdma_req, iov: Vec::new(), mlen: 0, rlen }));
+            }
+        }
+    }
+
+    /// When the next held message is due (for a driver that sleeps).
+    pub fn next_release_ms(&self) -> Option<u64> {
+        self.held.front().map(|h| h.0)
+    }
+
+    /// Messages held by delay rules.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Next record of what a fault rule did.
+    pub fn poll_fault_record(&mut self) -> Option<fault::FaultRecord> {
+        self.fault_log.pop_front()
     }
 
     /// Are LND calls waiting to be made?

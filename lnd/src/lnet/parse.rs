@@ -28,9 +28,24 @@ impl Lnet {
             return Ok(self.forward(ni, hdr, from, private));
         }
         self.gw_down.remove(&from);
-        if !self.drop_rules.is_empty() && self.fault_drops(&hdr) {
-            return Ok(self.drop_msg(&hdr, from, errno::EIO, "fault rule"));
+        if !self.fault_rules.is_empty() {
+            match self.fault_verdict(&hdr) {
+                Some(fault::Verdict::Drop) => return Ok(self.drop_msg(&hdr, from, errno::EIO, "fault rule")),
+                Some(fault::Verdict::Delay(ms)) => {
+                    // Held in release order; the LND keeps its rx until the message is delivered.
+                    let due = self.now_ms + ms;
+                    let at = self.held.iter().position(|h| h.0 > due).unwrap_or(self.held.len());
+                    self.held.insert(at, (due, ni, hdr, from, private, rdma_req));
+                    return Ok(Parsed::Recv(None));
+                }
+                None => {}
+            }
         }
+        self.deliver(ni, hdr, from, private, rdma_req)
+    }
+
+    /// The local half of `lnet_parse`: match a message meant for this node.
+    pub(super) fn deliver(&mut self, ni: NiIdx, hdr: HdrRepr, from: Nid, private: u64, rdma_req: bool) -> Result<Parsed, ParseError> {
         let src = ProcessId::new(hdr.src_nid, hdr.src_pid);
         let rlen = hdr.payload_length as u64;
         match hdr.body {

@@ -155,3 +155,69 @@ fn parse_refuses_misdirected_messages() {
     assert_eq!(n.lnet.parse(ni, hdr("9.9.9.9@tcp"), from, 0, false), Ok(Parsed::Dropped(errno::EHOSTUNREACH)));
     assert_eq!(n.lnet.parse(ni, hdr("1@dma"), from, 0, true), Ok(Parsed::Dropped(errno::ENODATA)));
 }
+
+fn rule(yaml_like: &str) -> fault::FaultRule {
+    serde_json::from_str(yaml_like).unwrap()
+}
+
+#[test]
+fn delay_rule_holds_a_put_until_its_time() {
+    let (mut n, mem) = node();
+    n.lnet.add_fault_rule(rule(r#"{"portal": 4, "type": "PUT", "interval": 1, "delay_ms": 50, "tag": "d"}"#)).unwrap();
+    let me = n.lnet.me_attach(4, ProcessId::ANY, 0x77, 0, true, Insert::Tail).unwrap();
+    n.lnet.md_attach(me, spec(1000, 64, opt::OP_PUT, Some(1))).unwrap();
+    mem.write(0, b"late").unwrap();
+    let src = n.lnet.md_bind(spec(0, 4, 0, Some(2)), true);
+    n.lnet.set_time_ms(10);
+    n.lnet.put(src, true, lo(), 4, 0x77, 0, 0).unwrap();
+    let ev = events(&mut n);
+    assert!(ev.is_empty(), "held, so no PUT event yet: {ev:?}");
+    assert_eq!((n.lnet.held(), n.lnet.next_release_ms()), (1, Some(60)));
+    assert!(!n.idle(), "a held message keeps the node busy");
+    n.lnet.set_time_ms(59);
+    assert!(events(&mut n).is_empty());
+    n.lnet.set_time_ms(60);
+    let kinds: Vec<_> = events(&mut n).iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [EventKind::Put, EventKind::Send, EventKind::Ack]);
+    assert_eq!(mem.to_vec(1000, 4).unwrap(), b"late");
+    assert_eq!(n.lnet.counters.faults_delayed, 1);
+    let rec = n.lnet.poll_fault_record().unwrap();
+    assert_eq!((rec.fault, rec.msg, rec.portal, rec.delay_ms), ("lnet_delay", "PUT", Some(4), Some(50)));
+    assert!(n.idle());
+    // The ACK was not delayed (type PUT only); removing the rule by tag stops it.
+    assert_eq!(n.lnet.remove_fault_rules("d"), 1);
+    assert_eq!(n.lnet.remove_fault_rules("d"), 0);
+}
+
+#[test]
+fn held_message_that_no_longer_matches_is_released_by_the_lnd() {
+    let (mut n, mem) = node();
+    n.lnet.add_fault_rule(rule(r#"{"type": "PUT", "interval": 1, "delay_ms": 5}"#)).unwrap();
+    let me = n.lnet.me_attach(4, ProcessId::ANY, 0x77, 0, true, Insert::Tail).unwrap();
+    let sink = n.lnet.md_attach(me, spec(1000, 64, opt::OP_PUT, Some(1))).unwrap();
+    mem.write(0, b"gone").unwrap();
+    let src = n.lnet.md_bind(spec(0, 4, 0, Some(1)), true);
+    n.lnet.put(src, false, lo(), 4, 0x77, 0, 0).unwrap();
+    assert!(events(&mut n).is_empty());
+    n.lnet.md_unlink(sink).unwrap();
+    n.lnet.set_time_ms(5);
+    let ev = events(&mut n);
+    assert!(ev.iter().all(|e| e.kind != EventKind::Put), "nothing to match any more: {ev:?}");
+    assert_eq!(n.lnet.held(), 0);
+    assert_eq!(n.lnet.counters.drop_count, 1);
+    assert!(n.idle(), "the sender was finalized too");
+}
+
+#[test]
+fn drop_wins_over_delay_and_bad_rules_are_refused() {
+    let (mut n, _mem) = node();
+    n.lnet.add_fault_rule(rule(r#"{"interval": 1, "delay_ms": 5}"#)).unwrap();
+    n.lnet.add_fault_rule(rule(r#"{"type": "PUT", "interval": 1}"#)).unwrap();
+    let src = n.lnet.md_bind(spec(0, 4, 0, Some(1)), true);
+    n.lnet.put(src, false, lo(), 4, 0x77, 0, 0).unwrap();
+    events(&mut n);
+    assert_eq!((n.lnet.counters.faults_dropped, n.lnet.counters.faults_delayed, n.lnet.held()), (1, 0, 0));
+    assert!(n.lnet.add_fault_rule(rule(r#"{"interval": 1, "delay_ms": 0}"#)).is_err());
+    assert!(n.lnet.add_fault_rule(rule(r#"{"rate": 2, "interval": 1}"#)).is_err());
+    assert!(n.lnet.add_fault_rule(rule(r#"{"type": "HELLO", "rate": 2}"#)).is_err());
+}

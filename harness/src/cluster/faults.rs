@@ -1,0 +1,265 @@
+//! The spec's faults at run time: device fault settings per DMA net, LNet rules installed on
+//! nodes, and a timeline of windows (pause, partition, timed rules) fired while workloads run.
+//! Every fault is written to `traces/faults.jsonl` and counted by kind for the report.
+
+use super::backend::Backend;
+use super::plan::Plan;
+use super::process::Cluster;
+use super::spec::{parse_duration, FaultKind, FaultSpec};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// The device faults the spec asks of DMA net `net` (None: a clean device).
+pub fn device_config(plan: &Plan, net: &str) -> Option<lnd::dev::engine::FaultConfig> {
+    let mut cfg = lnd::dev::engine::FaultConfig::default();
+    for f in plan.spec.faults.iter().filter(|f| f.kind.is_device() && f.net.as_deref() == Some(net)) {
+        let rate = f.rate.unwrap_or(0);
+        match f.kind {
+            FaultKind::DmaCorrupt => cfg.corrupt = rate,
+            FaultKind::DmaTxfail => cfg.txfail = rate,
+            FaultKind::DmaPullfail => cfg.pullfail = rate,
+            FaultKind::DmaMailbox => cfg.mailbox = rate,
+            FaultKind::DmaLate => {
+                cfg.late = rate;
+                cfg.late_ms = f.latency.as_deref().and_then(|l| parse_duration(l).ok()).map_or(1, |d| d.as_millis() as u64);
+            }
+            _ => {}
+        }
+    }
+    (cfg != Default::default()).then_some(cfg)
+}
+
+/// `dmadev` arguments for net `net`'s faults.
+pub fn dmadev_args(plan: &Plan, net: &str) -> Vec<String> {
+    match device_config(plan, net) {
+        Some(cfg) => vec!["--faults".into(), serde_json::to_string(&cfg).expect("plain struct"), "--seed".into(), plan.seed.to_string()],
+        None => Vec::new(),
+    }
+}
+
+/// Device faults counted from the `dmadev-*.log` files in `art` (lines `fault: KIND ...`).
+pub fn device_counts_from_logs(art: &Path) -> BTreeMap<String, u64> {
+    let mut n = BTreeMap::new();
+    for e in std::fs::read_dir(art).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if !(name.starts_with("dmadev-") && name.ends_with(".log")) {
+            continue;
+        }
+        for l in std::fs::read_to_string(e.path()).unwrap_or_default().lines() {
+            if let Some(k) = l.split("fault: ").nth(1).and_then(|r| r.split_whitespace().next()) {
+                *n.entry(k.to_string()).or_default() += 1;
+            }
+        }
+    }
+    n
+}
+
+enum Step {
+    Pause { node: usize },
+    Resume { node: usize },
+    /// Install rules on nodes (node index, rule).
+    Rules { kind: FaultKind, rules: Vec<(usize, Value)> },
+    /// Remove the rules tagged `tag` from these nodes.
+    Unrules { tag: String, nodes: Vec<usize> },
+}
+
+struct Timed {
+    at: Duration,
+    /// Steps that end a window run even when the workloads finish first.
+    undo: bool,
+    what: String,
+    step: Step,
+}
+
+/// The run's faults.
+pub struct Faults {
+    timeline: Vec<Timed>,
+    start: Option<Instant>,
+    /// Untimed LNet rules, installed once the cluster is up.
+    standing: Vec<(usize, Value)>,
+    /// Windows opened, by kind (pause, partition, timed rules count their messages instead).
+    windows: BTreeMap<String, u64>,
+    pub skipped: Vec<String>,
+    trace: Option<std::fs::File>,
+    t0: Instant,
+}
+
+fn rule_json(plan: &Plan, k: usize, f: &FaultSpec, src: Option<String>, tag: String) -> Value {
+    let delay_ms = f.latency.as_deref().and_then(|l| parse_duration(l).ok()).map(|d| d.as_millis() as u64);
+    json!({"src": src, "portal": f.portal, "type": f.msg_type, "rate": f.rate, "interval": f.interval,
+           "seed": plan.seed ^ (k as u64 + 1), "delay_ms": delay_ms, "tag": tag})
+}
+
+impl Faults {
+    /// Lays out the spec's faults for `backend` (what it cannot inject is skipped, and said).
+    pub fn new(plan: &Plan, backend: &dyn Backend, art: &Path, say: &dyn Fn(&str)) -> anyhow::Result<Faults> {
+        let idx = |name: &str| plan.nodes.iter().position(|n| n.name == name).expect("validated");
+        let trace = if plan.spec.faults.is_empty() { None } else { Some(std::fs::File::create(art.join("traces").join("faults.jsonl"))?) };
+        let mut me = Faults { timeline: Vec::new(), start: None, standing: Vec::new(), windows: BTreeMap::new(), skipped: Vec::new(), trace, t0: Instant::now() };
+        for (k, f) in plan.spec.faults.iter().enumerate() {
+            let windows = f.windows().map_err(anyhow::Error::msg)?;
+            if !backend.can_inject(f.kind, !windows.is_empty()) {
+                let why = format!("{} (fault {}) skipped: not available on the {} backend", f.kind.name(), k + 1, backend.name());
+                say(&why);
+                me.skipped.push(why);
+                continue;
+            }
+            let tag = format!("{}#{}", f.kind.name(), k + 1);
+            match f.kind {
+                FaultKind::LnetDrop | FaultKind::LnetDelay => {
+                    let i = idx(&f.node);
+                    let src = f.src.as_ref().and_then(|s| plan.nid_for(&f.node, s)).map(|n| n.to_string());
+                    let rule = rule_json(plan, k, f, src, tag.clone());
+                    if windows.is_empty() {
+                        me.standing.push((i, rule.clone()));
+                    }
+                    for (a, b) in windows {
+                        let what = format!("{} on {}", f.kind.name(), f.node);
+                        me.timeline.push(Timed { at: a, undo: false, what: what.clone(), step: Step::Rules { kind: f.kind, rules: vec![(i, rule.clone())] } });
+                        me.timeline.push(Timed { at: b, undo: true, what, step: Step::Unrules { tag: tag.clone(), nodes: vec![i] } });
+                    }
+                }
+                FaultKind::Pause => {
+                    let i = idx(&f.node);
+                    for (a, b) in windows {
+                        me.timeline.push(Timed { at: a, undo: false, what: format!("pause {}", f.node), step: Step::Pause { node: i } });
+                        me.timeline.push(Timed { at: b, undo: true, what: format!("resume {}", f.node), step: Step::Resume { node: i } });
+                    }
+                }
+                FaultKind::Partition => {
+                    // Each side drops everything from every NID of the other side.
+                    let mut rules = Vec::new();
+                    for (mine, theirs) in [(&f.between[0], &f.between[1]), (&f.between[1], &f.between[0])] {
+                        for a in mine {
+                            for b in theirs {
+                                for (_, nid) in &plan.nodes[idx(b)].nids {
+                                    rules.push((idx(a), json!({"src": nid.to_string(), "rate": 1, "tag": tag})));
+                                }
+                            }
+                        }
+                    }
+                    let nodes: Vec<usize> = f.between.iter().flatten().map(|n| idx(n)).collect();
+                    let what = format!("partition {:?} | {:?}", f.between[0], f.between[1]);
+                    for (a, b) in windows {
+                        me.timeline.push(Timed { at: a, undo: false, what: what.clone(), step: Step::Rules { kind: f.kind, rules: rules.clone() } });
+                        me.timeline.push(Timed { at: b, undo: true, what: format!("heal {what}"), step: Step::Unrules { tag: tag.clone(), nodes: nodes.clone() } });
+                    }
+                }
+                _ => {} // device faults are set when the device starts
+            }
+        }
+        me.timeline.sort_by_key(|t| (t.at, !t.undo));
+        Ok(me)
+    }
+
+    fn record(&mut self, v: Value) {
+        if let Some(t) = &mut self.trace {
+            let mut v = v;
+            v["t_ms"] = json!(self.t0.elapsed().as_millis() as u64);
+            let _ = writeln!(t, "{v}");
+        }
+    }
+
+    /// Installs the untimed LNet rules.
+    pub fn install(&mut self, cluster: &mut Cluster, plan: &Plan, timeout: Duration, say: &dyn Fn(&str)) -> anyhow::Result<()> {
+        for (i, rule) in std::mem::take(&mut self.standing) {
+            cluster.cmd(i, json!({"op": "fault", "rule": rule}), timeout)?;
+            say(&format!("fault: {} on {}", rule["tag"].as_str().unwrap_or("?"), plan.nodes[i].name));
+            self.record(json!({"fault": rule["tag"], "node": plan.nodes[i].name, "action": "rule added"}));
+        }
+        Ok(())
+    }
+
+    /// When the next timed step is due (None: nothing left, or workloads not started).
+    pub fn next_due(&self) -> Option<Instant> {
+        Some(self.start? + self.timeline.first()?.at)
+    }
+
+    /// Starts the timeline (first workload).
+    pub fn start(&mut self) {
+        self.start.get_or_insert_with(Instant::now);
+    }
+
+    /// Runs every step that is due.
+    pub fn fire_due(&mut self, backend: &dyn Backend, cluster: &mut Cluster, plan: &Plan, timeout: Duration, say: &dyn Fn(&str)) -> anyhow::Result<()> {
+        while self.next_due().is_some_and(|t| t <= Instant::now()) {
+            let t = self.timeline.remove(0);
+            self.run_step(t, backend, cluster, plan, timeout, say)?;
+        }
+        Ok(())
+    }
+
+    /// Closes every open window (resume, heal, remove rules); windows not yet opened are
+    /// dropped. Called after the workloads, and on failure before teardown.
+    pub fn finish(&mut self, backend: &dyn Backend, cluster: &mut Cluster, plan: &Plan, timeout: Duration, say: &dyn Fn(&str)) -> anyhow::Result<()> {
+        let left = std::mem::take(&mut self.timeline);
+        let mut first_err = None;
+        // An undo step whose window never opened finds nothing to undo, harmlessly.
+        for t in left.into_iter().filter(|t| t.undo) {
+            if let Err(e) = self.run_step(t, backend, cluster, plan, timeout, say) {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    fn run_step(&mut self, t: Timed, backend: &dyn Backend, cluster: &mut Cluster, plan: &Plan, timeout: Duration, say: &dyn Fn(&str)) -> anyhow::Result<()> {
+        let name = |i: usize| plan.nodes[i].name.clone();
+        match t.step {
+            Step::Pause { node } => {
+                backend.pause(cluster, node, true)?;
+                *self.windows.entry("pause".into()).or_default() += 1;
+                self.record(json!({"fault": "pause", "node": name(node), "action": "paused"}));
+            }
+            Step::Resume { node } => {
+                if backend.pause(cluster, node, false)? {
+                    self.record(json!({"fault": "pause", "node": name(node), "action": "resumed"}));
+                }
+            }
+            Step::Rules { kind, rules } => {
+                for (i, rule) in &rules {
+                    cluster.cmd(*i, json!({"op": "fault", "rule": rule}), timeout)?;
+                }
+                if kind == FaultKind::Partition {
+                    *self.windows.entry("partition".into()).or_default() += 1;
+                }
+                self.record(json!({"fault": kind.name(), "action": "rules added", "what": t.what, "rules": rules.len()}));
+            }
+            Step::Unrules { tag, nodes } => {
+                let mut removed = 0;
+                for i in nodes {
+                    removed += cluster.cmd(i, json!({"op": "fault_del", "tag": tag}), timeout)?["removed"].as_u64().unwrap_or(0);
+                }
+                if removed > 0 {
+                    self.record(json!({"fault": tag, "action": "rules removed", "what": t.what, "rules": removed}));
+                }
+            }
+        }
+        say(&format!("fault: {}", t.what));
+        Ok(())
+    }
+
+    /// Faults injected, by kind: windows opened here, messages hit by LNet rules (per the
+    /// nodes' counters; partitions count their windows, not the messages they cut) and what
+    /// the devices report.
+    pub fn counts(&self, cluster: &mut Cluster, plan: &Plan, art: &Path, timeout: Duration) -> anyhow::Result<BTreeMap<String, u64>> {
+        let mut by_kind = self.windows.clone();
+        for i in 0..plan.nodes.len() {
+            let st = cluster.cmd(i, json!({"op": "stats"}), timeout)?;
+            for (tag, n) in st["fault_hits"].as_object().into_iter().flatten() {
+                let kind = tag.split('#').next().unwrap_or(tag);
+                if kind != "partition" {
+                    *by_kind.entry(if kind.is_empty() { "lnet_drop".into() } else { kind.to_string() }).or_default() += n.as_u64().unwrap_or(0);
+                }
+            }
+        }
+        for (k, n) in cluster.device_faults(art) {
+            *by_kind.entry(k).or_default() += n;
+        }
+        by_kind.retain(|_, n| *n > 0);
+        Ok(by_kind)
+    }
+}
