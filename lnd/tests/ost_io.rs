@@ -42,6 +42,7 @@ fn job(name: &str, nid_s: &str, first_file: u64) -> IoJob {
         objects: None,
         write: true,
         timeout_ms: 5000,
+        max_tries: 8,
     }
 }
 

@@ -71,6 +71,7 @@ pub fn run(opts: &IoBenchOpts) -> anyhow::Result<Vec<Metric>> {
         objects: None,
         write: true,
         timeout_ms: 5000,
+        max_tries: 8,
     };
     let mut osc = Osc::new(job).map_err(anyhow::Error::msg)?;
     osc.pump(&mut c.node);

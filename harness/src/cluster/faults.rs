@@ -249,6 +249,8 @@ impl Faults {
         let mut by_kind = self.windows.clone();
         for i in 0..plan.nodes.len() {
             let st = cluster.cmd(i, json!({"op": "stats"}), timeout)?;
+            // Kept with the artifacts: counters of every layer, for whoever debugs the run.
+            let _ = std::fs::write(art.join("nodes").join(format!("{}.stats.json", plan.nodes[i].name)), serde_json::to_string_pretty(&st).unwrap_or_default() + "\n");
             for (tag, n) in st["fault_hits"].as_object().into_iter().flatten() {
                 let kind = tag.split('#').next().unwrap_or(tag);
                 if kind != "partition" {

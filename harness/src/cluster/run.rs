@@ -202,6 +202,7 @@ fn run_workload(cluster: &mut Cluster, plan: &Plan, w: &WorkloadSpec, timeout: D
             "name": format!("{}@{c}", w.name), "targets": plan.targets_for(c), "files": w.files, "file_size": w.size.0,
             "stripe_size": w.stripe_size.0, "stripe_count": w.stripe_count, "seed": plan.seed, "first_file": (k as u64) * w.files,
             "inflight": w.inflight, "verify": w.verify, "punch": w.punch, "destroy": w.destroy,
+            "max_tries": w.max_tries.unwrap_or(8),
             "timeout_ms": w.rpc_timeout.as_deref().map(super::spec::parse_duration).transpose().map_err(anyhow::Error::msg)?.map(|d| d.as_millis() as u64).unwrap_or(5000),
         });
         cluster.cmd(idx(c), json!({"op": "io", "job": job}), timeout)?;

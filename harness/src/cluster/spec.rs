@@ -175,6 +175,9 @@ pub struct WorkloadSpec {
     /// io: resend an RPC whose reply has not come after this long (default 5s).
     #[serde(default)]
     pub rpc_timeout: Option<String>,
+    /// io: attempts per RPC (resends and bulk redos) before it counts as failed (default 8).
+    #[serde(default)]
+    pub max_tries: Option<u32>,
     #[serde(default = "one_mib")]
     pub stripe_size: Size,
     #[serde(default = "one")]

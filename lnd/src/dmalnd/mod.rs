@@ -45,6 +45,8 @@ pub struct DmaLndStats {
     pub credit_stalls: u64,
     pub bad_msgs: u64,
     pub dev_errors: u64,
+    /// Control messages sent again after a full mailbox refused them.
+    pub smsg_retries: u64,
 }
 
 #[derive(Debug, Default)]
@@ -55,6 +57,11 @@ struct Peer {
     owed: u16,
     /// (tag, message, chained to our transmit with that tag?)
     queue: VecDeque<(u64, Vec<u8>, bool)>,
+    /// Credits returned in each SMSG submitted and not yet completed, in order (the device
+    /// completes a node's SMSGs in submission order): a refused SMSG gives them back to `owed`.
+    /// Control messages (NAK, TX_READY: no tx of ours waits on them) keep their bytes too, to
+    /// go again if the mailbox was full.
+    returning: VecDeque<(u16, Option<Vec<u8>>)>,
 }
 
 /// What one tag (our descriptor tag) is waiting for.
@@ -209,7 +216,8 @@ impl<D: DmaDevice> DmaLnd<D> {
                 }
                 let (tag, mut b, chained) = p.queue.pop_front().unwrap();
                 MsgRepr::set_credits(&mut b, p.owed);
-                p.owed = 0;
+                let keep = (tag == 0).then(|| b.clone());
+                p.returning.push_back((std::mem::take(&mut p.owed), keep));
                 p.credits -= 1;
                 let op = if chained {
                     Op::SmsgTx { dst: addr, data: b, at: wire::PUT_REQ_COOKIE_AT as u16, tx_tag: tag }
@@ -221,6 +229,7 @@ impl<D: DmaDevice> DmaLnd<D> {
             let p = self.peer(addr);
             if p.queue.is_empty() && p.owed >= high_water {
                 let owed = std::mem::take(&mut p.owed);
+                p.returning.push_back((owed, None));
                 let mut b = Vec::with_capacity(wire::HDR);
                 MsgRepr { credits: owed, src_nid: self.nid, dst_nid: self.nid.net().nid(addr), body: Body::Noop }.emit(&mut b);
                 self.stats.noops += 1;
@@ -258,8 +267,21 @@ impl<D: DmaDevice> DmaLnd<D> {
         match c.kind {
             CompKind::SmsgRecv => self.on_smsg(lnet, c.peer, data),
             CompKind::SmsgSent => {
-                if !c.status.is_ok() && c.tag != NOOP_TAG {
-                    self.peer(c.peer).credits += 1; // it never reached the mailbox
+                let p = self.peer(c.peer);
+                let (returned, kept) = p.returning.pop_front().unwrap_or_default();
+                if !c.status.is_ok() {
+                    // It never reached the mailbox: the credits it returned are still owed,
+                    // and (unless a NOOP, which costs none) its own credit comes back.
+                    p.owed = p.owed.saturating_add(returned);
+                    if c.tag != NOOP_TAG {
+                        p.credits += 1;
+                    }
+                    if let (Some(b), DevStatus::MailboxFull) = (kept, c.status) {
+                        // A full mailbox is passing: the control message goes again, first.
+                        p.queue.push_front((0, b, false));
+                        self.stats.smsg_retries += 1;
+                    }
+                    self.dirty.push(c.peer);
                 }
                 if c.tag == 0 || c.tag == NOOP_TAG {
                     return;

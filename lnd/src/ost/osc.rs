@@ -50,14 +50,19 @@ pub struct IoJob {
     /// Resend an RPC (same xid, MSG_RESENT) when no reply came within this long.
     #[serde(default = "default_timeout")]
     pub timeout_ms: u64,
+    /// Attempts per RPC (resends and bulk redos) before it counts as failed.
+    #[serde(default = "default_tries")]
+    pub max_tries: u32,
+}
+
+fn default_tries() -> u32 {
+    8
 }
 
 fn default_timeout() -> u64 {
     5000
 }
 
-/// Attempts per RPC before it counts as failed.
-const MAX_TRIES: u32 = 8;
 const MSG_RESENT: u32 = 0x2;
 const EBADMSG: i32 = -74;
 
@@ -298,7 +303,7 @@ impl Osc {
         for md in &rpc.mds {
             let _ = node.lnet.md_unlink(*md); // its UNLINK event frees the buffer
         }
-        if rpc.tries >= MAX_TRIES {
+        if rpc.tries >= self.job.max_tries.max(1) {
             if let Some(b) = rpc.bulk {
                 free(node, b);
             }

@@ -181,8 +181,19 @@ impl Oss {
         };
         let key = (peer, xid);
         if self.active.contains(&key) {
-            debug!(%peer, xid, "resent request still being served; ignored");
-            return;
+            // The client re-posted its bulk buffer for the resend, so a bulk transfer still
+            // running for the first attempt can only fail: drop it and serve the resend now.
+            let bulk = self.waits.iter().find(|(_, w)| matches!(w, Wait::BulkIn { req, .. } | Wait::BulkOut { req, .. } if (req.peer, req.xid) == key)).map(|(id, _)| *id);
+            match bulk {
+                Some(id) => {
+                    debug!(%peer, xid, "resent request: the first attempt's bulk transfer is abandoned");
+                    self.abandon_bulk(node, id);
+                }
+                None => {
+                    debug!(%peer, xid, "resent request still being served; ignored");
+                    return;
+                }
+            }
         }
         if let Some(bytes) = self.replies.get(&key).cloned() {
             // Done before: send the same reply again, do not apply the request twice.
@@ -314,14 +325,21 @@ impl Oss {
             .collect();
         old.sort_unstable(); // a fixed order keeps simulated runs replayable
         for id in old {
-            let Some(Wait::BulkIn { req, buf, md, .. } | Wait::BulkOut { req, buf, md, .. }) = self.waits.remove(&id) else { continue };
-            warn!(peer = %req.peer, xid = req.xid, "bulk transfer timed out; request abandoned");
-            self.active.remove(&(req.peer, req.xid));
-            self.bulk_timeouts += 1;
-            // The buffer goes back once LNet lets go of the MD (a late transfer may still land).
-            self.waits.insert(id, Wait::Reply { buf });
-            let _ = node.lnet.md_unlink(md);
+            if let Some(Wait::BulkIn { req, .. } | Wait::BulkOut { req, .. }) = self.waits.get(&id) {
+                warn!(peer = %req.peer, xid = req.xid, "bulk transfer timed out; request abandoned");
+            }
+            self.abandon_bulk(node, id);
         }
+    }
+
+    /// Gives up bulk transfer `id` without a reply (the client will resend).
+    fn abandon_bulk(&mut self, node: &mut Node, id: u64) {
+        let Some(Wait::BulkIn { req, buf, md, .. } | Wait::BulkOut { req, buf, md, .. }) = self.waits.remove(&id) else { return };
+        self.active.remove(&(req.peer, req.xid));
+        self.bulk_timeouts += 1;
+        // The buffer goes back once LNet lets go of the MD (a late transfer may still land).
+        self.waits.insert(id, Wait::Reply { buf });
+        let _ = node.lnet.md_unlink(md);
     }
 
     fn fail_bulk(&mut self, node: &mut Node, id: u64, md: MdHandle, why: &str) {
