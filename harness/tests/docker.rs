@@ -30,10 +30,10 @@ fn leftovers(run: Option<&str>) -> Vec<String> {
     out
 }
 
-fn run_cli(file: &str, want: u64) {
+fn run_cli(file: &str, want: u64) -> serde_json::Value {
     let art = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_lnetlab"))
-        .args(["run", root().join(file).to_str().unwrap(), "--backend", "docker", "--json", "--artifacts", art.path().to_str().unwrap()])
+        .args(["run", root().join(file).to_str().unwrap(), "--backend", "docker", "--json", "--seed", "4", "--artifacts", art.path().to_str().unwrap()])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -43,6 +43,17 @@ fn run_cli(file: &str, want: u64) {
     assert_eq!(r["workloads"][0]["bytes_verified"], want);
     let dir = PathBuf::from(r["artifacts"].as_str().unwrap());
     assert!(std::fs::read_dir(dir.join("containers")).unwrap().count() >= 4, "container logs saved");
+    r
+}
+
+#[test]
+fn faults_of_many_kinds_in_docker_lose_nothing() {
+    // Paused containers, LNet rules, a partition and device faults from the dmadev container.
+    let r = run_cli("clusters/faults.yaml", 3 * 2 * (4 << 20));
+    let kinds = r["faults"].as_object().unwrap();
+    assert!(r["faults_injected"].as_u64().unwrap() >= 20 && kinds.len() >= 5, "{r}");
+    assert_eq!((kinds["pause"].clone(), kinds["partition"].clone()), (json!(2), json!(1)), "{r}");
+    assert_eq!((r["lost_acked_writes"].clone(), r["silent_corruptions"].clone(), r["workloads"][0]["errors"].clone()), (json!(0), json!(0), json!(0)), "{r}");
 }
 
 #[test]
