@@ -310,3 +310,49 @@ fn device_faults_fail_transfers_cleanly_and_leave_no_leak() {
     assert_eq!(round(&mut p, 100), (100, 0));
     p.assert_idle();
 }
+
+/// A peer that leaves the fabric mid-transfer (its process died) fails every transfer waiting
+/// on it; one that attaches at the same address later is served with fresh credits.
+#[test]
+fn peer_leaving_fails_waiting_transfers_and_a_new_incarnation_is_served() {
+    let mut p = pair(2);
+    let size = 1 << 20;
+    p.am.write(0, &pattern(size, 4)).unwrap();
+    let me = p.b.lnet.me_attach(10, ProcessId::ANY, 1, 0, false, Insert::Tail).unwrap();
+    p.b.lnet.md_attach(me, md(vec![seg(0, size)], opt::OP_PUT | opt::OP_GET, None)).unwrap();
+    // A large PUT and a GET are under way, and B never gets to answer them.
+    let src = p.a.lnet.md_bind(md(vec![seg(0, size)], 0, Some(1)), true);
+    p.a.lnet.put(src, false, pid(2), 10, 1, 0, 0).unwrap();
+    let sink = p.a.lnet.md_bind(md(vec![seg(2 << 20, 64)], 0, Some(2)), true);
+    p.a.lnet.get(sink, pid(2), 10, 1, 0).unwrap();
+    for _ in 0..100 {
+        p.a.step();
+    }
+    assert!(!p.a.idle(), "waiting on B");
+    let Pair { fab, mut a, b, am, .. } = p;
+    drop(b); // B's process is gone: the device detaches it
+    for _ in 0..100 {
+        a.step();
+    }
+    let ev: Vec<Event> = std::iter::from_fn(|| a.poll_event()).collect();
+    assert_eq!(ev.iter().filter(|e| e.status == errno::ECONNRESET).count(), 3, "SEND of the PUT, SEND and REPLY of the GET: {ev:?}");
+    assert!(a.idle(), "nothing left waiting");
+    assert_eq!(a.lnds[1].stats()["peers_down"].as_u64().unwrap(), 1);
+    // B comes back (a new process at the same address) and is served as before.
+    let db = fab.attach(2, MEM).unwrap();
+    let bm = db.mem().clone();
+    let mut b = Node::with_dma(db, nid(2), 12345, 303, DmaLndConfig { peer_credits: 2, ..Default::default() });
+    let me = b.lnet.me_attach(10, ProcessId::ANY, 1, 0, false, Insert::Tail).unwrap();
+    b.lnet.md_attach(me, md(vec![seg(0, size)], opt::OP_PUT | opt::MANAGE_REMOTE, None)).unwrap();
+    let mut p = Pair { fab, a, b, am, bm };
+    for i in 0..6u64 {
+        let len = if i % 2 == 0 { 100 } else { size };
+        let src = p.a.lnet.md_bind(md(vec![seg(0, len)], 0, Some(1)), true);
+        p.a.lnet.put(src, false, pid(2), 10, 1, 0, 0).unwrap();
+    }
+    let (ea, eb) = p.events();
+    assert_eq!(ea.iter().filter(|e| e.kind == EventKind::Send && e.status == 0).count(), 6, "{ea:?}");
+    assert_eq!(eb.iter().filter(|e| e.kind == EventKind::Put).count(), 6);
+    assert_eq!(p.bm.to_vec(0, size).unwrap(), pattern(size, 4));
+    p.assert_idle();
+}

@@ -137,12 +137,18 @@ impl Engine {
         Ok(())
     }
 
-    /// Forgets a node: its regions and transmits vanish; later pulls of them fail.
+    /// Forgets a node: its regions and transmits vanish; later pulls of them fail. Every other
+    /// node is told (`PeerDown`), after whatever the departed node sent it before.
     pub fn detach(&mut self, addr: u32) {
-        self.ports.remove(&addr);
+        if self.ports.remove(&addr).is_none() {
+            return;
+        }
         self.regions.retain(|_, r| r.owner != addr);
         self.txs.retain(|_, t| t.owner != addr);
         self.by_tag.retain(|k, _| k.0 != addr);
+        for p in self.ports.values_mut() {
+            p.complete(Completion { kind: CompKind::PeerDown, status: DevStatus::Ok, tag: 0, cookie: 0, len: 0, peer: addr });
+        }
     }
 
     pub fn is_attached(&self, addr: u32) -> bool {

@@ -95,6 +95,9 @@ pub enum CompKind {
     /// Our pull finished — the receiver's completion.
     PullDone = 5,
     TxCancelled = 6,
+    /// The node at `peer` left the fabric (its process ended): its regions, transmits and
+    /// mailbox are gone, and a node attaching at that address later is a new incarnation.
+    PeerDown = 7,
 }
 
 impl CompKind {
@@ -107,6 +110,7 @@ impl CompKind {
             4 => TxDone,
             5 => PullDone,
             6 => TxCancelled,
+            7 => PeerDown,
             _ => return None,
         })
     }

@@ -47,6 +47,8 @@ pub struct DmaLndStats {
     pub dev_errors: u64,
     /// Control messages sent again after a full mailbox refused them.
     pub smsg_retries: u64,
+    /// Peers that left the fabric (each failed the transfers waiting on it).
+    pub peers_down: u64,
 }
 
 #[derive(Debug, Default)]
@@ -83,6 +85,9 @@ enum Tx {
     ReplySetup { msg: MsgId, peer: u32, get_tag: u64 },
     /// GET target: TX_READY sent, waiting for the initiator's pull or NAK.
     ReplyWait { msg: MsgId, peer: u32, cookie: u64 },
+    /// A reply being staged for a peer that left the fabric: failed (and its transmit
+    /// cancelled) when the device answers the setup.
+    Orphan { msg: MsgId },
 }
 
 /// Receive contexts between `lnet_parse` and `recv`.
@@ -298,8 +303,16 @@ impl<D: DmaDevice> DmaLnd<D> {
                     None => {}
                 }
             }
+            CompKind::PeerDown => self.on_peer_down(lnet, c.peer),
             CompKind::TxReady => {
                 let tag = c.tag;
+                if let Some(Tx::Orphan { msg }) = self.txs.remove_if(tag, |t| matches!(t, Tx::Orphan { .. })) {
+                    if c.status.is_ok() {
+                        self.cancel(c.cookie);
+                    }
+                    lnet.finalize(msg, errno::ECONNRESET);
+                    return;
+                }
                 let Some(tx) = self.txs.get_mut(tag) else {
                     warn!(tag, "TxReady for an unknown tag");
                     return;
@@ -349,6 +362,41 @@ impl<D: DmaDevice> DmaLnd<D> {
             },
             CompKind::TxCancelled => {}
         }
+    }
+
+    /// The node at `peer` left the fabric: every transfer waiting on it fails now (those the
+    /// device will still complete are left to their completions), and flow control starts
+    /// afresh for whatever attaches at that address next.
+    fn on_peer_down(&mut self, lnet: &mut Lnet, peer: u32) {
+        warn!(peer, "peer left the fabric; failing the transfers that wait on it");
+        self.stats.peers_down += 1;
+        let waiting = self.txs.handles_where(|t| matches!(t, Tx::PutWait { peer: p, cookie, .. } | Tx::ReplyWait { peer: p, cookie, .. } if *p == peer && *cookie != 0) || matches!(t, Tx::GetReq { peer: p, .. } | Tx::ReplySetup { peer: p, .. } if *p == peer));
+        for tag in waiting {
+            // A reply still being staged stays under its tag (the device answers the setup).
+            if let Some(t) = self.txs.get_mut(tag) {
+                if let Tx::ReplySetup { msg, .. } = *t {
+                    *t = Tx::Orphan { msg };
+                    continue;
+                }
+            }
+            match self.txs.remove(tag) {
+                Some(Tx::PutWait { msg, cookie, .. }) | Some(Tx::ReplyWait { msg, cookie, .. }) => {
+                    self.cancel(cookie);
+                    lnet.finalize(msg, errno::ECONNRESET);
+                }
+                Some(Tx::GetReq { msg, .. }) => self.fail_get(lnet, msg, errno::ECONNRESET),
+                _ => {}
+            }
+        }
+        let pc = self.cfg.peer_credits;
+        let p = self.peer(peer);
+        p.credits = pc;
+        p.owed = 0;
+        // SMSGs still completing went to the old incarnation: their credits are void.
+        for r in p.returning.iter_mut() {
+            *r = (0, None);
+        }
+        self.dirty.push(peer);
     }
 
     fn on_smsg(&mut self, lnet: &mut Lnet, from: u32, data: &[u8]) {

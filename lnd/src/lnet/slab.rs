@@ -73,6 +73,11 @@ impl<T> Slab<T> {
         out
     }
 
+    /// Handles of the entries `pred` selects.
+    pub fn handles_where(&self, mut pred: impl FnMut(&T) -> bool) -> Vec<u64> {
+        self.slots.iter().enumerate().filter(|(_, (_, v))| v.as_ref().is_some_and(&mut pred)).map(|(i, (g, _))| ((*g as u64) << 32) | i as u64).collect()
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }
