@@ -156,7 +156,9 @@ fn hostile_requests_are_refused_and_the_oss_keeps_serving() {
     use lnd::wire::ProcessId;
     let dir = tempfile::tempdir().unwrap();
     let fab = InProcFabric::new(23);
-    let mut nodes = vec![oss_node(&fab), dma_client(&fab, 2), dma_client(&fab, 5)];
+    // DMA only: the TCP address of `oss_node` belongs to the other test.
+    let oss = Node::with_dma(fab.attach(1, 64 << 20).unwrap(), nid("1@dma"), 12345, 1, DmaLndConfig::default());
+    let mut nodes = vec![oss, dma_client(&fab, 2), dma_client(&fab, 5)];
     let osts = vec![Ost::open(0, dir.path().join("ost0"), 64 << 20).unwrap(), Ost::open(1, dir.path().join("ost1"), 64 << 20).unwrap()];
     let mut oss = Oss::start(&mut nodes[0], osts).unwrap();
     let body = |opc: u32, handle: u64| PtlrpcBody { msg_type: PTL_RPC_MSG_REQUEST, opc, handle, ..Default::default() }.emit();
