@@ -20,6 +20,23 @@ pub trait Backend {
     fn can_inject(&self, _kind: super::spec::FaultKind, _timed: bool) -> bool {
         true
     }
+    /// Kills node `i` (SIGKILL: no goodbye) and waits until it is gone. The default kills the
+    /// node's local process.
+    fn kill_node(&self, cluster: &mut Cluster, i: usize, timeout: Duration) -> anyhow::Result<()> {
+        let pid = cluster.pids()[i].ok_or_else(|| anyhow::anyhow!("node {} has no local process to kill on the {} backend", cluster.nodes[i].name, self.name()))?;
+        cluster.down.insert(i);
+        // SAFETY: signalling a child process we started and have not reaped.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        cluster.paused.remove(&i);
+        cluster.wait_node_exit(i, timeout)
+    }
+    /// Starts a killed node again (same addresses, fabric and storage) and waits until it is
+    /// ready; its roles are the caller's to start.
+    fn start_node(&self, cluster: &mut Cluster, i: usize, timeout: Duration) -> anyhow::Result<()> {
+        cluster.respawn(i, timeout)?;
+        cluster.down.remove(&i);
+        Ok(())
+    }
     /// Freezes (`paused`) or thaws node `i`; returns whether anything changed. The default
     /// signals the node's local process (SIGSTOP / SIGCONT).
     fn pause(&self, cluster: &mut Cluster, i: usize, paused: bool) -> anyhow::Result<bool> {

@@ -269,31 +269,8 @@ impl DockerBackend {
     /// Fault: kill node `i` and start it again (same container, volumes and addresses); waits
     /// until it is ready. Roles must be started again by the caller.
     pub fn restart(&self, cluster: &mut Cluster, i: usize, timeout: Duration) -> anyhow::Result<()> {
-        let name = cluster.nodes[i].name.clone();
-        self.kill(&name)?;
-        // The old attachment ends: consume its exit.
-        let deadline = Instant::now() + timeout;
-        loop {
-            let (j, line) = cluster.next(deadline)?;
-            match line {
-                NodeLine::Exited if j == i => break,
-                NodeLine::Line(v) => cluster.backlog.push((j, v)),
-                NodeLine::Exited => anyhow::bail!("node {} exited", cluster.nodes[j].name),
-            }
-        }
-        let tx = self.tx.lock().unwrap().clone().ok_or_else(|| anyhow::anyhow!("cluster not up"))?;
-        let c = self.container(&name);
-        let w = attach(&self.engine, &c, i, tx)?;
-        self.engine.rt.block_on(self.engine.docker.start_container(&c, None::<qp::StartContainerOptions>))?;
-        cluster.replace_writer(i, w);
-        loop {
-            let (j, line) = cluster.next(deadline)?;
-            match line {
-                NodeLine::Line(v) if j == i && v["ready"] == true => return Ok(()),
-                NodeLine::Line(v) => cluster.backlog.push((j, v)),
-                NodeLine::Exited => anyhow::bail!("node {} exited while restarting", cluster.nodes[j].name),
-            }
-        }
+        Backend::kill_node(self, cluster, i, timeout)?;
+        Backend::start_node(self, cluster, i, timeout)
     }
 }
 
@@ -341,6 +318,28 @@ impl Write for AttachWriter {
 impl Backend for DockerBackend {
     fn name(&self) -> &'static str {
         "docker"
+    }
+
+    fn kill_node(&self, cluster: &mut Cluster, i: usize, timeout: Duration) -> anyhow::Result<()> {
+        let name = cluster.nodes[i].name.clone();
+        cluster.down.insert(i);
+        if cluster.paused.remove(&i) {
+            self.pause_container(&name, false)?;
+        }
+        self.kill(&name)?;
+        // The old attachment ends: consume its exit.
+        cluster.wait_node_exit(i, timeout)
+    }
+
+    fn start_node(&self, cluster: &mut Cluster, i: usize, timeout: Duration) -> anyhow::Result<()> {
+        let tx = self.tx.lock().unwrap().clone().ok_or_else(|| anyhow::anyhow!("cluster not up"))?;
+        let c = self.container(&cluster.nodes[i].name);
+        let w = attach(&self.engine, &c, i, tx)?;
+        self.engine.rt.block_on(self.engine.docker.start_container(&c, None::<qp::StartContainerOptions>))?;
+        cluster.replace_writer(i, w);
+        cluster.wait_node_ready(i, timeout)?;
+        cluster.down.remove(&i);
+        Ok(())
     }
 
     fn pause(&self, cluster: &mut Cluster, i: usize, paused: bool) -> anyhow::Result<bool> {

@@ -57,7 +57,20 @@ pub fn device_counts_from_logs(art: &Path) -> BTreeMap<String, u64> {
     n
 }
 
+/// Adds a node's LNet rule hits (`stats` output) to `by_kind`; partitions count their windows,
+/// not the messages they cut.
+fn add_hits(by_kind: &mut BTreeMap<String, u64>, st: &Value) {
+    for (tag, n) in st["fault_hits"].as_object().into_iter().flatten() {
+        let kind = tag.split('#').next().unwrap_or(tag);
+        if kind != "partition" {
+            *by_kind.entry(if kind.is_empty() { "lnet_drop".into() } else { kind.to_string() }).or_default() += n.as_u64().unwrap_or(0);
+        }
+    }
+}
+
 enum Step {
+    Kill { node: usize },
+    Start { node: usize },
     Pause { node: usize },
     Resume { node: usize },
     /// Install rules on nodes (node index, rule).
@@ -78,11 +91,14 @@ struct Timed {
 pub struct Faults {
     timeline: Vec<Timed>,
     start: Option<Instant>,
-    /// Untimed LNet rules, installed once the cluster is up.
+    /// Untimed LNet rules, installed once the cluster is up (and again on a restarted node).
     standing: Vec<(usize, Value)>,
+    installed: bool,
     /// Windows opened, by kind (pause, partition, timed rules count their messages instead).
     windows: BTreeMap<String, u64>,
     pub skipped: Vec<String>,
+    /// LNet rule hits of nodes that were killed, by kind (their counters died with them).
+    saved_hits: BTreeMap<String, u64>,
     trace: Option<std::fs::File>,
     t0: Instant,
 }
@@ -98,7 +114,7 @@ impl Faults {
     pub fn new(plan: &Plan, backend: &dyn Backend, art: &Path, say: &dyn Fn(&str)) -> anyhow::Result<Faults> {
         let idx = |name: &str| plan.nodes.iter().position(|n| n.name == name).expect("validated");
         let trace = if plan.spec.faults.is_empty() { None } else { Some(std::fs::File::create(art.join("traces").join("faults.jsonl"))?) };
-        let mut me = Faults { timeline: Vec::new(), start: None, standing: Vec::new(), windows: BTreeMap::new(), skipped: Vec::new(), trace, t0: Instant::now() };
+        let mut me = Faults { timeline: Vec::new(), start: None, standing: Vec::new(), installed: false, windows: BTreeMap::new(), skipped: Vec::new(), saved_hits: BTreeMap::new(), trace, t0: Instant::now() };
         for (k, f) in plan.spec.faults.iter().enumerate() {
             let windows = f.windows().map_err(anyhow::Error::msg)?;
             if !backend.can_inject(f.kind, !windows.is_empty()) {
@@ -120,6 +136,13 @@ impl Faults {
                         let what = format!("{} on {}", f.kind.name(), f.node);
                         me.timeline.push(Timed { at: a, undo: false, what: what.clone(), step: Step::Rules { kind: f.kind, rules: vec![(i, rule.clone())] } });
                         me.timeline.push(Timed { at: b, undo: true, what, step: Step::Unrules { tag: tag.clone(), nodes: vec![i] } });
+                    }
+                }
+                FaultKind::Restart => {
+                    let i = idx(&f.node);
+                    for (a, b) in windows {
+                        me.timeline.push(Timed { at: a, undo: false, what: format!("kill {}", f.node), step: Step::Kill { node: i } });
+                        me.timeline.push(Timed { at: b, undo: true, what: format!("start {} again", f.node), step: Step::Start { node: i } });
                     }
                 }
                 FaultKind::Pause => {
@@ -165,7 +188,16 @@ impl Faults {
 
     /// Installs the untimed LNet rules.
     pub fn install(&mut self, cluster: &mut Cluster, plan: &Plan, timeout: Duration, say: &dyn Fn(&str)) -> anyhow::Result<()> {
-        for (i, rule) in std::mem::take(&mut self.standing) {
+        self.installed = true;
+        self.install_on(cluster, plan, None, timeout, say)
+    }
+
+    /// Installs the untimed LNet rules of every node, or of node `only`.
+    fn install_on(&mut self, cluster: &mut Cluster, plan: &Plan, only: Option<usize>, timeout: Duration, say: &dyn Fn(&str)) -> anyhow::Result<()> {
+        for (i, rule) in self.standing.clone() {
+            if only.is_some_and(|o| o != i) {
+                continue;
+            }
             cluster.cmd(i, json!({"op": "fault", "rule": rule}), timeout)?;
             say(&format!("fault: {} on {}", rule["tag"].as_str().unwrap_or("?"), plan.nodes[i].name));
             self.record(json!({"fault": rule["tag"], "node": plan.nodes[i].name, "action": "rule added"}));
@@ -209,6 +241,24 @@ impl Faults {
     fn run_step(&mut self, t: Timed, backend: &dyn Backend, cluster: &mut Cluster, plan: &Plan, timeout: Duration, say: &dyn Fn(&str)) -> anyhow::Result<()> {
         let name = |i: usize| plan.nodes[i].name.clone();
         match t.step {
+            Step::Kill { node } => {
+                // Its counters die with it: keep what it injected so far.
+                self.save_hits(cluster, node, timeout)?;
+                backend.kill_node(cluster, node, timeout)?;
+                *self.windows.entry("restart".into()).or_default() += 1;
+                self.record(json!({"fault": "restart", "node": name(node), "action": "killed"}));
+            }
+            Step::Start { node } => {
+                if !cluster.down.contains(&node) {
+                    return Ok(());
+                }
+                backend.start_node(cluster, node, timeout)?;
+                super::run::start_roles(cluster, plan, node, timeout, say)?;
+                if self.installed {
+                    self.install_on(cluster, plan, Some(node), timeout, say)?;
+                }
+                self.record(json!({"fault": "restart", "node": name(node), "action": "started again"}));
+            }
             Step::Pause { node } => {
                 backend.pause(cluster, node, true)?;
                 *self.windows.entry("pause".into()).or_default() += 1;
@@ -242,21 +292,26 @@ impl Faults {
         Ok(())
     }
 
+    /// Adds node `i`'s LNet fault counters to the saved ones (before it is killed).
+    fn save_hits(&mut self, cluster: &mut Cluster, i: usize, timeout: Duration) -> anyhow::Result<()> {
+        let st = cluster.cmd(i, json!({"op": "stats"}), timeout)?;
+        add_hits(&mut self.saved_hits, &st);
+        Ok(())
+    }
+
     /// Faults injected, by kind: windows opened here, messages hit by LNet rules (per the
     /// nodes' counters; partitions count their windows, not the messages they cut) and what
     /// the devices report.
     pub fn counts(&self, cluster: &mut Cluster, plan: &Plan, art: &Path, timeout: Duration) -> anyhow::Result<BTreeMap<String, u64>> {
         let mut by_kind = self.windows.clone();
+        for (k, n) in &self.saved_hits {
+            *by_kind.entry(k.clone()).or_default() += n;
+        }
         for i in 0..plan.nodes.len() {
             let st = cluster.cmd(i, json!({"op": "stats"}), timeout)?;
             // Kept with the artifacts: counters of every layer, for whoever debugs the run.
             let _ = std::fs::write(art.join("nodes").join(format!("{}.stats.json", plan.nodes[i].name)), serde_json::to_string_pretty(&st).unwrap_or_default() + "\n");
-            for (tag, n) in st["fault_hits"].as_object().into_iter().flatten() {
-                let kind = tag.split('#').next().unwrap_or(tag);
-                if kind != "partition" {
-                    *by_kind.entry(if kind.is_empty() { "lnet_drop".into() } else { kind.to_string() }).or_default() += n.as_u64().unwrap_or(0);
-                }
-            }
+            add_hits(&mut by_kind, &st);
         }
         for (k, n) in cluster.device_faults(art) {
             *by_kind.entry(k).or_default() += n;

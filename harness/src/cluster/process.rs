@@ -51,6 +51,10 @@ pub struct Cluster {
     pub device_faults: Option<Box<dyn Fn() -> std::collections::BTreeMap<String, u64> + Send>>,
     /// Nodes frozen by a pause fault.
     pub paused: std::collections::HashSet<usize>,
+    /// Nodes a restart fault killed and has not started again (their exit is expected).
+    pub down: std::collections::HashSet<usize>,
+    /// Starts node `i` again as it was first started (process backend).
+    respawn: Option<Box<dyn FnMut(usize) -> anyhow::Result<NodeProc> + Send>>,
 }
 
 fn socklnd_port() -> u16 {
@@ -98,10 +102,17 @@ impl Cluster {
         }
         let (tx, rx) = channel();
         let mut nodes = Vec::new();
+        let mut how = Vec::new();
         for (i, n) in plan.nodes.iter().enumerate() {
-            nodes.push(spawn(i, n, lnetd_args(n, scratch, art, plan), art, tx.clone())?);
+            let args = lnetd_args(n, scratch, art, plan);
+            nodes.push(spawn(i, n, args.clone(), art, tx.clone())?);
+            how.push((n.clone(), args));
         }
-        drop(tx);
+        let art_dir = art.to_path_buf();
+        let respawn = move |i: usize| -> anyhow::Result<NodeProc> {
+            let (n, args) = &how[i];
+            spawn(i, n, args.clone(), &art_dir, tx.clone())
+        };
         let keep: Vec<Box<dyn std::any::Any + Send>> = devs.into_iter().map(|d| Box::new(d) as Box<dyn std::any::Any + Send>).collect();
         let mut target_dirs = std::collections::HashMap::new();
         for n in &plan.nodes {
@@ -110,13 +121,14 @@ impl Cluster {
             }
         }
         let mut c = Cluster::assemble(nodes, rx, keep, target_dirs);
+        c.respawn = Some(Box::new(respawn));
         c.wait_ready(timeout, progress, &|name| art.join("nodes").join(format!("{name}.log")).display().to_string())?;
         Ok(c)
     }
 
     /// A cluster from nodes a backend started; `keep` lives until teardown.
     pub fn assemble(nodes: Vec<NodeProc>, rx: Receiver<(usize, NodeLine)>, keep: Vec<Box<dyn std::any::Any + Send>>, target_dirs: std::collections::HashMap<(String, u32), PathBuf>) -> Cluster {
-        Cluster { nodes, rx, backlog: Vec::new(), _keep: keep, target_dirs, pump: None, pumped: Default::default(), device_faults: None, paused: Default::default() }
+        Cluster { nodes, rx, backlog: Vec::new(), _keep: keep, target_dirs, pump: None, pumped: Default::default(), device_faults: None, paused: Default::default(), down: Default::default(), respawn: None }
     }
 
     /// Makes `next` drive `pump` for its lines (simulation backend).
@@ -136,6 +148,42 @@ impl Cluster {
     /// The local processes of the nodes (none for containers or simulated nodes).
     pub fn pids(&self) -> Vec<Option<u32>> {
         self.nodes.iter().map(|n| n.guard.as_ref().map(|g| g.child.id())).collect()
+    }
+
+    /// Starts node `i`'s process again (after a kill) and waits until it is ready.
+    pub fn respawn(&mut self, i: usize, timeout: Duration) -> anyhow::Result<()> {
+        let f = self.respawn.as_mut().ok_or_else(|| anyhow::anyhow!("this cluster cannot start node {} again", self.nodes[i].name))?;
+        let n = f(i)?;
+        self.nodes[i] = NodeProc { next_id: self.nodes[i].next_id + 1000, ..n };
+        self.wait_node_ready(i, timeout)
+    }
+
+    /// Waits for node `i`'s ready line (other lines are kept).
+    pub fn wait_node_ready(&mut self, i: usize, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (j, line) = self.next(deadline)?;
+            match line {
+                NodeLine::Line(v) if j == i && v["ready"] == true => return Ok(()),
+                NodeLine::Line(v) => self.backlog.push((j, v)),
+                NodeLine::Exited if self.down.contains(&j) && j != i => {}
+                NodeLine::Exited => anyhow::bail!("node {} exited while node {} was starting", self.nodes[j].name, self.nodes[i].name),
+            }
+        }
+    }
+
+    /// Waits until node `i`'s process (or container) has gone (other lines are kept).
+    pub fn wait_node_exit(&mut self, i: usize, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (j, line) = self.next(deadline)?;
+            match line {
+                NodeLine::Exited if j == i => return Ok(()),
+                NodeLine::Line(v) => self.backlog.push((j, v)),
+                NodeLine::Exited if self.down.contains(&j) => {}
+                NodeLine::Exited => anyhow::bail!("node {} exited", self.nodes[j].name),
+            }
+        }
     }
 
     /// Points node `i`'s commands at a new writer (its process or container was restarted).

@@ -36,6 +36,9 @@ pub struct WorkloadReport {
     pub messages: Vec<String>,
     #[serde(default)]
     pub resends: u64,
+    /// Times clients connected again after a server lost their export (it restarted).
+    #[serde(default)]
+    pub reconnects: u64,
     #[serde(default)]
     pub lost_acked_writes: u64,
     #[serde(default)]
@@ -63,6 +66,8 @@ pub struct Report {
     pub faults_skipped: Vec<String>,
     /// RPCs the clients had to send again.
     pub resends: u64,
+    /// Times clients connected again after a server restart.
+    pub reconnects: u64,
     /// Acknowledged writes that did not read back.
     pub lost_acked_writes: u64,
     /// Wrong data that passed its checksum.
@@ -117,7 +122,7 @@ pub fn run(opts: &RunOpts) -> anyhow::Result<Report> {
     let t0 = Instant::now();
     let say = progress(opts.json);
     say(&format!("cluster `{}`: {} nodes, seed {seed}, artifacts {}", spec.name, plan.nodes.len(), art.display()));
-    let mut report = Report { cluster: spec.name.clone(), backend: opts.backend.clone(), seed, ok: false, workloads: Vec::new(), artifacts: art.display().to_string(), faults_injected: 0, faults: Default::default(), faults_skipped: Vec::new(), resends: 0, lost_acked_writes: 0, silent_corruptions: 0, error: None, elapsed_s: 0.0 };
+    let mut report = Report { cluster: spec.name.clone(), backend: opts.backend.clone(), seed, ok: false, workloads: Vec::new(), artifacts: art.display().to_string(), faults_injected: 0, faults: Default::default(), faults_skipped: Vec::new(), resends: 0, reconnects: 0, lost_acked_writes: 0, silent_corruptions: 0, error: None, elapsed_s: 0.0 };
     let res = execute(backend.as_ref(), &plan, opts, &art, &say, &mut report);
     if let Some(state) = &opts.up_only {
         let _ = std::fs::remove_file(state);
@@ -137,14 +142,8 @@ fn execute(backend: &dyn super::backend::Backend, plan: &Plan, opts: &RunOpts, a
     let mut faults = super::faults::Faults::new(plan, backend, art, say)?;
     report.faults_skipped = faults.skipped.clone();
     let res = (|| -> anyhow::Result<()> {
-        for (i, n) in plan.nodes.iter().enumerate().filter(|(_, n)| n.is(Role::Oss)) {
-            let targets: Vec<Value> = n
-                .targets
-                .iter()
-                .map(|t| json!({"index": t.ost, "dir": cluster.target_dirs[&(n.name.clone(), t.ost)], "size": t.size.0}))
-                .collect();
-            cluster.cmd(i, json!({"op": "oss_start", "targets": targets}), opts.timeout)?;
-            say(&format!("oss {}: {} OSTs", n.name, n.targets.len()));
+        for i in 0..plan.nodes.len() {
+            start_roles(&mut cluster, plan, i, opts.timeout, say)?;
         }
         faults.install(&mut cluster, plan, opts.timeout, say)?;
         if let Some(state) = &opts.up_only {
@@ -165,6 +164,7 @@ fn execute(backend: &dyn super::backend::Backend, plan: &Plan, opts: &RunOpts, a
             report.workloads.push(r);
         }
         report.resends = report.workloads.iter().map(|w| w.resends).sum();
+        report.reconnects = report.workloads.iter().map(|w| w.reconnects).sum();
         faults.finish(backend, &mut cluster, plan, opts.timeout, say)?;
         if !plan.spec.faults.is_empty() {
             report.faults = faults.counts(&mut cluster, plan, art, opts.timeout)?;
@@ -190,6 +190,17 @@ fn execute(backend: &dyn super::backend::Backend, plan: &Plan, opts: &RunOpts, a
     cluster.down();
     drop(scratch);
     res
+}
+
+/// Starts node `i`'s server roles (the OSS with its targets).
+pub fn start_roles(cluster: &mut Cluster, plan: &Plan, i: usize, timeout: Duration, say: &dyn Fn(&str)) -> anyhow::Result<()> {
+    let n = &plan.nodes[i];
+    if n.is(Role::Oss) {
+        let targets: Vec<Value> = n.targets.iter().map(|t| json!({"index": t.ost, "dir": cluster.target_dirs[&(n.name.clone(), t.ost)], "size": t.size.0})).collect();
+        cluster.cmd(i, json!({"op": "oss_start", "targets": targets}), timeout)?;
+        say(&format!("oss {}: {} OSTs", n.name, n.targets.len()));
+    }
+    Ok(())
 }
 
 /// Runs an io workload while the fault timeline (started by the first workload) fires.
@@ -227,7 +238,7 @@ fn run_workload(cluster: &mut Cluster, plan: &Plan, w: &WorkloadSpec, timeout: D
             }
         };
         let Some(k) = w.clients.iter().position(|c| idx(c) == i) else {
-            if let NodeLine::Exited = line {
+            if let (NodeLine::Exited, false) = (&line, cluster.down.contains(&i)) {
                 anyhow::bail!("node {} exited during workload `{}`", plan.nodes[i].name, w.name);
             }
             continue;
@@ -258,6 +269,7 @@ fn run_workload(cluster: &mut Cluster, plan: &Plan, w: &WorkloadSpec, timeout: D
         r.rpcs += d["rpcs"].as_u64().unwrap_or(0);
         r.errors += d["errors"].as_u64().unwrap_or(0);
         r.resends += d["resends"].as_u64().unwrap_or(0);
+        r.reconnects += d["reconnects"].as_u64().unwrap_or(0);
         r.lost_acked_writes += d["lost_acked_writes"].as_u64().unwrap_or(0);
         r.silent_corruptions += d["silent_corruptions"].as_u64().unwrap_or(0);
         if let Some(m) = d["messages"].as_array() {
@@ -314,7 +326,7 @@ pub fn run_selftest(cluster: &mut Cluster, plan: &Plan, w: &WorkloadSpec, timeou
     let bytes = sum("bytes") as u64;
     let st = json!({"test": w.test, "clients": all.len(), "ops": sum("ops") as u64, "mb_per_s": sum("mb_per_s"), "rpc_per_s": sum("rpc_per_s"), "p50_us": max("p50_us"), "p99_us": max("p99_us"), "p999_us": max("p999_us")});
     say(&format!("{}: {} ops, {:.1} MB/s, {:.0} RPC/s, latency p50 {:.0} µs p99 {:.0} µs p999 {:.0} µs", w.name, st["ops"], st["mb_per_s"].as_f64().unwrap_or(0.0), st["rpc_per_s"].as_f64().unwrap_or(0.0), st["p50_us"].as_f64().unwrap_or(0.0), st["p99_us"].as_f64().unwrap_or(0.0), st["p999_us"].as_f64().unwrap_or(0.0)));
-    Ok(WorkloadReport { name: w.name.clone(), bytes_written: bytes, bytes_verified: bytes, rpcs: sum("ops") as u64, errors: sum("errors") as u64, resends: 0, lost_acked_writes: 0, silent_corruptions: 0, messages: Vec::new(), selftest: Some(st) })
+    Ok(WorkloadReport { name: w.name.clone(), bytes_written: bytes, bytes_verified: bytes, rpcs: sum("ops") as u64, errors: sum("errors") as u64, resends: 0, reconnects: 0, lost_acked_writes: 0, silent_corruptions: 0, messages: Vec::new(), selftest: Some(st) })
 }
 
 /// The human summary printed at the end of a run.

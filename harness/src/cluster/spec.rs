@@ -213,6 +213,8 @@ pub enum FaultKind {
     Pause,
     /// Cut LNet traffic between the two node sets of `between` at `at` for `duration`.
     Partition,
+    /// SIGKILL `node` at `at` and start it again `duration` later (same addresses, storage).
+    Restart,
 }
 
 impl FaultKind {
@@ -227,6 +229,7 @@ impl FaultKind {
             FaultKind::DmaLate => "dma_late",
             FaultKind::Pause => "pause",
             FaultKind::Partition => "partition",
+            FaultKind::Restart => "restart",
         }
     }
     /// Faults the DMA device injects.
@@ -526,10 +529,14 @@ impl ClusterSpec {
                     }
                 }
             }
-            FaultKind::Pause => {
+            FaultKind::Pause | FaultKind::Restart => {
                 node_known(&f.node)?;
                 if windows.is_empty() {
-                    return Err(err(k, format!("pause of `{}` needs `at` and `duration`", f.node)));
+                    return Err(err(k, format!("{k} of `{}` needs `at` and `duration`", f.node)));
+                }
+                let client = self.workloads.iter().any(|w| w.kind == WorkloadKind::Io && w.clients.contains(&f.node) || w.from.contains(&f.node));
+                if f.kind == FaultKind::Restart && client {
+                    return Err(err(&f.node, format!("restart of `{}`: it runs a workload client, whose job would die with it (restart servers and routers)", f.node)));
                 }
             }
             FaultKind::Partition => {

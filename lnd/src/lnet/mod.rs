@@ -184,6 +184,11 @@ impl Lnet {
         l
     }
 
+    /// This instance's incarnation (a restarted node has a new one).
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
     pub fn pid(&self) -> u32 {
         self.pid
     }

@@ -9,7 +9,7 @@ use crate::ptlrpc::wire::*;
 use crate::ptlrpc::{alloc, free, pattern_fill, spec, tag_of, user_ptr, TAG_OSC};
 use crate::wire::{Nid, ProcessId};
 use std::collections::{HashMap, VecDeque};
-use tracing::warn;
+use tracing::{debug, warn};
 
 /// What one client runs.
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
@@ -65,6 +65,8 @@ fn default_timeout() -> u64 {
 
 const MSG_RESENT: u32 = 0x2;
 const EBADMSG: i32 = -74;
+/// The server does not know our export (it restarted): reconnect, then send again.
+const ENOTCONN: i32 = -107;
 
 fn default_inflight() -> usize {
     8
@@ -84,6 +86,9 @@ pub struct IoReport {
     pub done: bool,
     /// RPCs sent again after a timeout, a lost message or a bad checksum.
     pub resends: u64,
+    /// Times the client connected again after the server lost its export.
+    #[serde(default)]
+    pub reconnects: u64,
     /// Chunks whose acknowledged write did not read back.
     pub lost_acked_writes: u64,
     /// Wrong data that passed its checksum.
@@ -147,6 +152,8 @@ struct Rpc {
     mds: Vec<MdHandle>,
     tries: u32,
     sent_at: std::time::Instant,
+    /// The export handle it was sent with.
+    handle: u64,
 }
 
 pub struct Osc {
@@ -168,6 +175,10 @@ pub struct Osc {
     pub clock: crate::Clock,
     /// Chunks whose write was acknowledged.
     acked: std::collections::HashSet<(u64, u64)>,
+    /// Targets we are reconnecting to (their server restarted and forgot our export)...
+    reconnecting: std::collections::HashSet<usize>,
+    /// ...and the RPCs waiting for that: (target, op, tries so far, read buffer).
+    parked: Vec<(usize, Op, u32, Option<Seg>)>,
 }
 
 impl Osc {
@@ -182,7 +193,7 @@ impl Osc {
         let report = IoReport { name: job.name.clone(), ..Default::default() };
         let next_xid = ((job.seed & 0xffff_ffff) << 20) & !127;
         let given: HashMap<(u64, u32), (usize, u64)> = job.objects.iter().flatten().map(|&(f, s, t, oid)| ((f, s), (t, oid))).collect();
-        let mut o = Osc { job, report, phase: Phase::Connect, todo: VecDeque::new(), rpcs: HashMap::new(), bufs: HashMap::new(), handles: vec![0; n], objects: given, next_xid, next_id: 1, trace: Vec::new(), phases: vec![("connect", std::time::Instant::now())], clock: crate::wall_clock(), acked: Default::default() };
+        let mut o = Osc { job, report, phase: Phase::Connect, todo: VecDeque::new(), rpcs: HashMap::new(), bufs: HashMap::new(), handles: vec![0; n], objects: given, next_xid, next_id: 1, trace: Vec::new(), phases: vec![("connect", std::time::Instant::now())], clock: crate::wall_clock(), acked: Default::default(), reconnecting: Default::default(), parked: Vec::new() };
         o.todo = (0..n).map(|t| Op::Connect { t }).collect();
         Ok(o)
     }
@@ -273,6 +284,15 @@ impl Osc {
             let rpc = self.rpcs.remove(&id).unwrap();
             self.retry(node, rpc, "timed out");
         }
+        // RPCs parked for a reconnect go again once it is over (with the new export handle).
+        let ready: Vec<_> = self.parked.iter().filter(|p| !self.reconnecting.contains(&p.0)).cloned().collect();
+        self.parked.retain(|p| self.reconnecting.contains(&p.0));
+        for (_, op, tries, bulk) in ready {
+            self.report.resends += 1;
+            if let Err(e) = self.start(node, op, Some((None, tries + 1, bulk))) {
+                self.fail(format!("{op:?}: after reconnect: {e}"));
+            }
+        }
         loop {
             while self.rpcs.len() < self.job.inflight.max(1) {
                 let Some(op) = self.todo.pop_front() else { break };
@@ -280,7 +300,7 @@ impl Osc {
                     self.fail(format!("{op:?}: {e}"));
                 }
             }
-            if self.rpcs.is_empty() && self.todo.is_empty() && self.phase != Phase::Done {
+            if self.rpcs.is_empty() && self.todo.is_empty() && self.parked.is_empty() && self.phase != Phase::Done {
                 self.next_phase();
                 continue;
             }
@@ -304,6 +324,9 @@ impl Osc {
             let _ = node.lnet.md_unlink(*md); // its UNLINK event frees the buffer
         }
         if rpc.tries >= self.job.max_tries.max(1) {
+            if let Op::Connect { t } = rpc.op {
+                self.reconnecting.remove(&t); // parked RPCs go again and fail on their own
+            }
             if let Some(b) = rpc.bulk {
                 free(node, b);
             }
@@ -315,6 +338,35 @@ impl Osc {
         if let Err(e) = self.start(node, op, Some((xid, rpc.tries + 1, rpc.bulk))) {
             self.fail(format!("{op:?}: resend: {e}"));
         }
+    }
+
+    /// The server answered ENOTCONN (it restarted and lost our export): park the RPC, connect
+    /// again (once per target), and send it anew when connected — Lustre's reconnect.
+    fn reconnect(&mut self, node: &mut Node, rpc: Rpc) {
+        for md in &rpc.mds {
+            let _ = node.lnet.md_unlink(*md);
+        }
+        if let Op::Disconnect { .. } = rpc.op {
+            return; // the server already forgot us: that is what we asked for
+        }
+        if rpc.tries >= self.job.max_tries.max(1) {
+            if let Some(b) = rpc.bulk {
+                free(node, b);
+            }
+            return self.fail(format!("{:?} xid {}: not connected; gave up after {} tries", rpc.op, rpc.xid, rpc.tries));
+        }
+        let t = rpc.t;
+        // Sent before a reconnect that is now over: it just goes again with the new handle.
+        let stale = rpc.handle != self.handles[t];
+        if !stale && self.reconnecting.insert(t) {
+            warn!(job = %self.job.name, ost = self.job.targets[t].0, "server lost our export (restarted?): reconnecting");
+            self.report.reconnects += 1;
+            if let Err(e) = self.start(node, Op::Connect { t }, None) {
+                self.reconnecting.remove(&t);
+                self.fail(format!("reconnect: {e}"));
+            }
+        }
+        self.parked.push((t, rpc.op, rpc.tries, rpc.bulk));
     }
 
     fn start(&mut self, node: &mut Node, op: Op, again: Option<(Option<u64>, u32, Option<Seg>)>) -> Result<(), String> {
@@ -423,7 +475,7 @@ impl Osc {
         self.bufs.insert(qmd, rseg);
         node.lnet.put(qmd, false, server, portal, xid, 0, 0).map_err(|e| e.to_string())?;
         self.report.rpcs += 1;
-        self.rpcs.insert(id, Rpc { op, t, xid, reply, bulk: bulk_seg, mds, tries, sent_at: (self.clock)() });
+        self.rpcs.insert(id, Rpc { op, t, xid, reply, bulk: bulk_seg, mds, tries, sent_at: (self.clock)(), handle: self.handles[t] });
         Ok(())
     }
 
@@ -447,6 +499,12 @@ impl Osc {
             }
         }
         let Some((op, xid, _)) = rpc else { return true };
+        if ev.status != 0 && ev.kind == EventKind::Send {
+            // The request did not get out (peer down or unreachable): resending at once would
+            // only spin; the RPC timeout sends it again, as Lustre waits before a resend.
+            debug!(job = %self.job.name, "{op:?} xid {xid}: request not sent ({}); resending after the timeout", crate::lnet::errno::name(ev.status));
+            return true;
+        }
         if ev.status != 0 {
             let rpc = self.rpcs.remove(&id).unwrap();
             let why = format!("{op:?} xid {xid}: {:?} failed with {}", ev.kind, crate::lnet::errno::name(ev.status));
@@ -495,6 +553,9 @@ impl Osc {
             // The bulk transfer failed (damaged or lost pages): redo it as a new request.
             return self.retry_as(node, rpc, &format!("bulk failed at the server (status {})", body.status), false);
         }
+        if body.status == ENOTCONN && !matches!(op, Op::Connect { .. }) {
+            return self.reconnect(node, rpc);
+        }
         if body.status != 0 {
             if let Some(b) = rpc.bulk {
                 free(node, b);
@@ -503,7 +564,10 @@ impl Osc {
         }
         let obdo = msg.buf(1, OBDO_LEN).and_then(|b| Obdo::parse(b, msg.swapped));
         match op {
-            Op::Connect { t } => self.handles[t] = body.handle,
+            Op::Connect { t } => {
+                self.handles[t] = body.handle;
+                self.reconnecting.remove(&t);
+            }
             Op::Create { file, stripe } => match obdo {
                 Ok(o) => {
                     self.objects.insert((file, stripe), (rpc.t, o.oid));

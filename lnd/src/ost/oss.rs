@@ -62,10 +62,16 @@ pub struct Oss {
 
 const REPLY_CACHE: usize = 8192;
 
+/// Export handles of one OSS instance start from its LNet incarnation, so a restarted OSS never
+/// hands out a handle an old connection still uses.
+fn export_base(incarnation: u64) -> u64 {
+    (incarnation.wrapping_mul(0x9E37_79B9_7F4A_7C15) & 0xffff_ffff_0000_0000) | 0x4f53_0000
+}
+
 impl Oss {
     /// Opens the OSTs and posts request buffers on OST_REQUEST and OST_IO.
     pub fn start(node: &mut Node, osts: Vec<Ost>) -> Result<Oss, String> {
-        let mut s = Oss { osts: osts.into_iter().map(|o| (o.index, o)).collect(), exports: HashMap::new(), next_export: 0x4f53_0000, waits: HashMap::new(), next_id: 1, trace: Vec::new(), rpcs: 0, active: Default::default(), replies: HashMap::new(), reply_order: Default::default(), resent_replies: 0, bulk_timeouts: 0, clock: crate::wall_clock() };
+        let mut s = Oss { osts: osts.into_iter().map(|o| (o.index, o)).collect(), exports: HashMap::new(), next_export: export_base(node.lnet.incarnation()), waits: HashMap::new(), next_id: 1, trace: Vec::new(), rpcs: 0, active: Default::default(), replies: HashMap::new(), reply_order: Default::default(), resent_replies: 0, bulk_timeouts: 0, clock: crate::wall_clock() };
         for portal in [portal::OST_REQUEST, portal::OST_IO] {
             node.lnet.set_lazy(portal);
             for _ in 0..REQ_BUFS {
@@ -227,8 +233,11 @@ impl Oss {
         if body.opc == opc::OBD_PING {
             return Err((0, vec![]));
         }
-        let Some(&(_, ost)) = self.exports.get(&body.handle) else {
-            return Err((ENOTCONN, vec![Obdo::default().emit()]));
+        // A handle this instance never gave out, or gave to another client, is no connection:
+        // after a restart the client must connect again (its old handle must not alias a new one).
+        let ost = match self.exports.get(&body.handle) {
+            Some(&(peer, ost)) if peer == req.peer => ost,
+            _ => return Err((ENOTCONN, vec![Obdo::default().emit()])),
         };
         if body.opc == opc::OST_DISCONNECT {
             self.exports.remove(&body.handle);
