@@ -22,4 +22,8 @@ pub trait Lnd: Send {
     fn busy(&self) -> usize {
         0
     }
+    /// The concrete LND, for drivers that manage its transport (a DMA device coming back).
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        None
+    }
 }

@@ -243,8 +243,8 @@ fn offsets_truncation_and_nak_between_processes() {
 }
 
 #[test]
-fn bad_commands_get_clear_errors_and_device_loss_ends_lnetd() {
-    let (mut fab, mut a, _b) = pair("errors");
+fn bad_commands_get_clear_errors() {
+    let (_fab, mut a, _b) = pair("errors");
     writeln!(a.stdin, "this is not json").unwrap();
     let r = a.recv();
     assert_eq!(r["ok"], false);
@@ -255,20 +255,52 @@ fn bad_commands_get_clear_errors_and_device_loss_ends_lnetd() {
     assert_eq!(r["id"], 5);
     writeln!(a.stdin, r#"{{"id": 6, "op": "bind", "segs": [{{"len": 999999999}}]}}"#).unwrap();
     assert!(a.recv()["error"].as_str().unwrap().contains("out of node memory"));
-    // The device dies: lnetd must notice and exit with a reason, not hang.
+}
+
+/// The device process dies and a new one starts on the same fabric: the nodes fail what was in
+/// flight, attach again with the same memory and move data as before. A device that stays away
+/// longer than `--wait-device` ends lnetd with a reason (it does not hang).
+#[test]
+fn device_restart_is_survived_and_device_loss_is_bounded() {
+    let (mut fab, mut a, mut b) = pair("devrestart");
+    fab.dev.kill().unwrap();
+    fab.dev.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let log = std::fs::File::create(fab.dir.join("dmadev2.log")).unwrap();
+    fab.dev = Command::new(env!("CARGO_BIN_EXE_dmadev")).arg("--fabric").arg(&fab.dir).stderr(log).spawn().unwrap();
+    let size = 1 << 20;
+    let data = pattern(size, 0x42);
+    let sink = b.cmd(json!({"op": "post", "portal": 10, "match_bits": 1, "segs": [{"len": size}], "options": ["put"], "threshold": 1, "unlink": true}))["md"].clone();
+    // Both attach again on their own (they retry every 100 ms).
+    let t0 = Instant::now();
+    while ![&a, &b].iter().all(|n| std::fs::read_to_string(&n.log).unwrap().contains("DMA device back")) {
+        assert!(t0.elapsed() < TIMEOUT, "the nodes did not attach to the restarted device");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let src = a.cmd(json!({"op": "bind", "segs": [{"len": size}], "data_hex": hex(&data), "threshold": 2, "unlink": true}))["md"].clone();
+    a.cmd(json!({"op": "put", "md": src, "target": B, "portal": 10, "match_bits": 1, "ack": true}));
+    let ea = a.events(2);
+    assert_eq!((ea[0]["kind"].clone(), ea[0]["status"].clone(), ea[1]["kind"].clone()), (json!("SEND"), json!(0), json!("ACK")), "{ea:?}");
+    assert_eq!(b.events(1)[0]["kind"], "PUT");
+    assert_eq!(b.read(&sink), data);
+    let st = a.cmd(json!({"op": "stats"}));
+    assert_eq!(st["lnds"][1]["stats"]["device_losses"], 1, "{st}");
+    assert!(std::fs::read_to_string(&a.log).unwrap().contains("DMA device lost"));
+    // Now it goes for good: lnetd waits --wait-device (10 s by default, 1 s here), then exits.
+    let mut c = Lnetd::start_with(&fab, "3@dma", &["--nid", "3@dma", "--wait-device", "1"]);
     fab.dev.kill().unwrap();
     fab.dev.wait().unwrap();
     let t0 = Instant::now();
     let status = loop {
-        if let Some(s) = a.child.try_wait().unwrap() {
+        if let Some(s) = c.child.try_wait().unwrap() {
             break s;
         }
         assert!(t0.elapsed() < TIMEOUT, "lnetd kept running without its device");
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(!status.success());
-    let log = std::fs::read_to_string(&a.log).unwrap();
-    assert!(log.contains("DMA device lost"), "{log}");
+    let log = std::fs::read_to_string(&c.log).unwrap();
+    assert!(log.contains("not back within"), "{log}");
 }
 
 #[test]

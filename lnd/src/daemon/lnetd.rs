@@ -4,6 +4,7 @@
 
 use super::control::Controller;
 use crate::dev::client::{ShmDevice, ShmWaker};
+use crate::dev::DmaDevice;
 use crate::dmalnd::DmaLndConfig;
 use crate::node::NodeBuilder;
 use crate::sock::io::ThreadIo;
@@ -21,6 +22,33 @@ enum Input {
     Eof,
     Wake,
     DeviceGone(String),
+}
+
+type ShmLnd = crate::dmalnd::DmaLnd<Box<dyn crate::dev::DmaDevice>>;
+
+/// The node's DMA LND, if it has one.
+fn dma_lnd(lnds: &mut [Box<dyn crate::lnd::Lnd>]) -> Option<&mut ShmLnd> {
+    lnds.iter_mut().find_map(|l| l.as_any_mut().and_then(|a| a.downcast_mut::<ShmLnd>()))
+}
+
+/// Reads the device's doorbells on a thread of its own: each wakes the main loop; an error
+/// (the device went away) is reported once and ends the thread.
+fn doorbell_thread(w: &ShmWaker, tx: mpsc::Sender<Input>) -> std::io::Result<()> {
+    let bell = w.clone_for_thread()?;
+    std::thread::spawn(move || loop {
+        match bell.read_doorbell(None) {
+            Ok(_) => {
+                if tx.send(Input::Wake).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Input::DeviceGone(e.to_string()));
+                return;
+            }
+        }
+    });
+    Ok(())
 }
 
 const USAGE_KEYS: &[&str] = &["fabric", "nid", "mem", "log", "pid", "peer-credits", "route", "port", "pcap", "router-buffers", "trace", "wait-device"];
@@ -57,6 +85,8 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     let mut b = NodeBuilder::new(pid, incarnation);
     b.mem_size(mem as usize);
     let mut waker: Option<ShmWaker> = None;
+    // The DMA attachment, kept to attach again if the device restarts: (fabric, NID, queue, memory).
+    let mut dma: Option<(PathBuf, Nid, Arc<crate::mem::Mem>, Arc<crate::mem::Mem>)> = None;
     for nid in &nids {
         match nid.net().lnd() {
             LndType::DMALND => {
@@ -73,6 +103,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
                     }
                 };
                 waker = Some(dev.waker()?);
+                dma = Some((fabric.clone(), *nid, dev.queue().clone(), dev.mem().clone()));
                 b.dma(*nid, Box::new(dev), dcfg.clone());
             }
             LndType::SOCKLND => {
@@ -126,23 +157,10 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         let _ = txl.send(Input::Eof);
     });
     if let Some(w) = &waker {
-        let bell = w.clone_for_thread()?;
-        let tx = tx.clone();
-        std::thread::spawn(move || loop {
-            match bell.read_doorbell(None) {
-                Ok(_) => {
-                    if tx.send(Input::Wake).is_err() {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    let _ = tx.send(Input::DeviceGone(e.to_string()));
-                    return;
-                }
-            }
-        });
+        doorbell_thread(w, tx.clone())?;
     }
-    drop(tx);
+    // While the device is gone: when it went (we wait `wait_device` for it to come back).
+    let mut device_gone: Option<(std::time::Instant, std::time::Instant)> = None;
 
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -171,9 +189,29 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         if ctl.node.lnet.has_actions() {
             continue;
         }
+        if let (Some((since, last_try)), Some((fabric, nid, q, m))) = (device_gone, dma.as_ref()) {
+            if last_try.elapsed() >= Duration::from_millis(100) {
+                match ShmDevice::attach_with(fabric, nid.addr(), q.clone(), m.clone()) {
+                    Ok(dev) => {
+                        let w = dev.waker()?;
+                        doorbell_thread(&w, tx.clone())?;
+                        waker = Some(w);
+                        dma_lnd(&mut ctl.node.lnds).expect("a DMA NI has a DMA LND").set_device(Box::new(dev));
+                        info!(after = ?since.elapsed(), "DMA device back: attached again");
+                        device_gone = None;
+                    }
+                    Err(e) if since.elapsed() > wait_device => {
+                        error!("DMA device did not come back within {wait_device:?}: {e}");
+                        anyhow::bail!("DMA device lost and not back within {wait_device:?}: {e}");
+                    }
+                    Err(_) => device_gone = Some((since, std::time::Instant::now())),
+                }
+            }
+        }
         // Sleep only when no completion is pending (arming first closes the race).
         let armed = waker.as_ref().map(|w| w.arm()).unwrap_or(true);
-        let timeout = if armed { ctl.next_due().unwrap_or(Duration::MAX).min(Duration::from_millis(300)) } else { Duration::ZERO };
+        let nap = if device_gone.is_some() { Duration::from_millis(100) } else { Duration::from_millis(300) };
+        let timeout = if armed { ctl.next_due().unwrap_or(Duration::MAX).min(nap) } else { Duration::ZERO };
         match rx.recv_timeout(timeout) {
             Ok(Input::Line(l)) if l.trim().is_empty() => {}
             Ok(Input::Line(l)) => {
@@ -186,8 +224,16 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
                 return Ok(());
             }
             Ok(Input::DeviceGone(e)) => {
-                error!("DMA device lost: {e}");
-                anyhow::bail!("DMA device lost: {e}");
+                // In-flight transfers fail now; the node keeps serving its other NIs and
+                // attaches again when the device is back (a new dmadev on the same fabric).
+                error!("DMA device lost: {e}; waiting up to {wait_device:?} for it to come back");
+                waker = None;
+                let node = &mut ctl.node;
+                if let Some(l) = dma_lnd(&mut node.lnds) {
+                    l.device_lost(&mut node.lnet);
+                }
+                let now = std::time::Instant::now();
+                device_gone = Some((now, now - Duration::from_millis(100)));
             }
         }
     }

@@ -34,10 +34,23 @@ impl ShmDevice {
     /// Attaches fabric address `addr` to the device serving `fabric_dir`, registering a shared
     /// memory region of `mem_size` bytes for LNet buffers.
     pub fn connect(fabric_dir: &Path, addr: u32, mem_size: usize) -> Result<ShmDevice, DevError> {
+        let q = Mem::memfd("lnet-queue", ring::QUEUE_BYTES)?;
+        let mem = Mem::memfd("lnet-mem", mem_size)?;
+        Self::attach_with(fabric_dir, addr, q, mem)
+    }
+
+    /// The queue region (rings and mailbox) shared with the device.
+    pub fn queue(&self) -> &Arc<Mem> {
+        &self.q
+    }
+
+    /// Attaches with an existing queue region and memory — after the device restarted, so every
+    /// buffer the node's MDs point at stays where it is; the rings start empty.
+    pub fn attach_with(fabric_dir: &Path, addr: u32, q: Arc<Mem>, mem: Arc<Mem>) -> Result<ShmDevice, DevError> {
+        let mem_size = mem.len();
         let path = fabric_dir.join(proto::SOCK_NAME);
         let sock = UnixStream::connect(&path)
             .map_err(|e| DevError::Io(std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))))?;
-        let q = Mem::memfd("lnet-queue", ring::QUEUE_BYTES)?;
         Rings::new(&q, true).map_err(DevError::Protocol)?;
         let mut hello = addr.to_le_bytes().to_vec();
         hello.extend_from_slice(&(ring::QUEUE_BYTES as u64).to_le_bytes());
@@ -47,7 +60,6 @@ impl ShmDevice {
             return Err(DevError::Protocol(format!("unexpected frame {} to hello", reply.ty)));
         }
         status_of(&reply.body)?;
-        let mem = Mem::memfd("lnet-mem", mem_size)?;
         send_frame(&sock, proto::F_REG, &(mem_size as u64).to_le_bytes(), Some(mem.fd().unwrap().as_raw_fd()))?;
         let reply = recv_frame(&sock)?.ok_or_else(|| DevError::Protocol("device closed during register".into()))?;
         status_of(&reply.body)?;

@@ -49,6 +49,8 @@ pub struct DmaLndStats {
     pub smsg_retries: u64,
     /// Peers that left the fabric (each failed the transfers waiting on it).
     pub peers_down: u64,
+    /// Times the device itself went away (every transfer in flight failed).
+    pub device_losses: u64,
 }
 
 #[derive(Debug, Default)]
@@ -111,6 +113,8 @@ pub struct DmaLnd<D: DmaDevice> {
     comps: Vec<(Completion, usize, usize)>,
     comp_bytes: Vec<u8>,
     scratch: Vec<u8>,
+    /// The device went away and no new one is attached yet.
+    dev_down: bool,
     pub stats: DmaLndStats,
 }
 
@@ -140,6 +144,7 @@ impl<D: DmaDevice> DmaLnd<D> {
             comps: Vec::new(),
             comp_bytes: Vec::new(),
             scratch: Vec::new(),
+            dev_down: false,
             stats: DmaLndStats::default(),
         }
     }
@@ -399,6 +404,44 @@ impl<D: DmaDevice> DmaLnd<D> {
         self.dirty.push(peer);
     }
 
+    /// The device went away (its process died): no completion will come for anything handed
+    /// to it, so every transfer in flight fails now, receives in progress are dropped and flow
+    /// control forgets every peer. Sends fail until [`DmaLnd::set_device`] brings a device back.
+    pub fn device_lost(&mut self, lnet: &mut Lnet) {
+        warn!("DMA device lost: failing {} transfers in flight", self.txs.len());
+        self.stats.device_losses += 1;
+        self.dev_down = true;
+        for t in self.txs.drain_where(|_| true) {
+            match t {
+                Tx::Imm { msg } | Tx::PutWait { msg, .. } | Tx::PutPull { msg, .. } | Tx::ReplySetup { msg, .. } | Tx::ReplyWait { msg, .. } | Tx::Orphan { msg } => lnet.finalize(msg, errno::ENETDOWN),
+                Tx::GetReq { msg, .. } => self.fail_get(lnet, msg, errno::ENETDOWN),
+                Tx::GetPull { get, reply, .. } => {
+                    lnet.finalize(get, errno::ENETDOWN);
+                    lnet.finalize(reply, errno::ENETDOWN);
+                }
+            }
+        }
+        // Receives LNet still holds (lazy or delayed) find no rx and are refused when it
+        // gets to them; their senders' transfers failed with the device too.
+        self.rxs.drain_where(|_| true);
+        self.backlog.clear();
+        self.peers.clear();
+        self.dirty.clear();
+    }
+
+    /// A device again (the device process restarted and we attached afresh, same memory).
+    pub fn set_device(&mut self, dev: D) {
+        self.dev = dev;
+        self.backlog.clear();
+        self.dev_down = false;
+        tracing::info!(key = self.dev.key(), "DMA device back");
+    }
+
+    /// Is the device gone (lost and not yet replaced)?
+    pub fn device_down(&self) -> bool {
+        self.dev_down
+    }
+
     fn on_smsg(&mut self, lnet: &mut Lnet, from: u32, data: &[u8]) {
         let credits_max = self.cfg.peer_credits;
         let m = MsgRepr::parse(data);
@@ -538,7 +581,11 @@ impl<D: DmaDevice> DmaLnd<D> {
     }
 }
 
-impl<D: DmaDevice> Lnd for DmaLnd<D> {
+impl<D: DmaDevice + 'static> Lnd for DmaLnd<D> {
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        Some(self)
+    }
+
     fn name(&self) -> &'static str {
         "dma"
     }
@@ -554,6 +601,10 @@ impl<D: DmaDevice> Lnd for DmaLnd<D> {
     fn send(&mut self, lnet: &mut Lnet, m: LndSend) {
         if m.next_hop.net() != self.nid.net() {
             lnet.finalize(m.msg, errno::EHOSTUNREACH);
+            return;
+        }
+        if self.dev_down {
+            lnet.finalize(m.msg, errno::ENETDOWN);
             return;
         }
         let peer = m.next_hop.addr();
@@ -589,7 +640,11 @@ impl<D: DmaDevice> Lnd for DmaLnd<D> {
 
     fn recv(&mut self, lnet: &mut Lnet, m: LndRecv) {
         let Some(rx) = self.rxs.remove(m.private) else {
+            // Dropped with a lost device: the message fails rather than waiting forever.
             warn!(private = m.private, "recv for unknown rx");
+            if let Some(msg) = m.msg {
+                lnet.finalize(msg, errno::ENETDOWN);
+            }
             return;
         };
         match rx {

@@ -12,6 +12,7 @@ pub mod errno {
     pub const ENODATA: i32 = -61;
     pub const EPROTO: i32 = -71;
     pub const EMSGSIZE: i32 = -90;
+    pub const ENETDOWN: i32 = -100;
     pub const ENETUNREACH: i32 = -101;
     pub const ECONNRESET: i32 = -104;
     pub const ETIMEDOUT: i32 = -110;
@@ -28,6 +29,7 @@ pub mod errno {
             ENODATA => "ENODATA",
             EPROTO => "EPROTO",
             EMSGSIZE => "EMSGSIZE",
+            ENETDOWN => "ENETDOWN",
             ENETUNREACH => "ENETUNREACH",
             ECONNRESET => "ECONNRESET",
             ETIMEDOUT => "ETIMEDOUT",
