@@ -33,7 +33,8 @@ impl Drop for Guard {
 /// Starts `dmadev` for fabric directory `dir`, logging to `dir/dmadev.log`, and waits until it
 /// accepts connections.
 pub fn start_dmadev(dir: &Path, timeout: Duration, extra: &[String]) -> anyhow::Result<Guard> {
-    let log = std::fs::File::create(dir.join("dmadev.log"))?;
+    // Appended to: a restarted device keeps the log (and the faults counted from it).
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("dmadev.log"))?;
     let child = daemon_command("dmadev")?.arg("--fabric").arg(dir).args(extra).stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).spawn()?;
     let mut g = Guard { child, what: format!("dmadev for {}", dir.display()) };
     let sock: PathBuf = dir.join(lnd::dev::proto::SOCK_NAME);

@@ -37,6 +37,15 @@ pub trait Backend {
         cluster.down.remove(&i);
         Ok(())
     }
+    /// Kills the DMA device of net `net` (its nodes lose it). The default kills the local
+    /// `dmadev` process.
+    fn kill_device(&self, cluster: &mut Cluster, net: &str) -> anyhow::Result<()> {
+        cluster.kill_device(net)
+    }
+    /// Starts the DMA device of `net` again; its nodes attach to it on their own.
+    fn start_device(&self, cluster: &mut Cluster, net: &str, timeout: Duration) -> anyhow::Result<()> {
+        cluster.start_device(net, timeout)
+    }
     /// Freezes (`paused`) or thaws node `i`; returns whether anything changed. The default
     /// signals the node's local process (SIGSTOP / SIGCONT).
     fn pause(&self, cluster: &mut Cluster, i: usize, paused: bool) -> anyhow::Result<bool> {

@@ -320,6 +320,26 @@ impl Backend for DockerBackend {
         "docker"
     }
 
+    fn kill_device(&self, _cluster: &mut Cluster, net: &str) -> anyhow::Result<()> {
+        self.kill(&format!("dmadev-{net}"))
+    }
+
+    fn start_device(&self, _cluster: &mut Cluster, net: &str, timeout: Duration) -> anyhow::Result<()> {
+        let e = &self.engine;
+        e.rt.block_on(e.docker.start_container(&self.container(&format!("dmadev-{net}")), None::<qp::StartContainerOptions>))?;
+        // Up when its socket in the fabric volume takes connections again.
+        let vol = e.rt.block_on(e.docker.inspect_volume(&format!("lnetlab-{}-{net}-fabric", self.run_id)))?;
+        let sock = PathBuf::from(vol.mountpoint).join(lnd::dev::proto::SOCK_NAME);
+        let t0 = Instant::now();
+        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+            if t0.elapsed() > timeout {
+                anyhow::bail!("the {net} device did not come back within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
     fn kill_node(&self, cluster: &mut Cluster, i: usize, timeout: Duration) -> anyhow::Result<()> {
         let name = cluster.nodes[i].name.clone();
         cluster.down.insert(i);

@@ -69,6 +69,8 @@ fn add_hits(by_kind: &mut BTreeMap<String, u64>, st: &Value) {
 }
 
 enum Step {
+    KillDevice { net: String },
+    StartDevice { net: String },
     Kill { node: usize },
     Start { node: usize },
     Pause { node: usize },
@@ -99,6 +101,8 @@ pub struct Faults {
     pub skipped: Vec<String>,
     /// LNet rule hits of nodes that were killed, by kind (their counters died with them).
     saved_hits: BTreeMap<String, u64>,
+    /// DMA nets whose device is killed and not yet started again.
+    dead_devices: std::collections::BTreeSet<String>,
     trace: Option<std::fs::File>,
     t0: Instant,
 }
@@ -114,7 +118,7 @@ impl Faults {
     pub fn new(plan: &Plan, backend: &dyn Backend, art: &Path, say: &dyn Fn(&str)) -> anyhow::Result<Faults> {
         let idx = |name: &str| plan.nodes.iter().position(|n| n.name == name).expect("validated");
         let trace = if plan.spec.faults.is_empty() { None } else { Some(std::fs::File::create(art.join("traces").join("faults.jsonl"))?) };
-        let mut me = Faults { timeline: Vec::new(), start: None, standing: Vec::new(), installed: false, windows: BTreeMap::new(), skipped: Vec::new(), saved_hits: BTreeMap::new(), trace, t0: Instant::now() };
+        let mut me = Faults { timeline: Vec::new(), start: None, standing: Vec::new(), installed: false, windows: BTreeMap::new(), skipped: Vec::new(), saved_hits: BTreeMap::new(), dead_devices: Default::default(), trace, t0: Instant::now() };
         for (k, f) in plan.spec.faults.iter().enumerate() {
             let windows = f.windows().map_err(anyhow::Error::msg)?;
             if !backend.can_inject(f.kind, !windows.is_empty()) {
@@ -136,6 +140,13 @@ impl Faults {
                         let what = format!("{} on {}", f.kind.name(), f.node);
                         me.timeline.push(Timed { at: a, undo: false, what: what.clone(), step: Step::Rules { kind: f.kind, rules: vec![(i, rule.clone())] } });
                         me.timeline.push(Timed { at: b, undo: true, what, step: Step::Unrules { tag: tag.clone(), nodes: vec![i] } });
+                    }
+                }
+                FaultKind::DeviceRestart => {
+                    let net = f.net.clone().expect("validated");
+                    for (a, b) in windows {
+                        me.timeline.push(Timed { at: a, undo: false, what: format!("kill the {net} device"), step: Step::KillDevice { net: net.clone() } });
+                        me.timeline.push(Timed { at: b, undo: true, what: format!("start the {net} device again"), step: Step::StartDevice { net: net.clone() } });
                     }
                 }
                 FaultKind::Restart => {
@@ -241,6 +252,19 @@ impl Faults {
     fn run_step(&mut self, t: Timed, backend: &dyn Backend, cluster: &mut Cluster, plan: &Plan, timeout: Duration, say: &dyn Fn(&str)) -> anyhow::Result<()> {
         let name = |i: usize| plan.nodes[i].name.clone();
         match t.step {
+            Step::KillDevice { net } => {
+                backend.kill_device(cluster, &net)?;
+                self.dead_devices.insert(net.clone());
+                *self.windows.entry("device_restart".into()).or_default() += 1;
+                self.record(json!({"fault": "device_restart", "net": net, "action": "killed"}));
+            }
+            Step::StartDevice { net } => {
+                if !self.dead_devices.remove(&net) {
+                    return Ok(());
+                }
+                backend.start_device(cluster, &net, timeout)?;
+                self.record(json!({"fault": "device_restart", "net": net, "action": "started again"}));
+            }
             Step::Kill { node } => {
                 // Its counters die with it: keep what it injected so far.
                 self.save_hits(cluster, node, timeout)?;

@@ -55,6 +55,9 @@ pub struct Cluster {
     pub down: std::collections::HashSet<usize>,
     /// Starts node `i` again as it was first started (process backend).
     respawn: Option<Box<dyn FnMut(usize) -> anyhow::Result<NodeProc> + Send>>,
+    /// The local `dmadev` of each DMA net (process backend): net, fabric directory, extra
+    /// arguments, and the process while it runs.
+    pub devices: Vec<(String, PathBuf, Vec<String>, Option<Guard>)>,
 }
 
 fn socklnd_port() -> u16 {
@@ -98,7 +101,7 @@ impl Cluster {
             let g = start_dmadev(&dir, timeout, &extra)?;
             // Keep the device log with the artifacts.
             let _ = std::fs::hard_link(dir.join("dmadev.log"), art.join(format!("dmadev-{net}.log")));
-            devs.push(g);
+            devs.push((net.clone(), dir, extra, Some(g)));
         }
         let (tx, rx) = channel();
         let mut nodes = Vec::new();
@@ -113,7 +116,7 @@ impl Cluster {
             let (n, args) = &how[i];
             spawn(i, n, args.clone(), &art_dir, tx.clone())
         };
-        let keep: Vec<Box<dyn std::any::Any + Send>> = devs.into_iter().map(|d| Box::new(d) as Box<dyn std::any::Any + Send>).collect();
+        let keep: Vec<Box<dyn std::any::Any + Send>> = Vec::new();
         let mut target_dirs = std::collections::HashMap::new();
         for n in &plan.nodes {
             for t in &n.targets {
@@ -122,13 +125,14 @@ impl Cluster {
         }
         let mut c = Cluster::assemble(nodes, rx, keep, target_dirs);
         c.respawn = Some(Box::new(respawn));
+        c.devices = devs;
         c.wait_ready(timeout, progress, &|name| art.join("nodes").join(format!("{name}.log")).display().to_string())?;
         Ok(c)
     }
 
     /// A cluster from nodes a backend started; `keep` lives until teardown.
     pub fn assemble(nodes: Vec<NodeProc>, rx: Receiver<(usize, NodeLine)>, keep: Vec<Box<dyn std::any::Any + Send>>, target_dirs: std::collections::HashMap<(String, u32), PathBuf>) -> Cluster {
-        Cluster { nodes, rx, backlog: Vec::new(), _keep: keep, target_dirs, pump: None, pumped: Default::default(), device_faults: None, paused: Default::default(), down: Default::default(), respawn: None }
+        Cluster { nodes, rx, backlog: Vec::new(), _keep: keep, target_dirs, pump: None, pumped: Default::default(), device_faults: None, paused: Default::default(), down: Default::default(), respawn: None, devices: Vec::new() }
     }
 
     /// Makes `next` drive `pump` for its lines (simulation backend).
@@ -268,6 +272,22 @@ impl Cluster {
                 NodeLine::Exited => anyhow::bail!("node {} exited", self.nodes[j].name),
             }
         }
+    }
+
+    /// Kills the `dmadev` of DMA net `net` (SIGKILL) and waits until it is gone.
+    pub fn kill_device(&mut self, net: &str) -> anyhow::Result<()> {
+        let d = self.devices.iter_mut().find(|d| d.0 == net).ok_or_else(|| anyhow::anyhow!("no local device for net {net}"))?;
+        drop(d.3.take()); // the guard kills and reaps it
+        Ok(())
+    }
+
+    /// Starts the `dmadev` of `net` again (same fabric directory and arguments).
+    pub fn start_device(&mut self, net: &str, timeout: Duration) -> anyhow::Result<()> {
+        let d = self.devices.iter_mut().find(|d| d.0 == net).ok_or_else(|| anyhow::anyhow!("no local device for net {net}"))?;
+        if d.3.is_none() {
+            d.3 = Some(start_dmadev(&d.1, timeout, &d.2)?);
+        }
+        Ok(())
     }
 
     /// Asks every node to quit, then makes sure none is left.

@@ -64,7 +64,7 @@ impl Backend for SimBackend {
     /// and late copies need real ones.
     fn can_inject(&self, kind: super::spec::FaultKind, timed: bool) -> bool {
         use super::spec::FaultKind::*;
-        !timed && !matches!(kind, Pause | Partition | Restart | DmaLate)
+        !timed && !matches!(kind, Pause | Partition | Restart | DeviceRestart | DmaLate)
     }
 
     fn tcp_addressing(&self, _spec: &ClusterSpec) -> Option<Box<dyn Fn(usize, &str, usize) -> Ipv4Addr>> {

@@ -215,6 +215,8 @@ pub enum FaultKind {
     Partition,
     /// SIGKILL `node` at `at` and start it again `duration` later (same addresses, storage).
     Restart,
+    /// Kill the DMA device of `net` at `at` and start a new one `duration` later.
+    DeviceRestart,
 }
 
 impl FaultKind {
@@ -230,6 +232,7 @@ impl FaultKind {
             FaultKind::Pause => "pause",
             FaultKind::Partition => "partition",
             FaultKind::Restart => "restart",
+            FaultKind::DeviceRestart => "device_restart",
         }
     }
     /// Faults the DMA device injects.
@@ -498,6 +501,13 @@ impl ClusterSpec {
             }
         }
         let one_in = |f: &FaultSpec| f.rate.is_some() != f.interval.is_some() && f.rate != Some(0) && f.interval != Some(0);
+        if f.kind == FaultKind::DeviceRestart {
+            let ok = f.net.as_ref().is_some_and(|n| self.nets.get(n).is_some_and(|x| x.kind == NetKind::Dma));
+            if !ok || windows.is_empty() {
+                return Err(err(k, "device_restart needs `net:` (a DMA net), `at` and `duration`".into()));
+            }
+            return Ok(());
+        }
         if f.kind.is_device() {
             let ok = f.net.as_ref().is_some_and(|n| self.nets.get(n).is_some_and(|x| x.kind == NetKind::Dma));
             if !ok || f.rate.unwrap_or(0) == 0 || f.interval.is_some() {
