@@ -68,6 +68,38 @@ fn add_hits(by_kind: &mut BTreeMap<String, u64>, st: &Value) {
     }
 }
 
+/// Both directions between the two sides of `between`: (receiving node, sending NID).
+fn link_ends(plan: &Plan, f: &FaultSpec) -> Vec<(usize, String)> {
+    let idx = |name: &str| plan.nodes.iter().position(|n| n.name == name).expect("validated");
+    let mut out = Vec::new();
+    for (mine, theirs) in [(&f.between[0], &f.between[1]), (&f.between[1], &f.between[0])] {
+        for a in mine {
+            for b in theirs {
+                for (_, nid) in &plan.nodes[idx(b)].nids {
+                    out.push((idx(a), nid.to_string()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The LNet rules of a lossy/slow link (fault `k`): on each end, for what the other sends.
+fn link_rules(plan: &Plan, k: usize, f: &FaultSpec, tag: &str) -> Vec<(usize, Value)> {
+    let ms = f.latency.as_deref().and_then(|l| parse_duration(l).ok()).map(|d| d.as_millis() as u64);
+    let mut rules = Vec::new();
+    for (j, (a, nid)) in link_ends(plan, f).into_iter().enumerate() {
+        if let Some(rate) = f.rate.filter(|r| *r > 0) {
+            let seed = plan.seed ^ ((k as u64 + 1) << 8) ^ j as u64;
+            rules.push((a, json!({"src": nid, "rate": rate, "seed": seed, "tag": format!("{tag}/drop")})));
+        }
+        if let Some(ms) = ms {
+            rules.push((a, json!({"src": nid, "interval": 1, "delay_ms": ms, "tag": format!("{tag}/delay")})));
+        }
+    }
+    rules
+}
+
 enum Step {
     KillDevice { net: String },
     StartDevice { net: String },
@@ -163,18 +195,23 @@ impl Faults {
                         me.timeline.push(Timed { at: b, undo: true, what: format!("resume {}", f.node), step: Step::Resume { node: i } });
                     }
                 }
-                FaultKind::Partition => {
-                    // Each side drops everything from every NID of the other side.
-                    let mut rules = Vec::new();
-                    for (mine, theirs) in [(&f.between[0], &f.between[1]), (&f.between[1], &f.between[0])] {
-                        for a in mine {
-                            for b in theirs {
-                                for (_, nid) in &plan.nodes[idx(b)].nids {
-                                    rules.push((idx(a), json!({"src": nid.to_string(), "rate": 1, "tag": tag})));
-                                }
-                            }
+                FaultKind::Link => {
+                    let rules = link_rules(plan, k, f, &tag);
+                    if windows.is_empty() {
+                        me.standing.extend(rules.clone());
+                    }
+                    let nodes: Vec<usize> = f.between.iter().flatten().map(|n| idx(n)).collect();
+                    let what = format!("link {:?} <-> {:?}", f.between[0], f.between[1]);
+                    for (a, b) in windows {
+                        me.timeline.push(Timed { at: a, undo: false, what: what.clone(), step: Step::Rules { kind: f.kind, rules: rules.clone() } });
+                        for sub in ["drop", "delay"] {
+                            me.timeline.push(Timed { at: b, undo: true, what: format!("{what} restored"), step: Step::Unrules { tag: format!("{tag}/{sub}"), nodes: nodes.clone() } });
                         }
                     }
+                }
+                FaultKind::Partition => {
+                    // Each side drops everything from every NID of the other side.
+                    let rules: Vec<(usize, Value)> = link_ends(plan, f).into_iter().map(|(a, nid)| (a, json!({"src": nid, "interval": 1, "tag": tag}))).collect();
                     let nodes: Vec<usize> = f.between.iter().flatten().map(|n| idx(n)).collect();
                     let what = format!("partition {:?} | {:?}", f.between[0], f.between[1]);
                     for (a, b) in windows {

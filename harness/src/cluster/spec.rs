@@ -217,6 +217,9 @@ pub enum FaultKind {
     Restart,
     /// Kill the DMA device of `net` at `at` and start a new one `duration` later.
     DeviceRestart,
+    /// A lossy and/or slow link between the two node sets of `between`, both ways: one in
+    /// `rate` messages lost, every message held `latency` (LNet rules on both ends).
+    Link,
 }
 
 impl FaultKind {
@@ -233,6 +236,7 @@ impl FaultKind {
             FaultKind::Partition => "partition",
             FaultKind::Restart => "restart",
             FaultKind::DeviceRestart => "device_restart",
+            FaultKind::Link => "link",
         }
     }
     /// Faults the DMA device injects.
@@ -549,7 +553,13 @@ impl ClusterSpec {
                     return Err(err(&f.node, format!("restart of `{}`: it runs a workload client, whose job would die with it (restart servers and routers)", f.node)));
                 }
             }
-            FaultKind::Partition => {
+            FaultKind::Link | FaultKind::Partition => {
+                if f.kind == FaultKind::Link && f.rate.unwrap_or(0) == 0 && f.latency.is_none() {
+                    return Err(err(k, "link needs `rate:` (lose one in N, ≥ 1) and/or `latency:`".into()));
+                }
+                if f.kind == FaultKind::Partition && !windows.is_empty() && f.latency.is_some() {
+                    return Err(err(k, "partition cuts everything: no `latency`".into()));
+                }
                 if f.between.len() != 2 || f.between.iter().any(|s| s.is_empty()) {
                     return Err(err(k, "partition needs `between: [[nodes...], [nodes...]]` (two non-empty sides)".into()));
                 }
@@ -559,7 +569,7 @@ impl ClusterSpec {
                 if f.between[0].iter().any(|n| f.between[1].contains(n)) {
                     return Err(err(k, "partition: a node cannot be on both sides".into()));
                 }
-                if windows.is_empty() {
+                if windows.is_empty() && f.kind == FaultKind::Partition {
                     return Err(err(k, "partition needs `at` and `duration`".into()));
                 }
             }
