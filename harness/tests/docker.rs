@@ -127,12 +127,19 @@ fn a_sigkilled_run_is_reaped_by_the_next() {
         assert!(t0.elapsed() < Duration::from_secs(120), "the run never came up");
         std::thread::sleep(Duration::from_millis(200));
     }
+    // Its scratch directory, named on its containers.
+    let o = Command::new("docker").args(["ps", "-aq", "--filter", &format!("label=lnetlab.pid={pid}")]).output().unwrap();
+    let first = String::from_utf8_lossy(&o.stdout).lines().next().unwrap().to_string();
+    let o = Command::new("docker").args(["inspect", "--format", "{{index .Config.Labels \"lnetlab.scratch\"}}", &first]).output().unwrap();
+    let scratch = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+    assert!(scratch.is_dir(), "{}", scratch.display());
     child.kill().unwrap(); // SIGKILL: no teardown runs
     child.wait().unwrap();
     assert!(mine() >= 5, "a killed run leaves its containers");
     // The next run starts by reaping runs whose lnetlab is gone.
     let b = DockerBackend::new().unwrap();
     assert_eq!(mine(), 0, "reaped");
+    assert!(!scratch.exists(), "its scratch directory went with it");
     let o = Command::new("docker").args(["network", "ls", "-q", "--filter", &format!("label=lnetlab.pid={pid}")]).output().unwrap();
     assert!(o.stdout.is_empty());
     let o = Command::new("docker").args(["volume", "ls", "-q", "--filter", &format!("label=lnetlab.pid={pid}")]).output().unwrap();

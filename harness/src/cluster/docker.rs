@@ -25,6 +25,8 @@ pub const LABEL_CLUSTER: &str = "lnetlab.cluster";
 pub const LABEL_RUN: &str = "lnetlab.run";
 /// The pid of the lnetlab process that owns the objects (a dead owner means they are stale).
 pub const LABEL_PID: &str = "lnetlab.pid";
+/// The run's scratch directory on the host, removed with the run's objects if it was killed.
+pub const LABEL_SCRATCH: &str = "lnetlab.scratch";
 const IMAGE_REPO: &str = "lnetlab-node";
 
 /// A tokio runtime and a negotiated Engine client.
@@ -152,6 +154,12 @@ pub fn reap(e: &Engine, run: Option<&str>) -> anyhow::Result<usize> {
         let mut n = 0;
         let cs = e.docker.list_containers(Some(qp::ListContainersOptionsBuilder::default().all(true).filters(&f).build())).await?;
         for c in cs {
+            // A killed run also left its scratch directory (only ever one of ours: checked).
+            if let Some(dir) = c.labels.as_ref().and_then(|l| l.get(LABEL_SCRATCH)).map(std::path::PathBuf::from) {
+                if dir.file_name().is_some_and(|n| n.to_string_lossy().starts_with("lnetlab-run-")) {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+            }
             if let Some(id) = c.id {
                 let _ = e.docker.remove_container(&id, Some(qp::RemoveContainerOptionsBuilder::default().force(true).v(true).build())).await;
                 n += 1;
@@ -385,11 +393,12 @@ impl Backend for DockerBackend {
         }))
     }
 
-    fn up(&self, plan: &Plan, _scratch: &Path, art: &Path, timeout: Duration, progress: &dyn Fn(&str)) -> anyhow::Result<Cluster> {
+    fn up(&self, plan: &Plan, scratch: &Path, art: &Path, timeout: Duration, progress: &dyn Fn(&str)) -> anyhow::Result<Cluster> {
         let e = &self.engine;
         let run = &self.run_id;
         let name = |s: &str| format!("lnetlab-{run}-{s}");
-        let lab = labels(&plan.spec.name, run);
+        let mut lab = labels(&plan.spec.name, run);
+        lab.insert(LABEL_SCRATCH.to_string(), scratch.display().to_string());
         let art = std::fs::canonicalize(art)?;
         for d in ["nodes", "traces", "containers"] {
             std::fs::create_dir_all(art.join(d))?;
