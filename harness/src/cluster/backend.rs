@@ -16,6 +16,10 @@ pub trait Backend {
     }
     /// `scratch` holds fabrics and OST storage; `art` is the run's artifacts directory.
     fn up(&self, plan: &Plan, scratch: &Path, art: &Path, timeout: Duration, progress: &dyn Fn(&str)) -> anyhow::Result<Cluster>;
+    /// Does the cluster run on virtual time (so wall-clock readings must stay out of traces)?
+    fn virtual_time(&self) -> bool {
+        false
+    }
     /// Can this backend inject faults of `kind` (`timed`: in windows while workloads run)?
     fn can_inject(&self, _kind: super::spec::FaultKind, _timed: bool) -> bool {
         true

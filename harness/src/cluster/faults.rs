@@ -136,7 +136,8 @@ pub struct Faults {
     /// DMA nets whose device is killed and not yet started again.
     dead_devices: std::collections::BTreeSet<String>,
     trace: Option<std::fs::File>,
-    t0: Instant,
+    /// Start of the run on the wall clock (`None` on virtual time: traces then carry no times).
+    t0: Option<Instant>,
 }
 
 fn rule_json(plan: &Plan, k: usize, f: &FaultSpec, src: Option<String>, tag: String) -> Value {
@@ -150,7 +151,7 @@ impl Faults {
     pub fn new(plan: &Plan, backend: &dyn Backend, art: &Path, say: &dyn Fn(&str)) -> anyhow::Result<Faults> {
         let idx = |name: &str| plan.nodes.iter().position(|n| n.name == name).expect("validated");
         let trace = if plan.spec.faults.is_empty() { None } else { Some(std::fs::File::create(art.join("traces").join("faults.jsonl"))?) };
-        let mut me = Faults { timeline: Vec::new(), start: None, standing: Vec::new(), installed: false, windows: BTreeMap::new(), skipped: Vec::new(), saved_hits: BTreeMap::new(), dead_devices: Default::default(), trace, t0: Instant::now() };
+        let mut me = Faults { timeline: Vec::new(), start: None, standing: Vec::new(), installed: false, windows: BTreeMap::new(), skipped: Vec::new(), saved_hits: BTreeMap::new(), dead_devices: Default::default(), trace, t0: (!backend.virtual_time()).then(Instant::now) };
         for (k, f) in plan.spec.faults.iter().enumerate() {
             let windows = f.windows().map_err(anyhow::Error::msg)?;
             if !backend.can_inject(f.kind, !windows.is_empty()) {
@@ -229,7 +230,9 @@ impl Faults {
     fn record(&mut self, v: Value) {
         if let Some(t) = &mut self.trace {
             let mut v = v;
-            v["t_ms"] = json!(self.t0.elapsed().as_millis() as u64);
+            if let Some(t0) = self.t0 {
+                v["t_ms"] = json!(t0.elapsed().as_millis() as u64);
+            }
             let _ = writeln!(t, "{v}");
         }
     }

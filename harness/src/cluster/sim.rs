@@ -60,6 +60,10 @@ impl Backend for SimBackend {
         "sim"
     }
 
+    fn virtual_time(&self) -> bool {
+        true
+    }
+
     /// Windows open on the wall clock, which a simulated run does not follow; frozen processes
     /// and late copies need real ones.
     fn can_inject(&self, kind: super::spec::FaultKind, timed: bool) -> bool {
