@@ -356,3 +356,35 @@ fn peer_leaving_fails_waiting_transfers_and_a_new_incarnation_is_served() {
     assert_eq!(p.bm.to_vec(0, size).unwrap(), pattern(size, 4));
     p.assert_idle();
 }
+
+/// A completion the device never posts (a lost PullDone) does not leave the transfer hanging:
+/// after `tx_timeout_ms` on the core's clock it fails with ETIMEDOUT and everything is released.
+#[test]
+fn a_lost_completion_times_out_cleanly() {
+    use lnd::dev::engine::FaultConfig;
+    let fab = InProcFabric::new(8);
+    let (da, db) = (fab.attach(1, MEM).unwrap(), fab.attach(2, MEM).unwrap());
+    let (am, bm) = (da.mem().clone(), db.mem().clone());
+    let cfg = DmaLndConfig { tx_timeout_ms: 100, ..Default::default() };
+    let a = Node::with_dma(da, nid(1), 12345, 1, cfg.clone());
+    let b = Node::with_dma(db, nid(2), 12345, 2, cfg);
+    let mut p = Pair { fab, a, b, am, bm };
+    let size = 256 << 10;
+    let me = p.b.lnet.me_attach(10, ProcessId::ANY, 1, 0, false, Insert::Tail).unwrap();
+    let sink = p.b.lnet.md_attach(me, md(vec![seg(0, size)], opt::OP_PUT, None)).unwrap();
+    p.fab.engine().lock().unwrap().set_faults(FaultConfig { lost: 1, ..Default::default() }, 3);
+    let src = p.a.lnet.md_bind(md(vec![seg(0, size)], 0, Some(1)), true);
+    p.a.lnet.put(src, false, pid(2), 10, 1, 0, 0).unwrap();
+    let (ea, eb) = p.events();
+    assert_eq!(find(&ea, EventKind::Send).status, 0, "the transmitter saw its data taken");
+    assert!(eb.is_empty(), "the receiver never heard: {eb:?}");
+    assert!(!p.b.idle());
+    p.b.lnet.set_time_ms(99);
+    assert!(p.events().1.is_empty(), "not yet");
+    p.b.lnet.set_time_ms(100);
+    let (_, eb) = p.events();
+    let put = find(&eb, EventKind::Put);
+    assert_eq!((put.md, put.status), (sink, errno::ETIMEDOUT));
+    assert_eq!(p.stat(&p.b, "timeouts"), 1);
+    p.assert_idle();
+}

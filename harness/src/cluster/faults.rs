@@ -22,6 +22,7 @@ pub fn device_config(plan: &Plan, net: &str) -> Option<lnd::dev::engine::FaultCo
             FaultKind::DmaTxfail => cfg.txfail = rate,
             FaultKind::DmaPullfail => cfg.pullfail = rate,
             FaultKind::DmaMailbox => cfg.mailbox = rate,
+            FaultKind::DmaLost => cfg.lost = rate,
             FaultKind::DmaLate => {
                 cfg.late = rate;
                 cfg.late_ms = f.latency.as_deref().and_then(|l| parse_duration(l).ok()).map_or(1, |d| d.as_millis() as u64);

@@ -209,6 +209,8 @@ pub enum FaultKind {
     DmaMailbox,
     /// ...completes one in `rate` pulls `latency` late.
     DmaLate,
+    /// ...loses the puller's completion of one in `rate` pulls (the LND's timeout must act).
+    DmaLost,
     /// Freeze `node` (SIGSTOP / docker pause) at `at` for `duration`, `count` times `every`.
     Pause,
     /// Cut LNet traffic between the two node sets of `between` at `at` for `duration`.
@@ -232,6 +234,7 @@ impl FaultKind {
             FaultKind::DmaPullfail => "dma_pullfail",
             FaultKind::DmaMailbox => "dma_mailbox",
             FaultKind::DmaLate => "dma_late",
+            FaultKind::DmaLost => "dma_lost",
             FaultKind::Pause => "pause",
             FaultKind::Partition => "partition",
             FaultKind::Restart => "restart",
@@ -241,7 +244,7 @@ impl FaultKind {
     }
     /// Faults the DMA device injects.
     pub fn is_device(self) -> bool {
-        matches!(self, FaultKind::DmaCorrupt | FaultKind::DmaTxfail | FaultKind::DmaPullfail | FaultKind::DmaMailbox | FaultKind::DmaLate)
+        matches!(self, FaultKind::DmaCorrupt | FaultKind::DmaTxfail | FaultKind::DmaPullfail | FaultKind::DmaMailbox | FaultKind::DmaLate | FaultKind::DmaLost)
     }
     /// LNet rules installed on one node.
     pub fn is_lnet_rule(self) -> bool {

@@ -18,7 +18,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         server.engine().lock().unwrap().set_corrupt_rate(rate, seed);
     }
     if let Some(f) = a.get("faults") {
-        let cfg: crate::dev::engine::FaultConfig = serde_json::from_str(f).map_err(|e| anyhow::anyhow!("--faults `{f}`: {e} (fields: corrupt, txfail, pullfail, mailbox, late, late_ms)"))?;
+        let cfg: crate::dev::engine::FaultConfig = serde_json::from_str(f).map_err(|e| anyhow::anyhow!("--faults `{f}`: {e} (fields: corrupt, txfail, pullfail, mailbox, late, late_ms, lost)"))?;
         tracing::info!(?cfg, "injecting device faults");
         server.engine().lock().unwrap().set_faults(cfg, seed);
     }

@@ -45,6 +45,8 @@ pub struct EngineStats {
     pub mailbox_full: u64,
     /// Pulls whose completions the fault injector held back.
     pub late: u64,
+    /// Pulls whose completion at the puller the fault injector lost (the data did move).
+    pub lost: u64,
 }
 
 impl EngineStats {
@@ -54,8 +56,8 @@ impl EngineStats {
     }
 
     /// Faults injected, by kind (the names cluster specs use).
-    pub fn fault_counts(&self) -> [(&'static str, u64); 5] {
-        [("dma_corrupt", self.corrupted), ("dma_txfail", self.txfails), ("dma_pullfail", self.pullfails), ("dma_mailbox", self.mailbox_full), ("dma_late", self.late)]
+    pub fn fault_counts(&self) -> [(&'static str, u64); 6] {
+        [("dma_corrupt", self.corrupted), ("dma_txfail", self.txfails), ("dma_pullfail", self.pullfails), ("dma_mailbox", self.mailbox_full), ("dma_late", self.late), ("dma_lost", self.lost)]
     }
 }
 
@@ -74,6 +76,8 @@ pub struct FaultConfig {
     /// Complete a pull `late_ms` late (devices that copy on their own thread only).
     pub late: u32,
     pub late_ms: u64,
+    /// Lose the puller's completion of a pull (it never hears; only a timeout helps).
+    pub lost: u32,
 }
 
 struct Injector {
@@ -83,6 +87,7 @@ struct Injector {
     mailbox: crate::rng::OneIn,
     late: crate::rng::OneIn,
     late_ms: u64,
+    lost: crate::rng::OneIn,
 }
 
 /// Remembered consumed cookies, so a second pull says "consumed" rather than "unknown".
@@ -344,6 +349,7 @@ impl Engine {
             mailbox: g(cfg.mailbox, 3),
             late: g(cfg.late, 4),
             late_ms: cfg.late_ms,
+            lost: g(cfg.lost, 5),
         });
     }
 
@@ -381,8 +387,16 @@ impl Engine {
             self.stats.pulls += 1;
             self.stats.bytes_pulled += job.len;
         }
-        // Both ends learn of the transfer: the hardware signals receiver and transmitter alike.
-        self.post(job.from, Completion { kind: CompKind::PullDone, status, tag: job.tag, cookie: job.cookie, len, peer: job.src });
+        let lost = ok && self.faults.as_mut().is_some_and(|f| f.lost.fire().is_some());
+        if lost {
+            self.stats.lost += 1;
+            tracing::info!(from = job.from, src = job.src, "fault: dma_lost pull completion lost");
+        }
+        // Both ends learn of the transfer: the hardware signals receiver and transmitter alike
+        // (unless the fault injector lost the receiver's completion).
+        if !lost {
+            self.post(job.from, Completion { kind: CompKind::PullDone, status, tag: job.tag, cookie: job.cookie, len, peer: job.src });
+        }
         self.post(job.src, Completion { kind: CompKind::TxDone, status, tag: job.tx_tag, cookie: job.cookie, len, peer: job.from });
     }
 

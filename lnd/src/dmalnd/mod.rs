@@ -25,11 +25,14 @@ pub struct DmaLndConfig {
     pub peer_credits: u16,
     /// Payloads up to this size go inline (IMMEDIATE); larger ones are pulled.
     pub max_immediate: usize,
+    /// A transfer not done after this long fails with ETIMEDOUT (a completion the device
+    /// never posted, a peer that never pulls); 0: never. On the LNet core's clock.
+    pub tx_timeout_ms: u64,
 }
 
 impl Default for DmaLndConfig {
     fn default() -> Self {
-        DmaLndConfig { peer_credits: 8, max_immediate: MAX_IMMEDIATE }
+        DmaLndConfig { peer_credits: 8, max_immediate: MAX_IMMEDIATE, tx_timeout_ms: 5000 }
     }
 }
 
@@ -49,6 +52,8 @@ pub struct DmaLndStats {
     pub smsg_retries: u64,
     /// Peers that left the fabric (each failed the transfers waiting on it).
     pub peers_down: u64,
+    /// Transfers failed for taking longer than `tx_timeout_ms`.
+    pub timeouts: u64,
     /// Times the device itself went away (every transfer in flight failed).
     pub device_losses: u64,
 }
@@ -115,6 +120,8 @@ pub struct DmaLnd<D: DmaDevice> {
     scratch: Vec<u8>,
     /// The device went away and no new one is attached yet.
     dev_down: bool,
+    /// (deadline, tag) of transfers, oldest first; entries of finished ones are skipped.
+    deadlines: VecDeque<(u64, u64)>,
     pub stats: DmaLndStats,
 }
 
@@ -145,6 +152,7 @@ impl<D: DmaDevice> DmaLnd<D> {
             comp_bytes: Vec::new(),
             scratch: Vec::new(),
             dev_down: false,
+            deadlines: VecDeque::new(),
             stats: DmaLndStats::default(),
         }
     }
@@ -404,6 +412,52 @@ impl<D: DmaDevice> DmaLnd<D> {
         self.dirty.push(peer);
     }
 
+    /// Starts tracking a transfer: it gets a tag and a deadline.
+    fn new_tx(&mut self, lnet: &Lnet, tx: Tx) -> u64 {
+        let tag = self.txs.insert(tx);
+        if self.cfg.tx_timeout_ms > 0 {
+            self.deadlines.push_back((lnet.now_ms() + self.cfg.tx_timeout_ms, tag));
+            // Finished transfers leave their entries behind: drop them now and then.
+            if self.deadlines.len() > 2 * self.txs.len() + 1024 {
+                let txs = &self.txs;
+                self.deadlines.retain(|d| txs.get(d.1).is_some());
+            }
+        }
+        tag
+    }
+
+    /// Fails the transfers whose deadline has passed. The emulated device copies before it
+    /// completes, so a pull past its deadline has either moved its data or never will.
+    fn expire(&mut self, lnet: &mut Lnet) {
+        let now = lnet.now_ms();
+        while self.deadlines.front().is_some_and(|d| d.0 <= now) {
+            let (_, tag) = self.deadlines.pop_front().unwrap();
+            let Some(tx) = self.txs.remove(tag) else { continue };
+            warn!(tag, "transfer timed out: {tx:?}");
+            self.stats.timeouts += 1;
+            let st = errno::ETIMEDOUT;
+            match tx {
+                Tx::PutWait { msg, cookie, .. } | Tx::ReplyWait { msg, cookie, .. } => {
+                    if cookie != 0 {
+                        self.cancel(cookie);
+                    }
+                    lnet.finalize(msg, st);
+                }
+                Tx::Imm { msg } | Tx::ReplySetup { msg, .. } | Tx::Orphan { msg } => lnet.finalize(msg, st),
+                Tx::PutPull { msg, peer, src_tag } => {
+                    lnet.finalize(msg, st);
+                    self.nak(peer, src_tag, st);
+                }
+                Tx::GetReq { msg, .. } => self.fail_get(lnet, msg, st),
+                Tx::GetPull { get, reply, peer, target_tag } => {
+                    lnet.finalize(get, st);
+                    lnet.finalize(reply, st);
+                    self.nak(peer, target_tag, st);
+                }
+            }
+        }
+    }
+
     /// The device went away (its process died): no completion will come for anything handed
     /// to it, so every transfer in flight fails now, receives in progress are dropped and flow
     /// control forgets every peer. Sends fail until [`DmaLnd::set_device`] brings a device back.
@@ -427,6 +481,7 @@ impl<D: DmaDevice> DmaLnd<D> {
         self.backlog.clear();
         self.peers.clear();
         self.dirty.clear();
+        self.deadlines.clear();
     }
 
     /// A device again (the device process restarted and we attached afresh, same memory).
@@ -486,7 +541,7 @@ impl<D: DmaDevice> DmaLnd<D> {
             Body::TxReady { get_tag, cookie, target_tag, nob } => match self.txs.remove_if(get_tag, |t| matches!(t, Tx::GetReq { peer, .. } if *peer == from)) {
                 Some(Tx::GetReq { msg, peer }) => match lnet.create_reply_msg(msg, nob as u64) {
                     Ok((reply, iov, _mlen)) => {
-                        let tag = self.txs.insert(Tx::GetPull { get: msg, reply, peer, target_tag });
+                        let tag = self.new_tx(lnet, Tx::GetPull { get: msg, reply, peer, target_tag });
                         let key = self.dev.key();
                         self.submit(Desc { tag, op: Op::Pull { src: peer, cookie, tx_off: 0, key, frags: iov } });
                     }
@@ -612,7 +667,7 @@ impl<D: DmaDevice + 'static> Lnd for DmaLnd<D> {
         match m.get_sink {
             Some(_) if m.hdr.msg_type() == MsgType::Get => {
                 // Every GET to a direct peer is staged by the target (so a miss is NAKed).
-                let tag = self.txs.insert(Tx::GetReq { msg: m.msg, peer });
+                let tag = self.new_tx(lnet, Tx::GetReq { msg: m.msg, peer });
                 self.queue(peer, tag, Body::GetReq { hdr: m.hdr, get_tag: tag });
             }
             _ if len <= self.cfg.max_immediate => {
@@ -622,13 +677,13 @@ impl<D: DmaDevice + 'static> Lnd for DmaLnd<D> {
                     return;
                 }
                 let payload = std::mem::take(&mut self.scratch);
-                let tag = self.txs.insert(Tx::Imm { msg: m.msg });
+                let tag = self.new_tx(lnet, Tx::Imm { msg: m.msg });
                 self.queue(peer, tag, Body::Immediate { hdr: m.hdr, payload: &payload });
                 self.scratch = payload;
             }
             _ => {
                 // Set up the transmit, then (chained, same doorbell) tell the receiver to pull.
-                let tag = self.txs.insert(Tx::PutWait { msg: m.msg, peer, cookie: 0 });
+                let tag = self.new_tx(lnet, Tx::PutWait { msg: m.msg, peer, cookie: 0 });
                 let key = self.dev.key();
                 self.submit(Desc { tag, op: Op::TxSetup { key, frags: m.iov } });
                 self.stats.put_rdma += 1;
@@ -660,7 +715,7 @@ impl<D: DmaDevice + 'static> Lnd for DmaLnd<D> {
             }
             Rx::PutReq { peer, src_tag, cookie } => match m.msg {
                 Some(msg) if m.mlen > 0 => {
-                    let tag = self.txs.insert(Tx::PutPull { msg, peer, src_tag });
+                    let tag = self.new_tx(lnet, Tx::PutPull { msg, peer, src_tag });
                     let key = self.dev.key();
                     self.submit(Desc { tag, op: Op::Pull { src: peer, cookie, tx_off: 0, key, frags: m.iov } });
                 }
@@ -673,7 +728,7 @@ impl<D: DmaDevice + 'static> Lnd for DmaLnd<D> {
             },
             Rx::GetReq { peer, get_tag } => match m.msg {
                 Some(msg) if m.rdma_req => {
-                    let tag = self.txs.insert(Tx::ReplySetup { msg, peer, get_tag });
+                    let tag = self.new_tx(lnet, Tx::ReplySetup { msg, peer, get_tag });
                     let key = self.dev.key();
                     self.submit(Desc { tag, op: Op::TxSetup { key, frags: m.iov } });
                 }
@@ -701,6 +756,9 @@ impl<D: DmaDevice + 'static> Lnd for DmaLnd<D> {
         let n = comps.len();
         for &(c, s, e) in &comps {
             self.on_completion(lnet, c, &bytes[s..e]);
+        }
+        if self.deadlines.front().is_some_and(|d| d.0 <= lnet.now_ms()) {
+            self.expire(lnet);
         }
         self.comps = comps;
         self.comp_bytes = bytes;

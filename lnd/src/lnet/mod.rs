@@ -638,6 +638,11 @@ impl Lnet {
         }
     }
 
+    /// The driver's clock as last told (milliseconds).
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
     /// When the next held message is due (for a driver that sleeps).
     pub fn next_release_ms(&self) -> Option<u64> {
         self.held.front().map(|h| h.0)
