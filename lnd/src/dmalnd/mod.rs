@@ -122,6 +122,9 @@ pub struct DmaLnd<D: DmaDevice> {
     dev_down: bool,
     /// (deadline, tag) of transfers, oldest first; entries of finished ones are skipped.
     deadlines: VecDeque<(u64, u64)>,
+    /// Byte buffers for short messages and inline payloads, reused so the steady state does
+    /// not allocate per message.
+    pool: Vec<Vec<u8>>,
     pub stats: DmaLndStats,
 }
 
@@ -153,6 +156,7 @@ impl<D: DmaDevice> DmaLnd<D> {
             scratch: Vec::new(),
             dev_down: false,
             deadlines: VecDeque::new(),
+            pool: Vec::new(),
             stats: DmaLndStats::default(),
         }
     }
@@ -179,9 +183,12 @@ impl<D: DmaDevice> DmaLnd<D> {
             self.backlog.push_back(d);
             return;
         }
-        if let Err(e) = self.dev.submit(&d) {
-            debug!("submit deferred: {e}");
-            self.backlog.push_back(d);
+        match self.dev.submit(&d) {
+            Ok(()) => self.recycle(d),
+            Err(e) => {
+                debug!("submit deferred: {e}");
+                self.backlog.push_back(d);
+            }
         }
     }
 
@@ -192,12 +199,33 @@ impl<D: DmaDevice> DmaLnd<D> {
                 self.backlog.push_front(d);
                 break;
             }
+            self.recycle(d);
+        }
+    }
+
+    /// A pooled byte buffer (empty).
+    fn buf(&mut self) -> Vec<u8> {
+        self.pool.pop().unwrap_or_else(|| Vec::with_capacity(wire::HDR + 128))
+    }
+
+    /// Gives a byte buffer back to the pool (bounded, so a burst does not pin memory).
+    fn give_back(&mut self, mut b: Vec<u8>) {
+        if self.pool.len() < 256 && b.capacity() <= 8192 {
+            b.clear();
+            self.pool.push(b);
+        }
+    }
+
+    /// The device copied a submitted descriptor: its message buffer can be used again.
+    fn recycle(&mut self, d: Desc) {
+        if let Op::Smsg { data, .. } | Op::SmsgTx { data, .. } = d.op {
+            self.give_back(data);
         }
     }
 
     /// Queues a short message for `peer`; it leaves when credits allow.
     fn queue(&mut self, peer: u32, tag: u64, body: Body<'_>) {
-        let mut b = Vec::with_capacity(128);
+        let mut b = self.buf();
         MsgRepr { credits: 0, src_nid: self.nid, dst_nid: self.nid.net().nid(peer), body }.emit(&mut b);
         if let Body::Nak { .. } = body {
             self.stats.naks_sent += 1;
@@ -208,7 +236,7 @@ impl<D: DmaDevice> DmaLnd<D> {
 
     /// Queues a PUT_REQ whose cookie field the device fills in from our transmit `tag`.
     fn queue_chained(&mut self, peer: u32, tag: u64, hdr: HdrRepr) {
-        let mut b = Vec::with_capacity(wire::HDR + 92);
+        let mut b = self.buf();
         let body = Body::PutReq { hdr, src_tag: tag, cookie: 0, nob: hdr.payload_length };
         MsgRepr { credits: 0, src_nid: self.nid, dst_nid: self.nid.net().nid(peer), body }.emit(&mut b);
         self.peer(peer).queue.push_back((tag, b, true));
@@ -224,7 +252,8 @@ impl<D: DmaDevice> DmaLnd<D> {
         dirty.dedup();
         for addr in dirty.drain(..) {
             loop {
-                let p = self.peer(addr);
+                let pc = self.cfg.peer_credits;
+                let p = self.peers.entry(addr).or_insert_with(|| Peer { credits: pc, ..Default::default() });
                 if p.queue.is_empty() {
                     break;
                 }
@@ -234,7 +263,12 @@ impl<D: DmaDevice> DmaLnd<D> {
                 }
                 let (tag, mut b, chained) = p.queue.pop_front().unwrap();
                 MsgRepr::set_credits(&mut b, p.owed);
-                let keep = (tag == 0).then(|| b.clone());
+                let pool = &mut self.pool;
+                let keep = (tag == 0).then(|| {
+                    let mut k = pool.pop().unwrap_or_default();
+                    k.extend_from_slice(&b);
+                    k
+                });
                 p.returning.push_back((std::mem::take(&mut p.owed), keep));
                 p.credits -= 1;
                 let op = if chained {
@@ -248,7 +282,7 @@ impl<D: DmaDevice> DmaLnd<D> {
             if p.queue.is_empty() && p.owed >= high_water {
                 let owed = std::mem::take(&mut p.owed);
                 p.returning.push_back((owed, None));
-                let mut b = Vec::with_capacity(wire::HDR);
+                let mut b = self.buf();
                 MsgRepr { credits: owed, src_nid: self.nid, dst_nid: self.nid.net().nid(addr), body: Body::Noop }.emit(&mut b);
                 self.stats.noops += 1;
                 self.submit(Desc { tag: NOOP_TAG, op: Op::Smsg { dst: addr, data: b } });
@@ -294,12 +328,18 @@ impl<D: DmaDevice> DmaLnd<D> {
                     if c.tag != NOOP_TAG {
                         p.credits += 1;
                     }
-                    if let (Some(b), DevStatus::MailboxFull) = (kept, c.status) {
-                        // A full mailbox is passing: the control message goes again, first.
-                        p.queue.push_front((0, b, false));
-                        self.stats.smsg_retries += 1;
+                    match (kept, c.status) {
+                        (Some(b), DevStatus::MailboxFull) => {
+                            // A full mailbox is passing: the control message goes again, first.
+                            p.queue.push_front((0, b, false));
+                            self.stats.smsg_retries += 1;
+                        }
+                        (Some(b), _) => self.give_back(b),
+                        (None, _) => {}
                     }
                     self.dirty.push(c.peer);
+                } else if let Some(b) = kept {
+                    self.give_back(b);
                 }
                 if c.tag == 0 || c.tag == NOOP_TAG {
                     return;
@@ -583,7 +623,9 @@ impl<D: DmaDevice> DmaLnd<D> {
         match body {
             Body::Immediate { hdr, payload } => {
                 self.stats.immediate += 1;
-                let rx = self.rxs.insert(Rx::Imm(payload.to_vec()));
+                let mut copy = self.buf();
+                copy.extend_from_slice(payload);
+                let rx = self.rxs.insert(Rx::Imm(copy));
                 match lnet.parse(self.ni, hdr, from_nid, rx, false) {
                     Ok(Parsed::Recv(_)) => {}
                     Ok(Parsed::Dropped(_)) => {
@@ -712,6 +754,7 @@ impl<D: DmaDevice + 'static> Lnd for DmaLnd<D> {
                     };
                     lnet.finalize(msg, st);
                 }
+                self.give_back(payload);
             }
             Rx::PutReq { peer, src_tag, cookie } => match m.msg {
                 Some(msg) if m.mlen > 0 => {
