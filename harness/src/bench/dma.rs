@@ -115,16 +115,22 @@ pub(crate) fn put_bandwidth_to(a: &mut BenchNode, target_addr: u32, count: usize
     bandwidth(a, target_addr, MIB, false, count, window)
 }
 
-/// GB/s of `count` PUTs (or GETs) of `size` bytes with `window` in flight, after a warm-up.
+/// GB/s of `count` PUTs (or GETs) of `size` bytes with `window` LNet messages in flight, after
+/// a warm-up. A transfer above LNET_MTU (1 MiB) goes as consecutive 1 MiB messages, as a Lustre
+/// bulk of several MiB does.
 pub(crate) fn bandwidth(a: &mut BenchNode, target_addr: u32, size: usize, get: bool, count: usize, window: usize) -> anyhow::Result<f64> {
-    let md = a.node.lnet.md_bind(MdSpec { iov: vec![Seg { off: 0, len: size as u32 }], options: 0, threshold: None, max_size: 0, user_ptr: 0 }, false);
+    let part = size.min(MIB);
+    let parts = size.div_ceil(part);
+    let mds: Vec<_> = (0..parts).map(|i| a.node.lnet.md_bind(MdSpec { iov: vec![Seg { off: (i * part) as u64, len: part as u32 }], options: 0, threshold: None, max_size: 0, user_ptr: 0 }, false)).collect();
     let target = ProcessId::new(nid(target_addr), ProcessId::PID_LUSTRE);
     let done_kind = if get { EventKind::Reply } else { EventKind::Send };
     let run = |a: &mut BenchNode, n: usize| -> anyhow::Result<Duration> {
+        let n = n * parts;
         let (mut sent, mut done) = (0usize, 0usize);
         let t0 = Instant::now();
         while done < n {
             while sent < n && sent - done < window {
+                let md = mds[sent % parts];
                 if get {
                     a.node.lnet.get(md, target, PORTAL, 0, 0)?;
                 } else {
@@ -155,8 +161,8 @@ pub(crate) fn bandwidth(a: &mut BenchNode, target_addr: u32, size: usize, get: b
     Ok((count * size) as f64 / el.as_secs_f64() / 1e9)
 }
 
-/// Message sizes of the sweep.
-pub const SWEEP: [usize; 5] = [4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20];
+/// Transfer sizes of the sweep (above 1 MiB: several 1 MiB LNet messages).
+pub const SWEEP: [usize; 7] = [4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20, 2 << 20, 4 << 20];
 
 /// Round-trip samples (µs) of 0-byte PUT+ACK, for the latency CDF.
 pub(crate) fn rtt_samples(a: &mut BenchNode, n: usize) -> anyhow::Result<Vec<f64>> {
