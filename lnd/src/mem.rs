@@ -179,8 +179,14 @@ pub fn iov_len(iov: &[Seg]) -> u64 {
 }
 
 /// The sub-iovec covering `[off, off+len)` of `iov` (like `lnet_extract_iov`).
-pub fn iov_slice(iov: &[Seg], mut off: u64, mut len: u64) -> Vec<Seg> {
+pub fn iov_slice(iov: &[Seg], off: u64, len: u64) -> Vec<Seg> {
     let mut out = Vec::new();
+    iov_slice_into(iov, off, len, &mut out);
+    out
+}
+
+/// [`iov_slice`] into `out` (appended), so a caller can reuse its vectors.
+pub fn iov_slice_into(iov: &[Seg], mut off: u64, mut len: u64, out: &mut Vec<Seg>) {
     for s in iov {
         if len == 0 {
             break;
@@ -194,7 +200,6 @@ pub fn iov_slice(iov: &[Seg], mut off: u64, mut len: u64) -> Vec<Seg> {
         off = 0;
         len -= take;
     }
-    out
 }
 
 /// Copies `data` into the memory described by `iov` (up to its length); returns bytes copied.

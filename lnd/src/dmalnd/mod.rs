@@ -125,6 +125,8 @@ pub struct DmaLnd<D: DmaDevice> {
     /// Byte buffers for short messages and inline payloads, reused so the steady state does
     /// not allocate per message.
     pool: Vec<Vec<u8>>,
+    /// Segment lists of submitted descriptors, on their way back to LNet's pool.
+    segs: Vec<Vec<crate::mem::Seg>>,
     pub stats: DmaLndStats,
 }
 
@@ -157,6 +159,7 @@ impl<D: DmaDevice> DmaLnd<D> {
             dev_down: false,
             deadlines: VecDeque::new(),
             pool: Vec::new(),
+            segs: Vec::new(),
             stats: DmaLndStats::default(),
         }
     }
@@ -216,10 +219,20 @@ impl<D: DmaDevice> DmaLnd<D> {
         }
     }
 
-    /// The device copied a submitted descriptor: its message buffer can be used again.
+    /// The device copied a submitted descriptor: its message buffer and segment list can be
+    /// used again (segment lists go back to LNet, see [`DmaLnd::return_segs`]).
     fn recycle(&mut self, d: Desc) {
-        if let Op::Smsg { data, .. } | Op::SmsgTx { data, .. } = d.op {
-            self.give_back(data);
+        match d.op {
+            Op::Smsg { data, .. } | Op::SmsgTx { data, .. } => self.give_back(data),
+            Op::TxSetup { frags, .. } | Op::Pull { frags, .. } if frags.capacity() > 0 => self.segs.push(frags),
+            _ => {}
+        }
+    }
+
+    /// Hands the segment lists of submitted descriptors back to LNet's pool.
+    fn return_segs(&mut self, lnet: &mut Lnet) {
+        for v in self.segs.drain(..) {
+            lnet.recycle_iov(v);
         }
     }
 
@@ -707,14 +720,17 @@ impl<D: DmaDevice + 'static> Lnd for DmaLnd<D> {
         let peer = m.next_hop.addr();
         let len = m.hdr.payload_length as usize;
         match m.get_sink {
-            Some(_) if m.hdr.msg_type() == MsgType::Get => {
+            Some(sink) if m.hdr.msg_type() == MsgType::Get => {
                 // Every GET to a direct peer is staged by the target (so a miss is NAKed).
+                lnet.recycle_iov(sink);
                 let tag = self.new_tx(lnet, Tx::GetReq { msg: m.msg, peer });
                 self.queue(peer, tag, Body::GetReq { hdr: m.hdr, get_tag: tag });
             }
             _ if len <= self.cfg.max_immediate => {
                 self.scratch.clear();
-                if iov_read(self.dev.mem(), &m.iov, &mut self.scratch).is_err() || self.scratch.len() != len {
+                let ok = iov_read(self.dev.mem(), &m.iov, &mut self.scratch).is_ok() && self.scratch.len() == len;
+                lnet.recycle_iov(m.iov);
+                if !ok {
                     lnet.finalize(m.msg, errno::EIO);
                     return;
                 }
@@ -733,6 +749,7 @@ impl<D: DmaDevice + 'static> Lnd for DmaLnd<D> {
             }
         }
         self.pump();
+        self.return_segs(lnet);
     }
 
     fn recv(&mut self, lnet: &mut Lnet, m: LndRecv) {
@@ -754,6 +771,7 @@ impl<D: DmaDevice + 'static> Lnd for DmaLnd<D> {
                     };
                     lnet.finalize(msg, st);
                 }
+                lnet.recycle_iov(m.iov);
                 self.give_back(payload);
             }
             Rx::PutReq { peer, src_tag, cookie } => match m.msg {
@@ -783,6 +801,7 @@ impl<D: DmaDevice + 'static> Lnd for DmaLnd<D> {
             },
         }
         self.pump();
+        self.return_segs(lnet);
     }
 
     fn poll(&mut self, lnet: &mut Lnet) -> bool {
@@ -803,6 +822,7 @@ impl<D: DmaDevice + 'static> Lnd for DmaLnd<D> {
         if self.deadlines.front().is_some_and(|d| d.0 <= lnet.now_ms()) {
             self.expire(lnet);
         }
+        self.return_segs(lnet);
         self.comps = comps;
         self.comp_bytes = bytes;
         if n > 0 || !self.dirty.is_empty() {

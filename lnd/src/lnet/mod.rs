@@ -9,7 +9,7 @@ mod parse;
 mod router;
 pub(crate) mod slab;
 
-use crate::mem::{iov_len, iov_slice, Seg};
+use crate::mem::{iov_len, iov_slice_into, Seg};
 use crate::wire::{HdrBody, HdrRepr, Net, Nid, ProcessId, WireHandle, LNET_MTU};
 pub use md::{opt, Insert, MdHandle, MdSpec, MeHandle};
 use md::{Md, Me};
@@ -140,6 +140,9 @@ pub struct Lnet {
     /// What the fault rules did, for the node's trace.
     fault_log: VecDeque<fault::FaultRecord>,
     fault_hits: std::collections::BTreeMap<String, u64>,
+    /// Segment vectors for the iovecs handed to LNDs, reused (LNDs give them back with
+    /// [`Lnet::recycle_iov`]) so the steady state does not allocate per message.
+    iov_pool: Vec<Vec<Seg>>,
     /// Milliseconds on the driver's clock (see [`Lnet::set_time_ms`]).
     now_ms: u64,
     portals: HashMap<u32, Vec<MeHandle>>,
@@ -171,6 +174,7 @@ impl Lnet {
             held: VecDeque::new(),
             fault_log: VecDeque::new(),
             fault_hits: Default::default(),
+            iov_pool: Vec::new(),
             now_ms: 0,
             portals: HashMap::new(),
             mes: Slab::default(),
@@ -425,7 +429,8 @@ impl Lnet {
         if len > LNET_MTU as u64 {
             return Err(LnetError::TooLong(len));
         }
-        let iov = m.spec.iov.clone();
+        let mut iov = self.iov_pool.pop().unwrap_or_default();
+        iov.extend_from_slice(&self.mds.get(md.0).expect("live").spec.iov);
         let (ni, hop) = self.route(target.nid)?;
         let ack_wmd = if ack { self.wire_handle(md) } else { WireHandle::NONE };
         let hdr = self.hdr_to(ni, target, len as u32, HdrBody::Put { ack_wmd, match_bits, hdr_data, ptl_index: portal, offset });
@@ -437,9 +442,9 @@ impl Lnet {
     /// `LNetGet`: asks `target` for up to the MD's length from its `portal`; the data lands in
     /// the MD (REPLY event).
     pub fn get(&mut self, md: MdHandle, target: ProcessId, portal: u32, match_bits: u64, offset: u32) -> Result<MsgId, LnetError> {
-        let m = self.live_md(md)?;
-        let sink = m.spec.iov.clone();
-        let sink_len = m.length.min(LNET_MTU as u64);
+        let sink_len = self.live_md(md)?.length.min(LNET_MTU as u64);
+        let mut sink = self.iov_pool.pop().unwrap_or_default();
+        sink.extend_from_slice(&self.mds.get(md.0).expect("live").spec.iov);
         let (ni, hop) = self.route(target.nid)?;
         let body = HdrBody::Get { return_wmd: self.wire_handle(md), match_bits, ptl_index: portal, src_offset: offset, sink_length: sink_len as u32 };
         let hdr = self.hdr_to(ni, target, 0, body);
@@ -671,6 +676,23 @@ impl Lnet {
     /// Next user event.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
+    }
+
+    /// The segments of `md`'s iovec from `offset`, `len` bytes long, in a pooled vector.
+    pub(super) fn iov_of(&mut self, md: MdHandle, offset: u64, len: u64) -> Vec<Seg> {
+        let mut v = self.iov_pool.pop().unwrap_or_default();
+        if let Some(m) = self.mds.get(md.0) {
+            iov_slice_into(&m.spec.iov, offset, len, &mut v);
+        }
+        v
+    }
+
+    /// Gives back an iovec an LND is done with (from an [`LndSend`] or [`LndRecv`]).
+    pub fn recycle_iov(&mut self, mut v: Vec<Seg>) {
+        if self.iov_pool.len() < 512 && v.capacity() <= 64 {
+            v.clear();
+            self.iov_pool.push(v);
+        }
     }
 
     /// Sink length of an MD (for tests and tools).

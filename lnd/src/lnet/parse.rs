@@ -63,7 +63,7 @@ impl Lnet {
                 let ev = self.event(EventKind::Put, md, src, ptl_index, match_bits, rlen, mlen, offset, hdr_data);
                 let wants_ack = !ack_wmd.is_none() && self.mds.get(md.0).unwrap().spec.options & opt::ACK_DISABLE == 0;
                 let ack = wants_ack.then(|| self.answer_hdr(&hdr, 0, HdrBody::Ack { dst_wmd: ack_wmd, match_bits, mlength: mlen as u32 }));
-                let iov = iov_slice(&self.mds.get(md.0).unwrap().spec.iov, offset, mlen);
+                let iov = self.iov_of(md, offset, mlen);
                 self.attach_md(md);
                 let id = self.new_recv(Some(md), Some(ev), ack, mlen);
                 self.actions.push_back(Action::Recv(LndRecv { msg: Some(id), ni, private, rdma_req: false, iov, mlen, rlen }));
@@ -76,7 +76,7 @@ impl Lnet {
                     Err(st) => return Ok(self.drop_msg(&hdr, from, st, "GET matched nothing")),
                 };
                 let ev = self.event(EventKind::Get, md, src, ptl_index, match_bits, want, mlen, offset, 0);
-                let iov = iov_slice(&self.mds.get(md.0).unwrap().spec.iov, offset, mlen);
+                let iov = self.iov_of(md, offset, mlen);
                 self.attach_md(md);
                 let reply = self.answer_hdr(&hdr, mlen as u32, HdrBody::Reply { dst_wmd: return_wmd });
                 self.counters.recv_count += 1;
@@ -125,13 +125,13 @@ impl Lnet {
         }
     }
 
-    fn reply_sink(&self, md: MdHandle, rlen: u64) -> Result<(Vec<Seg>, u64), i32> {
+    fn reply_sink(&mut self, md: MdHandle, rlen: u64) -> Result<(Vec<Seg>, u64), i32> {
         let m = self.mds.get(md.0).ok_or(errno::ENODATA)?;
         if rlen > m.length && m.spec.options & opt::TRUNCATE == 0 {
             return Err(errno::EMSGSIZE);
         }
         let mlen = rlen.min(m.length);
-        Ok((iov_slice(&m.spec.iov, 0, mlen), mlen))
+        Ok((self.iov_of(md, 0, mlen), mlen))
     }
 
     pub(super) fn new_recv(&mut self, md: Option<MdHandle>, ev: Option<Event>, ack: Option<HdrRepr>, len: u64) -> MsgId {
