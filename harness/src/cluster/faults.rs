@@ -101,6 +101,7 @@ fn link_rules(plan: &Plan, k: usize, f: &FaultSpec, tag: &str) -> Vec<(usize, Va
     rules
 }
 
+#[derive(Clone)]
 enum Step {
     KillDevice { net: String },
     StartDevice { net: String },
@@ -148,6 +149,17 @@ fn rule_json(plan: &Plan, k: usize, f: &FaultSpec, src: Option<String>, tag: Str
 }
 
 impl Faults {
+    /// Adds a window for each of `windows`: `open` at its start, `close` (each step of it) at
+    /// its end — the closing steps also run if the workloads finish first.
+    fn add_windows(&mut self, windows: &[(Duration, Duration)], what: &str, open: Step, close: &[(String, Step)]) {
+        for &(a, b) in windows {
+            self.timeline.push(Timed { at: a, undo: false, what: what.to_string(), step: open.clone() });
+            for (w, step) in close {
+                self.timeline.push(Timed { at: b, undo: true, what: w.clone(), step: step.clone() });
+            }
+        }
+    }
+
     /// Lays out the spec's faults for `backend` (what it cannot inject is skipped, and said).
     pub fn new(plan: &Plan, backend: &dyn Backend, art: &Path, say: &dyn Fn(&str)) -> anyhow::Result<Faults> {
         let idx = |name: &str| plan.nodes.iter().position(|n| n.name == name).expect("validated");
@@ -170,32 +182,20 @@ impl Faults {
                     if windows.is_empty() {
                         me.standing.push((i, rule.clone()));
                     }
-                    for (a, b) in windows {
-                        let what = format!("{} on {}", f.kind.name(), f.node);
-                        me.timeline.push(Timed { at: a, undo: false, what: what.clone(), step: Step::Rules { kind: f.kind, rules: vec![(i, rule.clone())] } });
-                        me.timeline.push(Timed { at: b, undo: true, what, step: Step::Unrules { tag: tag.clone(), nodes: vec![i] } });
-                    }
+                    let what = format!("{} on {}", f.kind.name(), f.node);
+                    me.add_windows(&windows, &what, Step::Rules { kind: f.kind, rules: vec![(i, rule)] }, &[(what.clone(), Step::Unrules { tag: tag.clone(), nodes: vec![i] })]);
                 }
                 FaultKind::DeviceRestart => {
                     let net = f.net.clone().expect("validated");
-                    for (a, b) in windows {
-                        me.timeline.push(Timed { at: a, undo: false, what: format!("kill the {net} device"), step: Step::KillDevice { net: net.clone() } });
-                        me.timeline.push(Timed { at: b, undo: true, what: format!("start the {net} device again"), step: Step::StartDevice { net: net.clone() } });
-                    }
+                    me.add_windows(&windows, &format!("kill the {net} device"), Step::KillDevice { net: net.clone() }, &[(format!("start the {net} device again"), Step::StartDevice { net })]);
                 }
                 FaultKind::Restart => {
                     let i = idx(&f.node);
-                    for (a, b) in windows {
-                        me.timeline.push(Timed { at: a, undo: false, what: format!("kill {}", f.node), step: Step::Kill { node: i } });
-                        me.timeline.push(Timed { at: b, undo: true, what: format!("start {} again", f.node), step: Step::Start { node: i } });
-                    }
+                    me.add_windows(&windows, &format!("kill {}", f.node), Step::Kill { node: i }, &[(format!("start {} again", f.node), Step::Start { node: i })]);
                 }
                 FaultKind::Pause => {
                     let i = idx(&f.node);
-                    for (a, b) in windows {
-                        me.timeline.push(Timed { at: a, undo: false, what: format!("pause {}", f.node), step: Step::Pause { node: i } });
-                        me.timeline.push(Timed { at: b, undo: true, what: format!("resume {}", f.node), step: Step::Resume { node: i } });
-                    }
+                    me.add_windows(&windows, &format!("pause {}", f.node), Step::Pause { node: i }, &[(format!("resume {}", f.node), Step::Resume { node: i })]);
                 }
                 FaultKind::Link => {
                     let rules = link_rules(plan, k, f, &tag);
@@ -204,22 +204,15 @@ impl Faults {
                     }
                     let nodes: Vec<usize> = f.between.iter().flatten().map(|n| idx(n)).collect();
                     let what = format!("link {:?} <-> {:?}", f.between[0], f.between[1]);
-                    for (a, b) in windows {
-                        me.timeline.push(Timed { at: a, undo: false, what: what.clone(), step: Step::Rules { kind: f.kind, rules: rules.clone() } });
-                        for sub in ["drop", "delay"] {
-                            me.timeline.push(Timed { at: b, undo: true, what: format!("{what} restored"), step: Step::Unrules { tag: format!("{tag}/{sub}"), nodes: nodes.clone() } });
-                        }
-                    }
+                    let close: Vec<_> = ["drop", "delay"].iter().map(|sub| (format!("{what} restored"), Step::Unrules { tag: format!("{tag}/{sub}"), nodes: nodes.clone() })).collect();
+                    me.add_windows(&windows, &what, Step::Rules { kind: f.kind, rules }, &close);
                 }
                 FaultKind::Partition => {
                     // Each side drops everything from every NID of the other side.
                     let rules: Vec<(usize, Value)> = link_ends(plan, f).into_iter().map(|(a, nid)| (a, json!({"src": nid, "interval": 1, "tag": tag}))).collect();
                     let nodes: Vec<usize> = f.between.iter().flatten().map(|n| idx(n)).collect();
                     let what = format!("partition {:?} | {:?}", f.between[0], f.between[1]);
-                    for (a, b) in windows {
-                        me.timeline.push(Timed { at: a, undo: false, what: what.clone(), step: Step::Rules { kind: f.kind, rules: rules.clone() } });
-                        me.timeline.push(Timed { at: b, undo: true, what: format!("heal {what}"), step: Step::Unrules { tag: tag.clone(), nodes: nodes.clone() } });
-                    }
+                    me.add_windows(&windows, &what, Step::Rules { kind: f.kind, rules }, &[(format!("heal {what}"), Step::Unrules { tag: tag.clone(), nodes })]);
                 }
                 _ => {} // device faults are set when the device starts
             }
