@@ -12,6 +12,9 @@ use tracing::{debug, warn};
 
 pub type ConnId = u64;
 
+/// Bytes a reader thread asks the socket for at once.
+const READ_CHUNK: usize = 256 * 1024;
+
 /// What the network did.
 #[derive(Debug)]
 pub enum SockInput {
@@ -35,6 +38,8 @@ pub trait SockIo: Send {
     fn poll(&mut self, out: &mut Vec<SockInput>);
     /// Monotonic time, for keepalives (virtual under simulation).
     fn now(&self) -> Instant;
+    /// Gives back the buffer of a `Data` input once consumed (an I/O may reuse it).
+    fn recycle(&mut self, _data: Vec<u8>) {}
 }
 
 impl<T: SockIo + ?Sized> SockIo for Box<T> {
@@ -56,6 +61,9 @@ impl<T: SockIo + ?Sized> SockIo for Box<T> {
     fn now(&self) -> Instant {
         (**self).now()
     }
+    fn recycle(&mut self, data: Vec<u8>) {
+        (**self).recycle(data)
+    }
 }
 
 /// Called from I/O threads whenever input is ready (wakes the node's loop).
@@ -76,6 +84,8 @@ struct Shared {
     next_accepted: AtomicU64,
     /// Set when the I/O is dropped: late connections are shut at once.
     closed: std::sync::atomic::AtomicBool,
+    /// Read buffers given back by the LND, for the reader threads to fill again.
+    read_bufs: Mutex<Vec<Vec<u8>>>,
 }
 
 impl Shared {
@@ -102,6 +112,7 @@ impl ThreadIo {
             listeners: Mutex::new(Vec::new()),
             next_accepted: AtomicU64::new(1 << 63),
             closed: Default::default(),
+            read_bufs: Default::default(),
         });
         ThreadIo { shared, rx }
     }
@@ -153,8 +164,10 @@ fn start_conn(shared: &Arc<Shared>, conn: ConnId, stream: TcpStream) {
     let sh = shared.clone();
     let mut r = stream;
     std::thread::spawn(move || {
-        let mut buf = vec![0u8; 256 * 1024];
         loop {
+            // Read straight into a buffer the LND will consume (and give back): no copy here.
+            let mut buf = sh.read_bufs.lock().unwrap().pop().unwrap_or_default();
+            buf.resize(READ_CHUNK, 0);
             match r.read(&mut buf) {
                 Ok(0) => {
                     sh.writers.lock().unwrap().remove(&conn);
@@ -162,7 +175,10 @@ fn start_conn(shared: &Arc<Shared>, conn: ConnId, stream: TcpStream) {
                     sh.push(SockInput::Closed { conn, error: None });
                     return;
                 }
-                Ok(n) => sh.push(SockInput::Data { conn, data: buf[..n].to_vec() }),
+                Ok(n) => {
+                    buf.truncate(n);
+                    sh.push(SockInput::Data { conn, data: buf });
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     sh.writers.lock().unwrap().remove(&conn);
@@ -228,6 +244,13 @@ impl Drop for ThreadIo {
 }
 
 impl SockIo for ThreadIo {
+    fn recycle(&mut self, data: Vec<u8>) {
+        let mut pool = self.shared.read_bufs.lock().unwrap();
+        if pool.len() < 64 && data.capacity() >= READ_CHUNK {
+            pool.push(data);
+        }
+    }
+
     fn listen(&mut self, addr: SocketAddrV4) -> std::io::Result<()> {
         let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
         s.set_reuse_address(true)?;

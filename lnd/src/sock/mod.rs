@@ -321,6 +321,7 @@ impl<I: SockIo> SockLnd<I> {
                     Some(c) => c.parser.input(&data, &mut events),
                     None => Ok(()),
                 };
+                self.io.recycle(data);
                 for e in events.drain(..) {
                     if !self.conns.contains_key(&conn) {
                         break;
