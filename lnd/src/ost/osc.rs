@@ -141,6 +141,13 @@ enum Op {
     Disconnect { t: usize },
 }
 
+/// Unlinks the reply and bulk MDs of one attempt (their UNLINK events free the buffers).
+fn unlink_attempt(node: &mut Node, rpc: &Rpc) {
+    for md in &rpc.mds {
+        let _ = node.lnet.md_unlink(*md);
+    }
+}
+
 struct Rpc {
     op: Op,
     t: usize,
@@ -320,18 +327,7 @@ impl Osc {
     /// As `retry`; `same_xid: false` makes it a new request (a checksum error was a real,
     /// completed reply that the server remembers, so the redo needs a new xid as in Lustre).
     fn retry_as(&mut self, node: &mut Node, rpc: Rpc, why: &str, same_xid: bool) {
-        for md in &rpc.mds {
-            let _ = node.lnet.md_unlink(*md); // its UNLINK event frees the buffer
-        }
-        if rpc.tries >= self.job.max_tries.max(1) {
-            if let Op::Connect { t } = rpc.op {
-                self.reconnecting.remove(&t); // parked RPCs go again and fail on their own
-            }
-            if let Some(b) = rpc.bulk {
-                free(node, b);
-            }
-            return self.fail(format!("{:?} xid {}: {why}; gave up after {} tries", rpc.op, rpc.xid, rpc.tries));
-        }
+        let Some(rpc) = self.end_attempt(node, rpc, why) else { return };
         self.report.resends += 1;
         let op = rpc.op;
         let xid = same_xid.then_some(rpc.xid);
@@ -340,21 +336,31 @@ impl Osc {
         }
     }
 
+    /// Ends an attempt of `rpc` (unlinking its buffers); `None` if it has had all its tries
+    /// (then it counts as failed because of `why`).
+    fn end_attempt(&mut self, node: &mut Node, rpc: Rpc, why: &str) -> Option<Rpc> {
+        unlink_attempt(node, &rpc);
+        if rpc.tries < self.job.max_tries.max(1) {
+            return Some(rpc);
+        }
+        if let Op::Connect { t } = rpc.op {
+            self.reconnecting.remove(&t); // parked RPCs go again and fail on their own
+        }
+        if let Some(b) = rpc.bulk {
+            free(node, b);
+        }
+        self.fail(format!("{:?} xid {}: {why}; gave up after {} tries", rpc.op, rpc.xid, rpc.tries));
+        None
+    }
+
     /// The server answered ENOTCONN (it restarted and lost our export): park the RPC, connect
     /// again (once per target), and send it anew when connected — Lustre's reconnect.
     fn reconnect(&mut self, node: &mut Node, rpc: Rpc) {
-        for md in &rpc.mds {
-            let _ = node.lnet.md_unlink(*md);
-        }
         if let Op::Disconnect { .. } = rpc.op {
+            unlink_attempt(node, &rpc);
             return; // the server already forgot us: that is what we asked for
         }
-        if rpc.tries >= self.job.max_tries.max(1) {
-            if let Some(b) = rpc.bulk {
-                free(node, b);
-            }
-            return self.fail(format!("{:?} xid {}: not connected; gave up after {} tries", rpc.op, rpc.xid, rpc.tries));
-        }
+        let Some(rpc) = self.end_attempt(node, rpc, "not connected") else { return };
         let t = rpc.t;
         // Sent before a reconnect that is now over: it just goes again with the new handle.
         let stale = rpc.handle != self.handles[t];
