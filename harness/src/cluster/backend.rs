@@ -24,22 +24,38 @@ pub trait Backend {
     fn can_inject(&self, _kind: super::spec::FaultKind, _timed: bool) -> bool {
         true
     }
-    /// Kills node `i` (SIGKILL: no goodbye) and waits until it is gone. The default kills the
-    /// node's local process.
+    /// Kills node `i` (SIGKILL: no goodbye; a frozen node is thawed first) and waits until it
+    /// is gone; its exit is expected (`Cluster::down`) until [`Backend::start_node`].
     fn kill_node(&self, cluster: &mut Cluster, i: usize, timeout: Duration) -> anyhow::Result<()> {
-        let pid = cluster.pids()[i].ok_or_else(|| anyhow::anyhow!("node {} has no local process to kill on the {} backend", cluster.nodes[i].name, self.name()))?;
         cluster.down.insert(i);
-        // SAFETY: signalling a child process we started and have not reaped.
-        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-        cluster.paused.remove(&i);
+        if cluster.paused.remove(&i) {
+            self.freeze_node(cluster, i, false)?;
+        }
+        if let Err(e) = self.signal_kill(cluster, i) {
+            cluster.down.remove(&i);
+            return Err(e);
+        }
         cluster.wait_node_exit(i, timeout)
     }
     /// Starts a killed node again (same addresses, fabric and storage) and waits until it is
     /// ready; its roles are the caller's to start.
     fn start_node(&self, cluster: &mut Cluster, i: usize, timeout: Duration) -> anyhow::Result<()> {
-        cluster.respawn(i, timeout)?;
+        self.launch_again(cluster, i, timeout)?;
         cluster.down.remove(&i);
         Ok(())
+    }
+    /// Freezes (`paused`) or thaws node `i`; returns whether anything changed.
+    fn pause(&self, cluster: &mut Cluster, i: usize, paused: bool) -> anyhow::Result<bool> {
+        if cluster.paused.contains(&i) == paused {
+            return Ok(false);
+        }
+        self.freeze_node(cluster, i, paused)?;
+        if paused {
+            cluster.paused.insert(i);
+        } else {
+            cluster.paused.remove(&i);
+        }
+        Ok(true)
     }
     /// Kills the DMA device of net `net` (its nodes lose it). The default kills the local
     /// `dmadev` process.
@@ -50,25 +66,36 @@ pub trait Backend {
     fn start_device(&self, cluster: &mut Cluster, net: &str, timeout: Duration) -> anyhow::Result<()> {
         cluster.start_device(net, timeout)
     }
-    /// Freezes (`paused`) or thaws node `i`; returns whether anything changed. The default
-    /// signals the node's local process (SIGSTOP / SIGCONT).
-    fn pause(&self, cluster: &mut Cluster, i: usize, paused: bool) -> anyhow::Result<bool> {
-        if cluster.paused.contains(&i) == paused {
-            return Ok(false);
-        }
-        let pid = cluster.pids()[i].ok_or_else(|| anyhow::anyhow!("node {} has no local process to pause on the {} backend", cluster.nodes[i].name, self.name()))?;
-        let sig = if paused { libc::SIGSTOP } else { libc::SIGCONT };
-        // SAFETY: signalling a child process we started and have not reaped.
-        if unsafe { libc::kill(pid as libc::pid_t, sig) } != 0 {
-            anyhow::bail!("cannot {} node {}: {}", if paused { "pause" } else { "resume" }, cluster.nodes[i].name, std::io::Error::last_os_error());
-        }
-        if paused {
-            cluster.paused.insert(i);
-        } else {
-            cluster.paused.remove(&i);
-        }
-        Ok(true)
+
+    // What the fault methods above ask of a backend; the defaults act on local processes.
+
+    /// SIGKILLs node `i`.
+    fn signal_kill(&self, cluster: &Cluster, i: usize) -> anyhow::Result<()> {
+        signal(self.name(), cluster, i, libc::SIGKILL, "kill")
     }
+    /// Starts node `i` again and waits until it is ready.
+    fn launch_again(&self, cluster: &mut Cluster, i: usize, timeout: Duration) -> anyhow::Result<()> {
+        cluster.respawn(i, timeout)
+    }
+    /// Freezes or thaws node `i` (SIGSTOP / SIGCONT).
+    fn freeze_node(&self, cluster: &Cluster, i: usize, frozen: bool) -> anyhow::Result<()> {
+        if frozen {
+            signal(self.name(), cluster, i, libc::SIGSTOP, "pause")
+        } else {
+            signal(self.name(), cluster, i, libc::SIGCONT, "resume")
+        }
+    }
+}
+
+/// Sends `sig` to node `i`'s local process (`what` names the action in errors).
+fn signal(backend: &str, cluster: &Cluster, i: usize, sig: libc::c_int, what: &str) -> anyhow::Result<()> {
+    let name = &cluster.nodes[i].name;
+    let pid = cluster.pids()[i].ok_or_else(|| anyhow::anyhow!("node {name} has no local process to {what} on the {backend} backend"))?;
+    // SAFETY: signalling a child process we started and have not reaped.
+    if unsafe { libc::kill(pid as libc::pid_t, sig) } != 0 {
+        anyhow::bail!("cannot {what} node {name}: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Every node a local `lnetd` process on its own loopback address, one `dmadev` per DMA net.

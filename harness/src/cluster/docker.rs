@@ -348,39 +348,22 @@ impl Backend for DockerBackend {
         Ok(())
     }
 
-    fn kill_node(&self, cluster: &mut Cluster, i: usize, timeout: Duration) -> anyhow::Result<()> {
-        let name = cluster.nodes[i].name.clone();
-        cluster.down.insert(i);
-        if cluster.paused.remove(&i) {
-            self.pause_container(&name, false)?;
-        }
-        self.kill(&name)?;
-        // The old attachment ends: consume its exit.
-        cluster.wait_node_exit(i, timeout)
+    fn signal_kill(&self, cluster: &Cluster, i: usize) -> anyhow::Result<()> {
+        // The old attachment ends; `kill_node` consumes its exit.
+        self.kill(&cluster.nodes[i].name)
     }
 
-    fn start_node(&self, cluster: &mut Cluster, i: usize, timeout: Duration) -> anyhow::Result<()> {
+    fn launch_again(&self, cluster: &mut Cluster, i: usize, timeout: Duration) -> anyhow::Result<()> {
         let tx = self.tx.lock().unwrap().clone().ok_or_else(|| anyhow::anyhow!("cluster not up"))?;
         let c = self.container(&cluster.nodes[i].name);
         let w = attach(&self.engine, &c, i, tx)?;
         self.engine.rt.block_on(self.engine.docker.start_container(&c, None::<qp::StartContainerOptions>))?;
         cluster.replace_writer(i, w);
-        cluster.wait_node_ready(i, timeout)?;
-        cluster.down.remove(&i);
-        Ok(())
+        cluster.wait_node_ready(i, timeout)
     }
 
-    fn pause(&self, cluster: &mut Cluster, i: usize, paused: bool) -> anyhow::Result<bool> {
-        if cluster.paused.contains(&i) == paused {
-            return Ok(false);
-        }
-        self.pause_container(&cluster.nodes[i].name, paused)?;
-        if paused {
-            cluster.paused.insert(i);
-        } else {
-            cluster.paused.remove(&i);
-        }
-        Ok(true)
+    fn freeze_node(&self, cluster: &Cluster, i: usize, frozen: bool) -> anyhow::Result<()> {
+        self.pause_container(&cluster.nodes[i].name, frozen)
     }
 
     fn tcp_addressing(&self, spec: &ClusterSpec) -> Option<Box<dyn Fn(usize, &str, usize) -> Ipv4Addr>> {
