@@ -541,7 +541,7 @@ impl ClusterSpec {
                     return Err(err(k, format!("{k} on `{}`: `latency` is for lnet_delay (and lnet_delay needs it)", f.node)));
                 }
                 if let Some(t) = &f.msg_type {
-                    if !["PUT", "GET", "ACK", "REPLY"].contains(&t.as_str()) {
+                    if !lnd::lnet::fault::MSG_TYPES.contains(&t.as_str()) {
                         return Err(err(t, format!("{k} on `{}`: type `{t}` is not PUT, GET, ACK or REPLY", f.node)));
                     }
                 }

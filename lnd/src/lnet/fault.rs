@@ -6,6 +6,9 @@ use super::{Action, LndRecv, Parsed};
 use crate::wire::{HdrBody, HdrRepr, MsgType, Nid};
 use tracing::warn;
 
+/// The message types a rule can match.
+pub const MSG_TYPES: [&str; 4] = ["PUT", "GET", "ACK", "REPLY"];
+
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FaultRule {
@@ -68,7 +71,7 @@ impl ActiveRule {
             return Err("rate and interval must be at least 1".into());
         }
         if let Some(t) = &rule.msg_type {
-            if !["PUT", "GET", "ACK", "REPLY"].contains(&t.as_str()) {
+            if !MSG_TYPES.contains(&t.as_str()) {
                 return Err(format!("unknown message type `{t}` (PUT, GET, ACK, REPLY)"));
             }
         }
