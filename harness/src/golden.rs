@@ -2,7 +2,8 @@
 //! instead of NIDs, xids renumbered by first appearance, no times — compared with the
 //! snapshots in `golden/` (insta's `.snap` format) by `lnetlab golden check`.
 
-use crate::cluster::run::{run, Report, RunOpts};
+use crate::cluster::report::Report;
+use crate::cluster::run::{run, RunOpts};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

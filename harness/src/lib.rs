@@ -1,30 +1,9 @@
 //! lnetlab: the user-facing harness over the `lnd` crate — cluster specs and backends, runs with
-//! reports and artifacts, and benchmarks.
+//! reports and artifacts, and benchmarks. ARCHITECTURE.md at the root has the code map.
 
 pub mod bench;
 pub mod cluster;
 pub mod golden;
+pub mod interrupt;
 pub mod procs;
 pub mod runner;
-
-use std::sync::atomic::{AtomicBool, Ordering};
-
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_interrupt(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-/// Turns SIGINT/SIGTERM into a flag the run loops check, so teardown always happens.
-pub fn install_interrupt_handler() {
-    // SAFETY: the handler only stores to an atomic.
-    unsafe {
-        libc::signal(libc::SIGINT, on_interrupt as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_interrupt as *const () as libc::sighandler_t);
-    }
-}
-
-/// Has the user asked us to stop?
-pub fn interrupted() -> bool {
-    INTERRUPTED.load(Ordering::SeqCst)
-}

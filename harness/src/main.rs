@@ -183,7 +183,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::bail!("a cluster is already up (lnetlab pid {pid}); `lnetlab down` first");
             }
             if foreground {
-                harness::install_interrupt_handler();
+                harness::interrupt::install_interrupt_handler();
                 let opts = cluster::run::RunOpts { file, seed, keep: false, json: false, artifacts, backend, timeout: std::time::Duration::from_secs(120), up_only: Some(state), only: None };
                 let r = cluster::run::run(&opts)?;
                 if let Some(e) = r.error {
@@ -236,8 +236,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 None => {
                     #[cfg(feature = "cluster")]
                     {
-                        let e = cluster::docker::Engine::connect()?;
-                        cluster::docker::ensure_image(&e)?
+                        let e = cluster::backends::docker::Engine::connect()?;
+                        cluster::backends::docker::ensure_image(&e)?
                     }
                     #[cfg(not(feature = "cluster"))]
                     anyhow::bail!("no --image given and lnetlab was built without --features cluster (needed to build the image)")
@@ -292,8 +292,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if all {
                 #[cfg(feature = "cluster")]
                 {
-                    let e = cluster::docker::Engine::connect()?;
-                    let n = cluster::docker::reap(&e, None)?;
+                    let e = cluster::backends::docker::Engine::connect()?;
+                    let n = cluster::backends::docker::reap(&e, None)?;
                     println!("removed {n} docker objects labelled lnetlab.run");
                 }
                 #[cfg(not(feature = "cluster"))]
@@ -379,12 +379,12 @@ fn running(state: &std::path::Path) -> Option<i32> {
 
 /// Runs a cluster and prints the report (table or JSON); exits 1 with the repro line on failure.
 fn run_and_report(opts: &cluster::run::RunOpts) -> anyhow::Result<()> {
-    harness::install_interrupt_handler();
+    harness::interrupt::install_interrupt_handler();
     let r = cluster::run::run(opts)?;
     if opts.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {
-        print!("{}", cluster::run::table(&r));
+        print!("{}", cluster::report::table(&r));
     }
     if !r.ok {
         eprintln!("reproduce with: {}", cluster::run::repro(opts, r.seed));

@@ -4,7 +4,7 @@
 #![cfg(feature = "cluster")]
 
 use harness::cluster::backend::Backend;
-use harness::cluster::docker::{DockerBackend, LABEL_RUN};
+use harness::cluster::backends::docker::{DockerBackend, LABEL_RUN};
 use harness::cluster::plan::plan;
 use harness::cluster::spec::ClusterSpec;
 use serde_json::json;
@@ -77,11 +77,11 @@ fn oss_killed_and_restarted_keeps_its_data() {
     let mut c = b.up(&p, scratch.path(), art.path(), t, &|s: &str| eprintln!("{s}")).unwrap();
     let oss = p.nodes.iter().position(|n| n.name == "oss1").unwrap();
     let c3 = p.nodes.iter().position(|n| n.name == "c3").unwrap();
-    let start_oss = |c: &mut harness::cluster::process::Cluster| {
+    let start_oss = |c: &mut harness::cluster::control::Cluster| {
         let targets: Vec<_> = p.nodes[oss].targets.iter().map(|x| json!({"index": x.ost, "dir": c.target_dirs[&("oss1".to_string(), x.ost)], "size": x.size.0})).collect();
         c.cmd(oss, json!({"op": "oss_start", "targets": targets}), t).unwrap();
     };
-    let io = |c: &mut harness::cluster::process::Cluster, extra: serde_json::Value| -> serde_json::Value {
+    let io = |c: &mut harness::cluster::control::Cluster, extra: serde_json::Value| -> serde_json::Value {
         let mut job = json!({"name": "restart", "targets": p.targets_for("c3"), "files": 2, "file_size": 3 << 20, "stripe_size": 1 << 20, "stripe_count": 2, "seed": 9});
         for (k, v) in extra.as_object().unwrap() {
             job[k] = v.clone();
@@ -93,7 +93,7 @@ fn oss_killed_and_restarted_keeps_its_data() {
                 return c.backlog.remove(pos).1["io_done"].clone();
             }
             match c.next(deadline).unwrap() {
-                (i, harness::cluster::process::NodeLine::Line(v)) => c.backlog.push((i, v)),
+                (i, harness::cluster::control::NodeLine::Line(v)) => c.backlog.push((i, v)),
                 (i, _) => panic!("node {i} exited"),
             }
         }
@@ -184,8 +184,8 @@ async fn image_smoke_test_with_testcontainers() {
     use testcontainers::runners::AsyncRunner;
     use testcontainers::{GenericImage, ImageExt};
     let tag = tokio::task::spawn_blocking(|| {
-        let e = harness::cluster::docker::Engine::connect().unwrap();
-        harness::cluster::docker::ensure_image(&e).unwrap()
+        let e = harness::cluster::backends::docker::Engine::connect().unwrap();
+        harness::cluster::backends::docker::ensure_image(&e).unwrap()
     })
     .await
     .unwrap();

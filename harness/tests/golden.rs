@@ -20,7 +20,7 @@ fn golden_snapshots() {
     }
 }
 
-fn raw_traces(report: &harness::cluster::run::Report) -> Vec<(String, Vec<u8>)> {
+fn raw_traces(report: &harness::cluster::report::Report) -> Vec<(String, Vec<u8>)> {
     let dir = Path::new(&report.artifacts).join("traces");
     let mut v: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).map(|p| (p.file_name().unwrap().to_string_lossy().to_string(), std::fs::read(&p).unwrap())).collect();
     v.sort();

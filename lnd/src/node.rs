@@ -205,7 +205,6 @@ impl NodeBuilder {
         }
         let mut node = Node { lnet, lnds, mem, arena };
         node.install_ping_responder().map_err(|_| BuildError::NoMemory(size, 0))?;
-        crate::selftest::install_sink(&mut node).map_err(|_| BuildError::NoMemory(size, LNET_MTU as u64))?;
         Ok(node)
     }
 }

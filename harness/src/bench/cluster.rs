@@ -1,9 +1,9 @@
 //! `bench cluster`: bringing up an 8-node cluster with the docker backend (until every lnetd is
 //! ready) against starting 8 bare containers of the same image with `docker run`, same run.
 
-use super::Metric;
+use super::metric::Metric;
 use crate::cluster::backend::Backend;
-use crate::cluster::docker::{ensure_image, DockerBackend, LABEL_RUN};
+use crate::cluster::backends::docker::{ensure_image, DockerBackend, LABEL_RUN};
 use crate::cluster::plan::plan;
 use crate::cluster::spec::ClusterSpec;
 use std::process::Command;

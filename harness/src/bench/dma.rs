@@ -1,7 +1,7 @@
 //! `bench dma`: DMA LND bandwidth and latency over a real `dmadev` process, against the
 //! one-copy limit (cache-resident memcpy of the same size) and the device's raw SMSG round trip.
 
-use super::Metric;
+use super::metric::Metric;
 use lnd::dev::client::{ShmDevice, ShmWaker};
 use lnd::dev::{CompKind, Desc, DmaDevice, Op};
 use lnd::dmalnd::DmaLndConfig;
@@ -300,7 +300,7 @@ pub fn run(opts: &DmaBenchOpts) -> anyhow::Result<Vec<Metric>> {
         }
         if let Some(dir) = &opts.plot {
             let samples = rtt_samples(&mut a, opts.rtts.min(2000))?;
-            super::plot::dma_charts(dir, &m, &samples)?;
+            super::plot::dma_charts(dir, &SWEEP, &m, &samples)?;
         }
         Ok(m)
     })();

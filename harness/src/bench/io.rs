@@ -3,7 +3,7 @@
 //! the same run.
 
 use super::dma::{put_bandwidth_to, target, BenchNode};
-use super::Metric;
+use super::metric::Metric;
 use lnd::ost::osc::{IoJob, Osc};
 use lnd::ost::oss::Oss;
 use lnd::ost::store::Ost;

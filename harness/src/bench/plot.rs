@@ -1,6 +1,6 @@
 //! `--plot DIR`: small SVG line charts a person can look at (no plotting dependency).
 
-use super::Metric;
+use super::metric::Metric;
 use std::fmt::Write;
 use std::path::Path;
 
@@ -45,9 +45,8 @@ fn value(m: &[Metric], name: &str) -> f64 {
 }
 
 /// Bandwidth by message size and the PUT+ACK latency CDF.
-pub fn dma_charts(dir: &Path, m: &[Metric], rtt_us: &[f64]) -> anyhow::Result<()> {
+pub fn dma_charts(dir: &Path, sizes: &[usize], m: &[Metric], rtt_us: &[f64]) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let sizes = super::dma::SWEEP;
     let xs: Vec<String> = sizes.iter().map(|s| if *s >= 1 << 20 { format!("{}M", s >> 20) } else { format!("{}K", s >> 10) }).collect();
     let put: Vec<f64> = sizes.iter().map(|s| value(m, &format!("dma_put_{}KiB_GBps", s >> 10))).collect();
     let get: Vec<f64> = sizes.iter().map(|s| value(m, &format!("dma_get_{}KiB_GBps", s >> 10))).collect();

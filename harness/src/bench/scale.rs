@@ -2,10 +2,11 @@
 //! clients): resident memory of every idle node, then aggregate brw-write bandwidth of all
 //! clients against the OSS node for one second.
 
-use super::Metric;
-use crate::cluster::backend::{Backend, ProcessBackend};
+use super::metric::Metric;
+use crate::cluster::backend::Backend;
+use crate::cluster::backends::process::ProcessBackend;
 use crate::cluster::plan::{loopback, plan};
-use crate::cluster::run::run_selftest;
+use crate::cluster::workloads::selftest::run_selftest;
 use crate::cluster::spec::ClusterSpec;
 use std::path::Path;
 use std::time::Duration;
@@ -38,7 +39,7 @@ pub fn run(max_nodes: usize, plot: Option<&Path>) -> anyhow::Result<Vec<Metric>>
         let art = tempfile::tempdir()?;
         let scratch = tempfile::tempdir()?;
         eprintln!("  scale: {n} nodes ...");
-        let mut c = ProcessBackend.up(&p, scratch.path(), art.path(), Duration::from_secs(120), &|_| {})?;
+        let mut c = ProcessBackend::default().up(&p, scratch.path(), art.path(), Duration::from_secs(120), &|_| {})?;
         std::thread::sleep(Duration::from_millis(300));
         let mems: Vec<f64> = c.pids().into_iter().flatten().filter_map(rss_mib).collect();
         let max_rss = mems.iter().copied().fold(0.0, f64::max);

@@ -1,7 +1,7 @@
 //! `bench sock`: socklnd 1 MiB PUT bandwidth over loopback against iperf3 (one stream, same run),
 //! and 1 MiB GETs from a DMA node through a router to a TCP node.
 
-use super::Metric;
+use super::metric::Metric;
 use crate::runner::{serve, Notify};
 use lnd::dev::client::ShmDevice;
 use lnd::dmalnd::DmaLndConfig;

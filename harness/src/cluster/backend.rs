@@ -1,8 +1,9 @@
-//! Backends run a planned cluster: `process` (local processes, the default) now; `docker` and
-//! `sim` plug in behind the same trait as their issues land.
+//! What a backend is: it brings a planned cluster up and, where it can, kills, starts, freezes
+//! and thaws nodes and devices. This trait knows no implementation (they live in `backends/`).
 
+use super::control::Cluster;
 use super::plan::Plan;
-use super::process::Cluster;
+use super::spec::{ClusterSpec, FaultKind};
 use std::path::Path;
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use std::time::Duration;
 pub trait Backend {
     fn name(&self) -> &'static str;
     /// How this backend numbers TCP NIDs (`None`: per-run loopback addresses).
-    fn tcp_addressing(&self, _spec: &super::spec::ClusterSpec) -> Option<Box<dyn Fn(usize, &str, usize) -> std::net::Ipv4Addr>> {
+    fn tcp_addressing(&self, _spec: &ClusterSpec) -> Option<Box<dyn Fn(usize, &str, usize) -> std::net::Ipv4Addr>> {
         None
     }
     /// `scratch` holds fabrics and OST storage; `art` is the run's artifacts directory.
@@ -21,7 +22,7 @@ pub trait Backend {
         false
     }
     /// Can this backend inject faults of `kind` (`timed`: in windows while workloads run)?
-    fn can_inject(&self, _kind: super::spec::FaultKind, _timed: bool) -> bool {
+    fn can_inject(&self, _kind: FaultKind, _timed: bool) -> bool {
         true
     }
     /// Kills node `i` (SIGKILL: no goodbye; a frozen node is thawed first) and waits until it
@@ -57,68 +58,28 @@ pub trait Backend {
         }
         Ok(true)
     }
-    /// Kills the DMA device of net `net` (its nodes lose it). The default kills the local
-    /// `dmadev` process.
-    fn kill_device(&self, cluster: &mut Cluster, net: &str) -> anyhow::Result<()> {
-        cluster.kill_device(net)
+    /// Kills the DMA device of net `net` (its nodes lose it).
+    fn kill_device(&self, _cluster: &mut Cluster, net: &str) -> anyhow::Result<()> {
+        anyhow::bail!("the {} backend cannot kill the device of {net}", self.name())
     }
     /// Starts the DMA device of `net` again; its nodes attach to it on their own.
-    fn start_device(&self, cluster: &mut Cluster, net: &str, timeout: Duration) -> anyhow::Result<()> {
-        cluster.start_device(net, timeout)
+    fn start_device(&self, _cluster: &mut Cluster, net: &str, _timeout: Duration) -> anyhow::Result<()> {
+        anyhow::bail!("the {} backend cannot start the device of {net}", self.name())
     }
 
-    // What the fault methods above ask of a backend; the defaults act on local processes.
+    // What the fault methods above ask of a backend.
 
-    /// SIGKILLs node `i`.
+    /// Kills node `i` at once (no goodbye).
     fn signal_kill(&self, cluster: &Cluster, i: usize) -> anyhow::Result<()> {
-        signal(self.name(), cluster, i, libc::SIGKILL, "kill")
+        anyhow::bail!("the {} backend cannot kill node {}", self.name(), cluster.nodes[i].name)
     }
     /// Starts node `i` again and waits until it is ready.
     fn launch_again(&self, cluster: &mut Cluster, i: usize, timeout: Duration) -> anyhow::Result<()> {
         cluster.respawn(i, timeout)
     }
-    /// Freezes or thaws node `i` (SIGSTOP / SIGCONT).
-    fn freeze_node(&self, cluster: &Cluster, i: usize, frozen: bool) -> anyhow::Result<()> {
-        if frozen {
-            signal(self.name(), cluster, i, libc::SIGSTOP, "pause")
-        } else {
-            signal(self.name(), cluster, i, libc::SIGCONT, "resume")
-        }
+    /// Freezes or thaws node `i`.
+    fn freeze_node(&self, cluster: &Cluster, i: usize, _frozen: bool) -> anyhow::Result<()> {
+        anyhow::bail!("the {} backend cannot pause node {}", self.name(), cluster.nodes[i].name)
     }
 }
 
-/// Sends `sig` to node `i`'s local process (`what` names the action in errors).
-fn signal(backend: &str, cluster: &Cluster, i: usize, sig: libc::c_int, what: &str) -> anyhow::Result<()> {
-    let name = &cluster.nodes[i].name;
-    let pid = cluster.pids()[i].ok_or_else(|| anyhow::anyhow!("node {name} has no local process to {what} on the {backend} backend"))?;
-    // SAFETY: signalling a child process we started and have not reaped.
-    if unsafe { libc::kill(pid as libc::pid_t, sig) } != 0 {
-        anyhow::bail!("cannot {what} node {name}: {}", std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Every node a local `lnetd` process on its own loopback address, one `dmadev` per DMA net.
-pub struct ProcessBackend;
-
-impl Backend for ProcessBackend {
-    fn name(&self) -> &'static str {
-        "process"
-    }
-    fn up(&self, plan: &Plan, scratch: &Path, art: &Path, timeout: Duration, progress: &dyn Fn(&str)) -> anyhow::Result<Cluster> {
-        Cluster::up(plan, scratch, art, timeout, progress)
-    }
-}
-
-/// The backend called `name`.
-pub fn by_name(name: &str) -> anyhow::Result<Box<dyn Backend>> {
-    match name {
-        "process" => Ok(Box::new(ProcessBackend)),
-        "sim" => Ok(Box::new(super::sim::SimBackend)),
-        #[cfg(feature = "cluster")]
-        "docker" => Ok(Box::new(super::docker::DockerBackend::new()?)),
-        #[cfg(not(feature = "cluster"))]
-        "docker" => anyhow::bail!("backend `docker` needs lnetlab built with `--features cluster`"),
-        other => anyhow::bail!("backend `{other}` is not available (available: process, sim, docker)"),
-    }
-}

@@ -1,62 +1,15 @@
-//! The spec's faults at run time: device fault settings per DMA net, LNet rules installed on
-//! nodes, and a timeline of windows (pause, partition, timed rules) fired while workloads run.
+//! The spec's faults at run time: LNet rules installed on nodes, and a timeline of windows (pause, partition, timed rules) fired while workloads run.
 //! Every fault is written to `traces/faults.jsonl` and counted by kind for the report.
 
 use super::backend::Backend;
 use super::plan::Plan;
-use super::process::Cluster;
+use super::control::Cluster;
 use super::spec::{parse_duration, FaultKind, FaultSpec};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-/// The device faults the spec asks of DMA net `net` (None: a clean device).
-pub fn device_config(plan: &Plan, net: &str) -> Option<lnd::dev::engine::FaultConfig> {
-    let mut cfg = lnd::dev::engine::FaultConfig::default();
-    for f in plan.spec.faults.iter().filter(|f| f.kind.is_device() && f.net.as_deref() == Some(net)) {
-        let rate = f.rate.unwrap_or(0);
-        match f.kind {
-            FaultKind::DmaCorrupt => cfg.corrupt = rate,
-            FaultKind::DmaTxfail => cfg.txfail = rate,
-            FaultKind::DmaPullfail => cfg.pullfail = rate,
-            FaultKind::DmaMailbox => cfg.mailbox = rate,
-            FaultKind::DmaLost => cfg.lost = rate,
-            FaultKind::DmaLate => {
-                cfg.late = rate;
-                cfg.late_ms = f.latency.as_deref().and_then(|l| parse_duration(l).ok()).map_or(1, |d| d.as_millis() as u64);
-            }
-            _ => {}
-        }
-    }
-    (cfg != Default::default()).then_some(cfg)
-}
-
-/// `dmadev` arguments for net `net`'s faults.
-pub fn dmadev_args(plan: &Plan, net: &str) -> Vec<String> {
-    match device_config(plan, net) {
-        Some(cfg) => vec!["--faults".into(), serde_json::to_string(&cfg).expect("plain struct"), "--seed".into(), plan.seed.to_string()],
-        None => Vec::new(),
-    }
-}
-
-/// Device faults counted from the `dmadev-*.log` files in `art` (lines `fault: KIND ...`).
-pub fn device_counts_from_logs(art: &Path) -> BTreeMap<String, u64> {
-    let mut n = BTreeMap::new();
-    for e in std::fs::read_dir(art).into_iter().flatten().flatten() {
-        let name = e.file_name().to_string_lossy().to_string();
-        if !(name.starts_with("dmadev-") && name.ends_with(".log")) {
-            continue;
-        }
-        for l in std::fs::read_to_string(e.path()).unwrap_or_default().lines() {
-            if let Some(k) = l.split("fault: ").nth(1).and_then(|r| r.split_whitespace().next()) {
-                *n.entry(k.to_string()).or_default() += 1;
-            }
-        }
-    }
-    n
-}
 
 /// Adds a node's LNet rule hits (`stats` output) to `by_kind`; partitions count their windows,
 /// not the messages they cut.
@@ -311,7 +264,7 @@ impl Faults {
                     return Ok(());
                 }
                 backend.start_node(cluster, node, timeout)?;
-                super::run::start_roles(cluster, plan, node, timeout, say)?;
+                cluster.start_roles(plan, node, timeout, say)?;
                 if self.installed {
                     self.install_on(cluster, plan, Some(node), timeout, say)?;
                 }

@@ -1,13 +1,17 @@
-//! Clusters: YAML specs, the layout of nodes and addresses, backends that run them, and the
-//! `run` flow (up, workloads, verify, down) with its report and artifacts.
+//! Clusters, in the order data flows: YAML specs (`spec`, `validate`) → concrete layouts
+//! (`plan`) → backends that bring them up (`backend`, `backends/`) → the running cluster
+//! (`control`) → faults and workloads on it → `run` (orchestration) → `report`. `compose` exports
+//! a plan for docker-compose. ARCHITECTURE.md at the root has the whole map.
 
 pub mod backend;
+pub mod backends;
 pub mod compose;
-#[cfg(feature = "cluster")]
-pub mod docker;
+pub mod control;
+pub mod devfaults;
 pub mod faults;
 pub mod plan;
-pub mod process;
+pub mod report;
 pub mod run;
-pub mod sim;
 pub mod spec;
+pub mod validate;
+pub mod workloads;

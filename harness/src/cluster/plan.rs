@@ -126,3 +126,9 @@ impl Plan {
         out
     }
 }
+
+/// A fresh seed when none is given.
+pub fn random_seed() -> u64 {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    (t ^ (std::process::id() as u64).rotate_left(32)) % 1_000_000_000
+}

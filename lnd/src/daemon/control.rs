@@ -144,7 +144,11 @@ fn err(e: impl std::fmt::Display) -> String {
 }
 
 impl Controller {
-    pub fn new(node: Node) -> Controller {
+    pub fn new(mut node: Node) -> Controller {
+        // Every node serves lnet-selftest bulk tests from (and into) its sink buffer.
+        if let Err(e) = crate::selftest::install_sink(&mut node) {
+            tracing::warn!("no selftest sink on this node: {e}");
+        }
         Controller { node, oss: None, oscs: Vec::new(), sts: Vec::new(), trace: None, last_progress: std::time::Instant::now(), progress_every: Some(std::time::Duration::from_millis(300)), last_stats: Vec::new(), clock: crate::wall_clock(), bufs: HashMap::new(), mes: HashMap::new(), quit: false, epoch: None }
     }
 

@@ -1,15 +1,14 @@
-//! The `process` backend: one `dmadev` per DMA net and one `lnetd` per node, all local
-//! processes on loopback addresses, driven over their stdin/stdout. Everything is killed and
-//! reaped when the cluster handle drops (success, failure, panic or interrupt).
+//! A running cluster, whichever backend started it: each node's control channel (JSON lines in,
+//! JSON lines out), commands and replies, readiness, and starting a node's server roles.
 
-use super::plan::{NodePlan, Plan};
+use super::devfaults::device_counts_from_logs;
+use super::plan::Plan;
 use super::spec::Role;
-use crate::procs::{daemon_command, start_dmadev, Guard};
+use crate::procs::Guard;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 /// A line from a node, or its end.
@@ -30,6 +29,11 @@ impl NodeProc {
     /// A node reached through a line-oriented writer (its replies arrive on the cluster channel).
     pub fn remote(name: &str, stdin: Box<dyn Write + Send>) -> NodeProc {
         NodeProc { name: name.to_string(), guard: None, stdin, next_id: 0 }
+    }
+
+    /// A node that is a local process (killed and reaped with its guard).
+    pub fn local(name: &str, guard: Guard, stdin: Box<dyn Write + Send>) -> NodeProc {
+        NodeProc { name: name.to_string(), guard: Some(guard), stdin, next_id: 0 }
     }
 }
 
@@ -53,86 +57,19 @@ pub struct Cluster {
     pub paused: std::collections::HashSet<usize>,
     /// Nodes a restart fault killed and has not started again (their exit is expected).
     pub down: std::collections::HashSet<usize>,
-    /// Starts node `i` again as it was first started (process backend).
+    /// Starts node `i` again as it was first started (set by backends that can).
     respawn: Option<Box<dyn FnMut(usize) -> anyhow::Result<NodeProc> + Send>>,
-    /// The local `dmadev` of each DMA net (process backend): net, fabric directory, extra
-    /// arguments, and the process while it runs.
-    pub devices: Vec<(String, PathBuf, Vec<String>, Option<Guard>)>,
-}
-
-fn socklnd_port() -> u16 {
-    if unsafe { libc::geteuid() } == 0 {
-        988
-    } else {
-        10988
-    }
-}
-
-fn lnetd_args(n: &NodePlan, scratch: &Path, art: &Path, plan: &Plan) -> Vec<String> {
-    let mut a = Vec::new();
-    for (net, nid) in &n.nids {
-        a.extend(["--nid".to_string(), nid.to_string()]);
-        if plan.dma_nets.contains(net) {
-            a.extend(["--fabric".into(), scratch.join(format!("fabric-{net}")).display().to_string()]);
-        }
-    }
-    for (net, gw) in &n.routes {
-        a.extend(["--route".into(), format!("{net} {gw}")]);
-    }
-    if n.is(Role::Router) {
-        a.push("--routing".into());
-    }
-    a.extend(["--mem".into(), n.mem.to_string(), "--port".into(), socklnd_port().to_string()]);
-    a.extend(["--log".into(), art.join("nodes").join(format!("{}.log", n.name)).display().to_string()]);
-    a.extend(["--trace".into(), art.join("traces").join(format!("{}.jsonl", n.name)).display().to_string()]);
-    a
 }
 
 impl Cluster {
-    /// Starts every daemon and waits until each node says it is ready.
-    pub fn up(plan: &Plan, scratch: &Path, art: &Path, timeout: Duration, progress: &dyn Fn(&str)) -> anyhow::Result<Cluster> {
-        std::fs::create_dir_all(art.join("nodes"))?;
-        std::fs::create_dir_all(art.join("traces"))?;
-        let mut devs = Vec::new();
-        for net in &plan.dma_nets {
-            let dir = scratch.join(format!("fabric-{net}"));
-            std::fs::create_dir_all(&dir)?;
-            let extra = super::faults::dmadev_args(plan, net);
-            let g = start_dmadev(&dir, timeout, &extra)?;
-            // Keep the device log with the artifacts.
-            let _ = std::fs::hard_link(dir.join("dmadev.log"), art.join(format!("dmadev-{net}.log")));
-            devs.push((net.clone(), dir, extra, Some(g)));
-        }
-        let (tx, rx) = channel();
-        let mut nodes = Vec::new();
-        let mut how = Vec::new();
-        for (i, n) in plan.nodes.iter().enumerate() {
-            let args = lnetd_args(n, scratch, art, plan);
-            nodes.push(spawn(i, n, args.clone(), art, tx.clone())?);
-            how.push((n.clone(), args));
-        }
-        let art_dir = art.to_path_buf();
-        let respawn = move |i: usize| -> anyhow::Result<NodeProc> {
-            let (n, args) = &how[i];
-            spawn(i, n, args.clone(), &art_dir, tx.clone())
-        };
-        let keep: Vec<Box<dyn std::any::Any + Send>> = Vec::new();
-        let mut target_dirs = std::collections::HashMap::new();
-        for n in &plan.nodes {
-            for t in &n.targets {
-                target_dirs.insert((n.name.clone(), t.ost), scratch.join("targets").join(&n.name).join(format!("ost{}", t.ost)));
-            }
-        }
-        let mut c = Cluster::assemble(nodes, rx, keep, target_dirs);
-        c.respawn = Some(Box::new(respawn));
-        c.devices = devs;
-        c.wait_ready(timeout, progress, &|name| art.join("nodes").join(format!("{name}.log")).display().to_string())?;
-        Ok(c)
-    }
-
     /// A cluster from nodes a backend started; `keep` lives until teardown.
     pub fn assemble(nodes: Vec<NodeProc>, rx: Receiver<(usize, NodeLine)>, keep: Vec<Box<dyn std::any::Any + Send>>, target_dirs: std::collections::HashMap<(String, u32), PathBuf>) -> Cluster {
-        Cluster { nodes, rx, backlog: Vec::new(), _keep: keep, target_dirs, pump: None, pumped: Default::default(), device_faults: None, paused: Default::default(), down: Default::default(), respawn: None, devices: Vec::new() }
+        Cluster { nodes, rx, backlog: Vec::new(), _keep: keep, target_dirs, pump: None, pumped: Default::default(), device_faults: None, paused: Default::default(), down: Default::default(), respawn: None }
+    }
+
+    /// Lets [`Cluster::respawn`] start node `i` again with `f`.
+    pub fn set_respawn(&mut self, f: Box<dyn FnMut(usize) -> anyhow::Result<NodeProc> + Send>) {
+        self.respawn = Some(f);
     }
 
     /// Makes `next` drive `pump` for its lines (simulation backend).
@@ -145,7 +82,7 @@ impl Cluster {
     pub fn device_faults(&self, art: &Path) -> std::collections::BTreeMap<String, u64> {
         match &self.device_faults {
             Some(f) => f(),
-            None => super::faults::device_counts_from_logs(art),
+            None => device_counts_from_logs(art),
         }
     }
 
@@ -227,7 +164,7 @@ impl Cluster {
     /// The next line from any node, or `None` once `until` has passed.
     pub fn next_until(&mut self, until: Instant) -> anyhow::Result<Option<(usize, NodeLine)>> {
         let deadline = until;
-        if crate::interrupted() {
+        if crate::interrupt::interrupted() {
             anyhow::bail!("interrupted");
         }
         if let Some(pump) = self.pump.as_mut() {
@@ -274,22 +211,6 @@ impl Cluster {
         }
     }
 
-    /// Kills the `dmadev` of DMA net `net` (SIGKILL) and waits until it is gone.
-    pub fn kill_device(&mut self, net: &str) -> anyhow::Result<()> {
-        let d = self.devices.iter_mut().find(|d| d.0 == net).ok_or_else(|| anyhow::anyhow!("no local device for net {net}"))?;
-        drop(d.3.take()); // the guard kills and reaps it
-        Ok(())
-    }
-
-    /// Starts the `dmadev` of `net` again (same fabric directory and arguments).
-    pub fn start_device(&mut self, net: &str, timeout: Duration) -> anyhow::Result<()> {
-        let d = self.devices.iter_mut().find(|d| d.0 == net).ok_or_else(|| anyhow::anyhow!("no local device for net {net}"))?;
-        if d.3.is_none() {
-            d.3 = Some(start_dmadev(&d.1, timeout, &d.2)?);
-        }
-        Ok(())
-    }
-
     /// Asks every node to quit, then makes sure none is left.
     pub fn down(mut self) {
         for n in &mut self.nodes {
@@ -307,26 +228,15 @@ impl Cluster {
         }
         // Guards kill and reap whatever is still running.
     }
-}
 
-fn spawn(i: usize, n: &NodePlan, args: Vec<String>, art: &Path, tx: Sender<(usize, NodeLine)>) -> anyhow::Result<NodeProc> {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(art.join("nodes").join(format!("{}.log", n.name)))?;
-    let mut child = daemon_command("lnetd")?.args(&args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(log).spawn()?;
-    let stdin = child.stdin.take().expect("piped");
-    let out = BufReader::new(child.stdout.take().expect("piped"));
-    std::thread::spawn(move || {
-        for l in out.lines() {
-            let Ok(l) = l else { break };
-            match serde_json::from_str(&l) {
-                Ok(v) => {
-                    if tx.send((i, NodeLine::Line(v))).is_err() {
-                        return;
-                    }
-                }
-                Err(e) => tracing::warn!("node {i} printed non-JSON `{l}`: {e}"),
-            }
+    /// Starts node `i`'s server roles (the OSS with its targets).
+    pub fn start_roles(&mut self, plan: &Plan, i: usize, timeout: Duration, say: &dyn Fn(&str)) -> anyhow::Result<()> {
+        let n = &plan.nodes[i];
+        if n.is(Role::Oss) {
+            let targets: Vec<Value> = n.targets.iter().map(|t| json!({"index": t.ost, "dir": self.target_dirs[&(n.name.clone(), t.ost)], "size": t.size.0})).collect();
+            self.cmd(i, json!({"op": "oss_start", "targets": targets}), timeout)?;
+            say(&format!("oss {}: {} OSTs", n.name, n.targets.len()));
         }
-        let _ = tx.send((i, NodeLine::Exited));
-    });
-    Ok(NodeProc { name: n.name.clone(), guard: Some(Guard { child, what: n.name.clone() }), stdin: Box::new(stdin), next_id: 0 })
+        Ok(())
+    }
 }

@@ -1,10 +1,11 @@
 //! The `sim` backend: the whole cluster in this process on virtual time (lnd's `sim` module),
 //! driven only when the harness waits for output, so a seed replays the same run.
 
-use super::backend::Backend;
-use super::plan::Plan;
-use super::process::{Cluster, NodeLine, NodeProc};
-use super::spec::{ClusterSpec, Role};
+use crate::cluster::backend::Backend;
+use crate::cluster::control::{Cluster, NodeLine, NodeProc};
+use crate::cluster::devfaults;
+use crate::cluster::plan::Plan;
+use crate::cluster::spec::{ClusterSpec, FaultKind, Role};
 use lnd::daemon::control::Controller;
 use lnd::dmalnd::DmaLndConfig;
 use lnd::node::NodeBuilder;
@@ -66,8 +67,8 @@ impl Backend for SimBackend {
 
     /// Windows open on the wall clock, which a simulated run does not follow; frozen processes
     /// and late copies need real ones.
-    fn can_inject(&self, kind: super::spec::FaultKind, timed: bool) -> bool {
-        use super::spec::FaultKind::*;
+    fn can_inject(&self, kind: FaultKind, timed: bool) -> bool {
+        use FaultKind::*;
         !timed && !matches!(kind, Pause | Partition | Restart | DeviceRestart | DmaLate)
     }
 
@@ -108,7 +109,7 @@ impl Backend for SimBackend {
         }
         for net in &plan.dma_nets {
             // Late completions need a device with its own copier thread: not simulated.
-            if let Some(cfg) = super::faults::device_config(plan, net) {
+            if let Some(cfg) = devfaults::device_config(plan, net) {
                 sim.fabric(net).engine().lock().unwrap().set_faults(lnd::dev::engine::FaultConfig { late: 0, ..cfg }, plan.seed);
             }
         }

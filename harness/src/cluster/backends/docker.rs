@@ -4,10 +4,11 @@
 //! containers, each OSS's targets on volumes of its own. Everything carries `lnetlab.*` labels and
 //! is removed at teardown (logs saved first); `reap` removes what a killed run left.
 
-use super::backend::Backend;
-use super::plan::Plan;
-use super::process::{Cluster, NodeLine, NodeProc};
-use super::spec::{ClusterSpec, NetKind, Role};
+use crate::cluster::backend::Backend;
+use crate::cluster::control::{Cluster, NodeLine, NodeProc};
+use crate::cluster::devfaults;
+use crate::cluster::plan::{random_seed, Plan};
+use crate::cluster::spec::{ClusterSpec, NetKind, Role};
 use bollard::models::{ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HostConfig, Ipam, IpamConfig, NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig, VolumeCreateRequest};
 use bollard::query_parameters as qp;
 use bollard::Docker;
@@ -230,7 +231,7 @@ impl DockerBackend {
         if reaped > 0 {
             eprintln!("  docker: reaped {reaped} objects left by killed runs");
         }
-        let r = super::run::random_seed();
+        let r = random_seed();
         let used = used_subnets(&engine);
         Ok(DockerBackend { engine, run_id: format!("{:08x}", r as u32), salt: (r % 251) as u8, used, tx: Default::default() })
     }
@@ -417,7 +418,7 @@ impl Backend for DockerBackend {
             let body = ContainerCreateBody {
                 image: Some(image.clone()),
                 entrypoint: Some(vec!["/dmadev".into()]),
-                cmd: Some([vec!["--fabric".into(), "/fabric".into(), "--log".into(), format!("/art/dmadev-{net}.log")], super::faults::dmadev_args(plan, net)].concat()),
+                cmd: Some([vec!["--fabric".into(), "/fabric".into(), "--log".into(), format!("/art/dmadev-{net}.log")], devfaults::dmadev_args(plan, net)].concat()),
                 labels: Some(lab.clone()),
                 host_config: Some(HostConfig { binds: Some(vec![format!("{}:/fabric", name(&format!("{net}-fabric"))), format!("{}:/art", art.display())]), network_mode: Some("none".into()), ..Default::default() }),
                 ..Default::default()

@@ -1,0 +1,21 @@
+//! The backends, one module each, and the factory that picks one by name.
+
+#[cfg(feature = "cluster")]
+pub mod docker;
+pub mod process;
+pub mod sim;
+
+use crate::cluster::backend::Backend;
+
+/// The backend called `name`.
+pub fn by_name(name: &str) -> anyhow::Result<Box<dyn Backend>> {
+    match name {
+        "process" => Ok(Box::new(process::ProcessBackend::default())),
+        "sim" => Ok(Box::new(sim::SimBackend)),
+        #[cfg(feature = "cluster")]
+        "docker" => Ok(Box::new(docker::DockerBackend::new()?)),
+        #[cfg(not(feature = "cluster"))]
+        "docker" => anyhow::bail!("backend `docker` needs lnetlab built with `--features cluster`"),
+        other => anyhow::bail!("backend `{other}` is not available (available: process, sim, docker)"),
+    }
+}

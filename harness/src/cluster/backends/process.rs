@@ -1,0 +1,168 @@
+//! The `process` backend (the default): one `dmadev` per DMA net and one `lnetd` per node, all
+//! local processes on loopback addresses, driven over their stdin/stdout; killed and reaped when
+//! the cluster handle drops (success, failure, panic or interrupt).
+
+use crate::cluster::backend::Backend;
+use crate::cluster::control::{Cluster, NodeLine, NodeProc};
+use crate::cluster::devfaults;
+use crate::cluster::plan::{NodePlan, Plan};
+use crate::cluster::spec::Role;
+use crate::procs::{daemon_command, start_dmadev, Guard};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::mpsc::{channel, Sender};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// The local `dmadev` of a DMA net: its fabric directory, arguments, and the process while it runs.
+struct LocalDevice {
+    net: String,
+    dir: PathBuf,
+    args: Vec<String>,
+    proc: Option<Guard>,
+}
+
+/// Every node a local `lnetd` process on its own loopback address, one `dmadev` per DMA net.
+#[derive(Default)]
+pub struct ProcessBackend {
+    devices: Mutex<Vec<LocalDevice>>,
+}
+
+fn socklnd_port() -> u16 {
+    if unsafe { libc::geteuid() } == 0 {
+        988
+    } else {
+        10988
+    }
+}
+
+fn lnetd_args(n: &NodePlan, scratch: &Path, art: &Path, plan: &Plan) -> Vec<String> {
+    let mut a = Vec::new();
+    for (net, nid) in &n.nids {
+        a.extend(["--nid".to_string(), nid.to_string()]);
+        if plan.dma_nets.contains(net) {
+            a.extend(["--fabric".into(), scratch.join(format!("fabric-{net}")).display().to_string()]);
+        }
+    }
+    for (net, gw) in &n.routes {
+        a.extend(["--route".into(), format!("{net} {gw}")]);
+    }
+    if n.is(Role::Router) {
+        a.push("--routing".into());
+    }
+    a.extend(["--mem".into(), n.mem.to_string(), "--port".into(), socklnd_port().to_string()]);
+    a.extend(["--log".into(), art.join("nodes").join(format!("{}.log", n.name)).display().to_string()]);
+    a.extend(["--trace".into(), art.join("traces").join(format!("{}.jsonl", n.name)).display().to_string()]);
+    a
+}
+
+impl Backend for ProcessBackend {
+    fn name(&self) -> &'static str {
+        "process"
+    }
+
+    /// Starts every daemon and waits until each node says it is ready.
+    fn up(&self, plan: &Plan, scratch: &Path, art: &Path, timeout: Duration, progress: &dyn Fn(&str)) -> anyhow::Result<Cluster> {
+        std::fs::create_dir_all(art.join("nodes"))?;
+        std::fs::create_dir_all(art.join("traces"))?;
+        let mut devs = Vec::new();
+        for net in &plan.dma_nets {
+            let dir = scratch.join(format!("fabric-{net}"));
+            std::fs::create_dir_all(&dir)?;
+            let extra = devfaults::dmadev_args(plan, net);
+            let g = start_dmadev(&dir, timeout, &extra)?;
+            // Keep the device log with the artifacts.
+            let _ = std::fs::hard_link(dir.join("dmadev.log"), art.join(format!("dmadev-{net}.log")));
+            devs.push(LocalDevice { net: net.clone(), dir, args: extra, proc: Some(g) });
+        }
+        let (tx, rx) = channel();
+        let mut nodes = Vec::new();
+        let mut how = Vec::new();
+        for (i, n) in plan.nodes.iter().enumerate() {
+            let args = lnetd_args(n, scratch, art, plan);
+            nodes.push(spawn(i, n, args.clone(), art, tx.clone())?);
+            how.push((n.clone(), args));
+        }
+        let art_dir = art.to_path_buf();
+        let respawn = move |i: usize| -> anyhow::Result<NodeProc> {
+            let (n, args) = &how[i];
+            spawn(i, n, args.clone(), &art_dir, tx.clone())
+        };
+        let keep: Vec<Box<dyn std::any::Any + Send>> = Vec::new();
+        let mut target_dirs = std::collections::HashMap::new();
+        for n in &plan.nodes {
+            for t in &n.targets {
+                target_dirs.insert((n.name.clone(), t.ost), scratch.join("targets").join(&n.name).join(format!("ost{}", t.ost)));
+            }
+        }
+        let mut c = Cluster::assemble(nodes, rx, keep, target_dirs);
+        c.set_respawn(Box::new(respawn));
+        *self.devices.lock().unwrap() = devs;
+        c.wait_ready(timeout, progress, &|name| art.join("nodes").join(format!("{name}.log")).display().to_string())?;
+        Ok(c)
+    }
+
+    /// Kills the `dmadev` of DMA net `net` (SIGKILL) and waits until it is gone.
+    fn kill_device(&self, _cluster: &mut Cluster, net: &str) -> anyhow::Result<()> {
+        let mut devs = self.devices.lock().unwrap();
+        let d = devs.iter_mut().find(|d| d.net == net).ok_or_else(|| anyhow::anyhow!("no local device for net {net}"))?;
+        drop(d.proc.take()); // the guard kills and reaps it
+        Ok(())
+    }
+
+    /// Starts the `dmadev` of `net` again (same fabric directory and arguments).
+    fn start_device(&self, _cluster: &mut Cluster, net: &str, timeout: Duration) -> anyhow::Result<()> {
+        let mut devs = self.devices.lock().unwrap();
+        let d = devs.iter_mut().find(|d| d.net == net).ok_or_else(|| anyhow::anyhow!("no local device for net {net}"))?;
+        if d.proc.is_none() {
+            d.proc = Some(start_dmadev(&d.dir, timeout, &d.args)?);
+        }
+        Ok(())
+    }
+
+    fn signal_kill(&self, cluster: &Cluster, i: usize) -> anyhow::Result<()> {
+        signal(cluster, i, libc::SIGKILL, "kill")
+    }
+
+    fn freeze_node(&self, cluster: &Cluster, i: usize, frozen: bool) -> anyhow::Result<()> {
+        if frozen {
+            signal(cluster, i, libc::SIGSTOP, "pause")
+        } else {
+            signal(cluster, i, libc::SIGCONT, "resume")
+        }
+    }
+}
+
+/// Sends `sig` to node `i`'s local process (`what` names the action in errors).
+fn signal(cluster: &Cluster, i: usize, sig: libc::c_int, what: &str) -> anyhow::Result<()> {
+    let name = &cluster.nodes[i].name;
+    let pid = cluster.pids()[i].ok_or_else(|| anyhow::anyhow!("node {name} has no local process to {what}"))?;
+    // SAFETY: signalling a child process we started and have not reaped.
+    if unsafe { libc::kill(pid as libc::pid_t, sig) } != 0 {
+        anyhow::bail!("cannot {what} node {name}: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn spawn(i: usize, n: &NodePlan, args: Vec<String>, art: &Path, tx: Sender<(usize, NodeLine)>) -> anyhow::Result<NodeProc> {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(art.join("nodes").join(format!("{}.log", n.name)))?;
+    let mut child = daemon_command("lnetd")?.args(&args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(log).spawn()?;
+    let stdin = child.stdin.take().expect("piped");
+    let out = BufReader::new(child.stdout.take().expect("piped"));
+    std::thread::spawn(move || {
+        for l in out.lines() {
+            let Ok(l) = l else { break };
+            match serde_json::from_str(&l) {
+                Ok(v) => {
+                    if tx.send((i, NodeLine::Line(v))).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => tracing::warn!("node {i} printed non-JSON `{l}`: {e}"),
+            }
+        }
+        let _ = tx.send((i, NodeLine::Exited));
+    });
+    Ok(NodeProc::local(&n.name, Guard { child, what: n.name.clone() }, Box::new(stdin)))
+}

@@ -1,0 +1,82 @@
+//! What a run reports: per-workload results, the run's totals and faults, the summary table,
+//! and where its artifacts go.
+
+use super::spec::ClusterSpec;
+use serde::Serialize;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WorkloadReport {
+    pub name: String,
+    pub bytes_written: u64,
+    pub bytes_verified: u64,
+    pub rpcs: u64,
+    pub errors: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub messages: Vec<String>,
+    #[serde(default)]
+    pub resends: u64,
+    /// Times clients connected again after a server lost their export (it restarted).
+    #[serde(default)]
+    pub reconnects: u64,
+    #[serde(default)]
+    pub lost_acked_writes: u64,
+    #[serde(default)]
+    pub silent_corruptions: u64,
+    /// For selftests: rates and latency percentiles (the slowest client's percentiles).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selftest: Option<Value>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub cluster: String,
+    pub backend: String,
+    pub seed: u64,
+    pub ok: bool,
+    pub workloads: Vec<WorkloadReport>,
+    pub artifacts: String,
+    /// Faults injected (messages dropped or delayed by LNet rules, device faults, pauses and
+    /// partitions)...
+    pub faults_injected: u64,
+    /// ...by kind.
+    pub faults: std::collections::BTreeMap<String, u64>,
+    /// Spec faults this backend cannot inject.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub faults_skipped: Vec<String>,
+    /// RPCs the clients had to send again.
+    pub resends: u64,
+    /// Times clients connected again after a server restart.
+    pub reconnects: u64,
+    /// Acknowledged writes that did not read back.
+    pub lost_acked_writes: u64,
+    /// Wrong data that passed its checksum.
+    pub silent_corruptions: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub elapsed_s: f64,
+}
+
+/// The artifacts directory of a run of `spec` with `seed` (under `base`, default `target/lnetlab/runs`).
+pub fn artifacts_dir(spec: &ClusterSpec, seed: u64, base: Option<&Path>) -> PathBuf {
+    let utc = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let base = base.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("target/lnetlab/runs"));
+    base.join(format!("{}-{utc}-{seed}", spec.name))
+}
+
+/// The human summary printed at the end of a run.
+pub fn table(r: &Report) -> String {
+    let mut s = format!("{:<20} {:>14} {:>14} {:>8} {:>7}\n", "workload", "written", "verified", "rpcs", "errors");
+    for w in &r.workloads {
+        s += &format!("{:<20} {:>14} {:>14} {:>8} {:>7}\n", w.name, w.bytes_written, w.bytes_verified, w.rpcs, w.errors);
+        for m in &w.messages {
+            s += &format!("    ! {m}\n");
+        }
+    }
+    s += &format!("cluster {} ({} backend, seed {}): {} in {:.1}s; artifacts {}\n", r.cluster, r.backend, r.seed, if r.ok { "OK" } else { "FAILED" }, r.elapsed_s, r.artifacts);
+    if let Some(e) = &r.error {
+        s += &format!("error: {e}\n");
+    }
+    s
+}

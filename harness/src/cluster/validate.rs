@@ -1,0 +1,270 @@
+//! Loading a cluster spec: YAML parsed into the typed spec, then checked as a whole (names,
+//! nets, routes, workloads, faults); every error carries file:line:col.
+
+use super::spec::*;
+use lnd::wire::{LndType, Net};
+use std::collections::HashSet;
+use std::path::Path;
+
+impl ClusterSpec {
+    pub fn load(path: &Path) -> Result<ClusterSpec, SpecError> {
+        let text = std::fs::read_to_string(path).map_err(|e| SpecError { file: path.display().to_string(), line: 0, col: 0, msg: format!("cannot read: {e}") })?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<ClusterSpec, SpecError> {
+        let file = path.display().to_string();
+        let mut spec: ClusterSpec = serde_yaml_ng::from_str(text).map_err(|e| {
+            let (line, col) = e.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
+            // The parser's message ends with its own "at line X column Y"; keep the part that says what was expected.
+            let msg = e.to_string();
+            let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+            SpecError { file: file.clone(), line, col, msg }
+        })?;
+        spec.source = path.to_path_buf();
+        spec.validate(text, &file)?;
+        Ok(spec)
+    }
+
+    fn validate(&self, text: &str, file: &str) -> Result<(), SpecError> {
+        let err_nth = |needle: &str, nth: usize, msg: String| {
+            let (line, col) = locate(text, needle, nth);
+            SpecError { file: file.to_string(), line, col, msg }
+        };
+        let err = |needle: &str, msg: String| err_nth(needle, 0, msg);
+        if self.nodes.is_empty() {
+            return Err(err("nodes", "a cluster needs at least one node".into()));
+        }
+        for (name, n) in &self.nets {
+            let net: Net = name.parse().map_err(|e| err(name, format!("net `{name}`: {e}; names are LNet nets like dma0, tcp0")))?;
+            let want = match n.kind {
+                NetKind::Dma => LndType::DMALND,
+                NetKind::Tcp => LndType::SOCKLND,
+            };
+            if net.lnd() != want {
+                return Err(err(name, format!("net `{name}` is declared kind {:?} but its name is a {} net", n.kind, net.lnd().name().unwrap_or("?"))));
+            }
+        }
+        let mut names = HashSet::new();
+        let mut osts = HashSet::new();
+        for n in &self.nodes {
+            if !names.insert(n.name.as_str()) {
+                return Err(err_nth(&format!("name: {}", n.name), 1, format!("node name `{}` is used twice", n.name)));
+            }
+            if n.nis.is_empty() {
+                return Err(err(&n.name, format!("node `{}` has no NIs", n.name)));
+            }
+            for ni in &n.nis {
+                if !self.nets.contains_key(ni) {
+                    return Err(err(ni, format!("node `{}`: NI on unknown net `{ni}` (nets: {})", n.name, self.nets.keys().cloned().collect::<Vec<_>>().join(", "))));
+                }
+            }
+            if n.roles.contains(&Role::Oss) == n.targets.is_empty() {
+                return Err(err(&n.name, format!("node `{}`: an oss needs targets, and only an oss has them", n.name)));
+            }
+            if n.roles.contains(&Role::Router) && n.nis.len() < 2 {
+                return Err(err(&n.name, format!("node `{}`: a router needs NIs on two nets", n.name)));
+            }
+            for t in &n.targets {
+                if !osts.insert(t.ost) {
+                    return Err(err_nth(&format!("ost: {}", t.ost), 1, format!("OST index {} is used twice", t.ost)));
+                }
+                if t.size.0 < 1 << 20 {
+                    return Err(err(&format!("ost: {}", t.ost), format!("OST {} size {} is below 1MiB", t.ost, t.size.0)));
+                }
+            }
+        }
+        for n in &self.nodes {
+            for r in &n.routes {
+                if !self.nets.contains_key(&r.net) {
+                    return Err(err(&r.net, format!("node `{}`: route to unknown net `{}`", n.name, r.net)));
+                }
+                let Some(gw) = self.nodes.iter().find(|g| g.name == r.via) else {
+                    return Err(err(&r.via, format!("node `{}`: route via unknown node `{}`", n.name, r.via)));
+                };
+                if !gw.roles.contains(&Role::Router) || !gw.nis.contains(&r.net) || !gw.nis.iter().any(|x| n.nis.contains(x)) {
+                    return Err(err(&r.via, format!("node `{}`: `{}` is not a router between its nets and `{}`", n.name, r.via, r.net)));
+                }
+            }
+        }
+        let mut wnames = HashSet::new();
+        for w in &self.workloads {
+            if !wnames.insert(&w.name) {
+                return Err(err_nth(&format!("name: {}", w.name), 1, format!("workload name `{}` is used twice", w.name)));
+            }
+            if w.kind == WorkloadKind::Selftest {
+                if w.test.is_none() || w.from.is_empty() || w.to.is_empty() {
+                    return Err(err(&w.name, format!("selftest `{}` needs test (ping|brw_read|brw_write), from and to", w.name)));
+                }
+                if w.duration.is_none() == w.count.is_none() {
+                    return Err(err(&w.name, format!("selftest `{}` needs exactly one of duration and count", w.name)));
+                }
+                if let Some(d) = &w.duration {
+                    parse_duration(d).map_err(|e| err(d, format!("selftest `{}`: {e}", w.name)))?;
+                }
+                if w.size.0 == 0 || w.size.0 > 1 << 20 || w.concurrency == 0 {
+                    return Err(err(&w.name, format!("selftest `{}`: size must be 1..=1MiB and concurrency at least 1", w.name)));
+                }
+                for (c, group) in w.from.iter().map(|c| (c, "from")).chain(w.to.iter().map(|c| (c, "to"))) {
+                    let Some(n) = self.nodes.iter().find(|n| &n.name == c) else {
+                        return Err(err(c, format!("selftest `{}`: unknown node `{c}` in {group}", w.name)));
+                    };
+                    let _ = n;
+                }
+                for a in &w.from {
+                    let an = self.nodes.iter().find(|n| &n.name == a).expect("checked");
+                    for b in &w.to {
+                        let bn = self.nodes.iter().find(|n| &n.name == b).expect("checked");
+                        let direct = bn.nis.iter().any(|x| an.nis.contains(x));
+                        let routed = an.routes.iter().any(|r| bn.nis.contains(&r.net));
+                        if !direct && !routed {
+                            return Err(err(a, format!("selftest `{}`: `{a}` cannot reach `{b}`: no shared net and no route", w.name)));
+                        }
+                    }
+                }
+                continue;
+            }
+            if w.clients.is_empty() {
+                return Err(err(&w.name, format!("workload `{}`: an io workload needs clients", w.name)));
+            }
+            for c in &w.clients {
+                match self.nodes.iter().find(|n| &n.name == c) {
+                    None => return Err(err(c, format!("workload `{}`: unknown client `{c}`", w.name))),
+                    Some(n) if !n.roles.contains(&Role::Client) => return Err(err(&format!("name: {c}"), format!("workload `{}`: node `{c}` does not have the client role", w.name))),
+                    Some(n) => {
+                        for oss in self.nodes.iter().filter(|o| o.roles.contains(&Role::Oss)) {
+                            let direct = oss.nis.iter().any(|x| n.nis.contains(x));
+                            let routed = n.routes.iter().any(|r| oss.nis.contains(&r.net));
+                            if !direct && !routed {
+                                return Err(err(&format!("name: {c}"), format!("client `{c}` cannot reach oss `{}`: no shared net and no route", oss.name)));
+                            }
+                        }
+                    }
+                }
+            }
+            if w.stripe_count == 0 || w.stripe_count as usize > osts.len() {
+                return Err(err("stripe_count", format!("workload `{}`: stripe_count {} must be 1..={} (the OSTs)", w.name, w.stripe_count, osts.len())));
+            }
+            if w.stripe_size.0 == 0 || w.stripe_size.0 > 1 << 20 {
+                return Err(err("stripe_size", format!("workload `{}`: stripe_size must be 1..=1MiB", w.name)));
+            }
+            if w.size.0 == 0 || w.files == 0 {
+                return Err(err(&w.name, format!("workload `{}`: files and size must be at least 1", w.name)));
+            }
+        }
+        for f in &self.faults {
+            self.check_fault(f, &err)?;
+        }
+        Ok(())
+    }
+}
+
+impl ClusterSpec {
+    fn check_fault(&self, f: &FaultSpec, err: &dyn Fn(&str, String) -> SpecError) -> Result<(), SpecError> {
+        let k = f.kind.name();
+        let node_known = |n: &String| -> Result<(), SpecError> {
+            if self.nodes.iter().any(|x| &x.name == n) {
+                Ok(())
+            } else {
+                Err(err(n, format!("{k}: unknown node `{n}`")))
+            }
+        };
+        let windows = f.windows().map_err(|e| err(k, format!("{k}: {e}")))?;
+        if let Some(l) = &f.latency {
+            let d = parse_duration(l).map_err(|e| err(l, format!("{k}: {e}")))?;
+            if d.is_zero() {
+                return Err(err(l, format!("{k}: latency must be above 0")));
+            }
+        }
+        let one_in = |f: &FaultSpec| f.rate.is_some() != f.interval.is_some() && f.rate != Some(0) && f.interval != Some(0);
+        if f.kind == FaultKind::DeviceRestart {
+            let ok = f.net.as_ref().is_some_and(|n| self.nets.get(n).is_some_and(|x| x.kind == NetKind::Dma));
+            if !ok || windows.is_empty() {
+                return Err(err(k, "device_restart needs `net:` (a DMA net), `at` and `duration`".into()));
+            }
+            return Ok(());
+        }
+        if f.kind.is_device() {
+            let ok = f.net.as_ref().is_some_and(|n| self.nets.get(n).is_some_and(|x| x.kind == NetKind::Dma));
+            if !ok || f.rate.unwrap_or(0) == 0 || f.interval.is_some() {
+                return Err(err(k, format!("{k} needs `net:` (a DMA net) and `rate:` (≥ 1)")));
+            }
+            if (f.kind == FaultKind::DmaLate) != f.latency.is_some() {
+                return Err(err(k, format!("{k}: `latency` is for dma_late (and dma_late needs it)")));
+            }
+            if !windows.is_empty() {
+                return Err(err(k, format!("{k}: device faults hold for the whole run (no at/duration)")));
+            }
+            return Ok(());
+        }
+        match f.kind {
+            FaultKind::LnetDrop | FaultKind::LnetDelay => {
+                node_known(&f.node)?;
+                if let Some(s) = &f.src {
+                    node_known(s)?;
+                }
+                if !one_in(f) {
+                    return Err(err(k, format!("{k} on `{}`: give exactly one of rate and interval, at least 1", f.node)));
+                }
+                if (f.kind == FaultKind::LnetDelay) != f.latency.is_some() {
+                    return Err(err(k, format!("{k} on `{}`: `latency` is for lnet_delay (and lnet_delay needs it)", f.node)));
+                }
+                if let Some(t) = &f.msg_type {
+                    if !lnd::lnet::fault::MSG_TYPES.contains(&t.as_str()) {
+                        return Err(err(t, format!("{k} on `{}`: type `{t}` is not PUT, GET, ACK or REPLY", f.node)));
+                    }
+                }
+            }
+            FaultKind::Pause | FaultKind::Restart => {
+                node_known(&f.node)?;
+                if windows.is_empty() {
+                    return Err(err(k, format!("{k} of `{}` needs `at` and `duration`", f.node)));
+                }
+                let client = self.workloads.iter().any(|w| w.kind == WorkloadKind::Io && w.clients.contains(&f.node) || w.from.contains(&f.node));
+                if f.kind == FaultKind::Restart && client {
+                    return Err(err(&f.node, format!("restart of `{}`: it runs a workload client, whose job would die with it (restart servers and routers)", f.node)));
+                }
+            }
+            FaultKind::Link | FaultKind::Partition => {
+                if f.kind == FaultKind::Link && f.rate.unwrap_or(0) == 0 && f.latency.is_none() {
+                    return Err(err(k, "link needs `rate:` (lose one in N, ≥ 1) and/or `latency:`".into()));
+                }
+                if f.kind == FaultKind::Partition && !windows.is_empty() && f.latency.is_some() {
+                    return Err(err(k, "partition cuts everything: no `latency`".into()));
+                }
+                if f.between.len() != 2 || f.between.iter().any(|s| s.is_empty()) {
+                    return Err(err(k, "partition needs `between: [[nodes...], [nodes...]]` (two non-empty sides)".into()));
+                }
+                for n in f.between.iter().flatten() {
+                    node_known(n)?;
+                }
+                if f.between[0].iter().any(|n| f.between[1].contains(n)) {
+                    return Err(err(k, "partition: a node cannot be on both sides".into()));
+                }
+                if windows.is_empty() && f.kind == FaultKind::Partition {
+                    return Err(err(k, "partition needs `at` and `duration`".into()));
+                }
+            }
+            _ => unreachable!("device faults handled above"),
+        }
+        Ok(())
+    }
+}
+
+/// 1-based line and column of occurrence `nth` (0 = first) of `needle` outside comments
+/// (or the first occurrence, or 1:1).
+fn locate(text: &str, needle: &str, nth: usize) -> (usize, usize) {
+    let mut found = Vec::new();
+    for (i, l) in text.lines().enumerate() {
+        let code = l.split(" #").next().unwrap_or(l);
+        if l.trim_start().starts_with('#') {
+            continue;
+        }
+        let mut from = 0;
+        while let Some(c) = code[from..].find(needle) {
+            found.push((i + 1, from + c + 1));
+            from += c + needle.len();
+        }
+    }
+    found.get(nth).or(found.first()).copied().unwrap_or((1, 1))
+}

@@ -1,0 +1,91 @@
+//! The io workload: striped files written, read back and verified by each client over ptlrpc,
+//! while the fault timeline fires; progress as it goes, totals at the end.
+
+use crate::cluster::backend::Backend;
+use crate::cluster::control::{Cluster, NodeLine};
+use crate::cluster::faults::Faults;
+use crate::cluster::plan::Plan;
+use crate::cluster::report::WorkloadReport;
+use crate::cluster::spec::{parse_duration, WorkloadSpec};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+/// Runs an io workload while the fault timeline (started by the first workload) fires.
+pub fn run_workload(cluster: &mut Cluster, plan: &Plan, w: &WorkloadSpec, timeout: Duration, say: &dyn Fn(&str), (faults, backend): (&mut Faults, &dyn Backend)) -> anyhow::Result<WorkloadReport> {
+    faults.start();
+    let idx = |name: &str| plan.nodes.iter().position(|n| n.name == name).expect("validated");
+    let total = w.size.0 * w.files * w.clients.len() as u64;
+    for (k, c) in w.clients.iter().enumerate() {
+        let job = json!({
+            "name": format!("{}@{c}", w.name), "targets": plan.targets_for(c), "files": w.files, "file_size": w.size.0,
+            "stripe_size": w.stripe_size.0, "stripe_count": w.stripe_count, "seed": plan.seed, "first_file": (k as u64) * w.files,
+            "inflight": w.inflight, "verify": w.verify, "punch": w.punch, "destroy": w.destroy,
+            "max_tries": w.max_tries.unwrap_or(8),
+            "timeout_ms": w.rpc_timeout.as_deref().map(parse_duration).transpose().map_err(anyhow::Error::msg)?.map(|d| d.as_millis() as u64).unwrap_or(5000),
+        });
+        cluster.cmd(idx(c), json!({"op": "io", "job": job}), timeout)?;
+    }
+    let mut done: Vec<Option<Value>> = vec![None; w.clients.len()];
+    let mut written = vec![0u64; w.clients.len()];
+    let deadline = Instant::now() + timeout;
+    let mut last = Instant::now();
+    while done.iter().any(|d| d.is_none()) {
+        let wake = faults.next_due().map_or(deadline, |t| t.min(deadline));
+        let (i, line) = if !cluster.backlog.is_empty() {
+            let (i, v) = cluster.backlog.remove(0);
+            (i, NodeLine::Line(v))
+        } else {
+            match cluster.next_until(wake).map_err(|e| anyhow::anyhow!("workload `{}`: {e}", w.name))? {
+                Some(x) => x,
+                None if wake < deadline => {
+                    faults.fire_due(backend, cluster, plan, timeout, say)?;
+                    continue;
+                }
+                None => anyhow::bail!("workload `{}`: timed out waiting for the nodes", w.name),
+            }
+        };
+        let Some(k) = w.clients.iter().position(|c| idx(c) == i) else {
+            if let (NodeLine::Exited, false) = (&line, cluster.down.contains(&i)) {
+                anyhow::bail!("node {} exited during workload `{}`", plan.nodes[i].name, w.name);
+            }
+            continue;
+        };
+        match line {
+            NodeLine::Exited => anyhow::bail!("client {} exited during workload `{}`", w.clients[k], w.name),
+            NodeLine::Line(v) => {
+                if let Some(r) = v.get("io_progress") {
+                    written[k] = r["bytes_written"].as_u64().unwrap_or(0) + r["bytes_verified"].as_u64().unwrap_or(0);
+                } else if let Some(r) = v.get("io_done") {
+                    written[k] = r["bytes_written"].as_u64().unwrap_or(0) + r["bytes_verified"].as_u64().unwrap_or(0);
+                    done[k] = Some(r.clone());
+                }
+            }
+        }
+        if last.elapsed() > Duration::from_millis(500) || done.iter().all(|d| d.is_some()) {
+            last = Instant::now();
+            let moved: u64 = written.iter().sum();
+            let want = total * if w.verify { 2 } else { 1 };
+            let pct = if want == 0 { 100.0 } else { 100.0 * moved as f64 / want as f64 };
+            say(&format!("{}: [{:<30}] {:5.1}% ({} of {} clients done)", w.name, "#".repeat((pct / 100.0 * 30.0) as usize), pct, done.iter().filter(|d| d.is_some()).count(), done.len()));
+        }
+    }
+    let mut r = WorkloadReport { name: w.name.clone(), ..Default::default() };
+    for d in done.into_iter().flatten() {
+        r.bytes_written += d["bytes_written"].as_u64().unwrap_or(0);
+        r.bytes_verified += d["bytes_verified"].as_u64().unwrap_or(0);
+        r.rpcs += d["rpcs"].as_u64().unwrap_or(0);
+        r.errors += d["errors"].as_u64().unwrap_or(0);
+        r.resends += d["resends"].as_u64().unwrap_or(0);
+        r.reconnects += d["reconnects"].as_u64().unwrap_or(0);
+        r.lost_acked_writes += d["lost_acked_writes"].as_u64().unwrap_or(0);
+        r.silent_corruptions += d["silent_corruptions"].as_u64().unwrap_or(0);
+        if let Some(m) = d["messages"].as_array() {
+            r.messages.extend(m.iter().filter_map(|x| x.as_str().map(|s| format!("{}: {s}", d["name"].as_str().unwrap_or("?")))));
+        }
+    }
+    if !w.verify {
+        r.bytes_verified = r.bytes_written;
+    }
+    Ok(r)
+}
+

@@ -1,0 +1,4 @@
+//! What runs on a cluster once it is up: io workloads and selftests.
+
+pub mod io;
+pub mod selftest;
