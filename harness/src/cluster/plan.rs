@@ -98,28 +98,27 @@ impl Plan {
         self.nodes.iter().find(|n| n.name == name).expect("validated node name")
     }
 
-    /// The NID node `from` reaches node `to` by: on a shared net, else on the net one of its
-    /// routes leads to.
+    /// The NID node `from` reaches node `to` by: one on a net `from` is on, else on a net one of
+    /// its routes leads to — preferring a NID whose net `to` can answer from (a shared net, or a
+    /// route of `to` whose gateway is on that net), since replies leave by the NI the request
+    /// came in on and a peer's replies must come from the NID it was asked on.
     pub fn nid_for(&self, from: &str, to: &str) -> Option<Nid> {
         let a = self.node(from);
         let b = self.node(to);
         let aspec = self.spec.nodes.iter().find(|n| n.name == from)?;
-        a.nids.iter().find_map(|(net, _)| b.nid_on(net)).or_else(|| aspec.routes.iter().find_map(|r| b.nid_on(&r.net)))
+        let bspec = self.spec.nodes.iter().find(|n| n.name == to)?;
+        let nets = a.nids.iter().map(|(net, _)| net).chain(aspec.routes.iter().map(|r| &r.net));
+        let candidates: Vec<(&String, Nid)> = nets.filter_map(|net| b.nid_on(net).map(|nid| (net, nid))).collect();
+        let answers_from = |net: &String| a.nid_on(net).is_some() || bspec.routes.iter().any(|r| a.nid_on(&r.net).is_some() && self.node(&r.via).nid_on(net).is_some());
+        candidates.iter().find(|(net, _)| answers_from(net)).or(candidates.first()).map(|(_, nid)| *nid)
     }
 
-    /// (OST index, NID) pairs a client uses: the OSS NID on a shared net, else on the net a
-    /// route of the client leads to.
+    /// (OST index, NID) pairs a client uses (each OSS by [`Plan::nid_for`]).
     pub fn targets_for(&self, client: &str) -> Vec<(u32, Nid)> {
-        let c = self.node(client);
-        let cspec = self.spec.nodes.iter().find(|n| n.name == client).expect("validated");
         let mut out = Vec::new();
         for oss in self.nodes.iter().filter(|n| n.is(Role::Oss)) {
-            let direct = c.nids.iter().find_map(|(net, _)| oss.nid_on(net));
-            let routed = cspec.routes.iter().find_map(|r| oss.nid_on(&r.net));
-            if let Some(nid) = direct.or(routed) {
-                for t in &oss.targets {
-                    out.push((t.ost, nid));
-                }
+            if let Some(nid) = self.nid_for(client, &oss.name) {
+                out.extend(oss.targets.iter().map(|t| (t.ost, nid)));
             }
         }
         out.sort_by_key(|t| t.0);

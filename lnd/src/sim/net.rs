@@ -16,6 +16,8 @@ struct Inner {
     in_flight: VecDeque<(usize, SockInput)>,
     next_accept: u64,
     next_port: HashMap<usize, u16>,
+    /// Endpoints handed out so far (one per socklnd instance: a node on two TCP nets has two).
+    endpoints: usize,
     now: Duration,
 }
 
@@ -37,9 +39,12 @@ impl SimNet {
         SimNet { inner: Arc::new(Mutex::new(Inner { next_accept: 1 << 63, ..Default::default() })), base: Instant::now() }
     }
 
-    /// The I/O edge of node `node`.
-    pub fn io(&self, node: usize) -> SimIo {
-        SimIo { net: self.clone(), node }
+    /// A new I/O edge for one socklnd instance. Each instance has its own endpoint: inputs are
+    /// queued per endpoint, so two TCP NIs of one node never take each other's connections.
+    pub fn io(&self) -> SimIo {
+        let mut g = self.inner.lock().unwrap();
+        g.endpoints += 1;
+        SimIo { net: self.clone(), node: g.endpoints - 1 }
     }
 
     /// Moves up to `n` in-flight items (oldest first, so every connection stays in order) to
@@ -70,6 +75,7 @@ impl SimNet {
 
 pub struct SimIo {
     net: SimNet,
+    /// This edge's endpoint on the network.
     node: usize,
 }
 

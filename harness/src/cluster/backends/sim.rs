@@ -88,7 +88,7 @@ impl Backend for SimBackend {
                     let dev = sim.fabric(net).attach(nid.addr(), n.mem as usize)?;
                     b.dma(*nid, Box::new(dev), DmaLndConfig::default());
                 } else {
-                    b.tcp(*nid, Box::new(sim.net.io(i)), SockConfig::default());
+                    b.tcp(*nid, Box::new(sim.net.io()), SockConfig::default());
                 }
             }
             for (net, gw) in &n.routes {
