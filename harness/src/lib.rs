@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod cluster;
 pub mod golden;
+pub mod hunt;
 pub mod interrupt;
 pub mod procs;
 pub mod runner;

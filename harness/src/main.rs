@@ -36,6 +36,45 @@ enum Cmd {
         #[arg(long, default_value_t = 300)]
         timeout: u64,
     },
+    /// Run many seeds of a spec, or of generated specs (`--generate`), N at a time; keep every
+    /// failing spec with its REPRO line; exit 1 if any failed.
+    Hunt {
+        /// The spec to run for every seed (omit with --generate).
+        file: Option<std::path::PathBuf>,
+        /// A fresh random valid spec per seed instead of FILE.
+        #[arg(long)]
+        generate: bool,
+        /// Seeds to run, A..B inclusive.
+        #[arg(long, default_value = "1..20")]
+        seeds: String,
+        /// Runs at once.
+        #[arg(short = 'j', long, default_value_t = 1)]
+        jobs: usize,
+        /// sim, process, docker, or `all` (sim and process, which must then agree).
+        #[arg(long, default_value = "sim")]
+        backend: String,
+        /// Generated specs get fault rules.
+        #[arg(long)]
+        faults: bool,
+        /// Generated specs have one io workload.
+        #[arg(long)]
+        single: bool,
+        /// Generated specs may put nodes on two DMA nets.
+        #[arg(long)]
+        multi_dma: bool,
+        /// At most this many clients in a generated spec.
+        #[arg(long)]
+        max_clients: Option<usize>,
+        /// Where failing specs and the summary go (default target/lnetlab/hunt).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+        /// Seconds per run before it counts as hung.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+        /// Print the summary as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run only the cluster's selftest workloads (lnet-selftest style: ping, brw read/write),
     /// with live `lst stat`-like rates and latency percentiles at the end.
     Selftest {
@@ -172,6 +211,36 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Run { file, json, seed, keep, artifacts, backend, timeout } => {
             let opts = cluster::run::RunOpts { file, seed, keep, json, artifacts, backend, timeout: std::time::Duration::from_secs(timeout), up_only: None, only: None };
             run_and_report(&opts)?;
+        }
+        Cmd::Hunt { file, generate, seeds, jobs, backend, faults, single, multi_dma, max_clients, out, timeout, json } => {
+            use harness::hunt::{generate::GenOpts, seeds as h};
+            if file.is_some() == generate {
+                anyhow::bail!("hunt: give a spec FILE or --generate (one of them)");
+            }
+            if let Some(f) = &file {
+                cluster::spec::ClusterSpec::load(f)?;
+            }
+            let backends: Vec<String> = match backend.as_str() {
+                "all" => vec!["sim".into(), "process".into()],
+                b => b.split(',').map(String::from).collect(),
+            };
+            for b in &backends {
+                cluster::backends::by_name_checked(b)?;
+            }
+            if jobs == 0 || timeout == 0 {
+                anyhow::bail!("hunt: -j and --timeout must be at least 1");
+            }
+            harness::interrupt::install_interrupt_handler();
+            let o = h::HuntOpts { file, gen: GenOpts { faults, single, multi_dma, max_clients }, seeds: h::parse_seeds(&seeds).map_err(anyhow::Error::msg)?, jobs, backends, out: out.unwrap_or_else(|| "target/lnetlab/hunt".into()), timeout: std::time::Duration::from_secs(timeout), json };
+            let s = h::hunt(&o)?;
+            if json {
+                println!("{}", serde_json::to_string(&s)?);
+            } else {
+                print!("{}", h::table(&s));
+            }
+            if !s.failed.is_empty() {
+                std::process::exit(1);
+            }
         }
         Cmd::Selftest { file, json, backend, seed } => {
             let opts = cluster::run::RunOpts { file, seed, keep: false, json, artifacts: None, backend, timeout: std::time::Duration::from_secs(300), up_only: None, only: Some(cluster::spec::WorkloadKind::Selftest) };

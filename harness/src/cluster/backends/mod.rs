@@ -19,3 +19,13 @@ pub fn by_name(name: &str) -> anyhow::Result<Box<dyn Backend>> {
         other => anyhow::bail!("backend `{other}` is not available (available: process, sim, docker)"),
     }
 }
+
+/// Checks that backend `name` exists in this build, without connecting to anything.
+pub fn by_name_checked(name: &str) -> anyhow::Result<()> {
+    match name {
+        "process" | "sim" => Ok(()),
+        #[cfg(feature = "cluster")]
+        "docker" => Ok(()),
+        _ => by_name(name).map(|_| ()),
+    }
+}

@@ -1,0 +1,4 @@
+//! Bug hunting: generated specs and many seeds, run in parallel, failures kept with their REPRO.
+
+pub mod generate;
+pub mod seeds;

@@ -1,0 +1,257 @@
+//! `lnetlab hunt`: many seeds of a spec (or of generated specs), each run as its own `lnetlab run`
+//! child on one or more backends, N at a time; a progress line, a summary, and for every failing
+//! seed the spec kept and a REPRO line. With several backends, their results must agree.
+
+use super::generate::{generate, GenOpts};
+use serde::Serialize;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct HuntOpts {
+    /// The spec to run (None: generate one per seed).
+    pub file: Option<PathBuf>,
+    pub gen: GenOpts,
+    pub seeds: (u64, u64),
+    pub jobs: usize,
+    /// Backends to run each seed on (several: their results must agree).
+    pub backends: Vec<String>,
+    /// Where failing specs, run artifacts and the summary go.
+    pub out: PathBuf,
+    /// Per run; the child is killed this long after (plus a grace period).
+    pub timeout: Duration,
+    pub json: bool,
+}
+
+/// One seed's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct SeedResult {
+    pub seed: u64,
+    pub ok: bool,
+    pub secs: f64,
+    pub nodes: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spec: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub repro: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HuntSummary {
+    pub seeds: usize,
+    pub passed: usize,
+    pub failed: Vec<SeedResult>,
+    pub backends: Vec<String>,
+    pub elapsed_s: f64,
+    pub seeds_per_min: f64,
+}
+
+/// Parses `A..B` (inclusive) or a single seed.
+pub fn parse_seeds(s: &str) -> Result<(u64, u64), String> {
+    let (a, b) = s.split_once("..").unwrap_or((s, s));
+    let n = |x: &str| x.trim().parse::<u64>().map_err(|_| format!("--seeds `{s}`: expected A..B with whole numbers, e.g. 1..200"));
+    let (a, b) = (n(a)?, n(b)?);
+    if b < a {
+        return Err(format!("--seeds `{s}`: the range is empty ({b} < {a})"));
+    }
+    Ok((a, b))
+}
+
+/// The last JSON object a `lnetlab run --json` printed.
+fn report_of(stdout: &str) -> Option<Value> {
+    stdout.lines().rev().find_map(|l| serde_json::from_str::<Value>(l.trim()).ok().filter(|v| v.get("ok").is_some()))
+}
+
+/// Runs `spec` with `seed` on `backend` as a child `lnetlab run`; the report or why there is none.
+fn run_one(spec: &Path, seed: u64, backend: &str, art: &Path, timeout: Duration) -> Result<Value, String> {
+    let mut child = crate::procs::daemon_command("run")
+        .map_err(|e| e.to_string())?
+        .args([spec.as_os_str(), "--seed".as_ref(), seed.to_string().as_ref(), "--backend".as_ref(), backend.as_ref(), "--json".as_ref()])
+        .args(["--timeout", &timeout.as_secs().max(1).to_string(), "--artifacts"])
+        .arg(art)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start lnetlab run: {e}"))?;
+    // Drain both pipes on threads so a chatty child never blocks; kill it if it overstays.
+    let mut out = child.stdout.take().expect("piped");
+    let mut err = child.stderr.take().expect("piped");
+    let o = std::thread::spawn(move || std::io::read_to_string(&mut out).unwrap_or_default());
+    let e = std::thread::spawn(move || std::io::read_to_string(&mut err).unwrap_or_default());
+    let deadline = Instant::now() + timeout + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
+            break Some(st);
+        }
+        if Instant::now() > deadline || crate::interrupt::interrupted() {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = o.join().unwrap_or_default();
+    let stderr = e.join().unwrap_or_default();
+    match (status, report_of(&stdout)) {
+        (_, Some(r)) => Ok(r),
+        (None, None) => Err(format!("no report within {}s: killed", (timeout + Duration::from_secs(30)).as_secs())),
+        (Some(st), None) => Err(format!("{st}: {}", stderr.trim().lines().last().unwrap_or("no output"))),
+    }
+}
+
+/// Why a report is a failure (None: it passed).
+fn failure(r: &Value) -> Option<String> {
+    if r["ok"] == true {
+        return None;
+    }
+    let msg = r["error"].as_str().map(String::from).or_else(|| r["workloads"].as_array()?.iter().find_map(|w| w["messages"].as_array()?.first()?.as_str().map(String::from)));
+    Some(msg.unwrap_or_else(|| "not ok".into()))
+}
+
+/// What every backend must agree on: bytes written and verified per workload.
+fn bytes(r: &Value) -> Vec<(Option<u64>, Option<u64>)> {
+    r["workloads"].as_array().map(|ws| ws.iter().map(|w| (w["bytes_written"].as_u64(), w["bytes_verified"].as_u64())).collect()).unwrap_or_default()
+}
+
+fn hunt_seed(o: &HuntOpts, seed: u64) -> SeedResult {
+    let t0 = Instant::now();
+    let scratch = o.out.join("runs").join(seed.to_string());
+    let _ = std::fs::create_dir_all(&scratch);
+    let (spec, text) = match &o.file {
+        Some(f) => (f.clone(), None),
+        None => {
+            let y = generate(seed, o.gen);
+            let p = scratch.join(format!("gen{seed}.yaml"));
+            if let Err(e) = std::fs::write(&p, &y) {
+                return SeedResult { seed, ok: false, secs: 0.0, nodes: 0, error: Some(format!("cannot write {}: {e}", p.display())), spec: None, repro: Vec::new() };
+            }
+            (p, Some(y))
+        }
+    };
+    let nodes = text.as_deref().map_or(0, |y| y.lines().filter(|l| l.contains("\"roles\"")).count());
+    let mut reports = Vec::new();
+    let mut error = None;
+    for b in &o.backends {
+        match run_one(&spec, seed, b, &scratch.join(b), o.timeout) {
+            Ok(r) => {
+                if let Some(why) = failure(&r) {
+                    error.get_or_insert(format!("{b}: {why}"));
+                }
+                reports.push((b.clone(), r));
+            }
+            Err(why) => {
+                error.get_or_insert(format!("{b}: {why}"));
+            }
+        }
+    }
+    if error.is_none() {
+        if let Some((b0, r0)) = reports.first() {
+            if let Some((b, r)) = reports.iter().find(|(_, r)| bytes(r) != bytes(r0)) {
+                error = Some(format!("backends disagree: {b0} {:?} vs {b} {:?} (bytes written, verified per workload)", bytes(r0), bytes(r)));
+            }
+        }
+    }
+    let ok = error.is_none();
+    let mut kept = None;
+    if ok {
+        let _ = std::fs::remove_dir_all(&scratch);
+    } else if let Some(y) = &text {
+        let dir = o.out.join("failed");
+        let _ = std::fs::create_dir_all(&dir);
+        let p = dir.join(format!("gen{seed}.yaml"));
+        if std::fs::write(&p, y).is_ok() {
+            kept = Some(p.display().to_string());
+        }
+    }
+    let shown = kept.clone().unwrap_or_else(|| spec.display().to_string());
+    let repro = if ok { Vec::new() } else { o.backends.iter().map(|b| format!("lnetlab run {shown} --seed {seed} --backend {b} --keep")).collect() };
+    SeedResult { seed, ok, secs: t0.elapsed().as_secs_f64(), nodes, error, spec: kept, repro }
+}
+
+/// Runs every seed, `jobs` at a time; progress on stderr.
+pub fn hunt(o: &HuntOpts) -> anyhow::Result<HuntSummary> {
+    std::fs::create_dir_all(&o.out)?;
+    let (a, b) = o.seeds;
+    let total = (b - a + 1) as usize;
+    let next = Arc::new(AtomicUsize::new(0));
+    let results = Arc::new(Mutex::new(Vec::new()));
+    let t0 = Instant::now();
+    let tty = unsafe { libc::isatty(2) } == 1;
+    std::thread::scope(|s| {
+        for _ in 0..o.jobs.max(1) {
+            let (next, results) = (next.clone(), results.clone());
+            s.spawn(move || loop {
+                let k = next.fetch_add(1, Ordering::SeqCst);
+                if k >= total || crate::interrupt::interrupted() {
+                    return;
+                }
+                let r = hunt_seed(o, a + k as u64);
+                let mut g = results.lock().unwrap();
+                if !r.ok && !o.json {
+                    eprintln!("{}seed {} FAILED: {}", if tty { "\r\x1b[K" } else { "" }, r.seed, r.error.as_deref().unwrap_or("?"));
+                    for line in &r.repro {
+                        eprintln!("    reproduce: {line}");
+                    }
+                }
+                g.push(r);
+                let done = g.len();
+                let failed = g.iter().filter(|r| !r.ok).count();
+                let rate = done as f64 / t0.elapsed().as_secs_f64().max(1e-3);
+                if !o.json && (tty || done % 10 == 0 || done == total) {
+                    eprint!("{}hunt: {done}/{total} seeds, {rate:.2} seeds/s, {failed} failed{}", if tty { "\r\x1b[K" } else { "" }, if tty { "" } else { "\n" });
+                }
+            });
+        }
+    });
+    if tty && !o.json {
+        eprintln!();
+    }
+    let mut all = Arc::try_unwrap(results).map_err(|_| anyhow::anyhow!("hunt workers still hold results"))?.into_inner().unwrap();
+    all.sort_by_key(|r| r.seed);
+    let elapsed = t0.elapsed().as_secs_f64();
+    let failed: Vec<SeedResult> = all.iter().filter(|r| !r.ok).cloned().collect();
+    let summary = HuntSummary { seeds: all.len(), passed: all.len() - failed.len(), failed, backends: o.backends.clone(), elapsed_s: elapsed, seeds_per_min: all.len() as f64 * 60.0 / elapsed.max(1e-3) };
+    std::fs::write(o.out.join("hunt.json"), serde_json::to_string_pretty(&summary)? + "\n")?;
+    Ok(summary)
+}
+
+/// The human summary.
+pub fn table(s: &HuntSummary) -> String {
+    let mut t = format!("{:>8} {:>6} {:>8}  {}\n", "seed", "nodes", "secs", "failure");
+    for r in &s.failed {
+        t += &format!("{:>8} {:>6} {:>8.1}  {}\n", r.seed, r.nodes, r.secs, r.error.as_deref().unwrap_or(""));
+    }
+    t += &format!("{} seeds on {}: {} passed, {} failed in {:.0}s ({:.1} seeds/min)\n", s.seeds, s.backends.join("+"), s.passed, s.failed.len(), s.elapsed_s, s.seeds_per_min);
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_ranges() {
+        assert_eq!(parse_seeds("1..200"), Ok((1, 200)));
+        assert_eq!(parse_seeds("7"), Ok((7, 7)));
+        assert!(parse_seeds("5..1").unwrap_err().contains("empty"));
+        assert!(parse_seeds("a..b").unwrap_err().contains("A..B"));
+    }
+
+    #[test]
+    fn failures_and_disagreements_are_named() {
+        let ok = serde_json::json!({"ok": true, "workloads": [{"bytes_written": 4, "bytes_verified": 4}]});
+        assert_eq!(failure(&ok), None);
+        let bad = serde_json::json!({"ok": false, "workloads": [{"messages": ["io1@c1: timed out"]}]});
+        assert_eq!(failure(&bad).as_deref(), Some("io1@c1: timed out"));
+        let other = serde_json::json!({"ok": true, "workloads": [{"bytes_written": 4, "bytes_verified": 0}]});
+        assert_ne!(bytes(&ok), bytes(&other));
+        assert!(report_of("progress\n{\"ok\":true}\n").is_some());
+    }
+}

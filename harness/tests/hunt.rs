@@ -1,0 +1,48 @@
+//! `lnetlab hunt`: generated specs pass on sim and agree with process; a spec that fails keeps
+//! its REPRO and makes hunt exit 1.
+
+use std::process::Command;
+
+fn hunt(args: &[&str], out: &std::path::Path) -> (i32, serde_json::Value) {
+    let o = Command::new(env!("CARGO_BIN_EXE_lnetlab")).arg("hunt").args(args).args(["--json", "--out", out.to_str().unwrap()]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let v = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", String::from_utf8_lossy(&o.stderr)));
+    (o.status.code().unwrap_or(-1), v)
+}
+
+#[test]
+fn generated_specs_pass_and_backends_agree() {
+    let out = tempfile::tempdir().unwrap();
+    let (code, s) = hunt(&["--generate", "--single", "--seeds", "1..4", "--backend", "all", "-j", "2", "--max-clients", "4"], out.path());
+    assert_eq!(code, 0, "{s}");
+    assert_eq!(s["seeds"], 4);
+    assert_eq!(s["passed"], 4);
+    assert_eq!(s["backends"], serde_json::json!(["sim", "process"]));
+    assert!(out.path().join("hunt.json").exists());
+}
+
+#[test]
+fn a_failing_seed_is_kept_with_its_repro_and_hunt_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    // Every request to the OSS is lost and clients give up after one try.
+    let spec = dir.path().join("doomed.yaml");
+    std::fs::write(&spec, "name: doomed\nnets: {dma0: {kind: dma}}\nnodes:\n  - {name: oss1, roles: [oss], nis: [dma0], targets: [{ost: 0, size: 64MiB}]}\n  - {name: c1, roles: [client], nis: [dma0]}\nworkloads:\n  - {name: io1, kind: io, clients: [c1], files: 1, size: 1MiB, max_tries: 1, rpc_timeout: 50ms}\nfaults:\n  - {kind: lnet_drop, node: oss1, portal: 6, interval: 1}\n").unwrap();
+    let out = dir.path().join("hunt");
+    let (code, s) = hunt(&[spec.to_str().unwrap(), "--seeds", "3..4", "--backend", "sim"], &out);
+    assert_eq!(code, 1, "{s}");
+    assert_eq!(s["passed"], 0);
+    let f = &s["failed"][0];
+    assert_eq!(f["seed"], 3);
+    assert!(f["error"].as_str().unwrap().starts_with("sim: "), "{f}");
+    assert_eq!(f["repro"][0], format!("lnetlab run {} --seed 3 --backend sim --keep", spec.display()));
+}
+
+#[test]
+fn bad_hunt_arguments_are_refused_in_one_line() {
+    for (args, want) in [(vec!["--generate", "--seeds", "9..1"], "empty"), (vec!["--seeds", "1..2"], "FILE or --generate"), (vec!["--generate", "--backend", "nosuch"], "nosuch")] {
+        let o = Command::new(env!("CARGO_BIN_EXE_lnetlab")).arg("hunt").args(&args).output().unwrap();
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+}
