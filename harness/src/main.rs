@@ -74,6 +74,34 @@ enum Cmd {
         /// Print the summary as one JSON object.
         #[arg(long)]
         json: bool,
+        /// Shrink every failing seed (see `lnetlab shrink`).
+        #[arg(long)]
+        shrink: bool,
+    },
+    /// Make a failing run small: remove faults, workloads, clients and nodes, shorten fault
+    /// windows and halve sizes while the run (same seed and backend) still fails; writes
+    /// `shrunk.yaml` and its REPRO line.
+    Shrink {
+        /// A failed run's artifacts directory (its spec.yaml and REPRO are used).
+        run_dir: Option<std::path::PathBuf>,
+        /// Or: the spec, with --seed and --backend.
+        #[arg(long)]
+        spec: Option<std::path::PathBuf>,
+        #[arg(long)]
+        seed: Option<u64>,
+        #[arg(long, default_value = "sim")]
+        backend: String,
+        /// Where shrunk.yaml goes (default: the run directory, or the spec's directory).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+        /// At most this many trial runs.
+        #[arg(long, default_value_t = 200)]
+        max_runs: usize,
+        /// Seconds per trial run.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+        #[arg(long)]
+        json: bool,
     },
     /// Run only the cluster's selftest workloads (lnet-selftest style: ping, brw read/write),
     /// with live `lst stat`-like rates and latency percentiles at the end.
@@ -212,7 +240,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let opts = cluster::run::RunOpts { file, seed, keep, json, artifacts, backend, timeout: std::time::Duration::from_secs(timeout), up_only: None, only: None };
             run_and_report(&opts)?;
         }
-        Cmd::Hunt { file, generate, seeds, jobs, backend, faults, single, multi_dma, max_clients, out, timeout, json } => {
+        Cmd::Hunt { file, generate, seeds, jobs, backend, faults, single, multi_dma, max_clients, out, timeout, json, shrink } => {
             use harness::hunt::{generate::GenOpts, seeds as h};
             if file.is_some() == generate {
                 anyhow::bail!("hunt: give a spec FILE or --generate (one of them)");
@@ -232,7 +260,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             harness::interrupt::install_interrupt_handler();
             let o = h::HuntOpts { file, gen: GenOpts { faults, single, multi_dma, max_clients }, seeds: h::parse_seeds(&seeds).map_err(anyhow::Error::msg)?, jobs, backends, out: out.unwrap_or_else(|| "target/lnetlab/hunt".into()), timeout: std::time::Duration::from_secs(timeout), json };
-            let s = h::hunt(&o)?;
+            let mut s = h::hunt(&o)?;
+            if shrink {
+                for f in &mut s.failed {
+                    let spec = f.spec.clone().map(std::path::PathBuf::from).or_else(|| o.file.clone()).expect("a spec");
+                    let so = harness::hunt::shrink::ShrinkOpts { spec, seed: f.seed, backend: o.backends[0].clone(), out: o.out.join("shrunk").join(f.seed.to_string()), timeout: o.timeout, max_runs: 200 };
+                    let say = |m: &str| if !json { eprintln!("  shrink seed {}: {m}", f.seed) };
+                    match harness::hunt::shrink::shrink(&so, &say) {
+                        Ok(r) => f.repro.push(r.repro),
+                        Err(e) => say(&format!("{e:#}")),
+                    }
+                }
+            }
             if json {
                 println!("{}", serde_json::to_string(&s)?);
             } else {
@@ -240,6 +279,31 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if !s.failed.is_empty() {
                 std::process::exit(1);
+            }
+        }
+        Cmd::Shrink { run_dir, spec, seed, backend, out, max_runs, timeout, json } => {
+            use harness::hunt::shrink;
+            let (spec, seed, backend, out) = match (run_dir, spec, seed) {
+                (Some(d), None, None) => {
+                    let (spec, seed, backend) = shrink::from_run_dir(&d)?;
+                    (spec, seed, backend, out.unwrap_or(d))
+                }
+                (None, Some(f), Some(seed)) => {
+                    let dir = out.unwrap_or_else(|| f.parent().map(|p| p.to_path_buf()).unwrap_or_default());
+                    (f, seed, backend, dir)
+                }
+                _ => anyhow::bail!("shrink: give a RUN_DIR, or --spec FILE with --seed S"),
+            };
+            cluster::backends::by_name_checked(&backend)?;
+            harness::interrupt::install_interrupt_handler();
+            let say = |m: &str| if !json { eprintln!("  {m}") };
+            let r = shrink::shrink(&shrink::ShrinkOpts { spec, seed, backend, out, timeout: std::time::Duration::from_secs(timeout.max(1)), max_runs }, &say)?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!("shrunk in {} runs ({} steps) to {} nodes, {} workloads, {} faults: {}
+fails with: {}
+reproduce with: {}", r.runs, r.steps.len(), r.nodes, r.workloads, r.faults, r.spec, r.failure, r.repro);
             }
         }
         Cmd::Selftest { file, json, backend, seed } => {

@@ -46,3 +46,29 @@ fn bad_hunt_arguments_are_refused_in_one_line() {
         assert!(err.contains(want), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn shrink_keeps_only_what_makes_the_run_fail_and_the_result_replays() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("noisy.yaml");
+    // Only the drop rule (every request from c3 lost, one try) makes this fail; the rest is noise.
+    std::fs::write(&spec, "name: noisy\nnets: {dma0: {kind: dma}, tcp0: {kind: tcp}}\nnodes:\n  - {name: oss1, roles: [oss], nis: [dma0, tcp0], targets: [{ost: 0, size: 64MiB}, {ost: 1, size: 64MiB}]}\n  - {name: c1, roles: [client], nis: [dma0]}\n  - {name: c2, roles: [client], nis: [tcp0]}\n  - {name: c3, roles: [client], nis: [dma0]}\nworkloads:\n  - {name: io1, kind: io, clients: [c1, c2, c3], files: 2, size: 2MiB, stripe_count: 2, max_tries: 1, rpc_timeout: 50ms}\nfaults:\n  - {kind: lnet_delay, node: c1, rate: 5, latency: 1ms}\n  - {kind: dma_mailbox, net: dma0, rate: 1000}\n  - {kind: lnet_drop, node: oss1, src: c3, portal: 6, interval: 1}\n  - {kind: lnet_delay, node: c2, rate: 9, latency: 1ms}\n").unwrap();
+    let out = dir.path().join("out");
+    let o = Command::new(env!("CARGO_BIN_EXE_lnetlab")).args(["shrink", "--spec", spec.to_str().unwrap(), "--seed", "2", "--backend", "sim", "--json", "--out", out.to_str().unwrap()]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert!(r["faults"].as_u64().unwrap() <= 1, "{r}");
+    assert_eq!(r["workloads"], 1);
+    assert!(r["nodes"].as_u64().unwrap() <= 3, "{r}");
+    let shrunk = std::fs::read_to_string(out.join("shrunk.yaml")).unwrap();
+    assert!(shrunk.contains("lnet_drop"), "{shrunk}");
+    // The REPRO of the shrunk spec fails again.
+    let replay = Command::new(env!("CARGO_BIN_EXE_lnetlab")).args(["run", out.join("shrunk.yaml").to_str().unwrap(), "--seed", "2", "--backend", "sim", "--json", "--artifacts", dir.path().join("replay").to_str().unwrap()]).output().unwrap();
+    let rep: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&replay.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(rep["ok"], false, "{rep}");
+    // A spec that does not fail is refused.
+    let fine = Command::new(env!("CARGO_BIN_EXE_lnetlab")).args(["shrink", "--spec", "../clusters/regress/two-tcp-nets.yaml", "--seed", "1", "--out", dir.path().join("fine").to_str().unwrap()]).output().unwrap();
+    assert!(!fine.status.success());
+    assert!(String::from_utf8_lossy(&fine.stderr).contains("does not fail"), "{}", String::from_utf8_lossy(&fine.stderr));
+}

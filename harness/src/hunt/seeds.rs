@@ -2,11 +2,11 @@
 //! child on one or more backends, N at a time; a progress line, a summary, and for every failing
 //! seed the spec kept and a REPRO line. With several backends, their results must agree.
 
+use super::child::{failure, run_one};
 use super::generate::{generate, GenOpts};
 use serde::Serialize;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -61,58 +61,6 @@ pub fn parse_seeds(s: &str) -> Result<(u64, u64), String> {
         return Err(format!("--seeds `{s}`: the range is empty ({b} < {a})"));
     }
     Ok((a, b))
-}
-
-/// The last JSON object a `lnetlab run --json` printed.
-fn report_of(stdout: &str) -> Option<Value> {
-    stdout.lines().rev().find_map(|l| serde_json::from_str::<Value>(l.trim()).ok().filter(|v| v.get("ok").is_some()))
-}
-
-/// Runs `spec` with `seed` on `backend` as a child `lnetlab run`; the report or why there is none.
-fn run_one(spec: &Path, seed: u64, backend: &str, art: &Path, timeout: Duration) -> Result<Value, String> {
-    let mut child = crate::procs::daemon_command("run")
-        .map_err(|e| e.to_string())?
-        .args([spec.as_os_str(), "--seed".as_ref(), seed.to_string().as_ref(), "--backend".as_ref(), backend.as_ref(), "--json".as_ref()])
-        .args(["--timeout", &timeout.as_secs().max(1).to_string(), "--artifacts"])
-        .arg(art)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start lnetlab run: {e}"))?;
-    // Drain both pipes on threads so a chatty child never blocks; kill it if it overstays.
-    let mut out = child.stdout.take().expect("piped");
-    let mut err = child.stderr.take().expect("piped");
-    let o = std::thread::spawn(move || std::io::read_to_string(&mut out).unwrap_or_default());
-    let e = std::thread::spawn(move || std::io::read_to_string(&mut err).unwrap_or_default());
-    let deadline = Instant::now() + timeout + Duration::from_secs(30);
-    let status = loop {
-        if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
-            break Some(st);
-        }
-        if Instant::now() > deadline || crate::interrupt::interrupted() {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let stdout = o.join().unwrap_or_default();
-    let stderr = e.join().unwrap_or_default();
-    match (status, report_of(&stdout)) {
-        (_, Some(r)) => Ok(r),
-        (None, None) => Err(format!("no report within {}s: killed", (timeout + Duration::from_secs(30)).as_secs())),
-        (Some(st), None) => Err(format!("{st}: {}", stderr.trim().lines().last().unwrap_or("no output"))),
-    }
-}
-
-/// Why a report is a failure (None: it passed).
-fn failure(r: &Value) -> Option<String> {
-    if r["ok"] == true {
-        return None;
-    }
-    let msg = r["error"].as_str().map(String::from).or_else(|| r["workloads"].as_array()?.iter().find_map(|w| w["messages"].as_array()?.first()?.as_str().map(String::from)));
-    Some(msg.unwrap_or_else(|| "not ok".into()))
 }
 
 /// What every backend must agree on: bytes written and verified per workload.
@@ -252,6 +200,5 @@ mod tests {
         assert_eq!(failure(&bad).as_deref(), Some("io1@c1: timed out"));
         let other = serde_json::json!({"ok": true, "workloads": [{"bytes_written": 4, "bytes_verified": 0}]});
         assert_ne!(bytes(&ok), bytes(&other));
-        assert!(report_of("progress\n{\"ok\":true}\n").is_some());
     }
 }
