@@ -3,9 +3,10 @@
 
 use super::io::{ConnId, SockInput, SockIo};
 use super::wire::{ctype, ConnReq, Hello, KsockHdr, ACCEPTOR_MAGIC, KSOCK_MSG_NOOP, PROTO_MAGIC};
-use super::SockConfig;
-use crate::lnet::{EventKind, MdSpec};
-use crate::node::{Node, NodeBuilder};
+use super::{SockConfig, SockLnd};
+use crate::lnd::Lnd;
+use crate::lnet::{Action, EventKind, Lnet, MdSpec, NiConfig};
+use crate::mem::{Mem, Seg};
 use crate::wire::{Nid, ProcessId};
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -54,8 +55,10 @@ const ME: &str = "127.0.0.1@tcp";
 const PEER: &str = "127.0.0.2@tcp";
 const PASSIVE: ConnId = 1 << 63;
 
+/// One LNet with a socklnd over a script (the node loop, without a node).
 struct T {
-    node: Node,
+    lnet: Lnet,
+    lnd: SockLnd<ScriptIo>,
     io: ScriptIo,
 }
 
@@ -65,9 +68,10 @@ fn nid(s: &str) -> Nid {
 
 fn t_with(cfg: SockConfig) -> T {
     let io = ScriptIo { s: Default::default(), base: Instant::now() };
-    let mut b = NodeBuilder::new(ProcessId::PID_LUSTRE, 1);
-    b.tcp(nid(ME), Box::new(io.clone()), cfg).mem_size(4 << 20);
-    T { node: b.build().unwrap(), io }
+    let mut lnet = Lnet::new(ProcessId::PID_LUSTRE, 1, 0);
+    let ni = lnet.add_ni(NiConfig { nid: nid(ME), lnd: 1, credits: 256, peer_credits: 8 });
+    let lnd = SockLnd::new(io.clone(), ni, nid(ME), ProcessId::PID_LUSTRE, 1, cfg, Mem::heap(1 << 16)).unwrap();
+    T { lnet, lnd, io }
 }
 
 fn t() -> T {
@@ -83,9 +87,25 @@ fn preamble() -> Vec<u8> {
 }
 
 impl T {
+    /// Polls the LND and carries LNet's actions to it until quiet.
+    fn step(&mut self) {
+        loop {
+            let mut any = self.lnd.poll(&mut self.lnet);
+            while let Some(a) = self.lnet.poll_action() {
+                any = true;
+                match a {
+                    Action::Send(s) => self.lnd.send(&mut self.lnet, s),
+                    Action::Recv(r) => self.lnd.recv(&mut self.lnet, r),
+                }
+            }
+            if !any {
+                return;
+            }
+        }
+    }
     fn input(&mut self, i: SockInput) {
         self.io.s.lock().unwrap().inputs.push_back(i);
-        self.node.step();
+        self.step();
     }
     fn data(&mut self, conn: ConnId, data: Vec<u8>) {
         self.input(SockInput::Data { conn, data });
@@ -96,7 +116,7 @@ impl T {
     }
     fn advance(&mut self, d: Duration) {
         self.io.s.lock().unwrap().elapsed += d;
-        self.node.step();
+        self.step();
     }
     fn closed(&self, conn: ConnId) -> bool {
         self.io.s.lock().unwrap().closed.contains(&conn)
@@ -105,7 +125,7 @@ impl T {
         self.io.s.lock().unwrap().writes.iter().filter(|w| w.0 == conn).map(|w| w.1.clone()).collect()
     }
     fn stat(&self, key: &str) -> u64 {
-        self.node.lnds[1].stats()[key].as_u64().unwrap_or_else(|| panic!("no stat {key}"))
+        self.lnd.stats()[key].as_u64().unwrap_or_else(|| panic!("no stat {key}"))
     }
     /// A passive connection from PEER brought up with a HELLO of `version`.
     fn passive_up(&mut self, conn: ConnId, version: u32) {
@@ -114,18 +134,27 @@ impl T {
         self.data(conn, [preamble(), hello(PEER, version, ct, ProcessId::PID_LUSTRE)].concat());
         assert_eq!(self.stat("conns_up"), 1);
     }
-    /// A PUT of 10 bytes to PEER; returns the connects it caused.
+    /// A PUT of 10 bytes to PEER.
     fn put(&mut self) {
-        let off = self.node.arena.alloc(10).unwrap();
-        let md = self.node.lnet.md_bind(MdSpec { iov: vec![crate::mem::Seg { off, len: 10 }], options: 0, threshold: None, max_size: 0, user_ptr: 0 }, false);
-        self.node.lnet.put(md, false, ProcessId::new(nid(PEER), ProcessId::PID_LUSTRE), 4, 0, 0, 0).unwrap();
-        self.node.step();
+        let md = self.lnet.md_bind(MdSpec { iov: vec![Seg { off: 0, len: 10 }], options: 0, threshold: None, max_size: 0, user_ptr: 0 }, false);
+        self.lnet.put(md, false, ProcessId::new(nid(PEER), ProcessId::PID_LUSTRE), 4, 0, 0, 0).unwrap();
+        self.step();
+    }
+    fn connected(&mut self, conn: ConnId) {
+        self.input(SockInput::Connected { conn, local: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1023) });
+    }
+    /// A PUT to PEER, and its first connection established (HELLO sent, none back yet).
+    fn put_and_connect(&mut self) -> ConnId {
+        self.put();
+        let (c, _) = self.connects()[0];
+        self.connected(c);
+        c
     }
     fn connects(&self) -> Vec<(ConnId, bool)> {
         self.io.s.lock().unwrap().connects.clone()
     }
     fn events(&mut self) -> Vec<crate::lnet::Event> {
-        std::iter::from_fn(|| self.node.poll_event()).collect()
+        std::iter::from_fn(|| self.lnet.poll_event()).collect()
     }
 }
 
@@ -145,9 +174,7 @@ fn half_hello_is_closed_after_the_handshake_timeout() {
 #[test]
 fn unanswered_active_hello_times_out() {
     let mut t = t();
-    t.put();
-    let (c, _) = t.connects()[0];
-    t.input(SockInput::Connected { conn: c, local: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1023) });
+    let c = t.put_and_connect();
     t.advance(Duration::from_millis(5100));
     assert!(t.closed(c), "no HELLO reply and still waiting");
 }
@@ -204,9 +231,7 @@ fn peer_entries_are_freed() {
 #[test]
 fn refused_handshake_keeps_messages_and_retries() {
     let mut t = t_with(SockConfig { typed_conns: false, ..Default::default() });
-    t.put();
-    let (c, _) = t.connects()[0];
-    t.input(SockInput::Connected { conn: c, local: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1023) });
+    let c = t.put_and_connect();
     t.data(c, hello(PEER, 3, ctype::NONE, 12345));
     assert!(t.closed(c));
     let ev = t.events();
@@ -215,7 +240,7 @@ fn refused_handshake_keeps_messages_and_retries() {
     let cs = t.connects();
     assert_eq!(cs.len(), 2, "no retry");
     let c2 = cs[1].0;
-    t.input(SockInput::Connected { conn: c2, local: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1022) });
+    t.connected(c2);
     t.data(c2, hello(PEER, 3, ctype::CONTROL, 12345));
     assert!(t.io.s.lock().unwrap().writes.iter().any(|w| w.0 == c2 && w.2 != 0), "PUT not sent on the retry");
 }
@@ -262,9 +287,7 @@ fn acceptor_answers_version_queries() {
 #[test]
 fn active_hello_with_wrong_pid_is_refused() {
     let mut t = t_with(SockConfig { typed_conns: false, ..Default::default() });
-    t.put();
-    let (c, _) = t.connects()[0];
-    t.input(SockInput::Connected { conn: c, local: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1023) });
+    let c = t.put_and_connect();
     t.data(c, hello(PEER, 3, ctype::CONTROL, 999));
     assert!(t.closed(c), "a peer claiming another pid was accepted");
     assert_eq!(t.stat("conns_up"), 0);
