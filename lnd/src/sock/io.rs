@@ -14,6 +14,8 @@ pub type ConnId = u64;
 
 /// Bytes a reader thread asks the socket for at once.
 const READ_CHUNK: usize = 256 * 1024;
+/// Longest sent data may stay unacknowledged (Lustre's default `sock_timeout`).
+pub const UNACKED_TIMEOUT: Duration = Duration::from_secs(50);
 /// Most connections a [`ThreadIo`] keeps (each holds a reader and a writer thread).
 pub const MAX_CONNS: u64 = 1024;
 /// Most bytes read but not yet taken by the LND; readers wait beyond it (TCP then pushes back).
@@ -169,10 +171,18 @@ impl ThreadIo {
     }
 }
 
-fn start_conn(shared: &Arc<Shared>, conn: ConnId, stream: TcpStream) {
+/// Registers a connection, then announces it (`Accepted` or `Connected`), then starts its
+/// threads: the LND can close it as soon as it hears of it, and no data overtakes the news.
+fn start_conn(shared: &Arc<Shared>, conn: ConnId, stream: TcpStream, announce: SockInput) {
     let _ = stream.set_nodelay(true);
     if let Err(e) = SockRef::from(&stream).set_tcp_keepalive(&keepalive()) {
         warn!(conn, "TCP keepalive: {e}");
+    }
+    // What ksocklnd gets from watching sk_wmem_queued: data the peer never acknowledges ends
+    // the connection after sock_timeout instead of minutes of retransmissions.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Err(e) = SockRef::from(&stream).set_tcp_user_timeout(Some(UNACKED_TIMEOUT)) {
+        warn!(conn, "TCP_USER_TIMEOUT: {e}");
     }
     shared.live.fetch_add(1, Ordering::SeqCst);
     {
@@ -188,6 +198,7 @@ fn start_conn(shared: &Arc<Shared>, conn: ConnId, stream: TcpStream) {
     }
     let (wtx, wrx) = channel::<WriteCmd>();
     shared.writers.lock().unwrap().insert(conn, wtx);
+    shared.push(announce);
     let mut w = match stream.try_clone() {
         Ok(w) => w,
         Err(e) => {
@@ -333,9 +344,7 @@ impl SockIo for ThreadIo {
                         }
                         let conn = sh.next_accepted.fetch_add(1, Ordering::Relaxed);
                         let local = v4(stream.local_addr().ok());
-                        // Announce before reading, so no data can overtake the announcement.
-                        sh.push(SockInput::Accepted { conn, peer, local });
-                        start_conn(&sh, conn, stream);
+                        start_conn(&sh, conn, stream, SockInput::Accepted { conn, peer, local });
                     }
                     Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return, // shut down
                     Err(e) => warn!("accept on {addr}: {e}"),
@@ -350,8 +359,7 @@ impl SockIo for ThreadIo {
         std::thread::spawn(move || match connect_from(to, from_ip, reserved_ports(), reserved) {
             Ok(stream) => {
                 let local = v4(stream.local_addr().ok());
-                start_conn(&sh, conn, stream);
-                sh.push(SockInput::Connected { conn, local });
+                start_conn(&sh, conn, stream, SockInput::Connected { conn, local });
             }
             Err(e) => sh.push(SockInput::ConnectFailed { conn, error: format!("connect to {to}: {e}") }),
         });
@@ -431,7 +439,7 @@ mod tests {
     }
 
     /// Item 11: every connection gets TCP keepalive (Lustre: 30 s idle, 5 s interval), so a
-    /// peer that vanished without a RST is noticed.
+    /// peer that vanished without a RST is noticed, idle or not.
     #[test]
     fn connections_have_tcp_keepalive() {
         let mut io = io();
@@ -448,6 +456,9 @@ mod tests {
         assert!(s.keepalive().unwrap(), "no SO_KEEPALIVE");
         assert_eq!(s.keepalive_time().unwrap(), Duration::from_secs(30));
         assert_eq!(s.keepalive_interval().unwrap(), Duration::from_secs(5));
+        // Data the peer never ACKs (sk_wmem_queued in ksocknal_find_timed_out_conn) ends the
+        // connection after sock_timeout, not after minutes of retransmissions.
+        assert_eq!(s.tcp_user_timeout().unwrap(), Some(Duration::from_secs(50)), "unacknowledged data has no deadline");
     }
 
     /// Item 13: readers stop once MAX_UNREAD bytes wait for the LND.
