@@ -314,6 +314,8 @@ fn lnetd_refuses_bad_arguments() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--route `tcp5`: expected `NET GATEWAY`"), "{}", String::from_utf8_lossy(&out.stderr));
     let out = Command::new(env!("CARGO_BIN_EXE_lnetd")).args(["--fabric", "/nonexistent", "--nid", "1@dma", "--wait-device", "0"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent"));
+    let out = Command::new(env!("CARGO_BIN_EXE_lnetd")).args(["--nid", "127.0.0.9@tcp", "--tcp-ports", "all"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tcp-ports `all`: expected `secure` or `unprivileged`"), "{}", String::from_utf8_lossy(&out.stderr));
     let out = Command::new(env!("CARGO_BIN_EXE_dmadev")).args(["--bogus"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown option --bogus"));
 }
@@ -321,10 +323,11 @@ fn lnetd_refuses_bad_arguments() {
 #[test]
 fn routed_put_and_get_between_processes() {
     let fab = Fabric::start("routed");
-    let port = if unsafe { libc::geteuid() } == 0 { "988" } else { "10988" };
+    // Without root: another port, and the explicit unprivileged mode for source ports.
+    let (port, ports) = if unsafe { libc::geteuid() } == 0 { ("988", "secure") } else { ("10988", "unprivileged") };
     let mut c = Lnetd::start_with(&fab, "1@dma", &["--nid", "1@dma", "--route", "tcp 2@dma"]);
-    let _r = Lnetd::start_with(&fab, "2@dma", &["--nid", "2@dma", "--nid", "127.0.9.2@tcp", "--routing", "--port", port, "--mem", "64MiB"]);
-    let mut s = Lnetd::start_with(&fab, "127.0.9.3@tcp", &["--nid", "127.0.9.3@tcp", "--route", "dma 127.0.9.2@tcp", "--port", port]);
+    let _r = Lnetd::start_with(&fab, "2@dma", &["--nid", "2@dma", "--nid", "127.0.9.2@tcp", "--routing", "--port", port, "--tcp-ports", ports, "--mem", "64MiB"]);
+    let mut s = Lnetd::start_with(&fab, "127.0.9.3@tcp", &["--nid", "127.0.9.3@tcp", "--route", "dma 127.0.9.2@tcp", "--port", port, "--tcp-ports", ports]);
     const S: &str = "12345-127.0.9.3@tcp";
     for (i, size) in [0usize, 1, 4096, 1 << 20].into_iter().enumerate() {
         let data = pattern(size, 0x40 + i as u8);

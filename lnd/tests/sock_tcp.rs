@@ -5,6 +5,7 @@ mod common;
 use common::*;
 use lnd::lnet::{errno, opt, EventKind, Insert};
 use lnd::sock::pcap::Capture;
+use lnd::sock::{PortPolicy, SockConfig};
 use lnd::wire::ProcessId;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -93,7 +94,8 @@ fn tshark_check(pcap: &std::path::Path) {
 #[test]
 fn hostile_peers_are_dropped_and_the_node_keeps_serving() {
     let a = tcp_node("127.0.3.1@tcp", 1);
-    let b = tcp_node("127.0.3.2@tcp", 2);
+    // The attackers connect from ephemeral ports: let them in to see what they send.
+    let b = tcp_node_with("127.0.3.2@tcp", 2, SockConfig { ports: PortPolicy::Unprivileged, ..sock_cfg() });
     let mut w = World::new(vec![a, b]);
     let addr = format!("127.0.3.2:{}", port());
     let connreq = |nid: &str| lnd::sock::wire::ConnReq { version: 1, nid: nid.parse().unwrap() }.emit();
@@ -220,4 +222,102 @@ fn ping_on_portal_zero_and_keepalives() {
     w.run_until(|w| w.stat(0, 1, "keepalives_sent") >= 3 || t0.elapsed() > Duration::from_secs(5));
     assert!(w.stat(0, 1, "keepalives_sent") >= 3);
     assert!(w.stat(1, 1, "bad_peers") == 0, "keepalives are not protocol errors");
+}
+
+fn tcp_node_with(n: &str, incarnation: u64, cfg: SockConfig) -> lnd::node::Node {
+    let mut b = lnd::node::NodeBuilder::new(12345, incarnation);
+    b.tcp(nid(n), tcp_io(), cfg).mem_size(8 << 20);
+    b.build().unwrap()
+}
+
+/// Collects the log lines of the current thread (the nodes are driven on it).
+#[derive(Clone, Default)]
+struct LogBuf(Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs the world until the server closes `s` (EOF or reset); returns how long that took.
+fn until_closed(w: &mut World, s: &mut TcpStream, limit: Duration) -> Duration {
+    s.set_nonblocking(true).unwrap();
+    let t0 = std::time::Instant::now();
+    let mut b = [0u8; 64];
+    loop {
+        w.run_until(|_| true);
+        match s.read(&mut b) {
+            Ok(0) => return t0.elapsed(),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return t0.elapsed(),
+        }
+        assert!(t0.elapsed() < limit, "connection still open after {limit:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Must show (issue 19): half a HELLO is closed within the handshake timeout and the node keeps
+/// serving; a connection from an unprivileged port is refused and logged.
+#[test]
+fn half_hello_times_out_and_unprivileged_ports_are_refused() {
+    let log = LogBuf::default();
+    let sub = tracing_subscriber::fmt().with_writer({
+        let l = log.clone();
+        move || l.clone()
+    });
+    let _guard = tracing::subscriber::set_default(sub.with_ansi(false).finish());
+    let root = unsafe { libc::geteuid() } == 0;
+    let timeout = Duration::from_millis(1000);
+    let a = tcp_node("127.0.6.1@tcp", 1);
+    let b = tcp_node_with("127.0.6.2@tcp", 2, SockConfig { handshake_timeout: timeout, ..sock_cfg() });
+    let mut w = World::new(vec![a, b]);
+    let server: std::net::SocketAddrV4 = format!("127.0.6.2:{}", port()).parse().unwrap();
+    // A client from a reserved port (as root; the unprivileged mode lets any port in) that
+    // sends its preamble and half a HELLO, then nothing.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    if root {
+        sock.bind(&"127.0.6.50:1001".parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+    }
+    sock.connect(&std::net::SocketAddr::V4(server).into()).unwrap();
+    let mut s: TcpStream = sock.into();
+    let connreq = lnd::sock::wire::ConnReq { version: 1, nid: nid("127.0.6.2@tcp") }.emit();
+    let hello = lnd::sock::wire::Hello {
+        version: 3,
+        src_nid: nid("127.0.6.50@tcp"),
+        dst_nid: nid("127.0.6.2@tcp"),
+        src_pid: 12345,
+        dst_pid: 0,
+        src_incarnation: 1,
+        dst_incarnation: 0,
+        ctype: 1,
+        ips: vec![],
+    }
+    .emit();
+    s.write_all(&[&connreq[..], &hello[..30]].concat()).unwrap();
+    let took = until_closed(&mut w, &mut s, timeout * 4);
+    assert!(took >= timeout * 9 / 10, "closed after {took:?}, before the handshake timeout");
+    assert!(w.stat(1, 1, "timeouts") >= 1);
+    // Still serving.
+    put_get_round(&mut w, 0, 1, "127.0.6.2@tcp", 4096, 3);
+    if !root {
+        eprintln!("SKIPPED the unprivileged-port half: not root (the node runs in the unprivileged mode)");
+        return;
+    }
+    // From an ephemeral (unprivileged) port: refused before anything is read, and logged.
+    let before = w.stat(1, 1, "bad_peers");
+    let mut u = TcpStream::connect(server).unwrap();
+    let port = u.local_addr().unwrap().port();
+    assert!(port > 1023);
+    u.write_all(&connreq).unwrap();
+    until_closed(&mut w, &mut u, Duration::from_secs(2));
+    assert_eq!(w.stat(1, 1, "bad_peers"), before + 1);
+    let text = String::from_utf8_lossy(&log.0.lock().unwrap()).to_string();
+    assert!(text.contains(&format!("insecure source port {port}")), "refusal not logged:\n{text}");
+    put_get_round(&mut w, 0, 1, "127.0.6.2@tcp", 100, 4);
 }

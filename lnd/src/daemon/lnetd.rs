@@ -51,7 +51,7 @@ fn doorbell_thread(w: &ShmWaker, tx: mpsc::Sender<Input>) -> std::io::Result<()>
     Ok(())
 }
 
-const USAGE_KEYS: &[&str] = &["fabric", "nid", "mem", "log", "pid", "peer-credits", "route", "port", "pcap", "router-buffers", "trace", "wait-device"];
+const USAGE_KEYS: &[&str] = &["fabric", "nid", "mem", "log", "pid", "peer-credits", "route", "port", "pcap", "router-buffers", "trace", "wait-device", "tcp-ports"];
 
 pub fn main(args: &[String]) -> anyhow::Result<()> {
     let a = super::parse_args(args, USAGE_KEYS, &["routing"])?;
@@ -75,6 +75,11 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     let mut scfg = SockConfig::default();
     if let Some(p) = a.get("port") {
         scfg.port = p.parse().map_err(|_| anyhow::anyhow!("--port `{p}` is not a port number"))?;
+    }
+    // `secure` (default, as Lustre's accept=secure): connect from and accept only ports below
+    // 1024. `unprivileged`: the explicit test mode for nodes run without root.
+    if let Some(p) = a.get("tcp-ports") {
+        scfg.ports = p.parse().map_err(|e| anyhow::anyhow!("--tcp-ports {e}"))?;
     }
     let wait_device = match a.get("wait-device") {
         Some(w) => Duration::from_secs(w.parse().map_err(|_| anyhow::anyhow!("--wait-device `{w}` is not a number of seconds"))?),

@@ -89,7 +89,7 @@ impl SockIo for SimIo {
         Ok(())
     }
 
-    fn connect(&mut self, conn: ConnId, to: SocketAddrV4, from_ip: Ipv4Addr) {
+    fn connect(&mut self, conn: ConnId, to: SocketAddrV4, from_ip: Ipv4Addr, _reserved: bool) {
         let mut g = self.net.inner.lock().unwrap();
         let port = g.next_port.entry(self.node).or_insert(1024);
         *port = if *port <= 512 { 1023 } else { *port - 1 };

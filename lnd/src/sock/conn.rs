@@ -1,7 +1,7 @@
 //! One socklnd TCP connection as a sans-IO byte parser: acceptor preamble (passive side), HELLO,
 //! then `ksock_msg` frames. It only splits and checks bytes; what they mean is the LND's call.
 
-use super::wire::{ksock_crc, ConnReq, Hello, HelloStart, KsockHdr, Order, CONNREQ_LEN, HELLO_LEN, KSOCK_HDR_LEN, KSOCK_MSG_NOOP};
+use super::wire::{ksock_crc, ConnReq, ACCEPTOR_MAGIC, ACCEPTOR_VERSION, PROTO_MAGIC, Hello, HelloStart, KsockHdr, Order, CONNREQ_LEN, HELLO_LEN, KSOCK_HDR_LEN, KSOCK_MSG_NOOP};
 use crate::wire::{HdrRepr, Nid, HDR_LEN};
 
 /// What the bytes said.
@@ -9,6 +9,9 @@ use crate::wire::{HdrRepr, Nid, HDR_LEN};
 pub enum ConnEvent {
     /// Passive side: the acceptor preamble naming the NID the peer wants.
     ConnReq(Nid),
+    /// Passive side: the peer opened with the LNet magic or an acceptor version we do not
+    /// speak; Lustre answers with its own magic and version, then hangs up.
+    AcceptorQuery,
     /// The peer's HELLO (the request on the passive side, the reply on the active side).
     Hello(Hello),
     /// The peer's HELLO has a version we do not speak; it told us which.
@@ -34,12 +37,17 @@ pub const PAYLOAD_AT: usize = KSOCK_HDR_LEN + HDR_LEN;
 
 pub struct ConnParser {
     phase: Phase,
+    /// Unparsed bytes are `buf[pos..]`: taking a message advances `pos` (no shifting per
+    /// message); the consumed front is dropped once per input.
     buf: Vec<u8>,
+    pos: usize,
     order: Order,
     version: u32,
     pending_hello: Option<Hello>,
     /// Total length of the frame being assembled, once its headers are in.
     frame_len: Option<usize>,
+    /// Bytes moved inside the buffer (kept linear in the input; checked by a test).
+    moved: usize,
 }
 
 impl ConnParser {
@@ -48,11 +56,18 @@ impl ConnParser {
         ConnParser {
             phase: if passive { Phase::ConnReq } else { Phase::HelloStart },
             buf: Vec::new(),
+            pos: 0,
             order: Order { swapped: false },
             version: 3,
             pending_hello: None,
             frame_len: None,
+            moved: 0,
         }
+    }
+
+    /// Part of a message is in and the rest is awaited.
+    pub fn mid_message(&self) -> bool {
+        self.pos < self.buf.len()
     }
 
     /// The protocol version the peer's HELLO announced.
@@ -65,18 +80,41 @@ impl ConnParser {
         if self.phase == Phase::Dead {
             return Err("connection already failed".into());
         }
+        if self.pos > 0 {
+            self.moved += self.buf.len() - self.pos;
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
         self.buf.extend_from_slice(data);
         let r = self.parse(out);
         if r.is_err() {
             self.phase = Phase::Dead;
             self.buf = Vec::new();
+            self.pos = 0;
         }
         r
     }
 
+    /// Unparsed bytes.
+    fn avail(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    /// The next `n` unparsed bytes, owned. A message filling most of the buffer (a large frame)
+    /// keeps the buffer and the few bytes after it move instead: linear either way.
     fn take(&mut self, n: usize) -> Vec<u8> {
-        let rest = self.buf.split_off(n);
-        std::mem::replace(&mut self.buf, rest)
+        if self.pos == 0 && n >= self.buf.len() - n {
+            let rest = self.buf.split_off(n);
+            self.moved += rest.len();
+            return std::mem::replace(&mut self.buf, rest);
+        }
+        let v = self.buf[self.pos..self.pos + n].to_vec();
+        self.pos += n;
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        }
+        v
     }
 
     fn parse(&mut self, out: &mut Vec<ConnEvent>) -> Result<(), String> {
@@ -84,7 +122,20 @@ impl ConnParser {
             match self.phase {
                 Phase::Dead => return Ok(()),
                 Phase::ConnReq => {
-                    if self.buf.len() < CONNREQ_LEN {
+                    if self.avail().len() < 4 {
+                        return Ok(());
+                    }
+                    let query = match Order::detect(self.avail(), ACCEPTOR_MAGIC) {
+                        None => Order::detect(self.avail(), PROTO_MAGIC).is_some(),
+                        Some(_) if self.avail().len() < 8 => return Ok(()),
+                        Some(o) => o.u32(self.avail(), 4) != ACCEPTOR_VERSION,
+                    };
+                    if query {
+                        out.push(ConnEvent::AcceptorQuery);
+                        self.phase = Phase::Dead;
+                        return Ok(());
+                    }
+                    if self.avail().len() < CONNREQ_LEN {
                         return Ok(());
                     }
                     let b = self.take(CONNREQ_LEN);
@@ -93,10 +144,10 @@ impl ConnParser {
                     self.phase = Phase::HelloStart;
                 }
                 Phase::HelloStart => {
-                    if self.buf.len() < 8 {
+                    if self.avail().len() < 8 {
                         return Ok(());
                     }
-                    match Hello::start(self.buf[..8].try_into().unwrap()).map_err(|e| format!("HELLO: {e}"))? {
+                    match Hello::start(self.avail()[..8].try_into().unwrap()).map_err(|e| format!("HELLO: {e}"))? {
                         HelloStart::V2V3 { version, order } => {
                             self.version = version;
                             self.order = order;
@@ -115,7 +166,7 @@ impl ConnParser {
                     }
                 }
                 Phase::HelloFixed { order } => {
-                    if self.buf.len() < HELLO_LEN {
+                    if self.avail().len() < HELLO_LEN {
                         return Ok(());
                     }
                     let b = self.take(HELLO_LEN);
@@ -125,7 +176,7 @@ impl ConnParser {
                 }
                 Phase::HelloIps { order, n } => {
                     let need = 4 * n as usize;
-                    if self.buf.len() < need {
+                    if self.avail().len() < need {
                         return Ok(());
                     }
                     let b = self.take(need);
@@ -135,10 +186,10 @@ impl ConnParser {
                     self.phase = Phase::Frames;
                 }
                 Phase::Frames => {
-                    if self.buf.len() < KSOCK_HDR_LEN {
+                    if self.avail().len() < KSOCK_HDR_LEN {
                         return Ok(());
                     }
-                    let k = KsockHdr::parse(&self.buf, self.order).map_err(|e| format!("frame: {e}"))?;
+                    let k = KsockHdr::parse(self.avail(), self.order).map_err(|e| format!("frame: {e}"))?;
                     if k.ty == KSOCK_MSG_NOOP {
                         self.take(KSOCK_HDR_LEN);
                         out.push(ConnEvent::Noop(k));
@@ -147,17 +198,17 @@ impl ConnParser {
                     let len = match self.frame_len {
                         Some(l) => l,
                         None => {
-                            if self.buf.len() < PAYLOAD_AT {
+                            if self.avail().len() < PAYLOAD_AT {
                                 return Ok(());
                             }
-                            let hdr = HdrRepr::parse_bytes(&self.buf[KSOCK_HDR_LEN..PAYLOAD_AT]).map_err(|e| format!("frame: {e}"))?;
+                            let hdr = HdrRepr::parse_bytes(&self.avail()[KSOCK_HDR_LEN..PAYLOAD_AT]).map_err(|e| format!("frame: {e}"))?;
                             let l = PAYLOAD_AT + hdr.payload_length as usize;
                             self.frame_len = Some(l);
-                            self.buf.reserve(l.saturating_sub(self.buf.len()));
+                            self.buf.reserve(l.saturating_sub(self.avail().len()));
                             l
                         }
                     };
-                    if self.buf.len() < len {
+                    if self.avail().len() < len {
                         return Ok(());
                     }
                     self.frame_len = None;
@@ -274,6 +325,26 @@ mod tests {
         ev.clear();
         p.input(&b, &mut ev).unwrap();
         assert!(matches!(ev[0], ConnEvent::UnknownVersion(7)));
+    }
+
+    /// Item 13: a burst of small frames in one read costs time linear in its length.
+    #[test]
+    fn small_frames_parse_in_linear_time() {
+        let mut p = ConnParser::new(false);
+        let mut ev = Vec::new();
+        p.input(&hello().emit(), &mut ev).unwrap();
+        let mut burst = Vec::new();
+        for _ in 0..5000 {
+            burst.extend(noop(1));
+            burst.extend(lnet_frame_header(&put(3), 0));
+            burst.extend(b"abc");
+        }
+        burst.extend(&noop(1)[..10]);
+        let before = p.moved;
+        p.input(&burst, &mut ev).unwrap();
+        assert_eq!(ev.len(), 1 + 10000);
+        let moved = p.moved - before;
+        assert!(moved <= burst.len(), "{moved} bytes moved for a {}-byte burst", burst.len());
     }
 
     #[test]

@@ -1,12 +1,12 @@
 //! The I/O edge of socklnd: a small trait the LND drives (listen, connect from a privileged port,
 //! write, close) and that reports back inputs; [`ThreadIo`] does it with OS sockets and threads.
 
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, TcpKeepalive, Type};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddrV4, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
@@ -14,6 +14,12 @@ pub type ConnId = u64;
 
 /// Bytes a reader thread asks the socket for at once.
 const READ_CHUNK: usize = 256 * 1024;
+/// Longest sent data may stay unacknowledged (Lustre's default `sock_timeout`).
+pub const UNACKED_TIMEOUT: Duration = Duration::from_secs(50);
+/// Most connections a [`ThreadIo`] keeps (each holds a reader and a writer thread).
+pub const MAX_CONNS: u64 = 1024;
+/// Most bytes read but not yet taken by the LND; readers wait beyond it (TCP then pushes back).
+pub const MAX_UNREAD: usize = 32 << 20;
 
 /// What the network did.
 #[derive(Debug)]
@@ -31,10 +37,15 @@ pub enum SockInput {
 /// ids of accepted connections have the top bit set.
 pub trait SockIo: Send {
     fn listen(&mut self, addr: SocketAddrV4) -> std::io::Result<()>;
-    /// Connects from `from_ip`, binding a privileged port (1023 down to 512) when allowed.
-    fn connect(&mut self, conn: ConnId, to: SocketAddrV4, from_ip: Ipv4Addr);
+    /// Connects from `from_ip`, binding a privileged port (1023 down to 512); with `reserved`
+    /// false an ephemeral port may stand in when none can be bound.
+    fn connect(&mut self, conn: ConnId, to: SocketAddrV4, from_ip: Ipv4Addr, reserved: bool);
     fn write(&mut self, conn: ConnId, data: Vec<u8>, tag: u64);
     fn close(&mut self, conn: ConnId);
+    /// Drops a connection at once, unsent data included (a peer that stopped making progress).
+    fn abort(&mut self, conn: ConnId) {
+        self.close(conn)
+    }
     fn poll(&mut self, out: &mut Vec<SockInput>);
     /// Monotonic time, for keepalives (virtual under simulation).
     fn now(&self) -> Instant;
@@ -46,14 +57,17 @@ impl<T: SockIo + ?Sized> SockIo for Box<T> {
     fn listen(&mut self, addr: SocketAddrV4) -> std::io::Result<()> {
         (**self).listen(addr)
     }
-    fn connect(&mut self, conn: ConnId, to: SocketAddrV4, from_ip: Ipv4Addr) {
-        (**self).connect(conn, to, from_ip)
+    fn connect(&mut self, conn: ConnId, to: SocketAddrV4, from_ip: Ipv4Addr, reserved: bool) {
+        (**self).connect(conn, to, from_ip, reserved)
     }
     fn write(&mut self, conn: ConnId, data: Vec<u8>, tag: u64) {
         (**self).write(conn, data, tag)
     }
     fn close(&mut self, conn: ConnId) {
         (**self).close(conn)
+    }
+    fn abort(&mut self, conn: ConnId) {
+        (**self).abort(conn)
     }
     fn poll(&mut self, out: &mut Vec<SockInput>) {
         (**self).poll(out)
@@ -75,6 +89,13 @@ enum WriteCmd {
 }
 
 struct Shared {
+    /// Most connections (each holds two threads); more are closed as soon as accepted.
+    max_conns: AtomicU64,
+    /// Connections whose reader is running.
+    live: AtomicU64,
+    /// Bytes read and not yet polled by the LND; readers wait on `drained` above MAX_UNREAD.
+    unread: Mutex<usize>,
+    drained: Condvar,
     tx: Mutex<Sender<SockInput>>,
     wake: Wake,
     writers: Mutex<std::collections::HashMap<ConnId, Sender<WriteCmd>>>,
@@ -93,6 +114,29 @@ impl Shared {
         let _ = self.tx.lock().unwrap().send(i);
         (self.wake)();
     }
+
+    /// Waits until the LND has taken enough of what was read (or the I/O is closing).
+    fn wait_for_room(&self) {
+        let mut unread = self.unread.lock().unwrap();
+        while *unread >= MAX_UNREAD && !self.closed.load(Ordering::SeqCst) {
+            unread = self.drained.wait_timeout(unread, Duration::from_millis(100)).unwrap().0;
+        }
+    }
+
+    fn reader_done(&self, conn: ConnId, error: Option<String>) {
+        self.writers.lock().unwrap().remove(&conn);
+        self.streams.lock().unwrap().remove(&conn);
+        self.live.fetch_sub(1, Ordering::SeqCst);
+        self.push(SockInput::Closed { conn, error });
+    }
+}
+
+/// TCP keepalive as ksocklnd sets it: probe after 30 s idle, every 5 s, give up after 5.
+fn keepalive() -> TcpKeepalive {
+    let k = TcpKeepalive::new().with_time(Duration::from_secs(30)).with_interval(Duration::from_secs(5));
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let k = k.with_retries(5);
+    k
 }
 
 /// Blocking sockets, a reader and a writer thread per connection.
@@ -106,6 +150,10 @@ impl ThreadIo {
         let (tx, rx) = channel();
         let shared = Arc::new(Shared {
             tx: Mutex::new(tx),
+            max_conns: AtomicU64::new(MAX_CONNS),
+            live: AtomicU64::new(0),
+            unread: Mutex::new(0),
+            drained: Condvar::new(),
             wake,
             writers: Mutex::new(Default::default()),
             streams: Mutex::new(Default::default()),
@@ -116,14 +164,32 @@ impl ThreadIo {
         });
         ThreadIo { shared, rx }
     }
+
+    /// Caps live connections (default [`MAX_CONNS`]).
+    pub fn set_max_conns(&self, n: u64) {
+        self.shared.max_conns.store(n, Ordering::Relaxed);
+    }
 }
 
-fn start_conn(shared: &Arc<Shared>, conn: ConnId, stream: TcpStream) {
+/// Registers a connection, then announces it (`Accepted` or `Connected`), then starts its
+/// threads: the LND can close it as soon as it hears of it, and no data overtakes the news.
+fn start_conn(shared: &Arc<Shared>, conn: ConnId, stream: TcpStream, announce: SockInput) {
     let _ = stream.set_nodelay(true);
+    if let Err(e) = SockRef::from(&stream).set_tcp_keepalive(&keepalive()) {
+        warn!(conn, "TCP keepalive: {e}");
+    }
+    // What ksocklnd gets from watching sk_wmem_queued: data the peer never acknowledges ends
+    // the connection after sock_timeout instead of minutes of retransmissions.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Err(e) = SockRef::from(&stream).set_tcp_user_timeout(Some(UNACKED_TIMEOUT)) {
+        warn!(conn, "TCP_USER_TIMEOUT: {e}");
+    }
+    shared.live.fetch_add(1, Ordering::SeqCst);
     {
         let mut streams = shared.streams.lock().unwrap();
         if shared.closed.load(Ordering::SeqCst) {
             let _ = stream.shutdown(Shutdown::Both);
+            shared.live.fetch_sub(1, Ordering::SeqCst);
             return;
         }
         if let Ok(s) = stream.try_clone() {
@@ -132,10 +198,11 @@ fn start_conn(shared: &Arc<Shared>, conn: ConnId, stream: TcpStream) {
     }
     let (wtx, wrx) = channel::<WriteCmd>();
     shared.writers.lock().unwrap().insert(conn, wtx);
+    shared.push(announce);
     let mut w = match stream.try_clone() {
         Ok(w) => w,
         Err(e) => {
-            shared.push(SockInput::Closed { conn, error: Some(e.to_string()) });
+            shared.reader_done(conn, Some(e.to_string()));
             return;
         }
     };
@@ -165,27 +232,19 @@ fn start_conn(shared: &Arc<Shared>, conn: ConnId, stream: TcpStream) {
     let mut r = stream;
     std::thread::spawn(move || {
         loop {
+            sh.wait_for_room();
             // Read straight into a buffer the LND will consume (and give back): no copy here.
             let mut buf = sh.read_bufs.lock().unwrap().pop().unwrap_or_default();
             buf.resize(READ_CHUNK, 0);
             match r.read(&mut buf) {
-                Ok(0) => {
-                    sh.writers.lock().unwrap().remove(&conn);
-                    sh.streams.lock().unwrap().remove(&conn);
-                    sh.push(SockInput::Closed { conn, error: None });
-                    return;
-                }
+                Ok(0) => return sh.reader_done(conn, None),
                 Ok(n) => {
                     buf.truncate(n);
+                    *sh.unread.lock().unwrap() += n;
                     sh.push(SockInput::Data { conn, data: buf });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    sh.writers.lock().unwrap().remove(&conn);
-                    sh.streams.lock().unwrap().remove(&conn);
-                    sh.push(SockInput::Closed { conn, error: Some(e.to_string()) });
-                    return;
-                }
+                Err(e) => return sh.reader_done(conn, Some(e.to_string())),
             }
         }
     });
@@ -198,14 +257,19 @@ fn v4(a: Option<std::net::SocketAddr>) -> SocketAddrV4 {
     }
 }
 
-fn connect_from(to: SocketAddrV4, from_ip: Ipv4Addr) -> std::io::Result<TcpStream> {
+/// Source ports a kernel peer trusts, tried in this order (as ksocklnd's `lnet_connect`).
+fn reserved_ports() -> impl Iterator<Item = u16> {
+    (512..=1023u16).rev()
+}
+
+fn connect_from(to: SocketAddrV4, from_ip: Ipv4Addr, ports: impl Iterator<Item = u16>, reserved: bool) -> std::io::Result<TcpStream> {
     let mk = || -> std::io::Result<Socket> {
         let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
         s.set_reuse_address(true)?;
         Ok(s)
     };
     // Lustre peers only trust privileged source ports: try 1023 down to 512 as ksocklnd does.
-    for port in (512..=1023u16).rev() {
+    for port in ports {
         let s = mk()?;
         match s.bind(&SockAddr::from(SocketAddrV4::new(from_ip, port))) {
             Ok(()) => match s.connect_timeout(&SockAddr::from(to), Duration::from_secs(5)) {
@@ -214,10 +278,18 @@ fn connect_from(to: SocketAddrV4, from_ip: Ipv4Addr) -> std::io::Result<TcpStrea
                 Err(e) => return Err(e),
             },
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => break,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => return Err(e),
             Err(_) => continue,
         }
     }
-    warn!(%to, "no privileged source port available; connecting from an ephemeral port");
+    if reserved {
+        // A kernel peer (accept=secure) refuses anything else: say so rather than try.
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            format!("no reserved source port (1023..512) on {from_ip} could be bound to connect to {to} (needs root or CAP_NET_BIND_SERVICE; unprivileged clusters need the unprivileged mode)"),
+        ));
+    }
+    debug!(%to, "unprivileged mode: connecting from an ephemeral port");
     let s = mk()?;
     s.bind(&SockAddr::from(SocketAddrV4::new(from_ip, 0)))?;
     s.connect_timeout(&SockAddr::from(to), Duration::from_secs(5))?;
@@ -240,6 +312,7 @@ impl Drop for ThreadIo {
             let _ = s.shutdown(Shutdown::Both);
         }
         self.shared.writers.lock().unwrap().clear();
+        self.shared.drained.notify_all();
     }
 }
 
@@ -263,12 +336,15 @@ impl SockIo for ThreadIo {
             for c in l.incoming() {
                 match c {
                     Ok(stream) => {
-                        let conn = sh.next_accepted.fetch_add(1, Ordering::Relaxed);
                         let peer = v4(stream.peer_addr().ok());
+                        if sh.live.load(Ordering::SeqCst) >= sh.max_conns.load(Ordering::Relaxed) {
+                            warn!(%peer, "refusing connection: {} connections already open", sh.live.load(Ordering::SeqCst));
+                            let _ = stream.shutdown(Shutdown::Both);
+                            continue;
+                        }
+                        let conn = sh.next_accepted.fetch_add(1, Ordering::Relaxed);
                         let local = v4(stream.local_addr().ok());
-                        // Announce before reading, so no data can overtake the announcement.
-                        sh.push(SockInput::Accepted { conn, peer, local });
-                        start_conn(&sh, conn, stream);
+                        start_conn(&sh, conn, stream, SockInput::Accepted { conn, peer, local });
                     }
                     Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return, // shut down
                     Err(e) => warn!("accept on {addr}: {e}"),
@@ -278,13 +354,12 @@ impl SockIo for ThreadIo {
         Ok(())
     }
 
-    fn connect(&mut self, conn: ConnId, to: SocketAddrV4, from_ip: Ipv4Addr) {
+    fn connect(&mut self, conn: ConnId, to: SocketAddrV4, from_ip: Ipv4Addr, reserved: bool) {
         let sh = self.shared.clone();
-        std::thread::spawn(move || match connect_from(to, from_ip) {
+        std::thread::spawn(move || match connect_from(to, from_ip, reserved_ports(), reserved) {
             Ok(stream) => {
                 let local = v4(stream.local_addr().ok());
-                start_conn(&sh, conn, stream);
-                sh.push(SockInput::Connected { conn, local });
+                start_conn(&sh, conn, stream, SockInput::Connected { conn, local });
             }
             Err(e) => sh.push(SockInput::ConnectFailed { conn, error: format!("connect to {to}: {e}") }),
         });
@@ -316,11 +391,138 @@ impl SockIo for ThreadIo {
         }
     }
 
+    fn abort(&mut self, conn: ConnId) {
+        // Shutting the socket down unblocks a writer stuck on a peer that stopped reading.
+        let s = self.shared.streams.lock().unwrap().remove(&conn);
+        self.shared.writers.lock().unwrap().remove(&conn);
+        if let Some(s) = s {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
     fn poll(&mut self, out: &mut Vec<SockInput>) {
+        let from = out.len();
         out.extend(self.rx.try_iter());
+        let taken: usize = out[from..].iter().map(|i| if let SockInput::Data { data, .. } = i { data.len() } else { 0 }).sum();
+        if taken > 0 {
+            let mut unread = self.shared.unread.lock().unwrap();
+            *unread -= taken.min(*unread);
+            self.shared.drained.notify_all();
+        }
     }
 
     fn now(&self) -> Instant {
         Instant::now()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    fn io() -> ThreadIo {
+        ThreadIo::new(Arc::new(|| {}))
+    }
+
+    fn poll_until(io: &mut ThreadIo, mut f: impl FnMut(&SockInput) -> bool) -> SockInput {
+        let t0 = Instant::now();
+        loop {
+            let mut v = Vec::new();
+            io.poll(&mut v);
+            if let Some(i) = v.into_iter().find(|i| f(i)) {
+                return i;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(5), "timed out");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Item 11: every connection gets TCP keepalive (Lustre: 30 s idle, 5 s interval), so a
+    /// peer that vanished without a RST is noticed, idle or not.
+    #[test]
+    fn connections_have_tcp_keepalive() {
+        let mut io = io();
+        io.listen("127.0.77.1:20988".parse().unwrap()).unwrap();
+        let _c = TcpStream::connect("127.0.77.1:20988").unwrap();
+        let SockInput::Accepted { conn, .. } = poll_until(&mut io, |i| matches!(i, SockInput::Accepted { .. })) else { unreachable!() };
+        let t0 = Instant::now();
+        while !io.shared.streams.lock().unwrap().contains_key(&conn) {
+            assert!(t0.elapsed() < Duration::from_secs(5));
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let s = io.shared.streams.lock().unwrap()[&conn].try_clone().unwrap();
+        let s = socket2::SockRef::from(&s);
+        assert!(s.keepalive().unwrap(), "no SO_KEEPALIVE");
+        assert_eq!(s.keepalive_time().unwrap(), Duration::from_secs(30));
+        assert_eq!(s.keepalive_interval().unwrap(), Duration::from_secs(5));
+        // Data the peer never ACKs (sk_wmem_queued in ksocknal_find_timed_out_conn) ends the
+        // connection after sock_timeout, not after minutes of retransmissions.
+        assert_eq!(s.tcp_user_timeout().unwrap(), Some(Duration::from_secs(50)), "unacknowledged data has no deadline");
+    }
+
+    /// Item 13: readers stop once MAX_UNREAD bytes wait for the LND.
+    #[test]
+    fn reads_wait_for_the_lnd() {
+        let mut io = io();
+        io.listen("127.0.77.2:20988".parse().unwrap()).unwrap();
+        let mut c = TcpStream::connect("127.0.77.2:20988").unwrap();
+        let total = 3 * MAX_UNREAD;
+        let w = std::thread::spawn(move || {
+            let chunk = vec![7u8; 1 << 20];
+            let mut sent = 0;
+            while sent < total && c.write_all(&chunk).is_ok() {
+                sent += chunk.len();
+            }
+        });
+        std::thread::sleep(Duration::from_millis(1500));
+        let mut v = Vec::new();
+        io.poll(&mut v);
+        let unread: usize = v.iter().map(|i| if let SockInput::Data { data, .. } = i { data.len() } else { 0 }).sum();
+        assert!(unread <= MAX_UNREAD + READ_CHUNK, "{unread} bytes read ahead of the LND");
+        // Once consumed, reading resumes to the end.
+        let mut got = unread;
+        let t0 = Instant::now();
+        while got < total {
+            assert!(t0.elapsed() < Duration::from_secs(10), "reading stopped at {got}");
+            let mut v = Vec::new();
+            io.poll(&mut v);
+            for i in v {
+                if let SockInput::Data { data, .. } = i {
+                    got += data.len();
+                    io.recycle(data);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        w.join().unwrap();
+    }
+
+    /// Item 13: connections beyond the cap are closed at once.
+    #[test]
+    fn accepted_connections_are_capped() {
+        let mut io = io();
+        io.set_max_conns(2);
+        io.listen("127.0.77.3:20988".parse().unwrap()).unwrap();
+        let cs: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect("127.0.77.3:20988").unwrap()).collect();
+        let mut third = &cs[2];
+        third.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut b = [0u8; 1];
+        assert_eq!(third.read(&mut b).map_err(|e| e.kind()), Ok(0), "third connection kept");
+    }
+
+    /// Item 12: without a free reserved port, a connect fails instead of falling back to an
+    /// ephemeral port (a kernel peer in secure mode refuses those).
+    #[test]
+    fn reserved_connects_do_not_fall_back() {
+        let target = TcpListener::bind("127.0.77.4:20988").unwrap();
+        let _busy = TcpListener::bind("127.0.77.4:1023").unwrap();
+        let to: SocketAddrV4 = "127.0.77.4:20988".parse().unwrap();
+        let from = Ipv4Addr::new(127, 0, 77, 4);
+        let r = connect_from(to, from, 1023..=1023, true);
+        assert!(r.is_err(), "connected from {:?}", r.ok().map(|s| s.local_addr()));
+        // The explicit unprivileged mode may use an ephemeral port.
+        assert!(connect_from(to, from, 1023..=1023, false).is_ok());
+        drop(target);
     }
 }

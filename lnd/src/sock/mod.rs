@@ -3,23 +3,29 @@
 //! live behind [`io::SockIo`].
 
 pub mod conn;
+mod handshake;
 pub mod io;
 pub mod pcap;
+mod peer;
+mod timers;
 pub mod wire;
+
+#[cfg(test)]
+mod tests;
 
 use crate::lnd::Lnd;
 use crate::lnet::slab::Slab;
 use crate::lnet::{errno, Lnet, LndRecv, LndSend, MsgId, NiIdx, Parsed};
 use crate::mem::{iov_read, iov_write, Mem};
-use crate::wire::{LndType, Nid};
+use crate::wire::{LndType, Nid, ProcessId};
 use conn::{lnet_frame_header, noop, ConnEvent, ConnParser, PAYLOAD_AT};
 use io::{ConnId, SockInput, SockIo};
 use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tracing::{debug, info, warn};
-use wire::{ctype, ConnReq, Hello, ACCEPTOR_VERSION};
+use tracing::{debug, warn};
+use wire::{ctype, ConnReq, ACCEPTOR_VERSION};
 
 #[derive(Debug, Clone)]
 pub struct SockConfig {
@@ -31,13 +37,50 @@ pub struct SockConfig {
     pub keepalive: Duration,
     /// Open CONTROL, BULK_IN and BULK_OUT connections (Lustre's `typed_conns=1`).
     pub typed_conns: bool,
-    /// Wait this long after a failed connect before trying the peer again.
+    /// Wait this long after a failed or refused connect before trying the peer again.
     pub reconnect_after: Duration,
+    /// Most time from accept (or connect) to a completed HELLO exchange (Lustre: 5 s).
+    pub handshake_timeout: Duration,
+    /// Most time a started frame or a queued write may go without progress (Lustre: 50 s).
+    pub sock_timeout: Duration,
+    /// Which source ports we use and accept.
+    pub ports: PortPolicy,
+}
+
+/// Source ports: Lustre peers trust only reserved ones (`accept=secure`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PortPolicy {
+    /// Connect only from 1023..512; refuse peers connecting from above 1023 (Lustre's default).
+    #[default]
+    Secure,
+    /// Test mode for clusters run without root: connect from any port and accept any. Kernel
+    /// peers in secure mode refuse such a node.
+    Unprivileged,
+}
+
+impl std::str::FromStr for PortPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "secure" => Ok(PortPolicy::Secure),
+            "unprivileged" => Ok(PortPolicy::Unprivileged),
+            _ => Err(format!("`{s}`: expected `secure` or `unprivileged`")),
+        }
+    }
 }
 
 impl Default for SockConfig {
     fn default() -> Self {
-        SockConfig { port: 988, min_bulk: 1024, keepalive: Duration::from_secs(30), typed_conns: true, reconnect_after: Duration::from_secs(1) }
+        SockConfig {
+            port: 988,
+            min_bulk: 1024,
+            keepalive: Duration::from_secs(30),
+            typed_conns: true,
+            reconnect_after: Duration::from_secs(1),
+            handshake_timeout: Duration::from_secs(5),
+            sock_timeout: Duration::from_secs(50),
+            ports: PortPolicy::Secure,
+        }
     }
 }
 
@@ -53,6 +96,7 @@ pub struct SockStats {
     pub zc_acks_sent: u64,
     pub keepalives_sent: u64,
     pub peer_restarts: u64,
+    pub timeouts: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +116,38 @@ struct Conn {
     remote: SocketAddrV4,
     local: SocketAddrV4,
     last_tx: Instant,
+    /// The HELLO exchange must be over by then.
+    handshake_by: Instant,
+    /// The peer's HELLO version once up (keepalives are V3 only).
+    version: u32,
+    /// Last bytes in.
+    last_rx: Instant,
+    /// Tagged writes not yet taken by the kernel, and when one last was.
+    tx_pending: usize,
+    tx_progress: Instant,
+    /// The peer answered our HELLO with ctype NONE: keep its messages and retry later.
+    refused: bool,
+}
+
+impl Conn {
+    fn new(passive: bool, state: State, ctype: u32, peer: Option<Nid>, remote: SocketAddrV4, local: SocketAddrV4, now: Instant, handshake: Duration) -> Conn {
+        Conn {
+            parser: ConnParser::new(passive),
+            state,
+            passive,
+            ctype,
+            peer,
+            remote,
+            local,
+            last_tx: now,
+            handshake_by: now + handshake,
+            version: 0,
+            last_rx: now,
+            tx_pending: 0,
+            tx_progress: now,
+            refused: false,
+        }
+    }
 }
 
 struct Tx {
@@ -85,6 +161,12 @@ struct Peer {
     conns: Vec<ConnId>,
     queue: VecDeque<Tx>,
     retry_at: Option<Instant>,
+    /// The last attempt failed (unreachable): sends fail at once until `retry_at`.
+    failing: bool,
+    /// We connect to this peer ourselves (Lustre keeps such peers: they have a conn_cb).
+    active: bool,
+    /// The pid the peer must claim in its HELLO (LNET_PID_LUSTRE unless we target another).
+    pid: u32,
     /// Protocol version to offer (lowered if the peer told us it speaks an older one).
     version: u32,
 }
@@ -160,138 +242,9 @@ impl<I: SockIo> SockLnd<I> {
         self.io.write(conn, data, tag);
     }
 
-    fn peer_mut(&mut self, nid: Nid) -> &mut Peer {
-        self.peers.entry(nid).or_insert_with(|| Peer { version: 3, ..Default::default() })
-    }
-
-    /// Opens the connections a peer lacks (all three types, or one untyped CONTROL).
-    fn connect(&mut self, nid: Nid) {
-        let now = self.io.now();
-        let have: Vec<u32> = self
-            .conns
-            .values()
-            .filter(|c| c.peer == Some(nid))
-            .map(|c| c.ctype)
-            .collect();
-        let p = self.peer_mut(nid);
-        if p.retry_at.is_some_and(|t| now < t) {
-            return;
-        }
-        let want: &[u32] = if self.cfg.typed_conns { &[ctype::CONTROL, ctype::BULK_IN, ctype::BULK_OUT] } else { &[ctype::CONTROL] };
-        for &t in want {
-            if have.contains(&t) {
-                continue;
-            }
-            let id = self.next_conn;
-            self.next_conn += 1;
-            let remote = SocketAddrV4::new(ip_of(nid), self.cfg.port);
-            let local = SocketAddrV4::new(ip_of(self.nid), 0);
-            self.conns.insert(id, Conn { parser: ConnParser::new(false), state: State::Connecting, passive: false, ctype: t, peer: Some(nid), remote, local, last_tx: now });
-            debug!(peer = %nid, ctype = ctype::name(t), conn = id, "connecting");
-            self.io.connect(id, remote, ip_of(self.nid));
-        }
-    }
-
-    /// The connection a frame of `len` bytes should go on, if one is up.
-    fn pick_conn(&self, nid: Nid, len: usize) -> Option<ConnId> {
-        let p = self.peers.get(&nid)?;
-        let want = if len >= self.cfg.min_bulk { ctype::BULK_OUT } else { ctype::CONTROL };
-        let up = |t: u32| p.conns.iter().copied().find(|id| self.conns.get(id).is_some_and(|c| c.state == State::Up && c.ctype == t));
-        up(want).or_else(|| up(ctype::CONTROL)).or_else(|| up(ctype::ANY)).or_else(|| up(ctype::BULK_OUT))
-    }
-
-    fn dispatch(&mut self, nid: Nid) {
-        loop {
-            let Some(p) = self.peers.get(&nid) else { return };
-            let Some(len) = p.queue.front().map(|t| t.frame.len()) else { return };
-            let Some(conn) = self.pick_conn(nid, len) else {
-                self.connect(nid);
-                return;
-            };
-            let tx = self.peers.get_mut(&nid).unwrap().queue.pop_front().unwrap();
-            let tag = self.writes.insert((conn, tx.msg));
-            self.stats.frames_tx += 1;
-            debug!(conn, peer = %nid, bytes = tx.frame.len(), "frame out");
-            self.write(conn, tx.frame, tag);
-        }
-    }
-
-    /// Fails everything queued for a peer we cannot reach.
-    fn fail_queue(&mut self, lnet: &mut Lnet, nid: Nid, status: i32) {
-        if let Some(p) = self.peers.get_mut(&nid) {
-            let q: Vec<Tx> = p.queue.drain(..).collect();
-            for t in q {
-                lnet.finalize(t.msg, status);
-            }
-        }
-    }
-
-    fn close_conn(&mut self, lnet: &mut Lnet, id: ConnId, why: &str) {
-        let Some(c) = self.conns.remove(&id) else { return };
-        self.io.close(id);
-        debug!(conn = id, peer = ?c.peer.map(|n| n.to_string()), why, "connection closed");
-        // Messages already handed to this connection are lost with it.
-        for (_, msg) in self.writes.drain_where(|&(conn, _)| conn == id) {
-            lnet.finalize(msg, errno::ECONNRESET);
-        }
-        if let Some(nid) = c.peer {
-            let now = self.io.now();
-            let retry = self.cfg.reconnect_after;
-            self.peer_mut(nid).conns.retain(|&x| x != id);
-            if self.peers[&nid].queue.is_empty() {
-                return;
-            }
-            if self.pick_conn(nid, 0).is_some() || self.pick_conn(nid, usize::MAX).is_some() {
-                // Another connection can carry what was waiting.
-                self.dispatch(nid);
-            } else if !self.conns.values().any(|x| x.peer == Some(nid)) {
-                if c.state == State::Up {
-                    // A working peer dropped us: try to reconnect right away.
-                    self.dispatch(nid);
-                } else {
-                    self.peer_mut(nid).retry_at = Some(now + retry);
-                    self.fail_queue(lnet, nid, errno::EHOSTUNREACH);
-                }
-            }
-        }
-    }
-
-    fn hello(&self, peer: Nid, ct: u32, version: u32) -> Vec<u8> {
-        Hello {
-            version,
-            src_nid: self.nid,
-            dst_nid: peer,
-            src_pid: self.pid,
-            dst_pid: 0,
-            src_incarnation: self.incarnation,
-            dst_incarnation: 0,
-            ctype: ct,
-            ips: vec![],
-        }
-        .emit()
-    }
-
-    /// A peer with a new incarnation restarted: its old connections and their messages go.
-    fn check_incarnation(&mut self, lnet: &mut Lnet, nid: Nid, inc: u64, keep: ConnId) {
-        let old = self.peer_mut(nid).incarnation.replace(inc);
-        if old.is_some_and(|o| o != inc) {
-            self.stats.peer_restarts += 1;
-            info!(peer = %nid, "peer restarted (new incarnation): closing its old connections");
-            // Connections still shaking hands are with the new instance; established ones are
-            // with the old one.
-            let stale: Vec<ConnId> = self.conns.iter().filter(|(id, c)| **id != keep && c.peer == Some(nid) && c.state == State::Up).map(|(id, _)| *id).collect();
-            for id in stale {
-                self.close_conn(lnet, id, "peer restarted");
-            }
-        }
-    }
-
     fn on_input(&mut self, lnet: &mut Lnet, i: SockInput) {
         match i {
-            SockInput::Accepted { conn, peer, local } => {
-                let now = self.io.now();
-                self.conns.insert(conn, Conn { parser: ConnParser::new(true), state: State::Handshake, passive: true, ctype: ctype::NONE, peer: None, remote: peer, local, last_tx: now });
-            }
+            SockInput::Accepted { conn, peer, local } => self.accepted(conn, peer, local),
             SockInput::Connected { conn, local } => {
                 let Some(c) = self.conns.get_mut(&conn) else {
                     self.io.close(conn);
@@ -299,6 +252,7 @@ impl<I: SockIo> SockLnd<I> {
                 };
                 c.state = State::Handshake;
                 c.local = local;
+                c.handshake_by = self.io.now() + self.cfg.handshake_timeout;
                 let (peer, ct) = (c.peer.expect("active conns know their peer"), c.ctype);
                 let version = self.peers.get(&peer).map(|p| p.version).unwrap_or(3);
                 // Preamble and HELLO as separate writes (separate segments on the wire).
@@ -312,8 +266,9 @@ impl<I: SockIo> SockLnd<I> {
                 self.close_conn(lnet, conn, "connect failed");
             }
             SockInput::Data { conn, data } => {
-                if !self.conns.contains_key(&conn) {
-                    debug!(conn, bytes = data.len(), "data for an unknown connection dropped");
+                match self.conns.get_mut(&conn) {
+                    Some(c) => c.last_rx = self.io.now(),
+                    None => debug!(conn, bytes = data.len(), "data for an unknown connection dropped"),
                 }
                 let mut events = std::mem::take(&mut self.events);
                 events.clear();
@@ -337,7 +292,12 @@ impl<I: SockIo> SockLnd<I> {
                 }
             }
             SockInput::Written { tag, .. } => {
-                if let Some((_, msg)) = self.writes.remove(tag) {
+                if let Some((conn, msg)) = self.writes.remove(tag) {
+                    let now = self.io.now();
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.tx_pending = c.tx_pending.saturating_sub(1);
+                        c.tx_progress = now;
+                    }
                     lnet.finalize(msg, 0);
                 }
             }
@@ -348,17 +308,11 @@ impl<I: SockIo> SockLnd<I> {
         }
     }
 
-    fn refuse(&mut self, lnet: &mut Lnet, conn: ConnId, why: String) {
-        self.stats.bad_peers += 1;
-        let who = self.conns.get(&conn).map(|c| c.remote.to_string()).unwrap_or_default();
-        warn!(conn, peer = %who, "refusing connection: {why}");
-        self.close_conn(lnet, conn, "refused");
-    }
-
     fn on_event(&mut self, lnet: &mut Lnet, conn: ConnId, e: ConnEvent) {
         let c = self.conns.get(&conn).expect("checked by caller");
         let (passive, state, my_type, expect) = (c.passive, c.state, c.ctype, c.peer);
         match e {
+            ConnEvent::AcceptorQuery => self.acceptor_query(lnet, conn),
             ConnEvent::ConnReq(nid) => {
                 if nid != self.nid {
                     self.refuse(lnet, conn, format!("acceptor request for {nid}: no matching NI (we are {})", self.nid));
@@ -378,34 +332,16 @@ impl<I: SockIo> SockLnd<I> {
                 }
             }
             ConnEvent::Hello(h) if passive && state == State::Handshake => self.passive_hello(lnet, conn, h),
-            ConnEvent::Hello(h) if !passive && state == State::Handshake => {
-                let nid = expect.expect("active conns know their peer");
-                if h.src_nid != nid {
-                    return self.refuse(lnet, conn, format!("connected to {nid} but it claims to be {}", h.src_nid));
-                }
-                if h.ctype == ctype::NONE {
-                    // Lost a connection race or a duplicate: the peer keeps its own.
-                    self.stats.handshakes_refused += 1;
-                    self.close_conn(lnet, conn, "peer refused the connection type");
-                    return;
-                }
-                if ctype::invert(h.ctype) != my_type {
-                    return self.refuse(lnet, conn, format!("asked for {} but peer answered {}", ctype::name(my_type), ctype::name(h.ctype)));
-                }
-                self.check_incarnation(lnet, nid, h.src_incarnation, conn);
-                self.up(conn, nid, h.version);
-                self.stats.conns_active += 1;
-            }
+            ConnEvent::Hello(h) if !passive && state == State::Handshake => self.active_hello(lnet, conn, h, expect.expect("active conns know their peer"), my_type),
             ConnEvent::Hello(_) => self.refuse(lnet, conn, "second HELLO on an established connection".into()),
             ConnEvent::Noop(k) => {
                 if state != State::Up {
                     return self.refuse(lnet, conn, "NOOP before the handshake".into());
                 }
+                // A NOOP's cookies are an ACK range (`zc_req`..`zc_ack`), never a request: we
+                // ask for no zero-copy ACKs, so only the keepalive [0, 1] is expected.
                 if k.zc_ack > 1 {
-                    debug!(conn, cookie = k.zc_ack, "zero-copy ACK for a cookie we never asked for; ignored");
-                }
-                if k.zc_req != 0 {
-                    self.zc_ack(conn, k.zc_req);
+                    debug!(conn, from = k.zc_req, to = k.zc_ack, "zero-copy ACK for cookies we never asked for; ignored");
                 }
             }
             ConnEvent::Lnet { ksock, hdr, frame } => {
@@ -439,58 +375,6 @@ impl<I: SockIo> SockLnd<I> {
         self.write(conn, noop(cookie).to_vec(), 0);
     }
 
-    fn up(&mut self, conn: ConnId, nid: Nid, version: u32) {
-        let c = self.conns.get_mut(&conn).unwrap();
-        c.state = State::Up;
-        c.peer = Some(nid);
-        debug!(conn, peer = %nid, ctype = ctype::name(c.ctype), version, "connection up");
-        let p = self.peer_mut(nid);
-        p.conns.push(conn);
-        p.retry_at = None;
-        self.dispatch(nid);
-    }
-
-    fn passive_hello(&mut self, lnet: &mut Lnet, conn: ConnId, h: Hello) {
-        if h.src_nid == Nid::ANY || h.src_nid.net() != self.nid.net() {
-            return self.refuse(lnet, conn, format!("HELLO from {} on net {}", h.src_nid, self.nid.net()));
-        }
-        if h.dst_nid != self.nid && h.dst_nid != Nid::ANY {
-            return self.refuse(lnet, conn, format!("HELLO for {} but we are {}", h.dst_nid, self.nid));
-        }
-        let valid = matches!(h.ctype, ctype::CONTROL | ctype::BULK_IN | ctype::BULK_OUT) || (h.ctype == ctype::ANY && h.version == 2);
-        if !valid {
-            return self.refuse(lnet, conn, format!("HELLO with invalid connection type {:#x}", h.ctype));
-        }
-        let mine = ctype::invert(h.ctype);
-        let peer = h.src_nid;
-        let existing: Vec<(State, bool)> = self.conns.iter().filter(|(id, c)| **id != conn && c.peer == Some(peer) && c.ctype == mine).map(|(_, c)| (c.state, c.passive)).collect();
-        let racing = existing.iter().any(|&(s, passive)| !passive && s != State::Up);
-        let duplicate = existing.iter().any(|&(s, _)| s == State::Up);
-        let reject = (racing && self.nid > peer) || (duplicate && self.peers.get(&peer).and_then(|p| p.incarnation) == Some(h.src_incarnation));
-        if reject {
-            self.stats.handshakes_refused += 1;
-            let r = self.hello(peer, ctype::NONE, h.version);
-            self.write(conn, r, 0);
-            self.close_conn(lnet, conn, if racing { "connection race: ours wins" } else { "duplicate connection" });
-            return;
-        }
-        self.check_incarnation(lnet, peer, h.src_incarnation, conn);
-        let r = self.hello(peer, mine, h.version);
-        self.conns.get_mut(&conn).unwrap().ctype = mine;
-        self.write(conn, r, 0);
-        self.stats.conns_passive += 1;
-        self.up(conn, peer, h.version);
-    }
-
-    fn keepalives(&mut self) {
-        let now = self.io.now();
-        let idle: Vec<ConnId> = self.conns.iter().filter(|(_, c)| c.state == State::Up && now.duration_since(c.last_tx) >= self.cfg.keepalive).map(|(id, _)| *id).collect();
-        for id in idle {
-            self.stats.keepalives_sent += 1;
-            self.write(id, noop(1).to_vec(), 0);
-        }
-    }
-
     /// Connections currently established.
     pub fn conns_up(&self) -> usize {
         self.conns.values().filter(|c| c.state == State::Up).count()
@@ -505,6 +389,7 @@ impl<I: SockIo> Lnd for SockLnd<I> {
     fn stats(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(self.stats).unwrap_or_default();
         v["conns_up"] = self.conns_up().into();
+        v["peers"] = self.peers.len().into();
         v
     }
 
@@ -524,12 +409,16 @@ impl<I: SockIo> Lnd for SockLnd<I> {
             return;
         }
         let nid = m.next_hop;
-        self.peer_mut(nid).queue.push_back(Tx { msg: m.msg, frame });
+        // The pid the peer must claim (lnet_handle_send: a router is LNET_PID_LUSTRE).
+        let pid = if m.target.nid == nid { m.target.pid } else { ProcessId::PID_LUSTRE };
+        let p = self.peer_mut(nid);
+        p.pid = pid;
+        p.queue.push_back(Tx { msg: m.msg, frame });
         self.dispatch(nid);
-        // A peer in its reconnect back-off gets nothing through: fail rather than hold.
+        // A peer that was unreachable a moment ago gets nothing through: fail rather than hold.
         if let Some(p) = self.peers.get(&nid) {
             let now = self.io.now();
-            if p.retry_at.is_some_and(|t| now < t) && p.conns.is_empty() {
+            if p.failing && p.retry_at.is_some_and(|t| now < t) && p.conns.is_empty() {
                 self.fail_queue(lnet, nid, errno::EHOSTUNREACH);
             }
         }
@@ -559,6 +448,8 @@ impl<I: SockIo> Lnd for SockLnd<I> {
             self.on_input(lnet, i);
         }
         self.inputs = inputs;
+        self.timeouts(lnet);
+        self.retries();
         self.keepalives();
         any
     }

@@ -5,7 +5,7 @@ use lnd::lnet::{Event, EventKind, MdSpec};
 use lnd::mem::Seg;
 use lnd::node::{Node, NodeBuilder};
 use lnd::sock::io::ThreadIo;
-use lnd::sock::SockConfig;
+use lnd::sock::{PortPolicy, SockConfig};
 use lnd::wire::{Nid, ProcessId};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,8 +17,10 @@ pub fn port() -> u16 {
     if unsafe { libc::geteuid() } == 0 { 988 } else { 10988 }
 }
 
+/// Root tests the default (secure) port rules; elsewhere the explicit unprivileged mode.
 pub fn sock_cfg() -> SockConfig {
-    SockConfig { port: port(), ..Default::default() }
+    let ports = if unsafe { libc::geteuid() } == 0 { PortPolicy::Secure } else { PortPolicy::Unprivileged };
+    SockConfig { port: port(), ports, ..Default::default() }
 }
 
 /// Logs to the test's output when `LNETLAB_LOG` is set (e.g. `LNETLAB_LOG=debug`).
