@@ -8,7 +8,7 @@ use lnd::dmalnd::DmaLndConfig;
 use lnd::lnet::{opt, EventKind, Insert, MdSpec};
 use lnd::mem::Seg;
 use lnd::node::{Node, NodeBuilder};
-use lnd::sock::SockConfig;
+use lnd::sock::{PortPolicy, SockConfig};
 use lnd::wire::{Nid, ProcessId};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -135,7 +135,10 @@ impl Bg {
 }
 
 pub fn run(opts: &SockBenchOpts) -> anyhow::Result<Vec<Metric>> {
-    let cfg = SockConfig { port: opts.port, ..Default::default() };
+    // Reserved source ports need root; without it, the explicit unprivileged test mode.
+    // SAFETY: geteuid has no preconditions.
+    let ports = if unsafe { libc::geteuid() } == 0 { PortPolicy::Secure } else { PortPolicy::Unprivileged };
+    let cfg = SockConfig { port: opts.port, ports, ..Default::default() };
     let mut bg = Bg { stop: Arc::new(AtomicBool::new(false)), threads: Vec::new() };
 
     // TCP to TCP.

@@ -52,6 +52,10 @@ fn lnetd_args(n: &NodePlan, scratch: &Path, art: &Path, plan: &Plan) -> Vec<Stri
         a.push("--routing".into());
     }
     a.extend(["--mem".into(), n.mem.to_string(), "--port".into(), socklnd_port().to_string()]);
+    if socklnd_port() != 988 {
+        // Without root no node can bind a reserved port: the explicit unprivileged test mode.
+        a.extend(["--tcp-ports".into(), "unprivileged".into()]);
+    }
     a.extend(["--log".into(), art.join("nodes").join(format!("{}.log", n.name)).display().to_string()]);
     a.extend(["--trace".into(), art.join("traces").join(format!("{}.jsonl", n.name)).display().to_string()]);
     a
