@@ -35,6 +35,9 @@ enum Cmd {
         /// Give up on bring-up or a workload after this many seconds.
         #[arg(long, default_value_t = 300)]
         timeout: u64,
+        /// Run the seed twice (sim backend) and fail unless both runs leave the same traces.
+        #[arg(long)]
+        check_determinism: bool,
     },
     /// Run many seeds of a spec, or of generated specs (`--generate`), N at a time; keep every
     /// failing spec with its REPRO line; exit 1 if any failed.
@@ -77,6 +80,9 @@ enum Cmd {
         /// Shrink every failing seed (see `lnetlab shrink`).
         #[arg(long)]
         shrink: bool,
+        /// Run every seed twice on sim and fail when the two runs' traces differ.
+        #[arg(long)]
+        check_determinism: bool,
     },
     /// Make a failing run small: remove faults, workloads, clients and nodes, shorten fault
     /// windows and halve sizes while the run (same seed and backend) still fails; writes
@@ -236,11 +242,14 @@ fn main() {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
-        Cmd::Run { file, json, seed, keep, artifacts, backend, timeout } => {
+        Cmd::Run { file, json, seed, keep, artifacts, backend, timeout, check_determinism } => {
             let opts = cluster::run::RunOpts { file, seed, keep, json, artifacts, backend, timeout: std::time::Duration::from_secs(timeout), up_only: None, only: None };
+            if check_determinism {
+                return check_determinism_of(opts);
+            }
             run_and_report(&opts)?;
         }
-        Cmd::Hunt { file, generate, seeds, jobs, backend, faults, single, multi_dma, max_clients, out, timeout, json, shrink } => {
+        Cmd::Hunt { file, generate, seeds, jobs, backend, faults, single, multi_dma, max_clients, out, timeout, json, shrink, check_determinism } => {
             use harness::hunt::{generate::GenOpts, seeds as h};
             if file.is_some() == generate {
                 anyhow::bail!("hunt: give a spec FILE or --generate (one of them)");
@@ -259,7 +268,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::bail!("hunt: -j and --timeout must be at least 1");
             }
             harness::interrupt::install_interrupt_handler();
-            let o = h::HuntOpts { file, gen: GenOpts { faults, single, multi_dma, max_clients }, seeds: h::parse_seeds(&seeds).map_err(anyhow::Error::msg)?, jobs, backends, out: out.unwrap_or_else(|| "target/lnetlab/hunt".into()), timeout: std::time::Duration::from_secs(timeout), json };
+            let o = h::HuntOpts { file, gen: GenOpts { faults, single, multi_dma, max_clients }, seeds: h::parse_seeds(&seeds).map_err(anyhow::Error::msg)?, jobs, backends, out: out.unwrap_or_else(|| "target/lnetlab/hunt".into()), timeout: std::time::Duration::from_secs(timeout), json, check_determinism };
             let mut s = h::hunt(&o)?;
             if shrink {
                 for f in &mut s.failed {
@@ -511,6 +520,41 @@ fn running(state: &std::path::Path) -> Option<i32> {
 }
 
 /// Runs a cluster and prints the report (table or JSON); exits 1 with the repro line on failure.
+/// Runs the same seed twice and compares the trace hashes (a replay must do the same things in
+/// the same order); the report is the first run's, failed when the hashes differ.
+fn check_determinism_of(mut opts: cluster::run::RunOpts) -> anyhow::Result<()> {
+    if opts.backend != "sim" || opts.keep {
+        anyhow::bail!("--check-determinism needs --backend sim (only virtual time replays exactly) and no --keep");
+    }
+    harness::interrupt::install_interrupt_handler();
+    let seed = opts.seed.unwrap_or_else(cluster::plan::random_seed);
+    opts.seed = Some(seed);
+    let mut first = cluster::run::run(&opts)?;
+    let again = cluster::run::RunOpts { artifacts: Some(std::path::Path::new(&first.artifacts).join("replay")), json: true, ..opts.clone() };
+    let second = cluster::run::run(&again)?;
+    match (&first.trace_hash, &second.trace_hash) {
+        (Some(a), Some(b)) if a == b => {
+            if !opts.json {
+                eprintln!("determinism: both runs of seed {seed} left trace hash {a}");
+            }
+        }
+        (a, b) => {
+            first.ok = false;
+            first.error.get_or_insert(format!("not deterministic: seed {seed} left trace hash {} then {} (second run in {})", a.as_deref().unwrap_or("-"), b.as_deref().unwrap_or("-"), second.artifacts));
+        }
+    }
+    if opts.json {
+        println!("{}", serde_json::to_string(&first)?);
+    } else {
+        print!("{}", cluster::report::table(&first));
+    }
+    if !first.ok {
+        eprintln!("reproduce with: {} --check-determinism", cluster::run::repro(&opts, seed));
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
 fn run_and_report(opts: &cluster::run::RunOpts) -> anyhow::Result<()> {
     harness::interrupt::install_interrupt_handler();
     let r = cluster::run::run(opts)?;

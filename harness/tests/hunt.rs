@@ -72,3 +72,23 @@ fn shrink_keeps_only_what_makes_the_run_fail_and_the_result_replays() {
     assert!(!fine.status.success());
     assert!(String::from_utf8_lossy(&fine.stderr).contains("does not fail"), "{}", String::from_utf8_lossy(&fine.stderr));
 }
+
+#[test]
+fn check_determinism_passes_on_sim_and_catches_a_run_that_reads_the_wall_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |mutant: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_lnetlab"))
+            .args(["run", "../clusters/regress/two-tcp-nets.yaml", "--backend", "sim", "--seed", "3", "--check-determinism", "--json", "--artifacts", dir.path().to_str().unwrap()])
+            .env("LNETLAB_MUTANT", mutant)
+            .output()
+            .unwrap();
+        let r: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().last().unwrap()).unwrap();
+        (o.status.success(), r)
+    };
+    let (ok, r) = run("");
+    assert!(ok, "{r}");
+    assert!(r["trace_hash"].as_str().is_some_and(|h| h.len() == 16), "{r}");
+    let (ok, r) = run("sim_wall_clock");
+    assert!(!ok, "{r}");
+    assert!(r["error"].as_str().unwrap().contains("not deterministic"), "{r}");
+}

@@ -8,6 +8,7 @@ pub mod lnd;
 pub mod lnet;
 pub mod lolnd;
 pub mod mem;
+pub mod mutant;
 pub mod node;
 pub mod ost;
 pub mod ptlrpc;

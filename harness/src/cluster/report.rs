@@ -56,6 +56,24 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub elapsed_s: f64,
+    /// On virtual time: a hash of every node trace, equal for every replay of the seed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_hash: Option<String>,
+}
+
+/// A hash of the run's traces (`traces/*.jsonl`, by name): two runs that did the same things in
+/// the same order have the same hash.
+pub fn trace_hash(art: &Path) -> std::io::Result<String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(art.join("traces"))?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "jsonl")).collect();
+    files.sort();
+    // FNV-1a over names and contents: stable across builds and machines.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for f in files {
+        for b in f.file_name().unwrap_or_default().as_encoded_bytes().iter().chain(std::fs::read(&f)?.iter()) {
+            h = (h ^ *b as u64).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    Ok(format!("{h:016x}"))
 }
 
 /// The artifacts directory of a run of `spec` with `seed` (under `base`, default `target/lnetlab/runs`).

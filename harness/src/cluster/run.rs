@@ -5,7 +5,7 @@ use super::backend::Backend;
 use super::backends;
 use super::faults::Faults;
 use super::plan::{loopback, plan, random_seed, Plan};
-use super::report::{artifacts_dir, Report};
+use super::report::{artifacts_dir, trace_hash, Report};
 use super::spec::{ClusterSpec, WorkloadKind};
 use super::workloads::{io::run_workload, selftest::run_selftest};
 use serde_json::{json, Value};
@@ -60,12 +60,15 @@ pub fn run(opts: &RunOpts) -> anyhow::Result<Report> {
     let t0 = Instant::now();
     let say = progress(opts.json);
     say(&format!("cluster `{}`: {} nodes, seed {seed}, artifacts {}", spec.name, plan.nodes.len(), art.display()));
-    let mut report = Report { cluster: spec.name.clone(), backend: opts.backend.clone(), seed, ok: false, workloads: Vec::new(), artifacts: art.display().to_string(), faults_injected: 0, faults: Default::default(), faults_skipped: Vec::new(), resends: 0, reconnects: 0, lost_acked_writes: 0, silent_corruptions: 0, error: None, elapsed_s: 0.0 };
+    let mut report = Report { cluster: spec.name.clone(), backend: opts.backend.clone(), seed, ok: false, workloads: Vec::new(), artifacts: art.display().to_string(), faults_injected: 0, faults: Default::default(), faults_skipped: Vec::new(), resends: 0, reconnects: 0, lost_acked_writes: 0, silent_corruptions: 0, error: None, elapsed_s: 0.0, trace_hash: None };
     let res = execute(backend.as_ref(), &plan, opts, &art, &say, &mut report);
     if let Some(state) = &opts.up_only {
         let _ = std::fs::remove_file(state);
     }
     report.elapsed_s = t0.elapsed().as_secs_f64();
+    if backend.virtual_time() {
+        report.trace_hash = trace_hash(&art).ok();
+    }
     match res {
         Ok(()) => report.ok = report.workloads.iter().all(|w| w.errors == 0 && w.bytes_verified == w.bytes_written),
         Err(e) => report.error = Some(format!("{e:#}")),

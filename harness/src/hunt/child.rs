@@ -11,12 +11,13 @@ pub fn report_of(stdout: &str) -> Option<Value> {
 }
 
 /// Runs `spec` with `seed` on `backend` as a child `lnetlab run`; the report or why there is none.
-pub fn run_one(spec: &Path, seed: u64, backend: &str, art: &Path, timeout: Duration) -> Result<Value, String> {
+pub fn run_one(spec: &Path, seed: u64, backend: &str, art: &Path, timeout: Duration, extra: &[String]) -> Result<Value, String> {
     let mut child = crate::procs::daemon_command("run")
         .map_err(|e| e.to_string())?
         .args([spec.as_os_str(), "--seed".as_ref(), seed.to_string().as_ref(), "--backend".as_ref(), backend.as_ref(), "--json".as_ref()])
         .args(["--timeout", &timeout.as_secs().max(1).to_string(), "--artifacts"])
         .arg(art)
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -25,6 +25,8 @@ pub struct HuntOpts {
     /// Per run; the child is killed this long after (plus a grace period).
     pub timeout: Duration,
     pub json: bool,
+    /// Run every seed twice on sim and fail when the traces differ.
+    pub check_determinism: bool,
 }
 
 /// One seed's outcome.
@@ -87,7 +89,8 @@ fn hunt_seed(o: &HuntOpts, seed: u64) -> SeedResult {
     let mut reports = Vec::new();
     let mut error = None;
     for b in &o.backends {
-        match run_one(&spec, seed, b, &scratch.join(b), o.timeout) {
+        let extra: Vec<String> = if o.check_determinism && b == "sim" { vec!["--check-determinism".into()] } else { Vec::new() };
+        match run_one(&spec, seed, b, &scratch.join(b), o.timeout, &extra) {
             Ok(r) => {
                 if let Some(why) = failure(&r) {
                     error.get_or_insert(format!("{b}: {why}"));

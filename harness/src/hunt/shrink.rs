@@ -150,7 +150,7 @@ pub fn shrink(o: &ShrinkOpts, say: &dyn Fn(&str)) -> anyhow::Result<Shrunk> {
         *runs += 1;
         let p = work.path().join("candidate.yaml");
         std::fs::write(&p, serde_yaml_ng::to_string(cand)?)?;
-        Ok(run_one(&p, o.seed, &o.backend, &work.path().join("runs"), o.timeout).ok().and_then(|r| failure(&r)))
+        Ok(run_one(&p, o.seed, &o.backend, &work.path().join("runs"), o.timeout, &[]).ok().and_then(|r| failure(&r)))
     };
     let mut why = fails(&spec, &mut runs)?.ok_or_else(|| anyhow::anyhow!("{} with seed {} on {} does not fail: nothing to shrink", o.spec.display(), o.seed, o.backend))?;
     say(&format!("fails as given: {why}"));

@@ -78,7 +78,11 @@ impl Backend for SimBackend {
 
     fn up(&self, plan: &Plan, scratch: &Path, art: &Path, _timeout: Duration, progress: &dyn Fn(&str)) -> anyhow::Result<Cluster> {
         std::fs::create_dir_all(art.join("traces"))?;
-        let mut sim = Sim::new(plan.seed);
+        let mut seed = plan.seed;
+        if lnd::mutant::active("sim_wall_clock") {
+            seed ^= std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        }
+        let mut sim = Sim::new(seed);
         let mut target_dirs = HashMap::new();
         for (i, n) in plan.nodes.iter().enumerate() {
             let mut b = NodeBuilder::new(lnd::wire::ProcessId::PID_LUSTRE, plan.seed ^ ((i as u64 + 1) << 40));
