@@ -262,7 +262,7 @@ impl<D: DmaDevice> DmaLnd<D> {
     }
 
     /// Sends what credits allow. NOOPs only return credits: they cost none and earn none, so
-    /// they can always flow and never echo each other.
+    /// they can always flow (even at 0 credits) and never echo each other.
     fn pump(&mut self) {
         let high_water = (self.cfg.peer_credits / 2).max(1);
         let mut dirty = std::mem::take(&mut self.dirty);
@@ -296,8 +296,11 @@ impl<D: DmaDevice> DmaLnd<D> {
                 };
                 self.submit(Desc { tag, op });
             }
+            // Credits owed go back in a NOOP when no message can carry them soon: nothing
+            // queued, or queued messages stalled for want of credits (the peer may be stalled
+            // the same way, waiting for exactly these; `kiblnd_need_noop`).
             let p = self.peer(addr);
-            if p.queue.is_empty() && p.owed >= high_water {
+            if (p.queue.is_empty() || p.credits == 0) && p.owed >= high_water {
                 let owed = std::mem::take(&mut p.owed);
                 p.returning.push_back((owed, None));
                 let mut b = self.buf();
