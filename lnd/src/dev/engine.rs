@@ -292,6 +292,9 @@ impl Engine {
                 Ok(job) => return Some(job),
                 Err(e) => self.post(from, comp(CompKind::PullDone, e, cookie, 0, src)),
             },
+            // A node's descriptors execute in order, each pull's copy included (the providers
+            // finish a pull before taking the next descriptor): reaching this one is the fence.
+            Op::Fence => self.post(from, comp(CompKind::Fenced, DevStatus::Ok, 0, 0, from)),
         }
         None
     }

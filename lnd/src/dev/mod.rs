@@ -74,6 +74,9 @@ pub enum Op {
     /// Copy `[tx_off, tx_off + len(frags))` of transmit `cookie` owned by node `src` into `frags`
     /// of our region `key`.
     Pull { src: u32, cookie: u64, tx_off: u64, key: u32, frags: Vec<Seg> },
+    /// Completes (`Fenced`) once everything this node submitted before it is finished: after
+    /// it, the device touches none of the buffers those descriptors named (a pull included).
+    Fence,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,6 +101,8 @@ pub enum CompKind {
     /// The node at `peer` left the fabric (its process ended): its regions, transmits and
     /// mailbox are gone, and a node attaching at that address later is a new incarnation.
     PeerDown = 7,
+    /// Everything submitted before the `Fence` with this tag is finished.
+    Fenced = 8,
 }
 
 impl CompKind {
@@ -111,6 +116,7 @@ impl CompKind {
             5 => PullDone,
             6 => TxCancelled,
             7 => PeerDown,
+            8 => Fenced,
             _ => return None,
         })
     }

@@ -79,6 +79,7 @@ impl<'a> Rings<'a> {
             }
             Op::TxSetup { key, frags } => (2, self.write_frags(data_off, frags)?, 0, *key, 0, 0),
             Op::TxCancel { cookie } => (3, 0, 0, 0, *cookie, 0),
+            Op::Fence => (6, 0, 0, 0, 0, 0),
             Op::SmsgTx { dst, data, at, tx_tag } => {
                 let n = data.len().min(SMSG_MAX);
                 self.mem.write(data_off, &data[..n])?;
@@ -119,6 +120,7 @@ impl<'a> Rings<'a> {
                 2 => CompKind::TxReady,
                 3 => CompKind::TxCancelled,
                 4 => CompKind::PullDone,
+                6 => CompKind::Fenced,
                 _ => CompKind::SmsgSent,
             };
             Completion { kind, status, tag, cookie: 0, len: 0, peer: 0 }
@@ -151,6 +153,7 @@ impl<'a> Rings<'a> {
             3 => Op::TxCancel { cookie },
             4 => Op::Pull { src: peer, cookie, tx_off, key, frags: frags()? },
             5 if tx_off <= u16::MAX as u64 => Op::SmsgTx { dst: peer, data, at: tx_off as u16, tx_tag: cookie },
+            6 => Op::Fence,
             _ => return Err((tag, DevStatus::BadDesc)),
         };
         Ok(Desc { tag, op })
@@ -202,6 +205,7 @@ mod tests {
             (any::<u32>(), proptest::collection::vec(any::<u8>(), 0..64)).prop_map(|(dst, data)| Op::Smsg { dst, data }),
             (any::<u32>(), frags()).prop_map(|(key, frags)| Op::TxSetup { key, frags }),
             any::<u64>().prop_map(|cookie| Op::TxCancel { cookie }),
+            Just(Op::Fence),
             (any::<u32>(), proptest::collection::vec(any::<u8>(), 0..64), any::<u16>(), any::<u64>())
                 .prop_map(|(dst, data, at, tx_tag)| Op::SmsgTx { dst, data, at, tx_tag }),
             (any::<u32>(), any::<u64>(), any::<u64>(), any::<u32>(), frags())

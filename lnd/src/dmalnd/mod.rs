@@ -72,6 +72,9 @@ struct Peer {
     /// Control messages (NAK, TX_READY: no tx of ours waits on them) keep their bytes too, to
     /// go again if the mailbox was full.
     returning: VecDeque<(u16, Option<Vec<u8>>)>,
+    /// The first this many of `returning` went to an incarnation that left the fabric: their
+    /// completions give no credit back (the window started afresh).
+    void: usize,
 }
 
 /// Peer `addr`'s flow-control state, created with `credits` on first use.
@@ -79,11 +82,19 @@ fn peer_in(peers: &mut HashMap<u32, Peer>, credits: u16, addr: u32) -> &mut Peer
     peers.entry(addr).or_insert_with(|| Peer { credits, ..Default::default() })
 }
 
+/// The LNet messages a transfer finalizes.
+#[derive(Debug, Clone, Copy)]
+enum Done {
+    One(MsgId),
+    /// A GET initiator pulling its reply: the GET and the REPLY.
+    Two(MsgId, MsgId),
+}
+
 /// What one tag (our descriptor tag) is waiting for.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 enum Tx {
-    /// IMMEDIATE sent: finalize when the SMSG is delivered.
-    Imm { msg: MsgId },
+    /// IMMEDIATE queued or sent: finalize when the SMSG is delivered.
+    Imm { msg: MsgId, peer: u32 },
     /// Large PUT/REPLY: transmit set up and PUT_REQ chained behind it (the device writes the
     /// cookie into it); waiting for the receiver's pull (TxDone) or a NAK. `cookie` is known
     /// once `TxReady` arrives.
@@ -98,9 +109,13 @@ enum Tx {
     ReplySetup { msg: MsgId, peer: u32, get_tag: u64 },
     /// GET target: TX_READY sent, waiting for the initiator's pull or NAK.
     ReplyWait { msg: MsgId, peer: u32, cookie: u64 },
-    /// A reply being staged for a peer that left the fabric: failed (and its transmit
-    /// cancelled) when the device answers the setup.
-    Orphan { msg: MsgId },
+    /// Failed with `st` while its transmit is still being set up: the transmit is cancelled
+    /// when the device answers the setup, and the transfer drains.
+    Orphan { done: Done, peer: u32, st: i32 },
+    /// Failed with `st`, but the device may still read or write its buffers: finalized only
+    /// when the device lets go of them (transmit cancelled or pulled, pull done, fence passed,
+    /// device lost), so LNet never unlinks an MD under a running copy (`kiblnd_tx_done`).
+    Draining { done: Done, peer: u32, st: i32 },
 }
 
 /// Receive contexts between `lnet_parse` and `recv`.
@@ -180,6 +195,11 @@ impl<D: DmaDevice> DmaLnd<D> {
     /// Descriptors and receive contexts outstanding (zero when idle).
     pub fn busy(&self) -> usize {
         self.txs.len() + self.rxs.len() + self.backlog.len()
+    }
+
+    /// SMSG credits we hold for the peer at `addr` (None: never talked to it).
+    pub fn peer_credits(&self, addr: u32) -> Option<u16> {
+        self.peers.get(&addr).map(|p| p.credits)
     }
 
     fn peer(&mut self, addr: u32) -> &mut Peer {
@@ -318,8 +338,9 @@ impl<D: DmaDevice> DmaLnd<D> {
         self.queue(peer, 0, Body::Nak { tag, status });
     }
 
-    fn cancel(&mut self, cookie: u64) {
-        self.submit(Desc { tag: 0, op: Op::TxCancel { cookie } });
+    /// Withdraws transmit `cookie` of transfer `tag` (`TxCancelled` echoes the tag).
+    fn cancel(&mut self, tag: u64, cookie: u64) {
+        self.submit(Desc { tag, op: Op::TxCancel { cookie } });
     }
 
     /// Fails a GET initiator: its SEND and REPLY events both carry `status`.
@@ -342,7 +363,9 @@ impl<D: DmaDevice> DmaLnd<D> {
             CompKind::SmsgSent => {
                 let p = self.peer(c.peer);
                 let (returned, kept) = p.returning.pop_front().unwrap_or_default();
-                if !c.status.is_ok() {
+                let stale = p.void > 0;
+                p.void = p.void.saturating_sub(1);
+                if !c.status.is_ok() && !stale {
                     // It never reached the mailbox: the credits it returned are still owed,
                     // and (unless a NOOP, which costs none) its own credit comes back.
                     p.owed = p.owed.saturating_add(returned);
@@ -365,26 +388,26 @@ impl<D: DmaDevice> DmaLnd<D> {
                 if c.tag == 0 || c.tag == NOOP_TAG {
                     return;
                 }
-                let ok = c.status.is_ok();
-                match self.txs.remove_if(c.tag, |t| matches!(t, Tx::Imm { .. }) || (!ok && !matches!(t, Tx::PutPull { .. } | Tx::GetPull { .. }))) {
-                    Some(Tx::Imm { msg }) => lnet.finalize(msg, st),
-                    Some(Tx::PutWait { msg, cookie, .. }) | Some(Tx::ReplyWait { msg, cookie, .. }) => {
-                        self.cancel(cookie);
+                match self.txs.get(c.tag) {
+                    Some(&Tx::Imm { msg, .. }) => {
+                        self.txs.remove(c.tag);
                         lnet.finalize(msg, st);
                     }
-                    Some(Tx::GetReq { msg, .. }) => self.fail_get(lnet, msg, st),
-                    Some(other) => warn!(tag = c.tag, "SMSG failure in state {other:?}"),
-                    None => {}
+                    Some(Tx::PutWait { .. } | Tx::ReplyWait { .. } | Tx::GetReq { .. }) if st != 0 => self.fail_tx(lnet, c.tag, st, false),
+                    _ => {}
                 }
             }
             CompKind::PeerDown => self.on_peer_down(lnet, c.peer),
             CompKind::TxReady => {
                 let tag = c.tag;
-                if let Some(Tx::Orphan { msg }) = self.txs.remove_if(tag, |t| matches!(t, Tx::Orphan { .. })) {
+                if let Some(&Tx::Orphan { done, peer, st }) = self.txs.get(tag) {
                     if c.status.is_ok() {
-                        self.cancel(c.cookie);
+                        self.cancel(tag, c.cookie);
+                        *self.txs.get_mut(tag).expect("just seen") = Tx::Draining { done, peer, st };
+                    } else {
+                        self.txs.remove(tag);
+                        self.finish(lnet, done, st);
                     }
-                    lnet.finalize(msg, errno::ECONNRESET);
                     return;
                 }
                 let Some(tx) = self.txs.get_mut(tag) else {
@@ -412,13 +435,15 @@ impl<D: DmaDevice> DmaLnd<D> {
                     _ => warn!(tag, "TxReady for a tag not setting up a transmit"),
                 }
             }
-            CompKind::TxDone => match self.txs.remove_if(c.tag, |t| matches!(t, Tx::PutWait { .. } | Tx::ReplyWait { .. })) {
+            CompKind::TxDone => match self.txs.remove_if(c.tag, |t| matches!(t, Tx::PutWait { .. } | Tx::ReplyWait { .. } | Tx::Draining { .. })) {
                 // A failed pull fails the transmit too (the puller also NAKs; whichever comes
                 // first finalizes).
                 Some(Tx::PutWait { msg, .. }) | Some(Tx::ReplyWait { msg, .. }) => lnet.finalize(msg, st),
-                _ => debug!(tag = c.tag, "TxDone for a tag not waiting for one (already failed by a NAK?)"),
+                Some(Tx::Draining { done, st, .. }) => self.finish(lnet, done, st),
+                _ => debug!(tag = c.tag, "TxDone for a tag not waiting for one"),
             },
-            CompKind::PullDone => match self.txs.remove_if(c.tag, |t| matches!(t, Tx::PutPull { .. } | Tx::GetPull { .. })) {
+            CompKind::PullDone => match self.txs.remove_if(c.tag, |t| matches!(t, Tx::PutPull { .. } | Tx::GetPull { .. } | Tx::Draining { .. })) {
+                Some(Tx::Draining { done, st, .. }) => self.finish(lnet, done, st),
                 Some(Tx::PutPull { msg, peer, src_tag }) => {
                     lnet.finalize(msg, st);
                     if st != 0 {
@@ -434,7 +459,14 @@ impl<D: DmaDevice> DmaLnd<D> {
                 }
                 _ => warn!(tag = c.tag, "PullDone for a tag not pulling"),
             },
-            CompKind::TxCancelled => {}
+            // The device let go of a failed transfer's buffers. A cancel that lost the race to a
+            // pull (NoSuchTx) waits for that pull's TxDone instead.
+            CompKind::TxCancelled | CompKind::Fenced if c.status.is_ok() => {
+                if let Some(Tx::Draining { done, st, .. }) = self.txs.remove_if(c.tag, |t| matches!(t, Tx::Draining { .. })) {
+                    self.finish(lnet, done, st);
+                }
+            }
+            CompKind::TxCancelled | CompKind::Fenced => debug!(tag = c.tag, status = ?c.status, "cancel found no transmit (being pulled?)"),
         }
     }
 
@@ -499,18 +531,15 @@ impl<D: DmaDevice> DmaLnd<D> {
             },
             Body::Nak { tag, status } => {
                 self.stats.naks_received += 1;
-                let mine = |t: &Tx| match t {
-                    Tx::PutWait { peer, .. } | Tx::ReplyWait { peer, .. } | Tx::GetReq { peer, .. } => *peer == from,
-                    _ => false,
-                };
-                match self.txs.remove_if(tag, mine) {
-                    Some(Tx::PutWait { msg, cookie, .. }) | Some(Tx::ReplyWait { msg, cookie, .. }) => {
-                        self.cancel(cookie);
-                        lnet.finalize(msg, status.min(0));
+                match self.txs.get(tag) {
+                    // The transmit is withdrawn and the transfer drains (the NAK may race a pull).
+                    Some(Tx::PutWait { peer, .. } | Tx::ReplyWait { peer, .. }) if *peer == from => self.fail_tx(lnet, tag, status.min(0), false),
+                    Some(&Tx::GetReq { msg, peer }) if peer == from => {
+                        self.txs.remove(tag);
+                        self.fail_get(lnet, msg, if status < 0 { status } else { errno::ENODATA });
                     }
-                    Some(Tx::GetReq { msg, .. }) => self.fail_get(lnet, msg, if status < 0 { status } else { errno::ENODATA }),
-                    Some(_) => unreachable!("filtered by `mine`"),
-                    None => {
+                    Some(Tx::Draining { peer, .. } | Tx::Orphan { peer, .. }) if *peer == from => debug!(peer = from, tag, "NAK for a transfer already failing"),
+                    _ => {
                         self.stats.bad_msgs += 1;
                         debug!(peer = from, tag, "NAK for no transfer of ours with that peer; ignored");
                     }
@@ -623,7 +652,7 @@ impl<D: DmaDevice + 'static> Lnd for DmaLnd<D> {
                     return;
                 }
                 let payload = std::mem::take(&mut self.scratch);
-                let tag = self.new_tx(lnet, Tx::Imm { msg: m.msg });
+                let tag = self.new_tx(lnet, Tx::Imm { msg: m.msg, peer });
                 self.queue(peer, tag, Body::Immediate { hdr: m.hdr, payload: &payload });
                 self.scratch = payload;
             }
@@ -707,7 +736,9 @@ impl<D: DmaDevice + 'static> Lnd for DmaLnd<D> {
         for &(c, s, e) in &comps {
             self.on_completion(lnet, c, &bytes[s..e]);
         }
-        if self.deadlines.front().is_some_and(|d| d.0 <= lnet.now_ms()) {
+        // Failing a transfer may submit to the device (cancel, fence): that is progress too.
+        let expired = self.deadlines.front().is_some_and(|d| d.0 <= lnet.now_ms());
+        if expired {
             self.expire(lnet);
         }
         self.return_segs(lnet);
@@ -716,6 +747,6 @@ impl<D: DmaDevice + 'static> Lnd for DmaLnd<D> {
         if n > 0 || !self.dirty.is_empty() {
             self.pump();
         }
-        n > 0
+        n > 0 || expired
     }
 }
