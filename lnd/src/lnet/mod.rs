@@ -35,6 +35,8 @@ pub enum LnetError {
     NoRoute(Nid),
     #[error("MD already attached to this ME")]
     MeBusy,
+    #[error("MD is attached to a match entry (a target, not a source or sink)")]
+    MdOnMe,
 }
 
 /// Why `parse` refused a message outright (the LND should treat the peer as broken).
@@ -77,7 +79,11 @@ struct Ni {
     cfg: NiConfig,
     credits: u32,
     peer_credits: HashMap<Nid, u32>,
+    /// Sends holding their peer credit, waiting for an NI credit, in order.
     waiting: VecDeque<MsgId>,
+    /// Sends waiting for a credit of their peer, in order per peer (`lnet_post_send_locked`
+    /// keeps the two queues apart, so one peer short of credits holds back only its own).
+    peer_waiting: HashMap<Nid, VecDeque<MsgId>>,
 }
 
 /// Counters, as `lnetctl stats show` reports them.
@@ -198,7 +204,7 @@ impl Lnet {
     }
 
     pub fn add_ni(&mut self, cfg: NiConfig) -> NiIdx {
-        self.nis.push(Ni { credits: cfg.credits, cfg, peer_credits: HashMap::new(), waiting: VecDeque::new() });
+        self.nis.push(Ni { credits: cfg.credits, cfg, peer_credits: HashMap::new(), waiting: VecDeque::new(), peer_waiting: HashMap::new() });
         self.nis.len() - 1
     }
 
@@ -307,10 +313,8 @@ impl Lnet {
                 self.delayed.push_back((ni, hdr, from, private));
                 continue;
             }
-            // Re-parse: it matches now, or goes back in the queue (parse re-delays it).
-            if let Err(e) = self.parse(ni, hdr, from, private, false) {
-                warn!("delayed message refused on retry: {e}");
-            }
+            // It matches now, goes back in the queue (still nothing), or is dropped.
+            self.deliver_held(ni, hdr, from, private, false);
         }
     }
 
@@ -325,6 +329,11 @@ impl Lnet {
         let md = self.mds.get_mut(h.0).ok_or(LnetError::NoSuchMd)?;
         md.zombie = true;
         md.threshold = Some(0);
+        let me = md.me.take();
+        if let Some(me) = me {
+            self.detach_me(me);
+        }
+        let md = self.mds.get(h.0).expect("just seen");
         if md.refs == 0 {
             let user_ptr = md.spec.user_ptr;
             self.remove_md(h);
@@ -348,13 +357,26 @@ impl Lnet {
 
     /// Unlinks an ME and the MD on it.
     pub fn me_unlink(&mut self, h: MeHandle) -> Result<(), LnetError> {
-        let me = self.mes.get(h.0).ok_or(LnetError::NoSuchMe)?;
-        match me.md {
-            Some(md) => self.md_unlink(md),
-            None => {
-                self.remove_me(h);
-                Ok(())
+        let md = self.mes.get(h.0).ok_or(LnetError::NoSuchMe)?.md;
+        self.remove_me(h);
+        match md {
+            Some(md) => {
+                if let Some(m) = self.mds.get_mut(md.0) {
+                    m.me = None;
+                }
+                self.md_unlink(md)
             }
+            None => Ok(()),
+        }
+    }
+
+    /// An MD leaves ME `h` (`lnet_md_unlink`): the ME goes too if it was made to unlink with
+    /// its MD; one made to stay (RETAIN) is left without an MD, ready for another.
+    fn detach_me(&mut self, h: MeHandle) {
+        match self.mes.get_mut(h.0) {
+            Some(m) if m.unlink => self.remove_me(h),
+            Some(m) => m.md = None,
+            None => {}
         }
     }
 
@@ -367,14 +389,8 @@ impl Lnet {
     }
 
     fn remove_md(&mut self, h: MdHandle) {
-        if let Some(md) = self.mds.remove(h.0) {
-            if let Some(me) = md.me {
-                if self.mes.get(me.0).map(|m| m.unlink || md.zombie).unwrap_or(false) {
-                    self.remove_me(me);
-                } else if let Some(m) = self.mes.get_mut(me.0) {
-                    m.md = None;
-                }
-            }
+        if let Some(Md { me: Some(me), .. }) = self.mds.remove(h.0) {
+            self.detach_me(me);
         }
     }
 
@@ -413,10 +429,15 @@ impl Lnet {
         Event { kind, md, user_ptr, peer, portal, match_bits: bits, rlength: rlen, mlength: mlen, offset, hdr_data, status: 0, unlinked: false }
     }
 
+    /// A live MD bound with `md_bind`: what `put`/`get` send from or into, and what ACKs and
+    /// REPLYs land on. An MD on an ME is a target only (Lustre refuses `md_me != NULL` here).
     fn live_md(&self, h: MdHandle) -> Result<&Md, LnetError> {
         let md = self.mds.get(h.0).ok_or(LnetError::NoSuchMd)?;
         if md.threshold == Some(0) {
             return Err(LnetError::MdInactive);
+        }
+        if md.me.is_some() {
+            return Err(LnetError::MdOnMe);
         }
         Ok(md)
     }
@@ -483,51 +504,79 @@ impl Lnet {
             m.resend = Some(send.clone());
         }
         m.pending = Some(send);
-        if !self.try_send(id) {
-            self.counters.credit_stalls += 1;
-            debug!(msg = id.0, peer = %next_hop, "waiting for credits");
-            self.nis[ni].waiting.push_back(id);
-        }
+        self.post_send(id);
         id
     }
 
-    /// Takes NI and peer credits for a pending send and hands it to its LND; false if short.
-    fn try_send(&mut self, id: MsgId) -> bool {
-        let Some(msg) = self.msgs.get(id.0) else { return true };
-        let Some(send) = msg.pending.as_ref() else { return true };
+    /// `lnet_post_send_locked`: a send takes a credit of its peer, then one of its NI, and
+    /// goes to its LND. Short of either, it waits in that queue, behind earlier sends (so
+    /// sends to one peer keep their order, and a peer short of credits holds back only its own).
+    fn post_send(&mut self, id: MsgId) {
+        let Some(send) = self.msgs.get(id.0).and_then(|m| m.pending.as_ref()) else { return };
         let (ni_idx, hop) = (send.ni, send.next_hop);
         let ni = &mut self.nis[ni_idx];
         let pc = ni.cfg.peer_credits;
         let peer = ni.peer_credits.entry(hop).or_insert(pc);
-        if ni.credits == 0 || *peer == 0 {
-            return false;
+        let queue = ni.peer_waiting.get(&hop).is_some_and(|q| !q.is_empty());
+        if queue || *peer == 0 {
+            self.counters.credit_stalls += 1;
+            debug!(msg = id.0, peer = %hop, "waiting for peer credits");
+            ni.peer_waiting.entry(hop).or_default().push_back(id);
+            return;
+        }
+        *peer -= 1;
+        self.post_ni(ni_idx, id);
+    }
+
+    /// The NI half of [`Lnet::post_send`]: the send holds its peer credit.
+    fn post_ni(&mut self, ni_idx: NiIdx, id: MsgId) {
+        let ni = &mut self.nis[ni_idx];
+        if !ni.waiting.is_empty() || ni.credits == 0 {
+            self.counters.credit_stalls += 1;
+            debug!(msg = id.0, "waiting for NI credits");
+            ni.waiting.push_back(id);
+            return;
         }
         ni.credits -= 1;
-        *peer -= 1;
-        let msg = self.msgs.get_mut(id.0).unwrap();
-        msg.credit = Some((ni_idx, hop));
-        let send = msg.pending.take().unwrap();
+        self.hand_to_lnd(id);
+    }
+
+    /// A send with both credits goes to its LND.
+    fn hand_to_lnd(&mut self, id: MsgId) {
+        let msg = self.msgs.get_mut(id.0).expect("sending message");
+        let send = msg.pending.take().expect("pending send");
+        msg.credit = Some((send.ni, send.next_hop));
         self.counters.send_count += 1;
         self.counters.send_length += send.hdr.payload_length as u64;
         self.actions.push_back(Action::Send(send));
-        true
     }
 
+    /// A send finished: its peer credit passes to that peer's first waiter (which then needs
+    /// an NI credit), its NI credit to the NI's first waiter (`lnet_return_tx_credits_locked`).
     fn return_credits(&mut self, ni_idx: NiIdx, hop: Nid) {
         let ni = &mut self.nis[ni_idx];
         ni.credits = ni.credits.saturating_add(1);
-        if let Some(p) = ni.peer_credits.get_mut(&hop) {
-            *p = p.saturating_add(1);
+        let next = ni.peer_waiting.get_mut(&hop).and_then(|q| q.pop_front());
+        if ni.peer_waiting.get(&hop).is_some_and(|q| q.is_empty()) {
+            ni.peer_waiting.remove(&hop);
         }
-        // Wake waiters in order; ones whose peer is still short keep their place.
-        let waiting: Vec<MsgId> = self.nis[ni_idx].waiting.drain(..).collect();
-        let mut still = VecDeque::new();
-        for id in waiting {
-            if !still.is_empty() || !self.try_send(id) {
-                still.push_back(id);
+        match next {
+            Some(id) => self.post_ni(ni_idx, id),
+            None => {
+                if let Some(p) = ni.peer_credits.get_mut(&hop) {
+                    *p = p.saturating_add(1);
+                }
             }
         }
-        self.nis[ni_idx].waiting = still;
+        loop {
+            let ni = &mut self.nis[ni_idx];
+            if ni.credits == 0 {
+                break;
+            }
+            let Some(id) = ni.waiting.pop_front() else { break };
+            ni.credits -= 1;
+            self.hand_to_lnd(id);
+        }
     }
 
     /// `lnet_finalize`: the LND is done with `msg`; `status` is 0 or a negative errno.

@@ -164,9 +164,7 @@ impl Lnet {
         let id = MsgId(self.msgs.insert(msg));
         let m = self.msgs.get_mut(id.0).unwrap();
         m.pending = Some(LndSend { msg: id, ni, next_hop: hop, ..send });
-        if !self.try_send(id) {
-            self.nis[ni].waiting.push_back(id);
-        }
+        self.post_send(id);
         None
     }
 }
