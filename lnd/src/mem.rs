@@ -301,7 +301,23 @@ mod tests {
         assert_eq!(n.to_vec(0, 4).unwrap(), vec![1, 1, 1, 1]);
     }
 
+    /// Issue 19 item 5: the heap region's pointer must stay valid once its allocation is owned
+    /// by the `Mem` (Stacked Borrows, checked under Miri: `cargo +nightly miri test -p lnd --lib mem::`).
     #[test]
+    fn heap_region_stays_valid_after_the_move() {
+        let m = Mem::heap(64);
+        let other = m.clone();
+        m.write(3, b"dma").unwrap();
+        assert_eq!(other.to_vec(3, 3).unwrap(), b"dma");
+        let n = Mem::heap(8);
+        n.copy_from(0, &m, 3, 3).unwrap();
+        assert_eq!(n.to_vec(0, 4).unwrap(), b"dma\0");
+        drop(m);
+        assert_eq!(other.to_vec(0, 4).unwrap(), b"\0dma");
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "memfd_create and mmap are not available under Miri")]
     fn memfd_is_shared_between_mappings() {
         let m = Mem::memfd("t", 4096).unwrap();
         let fd = m.fd().unwrap().try_clone().unwrap();

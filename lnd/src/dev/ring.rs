@@ -1,7 +1,7 @@
 //! Layout of the queue region a node shares with `dmadev`: a submission ring with an inline data
 //! slot per descriptor, a completion ring and the SMSG mailbox. Encoders check every field read.
 
-use super::{CompKind, Completion, DevStatus, Desc, Op, MAX_FRAGS, SMSG_MAX};
+use super::device::{CompKind, Completion, DevStatus, Desc, Op, MAX_FRAGS, SMSG_MAX};
 use crate::mem::{Mem, OutOfBounds, Seg};
 use std::sync::atomic::{AtomicU32, Ordering};
 

@@ -4,7 +4,7 @@
 use super::engine::{Engine, Port};
 use super::proto::{self, recv_frame, send_frame, Frame};
 use super::ring::{self, Rings};
-use super::{CompKind, Completion, DevStatus};
+use super::device::{CompKind, Completion, DevStatus};
 use crate::mem::Mem;
 use std::collections::VecDeque;
 use std::os::unix::net::{UnixListener, UnixStream};

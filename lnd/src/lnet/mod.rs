@@ -499,6 +499,3 @@ impl Lnet {
         self.mds.get(h.0).map(|m| iov_len(&m.spec.iov))
     }
 }
-
-#[cfg(test)]
-mod tests;
