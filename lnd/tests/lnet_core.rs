@@ -77,7 +77,7 @@ fn a_lazy_put_dropped_on_retry_is_released_to_its_lnd() {
 fn one_peer_short_of_credits_blocks_only_itself_and_order_holds() {
     let (mut l, _) = core(8, 1);
     let md = l.md_bind(spec(0, 8, 0), false);
-    let mut put = |l: &mut Lnet, to: u32, bits: u64| l.put(md, false, pid(to), 4, bits, 0, 0).unwrap();
+    let put = |l: &mut Lnet, to: u32, bits: u64| l.put(md, false, pid(to), 4, bits, 0, 0).unwrap();
     let x1 = put(&mut l, 2, 1);
     let y1 = put(&mut l, 3, 1);
     put(&mut l, 2, 2);
