@@ -17,7 +17,7 @@ fn completions(d: &mut dyn DmaDevice) -> Vec<(Completion, Vec<u8>)> {
 
 fn setup(a: &mut dyn DmaDevice, frags: Vec<Seg>) -> u64 {
     let key = a.key();
-    a.submit(&Desc { tag: 7, op: Op::TxSetup { key, frags } }).unwrap();
+    a.submit(&Desc { tag: 7, op: Op::TxSetup { key, frags, peer: 2 } }).unwrap();
     let c = completions(a);
     let ready = c.iter().find(|c| c.0.kind == CompKind::TxReady).expect("tx ready");
     assert_eq!(ready.0.status, DevStatus::Ok);
@@ -72,9 +72,9 @@ fn asymmetry_is_enforced() {
     let ckey = c.key();
     assert_eq!(pull(&mut c, 1, cookie, 0, ckey, vec![seg(0, 1)]), DevStatus::TxConsumed);
     // tx setup against someone else's key or out of range
-    c.submit(&Desc { tag: 2, op: Op::TxSetup { key: akey, frags: vec![seg(0, 1)] } }).unwrap();
+    c.submit(&Desc { tag: 2, op: Op::TxSetup { key: akey, frags: vec![seg(0, 1)], peer: 2 } }).unwrap();
     assert_eq!(completions(&mut c)[0].0.status, DevStatus::BadKey);
-    c.submit(&Desc { tag: 2, op: Op::TxSetup { key: ckey, frags: vec![seg(65530, 7)] } }).unwrap();
+    c.submit(&Desc { tag: 2, op: Op::TxSetup { key: ckey, frags: vec![seg(65530, 7)], peer: 2 } }).unwrap();
     assert_eq!(completions(&mut c)[0].0.status, DevStatus::OutOfBounds);
     // cancel: only the owner, and a cancelled tx cannot be pulled
     let t2 = setup(&mut a, vec![seg(0, 8)]);
@@ -91,7 +91,7 @@ fn chained_smsg_carries_the_new_cookie() {
     let mut a = fab.attach(1, 4096).unwrap();
     let mut b = fab.attach(2, 4096).unwrap();
     let key = a.key();
-    a.submit(&Desc { tag: 77, op: Op::TxSetup { key, frags: vec![seg(0, 16)] } }).unwrap();
+    a.submit(&Desc { tag: 77, op: Op::TxSetup { key, frags: vec![seg(0, 16)], peer: 2 } }).unwrap();
     a.submit(&Desc { tag: 78, op: Op::SmsgTx { dst: 2, data: vec![0xee; 12], at: 2, tx_tag: 77 } }).unwrap();
     a.submit(&Desc { tag: 79, op: Op::SmsgTx { dst: 2, data: vec![0; 12], at: 2, tx_tag: 5 } }).unwrap();
     a.submit(&Desc { tag: 80, op: Op::SmsgTx { dst: 2, data: vec![0; 12], at: 5, tx_tag: 77 } }).unwrap();
@@ -138,4 +138,38 @@ fn detach_and_unregister_invalidate() {
         .unwrap();
     assert_eq!(completions(&mut b)[0].0.status, DevStatus::NoSuchTx);
     assert_eq!(fab.engine().lock().unwrap().unregister(2, akey), Err(DevStatus::BadKey));
+}
+
+/// Issue 19 item 4: a transmit is for the peer it was announced to; another node that learnt
+/// (or guessed) its cookie cannot pull it.
+#[test]
+fn a_transmit_is_pullable_only_by_its_peer() {
+    let fab = InProcFabric::new(6);
+    let mut a = fab.attach(1, 4096).unwrap();
+    let mut b = fab.attach(2, 4096).unwrap();
+    let mut c = fab.attach(3, 4096).unwrap();
+    let cookie = setup(&mut a, vec![seg(0, 16)]);
+    let pull = |dev: &mut dyn DmaDevice| {
+        let key = dev.key();
+        dev.submit(&Desc { tag: 1, op: Op::Pull { src: 1, cookie, tx_off: 0, key, frags: vec![seg(0, 16)] } }).unwrap();
+        completions(dev)[0].0.status
+    };
+    assert_eq!(pull(&mut c), DevStatus::NoSuchTx, "node 3 is not the transmit's peer");
+    assert_eq!(pull(&mut b), DevStatus::Ok);
+}
+
+/// Issue 19 item 4: cookies are keyed random values: two of them say nothing about a third
+/// (with `(n·K) ^ secret`, the XOR of two cookies did not even depend on the secret).
+#[test]
+fn cookies_do_not_reveal_each_other() {
+    let cookies = |secret: u64| {
+        let fab = InProcFabric::new(secret);
+        let mut a = fab.attach(1, 4096).unwrap();
+        let _b = fab.attach(2, 4096).unwrap();
+        [setup(&mut a, vec![seg(0, 8)]), setup(&mut a, vec![seg(0, 8)]), setup(&mut a, vec![seg(0, 8)])]
+    };
+    let (x, y) = (cookies(11), cookies(12));
+    assert_ne!(x[0] ^ x[1], y[0] ^ y[1], "the XOR of two cookies must depend on the key");
+    assert_ne!(x[2], x[1].wrapping_add(x[1].wrapping_sub(x[0])), "no arithmetic progression");
+    assert_ne!(x[2] ^ x[1], x[1] ^ x[0]);
 }

@@ -59,8 +59,9 @@ pub enum Op {
     /// at byte `at` of `data` — a chained descriptor: "tx set up, now tell the receiver" in one
     /// doorbell, without waiting for `TxReady`.
     SmsgTx { dst: u32, data: Vec<u8>, at: u16, tx_tag: u64 },
-    /// Make `frags` of region `key` pullable once; completes with `TxReady { cookie }`.
-    TxSetup { key: u32, frags: Vec<Seg> },
+    /// Make `frags` of region `key` pullable once, by node `peer` only; completes with
+    /// `TxReady { cookie }`.
+    TxSetup { key: u32, frags: Vec<Seg>, peer: u32 },
     /// Withdraw a transmit that will not be pulled.
     TxCancel { cookie: u64 },
     /// Copy `[tx_off, tx_off + len(frags))` of transmit `cookie` owned by node `src` into `frags`

@@ -22,6 +22,8 @@ struct Region {
 
 struct Tx {
     owner: u32,
+    /// The only node that may pull it.
+    peer: u32,
     key: u32,
     frags: Vec<Seg>,
     len: u64,
@@ -117,7 +119,7 @@ pub enum AttachError {
 }
 
 impl Engine {
-    /// `secret` scrambles transmit cookies so they cannot be guessed from a sequence.
+    /// `secret` keys transmit cookies so they cannot be guessed from others.
     pub fn new(secret: u64) -> Engine {
         Engine {
             ports: HashMap::new(),
@@ -128,7 +130,7 @@ impl Engine {
             consumed_set: HashSet::new(),
             next_key: 1,
             next_tx: 1,
-            secret: secret | 1,
+            secret,
             stats: EngineStats::default(),
             faults: None,
         }
@@ -257,7 +259,7 @@ impl Engine {
                 }
                 self.post(from, comp(CompKind::SmsgSent, status, 0, data.len() as u32, dst));
             }
-            Op::TxSetup { key, frags } => {
+            Op::TxSetup { key, frags, peer } => {
                 let mut res = self
                     .region(from, key)
                     .and_then(|r| Self::check_frags(&r.mem, &frags));
@@ -268,9 +270,8 @@ impl Engine {
                 }
                 match res {
                     Ok(len) => {
-                        let cookie = (self.next_tx.wrapping_mul(0x9E37_79B9_7F4A_7C15)) ^ self.secret;
-                        self.next_tx += 1;
-                        self.txs.insert(cookie, Tx { owner: from, key, frags, len, tag: d.tag });
+                        let cookie = self.new_cookie();
+                        self.txs.insert(cookie, Tx { owner: from, peer, key, frags, len, tag: d.tag });
                         self.by_tag.insert((from, d.tag), cookie);
                         self.post(from, comp(CompKind::TxReady, DevStatus::Ok, cookie, len as u32, from));
                     }
@@ -299,6 +300,22 @@ impl Engine {
         None
     }
 
+    /// A fresh transmit cookie: a keyed hash of a counter (SipHash with the secret as key
+    /// material), so cookies seen on the fabric tell nothing about others.
+    fn new_cookie(&mut self) -> u64 {
+        use std::hash::Hasher;
+        loop {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            h.write_u64(self.secret);
+            h.write_u64(self.next_tx);
+            self.next_tx += 1;
+            let cookie = h.finish();
+            if cookie != 0 && !self.txs.contains_key(&cookie) && !self.consumed_set.contains(&cookie) {
+                return cookie;
+            }
+        }
+    }
+
     /// Executes one descriptor completely (the copy included).
     pub fn submit_now(&mut self, from: u32, d: Desc) {
         if let Some(job) = self.submit(from, d) {
@@ -315,7 +332,7 @@ impl Engine {
         let want = Self::check_frags(&sink.mem, &frags)?;
         let sink_mem = sink.mem.clone();
         let tx = match self.txs.get(&cookie) {
-            Some(t) if t.owner == src => t,
+            Some(t) if t.owner == src && t.peer == from => t,
             Some(_) => return Err(DevStatus::NoSuchTx),
             None if self.consumed_set.contains(&cookie) => return Err(DevStatus::TxConsumed),
             None => return Err(DevStatus::NoSuchTx),

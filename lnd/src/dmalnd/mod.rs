@@ -407,7 +407,7 @@ impl<D: DmaDevice + 'static> Lnd for DmaLnd<D> {
                 // Set up the transmit, then (chained, same doorbell) tell the receiver to pull.
                 let tag = self.new_tx(lnet, Tx::PutWait { msg: m.msg, peer, cookie: 0 });
                 let key = self.dev.key();
-                self.submit(Desc { tag, op: Op::TxSetup { key, frags: m.iov } });
+                self.submit(Desc { tag, op: Op::TxSetup { key, frags: m.iov, peer } });
                 self.stats.put_rdma += 1;
                 self.queue_chained(peer, tag, m.hdr);
             }
@@ -455,7 +455,7 @@ impl<D: DmaDevice + 'static> Lnd for DmaLnd<D> {
                 Some(msg) if m.rdma_req => {
                     let tag = self.new_tx(lnet, Tx::ReplySetup { msg, peer, get_tag });
                     let key = self.dev.key();
-                    self.submit(Desc { tag, op: Op::TxSetup { key, frags: m.iov } });
+                    self.submit(Desc { tag, op: Op::TxSetup { key, frags: m.iov, peer } });
                 }
                 Some(msg) => {
                     lnet.finalize(msg, errno::EPROTO);
