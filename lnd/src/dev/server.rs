@@ -171,7 +171,7 @@ fn serve_node(sock: UnixStream, engine: Arc<Mutex<Engine>>) -> std::io::Result<(
     if qlen as usize != ring::QUEUE_BYTES {
         return Err(refuse(&sock, proto::F_HELLO_OK, &format!("queue region of {qlen} bytes, expected {}", ring::QUEUE_BYTES)));
     }
-    let q = Arc::new(Mem::map_fd(fd, qlen as usize).map_err(|e| refuse(&sock, proto::F_HELLO_OK, &format!("map queue: {e}")))?);
+    let q = Arc::new(Mem::map_sealed_fd(fd, qlen as usize).map_err(|e| refuse(&sock, proto::F_HELLO_OK, &format!("map queue: {e}")))?);
     Rings::new(&q, false).map_err(|e| refuse(&sock, proto::F_HELLO_OK, &e))?;
     let port = ShmPort { q: q.clone(), sock: sock.try_clone()?, overflow: VecDeque::new() };
     if let Err(e) = engine.lock().unwrap().attach(addr, Box::new(port)) {
@@ -216,7 +216,7 @@ fn node_loop(sock: &UnixStream, engine: &Mutex<Engine>, addr: u32, q: &Mem) -> s
                     refuse(sock, proto::F_REG_OK, "register: need length and memfd");
                     continue;
                 };
-                match Mem::map_fd(fd, len as usize) {
+                match Mem::map_sealed_fd(fd, len as usize) {
                     Ok(m) => {
                         let key = engine.lock().unwrap().register(addr, Arc::new(m));
                         let mut body = 0u32.to_le_bytes().to_vec();
