@@ -156,3 +156,32 @@ fn manage_remote_advances_the_offset_for_max_size() {
     // 10 bytes left past offset 90: less than max_size, so the MD is exhausted.
     assert_eq!(l.parse(ni, put_hdr(2, 3, 1, 10, 0), nid(2), 2, false), Ok(Parsed::Dropped(errno::ENODATA)));
 }
+
+/// Item 9: a router keeps a queue per buffer pool (`lnet_msg2bufpool`): a small message waits
+/// for a small buffer only, never behind a large one waiting for a large buffer.
+#[test]
+fn router_queues_per_pool() {
+    use lnd::lnet::RouterPools;
+    let mut l = Lnet::new(12345, INCARNATION, 0);
+    let dma = l.add_ni(NiConfig { nid: nid(1), lnd: 1, credits: 8, peer_credits: 8 });
+    l.add_ni(NiConfig { nid: "10.0.0.1@tcp".parse().unwrap(), lnd: 2, credits: 8, peer_credits: 8 });
+    l.enable_routing(RouterPools { tiny: 0, small: vec![Seg { off: 0, len: 4096 }], small_size: 4096, large: Vec::new() });
+    let fwd = |len: u32| HdrRepr { dest_nid: "10.0.0.2@tcp".parse().unwrap(), ..put_hdr(2, 4, 1, len, 0) };
+    // rx 1: small, takes the only small buffer; rx 2: large, no large buffer; rx 3: small, waits.
+    let Ok(Parsed::Recv(Some(s1))) = l.parse(dma, fwd(100), nid(2), 1, false) else { panic!("forwarded") };
+    assert_eq!(l.parse(dma, fwd(100_000), nid(2), 2, false), Ok(Parsed::Recv(None)));
+    assert_eq!(l.parse(dma, fwd(200), nid(2), 3, false), Ok(Parsed::Recv(None)));
+    while l.poll_action().is_some() {}
+    // s1 received, sent on, sent: its small buffer is free again and goes to rx 3.
+    l.finalize(s1, 0);
+    let out = sends(&mut l);
+    assert_eq!(out.len(), 1);
+    l.finalize(out[0].msg, 0);
+    let recvs: Vec<u64> = std::iter::from_fn(|| l.poll_action())
+        .filter_map(|a| match a {
+            Action::Recv(r) => Some(r.private),
+            Action::Send(_) => None,
+        })
+        .collect();
+    assert_eq!(recvs, [3], "the small message gets the small buffer");
+}
