@@ -424,3 +424,25 @@ fn both_ends_spending_their_window_do_not_deadlock() {
     }
     p.assert_idle();
 }
+
+/// Issue 19 item 8: a message LNet parks (lazy portal with no buffer) keeps its sender's SMSG
+/// credit until LNet consumes it, as Lustre returns a credit only when the rx is reposted: a
+/// sender can park at most a window of messages with us, the rest waits at the sender.
+#[test]
+fn parked_messages_hold_their_senders_credits() {
+    let mut p = pair(4);
+    p.b.lnet.set_lazy(9);
+    for i in 0..12 {
+        let h = p.a.lnet.md_bind(md(vec![seg(0, 64)], 0, Some(1)), true);
+        p.a.lnet.put(h, false, pid(2), 9, i, 0, 0).unwrap();
+    }
+    p.drive();
+    let parked = p.b.lnds[1].busy();
+    assert!(parked <= 4, "{parked} messages parked at B: more than A's window of 4");
+    let me = p.b.lnet.me_attach(9, ProcessId::ANY, 0, u64::MAX, false, Insert::Tail).unwrap();
+    p.b.lnet.md_attach(me, md(vec![seg(4096, 1 << 20)], opt::OP_PUT, None)).unwrap();
+    let (ea, eb) = p.events();
+    assert_eq!(eb.iter().filter(|e| e.kind == EventKind::Put).count(), 12);
+    assert_eq!(ea.iter().filter(|e| e.kind == EventKind::Send && e.status == 0).count(), 12);
+    p.assert_idle();
+}

@@ -130,10 +130,12 @@ impl<D: DmaDevice> DmaLnd<D> {
     fn on_smsg(&mut self, lnet: &mut Lnet, from: u32, data: &[u8]) {
         let credits_max = self.cfg.peer_credits;
         let m = MsgRepr::parse(data);
-        // Everything but a NOOP took one of the sender's credits: owe it back.
-        if !matches!(m, Ok(MsgRepr { body: Body::Noop, .. })) {
-            let p = self.peer(from);
-            p.owed = p.owed.saturating_add(1);
+        // Everything but a NOOP took one of the sender's credits: owe it back now, except for
+        // an LND message LNet takes: that credit is owed once LNet is done with its rx
+        // ([`DmaLnd::consumed`]), so messages LNet parks hold their sender back.
+        let lnd_msg = matches!(&m, Ok(r) if !wire::is_control(r.body.ty()));
+        if !matches!(m, Ok(MsgRepr { body: Body::Noop, .. })) && !lnd_msg {
+            self.consumed(from);
         }
         self.dirty.push(from);
         let m = match m {
@@ -148,6 +150,9 @@ impl<D: DmaDevice> DmaLnd<D> {
         if m.src_nid != expect_src || m.dst_nid != self.nid {
             self.stats.bad_msgs += 1;
             warn!(peer = from, src = %m.src_nid, dst = %m.dst_nid, "dropping message: NIDs do not match fabric addresses");
+            if lnd_msg {
+                self.consumed(from);
+            }
             return;
         }
         {
@@ -212,14 +217,16 @@ impl<D: DmaDevice> DmaLnd<D> {
                 self.stats.immediate += 1;
                 let mut copy = self.buf();
                 copy.extend_from_slice(payload);
-                let rx = self.rxs.insert(Rx::Imm(copy));
+                let rx = self.rxs.insert(Rx::Imm { peer: from, payload: copy });
                 match lnet.parse(self.ni, hdr, from_nid, rx, false) {
                     Ok(Parsed::Recv(_)) => {}
                     Ok(Parsed::Dropped(_)) => {
                         self.rxs.remove(rx);
+                        self.consumed(from);
                     }
                     Err(e) => {
                         self.rxs.remove(rx);
+                        self.consumed(from);
                         self.stats.bad_msgs += 1;
                         warn!(peer = from, "lnet_parse refused IMMEDIATE: {e}");
                     }
@@ -244,6 +251,7 @@ impl<D: DmaDevice> DmaLnd<D> {
         if !consistent {
             self.stats.bad_msgs += 1;
             warn!(peer = from, "{rx:?} with an inconsistent LNet header ({:?}, {} bytes)", hdr.msg_type(), hdr.payload_length);
+            self.consumed(from);
             self.nak(from, nak_tag, errno::EPROTO);
             return;
         }
@@ -252,10 +260,12 @@ impl<D: DmaDevice> DmaLnd<D> {
             Ok(Parsed::Recv(_)) => {}
             Ok(Parsed::Dropped(st)) => {
                 self.rxs.remove(rx);
+                self.consumed(from);
                 self.nak(from, nak_tag, st);
             }
             Err(e) => {
                 self.rxs.remove(rx);
+                self.consumed(from);
                 warn!(peer = from, "lnet_parse refused a request: {e}");
                 self.nak(from, nak_tag, errno::EPROTO);
             }

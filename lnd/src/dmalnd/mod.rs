@@ -122,7 +122,7 @@ enum Tx {
 /// Receive contexts between `lnet_parse` and `recv`.
 #[derive(Debug)]
 enum Rx {
-    Imm(Vec<u8>),
+    Imm { peer: u32, payload: Vec<u8> },
     PutReq { peer: u32, src_tag: u64, cookie: u64 },
     GetReq { peer: u32, get_tag: u64 },
 }
@@ -335,6 +335,14 @@ impl<D: DmaDevice> DmaLnd<D> {
         self.dev.doorbell();
     }
 
+    /// LNet is done with an SMSG from `peer` (or it never reached LNet): its credit is owed
+    /// back (Lustre returns it when the rx is posted again).
+    fn consumed(&mut self, peer: u32) {
+        let p = self.peer(peer);
+        p.owed = p.owed.saturating_add(1);
+        self.dirty.push(peer);
+    }
+
     fn nak(&mut self, peer: u32, tag: u64, status: i32) {
         self.queue(peer, 0, Body::Nak { tag, status });
     }
@@ -425,8 +433,10 @@ impl<D: DmaDevice + 'static> Lnd for DmaLnd<D> {
             }
             return;
         };
+        let (Rx::Imm { peer, .. } | Rx::PutReq { peer, .. } | Rx::GetReq { peer, .. }) = rx;
+        self.consumed(peer);
         match rx {
-            Rx::Imm(payload) => {
+            Rx::Imm { payload, .. } => {
                 if let Some(msg) = m.msg {
                     let n = (m.mlen as usize).min(payload.len());
                     let st = match iov_write(self.dev.mem(), &m.iov, &payload[..n]) {
