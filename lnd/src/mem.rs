@@ -14,7 +14,8 @@ pub struct OutOfBounds {
 }
 
 enum Backing {
-    Heap(#[allow(dead_code)] Box<[u8]>),
+    /// `ptr` owns a boxed slice of `len` bytes (from `Box::into_raw`), freed on drop.
+    Heap,
     Mmap { fd: OwnedFd },
 }
 
@@ -39,9 +40,10 @@ impl std::fmt::Debug for Mem {
 impl Mem {
     /// A zeroed heap region.
     pub fn heap(len: usize) -> Arc<Mem> {
-        let mut b = vec![0u8; len].into_boxed_slice();
-        let ptr = b.as_mut_ptr();
-        Arc::new(Mem { ptr, len, backing: Backing::Heap(b) })
+        // The pointer is the allocation's own (no Box is kept to move it and invalidate the
+        // pointer under Stacked Borrows); `Drop` turns it back into the Box.
+        let ptr = Box::into_raw(vec![0u8; len].into_boxed_slice()) as *mut u8;
+        Arc::new(Mem { ptr, len, backing: Backing::Heap })
     }
 
     /// A zeroed shared region backed by a new memfd, mapped read-write. Its size is sealed, so
@@ -112,7 +114,7 @@ impl Mem {
     pub fn fd(&self) -> Option<&OwnedFd> {
         match &self.backing {
             Backing::Mmap { fd } => Some(fd),
-            Backing::Heap(_) => None,
+            Backing::Heap => None,
         }
     }
 
@@ -173,10 +175,14 @@ impl Mem {
 
 impl Drop for Mem {
     fn drop(&mut self) {
-        if let Backing::Mmap { .. } = self.backing {
-            if self.len > 0 {
-                unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
+        match self.backing {
+            Backing::Mmap { .. } => {
+                if self.len > 0 {
+                    unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
+                }
             }
+            // SAFETY: `ptr`/`len` are the boxed slice `Mem::heap` leaked, dropped only here.
+            Backing::Heap => drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.ptr, self.len)) }),
         }
     }
 }
