@@ -150,6 +150,7 @@ mod tests {
     use crate::mem::Mem;
 
     #[test]
+    #[cfg_attr(miri, ignore = "memfd_create and fd passing are not available under Miri")]
     fn frames_carry_fds() {
         let (a, b) = UnixStream::pair().unwrap();
         let m = Mem::memfd("x", 4096).unwrap();
