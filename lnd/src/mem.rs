@@ -14,7 +14,8 @@ pub struct OutOfBounds {
 }
 
 enum Backing {
-    /// `ptr` owns a boxed slice of `len` bytes (from `Box::into_raw`), freed on drop.
+    /// `ptr` owns a boxed `[u64]` slice covering `len` bytes (from `Box::into_raw`; 8-byte
+    /// aligned, as the rings' atomic words need), freed on drop.
     Heap,
     Mmap { fd: OwnedFd },
 }
@@ -42,7 +43,7 @@ impl Mem {
     pub fn heap(len: usize) -> Arc<Mem> {
         // The pointer is the allocation's own (no Box is kept to move it and invalidate the
         // pointer under Stacked Borrows); `Drop` turns it back into the Box.
-        let ptr = Box::into_raw(vec![0u8; len].into_boxed_slice()) as *mut u8;
+        let ptr = Box::into_raw(vec![0u64; len.div_ceil(8)].into_boxed_slice()) as *mut u8;
         Arc::new(Mem { ptr, len, backing: Backing::Heap })
     }
 
@@ -181,8 +182,9 @@ impl Drop for Mem {
                     unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
                 }
             }
-            // SAFETY: `ptr`/`len` are the boxed slice `Mem::heap` leaked, dropped only here.
-            Backing::Heap => drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.ptr, self.len)) }),
+            // SAFETY: `ptr` is the boxed slice of `len.div_ceil(8)` words `Mem::heap` leaked,
+            // dropped only here.
+            Backing::Heap => drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.ptr as *mut u64, self.len.div_ceil(8))) }),
         }
     }
 }
