@@ -14,7 +14,9 @@ pub struct OutOfBounds {
 }
 
 enum Backing {
-    Heap(#[allow(dead_code)] Box<[u8]>),
+    /// `ptr` owns a boxed `[u64]` slice covering `len` bytes (from `Box::into_raw`; 8-byte
+    /// aligned, as the rings' atomic words need), freed on drop.
+    Heap,
     Mmap { fd: OwnedFd },
 }
 
@@ -39,16 +41,18 @@ impl std::fmt::Debug for Mem {
 impl Mem {
     /// A zeroed heap region.
     pub fn heap(len: usize) -> Arc<Mem> {
-        let mut b = vec![0u8; len].into_boxed_slice();
-        let ptr = b.as_mut_ptr();
-        Arc::new(Mem { ptr, len, backing: Backing::Heap(b) })
+        // The pointer is the allocation's own (no Box is kept to move it and invalidate the
+        // pointer under Stacked Borrows); `Drop` turns it back into the Box.
+        let ptr = Box::into_raw(vec![0u64; len.div_ceil(8)].into_boxed_slice()) as *mut u8;
+        Arc::new(Mem { ptr, len, backing: Backing::Heap })
     }
 
-    /// A zeroed shared region backed by a new memfd, mapped read-write.
+    /// A zeroed shared region backed by a new memfd, mapped read-write. Its size is sealed, so
+    /// whoever else maps it (the device) can rely on every page staying there.
     pub fn memfd(name: &str, len: usize) -> std::io::Result<Arc<Mem>> {
         let cname = std::ffi::CString::new(name).unwrap_or_default();
         // SAFETY: plain syscalls; the fd is owned right after creation.
-        let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
+        let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
         if fd < 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -56,7 +60,21 @@ impl Mem {
         if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } != 0 {
             return Err(std::io::Error::last_os_error());
         }
+        let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
         Mem::map_fd(fd, len).map(Arc::new)
+    }
+
+    /// Like [`Mem::map_fd`], for a memfd another process owns: refused unless sealed against
+    /// shrinking (else that process could truncate it under us, and our next access faults).
+    pub fn map_sealed_fd(fd: OwnedFd, len: usize) -> std::io::Result<Mem> {
+        let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+        if seals < 0 || seals & libc::F_SEAL_SHRINK == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "memfd is not sealed against shrinking (F_SEAL_SHRINK)"));
+        }
+        Mem::map_fd(fd, len)
     }
 
     /// Maps `len` bytes of a memfd received from a peer (the device side of registration).
@@ -97,7 +115,7 @@ impl Mem {
     pub fn fd(&self) -> Option<&OwnedFd> {
         match &self.backing {
             Backing::Mmap { fd } => Some(fd),
-            Backing::Heap(_) => None,
+            Backing::Heap => None,
         }
     }
 
@@ -158,10 +176,15 @@ impl Mem {
 
 impl Drop for Mem {
     fn drop(&mut self) {
-        if let Backing::Mmap { .. } = self.backing {
-            if self.len > 0 {
-                unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
+        match self.backing {
+            Backing::Mmap { .. } => {
+                if self.len > 0 {
+                    unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
+                }
             }
+            // SAFETY: `ptr` is the boxed slice of `len.div_ceil(8)` words `Mem::heap` leaked,
+            // dropped only here.
+            Backing::Heap => drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.ptr as *mut u64, self.len.div_ceil(8))) }),
         }
     }
 }
@@ -301,7 +324,41 @@ mod tests {
         assert_eq!(n.to_vec(0, 4).unwrap(), vec![1, 1, 1, 1]);
     }
 
+    /// Issue 19 item 5: the heap region's pointer must stay valid once its allocation is owned
+    /// by the `Mem` (Stacked Borrows, checked under Miri: `cargo +nightly miri test -p lnd --lib mem::`).
     #[test]
+    fn heap_region_stays_valid_after_the_move() {
+        let m = Mem::heap(64);
+        let other = m.clone();
+        m.write(3, b"dma").unwrap();
+        assert_eq!(other.to_vec(3, 3).unwrap(), b"dma");
+        let n = Mem::heap(8);
+        n.copy_from(0, &m, 3, 3).unwrap();
+        assert_eq!(n.to_vec(0, 4).unwrap(), b"dma\0");
+        drop(m);
+        assert_eq!(other.to_vec(2, 4).unwrap(), b"\0dma");
+    }
+
+    /// Issue 19 item 4: a node's memfd cannot shrink under the device's mapping (SIGBUS in
+    /// `dmadev`): it is sealed, and the device maps only sealed ones.
+    #[test]
+    #[cfg_attr(miri, ignore = "memfd_create and mmap are not available under Miri")]
+    fn memfd_is_sealed_against_shrinking() {
+        let m = Mem::memfd("t", 8192).unwrap();
+        let fd = m.fd().unwrap().as_raw_fd();
+        assert_ne!(unsafe { libc::ftruncate(fd, 4096) }, 0, "shrinking a node memfd must fail");
+        assert_eq!(m.len(), 8192);
+        let dup = m.fd().unwrap().try_clone().unwrap();
+        assert!(Mem::map_sealed_fd(dup, 8192).is_ok());
+        // A memfd without seals is refused.
+        let raw = unsafe { libc::memfd_create(c"u".as_ptr(), libc::MFD_CLOEXEC) };
+        let raw = unsafe { OwnedFd::from_raw_fd(raw) };
+        assert_eq!(unsafe { libc::ftruncate(raw.as_raw_fd(), 4096) }, 0);
+        assert!(Mem::map_sealed_fd(raw, 4096).is_err());
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "memfd_create and mmap are not available under Miri")]
     fn memfd_is_shared_between_mappings() {
         let m = Mem::memfd("t", 4096).unwrap();
         let fd = m.fd().unwrap().try_clone().unwrap();

@@ -3,7 +3,7 @@
 
 use super::proto::{self, recv_frame, send_frame};
 use super::ring::{self, Rings};
-use super::{CompKind, Completion, DevError, Desc, DmaDevice, SMSG_MAX};
+use super::device::{CompKind, Completion, DevError, Desc, DmaDevice, SMSG_MAX};
 use crate::mem::Mem;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;

@@ -1,7 +1,7 @@
 //! The device engine: regions, transmits and mailboxes of every node on one fabric, and the
 //! rules that make the fabric asymmetric. Sans-IO: completions go to per-node [`Port`]s.
 
-use super::{CompKind, Completion, DevStatus, Desc, Op, MAX_FRAGS, SMSG_MAX};
+use super::device::{CompKind, Completion, DevStatus, Desc, Op, MAX_FRAGS, SMSG_MAX};
 use crate::mem::{Mem, Seg};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -22,6 +22,8 @@ struct Region {
 
 struct Tx {
     owner: u32,
+    /// The only node that may pull it.
+    peer: u32,
     key: u32,
     frags: Vec<Seg>,
     len: u64,
@@ -117,7 +119,7 @@ pub enum AttachError {
 }
 
 impl Engine {
-    /// `secret` scrambles transmit cookies so they cannot be guessed from a sequence.
+    /// `secret` keys transmit cookies so they cannot be guessed from others.
     pub fn new(secret: u64) -> Engine {
         Engine {
             ports: HashMap::new(),
@@ -128,7 +130,7 @@ impl Engine {
             consumed_set: HashSet::new(),
             next_key: 1,
             next_tx: 1,
-            secret: secret | 1,
+            secret,
             stats: EngineStats::default(),
             faults: None,
         }
@@ -257,7 +259,7 @@ impl Engine {
                 }
                 self.post(from, comp(CompKind::SmsgSent, status, 0, data.len() as u32, dst));
             }
-            Op::TxSetup { key, frags } => {
+            Op::TxSetup { key, frags, peer } => {
                 let mut res = self
                     .region(from, key)
                     .and_then(|r| Self::check_frags(&r.mem, &frags));
@@ -268,9 +270,8 @@ impl Engine {
                 }
                 match res {
                     Ok(len) => {
-                        let cookie = (self.next_tx.wrapping_mul(0x9E37_79B9_7F4A_7C15)) ^ self.secret;
-                        self.next_tx += 1;
-                        self.txs.insert(cookie, Tx { owner: from, key, frags, len, tag: d.tag });
+                        let cookie = self.new_cookie();
+                        self.txs.insert(cookie, Tx { owner: from, peer, key, frags, len, tag: d.tag });
                         self.by_tag.insert((from, d.tag), cookie);
                         self.post(from, comp(CompKind::TxReady, DevStatus::Ok, cookie, len as u32, from));
                     }
@@ -292,8 +293,27 @@ impl Engine {
                 Ok(job) => return Some(job),
                 Err(e) => self.post(from, comp(CompKind::PullDone, e, cookie, 0, src)),
             },
+            // A node's descriptors execute in order, each pull's copy included (the providers
+            // finish a pull before taking the next descriptor): reaching this one is the fence.
+            Op::Fence => self.post(from, comp(CompKind::Fenced, DevStatus::Ok, 0, 0, from)),
         }
         None
+    }
+
+    /// A fresh transmit cookie: a keyed hash of a counter (SipHash with the secret as key
+    /// material), so cookies seen on the fabric tell nothing about others.
+    fn new_cookie(&mut self) -> u64 {
+        use std::hash::Hasher;
+        loop {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            h.write_u64(self.secret);
+            h.write_u64(self.next_tx);
+            self.next_tx += 1;
+            let cookie = h.finish();
+            if cookie != 0 && !self.txs.contains_key(&cookie) && !self.consumed_set.contains(&cookie) {
+                return cookie;
+            }
+        }
     }
 
     /// Executes one descriptor completely (the copy included).
@@ -312,7 +332,7 @@ impl Engine {
         let want = Self::check_frags(&sink.mem, &frags)?;
         let sink_mem = sink.mem.clone();
         let tx = match self.txs.get(&cookie) {
-            Some(t) if t.owner == src => t,
+            Some(t) if t.owner == src && t.peer == from => t,
             Some(_) => return Err(DevStatus::NoSuchTx),
             None if self.consumed_set.contains(&cookie) => return Err(DevStatus::TxConsumed),
             None => return Err(DevStatus::NoSuchTx),
@@ -452,146 +472,4 @@ fn copy_frags(src: &Mem, sfr: &[Seg], mut src_off: u64, dst: &Mem, dfr: &[Seg]) 
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::dev::inproc::InProcFabric;
-    use crate::dev::DmaDevice;
-
-    fn seg(off: u64, len: u32) -> Seg {
-        Seg { off, len }
-    }
-
-    fn completions(d: &mut dyn DmaDevice) -> Vec<(Completion, Vec<u8>)> {
-        let mut v = Vec::new();
-        d.poll(&mut |c, b| v.push((*c, b.to_vec())));
-        v
-    }
-
-    fn setup(a: &mut dyn DmaDevice, frags: Vec<Seg>) -> u64 {
-        let key = a.key();
-        a.submit(&Desc { tag: 7, op: Op::TxSetup { key, frags } }).unwrap();
-        let c = completions(a);
-        let ready = c.iter().find(|c| c.0.kind == CompKind::TxReady).expect("tx ready");
-        assert_eq!(ready.0.status, DevStatus::Ok);
-        ready.0.cookie
-    }
-
-    #[test]
-    fn pull_copies_once_and_completes_both_ends() {
-        let fab = InProcFabric::new(1);
-        let mut a = fab.attach(1, 1 << 16).unwrap();
-        let mut b = fab.attach(2, 1 << 16).unwrap();
-        a.mem().write(100, b"0123456789").unwrap();
-        a.mem().write(5000, b"abcdef").unwrap();
-        let cookie = setup(&mut a, vec![seg(100, 10), seg(5000, 6)]);
-        let key = b.key();
-        // Pull bytes 8..14 of the tx (crossing the fragment boundary) into two sink pieces.
-        b.submit(&Desc { tag: 9, op: Op::Pull { src: 1, cookie, tx_off: 8, key, frags: vec![seg(0, 3), seg(50, 3)] } })
-            .unwrap();
-        let cb = completions(&mut b);
-        assert_eq!((cb[0].0.kind, cb[0].0.status, cb[0].0.len, cb[0].0.tag), (CompKind::PullDone, DevStatus::Ok, 6, 9));
-        assert_eq!(b.mem().to_vec(0, 3).unwrap(), b"89a");
-        assert_eq!(b.mem().to_vec(50, 3).unwrap(), b"bcd");
-        let ca = completions(&mut a);
-        assert_eq!((ca[0].0.kind, ca[0].0.tag, ca[0].0.peer), (CompKind::TxDone, 7, 2));
-    }
-
-    #[test]
-    fn asymmetry_is_enforced() {
-        let fab = InProcFabric::new(2);
-        let mut a = fab.attach(1, 1 << 16).unwrap();
-        let mut b = fab.attach(2, 1 << 16).unwrap();
-        let mut c = fab.attach(3, 1 << 16).unwrap();
-        let cookie = setup(&mut a, vec![seg(0, 100)]);
-        let bkey = b.key();
-        let akey = a.key();
-        let pull = |dev: &mut dyn DmaDevice, src, cookie, off, key, frags| {
-            dev.submit(&Desc { tag: 1, op: Op::Pull { src, cookie, tx_off: off, key, frags } }).unwrap();
-            completions(dev)[0].0.status
-        };
-        // never set up
-        assert_eq!(pull(&mut b, 1, cookie ^ 0x55, 0, bkey, vec![seg(0, 10)]), DevStatus::NoSuchTx);
-        // right cookie, wrong owner named
-        assert_eq!(pull(&mut b, 3, cookie, 0, bkey, vec![seg(0, 10)]), DevStatus::NoSuchTx);
-        // sink key not ours (A's region): a node never reaches memory it was not given
-        assert_eq!(pull(&mut b, 1, cookie, 0, akey, vec![seg(0, 10)]), DevStatus::BadKey);
-        // beyond the transmit
-        assert_eq!(pull(&mut b, 1, cookie, 95, bkey, vec![seg(0, 10)]), DevStatus::OutOfBounds);
-        // beyond our own region
-        assert_eq!(pull(&mut b, 1, cookie, 0, bkey, vec![seg(1 << 16, 1)]), DevStatus::OutOfBounds);
-        // a good pull, then the same again: consumed
-        assert_eq!(pull(&mut b, 1, cookie, 0, bkey, vec![seg(0, 100)]), DevStatus::Ok);
-        let ckey = c.key();
-        assert_eq!(pull(&mut c, 1, cookie, 0, ckey, vec![seg(0, 1)]), DevStatus::TxConsumed);
-        // tx setup against someone else's key or out of range
-        c.submit(&Desc { tag: 2, op: Op::TxSetup { key: akey, frags: vec![seg(0, 1)] } }).unwrap();
-        assert_eq!(completions(&mut c)[0].0.status, DevStatus::BadKey);
-        c.submit(&Desc { tag: 2, op: Op::TxSetup { key: ckey, frags: vec![seg(65530, 7)] } }).unwrap();
-        assert_eq!(completions(&mut c)[0].0.status, DevStatus::OutOfBounds);
-        // cancel: only the owner, and a cancelled tx cannot be pulled
-        let t2 = setup(&mut a, vec![seg(0, 8)]);
-        c.submit(&Desc { tag: 3, op: Op::TxCancel { cookie: t2 } }).unwrap();
-        assert_eq!(completions(&mut c)[0].0.status, DevStatus::NoSuchTx);
-        a.submit(&Desc { tag: 3, op: Op::TxCancel { cookie: t2 } }).unwrap();
-        assert_eq!(completions(&mut a)[0].0.status, DevStatus::Ok);
-        assert_eq!(pull(&mut b, 1, t2, 0, bkey, vec![seg(0, 8)]), DevStatus::NoSuchTx);
-    }
-
-    #[test]
-    fn chained_smsg_carries_the_new_cookie() {
-        let fab = InProcFabric::new(5);
-        let mut a = fab.attach(1, 4096).unwrap();
-        let mut b = fab.attach(2, 4096).unwrap();
-        let key = a.key();
-        a.submit(&Desc { tag: 77, op: Op::TxSetup { key, frags: vec![seg(0, 16)] } }).unwrap();
-        a.submit(&Desc { tag: 78, op: Op::SmsgTx { dst: 2, data: vec![0xee; 12], at: 2, tx_tag: 77 } }).unwrap();
-        a.submit(&Desc { tag: 79, op: Op::SmsgTx { dst: 2, data: vec![0; 12], at: 2, tx_tag: 5 } }).unwrap();
-        a.submit(&Desc { tag: 80, op: Op::SmsgTx { dst: 2, data: vec![0; 12], at: 5, tx_tag: 77 } }).unwrap();
-        let ca = completions(&mut a);
-        let cookie = ca[0].0.cookie;
-        assert_eq!(ca.iter().map(|c| c.0.status).collect::<Vec<_>>(), [DevStatus::Ok, DevStatus::Ok, DevStatus::NoSuchTx, DevStatus::BadDesc]);
-        let got = completions(&mut b);
-        assert_eq!(got.len(), 1);
-        assert_eq!(&got[0].1[2..10], &cookie.to_le_bytes());
-        assert_eq!(&got[0].1[..2], &[0xee, 0xee]);
-    }
-
-    #[test]
-    fn smsg_mailbox_bounds() {
-        let fab = InProcFabric::with_mailbox(3, 2);
-        let mut a = fab.attach(1, 4096).unwrap();
-        let mut b = fab.attach(2, 4096).unwrap();
-        for i in 0..3u8 {
-            a.submit(&Desc { tag: i as u64, op: Op::Smsg { dst: 2, data: vec![i; 5] } }).unwrap();
-        }
-        a.submit(&Desc { tag: 9, op: Op::Smsg { dst: 5, data: vec![] } }).unwrap();
-        a.submit(&Desc { tag: 10, op: Op::Smsg { dst: 2, data: vec![0; SMSG_MAX + 1] } }).unwrap();
-        let st: Vec<_> = completions(&mut a).iter().map(|c| c.0.status).collect();
-        assert_eq!(
-            st,
-            [DevStatus::Ok, DevStatus::Ok, DevStatus::MailboxFull, DevStatus::NoSuchPeer, DevStatus::TooLong]
-        );
-        let got = completions(&mut b);
-        assert_eq!(got.len(), 2);
-        assert_eq!((got[1].0.kind, got[1].0.peer, got[1].1.clone()), (CompKind::SmsgRecv, 1, vec![1u8; 5]));
-        assert!(fab.attach(2, 16).is_err(), "duplicate address");
-    }
-
-    #[test]
-    fn detach_and_unregister_invalidate() {
-        let fab = InProcFabric::new(4);
-        let mut a = fab.attach(1, 1024).unwrap();
-        let mut b = fab.attach(2, 1024).unwrap();
-        let cookie = setup(&mut a, vec![seg(0, 10)]);
-        let akey = a.key();
-        fab.engine().lock().unwrap().unregister(1, akey).unwrap();
-        let bkey = b.key();
-        b.submit(&Desc { tag: 1, op: Op::Pull { src: 1, cookie, tx_off: 0, key: bkey, frags: vec![seg(0, 10)] } })
-            .unwrap();
-        assert_eq!(completions(&mut b)[0].0.status, DevStatus::NoSuchTx);
-        assert_eq!(fab.engine().lock().unwrap().unregister(2, akey), Err(DevStatus::BadKey));
-    }
 }

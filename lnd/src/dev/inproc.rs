@@ -2,7 +2,7 @@
 //! Submissions execute synchronously; used by unit tests and the simulation backend.
 
 use super::engine::{AttachError, Engine, Port};
-use super::{CompKind, Completion, DevError, DevStatus, Desc, DmaDevice};
+use super::device::{CompKind, Completion, DevError, DevStatus, Desc, DmaDevice};
 use crate::mem::Mem;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};

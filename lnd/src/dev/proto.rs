@@ -150,6 +150,7 @@ mod tests {
     use crate::mem::Mem;
 
     #[test]
+    #[cfg_attr(miri, ignore = "memfd_create and fd passing are not available under Miri")]
     fn frames_carry_fds() {
         let (a, b) = UnixStream::pair().unwrap();
         let m = Mem::memfd("x", 4096).unwrap();
@@ -167,6 +168,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "recvmsg is not available under Miri")]
     fn oversized_frames_are_refused() {
         let (a, b) = UnixStream::pair().unwrap();
         (&a).write_all(&[5, 0, 0, 0, 0xff, 0xff, 0xff, 0x7f]).unwrap();

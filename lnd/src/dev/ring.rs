@@ -1,7 +1,7 @@
 //! Layout of the queue region a node shares with `dmadev`: a submission ring with an inline data
 //! slot per descriptor, a completion ring and the SMSG mailbox. Encoders check every field read.
 
-use super::{CompKind, Completion, DevStatus, Desc, Op, MAX_FRAGS, SMSG_MAX};
+use super::device::{CompKind, Completion, DevStatus, Desc, Op, MAX_FRAGS, SMSG_MAX};
 use crate::mem::{Mem, OutOfBounds, Seg};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -77,8 +77,9 @@ impl<'a> Rings<'a> {
                 self.mem.write(data_off, &data[..n])?;
                 (1u8, data.len() as u32, *dst, 0, 0, 0)
             }
-            Op::TxSetup { key, frags } => (2, self.write_frags(data_off, frags)?, 0, *key, 0, 0),
+            Op::TxSetup { key, frags, peer } => (2, self.write_frags(data_off, frags)?, *peer, *key, 0, 0),
             Op::TxCancel { cookie } => (3, 0, 0, 0, *cookie, 0),
+            Op::Fence => (6, 0, 0, 0, 0, 0),
             Op::SmsgTx { dst, data, at, tx_tag } => {
                 let n = data.len().min(SMSG_MAX);
                 self.mem.write(data_off, &data[..n])?;
@@ -113,32 +114,34 @@ impl<'a> Rings<'a> {
     /// Reads submission slot `i`; for a malformed descriptor, `Err` carries the completion
     /// that refuses it.
     pub fn read_desc(&self, i: u32) -> Result<Desc, Completion> {
-        self.read_desc_raw(i).map_err(|(tag, status)| {
+        self.read_desc_raw(i).map_err(|(tag, status, peer)| {
             let op = self.mem.to_vec(SQ_OFF + (i % SQ_N) as u64 * DESC_SZ, 1).map(|v| v[0]).unwrap_or(0);
             let kind = match op {
                 2 => CompKind::TxReady,
                 3 => CompKind::TxCancelled,
                 4 => CompKind::PullDone,
+                6 => CompKind::Fenced,
                 _ => CompKind::SmsgSent,
             };
-            Completion { kind, status, tag, cookie: 0, len: 0, peer: 0 }
+            // The peer the descriptor named: an SMSG's refusal is charged to its destination.
+            Completion { kind, status, tag, cookie: 0, len: 0, peer }
         })
     }
 
-    fn read_desc_raw(&self, i: u32) -> Result<Desc, (u64, DevStatus)> {
+    fn read_desc_raw(&self, i: u32) -> Result<Desc, (u64, DevStatus, u32)> {
         let slot = (i % SQ_N) as u64;
         let mut b = [0u8; DESC_SZ as usize];
-        self.mem.read(SQ_OFF + slot * DESC_SZ, &mut b).map_err(|_| (0, DevStatus::BadDesc))?;
+        self.mem.read(SQ_OFF + slot * DESC_SZ, &mut b).map_err(|_| (0, DevStatus::BadDesc, 0))?;
         let u32at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
         let u64at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
         let (ndata, tag, peer, key, cookie, tx_off) = (u32at(4), u64at(8), u32at(16), u32at(20), u64at(24), u64at(32));
         if ndata as usize > SMSG_MAX {
-            return Err((tag, DevStatus::TooLong));
+            return Err((tag, DevStatus::TooLong, peer));
         }
-        let data = self.mem.to_vec(SQ_DATA_OFF + slot * SLOT_SZ, ndata as usize).map_err(|_| (tag, DevStatus::BadDesc))?;
-        let frags = || -> Result<Vec<Seg>, (u64, DevStatus)> {
+        let data = self.mem.to_vec(SQ_DATA_OFF + slot * SLOT_SZ, ndata as usize).map_err(|_| (tag, DevStatus::BadDesc, peer))?;
+        let frags = || -> Result<Vec<Seg>, (u64, DevStatus, u32)> {
             if data.len() % 16 != 0 {
-                return Err((tag, DevStatus::BadDesc));
+                return Err((tag, DevStatus::BadDesc, peer));
             }
             Ok(data
                 .chunks_exact(16)
@@ -147,11 +150,12 @@ impl<'a> Rings<'a> {
         };
         let op = match b[0] {
             1 => Op::Smsg { dst: peer, data },
-            2 => Op::TxSetup { key, frags: frags()? },
+            2 => Op::TxSetup { key, frags: frags()?, peer },
             3 => Op::TxCancel { cookie },
             4 => Op::Pull { src: peer, cookie, tx_off, key, frags: frags()? },
             5 if tx_off <= u16::MAX as u64 => Op::SmsgTx { dst: peer, data, at: tx_off as u16, tx_tag: cookie },
-            _ => return Err((tag, DevStatus::BadDesc)),
+            6 => Op::Fence,
+            _ => return Err((tag, DevStatus::BadDesc, peer)),
         };
         Ok(Desc { tag, op })
     }
@@ -200,8 +204,9 @@ mod tests {
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
             (any::<u32>(), proptest::collection::vec(any::<u8>(), 0..64)).prop_map(|(dst, data)| Op::Smsg { dst, data }),
-            (any::<u32>(), frags()).prop_map(|(key, frags)| Op::TxSetup { key, frags }),
+            (any::<u32>(), frags(), any::<u32>()).prop_map(|(key, frags, peer)| Op::TxSetup { key, frags, peer }),
             any::<u64>().prop_map(|cookie| Op::TxCancel { cookie }),
+            Just(Op::Fence),
             (any::<u32>(), proptest::collection::vec(any::<u8>(), 0..64), any::<u16>(), any::<u64>())
                 .prop_map(|(dst, data, at, tx_tag)| Op::SmsgTx { dst, data, at, tx_tag }),
             (any::<u32>(), any::<u64>(), any::<u64>(), any::<u32>(), frags())
@@ -226,6 +231,18 @@ mod tests {
             mem.write(SQ_OFF, &bytes).unwrap();
             let _ = r.read_desc(0);
         }
+    }
+
+    /// Issue 19 item 4: the refusal of a malformed descriptor names the peer the descriptor
+    /// named (an SMSG's destination), as the node charges SMSG completions to that peer.
+    #[test]
+    fn malformed_desc_refusal_names_its_peer() {
+        let mem = Mem::heap(QUEUE_BYTES);
+        let r = Rings::new(&mem, true).unwrap();
+        r.write_desc(0, &Desc { tag: 9, op: Op::Smsg { dst: 7, data: vec![1; 8] } }).unwrap();
+        mem.write(SQ_OFF, &[99]).unwrap();
+        let c = r.read_desc(0).unwrap_err();
+        assert_eq!((c.kind, c.status, c.tag, c.peer), (CompKind::SmsgSent, DevStatus::BadDesc, 9, 7));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use super::engine::{Engine, Port};
 use super::proto::{self, recv_frame, send_frame, Frame};
 use super::ring::{self, Rings};
-use super::{CompKind, Completion, DevStatus};
+use super::device::{CompKind, Completion, DevStatus};
 use crate::mem::Mem;
 use std::collections::VecDeque;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -12,6 +12,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use tracing::{info, warn};
+
+/// Completions held back for a node whose completion ring is full. A node's own descriptors,
+/// mailbox and peers bound what can legitimately wait; a node past this is not reading its
+/// ring and is let go.
+const OVERFLOW_MAX: usize = 4 * ring::CQ_N as usize;
 
 /// The device side of one node's rings.
 struct ShmPort {
@@ -28,6 +33,13 @@ impl ShmPort {
     fn push(&mut self, c: Completion, slot: u32) {
         let r = Rings { mem: &self.q };
         if !self.overflow.is_empty() || r.cq_pending() >= ring::CQ_N {
+            if self.overflow.len() >= OVERFLOW_MAX {
+                // Closing the connection ends the node's loop, which detaches it.
+                if self.sock.shutdown(std::net::Shutdown::Both).is_ok() {
+                    warn!(held = self.overflow.len(), "node does not take its completions; letting it go");
+                }
+                return;
+            }
             self.overflow.push_back((c, slot));
             r.word(ring::CQ_OVERFLOW).store(1, Ordering::Release);
             return;
@@ -159,7 +171,7 @@ fn serve_node(sock: UnixStream, engine: Arc<Mutex<Engine>>) -> std::io::Result<(
     if qlen as usize != ring::QUEUE_BYTES {
         return Err(refuse(&sock, proto::F_HELLO_OK, &format!("queue region of {qlen} bytes, expected {}", ring::QUEUE_BYTES)));
     }
-    let q = Arc::new(Mem::map_fd(fd, qlen as usize).map_err(|e| refuse(&sock, proto::F_HELLO_OK, &format!("map queue: {e}")))?);
+    let q = Arc::new(Mem::map_sealed_fd(fd, qlen as usize).map_err(|e| refuse(&sock, proto::F_HELLO_OK, &format!("map queue: {e}")))?);
     Rings::new(&q, false).map_err(|e| refuse(&sock, proto::F_HELLO_OK, &e))?;
     let port = ShmPort { q: q.clone(), sock: sock.try_clone()?, overflow: VecDeque::new() };
     if let Err(e) = engine.lock().unwrap().attach(addr, Box::new(port)) {
@@ -204,7 +216,7 @@ fn node_loop(sock: &UnixStream, engine: &Mutex<Engine>, addr: u32, q: &Mem) -> s
                     refuse(sock, proto::F_REG_OK, "register: need length and memfd");
                     continue;
                 };
-                match Mem::map_fd(fd, len as usize) {
+                match Mem::map_sealed_fd(fd, len as usize) {
                     Ok(m) => {
                         let key = engine.lock().unwrap().register(addr, Arc::new(m));
                         let mut body = 0u32.to_le_bytes().to_vec();
@@ -277,5 +289,30 @@ fn drain(r: &Rings<'_>, engine: &Mutex<Engine>, addr: u32) -> std::io::Result<bo
             let ok = job.copy();
             engine.lock().unwrap().finish_pull(job, ok);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    /// Issue 19 item 4: a node that never takes its completions cannot make the device queue
+    /// them without bound: past a limit the device lets the node go (closes its connection).
+    #[test]
+    #[cfg_attr(miri, ignore = "socket shutdown is not available under Miri")]
+    fn a_node_that_never_reads_its_completions_is_let_go() {
+        let q = Mem::heap(ring::QUEUE_BYTES);
+        Rings::new(&q, true).unwrap();
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let mut port = ShmPort { q: q.clone(), sock: ours, overflow: VecDeque::new() };
+        let c = Completion { kind: CompKind::TxDone, status: DevStatus::Ok, tag: 1, cookie: 2, len: 3, peer: 4 };
+        for _ in 0..ring::CQ_N as usize + 100_000 {
+            port.complete(c);
+        }
+        assert!(port.overflow.len() <= 4 * ring::CQ_N as usize, "{} completions queued", port.overflow.len());
+        theirs.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        let mut b = [0u8; 1];
+        assert_eq!(theirs.read(&mut b).unwrap(), 0, "the node's connection is closed");
     }
 }

@@ -3,13 +3,14 @@
 //! first dispatched as control (TX_READY, NAK, NOOP: LND only) or LND message (`lnet_parse`).
 //! Flow control: per-peer SMSG credits, returned in every message header or by NOOP.
 
+mod complete;
 mod recovery;
 pub mod wire;
 
-use crate::dev::{CompKind, Completion, DevStatus, Desc, DmaDevice, Op};
+use crate::dev::{Completion, DevStatus, Desc, DmaDevice, Op};
 use crate::lnd::Lnd;
 use crate::lnet::slab::Slab;
-use crate::lnet::{errno, Lnet, LndRecv, LndSend, MsgId, NiIdx, Parsed};
+use crate::lnet::{errno, Lnet, LndRecv, LndSend, MsgId, NiIdx};
 use crate::mem::{iov_read, iov_write};
 use crate::wire::{HdrRepr, MsgType, Nid};
 
@@ -72,6 +73,9 @@ struct Peer {
     /// Control messages (NAK, TX_READY: no tx of ours waits on them) keep their bytes too, to
     /// go again if the mailbox was full.
     returning: VecDeque<(u16, Option<Vec<u8>>)>,
+    /// The first this many of `returning` went to an incarnation that left the fabric: their
+    /// completions give no credit back (the window started afresh).
+    void: usize,
 }
 
 /// Peer `addr`'s flow-control state, created with `credits` on first use.
@@ -79,11 +83,19 @@ fn peer_in(peers: &mut HashMap<u32, Peer>, credits: u16, addr: u32) -> &mut Peer
     peers.entry(addr).or_insert_with(|| Peer { credits, ..Default::default() })
 }
 
+/// The LNet messages a transfer finalizes.
+#[derive(Debug, Clone, Copy)]
+enum Done {
+    One(MsgId),
+    /// A GET initiator pulling its reply: the GET and the REPLY.
+    Two(MsgId, MsgId),
+}
+
 /// What one tag (our descriptor tag) is waiting for.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 enum Tx {
-    /// IMMEDIATE sent: finalize when the SMSG is delivered.
-    Imm { msg: MsgId },
+    /// IMMEDIATE queued or sent: finalize when the SMSG is delivered.
+    Imm { msg: MsgId, peer: u32 },
     /// Large PUT/REPLY: transmit set up and PUT_REQ chained behind it (the device writes the
     /// cookie into it); waiting for the receiver's pull (TxDone) or a NAK. `cookie` is known
     /// once `TxReady` arrives.
@@ -98,15 +110,19 @@ enum Tx {
     ReplySetup { msg: MsgId, peer: u32, get_tag: u64 },
     /// GET target: TX_READY sent, waiting for the initiator's pull or NAK.
     ReplyWait { msg: MsgId, peer: u32, cookie: u64 },
-    /// A reply being staged for a peer that left the fabric: failed (and its transmit
-    /// cancelled) when the device answers the setup.
-    Orphan { msg: MsgId },
+    /// Failed with `st` while its transmit is still being set up: the transmit is cancelled
+    /// when the device answers the setup, and the transfer drains.
+    Orphan { done: Done, peer: u32, st: i32 },
+    /// Failed with `st`, but the device may still read or write its buffers: finalized only
+    /// when the device lets go of them (transmit cancelled or pulled, pull done, fence passed,
+    /// device lost), so LNet never unlinks an MD under a running copy (`kiblnd_tx_done`).
+    Draining { done: Done, peer: u32, st: i32 },
 }
 
 /// Receive contexts between `lnet_parse` and `recv`.
 #[derive(Debug)]
 enum Rx {
-    Imm(Vec<u8>),
+    Imm { peer: u32, payload: Vec<u8> },
     PutReq { peer: u32, src_tag: u64, cookie: u64 },
     GetReq { peer: u32, get_tag: u64 },
 }
@@ -180,6 +196,11 @@ impl<D: DmaDevice> DmaLnd<D> {
     /// Descriptors and receive contexts outstanding (zero when idle).
     pub fn busy(&self) -> usize {
         self.txs.len() + self.rxs.len() + self.backlog.len()
+    }
+
+    /// SMSG credits we hold for the peer at `addr` (None: never talked to it).
+    pub fn peer_credits(&self, addr: u32) -> Option<u16> {
+        self.peers.get(&addr).map(|p| p.credits)
     }
 
     fn peer(&mut self, addr: u32) -> &mut Peer {
@@ -262,7 +283,7 @@ impl<D: DmaDevice> DmaLnd<D> {
     }
 
     /// Sends what credits allow. NOOPs only return credits: they cost none and earn none, so
-    /// they can always flow and never echo each other.
+    /// they can always flow (even at 0 credits) and never echo each other.
     fn pump(&mut self) {
         let high_water = (self.cfg.peer_credits / 2).max(1);
         let mut dirty = std::mem::take(&mut self.dirty);
@@ -296,8 +317,11 @@ impl<D: DmaDevice> DmaLnd<D> {
                 };
                 self.submit(Desc { tag, op });
             }
+            // Credits owed go back in a NOOP when no message can carry them soon: nothing
+            // queued, or queued messages stalled for want of credits (the peer may be stalled
+            // the same way, waiting for exactly these; `kiblnd_need_noop`).
             let p = self.peer(addr);
-            if p.queue.is_empty() && p.owed >= high_water {
+            if (p.queue.is_empty() || p.credits == 0) && p.owed >= high_water {
                 let owed = std::mem::take(&mut p.owed);
                 p.returning.push_back((owed, None));
                 let mut b = self.buf();
@@ -311,12 +335,21 @@ impl<D: DmaDevice> DmaLnd<D> {
         self.dev.doorbell();
     }
 
+    /// LNet is done with an SMSG from `peer` (or it never reached LNet): its credit is owed
+    /// back (Lustre returns it when the rx is posted again).
+    fn consumed(&mut self, peer: u32) {
+        let p = self.peer(peer);
+        p.owed = p.owed.saturating_add(1);
+        self.dirty.push(peer);
+    }
+
     fn nak(&mut self, peer: u32, tag: u64, status: i32) {
         self.queue(peer, 0, Body::Nak { tag, status });
     }
 
-    fn cancel(&mut self, cookie: u64) {
-        self.submit(Desc { tag: 0, op: Op::TxCancel { cookie } });
+    /// Withdraws transmit `cookie` of transfer `tag` (`TxCancelled` echoes the tag).
+    fn cancel(&mut self, tag: u64, cookie: u64) {
+        self.submit(Desc { tag, op: Op::TxCancel { cookie } });
     }
 
     /// Fails a GET initiator: its SEND and REPLY events both carry `status`.
@@ -328,252 +361,6 @@ impl<D: DmaDevice> DmaLnd<D> {
         }
     }
 
-    fn on_completion(&mut self, lnet: &mut Lnet, c: Completion, data: &[u8]) {
-        if !c.status.is_ok() {
-            self.stats.dev_errors += 1;
-            debug!(kind = ?c.kind, status = ?c.status, tag = c.tag, "device error completion");
-        }
-        let st = dev_errno(c.status);
-        match c.kind {
-            CompKind::SmsgRecv => self.on_smsg(lnet, c.peer, data),
-            CompKind::SmsgSent => {
-                let p = self.peer(c.peer);
-                let (returned, kept) = p.returning.pop_front().unwrap_or_default();
-                if !c.status.is_ok() {
-                    // It never reached the mailbox: the credits it returned are still owed,
-                    // and (unless a NOOP, which costs none) its own credit comes back.
-                    p.owed = p.owed.saturating_add(returned);
-                    if c.tag != NOOP_TAG {
-                        p.credits += 1;
-                    }
-                    match (kept, c.status) {
-                        (Some(b), DevStatus::MailboxFull) => {
-                            // A full mailbox is passing: the control message goes again, first.
-                            p.queue.push_front((0, b, false));
-                            self.stats.smsg_retries += 1;
-                        }
-                        (Some(b), _) => self.give_back(b),
-                        (None, _) => {}
-                    }
-                    self.dirty.push(c.peer);
-                } else if let Some(b) = kept {
-                    self.give_back(b);
-                }
-                if c.tag == 0 || c.tag == NOOP_TAG {
-                    return;
-                }
-                let ok = c.status.is_ok();
-                match self.txs.remove_if(c.tag, |t| matches!(t, Tx::Imm { .. }) || (!ok && !matches!(t, Tx::PutPull { .. } | Tx::GetPull { .. }))) {
-                    Some(Tx::Imm { msg }) => lnet.finalize(msg, st),
-                    Some(Tx::PutWait { msg, cookie, .. }) | Some(Tx::ReplyWait { msg, cookie, .. }) => {
-                        self.cancel(cookie);
-                        lnet.finalize(msg, st);
-                    }
-                    Some(Tx::GetReq { msg, .. }) => self.fail_get(lnet, msg, st),
-                    Some(other) => warn!(tag = c.tag, "SMSG failure in state {other:?}"),
-                    None => {}
-                }
-            }
-            CompKind::PeerDown => self.on_peer_down(lnet, c.peer),
-            CompKind::TxReady => {
-                let tag = c.tag;
-                if let Some(Tx::Orphan { msg }) = self.txs.remove_if(tag, |t| matches!(t, Tx::Orphan { .. })) {
-                    if c.status.is_ok() {
-                        self.cancel(c.cookie);
-                    }
-                    lnet.finalize(msg, errno::ECONNRESET);
-                    return;
-                }
-                let Some(tx) = self.txs.get_mut(tag) else {
-                    warn!(tag, "TxReady for an unknown tag");
-                    return;
-                };
-                // The transmit keeps this tag: the device echoes it in TxDone.
-                match *tx {
-                    Tx::PutWait { ref mut cookie, .. } if c.status.is_ok() => *cookie = c.cookie,
-                    Tx::ReplySetup { msg, peer, get_tag } if c.status.is_ok() => {
-                        *tx = Tx::ReplyWait { msg, peer, cookie: c.cookie };
-                        self.stats.get_rdma += 1;
-                        self.queue(peer, 0, Body::TxReady { get_tag, cookie: c.cookie, target_tag: tag, nob: c.len });
-                    }
-                    Tx::PutWait { msg, .. } => {
-                        // Its chained PUT_REQ will find no transmit and fail harmlessly.
-                        self.txs.remove(tag);
-                        lnet.finalize(msg, st);
-                    }
-                    Tx::ReplySetup { msg, peer, get_tag } => {
-                        self.txs.remove(tag);
-                        lnet.finalize(msg, st);
-                        self.nak(peer, get_tag, st);
-                    }
-                    _ => warn!(tag, "TxReady for a tag not setting up a transmit"),
-                }
-            }
-            CompKind::TxDone => match self.txs.remove_if(c.tag, |t| matches!(t, Tx::PutWait { .. } | Tx::ReplyWait { .. })) {
-                // A failed pull fails the transmit too (the puller also NAKs; whichever comes
-                // first finalizes).
-                Some(Tx::PutWait { msg, .. }) | Some(Tx::ReplyWait { msg, .. }) => lnet.finalize(msg, st),
-                _ => debug!(tag = c.tag, "TxDone for a tag not waiting for one (already failed by a NAK?)"),
-            },
-            CompKind::PullDone => match self.txs.remove_if(c.tag, |t| matches!(t, Tx::PutPull { .. } | Tx::GetPull { .. })) {
-                Some(Tx::PutPull { msg, peer, src_tag }) => {
-                    lnet.finalize(msg, st);
-                    if st != 0 {
-                        self.nak(peer, src_tag, st);
-                    }
-                }
-                Some(Tx::GetPull { get, reply, peer, target_tag }) => {
-                    lnet.finalize(get, st);
-                    lnet.finalize(reply, st);
-                    if st != 0 {
-                        self.nak(peer, target_tag, st);
-                    }
-                }
-                _ => warn!(tag = c.tag, "PullDone for a tag not pulling"),
-            },
-            CompKind::TxCancelled => {}
-        }
-    }
-
-    fn on_smsg(&mut self, lnet: &mut Lnet, from: u32, data: &[u8]) {
-        let credits_max = self.cfg.peer_credits;
-        let m = MsgRepr::parse(data);
-        // Everything but a NOOP took one of the sender's credits: owe it back.
-        if !matches!(m, Ok(MsgRepr { body: Body::Noop, .. })) {
-            let p = self.peer(from);
-            p.owed = p.owed.saturating_add(1);
-        }
-        self.dirty.push(from);
-        let m = match m {
-            Ok(m) => m,
-            Err(e) => {
-                self.stats.bad_msgs += 1;
-                warn!(peer = from, "dropping malformed DMA LND message: {e}");
-                return;
-            }
-        };
-        let expect_src = self.nid.net().nid(from);
-        if m.src_nid != expect_src || m.dst_nid != self.nid {
-            self.stats.bad_msgs += 1;
-            warn!(peer = from, src = %m.src_nid, dst = %m.dst_nid, "dropping message: NIDs do not match fabric addresses");
-            return;
-        }
-        {
-            let p = self.peer(from);
-            p.credits = p.credits.saturating_add(m.credits);
-            if p.credits > credits_max {
-                warn!(peer = from, credits = p.credits, "peer returned more credits than it was given");
-                p.credits = credits_max;
-            }
-        }
-        if wire::is_control(m.body.ty()) {
-            self.on_control(lnet, from, m.body);
-        } else {
-            self.on_lnd_msg(lnet, from, m.src_nid, m.body);
-        }
-    }
-
-    fn on_control(&mut self, lnet: &mut Lnet, from: u32, body: Body<'_>) {
-        match body {
-            Body::Noop => {}
-            Body::TxReady { get_tag, cookie, target_tag, nob } => match self.txs.remove_if(get_tag, |t| matches!(t, Tx::GetReq { peer, .. } if *peer == from)) {
-                Some(Tx::GetReq { msg, peer }) => match lnet.create_reply_msg(msg, nob as u64) {
-                    Ok((reply, iov, _mlen)) => {
-                        let tag = self.new_tx(lnet, Tx::GetPull { get: msg, reply, peer, target_tag });
-                        let key = self.dev.key();
-                        self.submit(Desc { tag, op: Op::Pull { src: peer, cookie, tx_off: 0, key, frags: iov } });
-                    }
-                    Err(e) => {
-                        lnet.finalize(msg, e);
-                        self.nak(from, target_tag, e);
-                    }
-                },
-                other => {
-                    self.stats.bad_msgs += 1;
-                    warn!(peer = from, get_tag, "TX_READY for no GET of ours ({other:?})");
-                    self.nak(from, target_tag, errno::EPROTO);
-                }
-            },
-            Body::Nak { tag, status } => {
-                self.stats.naks_received += 1;
-                let mine = |t: &Tx| match t {
-                    Tx::PutWait { peer, .. } | Tx::ReplyWait { peer, .. } | Tx::GetReq { peer, .. } => *peer == from,
-                    _ => false,
-                };
-                match self.txs.remove_if(tag, mine) {
-                    Some(Tx::PutWait { msg, cookie, .. }) | Some(Tx::ReplyWait { msg, cookie, .. }) => {
-                        self.cancel(cookie);
-                        lnet.finalize(msg, status.min(0));
-                    }
-                    Some(Tx::GetReq { msg, .. }) => self.fail_get(lnet, msg, if status < 0 { status } else { errno::ENODATA }),
-                    Some(_) => unreachable!("filtered by `mine`"),
-                    None => {
-                        self.stats.bad_msgs += 1;
-                        debug!(peer = from, tag, "NAK for no transfer of ours with that peer; ignored");
-                    }
-                }
-            }
-            _ => unreachable!("control dispatch"),
-        }
-    }
-
-    fn on_lnd_msg(&mut self, lnet: &mut Lnet, from: u32, from_nid: Nid, body: Body<'_>) {
-        match body {
-            Body::Immediate { hdr, payload } => {
-                self.stats.immediate += 1;
-                let mut copy = self.buf();
-                copy.extend_from_slice(payload);
-                let rx = self.rxs.insert(Rx::Imm(copy));
-                match lnet.parse(self.ni, hdr, from_nid, rx, false) {
-                    Ok(Parsed::Recv(_)) => {}
-                    Ok(Parsed::Dropped(_)) => {
-                        self.rxs.remove(rx);
-                    }
-                    Err(e) => {
-                        self.rxs.remove(rx);
-                        self.stats.bad_msgs += 1;
-                        warn!(peer = from, "lnet_parse refused IMMEDIATE: {e}");
-                    }
-                }
-            }
-            Body::PutReq { hdr, src_tag, cookie, nob } => {
-                let ok = nob == hdr.payload_length && matches!(hdr.msg_type(), MsgType::Put | MsgType::Reply);
-                self.parse_request(lnet, from, from_nid, hdr, ok, src_tag, Rx::PutReq { peer: from, src_tag, cookie }, false);
-            }
-            Body::GetReq { hdr, get_tag } => {
-                let ok = hdr.msg_type() == MsgType::Get;
-                self.parse_request(lnet, from, from_nid, hdr, ok, get_tag, Rx::GetReq { peer: from, get_tag }, true);
-            }
-            _ => unreachable!("LND dispatch"),
-        }
-    }
-}
-
-impl<D: DmaDevice> DmaLnd<D> {
-    /// Hands a PUT_REQ/GET_REQ to `lnet_parse`; anything refused or unmatched is NAKed with
-    /// `nak_tag` so the initiator finalizes instead of waiting.
-    #[allow(clippy::too_many_arguments)]
-    fn parse_request(&mut self, lnet: &mut Lnet, from: u32, from_nid: Nid, hdr: HdrRepr, consistent: bool, nak_tag: u64, rx: Rx, rdma_req: bool) {
-        if !consistent {
-            self.stats.bad_msgs += 1;
-            warn!(peer = from, "{rx:?} with an inconsistent LNet header ({:?}, {} bytes)", hdr.msg_type(), hdr.payload_length);
-            self.nak(from, nak_tag, errno::EPROTO);
-            return;
-        }
-        let rx = self.rxs.insert(rx);
-        match lnet.parse(self.ni, hdr, from_nid, rx, rdma_req) {
-            Ok(Parsed::Recv(_)) => {}
-            Ok(Parsed::Dropped(st)) => {
-                self.rxs.remove(rx);
-                self.nak(from, nak_tag, st);
-            }
-            Err(e) => {
-                self.rxs.remove(rx);
-                warn!(peer = from, "lnet_parse refused a request: {e}");
-                self.nak(from, nak_tag, errno::EPROTO);
-            }
-        }
-    }
 }
 
 impl<D: DmaDevice + 'static> Lnd for DmaLnd<D> {
@@ -620,7 +407,7 @@ impl<D: DmaDevice + 'static> Lnd for DmaLnd<D> {
                     return;
                 }
                 let payload = std::mem::take(&mut self.scratch);
-                let tag = self.new_tx(lnet, Tx::Imm { msg: m.msg });
+                let tag = self.new_tx(lnet, Tx::Imm { msg: m.msg, peer });
                 self.queue(peer, tag, Body::Immediate { hdr: m.hdr, payload: &payload });
                 self.scratch = payload;
             }
@@ -628,7 +415,7 @@ impl<D: DmaDevice + 'static> Lnd for DmaLnd<D> {
                 // Set up the transmit, then (chained, same doorbell) tell the receiver to pull.
                 let tag = self.new_tx(lnet, Tx::PutWait { msg: m.msg, peer, cookie: 0 });
                 let key = self.dev.key();
-                self.submit(Desc { tag, op: Op::TxSetup { key, frags: m.iov } });
+                self.submit(Desc { tag, op: Op::TxSetup { key, frags: m.iov, peer } });
                 self.stats.put_rdma += 1;
                 self.queue_chained(peer, tag, m.hdr);
             }
@@ -646,8 +433,10 @@ impl<D: DmaDevice + 'static> Lnd for DmaLnd<D> {
             }
             return;
         };
+        let (Rx::Imm { peer, .. } | Rx::PutReq { peer, .. } | Rx::GetReq { peer, .. }) = rx;
+        self.consumed(peer);
         match rx {
-            Rx::Imm(payload) => {
+            Rx::Imm { payload, .. } => {
                 if let Some(msg) = m.msg {
                     let n = (m.mlen as usize).min(payload.len());
                     let st = match iov_write(self.dev.mem(), &m.iov, &payload[..n]) {
@@ -676,7 +465,7 @@ impl<D: DmaDevice + 'static> Lnd for DmaLnd<D> {
                 Some(msg) if m.rdma_req => {
                     let tag = self.new_tx(lnet, Tx::ReplySetup { msg, peer, get_tag });
                     let key = self.dev.key();
-                    self.submit(Desc { tag, op: Op::TxSetup { key, frags: m.iov } });
+                    self.submit(Desc { tag, op: Op::TxSetup { key, frags: m.iov, peer } });
                 }
                 Some(msg) => {
                     lnet.finalize(msg, errno::EPROTO);
@@ -704,7 +493,9 @@ impl<D: DmaDevice + 'static> Lnd for DmaLnd<D> {
         for &(c, s, e) in &comps {
             self.on_completion(lnet, c, &bytes[s..e]);
         }
-        if self.deadlines.front().is_some_and(|d| d.0 <= lnet.now_ms()) {
+        // Failing a transfer may submit to the device (cancel, fence): that is progress too.
+        let expired = self.deadlines.front().is_some_and(|d| d.0 <= lnet.now_ms());
+        if expired {
             self.expire(lnet);
         }
         self.return_segs(lnet);
@@ -713,6 +504,6 @@ impl<D: DmaDevice + 'static> Lnd for DmaLnd<D> {
         if n > 0 || !self.dirty.is_empty() {
             self.pump();
         }
-        n > 0
+        n > 0 || expired
     }
 }

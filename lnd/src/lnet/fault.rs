@@ -2,9 +2,7 @@
 //! messages that match a source, destination, portal and type, one in `rate` (or every
 //! `interval`-th), from a seeded generator so a run can be replayed.
 
-use super::{Action, LndRecv, Parsed};
 use crate::wire::{HdrBody, HdrRepr, MsgType, Nid};
-use tracing::warn;
 
 /// The message types a rule can match.
 pub const MSG_TYPES: [&str; 4] = ["PUT", "GET", "ACK", "REPLY"];
@@ -198,19 +196,7 @@ impl super::Lnet {
         self.now_ms = now;
         while self.held.front().is_some_and(|h| h.0 <= now) {
             let (_, ni, hdr, from, private, rdma_req) = self.held.pop_front().unwrap();
-            let rlen = hdr.payload_length as u64;
-            let refused = match self.deliver(ni, hdr, from, private, rdma_req) {
-                Ok(Parsed::Recv(_)) => false,
-                Ok(Parsed::Dropped(_)) => true,
-                Err(e) => {
-                    warn!("held message refused on delivery: {e}");
-                    true
-                }
-            };
-            if refused {
-                // The LND still holds the rx: tell it to let go (and NAK, for RDMA requests).
-                self.actions.push_back(Action::Recv(LndRecv { msg: None, ni, private, rdma_req, iov: Vec::new(), mlen: 0, rlen }));
-            }
+            self.deliver_held(ni, hdr, from, private, rdma_req);
         }
     }
 

@@ -119,7 +119,8 @@ pub(crate) fn try_match(md: &Md, op: u32, rlength: u64, roffset: u64) -> MdMatch
     if md.exhausted() || md.spec.options & op == 0 {
         return MdMatch::None;
     }
-    let offset = if md.spec.options & opt::MANAGE_REMOTE != 0 { roffset } else { md.offset };
+    // An offset past the end leaves no room: the match (if any) is at the end.
+    let offset = if md.spec.options & opt::MANAGE_REMOTE != 0 { roffset } else { md.offset }.min(md.length);
     let room = if md.spec.options & opt::MAX_SIZE != 0 {
         (md.spec.max_size as u64).min(md.length.saturating_sub(offset))
     } else {
@@ -128,7 +129,7 @@ pub(crate) fn try_match(md: &Md, op: u32, rlength: u64, roffset: u64) -> MdMatch
     if rlength <= room {
         MdMatch::Ok { offset, mlength: rlength }
     } else if md.spec.options & opt::TRUNCATE != 0 {
-        MdMatch::Ok { offset: offset.min(md.length), mlength: room }
+        MdMatch::Ok { offset, mlength: room }
     } else {
         MdMatch::Drop
     }
@@ -168,6 +169,17 @@ mod tests {
         th.threshold = Some(1);
         th.consume();
         assert_eq!(try_match(&th, opt::OP_PUT, 1, 0), MdMatch::None);
+    }
+
+    /// The case proptest found (`len = 0, opts = 21, rlen = 0, roff = 1`): with MANAGE_REMOTE, a
+    /// zero-length message at a remote offset past the end matched at that offset, beyond the MD.
+    #[test]
+    fn zero_length_match_past_the_end_stays_inside_the_md() {
+        let m = md(0, opt::OP_PUT | opt::MANAGE_REMOTE | opt::TRUNCATE);
+        assert_eq!(try_match(&m, opt::OP_PUT, 0, 1), MdMatch::Ok { offset: 0, mlength: 0 });
+        let r = md(100, opt::OP_PUT | opt::MANAGE_REMOTE);
+        assert_eq!(try_match(&r, opt::OP_PUT, 0, 500), MdMatch::Ok { offset: 100, mlength: 0 });
+        assert_eq!(try_match(&r, opt::OP_PUT, 1, 500), MdMatch::Drop);
     }
 
     #[test]

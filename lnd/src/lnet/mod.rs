@@ -2,6 +2,7 @@
 //! events. Inputs are user calls and `parse`/`finalize` from LNDs; outputs are [`Action`]s for the
 //! driver to hand to LNDs and [`Event`]s for the user. No I/O, threads or clocks inside.
 
+mod attach;
 pub mod md;
 pub mod msg;
 pub mod fault;
@@ -35,6 +36,8 @@ pub enum LnetError {
     NoRoute(Nid),
     #[error("MD already attached to this ME")]
     MeBusy,
+    #[error("MD is attached to a match entry (a target, not a source or sink)")]
+    MdOnMe,
 }
 
 /// Why `parse` refused a message outright (the LND should treat the peer as broken).
@@ -77,7 +80,11 @@ struct Ni {
     cfg: NiConfig,
     credits: u32,
     peer_credits: HashMap<Nid, u32>,
+    /// Sends holding their peer credit, waiting for an NI credit, in order.
     waiting: VecDeque<MsgId>,
+    /// Sends waiting for a credit of their peer, in order per peer (`lnet_post_send_locked`
+    /// keeps the two queues apart, so one peer short of credits holds back only its own).
+    peer_waiting: HashMap<Nid, VecDeque<MsgId>>,
 }
 
 /// Counters, as `lnetctl stats show` reports them.
@@ -198,7 +205,7 @@ impl Lnet {
     }
 
     pub fn add_ni(&mut self, cfg: NiConfig) -> NiIdx {
-        self.nis.push(Ni { credits: cfg.credits, cfg, peer_credits: HashMap::new(), waiting: VecDeque::new() });
+        self.nis.push(Ni { credits: cfg.credits, cfg, peer_credits: HashMap::new(), waiting: VecDeque::new(), peer_waiting: HashMap::new() });
         self.nis.len() - 1
     }
 
@@ -256,156 +263,6 @@ impl Lnet {
         (wh.interface_cookie == self.incarnation && self.mds.get(wh.object_cookie).is_some()).then_some(MdHandle(wh.object_cookie))
     }
 
-    // ----- MEs and MDs -----
-
-    /// Creates a match entry on `portal`.
-    pub fn me_attach(&mut self, portal: u32, match_id: ProcessId, match_bits: u64, ignore_bits: u64, unlink: bool, pos: Insert) -> Result<MeHandle, LnetError> {
-        let h = MeHandle(self.mes.insert(Me { portal, match_id, match_bits, ignore_bits, unlink, md: None }));
-        let list = self.portals.entry(portal).or_default();
-        let at = match pos {
-            Insert::Head => 0,
-            Insert::Tail => list.len(),
-            Insert::Before(r) | Insert::After(r) => {
-                let Some(i) = list.iter().position(|&m| m == r) else {
-                    self.mes.remove(h.0);
-                    return Err(LnetError::NoSuchMe);
-                };
-                if matches!(pos, Insert::After(_)) { i + 1 } else { i }
-            }
-        };
-        list.insert(at, h);
-        Ok(h)
-    }
-
-    /// Attaches an MD to a match entry; it unlinks with the ME if the ME was made `unlink`.
-    pub fn md_attach(&mut self, me: MeHandle, spec: MdSpec) -> Result<MdHandle, LnetError> {
-        let m = self.mes.get(me.0).ok_or(LnetError::NoSuchMe)?;
-        if m.md.is_some() {
-            return Err(LnetError::MeBusy);
-        }
-        let auto = m.unlink;
-        let portal = m.portal;
-        let h = MdHandle(self.mds.insert(Md::new(spec, auto, Some(me))));
-        self.mes.get_mut(me.0).unwrap().md = Some(h);
-        if self.lazy.contains(&portal) && !self.delayed.is_empty() {
-            self.retry_delayed(portal);
-        }
-        Ok(h)
-    }
-
-    /// Makes `portal` lazy (Lustre's request portals): PUTs that match nothing wait for a
-    /// buffer instead of being dropped.
-    pub fn set_lazy(&mut self, portal: u32) {
-        self.lazy.insert(portal);
-    }
-
-    fn retry_delayed(&mut self, portal: u32) {
-        let waiting: Vec<_> = self.delayed.drain(..).collect();
-        for (ni, hdr, from, private) in waiting {
-            let HdrBody::Put { ptl_index, .. } = hdr.body else { continue };
-            if ptl_index != portal {
-                self.delayed.push_back((ni, hdr, from, private));
-                continue;
-            }
-            // Re-parse: it matches now, or goes back in the queue (parse re-delays it).
-            if let Err(e) = self.parse(ni, hdr, from, private, false) {
-                warn!("delayed message refused on retry: {e}");
-            }
-        }
-    }
-
-    /// Binds a free-floating MD (a source for PUT, a sink for GET).
-    pub fn md_bind(&mut self, spec: MdSpec, unlink: bool) -> MdHandle {
-        MdHandle(self.mds.insert(Md::new(spec, unlink, None)))
-    }
-
-    /// Unlinks an MD: at once if idle (an UNLINK event follows), else when its last message
-    /// completes (that event says `unlinked`).
-    pub fn md_unlink(&mut self, h: MdHandle) -> Result<(), LnetError> {
-        let md = self.mds.get_mut(h.0).ok_or(LnetError::NoSuchMd)?;
-        md.zombie = true;
-        md.threshold = Some(0);
-        if md.refs == 0 {
-            let user_ptr = md.spec.user_ptr;
-            self.remove_md(h);
-            self.events.push_back(Event {
-                kind: EventKind::Unlink,
-                md: h,
-                user_ptr,
-                peer: ProcessId::ANY,
-                portal: 0,
-                match_bits: 0,
-                rlength: 0,
-                mlength: 0,
-                offset: 0,
-                hdr_data: 0,
-                status: 0,
-                unlinked: true,
-            });
-        }
-        Ok(())
-    }
-
-    /// Unlinks an ME and the MD on it.
-    pub fn me_unlink(&mut self, h: MeHandle) -> Result<(), LnetError> {
-        let me = self.mes.get(h.0).ok_or(LnetError::NoSuchMe)?;
-        match me.md {
-            Some(md) => self.md_unlink(md),
-            None => {
-                self.remove_me(h);
-                Ok(())
-            }
-        }
-    }
-
-    fn remove_me(&mut self, h: MeHandle) {
-        if let Some(me) = self.mes.remove(h.0) {
-            if let Some(list) = self.portals.get_mut(&me.portal) {
-                list.retain(|&m| m != h);
-            }
-        }
-    }
-
-    fn remove_md(&mut self, h: MdHandle) {
-        if let Some(md) = self.mds.remove(h.0) {
-            if let Some(me) = md.me {
-                if self.mes.get(me.0).map(|m| m.unlink || md.zombie).unwrap_or(false) {
-                    self.remove_me(me);
-                } else if let Some(m) = self.mes.get_mut(me.0) {
-                    m.md = None;
-                }
-            }
-        }
-    }
-
-    /// Live MDs, for leak checks.
-    pub fn md_count(&self) -> usize {
-        self.mds.len()
-    }
-
-    /// Messages not yet finalized.
-    pub fn msgs_in_flight(&self) -> usize {
-        self.msgs.len()
-    }
-
-    /// Takes one operation off an MD and pins it for a message.
-    fn attach_md(&mut self, h: MdHandle) {
-        let md = self.mds.get_mut(h.0).expect("attach to live md");
-        md.consume();
-        md.refs += 1;
-    }
-
-    /// Drops a message's pin; returns whether the MD is now gone.
-    fn release_md(&mut self, h: MdHandle) -> bool {
-        let Some(md) = self.mds.get_mut(h.0) else { return true };
-        md.refs -= 1;
-        if md.refs == 0 && (md.zombie || (md.auto_unlink && md.exhausted())) {
-            self.remove_md(h);
-            return true;
-        }
-        false
-    }
-
     // ----- initiating -----
 
     fn event(&self, kind: EventKind, md: MdHandle, peer: ProcessId, portal: u32, bits: u64, rlen: u64, mlen: u64, offset: u64, hdr_data: u64) -> Event {
@@ -413,10 +270,15 @@ impl Lnet {
         Event { kind, md, user_ptr, peer, portal, match_bits: bits, rlength: rlen, mlength: mlen, offset, hdr_data, status: 0, unlinked: false }
     }
 
+    /// A live MD bound with `md_bind`: what `put`/`get` send from or into, and what ACKs and
+    /// REPLYs land on. An MD on an ME is a target only (Lustre refuses `md_me != NULL` here).
     fn live_md(&self, h: MdHandle) -> Result<&Md, LnetError> {
         let md = self.mds.get(h.0).ok_or(LnetError::NoSuchMd)?;
         if md.threshold == Some(0) {
             return Err(LnetError::MdInactive);
+        }
+        if md.me.is_some() {
+            return Err(LnetError::MdOnMe);
         }
         Ok(md)
     }
@@ -483,51 +345,79 @@ impl Lnet {
             m.resend = Some(send.clone());
         }
         m.pending = Some(send);
-        if !self.try_send(id) {
-            self.counters.credit_stalls += 1;
-            debug!(msg = id.0, peer = %next_hop, "waiting for credits");
-            self.nis[ni].waiting.push_back(id);
-        }
+        self.post_send(id);
         id
     }
 
-    /// Takes NI and peer credits for a pending send and hands it to its LND; false if short.
-    fn try_send(&mut self, id: MsgId) -> bool {
-        let Some(msg) = self.msgs.get(id.0) else { return true };
-        let Some(send) = msg.pending.as_ref() else { return true };
+    /// `lnet_post_send_locked`: a send takes a credit of its peer, then one of its NI, and
+    /// goes to its LND. Short of either, it waits in that queue, behind earlier sends (so
+    /// sends to one peer keep their order, and a peer short of credits holds back only its own).
+    fn post_send(&mut self, id: MsgId) {
+        let Some(send) = self.msgs.get(id.0).and_then(|m| m.pending.as_ref()) else { return };
         let (ni_idx, hop) = (send.ni, send.next_hop);
         let ni = &mut self.nis[ni_idx];
         let pc = ni.cfg.peer_credits;
         let peer = ni.peer_credits.entry(hop).or_insert(pc);
-        if ni.credits == 0 || *peer == 0 {
-            return false;
+        let queue = ni.peer_waiting.get(&hop).is_some_and(|q| !q.is_empty());
+        if queue || *peer == 0 {
+            self.counters.credit_stalls += 1;
+            debug!(msg = id.0, peer = %hop, "waiting for peer credits");
+            ni.peer_waiting.entry(hop).or_default().push_back(id);
+            return;
+        }
+        *peer -= 1;
+        self.post_ni(ni_idx, id);
+    }
+
+    /// The NI half of [`Lnet::post_send`]: the send holds its peer credit.
+    fn post_ni(&mut self, ni_idx: NiIdx, id: MsgId) {
+        let ni = &mut self.nis[ni_idx];
+        if !ni.waiting.is_empty() || ni.credits == 0 {
+            self.counters.credit_stalls += 1;
+            debug!(msg = id.0, "waiting for NI credits");
+            ni.waiting.push_back(id);
+            return;
         }
         ni.credits -= 1;
-        *peer -= 1;
-        let msg = self.msgs.get_mut(id.0).unwrap();
-        msg.credit = Some((ni_idx, hop));
-        let send = msg.pending.take().unwrap();
+        self.hand_to_lnd(id);
+    }
+
+    /// A send with both credits goes to its LND.
+    fn hand_to_lnd(&mut self, id: MsgId) {
+        let msg = self.msgs.get_mut(id.0).expect("sending message");
+        let send = msg.pending.take().expect("pending send");
+        msg.credit = Some((send.ni, send.next_hop));
         self.counters.send_count += 1;
         self.counters.send_length += send.hdr.payload_length as u64;
         self.actions.push_back(Action::Send(send));
-        true
     }
 
+    /// A send finished: its peer credit passes to that peer's first waiter (which then needs
+    /// an NI credit), its NI credit to the NI's first waiter (`lnet_return_tx_credits_locked`).
     fn return_credits(&mut self, ni_idx: NiIdx, hop: Nid) {
         let ni = &mut self.nis[ni_idx];
         ni.credits = ni.credits.saturating_add(1);
-        if let Some(p) = ni.peer_credits.get_mut(&hop) {
-            *p = p.saturating_add(1);
+        let next = ni.peer_waiting.get_mut(&hop).and_then(|q| q.pop_front());
+        if ni.peer_waiting.get(&hop).is_some_and(|q| q.is_empty()) {
+            ni.peer_waiting.remove(&hop);
         }
-        // Wake waiters in order; ones whose peer is still short keep their place.
-        let waiting: Vec<MsgId> = self.nis[ni_idx].waiting.drain(..).collect();
-        let mut still = VecDeque::new();
-        for id in waiting {
-            if !still.is_empty() || !self.try_send(id) {
-                still.push_back(id);
+        match next {
+            Some(id) => self.post_ni(ni_idx, id),
+            None => {
+                if let Some(p) = ni.peer_credits.get_mut(&hop) {
+                    *p = p.saturating_add(1);
+                }
             }
         }
-        self.nis[ni_idx].waiting = still;
+        loop {
+            let ni = &mut self.nis[ni_idx];
+            if ni.credits == 0 {
+                break;
+            }
+            let Some(id) = ni.waiting.pop_front() else { break };
+            ni.credits -= 1;
+            self.hand_to_lnd(id);
+        }
     }
 
     /// `lnet_finalize`: the LND is done with `msg`; `status` is 0 or a negative errno.
@@ -609,6 +499,3 @@ impl Lnet {
         self.mds.get(h.0).map(|m| iov_len(&m.spec.iov))
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -125,6 +125,19 @@ impl Lnet {
         }
     }
 
+    /// Delivers a message LNet held back (lazy portal, delay rule). One nothing takes now is
+    /// handed back to its LND, which still holds the rx: it lets go of it and NAKs an RDMA
+    /// sender (`lnet_drop_delayed_msg_list`).
+    pub(super) fn deliver_held(&mut self, ni: NiIdx, hdr: HdrRepr, from: Nid, private: u64, rdma_req: bool) {
+        let rlen = hdr.payload_length as u64;
+        match self.deliver(ni, hdr, from, private, rdma_req) {
+            Ok(Parsed::Recv(_)) => return,
+            Ok(Parsed::Dropped(_)) => {}
+            Err(e) => warn!("held message refused on delivery: {e}"),
+        }
+        self.actions.push_back(Action::Recv(LndRecv { msg: None, ni, private, rdma_req, iov: Vec::new(), mlen: 0, rlen }));
+    }
+
     fn reply_sink(&mut self, md: MdHandle, rlen: u64) -> Result<(Vec<Seg>, u64), i32> {
         let m = self.mds.get(md.0).ok_or(errno::ENODATA)?;
         if rlen > m.length && m.spec.options & opt::TRUNCATE == 0 {
@@ -161,10 +174,8 @@ impl Lnet {
                 MdMatch::None => continue,
                 MdMatch::Drop => return Err(errno::EMSGSIZE),
                 MdMatch::Ok { offset, mlength } => {
-                    let md = self.mds.get_mut(mdh.0).unwrap();
-                    if md.spec.options & opt::MANAGE_REMOTE == 0 {
-                        md.offset = offset + mlength;
-                    }
+                    // With MANAGE_REMOTE too (what MAX_SIZE exhaustion goes by).
+                    self.mds.get_mut(mdh.0).unwrap().offset = offset + mlength;
                     return Ok((mdh, offset, mlength));
                 }
             }

@@ -45,11 +45,21 @@ pub(super) struct Router {
     small: Vec<Seg>,
     small_size: u32,
     large: Vec<Seg>,
-    /// Messages waiting for a buffer; their LND keeps the rx meanwhile (router credits).
-    blocked: VecDeque<Blocked>,
+    /// Messages waiting for a buffer, a queue per pool (tiny, small, large) so none waits
+    /// behind a message for another pool (`lnet_msg2bufpool`); their LND keeps the rx meanwhile.
+    blocked: [VecDeque<Blocked>; 3],
 }
 
 impl Router {
+    /// The pool a message of `len` bytes is for: its queue in `blocked`.
+    fn pool(&self, len: u32) -> usize {
+        match len {
+            0 => 0,
+            l if l <= self.small_size => 1,
+            _ => 2,
+        }
+    }
+
     fn alloc(&mut self, len: u32) -> Option<Buf> {
         if len == 0 {
             if self.tiny == 0 {
@@ -78,7 +88,7 @@ impl Router {
 impl Lnet {
     /// Turns on forwarding for other nodes, with these buffers.
     pub fn enable_routing(&mut self, pools: RouterPools) {
-        self.router = Some(Router { tiny: pools.tiny, small: pools.small, small_size: pools.small_size, large: pools.large, blocked: VecDeque::new() });
+        self.router = Some(Router { tiny: pools.tiny, small: pools.small, small_size: pools.small_size, large: pools.large, blocked: Default::default() });
     }
 
     pub fn is_router(&self) -> bool {
@@ -92,7 +102,10 @@ impl Lnet {
             return self.drop_msg(&hdr, from, errno::EHOSTUNREACH, "no route to forward");
         }
         let router = self.router.as_mut().expect("routing enabled");
-        match router.alloc(hdr.payload_length) {
+        let pool = router.pool(hdr.payload_length);
+        // Behind earlier messages for the same pool, in order.
+        let buf = if router.blocked[pool].is_empty() { router.alloc(hdr.payload_length) } else { None };
+        match buf {
             Some(buf) => {
                 let id = self.start_forward(ni, hdr, private, buf);
                 Parsed::Recv(Some(id))
@@ -100,7 +113,7 @@ impl Lnet {
             None => {
                 debug!(dest = %hdr.dest_nid, len = hdr.payload_length, "router buffers exhausted; message waits");
                 self.counters.credit_stalls += 1;
-                router.blocked.push_back(Blocked { ni, hdr, private });
+                router.blocked[pool].push_back(Blocked { ni, hdr, private });
                 Parsed::Recv(None)
             }
         }
@@ -138,12 +151,14 @@ impl Lnet {
             info!(dest = %hdr.dest_nid, src = %hdr.src_nid, status = errno::name(status), "forwarding failed");
         }
         self.router.as_mut().expect("routing enabled").free(fwd.buf);
-        loop {
-            let router = self.router.as_mut().expect("routing enabled");
-            let Some(len) = router.blocked.front().map(|b| b.hdr.payload_length) else { break };
-            let Some(buf) = router.alloc(len) else { break };
-            let b = router.blocked.pop_front().unwrap();
-            self.start_forward(b.ni, b.hdr, b.private, buf);
+        for pool in 0..3 {
+            loop {
+                let router = self.router.as_mut().expect("routing enabled");
+                let Some(len) = router.blocked[pool].front().map(|b| b.hdr.payload_length) else { break };
+                let Some(buf) = router.alloc(len) else { break };
+                let b = router.blocked[pool].pop_front().unwrap();
+                self.start_forward(b.ni, b.hdr, b.private, buf);
+            }
         }
     }
 
@@ -164,9 +179,7 @@ impl Lnet {
         let id = MsgId(self.msgs.insert(msg));
         let m = self.msgs.get_mut(id.0).unwrap();
         m.pending = Some(LndSend { msg: id, ni, next_hop: hop, ..send });
-        if !self.try_send(id) {
-            self.nis[ni].waiting.push_back(id);
-        }
+        self.post_send(id);
         None
     }
 }

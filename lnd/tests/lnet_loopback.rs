@@ -1,15 +1,16 @@
 //! Core semantics over the loopback LND: matching order, thresholds, unlink, truncation, ACKs.
 
-use super::*;
-use crate::lolnd::LoLnd;
-use crate::mem::Mem;
-use crate::node::Node;
+use lnd::lnet::{errno, fault, opt, EventKind, Event, Insert, Lnet, LnetError, MdSpec, MeHandle, NiConfig, ParseError, Parsed};
+use lnd::lolnd::LoLnd;
+use lnd::mem::{Mem, Seg};
+use lnd::node::Node;
+use lnd::wire::{HdrBody, HdrRepr, Nid, ProcessId, WireHandle};
 use std::sync::Arc;
 
 fn node() -> (Node, Arc<Mem>) {
     let mem = Mem::heap(1 << 16);
     let lnet = Lnet::new(12345, 42, 0);
-    let arena = crate::mem::Arena::new(mem.len() as u64, 64);
+    let arena = lnd::mem::Arena::new(mem.len() as u64, 64);
     (Node { lnet, lnds: vec![Box::new(LoLnd::new(mem.clone()))], mem: mem.clone(), arena }, mem)
 }
 
