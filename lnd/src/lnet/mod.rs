@@ -6,6 +6,8 @@ mod attach;
 pub mod md;
 pub mod msg;
 pub mod fault;
+mod forward;
+mod inject;
 mod parse;
 mod router;
 pub(crate) mod slab;
