@@ -46,6 +46,9 @@ pub struct WorkloadReport {
     /// For selftests: rates and latency percentiles (the slowest client's percentiles).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub selftest: Option<Value>,
+    /// For io: the objects each client used, by client (for a later `read_back`).
+    #[serde(skip)]
+    pub objects: std::collections::BTreeMap<String, Value>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -129,7 +132,8 @@ pub fn run(opts: &RunOpts) -> anyhow::Result<Report> {
     }
     report.elapsed_s = t0.elapsed().as_secs_f64();
     match res {
-        Ok(()) => report.ok = report.workloads.iter().all(|w| w.errors == 0 && w.bytes_verified == w.bytes_written),
+        // (A read_back workload writes nothing and verifies what another wrote.)
+        Ok(()) => report.ok = report.workloads.iter().all(|w| w.errors == 0 && w.bytes_verified >= w.bytes_written),
         Err(e) => report.error = Some(format!("{e:#}")),
     }
     std::fs::write(art.join("report.json"), serde_json::to_string_pretty(&report)? + "\n")?;
@@ -158,7 +162,7 @@ fn execute(backend: &dyn super::backend::Backend, plan: &Plan, opts: &RunOpts, a
         }
         for w in plan.spec.workloads.iter().filter(|w| opts.only.is_none_or(|k| w.kind == k)) {
             let r = match w.kind {
-                super::spec::WorkloadKind::Io => run_workload(&mut cluster, plan, w, opts.timeout, say, (&mut faults, backend))?,
+                super::spec::WorkloadKind::Io => run_workload(&mut cluster, plan, (w, &report.workloads), opts.timeout, say, (&mut faults, backend))?,
                 super::spec::WorkloadKind::Selftest => run_selftest(&mut cluster, plan, w, opts.timeout, say)?,
             };
             report.workloads.push(r);
@@ -204,18 +208,26 @@ pub fn start_roles(cluster: &mut Cluster, plan: &Plan, i: usize, timeout: Durati
 }
 
 /// Runs an io workload while the fault timeline (started by the first workload) fires.
-fn run_workload(cluster: &mut Cluster, plan: &Plan, w: &WorkloadSpec, timeout: Duration, say: &dyn Fn(&str), (faults, backend): (&mut super::faults::Faults, &dyn super::backend::Backend)) -> anyhow::Result<WorkloadReport> {
+fn run_workload(cluster: &mut Cluster, plan: &Plan, (w, earlier): (&WorkloadSpec, &[WorkloadReport]), timeout: Duration, say: &dyn Fn(&str), (faults, backend): (&mut super::faults::Faults, &dyn super::backend::Backend)) -> anyhow::Result<WorkloadReport> {
     faults.start();
     let idx = |name: &str| plan.nodes.iter().position(|n| n.name == name).expect("validated");
     let total = w.size.0 * w.files * w.clients.len() as u64;
     for (k, c) in w.clients.iter().enumerate() {
-        let job = json!({
+        let mut job = json!({
             "name": format!("{}@{c}", w.name), "targets": plan.targets_for(c), "files": w.files, "file_size": w.size.0,
             "stripe_size": w.stripe_size.0, "stripe_count": w.stripe_count, "seed": plan.seed, "first_file": (k as u64) * w.files,
             "inflight": w.inflight, "verify": w.verify, "punch": w.punch, "destroy": w.destroy,
             "max_tries": w.max_tries.unwrap_or(8),
             "timeout_ms": w.rpc_timeout.as_deref().map(super::spec::parse_duration).transpose().map_err(anyhow::Error::msg)?.map(|d| d.as_millis() as u64).unwrap_or(5000),
         });
+        if let Some(src) = &w.read_back {
+            // The same client's files of the earlier workload: its numbering and its objects.
+            let ws = plan.spec.workloads.iter().find(|x| &x.name == src).expect("validated");
+            let objects = earlier.iter().find(|r| &r.name == src).and_then(|r| r.objects.get(c)).cloned().ok_or_else(|| anyhow::anyhow!("workload `{}`: `{src}` left no objects on {c}", w.name))?;
+            job["first_file"] = json!(ws.clients.iter().position(|x| x == c).expect("validated") as u64 * w.files);
+            job["objects"] = objects;
+            job["write"] = json!(false);
+        }
         cluster.cmd(idx(c), json!({"op": "io", "job": job}), timeout)?;
     }
     let mut done: Vec<Option<Value>> = vec![None; w.clients.len()];
@@ -263,7 +275,8 @@ fn run_workload(cluster: &mut Cluster, plan: &Plan, w: &WorkloadSpec, timeout: D
         }
     }
     let mut r = WorkloadReport { name: w.name.clone(), ..Default::default() };
-    for d in done.into_iter().flatten() {
+    for (c, d) in w.clients.iter().zip(done).filter_map(|(c, d)| Some((c, d?))) {
+        r.objects.insert(c.clone(), d["objects"].clone());
         r.bytes_written += d["bytes_written"].as_u64().unwrap_or(0);
         r.bytes_verified += d["bytes_verified"].as_u64().unwrap_or(0);
         r.rpcs += d["rpcs"].as_u64().unwrap_or(0);
@@ -326,7 +339,7 @@ pub fn run_selftest(cluster: &mut Cluster, plan: &Plan, w: &WorkloadSpec, timeou
     let bytes = sum("bytes") as u64;
     let st = json!({"test": w.test, "clients": all.len(), "ops": sum("ops") as u64, "mb_per_s": sum("mb_per_s"), "rpc_per_s": sum("rpc_per_s"), "p50_us": max("p50_us"), "p99_us": max("p99_us"), "p999_us": max("p999_us")});
     say(&format!("{}: {} ops, {:.1} MB/s, {:.0} RPC/s, latency p50 {:.0} µs p99 {:.0} µs p999 {:.0} µs", w.name, st["ops"], st["mb_per_s"].as_f64().unwrap_or(0.0), st["rpc_per_s"].as_f64().unwrap_or(0.0), st["p50_us"].as_f64().unwrap_or(0.0), st["p99_us"].as_f64().unwrap_or(0.0), st["p999_us"].as_f64().unwrap_or(0.0)));
-    Ok(WorkloadReport { name: w.name.clone(), bytes_written: bytes, bytes_verified: bytes, rpcs: sum("ops") as u64, errors: sum("errors") as u64, resends: 0, reconnects: 0, lost_acked_writes: 0, silent_corruptions: 0, messages: Vec::new(), selftest: Some(st) })
+    Ok(WorkloadReport { name: w.name.clone(), bytes_written: bytes, bytes_verified: bytes, rpcs: sum("ops") as u64, errors: sum("errors") as u64, resends: 0, reconnects: 0, lost_acked_writes: 0, silent_corruptions: 0, messages: Vec::new(), selftest: Some(st), objects: Default::default() })
 }
 
 /// The human summary printed at the end of a run.
