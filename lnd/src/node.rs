@@ -19,6 +19,8 @@ pub struct Node {
     /// the node has a DMA NI).
     pub mem: Arc<Mem>,
     pub arena: Arena,
+    /// The node's ptlrpc xids, one sequence for all its clients (`ptlrpc_last_xid`).
+    pub xids: crate::ptlrpc::xid::Xids,
 }
 
 impl Node {
@@ -203,7 +205,8 @@ impl NodeBuilder {
             let large = alloc(large, LNET_MTU)?;
             lnet.enable_routing(RouterPools { tiny, small, small_size: 4096, large });
         }
-        let mut node = Node { lnet, lnds, mem, arena };
+        let xids = crate::ptlrpc::xid::Xids::new(self.incarnation);
+        let mut node = Node { lnet, lnds, mem, arena, xids };
         node.install_ping_responder().map_err(|_| BuildError::NoMemory(size, 0))?;
         Ok(node)
     }

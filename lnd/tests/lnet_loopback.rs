@@ -11,7 +11,7 @@ fn node() -> (Node, Arc<Mem>) {
     let mem = Mem::heap(1 << 16);
     let lnet = Lnet::new(12345, 42, 0);
     let arena = lnd::mem::Arena::new(mem.len() as u64, 64);
-    (Node { lnet, lnds: vec![Box::new(LoLnd::new(mem.clone()))], mem: mem.clone(), arena }, mem)
+    (Node { lnet, lnds: vec![Box::new(LoLnd::new(mem.clone()))], mem: mem.clone(), arena, xids: lnd::ptlrpc::xid::Xids::new(0) }, mem)
 }
 
 fn spec(off: u64, len: u32, options: u32, threshold: Option<u32>) -> MdSpec {

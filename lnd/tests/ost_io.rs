@@ -211,3 +211,60 @@ fn hostile_requests_are_refused_and_the_oss_keeps_serving() {
     assert_eq!((r.errors, r.bytes_written, r.bytes_verified), (0, per_client, per_client), "{r:?}");
     assert!(failed_get, "the stray bulk GET was answered with an error");
 }
+
+/// Every ptlrpc message of a client's I/O over socklnd decodes in Wireshark's Lustre dissector
+/// (`tshark -V`: no frame malformed), and the checksum type in the obdos and the connect data
+/// is CRC32C as Lustre numbers it (o_flags 0x4000, ocd_cksum_types 0x4), not ADLER's 0x2000.
+#[test]
+fn tshark_decodes_every_ptlrpc_frame_with_crc32c_checksums() {
+    use lnd::sock::pcap::Capture;
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("ost.pcap");
+    let cap = Arc::new(Mutex::new(Capture::to_file(&pcap).unwrap()));
+    let mut nodes = Vec::new();
+    for (n, a) in [("127.0.21.1@tcp", 1u64), ("127.0.21.2@tcp", 2)] {
+        let mut b = NodeBuilder::new(12345, a);
+        b.tcp(nid(n), tcp_io(), sock_cfg()).mem_size(16 << 20).capture(cap.clone());
+        nodes.push(b.build().unwrap());
+    }
+    let osts = vec![Ost::open(0, dir.path().join("ost0"), 64 << 20).unwrap(), Ost::open(1, dir.path().join("ost1"), 64 << 20).unwrap()];
+    let mut oss = Oss::start(&mut nodes[0], osts).unwrap();
+    let mut j = job("cap", "127.0.21.1@tcp", 0);
+    (j.files, j.file_size, j.stripe_size) = (1, 2 * 65536, 65536);
+    // Bulk data travels in PUTs the dissector would read as messages: reads stay out.
+    (j.verify, j.punch) = (false, true);
+    let mut oscs = vec![(1, Osc::new(j).unwrap())];
+    run(&mut nodes, &mut oss, &mut oscs);
+    assert_eq!(oscs[0].1.report.errors, 0, "{:?}", oscs[0].1.report);
+    drop(nodes);
+    let tshark = |args: &[&str]| std::process::Command::new("tshark").arg("-r").arg(&pcap).args(["-o", "tcp.check_checksum:FALSE"]).args(args).output();
+    let Ok(out) = tshark(&["-V"]) else {
+        eprintln!("SKIPPED tshark check: tshark is not installed (apt-get install tshark); .ci/run installs it");
+        return;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "tshark failed: {}", String::from_utf8_lossy(&out.stderr));
+    let keep = || {
+        let k = std::env::temp_dir().join("lnetlab-ptlrpc.pcap");
+        let _ = std::fs::copy(&pcap, &k);
+        k
+    };
+    if text.contains("Malformed") || text.contains("Expert Info (Error") {
+        let bad: Vec<&str> = text.split("\nFrame ").filter(|f| f.contains("Malformed") || f.contains("Expert Info (Error")).take(2).collect();
+        panic!("tshark flags frames (capture kept at {}):\n{}", keep().display(), bad.join("\n---\n"));
+    }
+    // One line per LNet message: its portal and, where it is ptlrpc, the opcode and flags.
+    let out = tshark(&["-T", "fields", "-E", "separator=,", "-e", "lnet.msg_type", "-e", "lnet.ptl_index", "-e", "lustre.ptlrpc_body.pb_opc", "-e", "lustre.obdo.o_flags", "-e", "lustre.obd_connect_data.ocd_cksum_types"]).unwrap();
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect();
+    let ptlrpc: Vec<&String> = lines.iter().filter(|l| l.split(',').nth(1).is_some_and(|p| ["4", "6", "7", "28"].contains(&p))).collect();
+    assert!(ptlrpc.len() > 20, "too few ptlrpc messages: {lines:?}");
+    for l in &ptlrpc {
+        assert!(!l.split(',').nth(2).unwrap_or("").is_empty(), "a ptlrpc message did not decode (capture kept at {}): {l}", keep().display());
+    }
+    let flags: Vec<&str> = ptlrpc.iter().filter_map(|l| l.split(',').nth(3)).filter(|f| !f.is_empty()).collect();
+    assert!(flags.iter().any(|f| *f == "0x00004000"), "no obdo with OBD_FL_CKSUM_CRC32C: {flags:?}");
+    assert!(flags.iter().all(|f| u32::from_str_radix(f.trim_start_matches("0x"), 16).unwrap() & 0xf000 != 0x2000), "ADLER's flag: {flags:?}");
+    let types: Vec<&str> = ptlrpc.iter().filter_map(|l| l.split(',').nth(4)).filter(|f| !f.is_empty()).collect();
+    assert!(!types.is_empty() && types.iter().all(|t| *t == "0x00000004"), "connect data checksum types: {types:?}");
+}

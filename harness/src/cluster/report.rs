@@ -27,6 +27,9 @@ pub struct WorkloadReport {
     /// For selftests: rates and latency percentiles (the slowest client's percentiles).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub selftest: Option<Value>,
+    /// For io: the objects each client used, by client (for a later `read_back`).
+    #[serde(skip)]
+    pub objects: std::collections::BTreeMap<String, Value>,
 }
 
 #[derive(Debug, Clone, Serialize)]

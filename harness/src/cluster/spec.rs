@@ -189,6 +189,10 @@ pub struct WorkloadSpec {
     pub punch: bool,
     #[serde(default)]
     pub destroy: bool,
+    /// io: create and write nothing; read back and verify what the earlier io workload of this
+    /// name wrote on the same clients (same files, size and striping).
+    #[serde(default)]
+    pub read_back: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]

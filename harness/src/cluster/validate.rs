@@ -127,6 +127,20 @@ impl ClusterSpec {
             if w.clients.is_empty() {
                 return Err(err(&w.name, format!("workload `{}`: an io workload needs clients", w.name)));
             }
+            // One job per client and workload: a client listed twice would run two jobs as one.
+            if let Some(c) = w.clients.iter().enumerate().find(|(i, c)| w.clients[..*i].contains(c)).map(|x| x.1) {
+                return Err(err(&w.name, format!("workload `{}`: client `{c}` is listed twice", w.name)));
+            }
+            if let Some(src) = &w.read_back {
+                let earlier = self.workloads.iter().take_while(|x| x.name != w.name).find(|x| &x.name == src && x.kind == WorkloadKind::Io);
+                let Some(e) = earlier else {
+                    return Err(err(src, format!("workload `{}`: read_back names no earlier io workload `{src}`", w.name)));
+                };
+                let same = e.files == w.files && e.size.0 == w.size.0 && e.stripe_size.0 == w.stripe_size.0 && e.stripe_count == w.stripe_count;
+                if !same || !w.clients.iter().all(|c| e.clients.contains(c)) {
+                    return Err(err(src, format!("workload `{}`: read_back of `{src}` needs its files, size, striping and clients", w.name)));
+                }
+            }
             for c in &w.clients {
                 match self.nodes.iter().find(|n| &n.name == c) {
                     None => return Err(err(c, format!("workload `{}`: unknown client `{c}`", w.name))),

@@ -365,7 +365,7 @@ impl Controller {
             o.pump(&mut self.node); // resends RPCs whose reply is overdue
         }
         if let Some(oss) = self.oss.as_mut() {
-            oss.expire_bulk(&mut self.node, std::time::Duration::from_millis(500));
+            oss.expire_bulk(&mut self.node);
         }
         let mut i = 0;
         while i < self.oscs.len() {

@@ -2,6 +2,7 @@
 //! moves by GET (writes) or PUT (reads) on the bulk portal. Helpers shared by the OSS and client.
 
 pub mod wire;
+pub mod xid;
 
 use crate::lnet::{Event, MdSpec};
 use crate::mem::Seg;
@@ -19,6 +20,8 @@ pub fn tag_of(ev: &Event) -> u64 {
 pub fn user_ptr(tag: u64, id: u64) -> u64 {
     (tag << TAG_SHIFT) | (id & ((1 << TAG_SHIFT) - 1))
 }
+
+
 
 /// Node memory for `len` bytes (filled with `data` if given).
 pub fn alloc(node: &mut Node, len: usize, data: Option<&[u8]>) -> Result<Seg, String> {

@@ -12,6 +12,8 @@ const MAX_BUFS: u32 = 32;
 pub mod portal {
     pub const OSC_REPLY: u32 = 4;
     pub const OST_IO: u32 = 6;
+    /// Where osc sends OST_CREATE (`osc_create`); the OSS serves it beside OST_REQUEST.
+    pub const OST_CREATE: u32 = 7;
     pub const OST_BULK: u32 = 8;
     pub const OST_REQUEST: u32 = 28;
 }
@@ -65,10 +67,94 @@ pub mod valid {
     pub const FLGROUP: u64 = 0x100_0000;
 }
 
-/// `o_flags` checksum type: CRC32C.
-pub const OBD_FL_CKSUM_CRC32C: u32 = 0x0000_2000;
+/// `o_flags` checksum type CRC32C (`OBD_FL_CKSUM_CRC32C`; 0x2000 is ADLER, 0x1000 CRC32).
+pub const OBD_FL_CKSUM_CRC32C: u32 = 0x0000_4000;
+/// All the `o_flags` bits that name a checksum type (`OBD_FL_CKSUM_ALL`).
+pub const OBD_FL_CKSUM_ALL: u32 = 0x0000_f000;
+/// `ocd_cksum_types` bit for CRC32C (`OBD_CKSUM_CRC32C`).
+pub const OBD_CKSUM_CRC32C: u32 = 0x4;
+/// `lustre_msg` flags: sent before, no reply seen (`MSG_RESENT`); a replay (`MSG_REPLAY`).
+pub const MSG_RESENT: u32 = 0x2;
+pub const MSG_REPLAY: u32 = 0x4;
+/// CONNECT reply `pb_op_flags`: the target knew this client (`MSG_CONNECT_RECONNECT`) and keeps
+/// what replay needs (`MSG_CONNECT_REPLAYABLE`).
+pub const MSG_CONNECT_RECONNECT: u32 = 0x2;
+pub const MSG_CONNECT_REPLAYABLE: u32 = 0x4;
+/// The end of a PUNCH that truncates (`OBD_OBJECT_EOF`): the only one an OST takes.
+pub const OBD_OBJECT_EOF: u64 = u64::MAX;
+/// Lustre's `PTLRPC_BULK_OPS_COUNT`: xids go up by this much, so a BRW could use the ones in
+/// between as match bits for more bulk MDs.
+pub const BULK_OPS_COUNT: u64 = 128;
 pub const OBD_BRW_READ: u32 = 0x1;
 pub const OBD_BRW_WRITE: u32 = 0x2;
+
+/// Negative errnos a ptlrpc reply carries (Linux numbering, as on the wire).
+pub mod rc {
+    pub const EPERM: i32 = -1;
+    pub const ENOENT: i32 = -2;
+    pub const EIO: i32 = -5;
+    pub const EAGAIN: i32 = -11;
+    pub const ENOMEM: i32 = -12;
+    pub const EBUSY: i32 = -16;
+    pub const ENODEV: i32 = -19;
+    pub const EINVAL: i32 = -22;
+    pub const EFBIG: i32 = -27;
+    pub const ENOSPC: i32 = -28;
+    pub const EPROTO: i32 = -71;
+    pub const EBADMSG: i32 = -74;
+    pub const EOPNOTSUPP: i32 = -95;
+    pub const ENOTCONN: i32 = -107;
+    pub const EALREADY: i32 = -114;
+}
+
+/// `ocd_connect_flags` bits we use (`OBD_CONNECT_*`).
+pub mod connect {
+    pub const INDEX: u64 = 0x2;
+    pub const VERSION: u64 = 0x20;
+    pub const BRW_SIZE: u64 = 0x4_0000;
+    pub const CKSUM: u64 = 0x2000_0000;
+    pub const FULL20: u64 = 0x10_0000_0000;
+    pub const MAXBYTES: u64 = 0x80_0000_0000;
+    pub const BULK_MBITS: u64 = 0x2000_0000_0000_0000;
+    /// What our OSS grants (the intersection with what a client asks for).
+    pub const OST_SUPPORTED: u64 = INDEX | VERSION | BRW_SIZE | CKSUM | FULL20 | MAXBYTES | BULK_MBITS;
+}
+
+/// `obd_connect_data` (192 bytes), the fields we use; CONNECT's buffer 4 both ways.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectData {
+    pub flags: u64,
+    pub version: u32,
+    pub index: u32,
+    pub brw_size: u32,
+    pub cksum_types: u32,
+    pub instance: u32,
+    pub maxbytes: u64,
+}
+
+pub const CONNECT_DATA_LEN: usize = 192;
+
+impl ConnectData {
+    pub fn parse(b: &[u8], swap: bool) -> Result<ConnectData, PtlrpcError> {
+        if b.len() < 72 {
+            return Err(PtlrpcError::BufLen { idx: 4, len: b.len(), want: 72 });
+        }
+        let r = Rd { b, swap };
+        Ok(ConnectData { flags: r.u64(0), version: r.u32(8), index: r.u32(16), brw_size: r.u32(20), cksum_types: r.u32(52), instance: r.u32(60), maxbytes: r.u64(64) })
+    }
+
+    pub fn emit(&self) -> Vec<u8> {
+        let mut b = vec![0u8; CONNECT_DATA_LEN];
+        put64(&mut b, 0, self.flags);
+        put32(&mut b, 8, self.version);
+        put32(&mut b, 16, self.index);
+        put32(&mut b, 20, self.brw_size);
+        put32(&mut b, 52, self.cksum_types);
+        put32(&mut b, 60, self.instance);
+        put64(&mut b, 64, self.maxbytes);
+        b
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PtlrpcError {
@@ -200,7 +286,10 @@ pub struct PtlrpcBody {
     pub last_committed: u64,
     pub transno: u64,
     pub flags: u32,
+    /// `pb_op_flags`: MSG_CONNECT_* in CONNECT replies.
+    pub op_flags: u32,
     pub conn_cnt: u32,
+    /// Seconds the sender gives the request (`pb_timeout`): the server's deadline for it.
     pub timeout: u32,
     pub mbits: u64,
 }
@@ -221,6 +310,7 @@ impl PtlrpcBody {
             last_committed: r.u64(40),
             transno: r.u64(48),
             flags: r.u32(56),
+            op_flags: r.u32(60),
             conn_cnt: r.u32(64),
             timeout: r.u32(68),
             mbits: r.u64(120),
@@ -238,6 +328,7 @@ impl PtlrpcBody {
         put64(&mut b, 40, self.last_committed);
         put64(&mut b, 48, self.transno);
         put32(&mut b, 56, self.flags);
+        put32(&mut b, 60, self.op_flags);
         put32(&mut b, 64, self.conn_cnt);
         put32(&mut b, 68, self.timeout);
         put64(&mut b, 120, self.mbits);
@@ -442,6 +533,19 @@ mod tests {
         assert!(matches!(LustreMsg::parse(&b), Err(PtlrpcError::Overrun { .. })));
         b[0..4].copy_from_slice(&99u32.to_le_bytes());
         assert_eq!(LustreMsg::parse(&b), Err(PtlrpcError::BufCount(99)));
+    }
+
+    /// Item 3: Lustre's bits (lustre_idl.h): OBD_FL_CKSUM_CRC32C is 0x4000 (0x2000 is ADLER,
+    /// which we sent before); OBD_CONNECT_CKSUM with ocd_cksum_types at byte 52.
+    #[test]
+    fn checksum_flags_and_connect_data_are_lustres() {
+        assert_eq!((OBD_FL_CKSUM_CRC32C, OBD_CKSUM_CRC32C, connect::CKSUM, connect::BULK_MBITS), (0x4000, 0x4, 0x2000_0000, 0x2000_0000_0000_0000));
+        let c = ConnectData { flags: connect::CKSUM | connect::BULK_MBITS, cksum_types: OBD_CKSUM_CRC32C, index: 3, ..Default::default() };
+        let b = c.emit();
+        assert_eq!(b.len(), 192);
+        assert_eq!(&b[0..8], &(connect::CKSUM | connect::BULK_MBITS).to_le_bytes());
+        assert_eq!((&b[16..20], &b[52..56]), (&3u32.to_le_bytes()[..], &4u32.to_le_bytes()[..]));
+        assert_eq!(ConnectData::parse(&b, false), Ok(c));
     }
 
     #[test]

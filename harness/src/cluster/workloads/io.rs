@@ -11,18 +11,26 @@ use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 /// Runs an io workload while the fault timeline (started by the first workload) fires.
-pub fn run_workload(cluster: &mut Cluster, plan: &Plan, w: &WorkloadSpec, timeout: Duration, say: &dyn Fn(&str), (faults, backend): (&mut Faults, &dyn Backend)) -> anyhow::Result<WorkloadReport> {
+pub fn run_workload(cluster: &mut Cluster, plan: &Plan, (w, earlier): (&WorkloadSpec, &[WorkloadReport]), timeout: Duration, say: &dyn Fn(&str), (faults, backend): (&mut Faults, &dyn Backend)) -> anyhow::Result<WorkloadReport> {
     faults.start();
     let idx = |name: &str| plan.nodes.iter().position(|n| n.name == name).expect("validated");
     let total = w.size.0 * w.files * w.clients.len() as u64;
     for (k, c) in w.clients.iter().enumerate() {
-        let job = json!({
+        let mut job = json!({
             "name": format!("{}@{c}", w.name), "targets": plan.targets_for(c), "files": w.files, "file_size": w.size.0,
             "stripe_size": w.stripe_size.0, "stripe_count": w.stripe_count, "seed": plan.seed, "first_file": (k as u64) * w.files,
             "inflight": w.inflight, "verify": w.verify, "punch": w.punch, "destroy": w.destroy,
             "max_tries": w.max_tries.unwrap_or(8),
             "timeout_ms": w.rpc_timeout.as_deref().map(parse_duration).transpose().map_err(anyhow::Error::msg)?.map(|d| d.as_millis() as u64).unwrap_or(5000),
         });
+        if let Some(src) = &w.read_back {
+            // The same client's files of the earlier workload: its numbering and its objects.
+            let ws = plan.spec.workloads.iter().find(|x| &x.name == src).expect("validated");
+            let objects = earlier.iter().find(|r| &r.name == src).and_then(|r| r.objects.get(c)).cloned().ok_or_else(|| anyhow::anyhow!("workload `{}`: `{src}` left no objects on {c}", w.name))?;
+            job["first_file"] = json!(ws.clients.iter().position(|x| x == c).expect("validated") as u64 * w.files);
+            job["objects"] = objects;
+            job["write"] = json!(false);
+        }
         cluster.cmd(idx(c), json!({"op": "io", "job": job}), timeout)?;
     }
     let mut done: Vec<Option<Value>> = vec![None; w.clients.len()];
@@ -70,7 +78,8 @@ pub fn run_workload(cluster: &mut Cluster, plan: &Plan, w: &WorkloadSpec, timeou
         }
     }
     let mut r = WorkloadReport { name: w.name.clone(), ..Default::default() };
-    for d in done.into_iter().flatten() {
+    for (c, d) in w.clients.iter().zip(done).filter_map(|(c, d)| Some((c, d?))) {
+        r.objects.insert(c.clone(), d["objects"].clone());
         r.bytes_written += d["bytes_written"].as_u64().unwrap_or(0);
         r.bytes_verified += d["bytes_verified"].as_u64().unwrap_or(0);
         r.rpcs += d["rpcs"].as_u64().unwrap_or(0);

@@ -1,0 +1,74 @@
+//! The client's bookkeeping: an RPC in flight and its MDs, RPCs parked for a reconnect or a
+//! later time, and the import of each target.
+
+use crate::lnet::MdHandle;
+use crate::mem::Seg;
+use std::time::Instant;
+
+/// One RPC of a job: what it asks of which target.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Op {
+    Connect { t: usize },
+    Create { file: u64, stripe: u32 },
+    Write { file: u64, chunk: u64 },
+    Read { file: u64, chunk: u64 },
+    Sync { file: u64, stripe: u32 },
+    Getattr { file: u64, stripe: u32, want: u64 },
+    Punch { file: u64, stripe: u32, from: u64 },
+    Destroy { file: u64, stripe: u32 },
+    Disconnect { t: usize },
+}
+
+/// Our connection to one target (`obd_import`).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Import {
+    pub handle: u64,
+    /// Connects so far (`imp_conn_cnt`); every request carries it.
+    pub conn_cnt: u32,
+    pub reconnecting: bool,
+    /// The target checksums bulk data with CRC32C (OBD_CONNECT_CKSUM).
+    pub cksum: bool,
+}
+
+/// An RPC waiting to go again: after its target's reconnect (a resend, with its xid), or not
+/// before a time (a new request).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Parked {
+    pub t: usize,
+    pub op: Op,
+    pub tries: u32,
+    pub xid: Option<u64>,
+    pub not_before: Option<Instant>,
+}
+
+/// The bulk MD of an attempt and its buffer.
+pub(super) struct Bulk {
+    pub md: MdHandle,
+    pub seg: Seg,
+    /// Bytes the server PUT into it (a READ).
+    pub got: Option<u64>,
+    /// LNet is done with the MD (its last event came).
+    pub gone: bool,
+}
+
+pub(super) struct Rpc {
+    pub op: Op,
+    pub t: usize,
+    pub xid: u64,
+    pub reply_md: MdHandle,
+    pub bulk: Option<Bulk>,
+    pub tries: u32,
+    pub sent_at: Instant,
+    /// The export handle it was sent with.
+    pub handle: u64,
+    /// The CRC32C a WRITE sent.
+    pub cksum: Option<u32>,
+}
+
+/// How an RPC goes again: a resend keeps its xid (MSG_RESENT), a redo is a new request.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Again {
+    pub xid: Option<u64>,
+    pub tries: u32,
+}
+

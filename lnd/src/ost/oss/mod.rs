@@ -1,0 +1,298 @@
+//! The OSS service: request buffers on the OST portals, the checks every request passes as in
+//! Lustre's `ptlrpc_server_handle_req_in` and `tgt_request_handle` (export, connection epoch,
+//! resend in progress, `process_req_last_xid`, `tgt_handle_recovery`), the OST opcodes as the
+//! OFD handles them, and the reply PUT. Bulk I/O is in `bulk`, connections in `export`.
+//!
+//! Replies are not kept: as in Lustre's OFD, a resent WRITE, PUNCH or SETATTR is executed again
+//! (they are idempotent), a resend of a request still in progress is dropped (the first attempt
+//! answers), and a request at or below the export's last xid is refused.
+
+mod bulk;
+mod export;
+mod record;
+
+use super::store::{punch_start, Ost};
+use crate::lnet::{opt, Event, EventKind, MdHandle};
+use crate::mem::Seg;
+use crate::node::Node;
+use crate::ptlrpc::wire::rc::*;
+use crate::ptlrpc::wire::*;
+use crate::ptlrpc::{alloc, free, spec, tag_of, user_ptr, TAG_OSS};
+use crate::wire::ProcessId;
+use record::Export;
+use serde_json::json;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use tracing::{debug, warn};
+
+const REQ_BUF: usize = 16 << 10;
+const REQ_BUFS: usize = 16;
+/// `bulk_timeout`: the longest a bulk transfer may take, whatever the request's deadline.
+const BULK_TIMEOUT: Duration = Duration::from_secs(100);
+
+/// A request being served.
+struct Req {
+    peer: ProcessId,
+    xid: u64,
+    opc: u32,
+    /// The export handle (for CONNECT, the one the reply hands out).
+    handle: u64,
+    msg: LustreMsg,
+    /// When the client stops waiting (arrival + `pb_timeout`): a bulk transfer waits until then.
+    deadline: Instant,
+    /// CRC32C of the bulk data moved, for the trace.
+    digest: Option<u32>,
+}
+
+enum Wait {
+    /// WRITE: our GET of the client's pages into `buf`.
+    BulkIn { req: Req, buf: Seg, niobufs: Vec<NioBuf>, oid: u64, ost: u32, cksum: Option<u32>, md: MdHandle },
+    /// READ: our PUT of the `obdo.o_size`... pages that exist; reply once ACKed.
+    BulkOut { req: Req, buf: Seg, obdo: Obdo, nob: u32, md: MdHandle },
+    /// A reply being sent, or a buffer LNet still holds.
+    Reply { buf: Seg },
+    /// A posted request buffer.
+    ReqBuf { buf: Seg, portal: u32 },
+}
+
+pub struct Oss {
+    osts: HashMap<u32, Ost>,
+    exports: HashMap<u64, Export>,
+    next_export: u64,
+    waits: HashMap<u64, Wait>,
+    next_id: u64,
+    /// One JSON object per served RPC, for the node's trace.
+    pub trace: Vec<serde_json::Value>,
+    pub rpcs: u64,
+    /// Requests in progress (a bulk transfer under way), by (export handle, xid).
+    active: HashMap<(u64, u64), u64>,
+    /// Resends dropped because their first attempt was still in progress.
+    pub resends_in_progress: u64,
+    pub bulk_timeouts: u64,
+    /// The clock deadlines use (virtual under simulation).
+    pub clock: crate::Clock,
+}
+
+/// Ops that change an object: they get a transaction number, and their xid is the export's
+/// "last xid" that a copy without MSG_RESENT must not reuse (`lcd_last_xid`).
+fn modifies(opc: u32) -> bool {
+    matches!(opc, opc::OST_CREATE | opc::OST_DESTROY | opc::OST_SETATTR | opc::OST_PUNCH | opc::OST_WRITE)
+}
+
+impl Oss {
+    /// Opens the OSTs and posts request buffers on OST_REQUEST, OST_IO and OST_CREATE.
+    pub fn start(node: &mut Node, osts: Vec<Ost>) -> Result<Oss, String> {
+        let mut s = Oss { osts: osts.into_iter().map(|o| (o.index, o)).collect(), exports: HashMap::new(), next_export: record::base(node.lnet.incarnation()), waits: HashMap::new(), next_id: 1, trace: Vec::new(), rpcs: 0, active: HashMap::new(), resends_in_progress: 0, bulk_timeouts: 0, clock: crate::wall_clock() };
+        for (portal, n) in [(portal::OST_REQUEST, REQ_BUFS), (portal::OST_IO, REQ_BUFS), (portal::OST_CREATE, REQ_BUFS)] {
+            node.lnet.set_lazy(portal);
+            for _ in 0..n {
+                let buf = alloc(node, REQ_BUF, None)?;
+                s.post_reqbuf(node, buf, portal)?;
+            }
+        }
+        Ok(s)
+    }
+
+    fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Live exports (connected clients, one per client UUID and OST).
+    pub fn exports(&self) -> usize {
+        self.exports.len()
+    }
+
+    fn post_reqbuf(&mut self, node: &mut Node, buf: Seg, portal: u32) -> Result<(), String> {
+        let id = self.id();
+        let me = node.lnet.me_attach(portal, ProcessId::ANY, 0, u64::MAX, true, crate::lnet::Insert::Tail).map_err(|e| e.to_string())?;
+        node.lnet.md_attach(me, spec(buf, opt::OP_PUT | opt::TRUNCATE, Some(1), user_ptr(TAG_OSS, id))).map_err(|e| e.to_string())?;
+        self.waits.insert(id, Wait::ReqBuf { buf, portal });
+        Ok(())
+    }
+
+    /// Handles an event of one of our MDs; false if it is not ours.
+    pub fn on_event(&mut self, node: &mut Node, ev: &Event) -> bool {
+        if tag_of(ev) != TAG_OSS {
+            return false;
+        }
+        let id = ev.user_ptr & ((1 << 56) - 1);
+        let Some(w) = self.waits.remove(&id) else { return true };
+        match (w, ev.kind) {
+            (Wait::ReqBuf { buf, portal }, EventKind::Put) => {
+                let bytes = node.mem.to_vec(buf.off, ev.mlength as usize).unwrap_or_default();
+                if let Err(e) = self.post_reqbuf(node, buf, portal) {
+                    warn!("cannot repost request buffer: {e}");
+                }
+                if ev.rlength > ev.mlength {
+                    warn!(peer = %ev.peer, "request of {} bytes truncated; dropped", ev.rlength);
+                    return true;
+                }
+                self.request(node, ev.peer, portal, ev.match_bits, &bytes);
+            }
+            (w @ (Wait::BulkIn { .. } | Wait::BulkOut { .. }), k) => self.bulk_event(node, id, w, k, ev),
+            (Wait::Reply { buf }, _) => free(node, buf),
+            (w, k) => {
+                debug!(?k, "unexpected OSS event");
+                self.waits.insert(id, w);
+            }
+        }
+        true
+    }
+
+    /// The gate every request passes before its handler, in Lustre's order.
+    fn request(&mut self, node: &mut Node, peer: ProcessId, portal: u32, xid: u64, bytes: &[u8]) {
+        let msg = match LustreMsg::parse(bytes) {
+            Ok(m) => m,
+            Err(e) => return warn!(%peer, xid, "bad request: {e}"),
+        };
+        let body = match msg.body() {
+            Ok(b) => b,
+            Err(e) => return warn!(%peer, xid, "bad ptlrpc_body: {e}"),
+        };
+        let now = (self.clock)();
+        let deadline = now + Duration::from_secs(body.timeout.max(1) as u64).min(BULK_TIMEOUT);
+        let mut req = Req { peer, xid, opc: body.opc, handle: body.handle, msg, deadline, digest: None };
+        if body.opc == opc::OST_CONNECT {
+            self.rpcs += 1;
+            return self.connect(node, req, &body);
+        }
+        // No export (never connected, or this OSS restarted): the client must connect again.
+        let Some(exp) = self.exports.get_mut(&body.handle).filter(|e| e.peer == peer) else {
+            return self.error(node, &req, ENOTCONN);
+        };
+        // `ptlrpc_check_req`: a request of an older connection is dropped.
+        if body.conn_cnt < exp.conn_cnt {
+            return debug!(%peer, xid, "request from an old connection ({} < {}); dropped", body.conn_cnt, exp.conn_cnt);
+        }
+        // `ptlrpc_server_request_add`: the first attempt of a resend still in progress answers.
+        if body.flags & MSG_RESENT != 0 && self.active.contains_key(&(body.handle, xid)) {
+            self.resends_in_progress += 1;
+            return debug!(%peer, xid, "resent request still in progress; dropped (EBUSY)");
+        }
+        // `process_req_last_xid`: the client has replies for everything up to `last_xid`.
+        exp.last_xid = exp.last_xid.max(body.last_xid);
+        if xid == 0 || (xid <= exp.last_xid && body.flags & MSG_REPLAY == 0) {
+            warn!(%peer, xid, last_xid = exp.last_xid, "request at or below the export's last xid");
+            return self.error(node, &req, EPROTO);
+        }
+        // `tgt_handle_recovery`: the last change's xid again, and not marked resent.
+        if xid == exp.last_mod_xid && body.flags & (MSG_RESENT | MSG_REPLAY) == 0 {
+            warn!(%peer, xid, "xid of an executed request reused without MSG_RESENT");
+            return self.error(node, &req, ENOTCONN);
+        }
+        let ost = exp.ost;
+        if modifies(body.opc) {
+            exp.last_mod_xid = xid;
+        }
+        req.handle = body.handle;
+        self.rpcs += 1;
+        self.serve(node, req, &body, portal, ost);
+    }
+
+    /// The OST handlers (`ofd_*_hdl`, `tgt_brw_*`).
+    fn serve(&mut self, node: &mut Node, req: Req, body: &PtlrpcBody, portal: u32, ost: u32) {
+        let swapped = req.msg.swapped;
+        match body.opc {
+            opc::OBD_PING => return self.reply(node, &req, 0, vec![], 0),
+            opc::OST_DISCONNECT => {
+                self.exports.remove(&req.handle);
+                return self.reply(node, &req, 0, vec![], 0);
+            }
+            opc::OST_WRITE | opc::OST_READ if portal != portal::OST_IO => {
+                warn!(portal, "{} on a portal other than OST_IO", opc::name(body.opc));
+                return self.error(node, &req, EPROTO);
+            }
+            _ => {}
+        }
+        let obdo = match req.msg.buf(1, OBDO_LEN).and_then(|b| Obdo::parse(b, swapped)) {
+            Ok(o) => o,
+            Err(e) => {
+                warn!("{}: {e}", opc::name(body.opc));
+                return self.error(node, &req, EPROTO);
+            }
+        };
+        let o = self.osts.get_mut(&ost).expect("exports name our OSTs");
+        let attr = |o: &Ost, oid| o.size(oid).map(|size| Obdo { valid: valid::FLID | valid::FLGROUP | valid::FLSIZE, oid, seq: ost as u64, size, ..Default::default() });
+        let r: Result<Obdo, i32> = match body.opc {
+            opc::OST_CREATE => o.create().map(|oid| Obdo { valid: valid::FLID | valid::FLGROUP, oid, seq: ost as u64, ..Default::default() }),
+            opc::OST_DESTROY => o.destroy(obdo.oid).map(|_| obdo),
+            opc::OST_GETATTR => attr(o, obdo.oid),
+            // `ofd_setattr_hdl`: a size change by SETATTR could truncate by accident (bug 12203).
+            opc::OST_SETATTR if obdo.valid & valid::FLSIZE != 0 => Err(EPERM),
+            opc::OST_SETATTR => attr(o, obdo.oid),
+            opc::OST_PUNCH => {
+                if obdo.valid & (valid::FLSIZE | valid::FLBLOCKS) != valid::FLSIZE | valid::FLBLOCKS {
+                    return self.error(node, &req, EPROTO);
+                }
+                punch_start(obdo.size, obdo.blocks).and_then(|start| o.truncate(obdo.oid, start)).and_then(|_| attr(o, obdo.oid))
+            }
+            // `ofd_sync_hdl`: the object named, or with none the whole OST.
+            opc::OST_SYNC if obdo.oid == 0 => o.sync(None).map(|_| Obdo::default()),
+            opc::OST_SYNC => o.sync(Some(obdo.oid)).and_then(|_| attr(o, obdo.oid)),
+            opc::OST_WRITE | opc::OST_READ => return self.brw(node, req, body, obdo, ost),
+            other => {
+                warn!(opc = other, "unsupported opcode");
+                return self.error(node, &req, EOPNOTSUPP);
+            }
+        };
+        let transno = if r.is_ok() && modifies(body.opc) { o.next_transno() } else { 0 };
+        match r {
+            Ok(b) => self.reply(node, &req, 0, vec![b.emit()], transno),
+            Err(e) => self.reply(node, &req, e, vec![obdo.emit()], 0),
+        }
+    }
+
+    /// Drops a request without a reply (the client resends after its timeout).
+    fn drop_request(&mut self, req: &Req, why: &str) {
+        self.active.remove(&(req.handle, req.xid));
+        warn!(peer = %req.peer, xid = req.xid, "{}: {why}; no reply", opc::name(req.opc));
+        self.trace.push(json!({"dropped": opc::name(req.opc), "xid": req.xid, "peer": req.peer, "why": why}));
+    }
+
+    /// A serious error (`ptlrpc_error`): a PTL_RPC_MSG_ERR reply.
+    fn error(&mut self, node: &mut Node, req: &Req, status: i32) {
+        self.send(node, req, PTL_RPC_MSG_ERR, status, vec![], 0, 0);
+    }
+
+    /// A handler's reply, its status 0, bytes read or a negative errno.
+    fn reply(&mut self, node: &mut Node, req: &Req, status: i32, bufs: Vec<Vec<u8>>, transno: u64) {
+        self.send(node, req, PTL_RPC_MSG_REPLY, status, bufs, transno, 0);
+    }
+
+    /// Sends the reply PUT to the client's reply portal, match bits = xid.
+    #[allow(clippy::too_many_arguments)]
+    fn send(&mut self, node: &mut Node, req: &Req, msg_type: u32, status: i32, mut bufs: Vec<Vec<u8>>, transno: u64, op_flags: u32) {
+        self.active.remove(&(req.handle, req.xid));
+        let last_committed = self.exports.get(&req.handle).and_then(|e| self.osts.get(&e.ost)).map_or(0, |o| o.last_committed());
+        let body = PtlrpcBody {
+            msg_type,
+            version: if req.opc == opc::OBD_PING { LUSTRE_OBD_VERSION } else { LUSTRE_OST_VERSION },
+            opc: req.opc,
+            status,
+            handle: if req.opc == opc::OST_CONNECT && status == 0 { req.handle } else { 0 },
+            transno,
+            last_committed,
+            op_flags,
+            ..Default::default()
+        };
+        bufs.insert(0, body.emit());
+        let bytes = LustreMsg::new(SECFLVR_NULL_OST, bufs).emit();
+        let mut rec = json!({"rpc": opc::name(req.opc), "xid": req.xid, "peer": req.peer, "status": status});
+        if let Some(d) = req.digest {
+            rec["data"] = json!(format!("{d:08x}"));
+        }
+        self.trace.push(rec);
+        let Ok(buf) = alloc(node, bytes.len(), Some(&bytes)) else {
+            return warn!(xid = req.xid, "no memory for a reply");
+        };
+        let id = self.id();
+        let md = node.lnet.md_bind(spec(buf, 0, Some(1), user_ptr(TAG_OSS, id)), true);
+        self.waits.insert(id, Wait::Reply { buf });
+        if let Err(e) = node.lnet.put(md, false, req.peer, portal::OSC_REPLY, req.xid, 0, 0) {
+            warn!(xid = req.xid, "reply: {e}");
+            self.waits.remove(&id);
+            free(node, buf);
+        }
+    }
+}

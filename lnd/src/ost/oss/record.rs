@@ -1,0 +1,25 @@
+//! What an OSS remembers of a connected client (`obd_export`), and how its export handles are
+//! numbered.
+
+use crate::wire::ProcessId;
+
+/// A connected client of one OST.
+pub(super) struct Export {
+    pub peer: ProcessId,
+    pub uuid: String,
+    pub ost: u32,
+    /// The client's connection count when it last connected (`exp_conn_cnt`).
+    pub conn_cnt: u32,
+    /// Every request up to this xid has its reply (`exp_last_xid`; 0 after each connect).
+    pub last_xid: u64,
+    /// The xid of the last change executed (`lcd_last_xid`).
+    pub last_mod_xid: u64,
+    /// Connect flags both sides have (`exp_connect_data.ocd_connect_flags`).
+    pub flags: u64,
+}
+
+/// Export handles of one OSS instance start from its LNet incarnation, so a restarted OSS never
+/// hands out a handle an old connection still uses.
+pub(super) fn base(incarnation: u64) -> u64 {
+    (incarnation.wrapping_mul(0x9E37_79B9_7F4A_7C15) & 0xffff_ffff_0000_0000) | 0x4f53_0000
+}
