@@ -7,3 +7,4 @@ pub mod golden;
 pub mod interrupt;
 pub mod procs;
 pub mod runner;
+pub mod state;
