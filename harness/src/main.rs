@@ -69,8 +69,9 @@ enum Cmd {
     Logs { node: String },
     /// Tear down the cluster brought up by `lnetlab up`.
     Down {
-        /// Also remove what killed lnetlab runs left: their scratch directories, and every Docker
-        /// container, network and volume labelled by an lnetlab run.
+        /// Also remove what killed lnetlab runs left: their scratch directories, and the Docker
+        /// containers, networks and volumes of runs whose lnetlab is provably gone (live runs,
+        /// other hosts' and namespaces' runs and compose stacks are left alone).
         #[arg(long)]
         all: bool,
     },
@@ -306,8 +307,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 #[cfg(feature = "cluster")]
                 {
                     let e = cluster::backends::docker::Engine::connect()?;
-                    let n = cluster::backends::docker::reap(&e, None)?;
-                    println!("removed {n} docker objects labelled lnetlab.run");
+                    let n = cluster::backends::docker::reap_stale(&e)?;
+                    println!("removed {n} docker objects of lnetlab runs that are gone");
                 }
                 #[cfg(not(feature = "cluster"))]
                 eprintln!("lnetlab was built without docker support (--features cluster): nothing to reap there");
