@@ -8,3 +8,4 @@ pub mod hunt;
 pub mod interrupt;
 pub mod procs;
 pub mod runner;
+pub mod state;

@@ -32,8 +32,8 @@ enum Cmd {
         /// process (default); docker arrives with its issue.
         #[arg(long, default_value = "process")]
         backend: String,
-        /// Give up on bring-up or a workload after this many seconds.
-        #[arg(long, default_value_t = 300)]
+        /// Give up on bring-up or a workload after this many seconds (1 to 86400).
+        #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86400))]
         timeout: u64,
         /// Run the seed twice (sim backend) and fail unless both runs leave the same traces.
         #[arg(long)]
@@ -133,16 +133,18 @@ enum Cmd {
         #[arg(long)]
         foreground: bool,
     },
-    /// Show the cluster brought up by `lnetlab up`.
+    /// Show the clusters brought up by `lnetlab up` or kept by `lnetlab run --keep`.
     Status {
         #[arg(long)]
         json: bool,
     },
-    /// Print a node's log from the running (or last) cluster.
+    /// Print a node's log from a running (or the last) cluster.
     Logs { node: String },
     /// Tear down the cluster brought up by `lnetlab up`.
     Down {
-        /// Also remove every Docker container, network and volume any lnetlab run left.
+        /// Also remove what killed lnetlab runs left: their scratch directories, and the Docker
+        /// containers, networks and volumes of runs whose lnetlab is provably gone (live runs,
+        /// other hosts' and namespaces' runs and compose stacks are left alone).
         #[arg(long)]
         all: bool,
     },
@@ -320,11 +322,11 @@ reproduce with: {}", r.runs, r.steps.len(), r.nodes, r.workloads, r.faults, r.sp
             run_and_report(&opts)?;
         }
         Cmd::Up { file, seed, artifacts, backend, foreground } => {
-            let state = state_file();
-            if let Some(pid) = running(&state) {
-                anyhow::bail!("a cluster is already up (lnetlab pid {pid}); `lnetlab down` first");
-            }
+            let state = harness::state::up_file();
+            // Held until this process ends; the background copy takes it for the cluster's life.
+            let lock = harness::state::lock_up()?;
             if foreground {
+                let _lock = lock;
                 harness::interrupt::install_interrupt_handler();
                 let opts = cluster::run::RunOpts { file, seed, keep: false, json: false, artifacts, backend, timeout: std::time::Duration::from_secs(120), up_only: Some(state), only: None };
                 let r = cluster::run::run(&opts)?;
@@ -335,8 +337,9 @@ reproduce with: {}", r.runs, r.steps.len(), r.nodes, r.workloads, r.faults, r.sp
             }
             // Validate first so errors show here, not in a background log.
             cluster::spec::ClusterSpec::load(&file)?;
-            std::fs::create_dir_all(state.parent().unwrap())?;
-            let log = state.with_extension("log");
+            drop(lock);
+            // Each `up` its own bring-up log: two at once must not read each other's.
+            let log = state.with_file_name(format!("up-{}.log", std::process::id()));
             let mut c = std::process::Command::new(std::env::current_exe()?);
             c.arg("up").arg(&file).arg("--foreground").arg("--backend").arg(&backend);
             if let Some(s) = seed {
@@ -356,12 +359,16 @@ reproduce with: {}", r.runs, r.steps.len(), r.nodes, r.workloads, r.faults, r.sp
             }
             let mut child = c.stdin(std::process::Stdio::null()).stdout(out.try_clone()?).stderr(out).spawn()?;
             let t0 = std::time::Instant::now();
-            while !state.exists() {
+            // Ready when our own copy has recorded the cluster (not a stale record of another).
+            while harness::state::read(&state).is_none_or(|st| st["pid"] != child.id()) {
                 if let Some(st) = child.try_wait()? {
                     anyhow::bail!("bring-up failed ({st}):\n{}", std::fs::read_to_string(&log).unwrap_or_default());
                 }
                 if t0.elapsed() > std::time::Duration::from_secs(120) {
+                    // Its nodes and devices die with it (parent-death signal); its scratch is
+                    // reaped by the next run.
                     let _ = child.kill();
+                    let _ = child.wait();
                     anyhow::bail!("bring-up did not finish in 120 s; see {}", log.display());
                 }
                 std::thread::sleep(std::time::Duration::from_millis(100));
@@ -406,56 +413,65 @@ reproduce with: {}", r.runs, r.steps.len(), r.nodes, r.workloads, r.faults, r.sp
             }
         }
         Cmd::Status { json } => {
-            let state = state_file();
-            let st: serde_json::Value = match std::fs::read_to_string(&state) {
-                Ok(t) => serde_json::from_str(&t)?,
-                Err(_) => anyhow::bail!("no cluster is up (no {})", state.display()),
-            };
-            let alive = running(&state).is_some();
-            if json {
-                let mut st = st;
-                st["alive"] = alive.into();
-                println!("{st}");
-            } else {
-                println!("cluster {} (seed {}), {}; artifacts {}", st["cluster"].as_str().unwrap_or("?"), st["seed"], if alive { "up" } else { "NOT RUNNING" }, st["artifacts"].as_str().unwrap_or(""));
-                for n in st["nodes"].as_array().into_iter().flatten() {
-                    println!("  {:<10} {}", n["name"].as_str().unwrap_or(""), n["nids"]);
+            let live = harness::state::live();
+            if live.is_empty() {
+                let last = harness::state::read(&harness::state::last_file()).map(|st| format!("; the last one was `{}`, artifacts {}", st["cluster"].as_str().unwrap_or("?"), st["artifacts"].as_str().unwrap_or("?"))).unwrap_or_default();
+                anyhow::bail!("no cluster is up{last}");
+            }
+            for (_, mut st) in live {
+                if json {
+                    st["alive"] = true.into();
+                    println!("{st}");
+                } else {
+                    println!("cluster {} (seed {}, `lnetlab {}`, pid {}), up; artifacts {}", st["cluster"].as_str().unwrap_or("?"), st["seed"], st["how"].as_str().unwrap_or("up"), st["pid"], st["artifacts"].as_str().unwrap_or(""));
+                    for n in st["nodes"].as_array().into_iter().flatten() {
+                        println!("  {:<10} {}", n["name"].as_str().unwrap_or(""), n["nids"]);
+                    }
                 }
             }
         }
         Cmd::Logs { node } => {
-            let state = state_file();
-            let st: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state).map_err(|_| anyhow::anyhow!("no cluster is up (no {})", state.display()))?)?;
-            let n = st["nodes"].as_array().into_iter().flatten().find(|n| n["name"] == node.as_str()).ok_or_else(|| anyhow::anyhow!("no node `{node}` (nodes: {})", st["nodes"].as_array().into_iter().flatten().filter_map(|n| n["name"].as_str()).collect::<Vec<_>>().join(", ")))?;
+            // Running clusters first, then the last one that ended.
+            let mut all: Vec<serde_json::Value> = harness::state::live().into_iter().map(|x| x.1).collect();
+            all.extend(harness::state::read(&harness::state::last_file()));
+            if all.is_empty() {
+                anyhow::bail!("no cluster is up, and none has run yet (state in {})", harness::state::dir().display());
+            }
+            let nodes = || all.iter().flat_map(|st| st["nodes"].as_array().into_iter().flatten());
+            let n = nodes().find(|n| n["name"] == node.as_str()).ok_or_else(|| anyhow::anyhow!("no node `{node}` (nodes: {})", nodes().filter_map(|n| n["name"].as_str()).collect::<Vec<_>>().join(", ")))?;
             let log = n["log"].as_str().unwrap_or("");
             print!("{}", std::fs::read_to_string(log).map_err(|e| anyhow::anyhow!("{log}: {e}"))?);
         }
         Cmd::Down { all } => {
             if all {
+                for p in harness::procs::reap_scratch(&std::env::temp_dir()) {
+                    println!("removed {} (its run is gone)", p.display());
+                }
                 #[cfg(feature = "cluster")]
                 {
                     let e = cluster::backends::docker::Engine::connect()?;
-                    let n = cluster::backends::docker::reap(&e, None)?;
-                    println!("removed {n} docker objects labelled lnetlab.run");
+                    let n = cluster::backends::docker::reap_stale(&e)?;
+                    println!("removed {n} docker objects of lnetlab runs that are gone");
                 }
                 #[cfg(not(feature = "cluster"))]
                 eprintln!("lnetlab was built without docker support (--features cluster): nothing to reap there");
             }
-            let state = state_file();
-            let Some(pid) = running(&state) else {
+            let state = harness::state::up_file();
+            let Some(st) = harness::state::read(&state).filter(harness::state::owner_alive) else {
                 let _ = std::fs::remove_file(&state);
                 println!("no cluster is up");
                 return Ok(());
             };
-            unsafe { libc::kill(pid, libc::SIGTERM) };
+            let owner: harness::procs::ProcId = serde_json::from_value(st["owner"].clone())?;
+            // SAFETY: signalling the process the record names, checked by pid and start time.
+            unsafe { libc::kill(owner.pid, libc::SIGTERM) };
             let t0 = std::time::Instant::now();
-            while unsafe { libc::kill(pid, 0) } == 0 {
+            while owner.alive() {
                 if t0.elapsed() > std::time::Duration::from_secs(20) {
-                    anyhow::bail!("lnetlab pid {pid} did not stop in 20 s");
+                    anyhow::bail!("lnetlab pid {} did not stop in 20 s", owner.pid);
                 }
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
-            let _ = std::fs::remove_file(&state);
             println!("cluster down");
         }
         Cmd::Bench { suite, json, count, window, rtts, port, plot, max_nodes } => {
@@ -507,18 +523,6 @@ reproduce with: {}", r.runs, r.steps.len(), r.nodes, r.workloads, r.faults, r.sp
     Ok(())
 }
 
-/// Where `lnetlab up` records the running cluster.
-fn state_file() -> std::path::PathBuf {
-    std::path::PathBuf::from("target/lnetlab/current.json")
-}
-
-/// The pid of the `lnetlab up` that owns `state`, if it is still alive.
-fn running(state: &std::path::Path) -> Option<i32> {
-    let st: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(state).ok()?).ok()?;
-    let pid = st["pid"].as_i64()? as i32;
-    (unsafe { libc::kill(pid, 0) } == 0).then_some(pid)
-}
-
 /// Runs a cluster and prints the report (table or JSON); exits 1 with the repro line on failure.
 /// Runs the same seed twice and compares the trace hashes (a replay must do the same things in
 /// the same order); the report is the first run's, failed when the hashes differ.
@@ -562,6 +566,10 @@ fn run_and_report(opts: &cluster::run::RunOpts) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&r)?);
     } else {
         print!("{}", cluster::report::table(&r));
+    }
+    if r.error.as_deref() == Some("interrupted") {
+        eprintln!("interrupted; artifacts in {}", r.artifacts);
+        std::process::exit(130);
     }
     if !r.ok {
         eprintln!("reproduce with: {}", cluster::run::repro(opts, r.seed));

@@ -101,7 +101,7 @@ fn up_status_logs_down_and_interrupted_runs_leave_nothing() {
     let bin = env!("CARGO_BIN_EXE_lnetlab");
     let spec = root().join("clusters/quickstart.yaml");
     let art = work.path().join("runs");
-    let run = |args: &[&str]| Command::new(bin).args(args).current_dir(work.path()).output().unwrap();
+    let run = |args: &[&str]| Command::new(bin).args(args).current_dir(work.path()).env("XDG_STATE_HOME", work.path()).output().unwrap();
     let out = run(&["up", spec.to_str().unwrap(), "--artifacts", art.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let st = run(&["status", "--json"]);

@@ -229,3 +229,45 @@ fn ctrl_c_on_a_docker_run_tears_everything_down() {
     let logs = std::fs::read_dir(art.path()).unwrap().next().unwrap().unwrap().path().join("containers");
     assert!(std::fs::read_dir(logs).unwrap().count() >= 5, "container logs saved before removal");
 }
+
+/// A labelled volume standing for one object of a run (`lnetlab.run=RUN` plus `labels`).
+fn fake_run_volume(run: &str, labels: &[(&str, String)]) -> String {
+    let name = format!("lnetlab-test21-{run}");
+    let mut c = Command::new("docker");
+    c.args(["volume", "create", "--label", &format!("{LABEL_RUN}={run}")]);
+    for (k, v) in labels {
+        c.args(["--label", &format!("{k}={v}")]);
+    }
+    let o = c.arg(&name).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    name
+}
+
+#[test]
+fn only_provably_dead_runs_are_reaped() {
+    use harness::cluster::backends::docker::{host_identity, Engine, LABEL_HOST, LABEL_PID, LABEL_START};
+    let salt = std::process::id();
+    let me = harness::procs::ProcId::me();
+    let init = std::fs::read_to_string("/proc/1/stat").unwrap();
+    let init_start = init[init.rfind(')').unwrap() + 2..].split(' ').nth(19).unwrap().to_string();
+    // lnetlab in another pid namespace (a CI container on the host's socket): pid 999999 means
+    // nothing here.
+    let other_ns = fake_run_volume(&format!("ns{salt}"), &[(LABEL_PID, "999999".into()), (LABEL_HOST, "another-host/pid:[1]".into()), (LABEL_START, "5".into())]);
+    // A live run (pid 1 here, as another user's would be): alive by pid and start time.
+    let live = fake_run_volume(&format!("live{salt}"), &[(LABEL_PID, "1".into()), (LABEL_HOST, host_identity()), (LABEL_START, init_start)]);
+    // Ours, dead: same host, our pid with another start time (the pid was reused).
+    let dead = fake_run_volume(&format!("dead{salt}"), &[(LABEL_PID, me.pid.to_string()), (LABEL_HOST, host_identity()), (LABEL_START, (me.start + 1).to_string())]);
+    let e = Engine::connect().unwrap();
+    harness::cluster::backends::docker::reap_stale(&e).unwrap();
+    let exists = |v: &str| Command::new("docker").args(["volume", "inspect", v]).output().unwrap().status.success();
+    let (a, b, c) = (exists(&other_ns), exists(&live), exists(&dead));
+    // And `down --all` removes only what dead runs left.
+    let out = Command::new(env!("CARGO_BIN_EXE_lnetlab")).args(["down", "--all"]).output().unwrap();
+    let (a2, b2) = (exists(&other_ns), exists(&live));
+    for v in [&other_ns, &live, &dead] {
+        let _ = Command::new("docker").args(["volume", "rm", v]).output();
+    }
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(a && b && !c, "another namespace's run kept: {a}, a live run kept: {b}, a dead run reaped: {}", !c);
+    assert!(a2 && b2, "down --all keeps live runs: {a2} {b2}");
+}

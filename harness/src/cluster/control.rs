@@ -197,7 +197,9 @@ impl Cluster {
         writeln!(n.stdin, "{c}").map_err(|e| anyhow::anyhow!("node {}: {e}", n.name))?;
         let deadline = Instant::now() + timeout;
         loop {
-            let (j, line) = self.next(deadline)?;
+            let Some((j, line)) = self.next_until(deadline)? else {
+                anyhow::bail!("node {} did not answer {} within {timeout:?}", self.nodes[i].name, c["op"]);
+            };
             match line {
                 NodeLine::Line(v) if j == i && v["id"] == json!(id) => {
                     if v["ok"] != true {

@@ -225,7 +225,9 @@ impl Faults {
     /// Closes every open window (resume, heal, remove rules); windows not yet opened are
     /// dropped. Called after the workloads, and on failure before teardown.
     pub fn finish(&mut self, backend: &dyn Backend, cluster: &mut Cluster, plan: &Plan, timeout: Duration, say: &dyn Fn(&str)) -> anyhow::Result<()> {
-        let left = std::mem::take(&mut self.timeline);
+        let mut left = std::mem::take(&mut self.timeline);
+        // Thaw frozen nodes first: the other undo steps talk to nodes, which must answer.
+        left.sort_by_key(|t| !matches!(t.step, Step::Resume { .. }));
         let mut first_err = None;
         // An undo step whose window never opened finds nothing to undo, harmlessly.
         for t in left.into_iter().filter(|t| t.undo) {

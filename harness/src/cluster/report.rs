@@ -79,11 +79,22 @@ pub fn trace_hash(art: &Path) -> std::io::Result<String> {
     Ok(format!("{h:016x}"))
 }
 
-/// The artifacts directory of a run of `spec` with `seed` (under `base`, default `target/lnetlab/runs`).
-pub fn artifacts_dir(spec: &ClusterSpec, seed: u64, base: Option<&Path>) -> PathBuf {
+/// Creates the artifacts directory of a run of `spec` with `seed` (under `base`, default
+/// `target/lnetlab/runs`): `NAME-UTC-SEED`, with `-2`, `-3`... when another run of the same
+/// second and seed has it already (creating it is what claims the name).
+pub fn artifacts_dir(spec: &ClusterSpec, seed: u64, base: Option<&Path>) -> std::io::Result<PathBuf> {
     let utc = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let base = base.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("target/lnetlab/runs"));
-    base.join(format!("{}-{utc}-{seed}", spec.name))
+    std::fs::create_dir_all(&base).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", base.display())))?;
+    for k in 1u32.. {
+        let name = if k == 1 { format!("{}-{utc}-{seed}", spec.name) } else { format!("{}-{utc}-{seed}-{k}", spec.name) };
+        match std::fs::create_dir(base.join(&name)) {
+            Ok(()) => return Ok(base.join(name)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(std::io::Error::new(e.kind(), format!("{}: {e}", base.join(name).display()))),
+        }
+    }
+    unreachable!("some suffix is free")
 }
 
 /// The human summary printed at the end of a run.

@@ -27,6 +27,15 @@ pub struct RunOpts {
     pub only: Option<WorkloadKind>,
 }
 
+/// How long cleanup after a failure waits for a node's answer.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What `lnetlab status` and `logs` read about a running cluster.
+fn cluster_state(plan: &Plan, art: &Path, scratch: &Path, how: &str) -> Value {
+    let nodes: Vec<Value> = plan.nodes.iter().map(|n| json!({"name": n.name, "nids": n.nids.iter().map(|x| x.1.to_string()).collect::<Vec<_>>(), "log": art.join("nodes").join(format!("{}.log", n.name))})).collect();
+    json!({"cluster": plan.spec.name, "seed": plan.seed, "how": how, "artifacts": art, "scratch": scratch, "nodes": nodes, "ready": true})
+}
+
 fn progress(json: bool) -> impl Fn(&str) {
     move |s: &str| {
         if !json {
@@ -44,8 +53,9 @@ pub fn run(opts: &RunOpts) -> anyhow::Result<Report> {
     let spec = ClusterSpec::load(&opts.file)?;
     let backend = backends::by_name(&opts.backend)?;
     let seed = opts.seed.or(spec.seed).unwrap_or_else(random_seed);
-    let art = artifacts_dir(&spec, seed, opts.artifacts.as_deref());
-    std::fs::create_dir_all(&art)?;
+    // Runs killed before they could clean up left their scratch: reap it.
+    crate::procs::reap_scratch(&std::env::temp_dir());
+    let art = artifacts_dir(&spec, seed, opts.artifacts.as_deref())?;
     std::fs::copy(&opts.file, art.join("spec.yaml"))?;
     std::fs::write(art.join("REPRO"), repro(opts, seed) + "\n")?;
     // Loopback block for TCP NIDs: distinct per run so concurrent runs never share addresses.
@@ -62,14 +72,13 @@ pub fn run(opts: &RunOpts) -> anyhow::Result<Report> {
     say(&format!("cluster `{}`: {} nodes, seed {seed}, artifacts {}", spec.name, plan.nodes.len(), art.display()));
     let mut report = Report { cluster: spec.name.clone(), backend: opts.backend.clone(), seed, ok: false, workloads: Vec::new(), artifacts: art.display().to_string(), faults_injected: 0, faults: Default::default(), faults_skipped: Vec::new(), resends: 0, reconnects: 0, lost_acked_writes: 0, silent_corruptions: 0, error: None, elapsed_s: 0.0, trace_hash: None };
     let res = execute(backend.as_ref(), &plan, opts, &art, &say, &mut report);
-    if let Some(state) = &opts.up_only {
-        let _ = std::fs::remove_file(state);
-    }
     report.elapsed_s = t0.elapsed().as_secs_f64();
     if backend.virtual_time() {
         report.trace_hash = trace_hash(&art).ok();
     }
     match res {
+        // An interrupted run blames nobody: whatever failed, failed because we stopped it.
+        Err(_) if crate::interrupt::interrupted() && !opts.keep && opts.up_only.is_none() => report.error = Some("interrupted".into()),
         // (A read_back workload writes nothing and verifies what another wrote.)
         Ok(()) => report.ok = report.workloads.iter().all(|w| w.errors == 0 && w.bytes_verified >= w.bytes_written),
         Err(e) => report.error = Some(format!("{e:#}")),
@@ -79,7 +88,7 @@ pub fn run(opts: &RunOpts) -> anyhow::Result<Report> {
 }
 
 fn execute(backend: &dyn Backend, plan: &Plan, opts: &RunOpts, art: &Path, say: &dyn Fn(&str), report: &mut Report) -> anyhow::Result<()> {
-    let scratch = tempfile::Builder::new().prefix("lnetlab-run-").tempdir()?;
+    let scratch = crate::procs::scratch_dir()?;
     let mut cluster = backend.up(plan, scratch.path(), art, opts.timeout, say)?;
     let mut faults = Faults::new(plan, backend, art, say)?;
     report.faults_skipped = faults.skipped.clone();
@@ -89,13 +98,12 @@ fn execute(backend: &dyn Backend, plan: &Plan, opts: &RunOpts, art: &Path, say: 
         }
         faults.install(&mut cluster, plan, opts.timeout, say)?;
         if let Some(state) = &opts.up_only {
-            let nodes: Vec<Value> = plan.nodes.iter().map(|n| json!({"name": n.name, "nids": n.nids.iter().map(|x| x.1.to_string()).collect::<Vec<_>>(), "log": art.join("nodes").join(format!("{}.log", n.name))})).collect();
-            let st = json!({"pid": std::process::id(), "cluster": plan.spec.name, "seed": plan.seed, "artifacts": art, "scratch": scratch.path(), "nodes": nodes, "ready": true});
-            std::fs::write(state, serde_json::to_string_pretty(&st)? + "\n")?;
+            crate::state::write(state, cluster_state(plan, art, scratch.path(), "up"))?;
             say("cluster up; `lnetlab status`, `lnetlab logs NODE`, `lnetlab down`");
             while !crate::interrupt::interrupted() {
                 std::thread::sleep(Duration::from_millis(200));
             }
+            crate::state::retire(state);
             return Ok(());
         }
         for w in plan.spec.workloads.iter().filter(|w| opts.only.is_none_or(|k| w.kind == k)) {
@@ -118,16 +126,22 @@ fn execute(backend: &dyn Backend, plan: &Plan, opts: &RunOpts, art: &Path, say: 
         Ok(())
     })();
     if res.is_err() {
-        // Never leave a node frozen or cut off behind a failed run.
-        if let Err(e) = faults.finish(backend, &mut cluster, plan, opts.timeout, say) {
+        // Never leave a node frozen or cut off behind a failed run; quickly, for a node that
+        // does not answer now will not answer in another full timeout either.
+        if let Err(e) = faults.finish(backend, &mut cluster, plan, opts.timeout.min(CLEANUP_TIMEOUT), say) {
             say(&format!("closing fault windows after the failure: {e:#}"));
         }
     }
     if opts.keep {
+        let state = crate::state::keep_file(std::process::id());
+        if let Err(e) = crate::state::write(&state, cluster_state(plan, art, scratch.path(), "run --keep")) {
+            say(&format!("cannot record the kept cluster for `lnetlab status`: {e}"));
+        }
         say(&format!("--keep: cluster left up (scratch {}); press Ctrl-C to tear it down", scratch.path().display()));
         while !crate::interrupt::interrupted() {
             std::thread::sleep(Duration::from_millis(200));
         }
+        crate::state::retire(&state);
     }
     cluster.down();
     drop(scratch);

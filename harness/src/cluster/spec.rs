@@ -121,7 +121,7 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     match unit {
         "ms" => Ok(std::time::Duration::from_millis(n)),
         "s" | "" => Ok(std::time::Duration::from_secs(n)),
-        "m" => Ok(std::time::Duration::from_secs(60 * n)),
+        "m" => n.checked_mul(60).map(std::time::Duration::from_secs).ok_or_else(|| format!("`{s}` is too long")),
         u => Err(format!("`{s}`: unknown unit `{u}` (use ms, s, m)")),
     }
 }
@@ -316,10 +316,12 @@ impl FaultSpec {
         if every.is_some_and(|e| e <= dur) {
             return Err("`every` must be longer than `duration` (windows may not overlap)".into());
         }
-        Ok((0..count).map(|k| {
-            let start = at + every.unwrap_or_default() * k;
-            (start, start + dur)
-        }).collect())
+        (0..count)
+            .map(|k| {
+                let start = every.unwrap_or_default().checked_mul(k).and_then(|x| x.checked_add(at));
+                start.and_then(|s| Some((s, s.checked_add(dur)?))).ok_or_else(|| "the windows run past the end of time".to_string())
+            })
+            .collect()
     }
 }
 

@@ -14,15 +14,20 @@ impl ClusterSpec {
 
     pub fn parse(text: &str, path: &Path) -> Result<ClusterSpec, SpecError> {
         let file = path.display().to_string();
-        let mut spec: ClusterSpec = serde_yaml_ng::from_str(text).map_err(|e| {
+        let located = |e: serde_yaml_ng::Error| {
             let (line, col) = e.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
             // The parser's message ends with its own "at line X column Y"; keep the part that says what was expected.
             let msg = e.to_string();
             let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
             SpecError { file: file.clone(), line, col, msg }
-        })?;
+        };
+        // Untyped first: it refuses duplicate keys, which typed maps would let the last one win.
+        serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text).map_err(located).map_err(|e| second_of_duplicate(text, e))?;
+        let mut spec: ClusterSpec = serde_yaml_ng::from_str(text).map_err(located)?;
         spec.source = path.to_path_buf();
+        spec.check_bounds(text, &file)?;
         spec.validate(text, &file)?;
+        spec.check_fit(text, &file)?;
         Ok(spec)
     }
 
@@ -281,4 +286,16 @@ fn locate(text: &str, needle: &str, nth: usize) -> (usize, usize) {
         }
     }
     found.get(nth).or(found.first()).copied().unwrap_or((1, 1))
+}
+
+/// The parser places a duplicate key at its first occurrence: point at the second, the one to
+/// remove (the next line that starts with the same key at the same column).
+fn second_of_duplicate(text: &str, mut e: SpecError) -> SpecError {
+    let Some(key) = e.msg.split("duplicate entry with key \"").nth(1).and_then(|k| k.split('"').next()) else { return e };
+    let at = format!("{key}:");
+    let col = e.col;
+    if let Some((i, _)) = text.lines().enumerate().skip(e.line).find(|(_, l)| l.get(col - 1..).is_some_and(|r| r.starts_with(&at)) && l[..col - 1].trim_matches(|c| c == ' ' || c == '-').is_empty()) {
+        e.line = i + 1;
+    }
+    e
 }

@@ -5,7 +5,13 @@ use crate::dev::server::DevServer;
 use std::path::PathBuf;
 
 pub fn main(args: &[String]) -> anyhow::Result<()> {
-    let a = super::parse_args(args, &["fabric", "log", "seed", "corrupt-rate", "faults"], &[])?;
+    let a = super::parse_args(args, &["fabric", "log", "seed", "corrupt-rate", "faults"], &["exit-on-stdin-close", "probe"])?;
+    if a.get("probe").is_some() {
+        // Is a device serving this fabric? (Asked from inside a container, where the fabric is.)
+        let dir = PathBuf::from(a.get("fabric").ok_or_else(|| anyhow::anyhow!("--fabric DIR is required"))?);
+        std::os::unix::net::UnixStream::connect(dir.join(crate::dev::proto::SOCK_NAME)).map_err(|e| anyhow::anyhow!("no device serves {}: {e}", dir.display()))?;
+        return Ok(());
+    }
     super::init_logging(a.get("log"))?;
     let dir = PathBuf::from(a.get("fabric").ok_or_else(|| anyhow::anyhow!("--fabric DIR is required"))?);
     let seed = match a.get("seed") {
@@ -25,6 +31,14 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     // Terminate cleanly on SIGTERM/SIGINT so the socket file goes away.
     let path = server.path().to_path_buf();
     install_exit_handler(path);
+    if a.get("exit-on-stdin-close").is_some() {
+        // Whoever started us holds our stdin: when it goes (even by SIGKILL), so do we.
+        std::thread::spawn(|| {
+            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+            tracing::info!("stdin closed; exiting");
+            on_signal(0);
+        });
+    }
     server.run()?;
     Ok(())
 }

@@ -24,8 +24,13 @@ use tokio::io::AsyncWriteExt;
 
 pub const LABEL_CLUSTER: &str = "lnetlab.cluster";
 pub const LABEL_RUN: &str = "lnetlab.run";
-/// The pid of the lnetlab process that owns the objects (a dead owner means they are stale).
+/// The pid of the lnetlab process that owns the objects...
 pub const LABEL_PID: &str = "lnetlab.pid";
+/// ...its start time (so a reused pid is not taken for it)...
+pub const LABEL_START: &str = "lnetlab.start";
+/// ...and where that pid means something: boot and pid namespace ([`host_identity`]). Objects
+/// are stale only when all three say the owner is gone from here.
+pub const LABEL_HOST: &str = "lnetlab.host";
 /// The run's scratch directory on the host, removed with the run's objects if it was killed.
 pub const LABEL_SCRATCH: &str = "lnetlab.scratch";
 const IMAGE_REPO: &str = "lnetlab-node";
@@ -105,12 +110,34 @@ pub fn ensure_image(e: &Engine) -> anyhow::Result<String> {
     Ok(tag)
 }
 
+/// Where our pids mean something: this boot of this kernel, and our pid namespace.
+pub fn host_identity() -> String {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let ns = std::fs::read_link("/proc/self/ns/pid").map(|p| p.display().to_string()).unwrap_or_default();
+    format!("{}/{ns}", boot.trim())
+}
+
 fn labels(cluster: &str, run: &str) -> HashMap<String, String> {
+    let me = crate::procs::ProcId::me();
     HashMap::from([
         (LABEL_CLUSTER.to_string(), cluster.to_string()),
         (LABEL_RUN.to_string(), run.to_string()),
-        (LABEL_PID.to_string(), std::process::id().to_string()),
+        (LABEL_PID.to_string(), me.pid.to_string()),
+        (LABEL_START.to_string(), me.start.to_string()),
+        (LABEL_HOST.to_string(), host_identity()),
     ])
+}
+
+/// Do an object's labels prove its run's lnetlab is gone? Only when it ran here (same boot and
+/// pid namespace) and no process has its pid and start time; objects of other hosts,
+/// namespaces, older versions or compose files are never taken for dead.
+fn provably_dead(l: &HashMap<String, String>) -> bool {
+    let pid = l.get(LABEL_PID).and_then(|p| p.parse::<i32>().ok());
+    let start = l.get(LABEL_START).and_then(|p| p.parse::<u64>().ok());
+    match (pid, start, l.get(LABEL_HOST)) {
+        (Some(pid), Some(start), Some(host)) if *host == host_identity() => !crate::procs::ProcId { pid, start }.alive(),
+        _ => false,
+    }
 }
 
 /// Runs whose owning lnetlab process is gone (killed): their objects are reaped.
@@ -124,11 +151,8 @@ pub fn stale_runs(e: &Engine) -> anyhow::Result<Vec<String>> {
     all.extend(vols.into_iter().map(|v| v.labels));
     let mut stale = Vec::new();
     for l in all {
-        let (Some(run), pid) = (l.get(LABEL_RUN), l.get(LABEL_PID).and_then(|p| p.parse::<i32>().ok())) else { continue };
-        // Objects without an owner pid (e.g. from an exported compose file) are not ours to reap.
-        let Some(pid) = pid else { continue };
-        let alive = unsafe { libc::kill(pid, 0) } == 0;
-        if !alive && !stale.contains(run) {
+        let Some(run) = l.get(LABEL_RUN) else { continue };
+        if provably_dead(&l) && !stale.contains(run) {
             stale.push(run.clone());
         }
     }
@@ -335,12 +359,13 @@ impl Backend for DockerBackend {
 
     fn start_device(&self, _cluster: &mut Cluster, net: &str, timeout: Duration) -> anyhow::Result<()> {
         let e = &self.engine;
-        e.rt.block_on(e.docker.start_container(&self.container(&format!("dmadev-{net}")), None::<qp::StartContainerOptions>))?;
-        // Up when its socket in the fabric volume takes connections again.
+        let cname = self.container(&format!("dmadev-{net}"));
+        e.rt.block_on(e.docker.start_container(&cname, None::<qp::StartContainerOptions>))?;
+        // Up when its socket takes connections again.
         let vol = e.rt.block_on(e.docker.inspect_volume(&format!("lnetlab-{}-{net}-fabric", self.run_id)))?;
         let sock = PathBuf::from(vol.mountpoint).join(lnd::dev::proto::SOCK_NAME);
         let t0 = Instant::now();
-        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+        while std::os::unix::net::UnixStream::connect(&sock).is_err() && !device_serving(e, &cname) {
             if t0.elapsed() > timeout {
                 anyhow::bail!("the {net} device did not come back within {timeout:?}");
             }
@@ -426,11 +451,12 @@ impl Backend for DockerBackend {
             create(&cname, body)?;
             teardown.containers.push(cname.clone());
             e.rt.block_on(e.docker.start_container(&cname, None::<qp::StartContainerOptions>))?;
-            // Ready when its socket shows up in the volume.
+            // Ready when its socket takes connections (asked in the container; the volume's
+            // host path, where we may read it, answers too).
             let vol = e.rt.block_on(e.docker.inspect_volume(&name(&format!("{net}-fabric"))))?;
             let sock = PathBuf::from(vol.mountpoint).join(lnd::dev::proto::SOCK_NAME);
             let t0 = Instant::now();
-            while !sock.exists() {
+            while !sock.exists() && !device_serving(e, &cname) {
                 if t0.elapsed() > timeout {
                     anyhow::bail!("dmadev for {net} did not start; see {}", art.join(format!("dmadev-{net}.log")).display());
                 }
@@ -529,4 +555,25 @@ fn attach(e: &Engine, cname: &str, i: usize, tx: Sender<(usize, NodeLine)>) -> a
         let _ = tx.send((i, NodeLine::Exited));
     });
     Ok(Box::new(AttachWriter(in_tx)))
+}
+
+/// Does the device in dmadev container `cname` serve its fabric? Asked inside the container
+/// (a probe exec), not through the volume's path on the host, which only root may read and a
+/// remote or virtualised Engine does not share with us.
+fn device_serving(e: &Engine, cname: &str) -> bool {
+    e.rt.block_on(async {
+        let cfg = bollard::models::ExecConfig { cmd: Some(["/dmadev", "--fabric", "/fabric", "--probe"].map(String::from).to_vec()), ..Default::default() };
+        let Ok(x) = e.docker.create_exec(cname, cfg).await else { return false };
+        if e.docker.start_exec(&x.id, Some(bollard::exec::StartExecOptions { detach: true, ..Default::default() })).await.is_err() {
+            return false;
+        }
+        for _ in 0..100 {
+            match e.docker.inspect_exec(&x.id).await {
+                Ok(r) if r.running == Some(false) => return r.exit_code == Some(0),
+                Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                Err(_) => return false,
+            }
+        }
+        false
+    })
 }

@@ -49,7 +49,12 @@ pub fn run_workload(cluster: &mut Cluster, plan: &Plan, (w, earlier): (&Workload
                     faults.fire_due(backend, cluster, plan, timeout, say)?;
                     continue;
                 }
-                None => anyhow::bail!("workload `{}`: timed out waiting for the nodes", w.name),
+                None => {
+                    let stuck: Vec<&str> = w.clients.iter().zip(&done).filter(|(_, d)| d.is_none()).map(|(c, _)| c.as_str()).collect();
+                    let paused: Vec<&str> = cluster.paused.iter().map(|&i| plan.nodes[i].name.as_str()).collect();
+                    let paused = if paused.is_empty() { String::new() } else { format!("; paused by a fault: {}", paused.join(", ")) };
+                    anyhow::bail!("workload `{}`: timed out after {timeout:?}: client(s) {} did not finish{paused}", w.name, stuck.join(", "))
+                }
             }
         };
         let Some(k) = w.clients.iter().position(|c| idx(c) == i) else {

@@ -1,0 +1,153 @@
+//! Bad input never panics: every case below gets a one-line error, with file:line:col when it
+//! comes from a spec (issue 21, item 11).
+
+use harness::cluster::spec::ClusterSpec;
+use std::path::Path;
+use std::process::Command;
+
+const BASE: &str = "name: q
+nets:
+  dma0: {kind: dma}
+nodes:
+  - name: oss1
+    roles: [oss]
+    nis: [dma0]
+    targets:
+      - {ost: 0, size: 64MiB}
+  - {name: c1, roles: [client], nis: [dma0]}
+workloads:
+  - name: w
+    kind: io
+    clients: [c1]
+    files: 2
+    size: 1MiB
+";
+
+/// Parses `text` and expects an error at `line:col` containing `msg`.
+fn refused(text: &str, pos: &str, msg: &str) {
+    let p = Path::new("t.yaml");
+    let r = std::panic::catch_unwind(|| ClusterSpec::parse(text, p));
+    let err = r.expect("no panic").expect_err("must be refused").to_string();
+    assert!(err.starts_with(&format!("t.yaml:{pos}: ")), "got `{err}`, want t.yaml:{pos}");
+    assert!(err.contains(msg), "got `{err}`, want `{msg}`");
+    assert!(!err.contains('\n'), "one line: `{err}`");
+}
+
+#[test]
+fn base_spec_is_fine() {
+    ClusterSpec::parse(BASE, Path::new("t.yaml")).unwrap();
+}
+
+#[test]
+fn fault_every_near_u64_max_is_refused() {
+    let t = format!("{BASE}faults:\n  - {{kind: pause, node: oss1, at: 1s, duration: 1s, every: 18446744073709551615s, count: 3}}\n");
+    refused(&t, "18:60", "every");
+}
+
+#[test]
+fn fault_at_near_u64_max_is_refused() {
+    let t = format!("{BASE}faults:\n  - {{kind: pause, node: oss1, at: 18446744073709551615s, duration: 1s}}\n");
+    refused(&t, "18:35", "at");
+}
+
+#[test]
+fn duration_in_minutes_overflowing_is_refused() {
+    let t = format!("{BASE}faults:\n  - {{kind: pause, node: oss1, at: 1s, duration: 307445734561825861m}}\n");
+    refused(&t, "18:49", "duration");
+}
+
+#[test]
+fn duplicate_yaml_keys_are_refused() {
+    let t = BASE.replace("  dma0: {kind: dma}\n", "  dma0: {kind: dma}\n  dma0: {kind: dma}\n");
+    refused(&t, "4:3", "duplicate");
+    let t = BASE.replace("name: q\n", "name: q\nname: r\n");
+    refused(&t, "2:1", "duplicate");
+}
+
+#[test]
+fn node_names_escaping_the_artifacts_directory_are_refused() {
+    refused(&BASE.replace("name: c1,", "name: ../../x,").replace("[c1]", "['../../x']"), "10:12", "node name");
+    refused(&BASE.replace("name: c1,", "name: '',").replace("[c1]", "['']"), "10:12", "node name");
+    refused(&BASE.replace("name: oss1", "name: ../../../tmp/escape"), "5:11", "node name");
+}
+
+#[test]
+fn cluster_and_workload_names_are_checked() {
+    refused(&BASE.replace("name: q\n", "name: ../../x\n"), "1:7", "cluster name");
+    refused(&BASE.replace("name: q\n", "name: ''\n"), "1:7", "cluster name");
+    refused(&BASE.replace("name: w\n", "name: a/b\n"), "12:11", "workload name");
+}
+
+#[test]
+fn node_named_like_a_device_service_is_refused() {
+    refused(&BASE.replace("name: c1,", "name: dmadev-dma0,").replace("[c1]", "[dmadev-dma0]"), "10:12", "dmadev-");
+}
+
+#[test]
+fn petabyte_ost_is_refused() {
+    refused(&BASE.replace("size: 64MiB", "size: 1048576GiB"), "9:15", "OST 0");
+}
+
+#[test]
+fn absurd_inflight_is_refused() {
+    refused(&format!("{BASE}    inflight: 100000000000\n"), "17:15", "inflight");
+    refused(&format!("{BASE}    inflight: 1e11\n"), "17:15", "inflight");
+}
+
+#[test]
+fn workload_larger_than_its_osts_is_refused() {
+    refused(&BASE.replace("files: 2", "files: 100"), "12:11", "does not fit");
+}
+
+#[test]
+fn absurd_subnet_is_refused() {
+    let t = BASE.replace("  dma0: {kind: dma}\n", "  dma0: {kind: dma}\n  tcp0: {kind: tcp, subnet: banana}\n");
+    refused(&t, "4:29", "subnet");
+}
+
+fn lnetlab(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_lnetlab")).args(args).output().unwrap()
+}
+
+fn quickstart() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../clusters/quickstart.yaml").display().to_string()
+}
+
+#[test]
+fn timeout_zero_is_refused() {
+    let out = lnetlab(&["run", &quickstart(), "--timeout", "0"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--timeout"), "{err}");
+}
+
+#[test]
+fn timeout_near_u64_max_is_refused_without_panic() {
+    let art = tempfile::tempdir().unwrap();
+    let out = lnetlab(&["run", &quickstart(), "--timeout", "18446744073709551615", "--artifacts", art.path().to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--timeout"), "{err}");
+}
+
+#[test]
+fn fault_count_near_u32_max_is_refused() {
+    let t = format!("{BASE}faults:\n  - {{kind: pause, node: oss1, at: 1s, duration: 1s, every: 2s, count: 4294967295}}\n");
+    refused(&t, "18:71", "count");
+}
+
+#[test]
+fn every_shipped_spec_is_within_bounds() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut n = 0;
+    for d in ["clusters", "clusters/golden"] {
+        for e in std::fs::read_dir(root.join(d)).unwrap().flatten() {
+            if e.path().extension().is_some_and(|x| x == "yaml") {
+                ClusterSpec::load(&e.path()).unwrap_or_else(|err| panic!("{err}"));
+                n += 1;
+            }
+        }
+    }
+    assert!(n >= 5);
+}
