@@ -23,27 +23,9 @@ fn dma_client(fab: &InProcFabric, a: u32) -> Node {
     Node::with_dma(dev, nid(&format!("{a}@dma")), 12345, a as u64, DmaLndConfig::default())
 }
 
+/// Three files of 3 MiB and a bit, striped over both OSTs of `nid_s`, punched at the end.
 fn job(name: &str, nid_s: &str, first_file: u64) -> IoJob {
-    IoJob {
-        name: name.into(),
-        targets: vec![(0, nid(nid_s)), (1, nid(nid_s))],
-        files: 3,
-        file_size: 3 * (1 << 20) + 12345,
-        stripe_size: 1 << 20,
-        stripe_count: 2,
-        seed: 42,
-        first_file,
-        inflight: 8,
-        verify: true,
-        punch: true,
-        destroy: false,
-        checksum: true,
-        compare: true,
-        objects: None,
-        write: true,
-        timeout_ms: 5000,
-        max_tries: 8,
-    }
+    IoJob { targets: vec![(0, nid(nid_s)), (1, nid(nid_s))], files: 3, file_size: 3 * (1 << 20) + 12345, punch: true, ..common::ost::job(name, first_file) }
 }
 
 /// Runs the OSS and clients until every job is done.
