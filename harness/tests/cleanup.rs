@@ -153,7 +153,17 @@ fn one_up_at_a_time_and_down_from_anywhere() {
     let a = sb.cmd("a", &["up", spec, "--artifacts", art]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let b = sb.cmd("b", &["up", spec, "--artifacts", art]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
-    assert_eq!([a.status.success(), b.status.success()].iter().filter(|x| **x).count(), 1, "a: {}\nb: {}", String::from_utf8_lossy(&a.stderr), String::from_utf8_lossy(&b.stderr));
+    // On failure, the node logs of every run say why a node left (this test once saw oss1 exit).
+    let node_logs = || -> String {
+        let mut out = String::new();
+        for run in std::fs::read_dir(art).into_iter().flatten().flatten() {
+            for log in std::fs::read_dir(run.path().join("nodes")).into_iter().flatten().flatten() {
+                out += &format!("--- {}\n{}\n", log.path().display(), std::fs::read_to_string(log.path()).unwrap_or_default());
+            }
+        }
+        out
+    };
+    assert_eq!([a.status.success(), b.status.success()].iter().filter(|x| **x).count(), 1, "a: {}\nb: {}\n{}", String::from_utf8_lossy(&a.stderr), String::from_utf8_lossy(&b.stderr), node_logs());
     let loser = if a.status.success() { &b } else { &a };
     assert!(String::from_utf8_lossy(&loser.stderr).contains("already up"), "{}", String::from_utf8_lossy(&loser.stderr));
     // And a third, later.
