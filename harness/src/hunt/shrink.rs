@@ -72,7 +72,7 @@ fn halve_size(s: &Value) -> Option<Value> {
 /// Every one-step smaller variant of `spec`, most promising first, each with what it did.
 fn candidates(spec: &Value) -> Vec<(String, Value)> {
     let mut out = Vec::new();
-    let nfaults = spec.get("faults").and_then(Value::as_sequence).map_or(0, Vec::len);
+    let nfaults = count(spec, "faults");
     for k in 0..nfaults {
         let mut c = spec.clone();
         let f = seq(&mut c, "faults").unwrap().remove(k);
