@@ -65,8 +65,12 @@ fn put_and_get_every_size_and_tshark_decodes_it() {
         put_get_round(&mut w, 1, 0, "127.0.1.1@tcp", size, i as u64 + 100);
     }
     assert!(w.nodes[0].idle() && w.nodes[1].idle());
-    let conns = w.stat(0, 1, "conns_up") + w.stat(1, 1, "conns_up");
-    assert!((3..=6).contains(&(conns / 2)), "typed connections: {conns}");
+    // The three typed connections (CONTROL, BULK_IN, BULK_OUT), up to six after a connection
+    // race. One that only large frames from b use may still be shaking hands when the last
+    // round ends on a loaded machine (seen once in three suite runs): wait for it, within
+    // the world's timeout.
+    let conns = |w: &World| (w.stat(0, 1, "conns_up") + w.stat(1, 1, "conns_up")) / 2;
+    w.run_until(|w| (3..=6).contains(&conns(w)));
     drop(w);
     tshark_check(&dir.path().join("a.pcap"));
 }

@@ -23,17 +23,31 @@ pub struct NodeProc {
     guard: Option<Guard>,
     stdin: Box<dyn Write + Send>,
     next_id: u64,
+    /// Where the node's own log is, when the harness can read it (quoted when the node exits).
+    log: Option<PathBuf>,
 }
 
 impl NodeProc {
     /// A node reached through a line-oriented writer (its replies arrive on the cluster channel).
     pub fn remote(name: &str, stdin: Box<dyn Write + Send>) -> NodeProc {
-        NodeProc { name: name.to_string(), guard: None, stdin, next_id: 0 }
+        NodeProc { name: name.to_string(), guard: None, stdin, next_id: 0, log: None }
     }
 
-    /// A node that is a local process (killed and reaped with its guard).
-    pub fn local(name: &str, guard: Guard, stdin: Box<dyn Write + Send>) -> NodeProc {
-        NodeProc { name: name.to_string(), guard: Some(guard), stdin, next_id: 0 }
+    /// A node that is a local process (killed and reaped with its guard) logging to `log`.
+    pub fn local(name: &str, guard: Guard, stdin: Box<dyn Write + Send>, log: PathBuf) -> NodeProc {
+        NodeProc { name: name.to_string(), guard: Some(guard), stdin, next_id: 0, log: Some(log) }
+    }
+
+    /// Why the node ended, as far as its log says: its last lines (empty when there is no log).
+    pub fn last_words(&self) -> String {
+        let Some(text) = self.log.as_ref().and_then(|p| std::fs::read_to_string(p).ok()) else { return String::new() };
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        let tail = lines[lines.len().saturating_sub(5)..].join("\n  ");
+        if tail.is_empty() {
+            String::new()
+        } else {
+            format!("; the end of its log:\n  {tail}")
+        }
     }
 }
 
@@ -108,7 +122,7 @@ impl Cluster {
                 NodeLine::Line(v) if j == i && v["ready"] == true => return Ok(()),
                 NodeLine::Line(v) => self.backlog.push((j, v)),
                 NodeLine::Exited if self.down.contains(&j) && j != i => {}
-                NodeLine::Exited => anyhow::bail!("node {} exited while node {} was starting", self.nodes[j].name, self.nodes[i].name),
+                NodeLine::Exited => anyhow::bail!("node {} exited while node {} was starting{}", self.nodes[j].name, self.nodes[i].name, self.nodes[j].last_words()),
             }
         }
     }
@@ -122,7 +136,7 @@ impl Cluster {
                 NodeLine::Exited if j == i => return Ok(()),
                 NodeLine::Line(v) => self.backlog.push((j, v)),
                 NodeLine::Exited if self.down.contains(&j) => {}
-                NodeLine::Exited => anyhow::bail!("node {} exited", self.nodes[j].name),
+                NodeLine::Exited => anyhow::bail!("node {} exited{}", self.nodes[j].name, self.nodes[j].last_words()),
             }
         }
     }
@@ -146,7 +160,7 @@ impl Cluster {
                     progress(&format!("up: {ready}/{} nodes ready ({} is {})", c.nodes.len(), c.nodes[i].name, v["nids"]));
                 }
                 NodeLine::Line(v) => c.backlog.push((i, v)),
-                NodeLine::Exited => anyhow::bail!("node {} exited during start-up; see {}", c.nodes[i].name, log_of(&c.nodes[i].name)),
+                NodeLine::Exited => anyhow::bail!("node {} exited during start-up; see {}{}", c.nodes[i].name, log_of(&c.nodes[i].name), c.nodes[i].last_words()),
             }
         }
         Ok(())
@@ -208,7 +222,7 @@ impl Cluster {
                     return Ok(v);
                 }
                 NodeLine::Line(v) => self.backlog.push((j, v)),
-                NodeLine::Exited => anyhow::bail!("node {} exited", self.nodes[j].name),
+                NodeLine::Exited => anyhow::bail!("node {} exited{}", self.nodes[j].name, self.nodes[j].last_words()),
             }
         }
     }
@@ -240,5 +254,26 @@ impl Cluster {
             say(&format!("oss {}: {} OSTs", n.name, n.targets.len()));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_that_exits_is_quoted_from_the_end_of_its_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("oss1.log");
+        let lines: String = (1..=8).map(|i| format!("line {i}\n")).collect::<String>() + "error: attach 1@dma0: refused\n\n";
+        std::fs::write(&log, lines).unwrap();
+        let child = std::process::Command::new("true").spawn().unwrap();
+        let n = NodeProc::local("oss1", Guard { child, what: "oss1".into() }, Box::new(std::io::sink()), log.clone());
+        let w = n.last_words();
+        assert!(w.ends_with("line 5\n  line 6\n  line 7\n  line 8\n  error: attach 1@dma0: refused"), "{w}");
+        assert!(!w.contains("line 4"), "{w}");
+        std::fs::remove_file(&log).unwrap();
+        assert_eq!(n.last_words(), "", "no log, nothing quoted");
+        assert_eq!(NodeProc::remote("c1", Box::new(std::io::sink())).last_words(), "");
     }
 }

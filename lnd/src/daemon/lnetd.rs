@@ -96,17 +96,9 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         match nid.net().lnd() {
             LndType::DMALND => {
                 let fabric = PathBuf::from(a.get("fabric").ok_or_else(|| anyhow::anyhow!("--fabric DIR is required for {nid}"))?);
-                // The device may still be starting (containers start in any order): retry briefly.
-                let t0 = std::time::Instant::now();
-                let dev = loop {
-                    match ShmDevice::connect(&fabric, nid.addr(), mem as usize) {
-                        Ok(d) => break d,
-                        Err(crate::dev::DevError::Io(e)) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) && t0.elapsed() < wait_device => {
-                            std::thread::sleep(Duration::from_millis(100))
-                        }
-                        Err(e) => anyhow::bail!("attach {nid} to {}: {e}", fabric.display()),
-                    }
-                };
+                // The device may still be starting (containers start in any order), or still
+                // hold our address for the incarnation a restart just killed: retry briefly.
+                let dev = ShmDevice::connect_within(&fabric, nid.addr(), mem as usize, wait_device).map_err(|e| anyhow::anyhow!("attach {nid} to {}: {e}", fabric.display()))?;
                 waker = Some(dev.waker()?);
                 dma = Some((fabric.clone(), *nid, dev.queue().clone(), dev.mem().clone()));
                 b.dma(*nid, Box::new(dev), dcfg.clone());

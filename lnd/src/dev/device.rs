@@ -134,6 +134,10 @@ pub enum DevError {
     Io(#[from] std::io::Error),
     #[error("device refused: {0}")]
     Refused(String),
+    /// Another attachment holds this fabric address (perhaps a dead one the device has not
+    /// noticed yet).
+    #[error("fabric address {0} is held by another attachment")]
+    AddrInUse(u32),
     #[error("device protocol: {0}")]
     Protocol(String),
 }

@@ -12,6 +12,10 @@ pub const F_REG_OK: u32 = 4; // status u32, key u32
 pub const F_DOORBELL: u32 = 5;
 pub const F_UNREG: u32 = 6; // key u32
 pub const F_UNREG_OK: u32 = 7; // status u32
+/// Reply statuses: done, refused (a reason follows), the fabric address is held.
+pub const ST_OK: u32 = 0;
+pub const ST_REFUSED: u32 = 1;
+pub const ST_ADDR_IN_USE: u32 = 2;
 const MAX_FRAME: u32 = 4096;
 /// Socket name inside a fabric directory.
 pub const SOCK_NAME: &str = "dmadev.sock";

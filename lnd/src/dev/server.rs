@@ -1,7 +1,7 @@
 //! `dmadev`: serves one fabric directory. Each node connects over the Unix socket, hands over its
 //! queue region and memory (memfds), then talks through shared rings and doorbell frames.
 
-use super::engine::{Engine, Port};
+use super::engine::{AttachError, Engine, Port};
 use super::proto::{self, recv_frame, send_frame, Frame};
 use super::ring::{self, Rings};
 use super::device::{CompKind, Completion, DevStatus};
@@ -153,7 +153,11 @@ impl Drop for DevServer {
 }
 
 fn refuse(sock: &UnixStream, ty: u32, why: &str) -> std::io::Error {
-    let mut body = 1u32.to_le_bytes().to_vec();
+    refuse_with(sock, ty, proto::ST_REFUSED, why)
+}
+
+fn refuse_with(sock: &UnixStream, ty: u32, status: u32, why: &str) -> std::io::Error {
+    let mut body = status.to_le_bytes().to_vec();
     body.extend_from_slice(why.as_bytes());
     let _ = send_frame(sock, ty, &body, None);
     std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_string())
@@ -175,9 +179,12 @@ fn serve_node(sock: UnixStream, engine: Arc<Mutex<Engine>>) -> std::io::Result<(
     Rings::new(&q, false).map_err(|e| refuse(&sock, proto::F_HELLO_OK, &e))?;
     let port = ShmPort { q: q.clone(), sock: sock.try_clone()?, overflow: VecDeque::new() };
     if let Err(e) = engine.lock().unwrap().attach(addr, Box::new(port)) {
-        return Err(refuse(&sock, proto::F_HELLO_OK, &e.to_string()));
+        let status = match e {
+            AttachError::AddrInUse(_) => proto::ST_ADDR_IN_USE,
+        };
+        return Err(refuse_with(&sock, proto::F_HELLO_OK, status, &e.to_string()));
     }
-    send_frame(&sock, proto::F_HELLO_OK, &0u32.to_le_bytes(), None)?;
+    send_frame(&sock, proto::F_HELLO_OK, &proto::ST_OK.to_le_bytes(), None)?;
     info!(addr, "node attached");
     let res = node_loop(&sock, &engine, addr, &q);
     engine.lock().unwrap().detach(addr);

@@ -150,7 +150,8 @@ fn signal(cluster: &Cluster, i: usize, sig: libc::c_int, what: &str) -> anyhow::
 }
 
 fn spawn(i: usize, n: &NodePlan, args: Vec<String>, art: &Path, tx: Sender<(usize, NodeLine)>) -> anyhow::Result<NodeProc> {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(art.join("nodes").join(format!("{}.log", n.name)))?;
+    let log_path = art.join("nodes").join(format!("{}.log", n.name));
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
     let mut child = daemon_command("lnetd")?.args(&args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(log).spawn()?;
     let stdin = child.stdin.take().expect("piped");
     let out = BufReader::new(child.stdout.take().expect("piped"));
@@ -168,5 +169,5 @@ fn spawn(i: usize, n: &NodePlan, args: Vec<String>, art: &Path, tx: Sender<(usiz
         }
         let _ = tx.send((i, NodeLine::Exited));
     });
-    Ok(NodeProc::local(&n.name, Guard { child, what: n.name.clone() }, Box::new(stdin)))
+    Ok(NodeProc::local(&n.name, Guard { child, what: n.name.clone() }, Box::new(stdin), log_path))
 }

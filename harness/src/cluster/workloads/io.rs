@@ -59,12 +59,12 @@ pub fn run_workload(cluster: &mut Cluster, plan: &Plan, (w, earlier): (&Workload
         };
         let Some(k) = w.clients.iter().position(|c| idx(c) == i) else {
             if let (NodeLine::Exited, false) = (&line, cluster.down.contains(&i)) {
-                anyhow::bail!("node {} exited during workload `{}`", plan.nodes[i].name, w.name);
+                anyhow::bail!("node {} exited during workload `{}`{}", plan.nodes[i].name, w.name, cluster.nodes[i].last_words());
             }
             continue;
         };
         match line {
-            NodeLine::Exited => anyhow::bail!("client {} exited during workload `{}`", w.clients[k], w.name),
+            NodeLine::Exited => anyhow::bail!("client {} exited during workload `{}`{}", w.clients[k], w.name, cluster.nodes[i].last_words()),
             NodeLine::Line(v) => {
                 if let Some(r) = v.get("io_progress") {
                     written[k] = r["bytes_written"].as_u64().unwrap_or(0) + r["bytes_verified"].as_u64().unwrap_or(0);

@@ -32,7 +32,7 @@ pub fn run_selftest(cluster: &mut Cluster, plan: &Plan, w: &WorkloadSpec, timeou
             Some((i, v)) => (i, NodeLine::Line(v)),
             None => cluster.next(deadline).map_err(|e| anyhow::anyhow!("selftest `{}`: {e}", w.name))?,
         };
-        let NodeLine::Line(v) = line else { anyhow::bail!("node {} exited during selftest `{}`", plan.nodes[i].name, w.name) };
+        let NodeLine::Line(v) = line else { anyhow::bail!("node {} exited during selftest `{}`{}", plan.nodes[i].name, w.name, cluster.nodes[i].last_words()) };
         let Some(k) = clients.iter().position(|&c| c == i) else { continue };
         if let Some(r) = v.get("st_progress") {
             last[k] = Some(r.clone());
