@@ -72,6 +72,7 @@ pub fn run(opts: &IoBenchOpts) -> anyhow::Result<Vec<Metric>> {
         write: true,
         timeout_ms: 5000,
         max_tries: 8,
+        obd_timeout_ms: 100_000,
     };
     let mut osc = Osc::new(job).map_err(anyhow::Error::msg)?;
     osc.pump(&mut c.node);

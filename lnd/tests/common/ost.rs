@@ -36,6 +36,7 @@ pub fn job(name: &str, first_file: u64) -> IoJob {
         write: true,
         timeout_ms: 5000,
         max_tries: 8,
+        obd_timeout_ms: 100_000,
     }
 }
 
@@ -112,7 +113,7 @@ impl Rig {
         for (ci, o) in self.oscs.iter_mut() {
             o.pump(&mut self.nodes[*ci]);
         }
-        self.oss.expire_bulk(&mut self.nodes[0]);
+        self.oss.tick(&mut self.nodes[0]);
         any
     }
 

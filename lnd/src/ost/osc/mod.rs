@@ -6,6 +6,7 @@
 //! resends them (Lustre's `ptl_send_rpc`, `ptlrpc_set_mbits`, reconnect), `reply` interprets
 //! what comes back (`osc_brw_fini_request` and friends).
 
+mod pinger;
 mod reply;
 mod rpc;
 mod state;
@@ -61,6 +62,14 @@ pub struct IoJob {
     /// Attempts per RPC (resends and bulk redos) before it counts as failed.
     #[serde(default = "default_tries")]
     pub max_tries: u32,
+    /// `obd_timeout`: an import idle for a quarter of it is pinged, so the server does not
+    /// evict us (it waits six ping intervals).
+    #[serde(default = "default_obd_timeout")]
+    pub obd_timeout_ms: u64,
+}
+
+fn default_obd_timeout() -> u64 {
+    crate::ptlrpc::pinger::OBD_TIMEOUT.as_millis() as u64
 }
 
 fn default_tries() -> u32 {
@@ -254,8 +263,11 @@ impl Osc {
     pub fn pump(&mut self, node: &mut Node) {
         self.resend_late(node);
         self.send_parked(node);
+        self.ping_idle(node);
         loop {
-            while self.rpcs.len() < self.job.inflight.max(1) {
+            // Pings use no slot of the window (ptlrpcd sends them, not the I/O engine).
+            let pings = self.rpcs.values().filter(|r| matches!(r.op, Op::Ping { .. })).count();
+            while self.rpcs.len() - pings < self.job.inflight.max(1) {
                 let Some(op) = self.todo.pop_front() else { break };
                 // A target being reconnected takes new requests once it is connected again.
                 if self.target_of(op).is_some_and(|t| self.imports[t].reconnecting && !matches!(op, Op::Connect { .. })) {
@@ -266,7 +278,9 @@ impl Osc {
                     self.fail(format!("{op:?}: {e}"));
                 }
             }
-            if self.rpcs.is_empty() && self.todo.is_empty() && self.parked.is_empty() && self.phase != Phase::Done {
+            // A phase ends when its RPCs have; a ping in flight holds back only the end.
+            let drained = self.rpcs.len() == if self.phase == Phase::Disconnect { 0 } else { pings };
+            if drained && self.todo.is_empty() && self.parked.is_empty() && self.phase != Phase::Done {
                 self.next_phase();
                 continue;
             }

@@ -129,7 +129,7 @@ impl Osc {
                 Ok(o) => self.fail(format!("{op:?}: size {} (expected {want})", o.size)),
                 Err(e) => self.fail(format!("{op:?}: {e}")),
             },
-            Op::Connect { .. } | Op::Sync { .. } | Op::Punch { .. } | Op::Destroy { .. } | Op::Disconnect { .. } => {}
+            Op::Connect { .. } | Op::Sync { .. } | Op::Punch { .. } | Op::Destroy { .. } | Op::Disconnect { .. } | Op::Ping { .. } => {}
         }
         self.release(node, rpc);
     }

@@ -71,6 +71,10 @@ pub struct Oss {
     pub bulk_timeouts: u64,
     /// The clock deadlines use (virtual under simulation).
     pub clock: crate::Clock,
+    /// `obd_timeout`: an export silent for PING_EVICT_TIMEOUT (derived from it) is evicted.
+    pub obd_timeout: Duration,
+    /// Exports the ping evictor removed.
+    pub evictions: u64,
 }
 
 /// Ops that change an object: they get a transaction number, and their xid is the export's
@@ -82,7 +86,7 @@ fn modifies(opc: u32) -> bool {
 impl Oss {
     /// Opens the OSTs and posts request buffers on OST_REQUEST, OST_IO and OST_CREATE.
     pub fn start(node: &mut Node, osts: Vec<Ost>) -> Result<Oss, String> {
-        let mut s = Oss { osts: osts.into_iter().map(|o| (o.index, o)).collect(), exports: HashMap::new(), next_export: record::base(node.lnet.incarnation()), waits: HashMap::new(), next_id: 1, trace: Vec::new(), rpcs: 0, active: HashMap::new(), resends_in_progress: 0, bulk_timeouts: 0, clock: crate::wall_clock() };
+        let mut s = Oss { osts: osts.into_iter().map(|o| (o.index, o)).collect(), exports: HashMap::new(), next_export: record::base(node.lnet.incarnation()), waits: HashMap::new(), next_id: 1, trace: Vec::new(), rpcs: 0, active: HashMap::new(), resends_in_progress: 0, bulk_timeouts: 0, clock: crate::wall_clock(), obd_timeout: crate::ptlrpc::pinger::OBD_TIMEOUT, evictions: 0 };
         for (portal, n) in [(portal::OST_REQUEST, REQ_BUFS), (portal::OST_IO, REQ_BUFS), (portal::OST_CREATE, REQ_BUFS)] {
             node.lnet.set_lazy(portal);
             for _ in 0..n {
@@ -96,6 +100,12 @@ impl Oss {
     fn id(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id
+    }
+
+    /// Time passing: bulk transfers past their deadline end, silent exports are evicted.
+    pub fn tick(&mut self, node: &mut Node) {
+        self.expire_bulk(node);
+        self.evict_silent(node);
     }
 
     /// Live exports (connected clients, one per client UUID and OST).
@@ -161,6 +171,8 @@ impl Oss {
         let Some(exp) = self.exports.get_mut(&body.handle).filter(|e| e.peer == peer) else {
             return self.error(node, &req, ENOTCONN);
         };
+        // `ptlrpc_update_export_timer`: any request shows the client is alive.
+        exp.last_request = now;
         // `ptlrpc_check_req`: a request of an older connection is dropped.
         if body.conn_cnt < exp.conn_cnt {
             return debug!(%peer, xid, "request from an old connection ({} < {}); dropped", body.conn_cnt, exp.conn_cnt);

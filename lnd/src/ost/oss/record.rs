@@ -2,6 +2,7 @@
 //! numbered.
 
 use crate::wire::ProcessId;
+use std::time::Instant;
 
 /// A connected client of one OST.
 pub(super) struct Export {
@@ -16,6 +17,8 @@ pub(super) struct Export {
     pub last_mod_xid: u64,
     /// Connect flags both sides have (`exp_connect_data.ocd_connect_flags`).
     pub flags: u64,
+    /// When its last request arrived (`exp_last_request_time`): the ping evictor's clock.
+    pub last_request: Instant,
 }
 
 /// Export handles of one OSS instance start from its LNet incarnation, so a restarted OSS never
