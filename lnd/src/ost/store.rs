@@ -130,6 +130,11 @@ impl Ost {
         Ok(v)
     }
 
+    /// How many objects the OST holds.
+    pub fn objects(&self) -> usize {
+        self.sizes.len()
+    }
+
     pub fn size(&self, oid: u64) -> Result<u64, i32> {
         self.sizes.get(&oid).copied().ok_or(ENOENT)
     }

@@ -55,7 +55,8 @@ impl Oss {
         };
         info!(%uuid, ost = idx, handle, conn_cnt = body.conn_cnt, reconnect = known.is_some(), "client connected");
         let last_request = (self.clock)();
-        self.exports.insert(handle, Export { peer: req.peer, uuid, ost: idx, conn_cnt: body.conn_cnt, last_xid: 0, last_mod_xid: 0, flags, last_request });
+        let creates = self.exports.remove(&handle).map(|e| e.creates).unwrap_or_default();
+        self.exports.insert(handle, Export { peer: req.peer, uuid, ost: idx, conn_cnt: body.conn_cnt, last_xid: 0, last_mod_xid: 0, flags, last_request, creates });
         let reply = ConnectData { flags, version: ocd.version, index: idx, brw_size: crate::wire::LNET_MTU, cksum_types, instance: (self.next_export & 0xffff) as u32, maxbytes: super::super::store::MAX_OBJECT_BYTES };
         req.handle = handle;
         self.send(node, &req, PTL_RPC_MSG_REPLY, 0, vec![reply.emit()], 0, op_flags);

@@ -108,6 +108,11 @@ impl Oss {
         self.evict_silent(node);
     }
 
+    /// OST `index`, if this OSS serves it.
+    pub fn ost(&self, index: u32) -> Option<&Ost> {
+        self.osts.get(&index)
+    }
+
     /// Live exports (connected clients, one per client UUID and OST).
     pub fn exports(&self) -> usize {
         self.exports.len()
@@ -184,6 +189,8 @@ impl Oss {
         }
         // `process_req_last_xid`: the client has replies for everything up to `last_xid`.
         exp.last_xid = exp.last_xid.max(body.last_xid);
+        let replied = exp.last_xid;
+        exp.creates.retain(|&x, _| x > replied); // `tgt_release_reply_data`
         if xid == 0 || (xid <= exp.last_xid && body.flags & MSG_REPLAY == 0) {
             warn!(%peer, xid, last_xid = exp.last_xid, "request at or below the export's last xid");
             return self.error(node, &req, EPROTO);
@@ -224,10 +231,28 @@ impl Oss {
                 return self.error(node, &req, EPROTO);
             }
         };
-        let o = self.osts.get_mut(&ost).expect("exports name our OSTs");
         let attr = |o: &Ost, oid| o.size(oid).map(|size| Obdo { valid: valid::FLID | valid::FLGROUP | valid::FLSIZE, oid, seq: ost as u64, size, ..Default::default() });
+        let created = |oid| Obdo { valid: valid::FLID | valid::FLGROUP, oid, seq: ost as u64, ..Default::default() };
+        if body.opc == opc::OST_CREATE {
+            // A resend whose first attempt created the object: its reply again
+            // (`tgt_handle_recovery` → reconstruct), not a second object.
+            let exp = self.exports.get_mut(&req.handle).expect("the gate found it");
+            if let Some(&(oid, transno)) = exp.creates.get(&req.xid).filter(|_| body.flags & MSG_RESENT != 0) {
+                debug!(xid = req.xid, oid, "resent CREATE: reconstructed");
+                return self.reply(node, &req, 0, vec![created(oid).emit()], transno);
+            }
+            let o = self.osts.get_mut(&ost).expect("exports name our OSTs");
+            return match o.create() {
+                Ok(oid) => {
+                    let transno = o.next_transno();
+                    exp.creates.insert(req.xid, (oid, transno));
+                    self.reply(node, &req, 0, vec![created(oid).emit()], transno)
+                }
+                Err(e) => self.reply(node, &req, e, vec![obdo.emit()], 0),
+            };
+        }
+        let o = self.osts.get_mut(&ost).expect("exports name our OSTs");
         let r: Result<Obdo, i32> = match body.opc {
-            opc::OST_CREATE => o.create().map(|oid| Obdo { valid: valid::FLID | valid::FLGROUP, oid, seq: ost as u64, ..Default::default() }),
             opc::OST_DESTROY => o.destroy(obdo.oid).map(|_| obdo),
             opc::OST_GETATTR => attr(o, obdo.oid),
             // `ofd_setattr_hdl`: a size change by SETATTR could truncate by accident (bug 12203).

@@ -2,6 +2,7 @@
 //! numbered.
 
 use crate::wire::ProcessId;
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 /// A connected client of one OST.
@@ -19,6 +20,10 @@ pub(super) struct Export {
     pub flags: u64,
     /// When its last request arrived (`exp_last_request_time`): the ping evictor's clock.
     pub last_request: Instant,
+    /// Reply data of CREATEs (`tg_reply_data`): xid -> (object id, transno), so a resend whose
+    /// reply was lost gets the object its first attempt made. Kept across reconnects; dropped
+    /// once the client's `pb_last_xid` says it has the reply.
+    pub creates: BTreeMap<u64, (u64, u64)>,
 }
 
 /// Export handles of one OSS instance start from its LNet incarnation, so a restarted OSS never
