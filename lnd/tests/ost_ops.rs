@@ -62,3 +62,36 @@ fn a_lost_create_reply_leaves_no_empty_object() {
     let objects = r.oss.ost(0).unwrap().objects() + r.oss.ost(1).unwrap().objects();
     assert_eq!(objects, rep.objects.len(), "objects on the OSTs vs objects the job used: {:?}", rep.objects);
 }
+
+/// A SYNC body: object `oid`, bytes [start, end] (o_size and o_blocks, as `osc_sync_base`).
+fn sync_body(oid: u64, start: u64, end: u64) -> Obdo {
+    Obdo { valid: valid::FLID | valid::FLGROUP | valid::FLSIZE | valid::FLBLOCKS, size: start, blocks: end, ..obdo(oid) }
+}
+
+/// Item 10, SYNC: only the object and the byte range the request names are made durable
+/// (`ofd_sync_hdl` → `tgt_sync` → `dt_object_sync(start, end)`, end inclusive as in
+/// `vfs_fsync_range`); a range past the end covers what exists; no object means the whole OST.
+/// Before: the whole object was synced whatever the range.
+#[test]
+fn sync_covers_the_range_it_names() {
+    let mut r = Rig::new(72);
+    let h = connect(&mut r, 0, "raw-l_UUID", 0xb000);
+    let (a, b) = (create(&mut r, h, 0xb080), create(&mut r, h, 0xb100));
+    let mut xid = 0xb100;
+    for oid in [a, b] {
+        xid += 0x80;
+        let body = PtlrpcBody { mbits: xid, ..req(opc::OST_WRITE, h, xid - 1) };
+        let rep = r.raw(portal::OST_IO, xid, body, brw_bufs(obdo(oid), 0, 8192, OBD_BRW_WRITE), Some(Bulk::Source(vec![4; 8192], xid)), W).unwrap();
+        assert_eq!(rep.body.status, 0);
+    }
+    let mut sync = |r: &mut Rig, o: Obdo| {
+        xid += 0x80;
+        let rep = r.raw(portal::OST_REQUEST, xid, req(opc::OST_SYNC, h, xid - 1), vec![o.emit()], None, W).unwrap();
+        assert_eq!(rep.body.status, 0, "{rep:?}");
+        r.oss.ost(0).unwrap().synced_bytes()
+    };
+    assert_eq!(sync(&mut r, sync_body(a, 4096, 8191)), 4096, "SYNC of 4 KiB of one object");
+    assert_eq!(sync(&mut r, sync_body(b, 6000, OBD_OBJECT_EOF)), 4096 + 2192, "a range past the end covers what exists");
+    assert_eq!(sync(&mut r, sync_body(b, 9000, OBD_OBJECT_EOF)), 4096 + 2192, "nothing there, nothing synced");
+    assert_eq!(sync(&mut r, obdo(a)), 4096 + 2192 + 8192, "no range: the whole object");
+}

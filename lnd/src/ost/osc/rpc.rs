@@ -213,10 +213,16 @@ impl Osc {
                 let bufs = vec![body.emit(), IoObj { oid, seq: body.seq, max_brw: 0, bufcnt: 1 }.emit(), NioBuf { offset: obj_off, len, flags: flag }.emit(), vec![], vec![]];
                 (t, if write { opc::OST_WRITE } else { opc::OST_READ }, portal::OST_IO, bufs, Some((write, data, len)))
             }
-            Op::Sync { file, stripe } | Op::Getattr { file, stripe, .. } => {
+            Op::Sync { file, stripe } => {
+                // As fsync(2) of the whole file: [0, OBD_OBJECT_EOF] in o_size and o_blocks.
                 let (t, oid) = self.object(file, stripe)?;
-                let opc = if let Op::Sync { .. } = op { opc::OST_SYNC } else { opc::OST_GETATTR };
-                (t, opc, portal::OST_REQUEST, vec![obdo_of(oid, t, self).emit()], None)
+                let o = obdo_of(oid, t, self);
+                let b = Obdo { valid: o.valid | valid::FLSIZE | valid::FLBLOCKS, size: 0, blocks: OBD_OBJECT_EOF, ..o };
+                (t, opc::OST_SYNC, portal::OST_REQUEST, vec![b.emit()], None)
+            }
+            Op::Getattr { file, stripe, .. } => {
+                let (t, oid) = self.object(file, stripe)?;
+                (t, opc::OST_GETATTR, portal::OST_REQUEST, vec![obdo_of(oid, t, self).emit()], None)
             }
             Op::Destroy { file, stripe } => {
                 let (t, oid) = self.object(file, stripe)?;

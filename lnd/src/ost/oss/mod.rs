@@ -264,9 +264,14 @@ impl Oss {
                 }
                 punch_start(obdo.size, obdo.blocks).and_then(|start| o.truncate(obdo.oid, start)).and_then(|_| attr(o, obdo.oid))
             }
-            // `ofd_sync_hdl`: the object named, or with none the whole OST.
-            opc::OST_SYNC if obdo.oid == 0 => o.sync(None).map(|_| Obdo::default()),
-            opc::OST_SYNC => o.sync(Some(obdo.oid)).and_then(|_| attr(o, obdo.oid)),
+            // `ofd_sync_hdl`: the object and byte range named ([o_size, o_blocks]; without
+            // them the whole object), or with no object the whole OST.
+            opc::OST_SYNC if obdo.oid == 0 => o.sync_all().map(|_| Obdo::default()),
+            opc::OST_SYNC => {
+                let ranged = obdo.valid & (valid::FLSIZE | valid::FLBLOCKS) == valid::FLSIZE | valid::FLBLOCKS;
+                let (start, end) = if ranged { (obdo.size, obdo.blocks) } else { (0, OBD_OBJECT_EOF) };
+                o.sync_range(obdo.oid, start, end).and_then(|_| attr(o, obdo.oid))
+            }
             opc::OST_WRITE | opc::OST_READ => return self.brw(node, req, body, obdo, ost),
             other => {
                 warn!(opc = other, "unsupported opcode");
