@@ -95,3 +95,53 @@ fn sync_covers_the_range_it_names() {
     assert_eq!(sync(&mut r, sync_body(b, 9000, OBD_OBJECT_EOF)), 4096 + 2192, "nothing there, nothing synced");
     assert_eq!(sync(&mut r, obdo(a)), 4096 + 2192 + 8192, "no range: the whole object");
 }
+
+/// A FALLOCATE body: object `oid`, [start, end) in o_size and o_blocks, `mode` in o_nlink.
+fn falloc_body(oid: u64, start: u64, end: u64, mode: u32) -> Obdo {
+    Obdo { cksum: mode, ..sync_body(oid, start, end) }
+}
+
+/// Item 10, OST_FALLOCATE (`ofd_fallocate_hdl`), to OST_IO: preallocation extends the size,
+/// KEEP_SIZE does not, PUNCH_HOLE zeroes data and keeps the size; a request without
+/// FLSIZE|FLBLOCKS or with a mode the OFD does not take gets -EOPNOTSUPP, start >= end -EINVAL,
+/// a range past the OST's space an error — and the OSS keeps serving. Before: every FALLOCATE
+/// got -EOPNOTSUPP ("unsupported opcode").
+#[test]
+fn fallocate_as_the_ofd_does_it() {
+    let mut r = Rig::new(73);
+    let h = connect(&mut r, 1, "raw-m_UUID", 0xc000);
+    let oid = create(&mut r, h, 0xc080);
+    let b = Obdo { seq: 1, ..obdo(oid) };
+    let body = PtlrpcBody { mbits: 0xc100, ..req(opc::OST_WRITE, h, 0xc0ff) };
+    assert_eq!(r.raw(portal::OST_IO, 0xc100, body, brw_bufs(b, 0, 8192, OBD_BRW_WRITE), Some(Bulk::Source(vec![3; 8192], 0xc100)), W).unwrap().body.status, 0);
+    let mut xid = 0xc100;
+    let mut fallocate = |r: &mut Rig, o: Obdo| {
+        xid += 0x80;
+        r.raw(portal::OST_IO, xid, req(opc::OST_FALLOCATE, h, xid - 1), vec![Obdo { seq: 1, ..o }.emit()], None, W).expect("the OSS answers")
+    };
+    let rep = fallocate(&mut r, falloc_body(oid, 4096, 65536, 0));
+    assert_eq!((rep.body.status, rep.body.msg_type), (0, PTL_RPC_MSG_REPLY), "FALLOCATE refused");
+    assert_eq!(rep.obdo().size, 65536, "preallocation extends the size");
+    assert!(rep.body.transno > 0, "a change has a transaction number");
+    let rep = fallocate(&mut r, falloc_body(oid, 0, 1 << 20, falloc::KEEP_SIZE));
+    assert_eq!((rep.body.status, rep.obdo().size), (0, 65536));
+    let rep = fallocate(&mut r, falloc_body(oid, 1000, 3000, falloc::PUNCH_HOLE));
+    assert_eq!((rep.body.status, rep.obdo().size), (0, 65536));
+    for (o, want) in [
+        (Obdo { valid: valid::FLID | valid::FLGROUP, ..falloc_body(oid, 0, 10, 0) }, -95),
+        (falloc_body(oid, 0, 10, 0x8), -95),
+        (falloc_body(oid, 10, 10, 0), -22),
+        (falloc_body(oid, 100, 10, 0), -22),
+        (falloc_body(oid, 0, u64::MAX, 0), -27),
+        (falloc_body(oid, 0, 1 << 30, 0), -28),
+        (falloc_body(oid + 7, 0, 10, 0), -2),
+    ] {
+        let rep = fallocate(&mut r, o);
+        assert_eq!((rep.body.status, rep.body.msg_type), (want, PTL_RPC_MSG_REPLY), "{o:?}");
+    }
+    xid += 0x80;
+    let body = PtlrpcBody { mbits: xid, ..req(opc::OST_READ, h, xid - 1) };
+    let rep = r.raw(portal::OST_IO, xid, body, brw_bufs(b, 0, 8192, OBD_BRW_READ), Some(Bulk::Sink(8192, xid)), W).unwrap();
+    let data = rep.sunk.unwrap().0;
+    assert!(data[..1000].iter().all(|&x| x == 3) && data[1000..3000].iter().all(|&x| x == 0) && data[3000..].iter().all(|&x| x == 3), "the hole is not where it was punched");
+}

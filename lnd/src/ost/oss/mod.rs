@@ -80,7 +80,7 @@ pub struct Oss {
 /// Ops that change an object: they get a transaction number, and their xid is the export's
 /// "last xid" that a copy without MSG_RESENT must not reuse (`lcd_last_xid`).
 fn modifies(opc: u32) -> bool {
-    matches!(opc, opc::OST_CREATE | opc::OST_DESTROY | opc::OST_SETATTR | opc::OST_PUNCH | opc::OST_WRITE)
+    matches!(opc, opc::OST_CREATE | opc::OST_DESTROY | opc::OST_SETATTR | opc::OST_PUNCH | opc::OST_WRITE | opc::OST_FALLOCATE)
 }
 
 impl Oss {
@@ -264,6 +264,10 @@ impl Oss {
                 }
                 punch_start(obdo.size, obdo.blocks).and_then(|start| o.truncate(obdo.oid, start)).and_then(|_| attr(o, obdo.oid))
             }
+            // `ofd_fallocate_hdl`: [o_size, o_blocks) with FLSIZE|FLBLOCKS, the mode in
+            // o_falloc_mode; a handler error is a normal reply.
+            opc::OST_FALLOCATE if obdo.valid & (valid::FLSIZE | valid::FLBLOCKS) != valid::FLSIZE | valid::FLBLOCKS => Err(EOPNOTSUPP),
+            opc::OST_FALLOCATE => o.fallocate(obdo.oid, obdo.size, obdo.blocks, obdo.cksum).and_then(|_| attr(o, obdo.oid)),
             // `ofd_sync_hdl`: the object and byte range named ([o_size, o_blocks]; without
             // them the whole object), or with no object the whole OST.
             opc::OST_SYNC if obdo.oid == 0 => o.sync_all().map(|_| Obdo::default()),
