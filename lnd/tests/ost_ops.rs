@@ -145,3 +145,18 @@ fn fallocate_as_the_ofd_does_it() {
     let data = rep.sunk.unwrap().0;
     assert!(data[..1000].iter().all(|&x| x == 3) && data[1000..3000].iter().all(|&x| x == 0) && data[3000..].iter().all(|&x| x == 3), "the hole is not where it was punched");
 }
+
+/// The client issues OST_FALLOCATE: a job with `fallocate` preallocates each object to its
+/// final size before writing it (the job arrives as JSON, as the harness sends it), and the
+/// files read back whole. Before: `fallocate` was an unknown field of the job.
+#[test]
+fn a_job_preallocates_its_objects() {
+    let mut r = Rig::new(74);
+    let mut v = serde_json::to_value(job("prealloc", 0)).unwrap();
+    v["fallocate"] = serde_json::json!(true);
+    let j: lnd::ost::osc::IoJob = serde_json::from_value(v).expect("a job with fallocate");
+    let rep = r.run_jobs(vec![j]).remove(0);
+    assert_eq!((rep.errors, rep.bytes_verified), (0, rep.bytes_written), "{rep:?}");
+    let ok = r.oss.trace.iter().filter(|v| v["rpc"] == "OST_FALLOCATE" && v["status"] == 0).count();
+    assert_eq!(ok, rep.objects.len(), "one FALLOCATE per object");
+}

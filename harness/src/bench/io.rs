@@ -65,6 +65,7 @@ pub fn run(opts: &IoBenchOpts) -> anyhow::Result<Vec<Metric>> {
         inflight: opts.inflight,
         verify: true,
         punch: false,
+        fallocate: false,
         destroy: true,
         checksum: false,
         compare: false,

@@ -32,6 +32,7 @@ pub fn job(name: &str, first_file: u64) -> IoJob {
         inflight: 8,
         verify: true,
         punch: false,
+        fallocate: false,
         destroy: false,
         checksum: true,
         compare: true,

@@ -40,6 +40,9 @@ pub struct IoJob {
     pub verify: bool,
     #[serde(default)]
     pub punch: bool,
+    /// Preallocate each object to its final size (OST_FALLOCATE) before writing it.
+    #[serde(default)]
+    pub fallocate: bool,
     #[serde(default)]
     pub destroy: bool,
     /// CRC32C on bulk data (Lustre's `checksums=1`).
@@ -113,6 +116,7 @@ pub struct IoReport {
 enum Phase {
     Connect,
     Create,
+    Fallocate,
     Write,
     Sync,
     Read,
@@ -128,6 +132,7 @@ fn phase_name(p: Phase) -> &'static str {
     match p {
         Phase::Connect => "connect",
         Phase::Create => "create",
+        Phase::Fallocate => "fallocate",
         Phase::Write => "write",
         Phase::Sync => "sync",
         Phase::Read => "read",
@@ -212,7 +217,8 @@ impl Osc {
         loop {
             self.phase = match self.phase {
                 Phase::Connect => Phase::Create,
-                Phase::Create => Phase::Write,
+                Phase::Create => Phase::Fallocate,
+                Phase::Fallocate => Phase::Write,
                 Phase::Write => Phase::Sync,
                 Phase::Sync => Phase::Read,
                 Phase::Read => Phase::Getattr,
@@ -225,7 +231,8 @@ impl Osc {
             let ops: Vec<Op> = match self.phase {
                 Phase::Create if self.job.objects.is_some() => Vec::new(),
                 Phase::Create => stripes(self).into_iter().map(|(file, stripe)| Op::Create { file, stripe }).collect(),
-                Phase::Write | Phase::Sync if !self.job.write => Vec::new(),
+                Phase::Fallocate | Phase::Write | Phase::Sync if !self.job.write => Vec::new(),
+                Phase::Fallocate if self.job.fallocate => stripes(self).into_iter().map(|(file, stripe)| Op::Fallocate { file, stripe, len: self.object_size(stripe) }).filter(|op| !matches!(op, Op::Fallocate { len: 0, .. })).collect(),
                 Phase::Write => self.files().flat_map(|file| (0..self.chunks()).map(move |chunk| Op::Write { file, chunk })).collect(),
                 Phase::Sync => stripes(self).into_iter().map(|(file, stripe)| Op::Sync { file, stripe }).collect(),
                 Phase::Read if self.job.verify => self.files().flat_map(|file| (0..self.chunks()).map(move |chunk| Op::Read { file, chunk })).collect(),

@@ -124,6 +124,11 @@ impl Osc {
                     self.report.bytes_verified += len as u64;
                 }
             }
+            Op::Fallocate { len, .. } => match obdo {
+                Ok(o) if o.size >= len => {}
+                Ok(o) => self.fail(format!("{op:?}: size {} after preallocating {len} bytes", o.size)),
+                Err(e) => self.fail(format!("{op:?}: {e}")),
+            },
             Op::Getattr { want, .. } => match obdo {
                 Ok(o) if o.size == want => {}
                 Ok(o) => self.fail(format!("{op:?}: size {} (expected {want})", o.size)),

@@ -162,7 +162,7 @@ impl Osc {
             Op::Connect { t } | Op::Disconnect { t } | Op::Ping { t } => Some(t),
             Op::Create { file, stripe } => Some(((file * self.job.stripe_count as u64 + stripe as u64) % self.job.targets.len() as u64) as usize),
             Op::Write { file, chunk } | Op::Read { file, chunk } => self.object(file, self.chunk(chunk).0).ok().map(|x| x.0),
-            Op::Sync { file, stripe } | Op::Getattr { file, stripe, .. } | Op::Punch { file, stripe, .. } | Op::Destroy { file, stripe } => self.object(file, stripe).ok().map(|x| x.0),
+            Op::Sync { file, stripe } | Op::Getattr { file, stripe, .. } | Op::Punch { file, stripe, .. } | Op::Fallocate { file, stripe, .. } | Op::Destroy { file, stripe } => self.object(file, stripe).ok().map(|x| x.0),
         }
     }
 
@@ -227,6 +227,13 @@ impl Osc {
             Op::Destroy { file, stripe } => {
                 let (t, oid) = self.object(file, stripe)?;
                 (t, opc::OST_DESTROY, portal::OST_IO, vec![obdo_of(oid, t, self).emit()], None)
+            }
+            Op::Fallocate { file, stripe, len } => {
+                // `osc_fallocate_base`: [0, len) in o_size and o_blocks, mode 0 in o_nlink.
+                let (t, oid) = self.object(file, stripe)?;
+                let o = obdo_of(oid, t, self);
+                let b = Obdo { valid: o.valid | valid::FLSIZE | valid::FLBLOCKS, size: 0, blocks: len, cksum: 0, ..o };
+                (t, opc::OST_FALLOCATE, portal::OST_IO, vec![b.emit()], None)
             }
             Op::Punch { file, stripe, from } => {
                 // A truncate: [from, OBD_OBJECT_EOF) in o_size and o_blocks.

@@ -15,6 +15,8 @@ pub(super) enum Op {
     Sync { file: u64, stripe: u32 },
     Getattr { file: u64, stripe: u32, want: u64 },
     Punch { file: u64, stripe: u32, from: u64 },
+    /// OST_FALLOCATE of [0, len) (mode 0: the size becomes len).
+    Fallocate { file: u64, stripe: u32, len: u64 },
     Destroy { file: u64, stripe: u32 },
     Disconnect { t: usize },
     /// OBD_PING on an idle import (`ptlrpc_ping`).
