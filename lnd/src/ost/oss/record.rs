@@ -26,6 +26,10 @@ pub(super) struct Export {
     pub creates: BTreeMap<u64, (u64, u64)>,
 }
 
+/// The most CREATE replies an export keeps for reconstruction (far more than a client has in
+/// flight); past it the oldest go, so a client that never advances `pb_last_xid` cannot grow them.
+pub(super) const MAX_REPLY_DATA: usize = 1024;
+
 /// Export handles of one OSS instance start from its LNet incarnation, so a restarted OSS never
 /// hands out a handle an old connection still uses.
 pub(super) fn base(incarnation: u64) -> u64 {
