@@ -9,24 +9,6 @@ use std::time::Duration;
 
 const W: Duration = Duration::from_secs(2);
 
-/// Connects the raw client to OST `ost`; returns the export handle.
-fn connect(r: &mut Rig, ost: u32, uuid: &str, xid: u64) -> u64 {
-    connect_n(r, ost, uuid, xid, 1)
-}
-
-/// As `connect`, with the connection count `conn_cnt`.
-fn connect_n(r: &mut Rig, ost: u32, uuid: &str, xid: u64, conn_cnt: u32) -> u64 {
-    let rep = r.raw(portal::OST_REQUEST, xid, PtlrpcBody { conn_cnt, ..req(opc::OST_CONNECT, 0, 0) }, connect_bufs(ost, uuid), None, W).expect("connect reply");
-    assert_eq!(rep.body.status, 0, "{rep:?}");
-    rep.body.handle
-}
-
-fn create(r: &mut Rig, h: u64, xid: u64) -> u64 {
-    let rep = r.raw(portal::OST_REQUEST, xid, req(opc::OST_CREATE, h, xid - 1), vec![obdo(0).emit()], None, W).expect("create reply");
-    assert_eq!(rep.body.status, 0, "{rep:?}");
-    rep.obdo().oid
-}
-
 /// Item 1. Two jobs on one client with the run's seed: the second reads back and verifies what
 /// the first wrote. Before: both started their xids at `seed << 20`, and the OSS answered the
 /// second job's requests from its reply cache with the first job's replies (its CONNECT handle,

@@ -65,6 +65,7 @@ pub fn run(opts: &IoBenchOpts) -> anyhow::Result<Vec<Metric>> {
         inflight: opts.inflight,
         verify: true,
         punch: false,
+        fallocate: false,
         destroy: true,
         checksum: false,
         compare: false,
@@ -72,6 +73,7 @@ pub fn run(opts: &IoBenchOpts) -> anyhow::Result<Vec<Metric>> {
         write: true,
         timeout_ms: 5000,
         max_tries: 8,
+        obd_timeout_ms: 100_000,
     };
     let mut osc = Osc::new(job).map_err(anyhow::Error::msg)?;
     osc.pump(&mut c.node);

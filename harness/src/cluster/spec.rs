@@ -187,6 +187,9 @@ pub struct WorkloadSpec {
     pub verify: bool,
     #[serde(default)]
     pub punch: bool,
+    /// io: preallocate each object to its final size (OST_FALLOCATE) before writing it.
+    #[serde(default)]
+    pub fallocate: bool,
     #[serde(default)]
     pub destroy: bool,
     /// io: create and write nothing; read back and verify what the earlier io workload of this

@@ -365,7 +365,7 @@ impl Controller {
             o.pump(&mut self.node); // resends RPCs whose reply is overdue
         }
         if let Some(oss) = self.oss.as_mut() {
-            oss.expire_bulk(&mut self.node);
+            oss.tick(&mut self.node); // bulk deadlines, the ping evictor
         }
         let mut i = 0;
         while i < self.oscs.len() {

@@ -3,7 +3,8 @@
 //! Data survives an OSS restart; the configured size is enforced; no offset or size a request
 //! names can overflow or allocate more than it writes.
 
-use crate::ptlrpc::wire::rc::{EFBIG, EINVAL, EIO, ENOENT, ENOSPC};
+use crate::ptlrpc::wire::falloc;
+use crate::ptlrpc::wire::rc::{EFBIG, EINVAL, EIO, ENOENT, ENOSPC, EOPNOTSUPP};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -20,10 +21,17 @@ pub struct Ost {
     used: u64,
     last_id: u64,
     sizes: HashMap<u64, u64>,
+    /// Where space preallocated past an object's size (OST_FALLOCATE with KEEP_SIZE) ends; an
+    /// object takes max(size, this) of the OST. Not remembered across a restart.
+    reserved: HashMap<u64, u64>,
     /// `last_rcvd`: the last transaction number, kept across restarts.
     last_rcvd: File,
     last_transno: u64,
     last_committed: u64,
+    /// Bytes object syncs made durable (what a SYNC covered), for tests and stats.
+    synced_bytes: u64,
+    /// Each object's length at its last sync.
+    durable_len: HashMap<u64, u64>,
 }
 
 fn io_err(e: std::io::Error) -> i32 {
@@ -50,7 +58,7 @@ impl Ost {
         let last_id = read_u64(&dir.join("LAST_ID")).max(sizes.keys().max().copied().unwrap_or(0));
         let last_transno = read_u64(&dir.join("last_rcvd"));
         let last_rcvd = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(dir.join("last_rcvd"))?;
-        Ok(Ost { index, dir, limit, used, last_id, sizes, last_rcvd, last_transno, last_committed: last_transno })
+        Ok(Ost { index, dir, limit, used, last_id, sizes, reserved: HashMap::new(), last_rcvd, last_transno, last_committed: last_transno, synced_bytes: 0, durable_len: HashMap::new() })
     }
 
     fn path(&self, oid: u64) -> PathBuf {
@@ -79,24 +87,40 @@ impl Ost {
 
     pub fn destroy(&mut self, oid: u64) -> Result<(), i32> {
         let size = self.sizes.remove(&oid).ok_or(ENOENT)?;
-        self.used -= size;
+        self.used -= size.max(self.reserved.remove(&oid).unwrap_or(0));
         std::fs::remove_file(self.path(oid)).map_err(io_err)
     }
 
-    /// Accounts object `oid` at `new` bytes: EFBIG past the largest object, ENOSPC past the
-    /// OST's size.
-    fn resize(&mut self, oid: u64, new: u64) -> Result<(), i32> {
-        let old = *self.sizes.get(&oid).ok_or(ENOENT)?;
-        if new > MAX_OBJECT_BYTES {
+    fn reserved(&self, oid: u64) -> u64 {
+        self.reserved.get(&oid).copied().unwrap_or(0)
+    }
+
+    /// Accounts object `oid` at `size` bytes with space reserved up to `reserved`: EFBIG past
+    /// the largest object, ENOSPC when it grows past the OST's size.
+    fn account(&mut self, oid: u64, size: u64, reserved: u64) -> Result<(), i32> {
+        let old = (*self.sizes.get(&oid).ok_or(ENOENT)?).max(self.reserved(oid));
+        if size.max(reserved) > MAX_OBJECT_BYTES {
             return Err(EFBIG);
         }
+        let new = size.max(reserved);
         let used = self.used - old + new;
         if new > old && used > self.limit {
             return Err(ENOSPC);
         }
         self.used = used;
-        self.sizes.insert(oid, new);
+        self.sizes.insert(oid, size);
+        if reserved > size {
+            self.reserved.insert(oid, reserved);
+        } else {
+            self.reserved.remove(&oid);
+        }
         Ok(())
+    }
+
+    /// Object `oid` at `new` bytes; shrinking it frees what was reserved past the new size.
+    fn resize(&mut self, oid: u64, new: u64) -> Result<(), i32> {
+        let (size, r) = (*self.sizes.get(&oid).ok_or(ENOENT)?, self.reserved(oid));
+        self.account(oid, new, if new < size { r.min(new) } else { r })
     }
 
     /// The end of `[off, off + len)`, or EFBIG when it lies past the largest object.
@@ -107,14 +131,12 @@ impl Ost {
     pub fn write(&mut self, oid: u64, off: u64, data: &[u8]) -> Result<(), i32> {
         let f = self.file(oid)?;
         let end = Self::extent_end(off, data.len() as u64)?;
-        let size = self.sizes[&oid];
+        let (size, r) = (self.sizes[&oid], self.reserved(oid));
         if end > size {
             self.resize(oid, end)?;
         }
         f.write_all_at(data, off).map_err(|e| {
-            if end > size {
-                let _ = self.resize(oid, size);
-            }
+            let _ = self.account(oid, size, r);
             io_err(e)
         })
     }
@@ -130,6 +152,11 @@ impl Ost {
         Ok(v)
     }
 
+    /// How many objects the OST holds.
+    pub fn objects(&self) -> usize {
+        self.sizes.len()
+    }
+
     pub fn size(&self, oid: u64) -> Result<u64, i32> {
         self.sizes.get(&oid).copied().ok_or(ENOENT)
     }
@@ -137,29 +164,80 @@ impl Ost {
     /// Sets the size of `oid` (a PUNCH to OBD_OBJECT_EOF: it can also extend the object).
     pub fn truncate(&mut self, oid: u64, size: u64) -> Result<(), i32> {
         let f = self.file(oid)?;
-        let old = self.sizes[&oid];
+        let (old, r) = (self.sizes[&oid], self.reserved(oid));
         self.resize(oid, size)?;
         f.set_len(size).map_err(|e| {
-            let _ = self.resize(oid, old);
+            let _ = self.account(oid, old, r);
             io_err(e)
         })
     }
 
-    /// Makes object `oid` durable (`ofd_sync_hdl` for one object), or with `None` the whole
-    /// OST, which commits every transaction so far.
-    pub fn sync(&mut self, oid: Option<u64>) -> Result<(), i32> {
-        match oid {
-            Some(oid) => self.file(oid)?.sync_data().map_err(io_err),
-            None => {
-                for oid in self.sizes.keys() {
-                    self.file(*oid)?.sync_data().map_err(io_err)?;
-                }
-                self.last_rcvd.sync_data().map_err(io_err)?;
-                File::open(&self.dir).and_then(|d| d.sync_all()).map_err(|_| EIO)?;
-                self.last_committed = self.last_transno;
-                Ok(())
+    /// OST_FALLOCATE (`ofd_object_fallocate`) on `[start, end)` of `oid`: preallocates (the size
+    /// grows to `end` unless KEEP_SIZE; with it the space past the size is reserved), punches a
+    /// hole (PUNCH_HOLE, always KEEP_SIZE) or zeroes (ZERO_RANGE). Space is accounted before
+    /// anything is allocated. Where the file system cannot, the same effect by hand: zeros
+    /// written, the length set.
+    pub fn fallocate(&mut self, oid: u64, start: u64, end: u64, mode: u32) -> Result<(), i32> {
+        // In `ofd_fallocate_hdl`'s order: the range, then the mode.
+        if start >= end {
+            return Err(EINVAL);
+        }
+        if mode & !falloc::SUPPORTED != 0 {
+            return Err(EOPNOTSUPP);
+        }
+        let mode = if mode & falloc::PUNCH_HOLE != 0 { mode | falloc::KEEP_SIZE } else { mode };
+        if end > MAX_OBJECT_BYTES {
+            return Err(EFBIG);
+        }
+        let f = self.file(oid)?;
+        let (size, r) = (self.sizes[&oid], self.reserved(oid));
+        if mode & falloc::PUNCH_HOLE == 0 {
+            if mode & falloc::KEEP_SIZE != 0 {
+                self.account(oid, size, r.max(end))?;
+            } else {
+                self.account(oid, size.max(end), r)?;
             }
         }
+        allocate(&f, start, end, mode, size).inspect_err(|_| {
+            let _ = self.account(oid, size, r);
+        })
+    }
+
+    /// Makes bytes `[start, end]` of object `oid` durable (end inclusive, as `vfs_fsync_range`;
+    /// `dt_object_sync` for `ofd_sync_hdl`): `sync_file_range` over the part that exists, and
+    /// `fdatasync` as well when the object's length changed since its last sync (the length is
+    /// metadata only that persists). Returns the bytes of the range that exist.
+    pub fn sync_range(&mut self, oid: u64, start: u64, end: u64) -> Result<u64, i32> {
+        let f = self.file(oid)?;
+        let size = self.sizes[&oid];
+        let last = end.min(size.saturating_sub(1));
+        let n = if size == 0 || start > last { 0 } else { last - start + 1 };
+        if n > 0 {
+            use std::os::fd::AsRawFd;
+            let how = libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+            // SAFETY: a plain syscall on a descriptor we own; offsets are below the file size.
+            if unsafe { libc::sync_file_range(f.as_raw_fd(), start as i64, n as i64, how) } != 0 {
+                return Err(io_err(std::io::Error::last_os_error()));
+            }
+        }
+        if self.durable_len.get(&oid) != Some(&size) {
+            f.sync_data().map_err(io_err)?;
+            self.durable_len.insert(oid, size);
+        }
+        self.synced_bytes += n;
+        Ok(n)
+    }
+
+    /// Makes the whole OST durable (`dt_sync`), which commits every transaction so far.
+    pub fn sync_all(&mut self) -> Result<(), i32> {
+        for oid in self.sizes.keys() {
+            self.file(*oid)?.sync_data().map_err(io_err)?;
+        }
+        self.last_rcvd.sync_data().map_err(io_err)?;
+        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(|_| EIO)?;
+        self.durable_len = self.sizes.clone();
+        self.last_committed = self.last_transno;
+        Ok(())
     }
 
     /// A new transaction number for a change just made (kept in `last_rcvd`).
@@ -174,9 +252,40 @@ impl Ost {
         self.last_committed
     }
 
+    /// Bytes of objects made durable by object syncs so far.
+    pub fn synced_bytes(&self) -> u64 {
+        self.synced_bytes
+    }
+
     pub fn used(&self) -> u64 {
         self.used
     }
+}
+
+/// `fallocate(2)` on `f`, or its effect by hand where the file system does not support the mode.
+fn allocate(f: &File, start: u64, end: u64, mode: u32, size: u64) -> Result<(), i32> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain syscall on a descriptor we own; start < end <= MAX_OBJECT_BYTES fit i64.
+    if unsafe { libc::fallocate(f.as_raw_fd(), mode as i32, start as i64, (end - start) as i64) } == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() != Some(libc::EOPNOTSUPP) {
+        return Err(io_err(e));
+    }
+    if mode & (falloc::PUNCH_HOLE | falloc::ZERO_RANGE) != 0 {
+        let zeros = vec![0u8; 1 << 20];
+        let mut at = start;
+        while at < end.min(size) {
+            let n = (end.min(size) - at).min(zeros.len() as u64) as usize;
+            f.write_all_at(&zeros[..n], at).map_err(io_err)?;
+            at += n as u64;
+        }
+    }
+    if mode & falloc::KEEP_SIZE == 0 && end > size {
+        f.set_len(end).map_err(io_err)?;
+    }
+    Ok(())
 }
 
 /// A PUNCH's `[start, end)` checked as `ofd_punch_hdl` does: only a truncate (end =
@@ -210,8 +319,12 @@ mod tests {
         o.truncate(a, 4000).unwrap();
         assert_eq!((o.size(a), o.used()), (Ok(4000), 4000), "a truncate can extend");
         o.truncate(a, 102).unwrap();
-        o.sync(Some(a)).unwrap();
-        o.sync(None).unwrap();
+        assert_eq!(o.sync_range(a, 100, 101), Ok(2));
+        assert_eq!(o.sync_range(a, 50, crate::ptlrpc::wire::OBD_OBJECT_EOF), Ok(52), "up to the end");
+        assert_eq!(o.sync_range(a, 102, 200), Ok(0), "past the end");
+        assert_eq!(o.sync_range(a, 60, 50), Ok(0), "an empty range");
+        assert_eq!(o.synced_bytes(), 54);
+        o.sync_all().unwrap();
         let t = o.next_transno();
         drop(o);
         let mut o = Ost::open(0, d.path().join("ost0"), 10_000).unwrap();
@@ -227,6 +340,40 @@ mod tests {
         // LAST_ID: the destroyed newest object's id is not handed out again.
         let mut o = Ost::open(0, d.path().join("ost0"), 10_000).unwrap();
         assert!(o.create().unwrap() > b);
+    }
+
+    /// OST_FALLOCATE: preallocation grows the size, KEEP_SIZE reserves space past it (counted
+    /// against the OST, freed by a shrinking truncate or a destroy), a punched hole reads as
+    /// zeros; bad ranges and modes are refused, and nothing may reserve past the OST's size.
+    #[test]
+    fn fallocate_modes_and_space() {
+        let d = tempfile::tempdir().unwrap();
+        let mut o = Ost::open(0, d.path().join("ost0"), 1 << 20).unwrap();
+        let a = o.create().unwrap();
+        o.write(a, 0, &[7; 8192]).unwrap();
+        o.fallocate(a, 4096, 16384, 0).unwrap();
+        assert_eq!((o.size(a), o.used()), (Ok(16384), 16384), "preallocation extends");
+        o.fallocate(a, 0, 65536, falloc::KEEP_SIZE).unwrap();
+        assert_eq!((o.size(a), o.used()), (Ok(16384), 65536), "KEEP_SIZE reserves past the size");
+        o.write(a, 20000, &[1; 100]).unwrap();
+        assert_eq!(o.used(), 65536, "a write into reserved space takes no more");
+        o.fallocate(a, 1000, 3000, falloc::PUNCH_HOLE).unwrap();
+        let back = o.read(a, 0, 8192).unwrap();
+        assert!(back[..1000].iter().all(|&b| b == 7) && back[1000..3000].iter().all(|&b| b == 0) && back[3000..].iter().all(|&b| b == 7));
+        assert_eq!(o.size(a), Ok(20100), "a hole keeps the size");
+        o.fallocate(a, 0, 100, falloc::ZERO_RANGE | falloc::KEEP_SIZE).unwrap();
+        assert_eq!(o.read(a, 0, 1000).unwrap()[..100], [0; 100]);
+        assert_eq!((o.fallocate(a, 10, 10, 0), o.fallocate(a, 10, 5, 0)), (Err(EINVAL), Err(EINVAL)));
+        assert_eq!(o.fallocate(a, 0, 10, 0x8), Err(EOPNOTSUPP), "FALLOC_FL_COLLAPSE_RANGE");
+        assert_eq!(o.fallocate(a, 0, u64::MAX, 0), Err(EFBIG));
+        assert_eq!(o.fallocate(a, 0, 2 << 20, falloc::KEEP_SIZE), Err(ENOSPC));
+        assert_eq!(o.fallocate(a + 1, 0, 10, 0), Err(ENOENT));
+        assert_eq!(o.used(), 65536);
+        o.truncate(a, 100).unwrap();
+        assert_eq!(o.used(), 100, "a shrinking truncate frees the reservation");
+        o.fallocate(a, 0, 4096, falloc::KEEP_SIZE).unwrap();
+        o.destroy(a).unwrap();
+        assert_eq!(o.used(), 0);
     }
 
     /// Offsets and sizes near 2^64 are refused, not overflowed (before: `off + len` and

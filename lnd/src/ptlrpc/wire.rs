@@ -9,6 +9,8 @@ pub const IOOBJ_LEN: usize = 24;
 pub const NIOBUF_LEN: usize = 16;
 const MAX_BUFS: u32 = 32;
 
+pub use super::cksum::crc32c;
+
 pub mod portal {
     pub const OSC_REPLY: u32 = 4;
     pub const OST_IO: u32 = 6;
@@ -29,6 +31,7 @@ pub mod opc {
     pub const OST_DISCONNECT: u32 = 9;
     pub const OST_PUNCH: u32 = 10;
     pub const OST_SYNC: u32 = 16;
+    pub const OST_FALLOCATE: u32 = 22;
     pub const OBD_PING: u32 = 400;
 
     pub fn name(o: u32) -> &'static str {
@@ -43,6 +46,7 @@ pub mod opc {
             OST_DISCONNECT => "OST_DISCONNECT",
             OST_PUNCH => "OST_PUNCH",
             OST_SYNC => "OST_SYNC",
+            OST_FALLOCATE => "OST_FALLOCATE",
             OBD_PING => "OBD_PING",
             _ => "UNKNOWN",
         }
@@ -80,6 +84,14 @@ pub const MSG_REPLAY: u32 = 0x4;
 /// what replay needs (`MSG_CONNECT_REPLAYABLE`).
 pub const MSG_CONNECT_RECONNECT: u32 = 0x2;
 pub const MSG_CONNECT_REPLAYABLE: u32 = 0x4;
+/// OST_FALLOCATE modes (`o_falloc_mode`, Linux's FALLOC_FL_*): the ones `ofd_fallocate_hdl`
+/// takes; none set is a preallocation that extends the size.
+pub mod falloc {
+    pub const KEEP_SIZE: u32 = 0x01;
+    pub const PUNCH_HOLE: u32 = 0x02;
+    pub const ZERO_RANGE: u32 = 0x10;
+    pub const SUPPORTED: u32 = KEEP_SIZE | PUNCH_HOLE | ZERO_RANGE;
+}
 /// The end of a PUNCH that truncates (`OBD_OBJECT_EOF`): the only one an OST takes.
 pub const OBD_OBJECT_EOF: u64 = u64::MAX;
 /// Lustre's `PTLRPC_BULK_OPS_COUNT`: xids go up by this much, so a BRW could use the ones in
@@ -345,7 +357,8 @@ pub struct Obdo {
     pub size: u64,
     pub blocks: u64,
     pub flags: u32,
-    /// `o_nlink`, which carries the bulk checksum in BRW RPCs.
+    /// `o_nlink`, which carries the bulk checksum in BRW RPCs (`o_cksum`) and the mode in
+    /// OST_FALLOCATE (`o_falloc_mode`).
     pub cksum: u32,
     pub stripe_idx: u32,
 }
@@ -421,55 +434,6 @@ impl NioBuf {
         put32(&mut b, 12, self.flags);
         b
     }
-}
-
-/// CRC32C (Castagnoli), the bulk checksum lnetlab uses: the CPU's crc32 instruction when it
-/// has one (SSE4.2), else a table.
-pub fn crc32c(crc: u32, data: &[u8]) -> u32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("sse4.2") {
-            // SAFETY: the feature was just detected.
-            return unsafe { crc32c_sse42(crc, data) };
-        }
-    }
-    crc32c_table(crc, data)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "sse4.2")]
-unsafe fn crc32c_sse42(crc: u32, data: &[u8]) -> u32 {
-    use std::arch::x86_64::{_mm_crc32_u64, _mm_crc32_u8};
-    let mut c = !crc as u64;
-    let mut chunks = data.chunks_exact(8);
-    for w in &mut chunks {
-        c = _mm_crc32_u64(c, u64::from_le_bytes(w.try_into().unwrap()));
-    }
-    let mut c = c as u32;
-    for &b in chunks.remainder() {
-        c = _mm_crc32_u8(c, b);
-    }
-    !c
-}
-
-fn crc32c_table(mut crc: u32, data: &[u8]) -> u32 {
-    static TABLE: std::sync::OnceLock<[u32; 256]> = std::sync::OnceLock::new();
-    let t = TABLE.get_or_init(|| {
-        let mut t = [0u32; 256];
-        for (i, e) in t.iter_mut().enumerate() {
-            let mut c = i as u32;
-            for _ in 0..8 {
-                c = if c & 1 != 0 { 0x82F6_3B78 ^ (c >> 1) } else { c >> 1 };
-            }
-            *e = c;
-        }
-        t
-    });
-    crc = !crc;
-    for &b in data {
-        crc = t[((crc ^ b as u32) & 0xff) as usize] ^ (crc >> 8);
-    }
-    !crc
 }
 
 #[cfg(test)]
@@ -548,13 +512,20 @@ mod tests {
         assert_eq!(ConnectData::parse(&b, false), Ok(c));
     }
 
+    /// OST_FALLOCATE (22, `osc_fallocate_base`): [start, end) in o_size and o_blocks with
+    /// FLSIZE|FLBLOCKS, the mode in o_nlink (`o_falloc_mode`), to OST_IO.
     #[test]
-    fn crc32c_check_value() {
-        assert_eq!(crc32c(0, b"123456789"), 0xE306_9283);
-        assert_eq!(crc32c_table(0, b"123456789"), 0xE306_9283);
-        let big: Vec<u8> = (0..10_007u32).map(|i| (i * 31) as u8).collect();
-        assert_eq!(crc32c(7, &big), crc32c_table(7, &big));
-        assert_eq!(crc32c(crc32c(0, b"1234"), b"56789"), 0xE306_9283);
+    fn ost_fallocate_round_trip() {
+        let o = Obdo { valid: valid::FLID | valid::FLGROUP | valid::FLSIZE | valid::FLBLOCKS, oid: 9, seq: 1, size: 4096, blocks: 1 << 20, cksum: falloc::KEEP_SIZE, ..Default::default() };
+        let body = PtlrpcBody { msg_type: PTL_RPC_MSG_REQUEST, version: LUSTRE_OST_VERSION, opc: opc::OST_FALLOCATE, ..Default::default() };
+        let b = LustreMsg::new(0, vec![body.emit(), o.emit()]).emit();
+        // Header 40 (two buffers), ptlrpc_body @40, obdo @224.
+        assert_eq!((b.len(), &b[40 + 16..40 + 20]), (224 + 208, &22u32.to_le_bytes()[..]));
+        assert_eq!((&b[224 + 32..224 + 40], &b[224 + 64..224 + 72], &b[224 + 100..224 + 104]), (&4096u64.to_le_bytes()[..], &(1u64 << 20).to_le_bytes()[..], &1u32.to_le_bytes()[..]));
+        let m = LustreMsg::parse(&b).unwrap();
+        assert_eq!((m.body().unwrap().opc, Obdo::parse(m.buf(1, OBDO_LEN).unwrap(), false).unwrap()), (opc::OST_FALLOCATE, o));
+        assert_eq!(opc::name(opc::OST_FALLOCATE), "OST_FALLOCATE");
+        assert_eq!((falloc::KEEP_SIZE, falloc::PUNCH_HOLE, falloc::ZERO_RANGE), (libc::FALLOC_FL_KEEP_SIZE as u32, libc::FALLOC_FL_PUNCH_HOLE as u32, libc::FALLOC_FL_ZERO_RANGE as u32));
     }
 
     proptest! {

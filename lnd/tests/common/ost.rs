@@ -14,6 +14,9 @@ use lnd::ptlrpc::wire::*;
 use lnd::wire::ProcessId;
 use std::time::{Duration, Instant};
 
+/// How long a raw request waits for its reply.
+const W: Duration = Duration::from_secs(2);
+
 pub const OSS_NID: &str = "1@dma";
 
 pub fn job(name: &str, first_file: u64) -> IoJob {
@@ -29,6 +32,7 @@ pub fn job(name: &str, first_file: u64) -> IoJob {
         inflight: 8,
         verify: true,
         punch: false,
+        fallocate: false,
         destroy: false,
         checksum: true,
         compare: true,
@@ -36,6 +40,7 @@ pub fn job(name: &str, first_file: u64) -> IoJob {
         write: true,
         timeout_ms: 5000,
         max_tries: 8,
+        obd_timeout_ms: 100_000,
     }
 }
 
@@ -112,7 +117,7 @@ impl Rig {
         for (ci, o) in self.oscs.iter_mut() {
             o.pump(&mut self.nodes[*ci]);
         }
-        self.oss.expire_bulk(&mut self.nodes[0]);
+        self.oss.tick(&mut self.nodes[0]);
         any
     }
 
@@ -227,4 +232,22 @@ pub fn obdo(oid: u64) -> Obdo {
 /// BRW buffers: body, one ioobj, one niobuf.
 pub fn brw_bufs(body: Obdo, offset: u64, len: u32, flags: u32) -> Vec<Vec<u8>> {
     vec![body.emit(), IoObj { oid: body.oid, seq: body.seq, max_brw: 0, bufcnt: 1 }.emit(), NioBuf { offset, len, flags }.emit()]
+}
+
+/// Connects the raw client to OST `ost`; returns the export handle.
+pub fn connect(r: &mut Rig, ost: u32, uuid: &str, xid: u64) -> u64 {
+    connect_n(r, ost, uuid, xid, 1)
+}
+
+/// As `connect`, with the connection count `conn_cnt`.
+pub fn connect_n(r: &mut Rig, ost: u32, uuid: &str, xid: u64, conn_cnt: u32) -> u64 {
+    let rep = r.raw(portal::OST_REQUEST, xid, PtlrpcBody { conn_cnt, ..req(opc::OST_CONNECT, 0, 0) }, connect_bufs(ost, uuid), None, W).expect("connect reply");
+    assert_eq!(rep.body.status, 0, "{rep:?}");
+    rep.body.handle
+}
+
+pub fn create(r: &mut Rig, h: u64, xid: u64) -> u64 {
+    let rep = r.raw(portal::OST_REQUEST, xid, req(opc::OST_CREATE, h, xid - 1), vec![obdo(0).emit()], None, W).expect("create reply");
+    assert_eq!(rep.body.status, 0, "{rep:?}");
+    rep.obdo().oid
 }

@@ -19,7 +19,7 @@ pub fn run_workload(cluster: &mut Cluster, plan: &Plan, (w, earlier): (&Workload
         let mut job = json!({
             "name": format!("{}@{c}", w.name), "targets": plan.targets_for(c), "files": w.files, "file_size": w.size.0,
             "stripe_size": w.stripe_size.0, "stripe_count": w.stripe_count, "seed": plan.seed, "first_file": (k as u64) * w.files,
-            "inflight": w.inflight, "verify": w.verify, "punch": w.punch, "destroy": w.destroy,
+            "inflight": w.inflight, "verify": w.verify, "punch": w.punch, "fallocate": w.fallocate, "destroy": w.destroy,
             "max_tries": w.max_tries.unwrap_or(8),
             "timeout_ms": w.rpc_timeout.as_deref().map(parse_duration).transpose().map_err(anyhow::Error::msg)?.map(|d| d.as_millis() as u64).unwrap_or(5000),
         });

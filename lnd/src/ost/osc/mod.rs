@@ -6,6 +6,7 @@
 //! resends them (Lustre's `ptl_send_rpc`, `ptlrpc_set_mbits`, reconnect), `reply` interprets
 //! what comes back (`osc_brw_fini_request` and friends).
 
+mod pinger;
 mod reply;
 mod rpc;
 mod state;
@@ -39,6 +40,9 @@ pub struct IoJob {
     pub verify: bool,
     #[serde(default)]
     pub punch: bool,
+    /// Preallocate each object to its final size (OST_FALLOCATE) before writing it.
+    #[serde(default)]
+    pub fallocate: bool,
     #[serde(default)]
     pub destroy: bool,
     /// CRC32C on bulk data (Lustre's `checksums=1`).
@@ -61,6 +65,14 @@ pub struct IoJob {
     /// Attempts per RPC (resends and bulk redos) before it counts as failed.
     #[serde(default = "default_tries")]
     pub max_tries: u32,
+    /// `obd_timeout`: an import idle for a quarter of it is pinged, so the server does not
+    /// evict us (it waits six ping intervals).
+    #[serde(default = "default_obd_timeout")]
+    pub obd_timeout_ms: u64,
+}
+
+fn default_obd_timeout() -> u64 {
+    crate::ptlrpc::pinger::OBD_TIMEOUT.as_millis() as u64
 }
 
 fn default_tries() -> u32 {
@@ -104,6 +116,7 @@ pub struct IoReport {
 enum Phase {
     Connect,
     Create,
+    Fallocate,
     Write,
     Sync,
     Read,
@@ -119,6 +132,7 @@ fn phase_name(p: Phase) -> &'static str {
     match p {
         Phase::Connect => "connect",
         Phase::Create => "create",
+        Phase::Fallocate => "fallocate",
         Phase::Write => "write",
         Phase::Sync => "sync",
         Phase::Read => "read",
@@ -203,7 +217,8 @@ impl Osc {
         loop {
             self.phase = match self.phase {
                 Phase::Connect => Phase::Create,
-                Phase::Create => Phase::Write,
+                Phase::Create => Phase::Fallocate,
+                Phase::Fallocate => Phase::Write,
                 Phase::Write => Phase::Sync,
                 Phase::Sync => Phase::Read,
                 Phase::Read => Phase::Getattr,
@@ -216,7 +231,8 @@ impl Osc {
             let ops: Vec<Op> = match self.phase {
                 Phase::Create if self.job.objects.is_some() => Vec::new(),
                 Phase::Create => stripes(self).into_iter().map(|(file, stripe)| Op::Create { file, stripe }).collect(),
-                Phase::Write | Phase::Sync if !self.job.write => Vec::new(),
+                Phase::Fallocate | Phase::Write | Phase::Sync if !self.job.write => Vec::new(),
+                Phase::Fallocate if self.job.fallocate => stripes(self).into_iter().map(|(file, stripe)| Op::Fallocate { file, stripe, len: self.object_size(stripe) }).filter(|op| !matches!(op, Op::Fallocate { len: 0, .. })).collect(),
                 Phase::Write => self.files().flat_map(|file| (0..self.chunks()).map(move |chunk| Op::Write { file, chunk })).collect(),
                 Phase::Sync => stripes(self).into_iter().map(|(file, stripe)| Op::Sync { file, stripe }).collect(),
                 Phase::Read if self.job.verify => self.files().flat_map(|file| (0..self.chunks()).map(move |chunk| Op::Read { file, chunk })).collect(),
@@ -254,8 +270,11 @@ impl Osc {
     pub fn pump(&mut self, node: &mut Node) {
         self.resend_late(node);
         self.send_parked(node);
+        self.ping_idle(node);
         loop {
-            while self.rpcs.len() < self.job.inflight.max(1) {
+            // Pings use no slot of the window (ptlrpcd sends them, not the I/O engine).
+            let pings = self.rpcs.values().filter(|r| matches!(r.op, Op::Ping { .. })).count();
+            while self.rpcs.len() - pings < self.job.inflight.max(1) {
                 let Some(op) = self.todo.pop_front() else { break };
                 // A target being reconnected takes new requests once it is connected again.
                 if self.target_of(op).is_some_and(|t| self.imports[t].reconnecting && !matches!(op, Op::Connect { .. })) {
@@ -266,7 +285,9 @@ impl Osc {
                     self.fail(format!("{op:?}: {e}"));
                 }
             }
-            if self.rpcs.is_empty() && self.todo.is_empty() && self.parked.is_empty() && self.phase != Phase::Done {
+            // A phase ends when its RPCs have; a ping in flight holds back only the end.
+            let drained = self.rpcs.len() == if self.phase == Phase::Disconnect { 0 } else { pings };
+            if drained && self.todo.is_empty() && self.parked.is_empty() && self.phase != Phase::Done {
                 self.next_phase();
                 continue;
             }

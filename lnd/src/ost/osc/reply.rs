@@ -124,12 +124,17 @@ impl Osc {
                     self.report.bytes_verified += len as u64;
                 }
             }
+            Op::Fallocate { len, .. } => match obdo {
+                Ok(o) if o.size >= len => {}
+                Ok(o) => self.fail(format!("{op:?}: size {} after preallocating {len} bytes", o.size)),
+                Err(e) => self.fail(format!("{op:?}: {e}")),
+            },
             Op::Getattr { want, .. } => match obdo {
                 Ok(o) if o.size == want => {}
                 Ok(o) => self.fail(format!("{op:?}: size {} (expected {want})", o.size)),
                 Err(e) => self.fail(format!("{op:?}: {e}")),
             },
-            Op::Connect { .. } | Op::Sync { .. } | Op::Punch { .. } | Op::Destroy { .. } | Op::Disconnect { .. } => {}
+            Op::Connect { .. } | Op::Sync { .. } | Op::Punch { .. } | Op::Destroy { .. } | Op::Disconnect { .. } | Op::Ping { .. } => {}
         }
         self.release(node, rpc);
     }

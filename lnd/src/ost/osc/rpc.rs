@@ -29,6 +29,11 @@ impl Osc {
                 // A CONNECT is never resent: each attempt is a new one, with a new count.
                 Op::Connect { .. } => self.again(node, rpc, "timed out", false),
                 Op::Disconnect { .. } => self.again(node, rpc, "timed out", true),
+                // A ping is never resent: its timeout fails the import (`ptlrpc_ping`).
+                Op::Ping { t } => {
+                    self.release(node, rpc);
+                    self.fail_import(node, t, "a ping timed out");
+                }
                 _ => {
                     let Some(rpc) = self.end_attempt(node, rpc, "timed out") else { continue };
                     self.fail_import(node, rpc.t, "a request timed out");
@@ -122,6 +127,16 @@ impl Osc {
             self.release(node, rpc);
             return; // the server already forgot us: that is what we asked for
         }
+        if let Op::Ping { t } = rpc.op {
+            // The server evicted us or restarted: connect again; the ping itself is not resent.
+            let current = rpc.handle == self.imports[t].handle;
+            self.release(node, rpc);
+            if current {
+                warn!(job = %self.job.name, ost = self.job.targets[t].0, "ping: the server does not know our export (evicted?)");
+                self.fail_import(node, t, "ping refused");
+            }
+            return;
+        }
         let Some(rpc) = self.end_attempt(node, rpc, "not connected") else { return };
         let t = rpc.t;
         // Sent before a reconnect that is now over: it just goes again with the new handle.
@@ -144,10 +159,10 @@ impl Osc {
     /// The target an op goes to, when known before it is built.
     pub(super) fn target_of(&self, op: Op) -> Option<usize> {
         match op {
-            Op::Connect { t } | Op::Disconnect { t } => Some(t),
+            Op::Connect { t } | Op::Disconnect { t } | Op::Ping { t } => Some(t),
             Op::Create { file, stripe } => Some(((file * self.job.stripe_count as u64 + stripe as u64) % self.job.targets.len() as u64) as usize),
             Op::Write { file, chunk } | Op::Read { file, chunk } => self.object(file, self.chunk(chunk).0).ok().map(|x| x.0),
-            Op::Sync { file, stripe } | Op::Getattr { file, stripe, .. } | Op::Punch { file, stripe, .. } | Op::Destroy { file, stripe } => self.object(file, stripe).ok().map(|x| x.0),
+            Op::Sync { file, stripe } | Op::Getattr { file, stripe, .. } | Op::Punch { file, stripe, .. } | Op::Fallocate { file, stripe, .. } | Op::Destroy { file, stripe } => self.object(file, stripe).ok().map(|x| x.0),
         }
     }
 
@@ -172,6 +187,7 @@ impl Osc {
                 (t, opc::OST_CONNECT, portal::OST_REQUEST, vec![u, c, h, ocd.emit()], None)
             }
             Op::Disconnect { t } => (t, opc::OST_DISCONNECT, portal::OST_REQUEST, vec![], None),
+            Op::Ping { t } => (t, opc::OBD_PING, portal::OST_REQUEST, vec![], None),
             Op::Create { .. } => {
                 let t = self.target_of(op).expect("a create's target is its stripe's");
                 (t, opc::OST_CREATE, portal::OST_CREATE, vec![Obdo { valid: valid::FLGROUP, seq: self.job.targets[t].0 as u64, ..Default::default() }.emit()], None)
@@ -197,14 +213,27 @@ impl Osc {
                 let bufs = vec![body.emit(), IoObj { oid, seq: body.seq, max_brw: 0, bufcnt: 1 }.emit(), NioBuf { offset: obj_off, len, flags: flag }.emit(), vec![], vec![]];
                 (t, if write { opc::OST_WRITE } else { opc::OST_READ }, portal::OST_IO, bufs, Some((write, data, len)))
             }
-            Op::Sync { file, stripe } | Op::Getattr { file, stripe, .. } => {
+            Op::Sync { file, stripe } => {
+                // As fsync(2) of the whole file: [0, OBD_OBJECT_EOF] in o_size and o_blocks.
                 let (t, oid) = self.object(file, stripe)?;
-                let opc = if let Op::Sync { .. } = op { opc::OST_SYNC } else { opc::OST_GETATTR };
-                (t, opc, portal::OST_REQUEST, vec![obdo_of(oid, t, self).emit()], None)
+                let o = obdo_of(oid, t, self);
+                let b = Obdo { valid: o.valid | valid::FLSIZE | valid::FLBLOCKS, size: 0, blocks: OBD_OBJECT_EOF, ..o };
+                (t, opc::OST_SYNC, portal::OST_REQUEST, vec![b.emit()], None)
+            }
+            Op::Getattr { file, stripe, .. } => {
+                let (t, oid) = self.object(file, stripe)?;
+                (t, opc::OST_GETATTR, portal::OST_REQUEST, vec![obdo_of(oid, t, self).emit()], None)
             }
             Op::Destroy { file, stripe } => {
                 let (t, oid) = self.object(file, stripe)?;
                 (t, opc::OST_DESTROY, portal::OST_IO, vec![obdo_of(oid, t, self).emit()], None)
+            }
+            Op::Fallocate { file, stripe, len } => {
+                // `osc_fallocate_base`: [0, len) in o_size and o_blocks, mode 0 in o_nlink.
+                let (t, oid) = self.object(file, stripe)?;
+                let o = obdo_of(oid, t, self);
+                let b = Obdo { valid: o.valid | valid::FLSIZE | valid::FLBLOCKS, size: 0, blocks: len, cksum: 0, ..o };
+                (t, opc::OST_FALLOCATE, portal::OST_IO, vec![b.emit()], None)
             }
             Op::Punch { file, stripe, from } => {
                 // A truncate: [from, OBD_OBJECT_EOF) in o_size and o_blocks.
@@ -236,7 +265,8 @@ impl Osc {
         let up = user_ptr(TAG_OSC, id);
         let timeout = self.job.timeout_ms.div_ceil(1000).max(1) as u32;
         let imp = &self.imports[t];
-        let body = PtlrpcBody { msg_type: PTL_RPC_MSG_REQUEST, version: LUSTRE_OST_VERSION, opc, handle: imp.handle, flags: if resend { MSG_RESENT } else { 0 }, last_xid: self.known_replied(t, xid), conn_cnt: imp.conn_cnt, timeout, mbits, ..Default::default() };
+        let version = if opc == opc::OBD_PING { LUSTRE_OBD_VERSION } else { LUSTRE_OST_VERSION };
+        let body = PtlrpcBody { msg_type: PTL_RPC_MSG_REQUEST, version, opc, handle: imp.handle, flags: if resend { MSG_RESENT } else { 0 }, last_xid: self.known_replied(t, xid), conn_cnt: imp.conn_cnt, timeout, mbits, ..Default::default() };
         let mut all = vec![body.emit()];
         all.extend(bufs);
         let req = LustreMsg::new(0, all).emit();
@@ -260,6 +290,7 @@ impl Osc {
         self.bufs.insert(qmd, rseg);
         node.lnet.put(qmd, false, server, portal, xid, 0, 0).map_err(|e| e.to_string())?;
         self.report.rpcs += 1;
+        self.imports[t].last_sent = Some((self.clock)());
         let handle = self.imports[t].handle;
         self.rpcs.insert(id, Rpc { op, t, xid, reply_md, bulk: rpc_bulk, tries, sent_at: (self.clock)(), handle, cksum });
         Ok(())

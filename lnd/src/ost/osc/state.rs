@@ -15,8 +15,12 @@ pub(super) enum Op {
     Sync { file: u64, stripe: u32 },
     Getattr { file: u64, stripe: u32, want: u64 },
     Punch { file: u64, stripe: u32, from: u64 },
+    /// OST_FALLOCATE of [0, len) (mode 0: the size becomes len).
+    Fallocate { file: u64, stripe: u32, len: u64 },
     Destroy { file: u64, stripe: u32 },
     Disconnect { t: usize },
+    /// OBD_PING on an idle import (`ptlrpc_ping`).
+    Ping { t: usize },
 }
 
 /// Our connection to one target (`obd_import`).
@@ -28,6 +32,8 @@ pub(super) struct Import {
     pub reconnecting: bool,
     /// The target checksums bulk data with CRC32C (OBD_CONNECT_CKSUM).
     pub cksum: bool,
+    /// When a request last went to the target (the pinger pings after a quiet ping interval).
+    pub last_sent: Option<Instant>,
 }
 
 /// An RPC waiting to go again: after its target's reconnect (a resend, with its xid), or not

@@ -54,7 +54,9 @@ impl Oss {
             }
         };
         info!(%uuid, ost = idx, handle, conn_cnt = body.conn_cnt, reconnect = known.is_some(), "client connected");
-        self.exports.insert(handle, Export { peer: req.peer, uuid, ost: idx, conn_cnt: body.conn_cnt, last_xid: 0, last_mod_xid: 0, flags });
+        let last_request = (self.clock)();
+        let creates = self.exports.remove(&handle).map(|e| e.creates).unwrap_or_default();
+        self.exports.insert(handle, Export { peer: req.peer, uuid, ost: idx, conn_cnt: body.conn_cnt, last_xid: 0, last_mod_xid: 0, flags, last_request, creates });
         let reply = ConnectData { flags, version: ocd.version, index: idx, brw_size: crate::wire::LNET_MTU, cksum_types, instance: (self.next_export & 0xffff) as u32, maxbytes: super::super::store::MAX_OBJECT_BYTES };
         req.handle = handle;
         self.send(node, &req, PTL_RPC_MSG_REPLY, 0, vec![reply.emit()], 0, op_flags);
@@ -67,6 +69,23 @@ impl Oss {
         ids.sort_unstable();
         for id in ids {
             self.abandon_bulk(node, id, "the client reconnected");
+        }
+    }
+
+    /// The ping evictor (`ping_evictor_main`): an export whose client has sent nothing, not even
+    /// a ping, for PING_EVICT_TIMEOUT is dropped (`class_fail_export`) with its bulk transfers;
+    /// the client's next request gets -ENOTCONN and it connects again.
+    pub(super) fn evict_silent(&mut self, node: &mut Node) {
+        let now = (self.clock)();
+        let limit = crate::ptlrpc::pinger::ping_evict_timeout(self.obd_timeout);
+        let mut silent: Vec<u64> = self.exports.iter().filter(|(_, e)| now.saturating_duration_since(e.last_request) > limit).map(|(h, _)| *h).collect();
+        silent.sort_unstable(); // a fixed order keeps simulated runs replayable
+        for h in silent {
+            self.abort_bulk_of(node, h);
+            let e = self.exports.remove(&h).expect("listed above");
+            self.evictions += 1;
+            warn!(uuid = %e.uuid, ost = e.ost, handle = h, "evicting a client silent for more than {limit:?}");
+            self.trace.push(serde_json::json!({"evicted": e.uuid, "ost": e.ost, "peer": e.peer}));
         }
     }
 

@@ -71,18 +71,22 @@ pub struct Oss {
     pub bulk_timeouts: u64,
     /// The clock deadlines use (virtual under simulation).
     pub clock: crate::Clock,
+    /// `obd_timeout`: an export silent for PING_EVICT_TIMEOUT (derived from it) is evicted.
+    pub obd_timeout: Duration,
+    /// Exports the ping evictor removed.
+    pub evictions: u64,
 }
 
 /// Ops that change an object: they get a transaction number, and their xid is the export's
 /// "last xid" that a copy without MSG_RESENT must not reuse (`lcd_last_xid`).
 fn modifies(opc: u32) -> bool {
-    matches!(opc, opc::OST_CREATE | opc::OST_DESTROY | opc::OST_SETATTR | opc::OST_PUNCH | opc::OST_WRITE)
+    matches!(opc, opc::OST_CREATE | opc::OST_DESTROY | opc::OST_SETATTR | opc::OST_PUNCH | opc::OST_WRITE | opc::OST_FALLOCATE)
 }
 
 impl Oss {
     /// Opens the OSTs and posts request buffers on OST_REQUEST, OST_IO and OST_CREATE.
     pub fn start(node: &mut Node, osts: Vec<Ost>) -> Result<Oss, String> {
-        let mut s = Oss { osts: osts.into_iter().map(|o| (o.index, o)).collect(), exports: HashMap::new(), next_export: record::base(node.lnet.incarnation()), waits: HashMap::new(), next_id: 1, trace: Vec::new(), rpcs: 0, active: HashMap::new(), resends_in_progress: 0, bulk_timeouts: 0, clock: crate::wall_clock() };
+        let mut s = Oss { osts: osts.into_iter().map(|o| (o.index, o)).collect(), exports: HashMap::new(), next_export: record::base(node.lnet.incarnation()), waits: HashMap::new(), next_id: 1, trace: Vec::new(), rpcs: 0, active: HashMap::new(), resends_in_progress: 0, bulk_timeouts: 0, clock: crate::wall_clock(), obd_timeout: crate::ptlrpc::pinger::OBD_TIMEOUT, evictions: 0 };
         for (portal, n) in [(portal::OST_REQUEST, REQ_BUFS), (portal::OST_IO, REQ_BUFS), (portal::OST_CREATE, REQ_BUFS)] {
             node.lnet.set_lazy(portal);
             for _ in 0..n {
@@ -96,6 +100,17 @@ impl Oss {
     fn id(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id
+    }
+
+    /// Time passing: bulk transfers past their deadline end, silent exports are evicted.
+    pub fn tick(&mut self, node: &mut Node) {
+        self.expire_bulk(node);
+        self.evict_silent(node);
+    }
+
+    /// OST `index`, if this OSS serves it.
+    pub fn ost(&self, index: u32) -> Option<&Ost> {
+        self.osts.get(&index)
     }
 
     /// Live exports (connected clients, one per client UUID and OST).
@@ -161,6 +176,8 @@ impl Oss {
         let Some(exp) = self.exports.get_mut(&body.handle).filter(|e| e.peer == peer) else {
             return self.error(node, &req, ENOTCONN);
         };
+        // `ptlrpc_update_export_timer`: any request shows the client is alive.
+        exp.last_request = now;
         // `ptlrpc_check_req`: a request of an older connection is dropped.
         if body.conn_cnt < exp.conn_cnt {
             return debug!(%peer, xid, "request from an old connection ({} < {}); dropped", body.conn_cnt, exp.conn_cnt);
@@ -172,6 +189,8 @@ impl Oss {
         }
         // `process_req_last_xid`: the client has replies for everything up to `last_xid`.
         exp.last_xid = exp.last_xid.max(body.last_xid);
+        let replied = exp.last_xid;
+        exp.creates.retain(|&x, _| x > replied); // `tgt_release_reply_data`
         if xid == 0 || (xid <= exp.last_xid && body.flags & MSG_REPLAY == 0) {
             warn!(%peer, xid, last_xid = exp.last_xid, "request at or below the export's last xid");
             return self.error(node, &req, EPROTO);
@@ -212,10 +231,31 @@ impl Oss {
                 return self.error(node, &req, EPROTO);
             }
         };
-        let o = self.osts.get_mut(&ost).expect("exports name our OSTs");
         let attr = |o: &Ost, oid| o.size(oid).map(|size| Obdo { valid: valid::FLID | valid::FLGROUP | valid::FLSIZE, oid, seq: ost as u64, size, ..Default::default() });
+        let created = |oid| Obdo { valid: valid::FLID | valid::FLGROUP, oid, seq: ost as u64, ..Default::default() };
+        if body.opc == opc::OST_CREATE {
+            // A resend whose first attempt created the object: its reply again
+            // (`tgt_handle_recovery` → reconstruct), not a second object.
+            let exp = self.exports.get_mut(&req.handle).expect("the gate found it");
+            if let Some(&(oid, transno)) = exp.creates.get(&req.xid).filter(|_| body.flags & MSG_RESENT != 0) {
+                debug!(xid = req.xid, oid, "resent CREATE: reconstructed");
+                return self.reply(node, &req, 0, vec![created(oid).emit()], transno);
+            }
+            let o = self.osts.get_mut(&ost).expect("exports name our OSTs");
+            return match o.create() {
+                Ok(oid) => {
+                    let transno = o.next_transno();
+                    exp.creates.insert(req.xid, (oid, transno));
+                    if exp.creates.len() > record::MAX_REPLY_DATA {
+                        exp.creates.pop_first(); // a client that never says what it has
+                    }
+                    self.reply(node, &req, 0, vec![created(oid).emit()], transno)
+                }
+                Err(e) => self.reply(node, &req, e, vec![obdo.emit()], 0),
+            };
+        }
+        let o = self.osts.get_mut(&ost).expect("exports name our OSTs");
         let r: Result<Obdo, i32> = match body.opc {
-            opc::OST_CREATE => o.create().map(|oid| Obdo { valid: valid::FLID | valid::FLGROUP, oid, seq: ost as u64, ..Default::default() }),
             opc::OST_DESTROY => o.destroy(obdo.oid).map(|_| obdo),
             opc::OST_GETATTR => attr(o, obdo.oid),
             // `ofd_setattr_hdl`: a size change by SETATTR could truncate by accident (bug 12203).
@@ -227,9 +267,18 @@ impl Oss {
                 }
                 punch_start(obdo.size, obdo.blocks).and_then(|start| o.truncate(obdo.oid, start)).and_then(|_| attr(o, obdo.oid))
             }
-            // `ofd_sync_hdl`: the object named, or with none the whole OST.
-            opc::OST_SYNC if obdo.oid == 0 => o.sync(None).map(|_| Obdo::default()),
-            opc::OST_SYNC => o.sync(Some(obdo.oid)).and_then(|_| attr(o, obdo.oid)),
+            // `ofd_fallocate_hdl`: [o_size, o_blocks) with FLSIZE|FLBLOCKS, the mode in
+            // o_falloc_mode; a handler error is a normal reply.
+            opc::OST_FALLOCATE if obdo.valid & (valid::FLSIZE | valid::FLBLOCKS) != valid::FLSIZE | valid::FLBLOCKS => Err(EOPNOTSUPP),
+            opc::OST_FALLOCATE => o.fallocate(obdo.oid, obdo.size, obdo.blocks, obdo.cksum).and_then(|_| attr(o, obdo.oid)),
+            // `ofd_sync_hdl`: the object and byte range named ([o_size, o_blocks]; without
+            // them the whole object), or with no object the whole OST.
+            opc::OST_SYNC if obdo.oid == 0 => o.sync_all().map(|_| Obdo::default()),
+            opc::OST_SYNC => {
+                let ranged = obdo.valid & (valid::FLSIZE | valid::FLBLOCKS) == valid::FLSIZE | valid::FLBLOCKS;
+                let (start, end) = if ranged { (obdo.size, obdo.blocks) } else { (0, OBD_OBJECT_EOF) };
+                o.sync_range(obdo.oid, start, end).and_then(|_| attr(o, obdo.oid))
+            }
             opc::OST_WRITE | opc::OST_READ => return self.brw(node, req, body, obdo, ost),
             other => {
                 warn!(opc = other, "unsupported opcode");

@@ -2,6 +2,8 @@
 //! numbered.
 
 use crate::wire::ProcessId;
+use std::collections::BTreeMap;
+use std::time::Instant;
 
 /// A connected client of one OST.
 pub(super) struct Export {
@@ -16,7 +18,17 @@ pub(super) struct Export {
     pub last_mod_xid: u64,
     /// Connect flags both sides have (`exp_connect_data.ocd_connect_flags`).
     pub flags: u64,
+    /// When its last request arrived (`exp_last_request_time`): the ping evictor's clock.
+    pub last_request: Instant,
+    /// Reply data of CREATEs (`tg_reply_data`): xid -> (object id, transno), so a resend whose
+    /// reply was lost gets the object its first attempt made. Kept across reconnects; dropped
+    /// once the client's `pb_last_xid` says it has the reply.
+    pub creates: BTreeMap<u64, (u64, u64)>,
 }
+
+/// The most CREATE replies an export keeps for reconstruction (far more than a client has in
+/// flight); past it the oldest go, so a client that never advances `pb_last_xid` cannot grow them.
+pub(super) const MAX_REPLY_DATA: usize = 1024;
 
 /// Export handles of one OSS instance start from its LNet incarnation, so a restarted OSS never
 /// hands out a handle an old connection still uses.
