@@ -140,6 +140,11 @@ pub fn run(opts: &SockBenchOpts) -> anyhow::Result<Vec<Metric>> {
     let ports = if unsafe { libc::geteuid() } == 0 { PortPolicy::Secure } else { PortPolicy::Unprivileged };
     let cfg = SockConfig { port: opts.port, ports, ..Default::default() };
     let mut bg = Bg { stop: Arc::new(AtomicBool::new(false)), threads: Vec::new() };
+    // A loopback block of its own (127.a.b.1-4): two benches at once, or a bench beside a
+    // cluster, never want the same listening address.
+    let salt = crate::cluster::plan::random_seed() ^ std::process::id() as u64;
+    let block = format!("127.{}.{}", 20 + salt % 200, (salt / 200) % 256);
+    let nid = |s: &str| nid(&s.replace("127.0.10", &block));
 
     // TCP to TCP.
     let na = Arc::new(Notify::default());
