@@ -93,8 +93,8 @@ enum NiSpec {
 /// Errors building a node.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("a node can have at most one DMA NI (got {0} and {1})")]
-    TwoDma(Nid, Nid),
+    #[error("DMA NIs {0} and {1} register different memory: every DMA NI of a node must register the node's one memory")]
+    DmaMemDiffers(Nid, Nid),
     #[error("{0}: {1}")]
     Sock(Nid, std::io::Error),
     #[error("node memory of {0} bytes is too small for its router buffers ({1} bytes) and ping data; give it more (e.g. --mem)")]
@@ -140,7 +140,7 @@ impl NodeBuilder {
         self
     }
 
-    /// Memory for a node without a DMA NI (with one, the device's region is used).
+    /// Memory for a node without a DMA NI (with DMA NIs, the region their devices registered).
     pub fn mem_size(&mut self, bytes: usize) -> &mut Self {
         self.mem_size = bytes;
         self
@@ -153,12 +153,18 @@ impl NodeBuilder {
     }
 
     pub fn build(self) -> Result<Node, BuildError> {
-        let mut dma_nids = self.nis.iter().filter_map(|n| match n {
-            NiSpec::Dma { nid, .. } => Some(*nid),
-            _ => None,
-        });
-        if let (Some(a), Some(b)) = (dma_nids.next(), dma_nids.next()) {
-            return Err(BuildError::TwoDma(a, b));
+        // Every MD points into one node memory, so each DMA device (one per fabric) must have
+        // registered that same memory.
+        let dmas: Vec<(Nid, &Arc<Mem>)> = self
+            .nis
+            .iter()
+            .filter_map(|n| match n {
+                NiSpec::Dma { nid, dev, .. } => Some((*nid, dev.mem())),
+                _ => None,
+            })
+            .collect();
+        if let Some((b, _)) = dmas.iter().find(|(_, m)| !Arc::ptr_eq(m, dmas[0].1)) {
+            return Err(BuildError::DmaMemDiffers(dmas[0].0, *b));
         }
         let mem = self
             .nis

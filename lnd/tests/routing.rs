@@ -5,6 +5,7 @@
 mod common;
 use common::*;
 use lnd::dev::inproc::InProcFabric;
+use lnd::dev::DmaDevice;
 use lnd::dmalnd::DmaLndConfig;
 use lnd::lnet::{errno, opt, EventKind, Insert};
 use lnd::node::{Node, NodeBuilder};
@@ -161,4 +162,38 @@ fn router_buffer_exhaustion_holds_messages_until_buffers_free() {
     assert!(w.events[2].iter().all(|e| e.status == 0));
     assert!(w.nodes[1].lnet.counters.credit_stalls > 0, "router had to hold messages");
     w.run_until(|w| w.nodes.iter().all(|n| n.idle()));
+}
+
+/// A router with a DMA NI on each of two fabrics (two devices, one node memory): PUT and GET
+/// of every size both ways; the GET is served by its target and comes back like a PUT.
+#[test]
+fn put_and_get_through_a_router_between_two_dma_fabrics() {
+    let (fa, fb) = (InProcFabric::new(21), InProcFabric::new(22));
+    let c = dma_node(&fa, "1@dma", &[("dma1", "2@dma")], None);
+    let r = {
+        let (na, nb) = (nid("2@dma"), nid("2@dma1"));
+        let da = fa.attach(na.addr(), 32 << 20).unwrap();
+        let db = fb.attach_mem(nb.addr(), da.mem().clone()).unwrap();
+        let mut b = NodeBuilder::new(12345, 2002);
+        b.dma(na, Box::new(da), DmaLndConfig::default()).dma(nb, Box::new(db), DmaLndConfig::default()).routing(64, 64, 8);
+        b.build().unwrap()
+    };
+    let s = dma_node(&fb, "3@dma1", &[(DMA0, "2@dma1")], None);
+    let mut w = World::new(vec![c, r, s]);
+    for (i, size) in [0usize, 1, 4096, 1 << 20].into_iter().enumerate() {
+        put_get(&mut w, 0, 2, "3@dma1", size, i as u64 + 1); // dma -> dma1
+        put_get(&mut w, 2, 0, "1@dma", size, i as u64 + 50); // dma1 -> dma
+    }
+    assert!(w.stat(1, 1, "put_rdma") > 0 && w.stat(1, 2, "put_rdma") > 0, "the router sent bulk on both fabrics");
+}
+
+/// Two DMA NIs whose devices registered different memories cannot make one node.
+#[test]
+fn dma_nis_must_share_the_node_memory() {
+    let (fa, fb) = (InProcFabric::new(23), InProcFabric::new(24));
+    let mut b = NodeBuilder::new(12345, 1);
+    b.dma(nid("5@dma"), Box::new(fa.attach(5, 1 << 20).unwrap()), DmaLndConfig::default());
+    b.dma(nid("5@dma1"), Box::new(fb.attach(5, 1 << 20).unwrap()), DmaLndConfig::default());
+    let e = b.build().err().expect("refused").to_string();
+    assert!(e.contains("5@dma ") && e.contains("5@dma1") && e.contains("one memory"), "{e}");
 }

@@ -248,4 +248,24 @@ mod tests {
         assert!((0..50).any(|s| generate(s, GenOpts::default()).contains("\"router\"")), "no routed spec in 50 seeds");
         assert!((0..50).any(|s| generate(s, GenOpts { faults: true, ..Default::default() }).contains("dma_")), "no device fault in 50 seeds");
     }
+
+    /// With `multi_dma`, seeds 1..60 (the range the note measures) hold both two-fabric nodes and
+    /// DMA⇄DMA routers, and every spec stays valid.
+    #[test]
+    fn multi_dma_specs_have_two_fabric_nodes_and_dma_routers() {
+        let o = GenOpts { multi_dma: true, ..Default::default() };
+        let (mut two_fabric, mut dma_router) = (0, 0);
+        for seed in 1..=60 {
+            let spec = ClusterSpec::parse(&generate(seed, o), std::path::Path::new("gen.yaml")).unwrap();
+            let dma = |n: &str| spec.nets[n].kind == crate::cluster::spec::NetKind::Dma;
+            for n in &spec.nodes {
+                if n.nis.iter().filter(|x| dma(x)).count() >= 2 {
+                    two_fabric += 1;
+                    dma_router += n.roles.contains(&crate::cluster::spec::Role::Router) as usize;
+                }
+            }
+        }
+        eprintln!("seeds 1..60: {two_fabric} two-fabric nodes, {dma_router} of them DMA⇄DMA routers");
+        assert!(two_fabric >= 5 && dma_router >= 2, "two-fabric nodes {two_fabric}, DMA⇄DMA routers {dma_router}");
+    }
 }

@@ -21,19 +21,32 @@ enum Input {
     Line(String),
     Eof,
     Wake,
-    DeviceGone(String),
+    /// The device of attachment `k` went away.
+    DeviceGone(usize, String),
 }
 
 type ShmLnd = crate::dmalnd::DmaLnd<Box<dyn crate::dev::DmaDevice>>;
 
-/// The node's DMA LND, if it has one.
-fn dma_lnd(lnds: &mut [Box<dyn crate::lnd::Lnd>]) -> Option<&mut ShmLnd> {
-    lnds.iter_mut().find_map(|l| l.as_any_mut().and_then(|a| a.downcast_mut::<ShmLnd>()))
+/// The node's DMA LND for `nid`.
+fn dma_lnd(lnds: &mut [Box<dyn crate::lnd::Lnd>], nid: Nid) -> Option<&mut ShmLnd> {
+    lnds.iter_mut().find_map(|l| l.as_any_mut().and_then(|a| a.downcast_mut::<ShmLnd>()).filter(|l| l.nid() == nid))
 }
 
-/// Reads the device's doorbells on a thread of its own: each wakes the main loop; an error
-/// (the device went away) is reported once and ends the thread.
-fn doorbell_thread(w: &ShmWaker, tx: mpsc::Sender<Input>) -> std::io::Result<()> {
+/// One DMA NI's attachment to its fabric's `dmadev`, kept to attach again (same queue and
+/// memory, so every MD stays where it is) if the device restarts.
+struct Attachment {
+    fabric: PathBuf,
+    nid: Nid,
+    q: Arc<crate::mem::Mem>,
+    mem: Arc<crate::mem::Mem>,
+    waker: Option<ShmWaker>,
+    /// While the device is gone: when it went, and when we last tried to attach again.
+    gone: Option<(std::time::Instant, std::time::Instant)>,
+}
+
+/// Reads a device's doorbells on a thread of its own: each wakes the main loop; an error
+/// (the device went away) is reported once, for attachment `k`, and ends the thread.
+fn doorbell_thread(w: &ShmWaker, k: usize, tx: mpsc::Sender<Input>) -> std::io::Result<()> {
     let bell = w.clone_for_thread()?;
     std::thread::spawn(move || loop {
         match bell.read_doorbell(None) {
@@ -43,7 +56,7 @@ fn doorbell_thread(w: &ShmWaker, tx: mpsc::Sender<Input>) -> std::io::Result<()>
                 }
             }
             Err(e) => {
-                let _ = tx.send(Input::DeviceGone(e.to_string()));
+                let _ = tx.send(Input::DeviceGone(k, e.to_string()));
                 return;
             }
         }
@@ -89,18 +102,27 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::channel();
     let mut b = NodeBuilder::new(pid, incarnation);
     b.mem_size(mem as usize);
-    let mut waker: Option<ShmWaker> = None;
-    // The DMA attachment, kept to attach again if the device restarts: (fabric, NID, queue, memory).
-    let mut dma: Option<(PathBuf, Nid, Arc<crate::mem::Mem>, Arc<crate::mem::Mem>)> = None;
+    // The k-th --fabric is the fabric of the k-th DMA NID.
+    let fabrics = a.all("fabric");
+    let dma_nids = nids.iter().filter(|n| n.net().lnd() == LndType::DMALND).count();
+    if fabrics.len() != dma_nids {
+        anyhow::bail!("{dma_nids} DMA --nid but {} --fabric: give one --fabric DIR per DMA NID, in the same order", fabrics.len());
+    }
+    let mut fabrics = fabrics.into_iter().map(PathBuf::from);
+    let mut dma: Vec<Attachment> = Vec::new();
     for nid in &nids {
         match nid.net().lnd() {
             LndType::DMALND => {
-                let fabric = PathBuf::from(a.get("fabric").ok_or_else(|| anyhow::anyhow!("--fabric DIR is required for {nid}"))?);
+                let fabric = fabrics.next().expect("counted");
                 // The device may still be starting (containers start in any order), or still
                 // hold our address for the incarnation a restart just killed: retry briefly.
-                let dev = ShmDevice::connect_within(&fabric, nid.addr(), mem as usize, wait_device).map_err(|e| anyhow::anyhow!("attach {nid} to {}: {e}", fabric.display()))?;
-                waker = Some(dev.waker()?);
-                dma = Some((fabric.clone(), *nid, dev.queue().clone(), dev.mem().clone()));
+                // A second fabric's device registers the memory of the first: one node memory.
+                let dev = match dma.first() {
+                    None => ShmDevice::connect_within(&fabric, nid.addr(), mem as usize, wait_device),
+                    Some(first) => ShmDevice::attach_within(&fabric, nid.addr(), crate::mem::Mem::memfd("lnet-queue", crate::dev::ring::QUEUE_BYTES)?, first.mem.clone(), wait_device),
+                }
+                .map_err(|e| anyhow::anyhow!("attach {nid} to {}: {e}", fabric.display()))?;
+                dma.push(Attachment { fabric, nid: *nid, q: dev.queue().clone(), mem: dev.mem().clone(), waker: Some(dev.waker()?), gone: None });
                 b.dma(*nid, Box::new(dev), dcfg.clone());
             }
             LndType::SOCKLND => {
@@ -153,11 +175,11 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         }
         let _ = txl.send(Input::Eof);
     });
-    if let Some(w) = &waker {
-        doorbell_thread(w, tx.clone())?;
+    for (k, d) in dma.iter().enumerate() {
+        if let Some(w) = &d.waker {
+            doorbell_thread(w, k, tx.clone())?;
+        }
     }
-    // While the device is gone: when it went (we wait `wait_device` for it to come back).
-    let mut device_gone: Option<(std::time::Instant, std::time::Instant)> = None;
 
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -186,28 +208,33 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         if ctl.node.lnet.has_actions() {
             continue;
         }
-        if let (Some((since, last_try)), Some((fabric, nid, q, m))) = (device_gone, dma.as_ref()) {
-            if last_try.elapsed() >= Duration::from_millis(100) {
-                match ShmDevice::attach_with(fabric, nid.addr(), q.clone(), m.clone()) {
-                    Ok(dev) => {
-                        let w = dev.waker()?;
-                        doorbell_thread(&w, tx.clone())?;
-                        waker = Some(w);
-                        dma_lnd(&mut ctl.node.lnds).expect("a DMA NI has a DMA LND").set_device(Box::new(dev));
-                        info!(after = ?since.elapsed(), "DMA device back: attached again");
-                        device_gone = None;
-                    }
-                    Err(e) if since.elapsed() > wait_device => {
-                        error!("DMA device did not come back within {wait_device:?}: {e}");
-                        anyhow::bail!("DMA device lost and not back within {wait_device:?}: {e}");
-                    }
-                    Err(_) => device_gone = Some((since, std::time::Instant::now())),
+        for (k, d) in dma.iter_mut().enumerate() {
+            let Some((since, last_try)) = d.gone else { continue };
+            if last_try.elapsed() < Duration::from_millis(100) {
+                continue;
+            }
+            match ShmDevice::attach_with(&d.fabric, d.nid.addr(), d.q.clone(), d.mem.clone()) {
+                Ok(dev) => {
+                    let w = dev.waker()?;
+                    doorbell_thread(&w, k, tx.clone())?;
+                    d.waker = Some(w);
+                    dma_lnd(&mut ctl.node.lnds, d.nid).expect("a DMA NI has a DMA LND").set_device(Box::new(dev));
+                    info!(nid = %d.nid, after = ?since.elapsed(), "DMA device back: attached again");
+                    d.gone = None;
                 }
+                Err(e) if since.elapsed() > wait_device => {
+                    error!("DMA device of {} did not come back within {wait_device:?}: {e}", d.nid);
+                    anyhow::bail!("DMA device of {} lost and not back within {wait_device:?}: {e}", d.nid);
+                }
+                Err(_) => d.gone = Some((since, std::time::Instant::now())),
             }
         }
         // Sleep only when no completion is pending (arming first closes the race).
-        let armed = waker.as_ref().map(|w| w.arm()).unwrap_or(true);
-        let nap = if device_gone.is_some() { Duration::from_millis(100) } else { Duration::from_millis(300) };
+        let mut armed = true;
+        for d in &dma {
+            armed &= d.waker.as_ref().map(|w| w.arm()).unwrap_or(true);
+        }
+        let nap = if dma.iter().any(|d| d.gone.is_some()) { Duration::from_millis(100) } else { Duration::from_millis(300) };
         let timeout = if armed { ctl.next_due().unwrap_or(Duration::MAX).min(nap) } else { Duration::ZERO };
         match rx.recv_timeout(timeout) {
             Ok(Input::Line(l)) if l.trim().is_empty() => {}
@@ -220,17 +247,18 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
                 info!("stdin closed; exiting");
                 return Ok(());
             }
-            Ok(Input::DeviceGone(e)) => {
+            Ok(Input::DeviceGone(k, e)) => {
                 // In-flight transfers fail now; the node keeps serving its other NIs and
                 // attaches again when the device is back (a new dmadev on the same fabric).
-                error!("DMA device lost: {e}; waiting up to {wait_device:?} for it to come back");
-                waker = None;
+                let d = &mut dma[k];
+                error!("DMA device of {} lost: {e}; waiting up to {wait_device:?} for it to come back", d.nid);
+                d.waker = None;
                 let node = &mut ctl.node;
-                if let Some(l) = dma_lnd(&mut node.lnds) {
+                if let Some(l) = dma_lnd(&mut node.lnds, d.nid) {
                     l.device_lost(&mut node.lnet);
                 }
                 let now = std::time::Instant::now();
-                device_gone = Some((now, now - Duration::from_millis(100)));
+                d.gone = Some((now, now - Duration::from_millis(100)));
             }
         }
     }

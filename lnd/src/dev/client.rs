@@ -44,9 +44,17 @@ impl ShmDevice {
     /// (containers start in any order) or our address is still held by a previous incarnation
     /// the device has not yet seen go (a node restarted at once).
     pub fn connect_within(fabric_dir: &Path, addr: u32, mem_size: usize, wait: Duration) -> Result<ShmDevice, DevError> {
+        let q = Mem::memfd("lnet-queue", ring::QUEUE_BYTES)?;
+        let mem = Mem::memfd("lnet-mem", mem_size)?;
+        Self::attach_within(fabric_dir, addr, q, mem, wait)
+    }
+
+    /// [`ShmDevice::attach_with`] an existing memory (a node's second fabric registers the
+    /// memory of its first), retried as [`ShmDevice::connect_within`] is.
+    pub fn attach_within(fabric_dir: &Path, addr: u32, q: Arc<Mem>, mem: Arc<Mem>, wait: Duration) -> Result<ShmDevice, DevError> {
         let t0 = std::time::Instant::now();
         loop {
-            match Self::connect(fabric_dir, addr, mem_size) {
+            match Self::attach_with(fabric_dir, addr, q.clone(), mem.clone()) {
                 Err(DevError::Io(e)) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) && t0.elapsed() < wait => {
                     std::thread::sleep(Duration::from_millis(20))
                 }

@@ -64,8 +64,13 @@ impl InProcFabric {
 
     /// Attaches node `addr` with a registered region of `mem_size` bytes.
     pub fn attach(&self, addr: u32, mem_size: usize) -> Result<InProcDevice, AttachError> {
+        self.attach_mem(addr, Mem::heap(mem_size))
+    }
+
+    /// Attaches node `addr` registering `mem`, the node's memory (a node on several fabrics
+    /// registers the same memory with each of their devices).
+    pub fn attach_mem(&self, addr: u32, mem: Arc<Mem>) -> Result<InProcDevice, AttachError> {
         let q = Arc::new(Mutex::new(Queue::default()));
-        let mem = Mem::heap(mem_size);
         let mut e = self.engine.lock().unwrap();
         e.attach(addr, Box::new(InProcPort { q: q.clone(), mailbox: self.mailbox }))?;
         let key = e.register(addr, mem.clone());

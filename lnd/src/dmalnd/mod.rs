@@ -163,6 +163,11 @@ fn dev_errno(s: DevStatus) -> i32 {
 
 impl<D: DmaDevice> DmaLnd<D> {
     /// An LND for NI `ni` whose NID is `nid` (its address must be the device's).
+    /// Our NID on this LND's fabric.
+    pub fn nid(&self) -> Nid {
+        self.nid
+    }
+
     pub fn new(dev: D, ni: NiIdx, nid: Nid, cfg: DmaLndConfig) -> DmaLnd<D> {
         assert_eq!(nid.addr(), dev.addr(), "DMA NID address must be the device's fabric address");
         DmaLnd {

@@ -87,9 +87,15 @@ impl Backend for SimBackend {
         for (i, n) in plan.nodes.iter().enumerate() {
             let mut b = NodeBuilder::new(lnd::wire::ProcessId::PID_LUSTRE, plan.seed ^ ((i as u64 + 1) << 40));
             b.mem_size(n.mem as usize);
+            // A node on several fabrics registers its one memory with each device.
+            let mut node_mem: Option<Arc<lnd::mem::Mem>> = None;
             for (net, nid) in &n.nids {
                 if plan.dma_nets.contains(net) {
-                    let dev = sim.fabric(net).attach(nid.addr(), n.mem as usize)?;
+                    let dev = match &node_mem {
+                        None => sim.fabric(net).attach(nid.addr(), n.mem as usize)?,
+                        Some(m) => sim.fabric(net).attach_mem(nid.addr(), m.clone())?,
+                    };
+                    node_mem.get_or_insert_with(|| lnd::dev::DmaDevice::mem(&dev).clone());
                     b.dma(*nid, Box::new(dev), DmaLndConfig::default());
                 } else {
                     b.tcp(*nid, Box::new(sim.net.io()), SockConfig::default());
