@@ -102,11 +102,17 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::channel();
     let mut b = NodeBuilder::new(pid, incarnation);
     b.mem_size(mem as usize);
+    if let Some(nid) = nids.iter().find(|n| !matches!(n.net().lnd(), LndType::DMALND | LndType::SOCKLND)) {
+        anyhow::bail!("--nid {nid}: lnetd serves DMA NIs (N@dma) and TCP NIs (a.b.c.d@tcp)");
+    }
     // The k-th --fabric is the fabric of the k-th DMA NID.
     let fabrics = a.all("fabric");
-    let dma_nids = nids.iter().filter(|n| n.net().lnd() == LndType::DMALND).count();
-    if fabrics.len() != dma_nids {
-        anyhow::bail!("{dma_nids} DMA --nid but {} --fabric: give one --fabric DIR per DMA NID, in the same order", fabrics.len());
+    let dma_nids: Vec<&Nid> = nids.iter().filter(|n| n.net().lnd() == LndType::DMALND).collect();
+    if let Some(nid) = dma_nids.get(fabrics.len()) {
+        anyhow::bail!("--fabric DIR is required for {nid} (one --fabric per DMA NID, in the same order)");
+    }
+    if fabrics.len() > dma_nids.len() {
+        anyhow::bail!("{} --fabric but {} DMA --nid: give one --fabric DIR per DMA NID, in the same order", fabrics.len(), dma_nids.len());
     }
     let mut fabrics = fabrics.into_iter().map(PathBuf::from);
     let mut dma: Vec<Attachment> = Vec::new();
@@ -132,7 +138,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
                 }));
                 b.tcp(*nid, Box::new(io), scfg.clone());
             }
-            _ => anyhow::bail!("--nid {nid}: lnetd serves DMA NIs (N@dma) and TCP NIs (a.b.c.d@tcp)"),
+            _ => unreachable!("NIDs of other LNDs were refused above"),
         }
     }
     for r in a.all("route") {
