@@ -244,6 +244,8 @@ faults:
     assert!(took < Duration::from_secs(2 * timeout) && up < 1.6 * timeout as f64, "took {took:?} ({up} s by the report): {r}");
     let e = r["error"].as_str().unwrap();
     assert!(e.contains("c1"), "names the client that did not finish: {e}");
+    // And what it waits for: its RPC to the frozen OSS, named.
+    assert!(e.contains("stalled") && e.contains("c1 (job w@c1") && e.contains("waits for OST_") && e.contains("(oss1), xid"), "says what c1 waits for: {e}");
 }
 
 #[test]

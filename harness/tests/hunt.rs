@@ -92,3 +92,27 @@ fn check_determinism_passes_on_sim_and_catches_a_run_that_reads_the_wall_clock()
     assert!(!ok, "{r}");
     assert!(r["error"].as_str().unwrap().contains("not deterministic"), "{r}");
 }
+
+/// A simulated run that hangs (the `osc_no_timeout` mutant: a dropped request is never timed
+/// out) stops with "stalled" and names what the client waits for; without the mutant the same
+/// spec and seed pass.
+#[test]
+fn a_hung_sim_run_says_stalled_and_what_the_client_waits_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("lossy.yaml");
+    std::fs::write(&spec, "name: lossy\nnets: {dma0: {kind: dma}}\nnodes:\n  - {name: oss1, roles: [oss], nis: [dma0], targets: [{ost: 0, size: 64MiB}]}\n  - {name: c1, roles: [client], nis: [dma0]}\nworkloads:\n  - {name: w, kind: io, clients: [c1], files: 4, size: 2MiB, rpc_timeout: 200ms}\nfaults:\n  - {kind: lnet_drop, node: oss1, src: c1, portal: 6, type: PUT, rate: 4}\n").unwrap();
+    let run = |mutant: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_lnetlab"))
+            .args(["run", spec.to_str().unwrap(), "--backend", "sim", "--seed", "1", "--timeout", "60", "--json", "--artifacts", dir.path().to_str().unwrap()])
+            .env("LNETLAB_MUTANT", mutant)
+            .output()
+            .unwrap();
+        let r: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().last().unwrap_or("")).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
+        r
+    };
+    let fine = run("");
+    assert_eq!(fine["ok"], true, "{fine}");
+    let hung = run("osc_no_timeout");
+    let e = hung["error"].as_str().unwrap_or("");
+    assert!(e.contains("stalled") && e.contains("c1 (job w@c1") && e.contains("waits for OST_") && e.contains("(oss1), xid"), "{hung}");
+}

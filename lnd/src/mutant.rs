@@ -5,11 +5,12 @@
 //! | name | what breaks |
 //! |---|---|
 //! | `sim_wall_clock` | the simulator's seed is mixed with the wall clock, so a replay differs |
+//! | `osc_no_timeout` | the client never times out an RPC: a lost request or reply hangs it |
 
 use std::sync::OnceLock;
 
 /// Every mutant this build knows, for validation and `--help`.
-pub const ALL: &[&str] = &["sim_wall_clock"];
+pub const ALL: &[&str] = &["sim_wall_clock", "osc_no_timeout"];
 
 /// Is mutant `name` switched on?
 pub fn active(name: &str) -> bool {

@@ -92,6 +92,8 @@ pub enum Cmd {
     /// Gives the MD's buffer back (unlinking the MD first if it is still live).
     Free { md: u64 },
     Stats,
+    /// What this node's client jobs and LNet are waiting for (asked when a run stalls).
+    Waiting,
     /// Start the OSS role with these targets (directories are the OSTs' disks).
     OssStart { targets: Vec<TargetReq> },
     /// Run a client I/O job; progress and the final report come as output lines.
@@ -286,6 +288,12 @@ impl Controller {
                 "mds": self.node.lnet.md_count(),
                 "idle": self.node.idle(),
                 "free_bytes": self.node.arena.free_bytes(),
+            })),
+            Cmd::Waiting => Ok(json!({
+                "jobs": self.oscs.iter().map(|o| o.waiting()).collect::<Vec<_>>(),
+                "lnet_in_flight": self.node.lnet.msgs_in_flight(),
+                "lnet_held": self.node.lnet.held(),
+                "lnds_busy": self.node.lnds.iter().map(|l| json!({"name": l.name(), "busy": l.busy()})).collect::<Vec<_>>(),
             })),
             Cmd::OssStart { targets } => {
                 if self.oss.is_some() {

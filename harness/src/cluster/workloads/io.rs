@@ -7,8 +7,12 @@ use crate::cluster::faults::Faults;
 use crate::cluster::plan::Plan;
 use crate::cluster::report::WorkloadReport;
 use crate::cluster::spec::{parse_duration, WorkloadSpec};
+use crate::cluster::workloads::waiting;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
+
+/// How long a stuck client has to say what it waits for.
+const ANSWER: Duration = Duration::from_secs(2);
 
 /// Runs an io workload while the fault timeline (started by the first workload) fires.
 pub fn run_workload(cluster: &mut Cluster, plan: &Plan, (w, earlier): (&WorkloadSpec, &[WorkloadReport]), timeout: Duration, say: &dyn Fn(&str), (faults, backend): (&mut Faults, &dyn Backend)) -> anyhow::Result<WorkloadReport> {
@@ -43,18 +47,27 @@ pub fn run_workload(cluster: &mut Cluster, plan: &Plan, (w, earlier): (&Workload
             let (i, v) = cluster.backlog.remove(0);
             (i, NodeLine::Line(v))
         } else {
-            match cluster.next_until(wake).map_err(|e| anyhow::anyhow!("workload `{}`: {e}", w.name))? {
-                Some(x) => x,
-                None if wake < deadline => {
+            // A run that cannot go on says what its unfinished clients wait for.
+            let stuck: Vec<usize> = w.clients.iter().zip(&done).filter(|(_, d)| d.is_none()).map(|(c, _)| idx(c)).collect();
+            let paused: Vec<&str> = cluster.paused.iter().map(|&i| plan.nodes[i].name.as_str()).collect();
+            let paused = if paused.is_empty() { String::new() } else { format!("; paused by a fault: {}", paused.join(", ")) };
+            let names = stuck.iter().map(|&i| plan.nodes[i].name.as_str()).collect::<Vec<_>>().join(", ");
+            let answerable: Vec<usize> = stuck.iter().copied().filter(|i| !cluster.paused.contains(i)).collect();
+            match cluster.next_until(wake) {
+                Ok(Some(x)) => x,
+                Ok(None) if wake < deadline => {
                     faults.fire_due(backend, cluster, plan, timeout, say)?;
                     continue;
                 }
-                None => {
-                    let stuck: Vec<&str> = w.clients.iter().zip(&done).filter(|(_, d)| d.is_none()).map(|(c, _)| c.as_str()).collect();
-                    let paused: Vec<&str> = cluster.paused.iter().map(|&i| plan.nodes[i].name.as_str()).collect();
-                    let paused = if paused.is_empty() { String::new() } else { format!("; paused by a fault: {}", paused.join(", ")) };
-                    anyhow::bail!("workload `{}`: timed out after {timeout:?}: client(s) {} did not finish{paused}", w.name, stuck.join(", "))
+                Ok(None) => {
+                    let why = waiting::describe(cluster, plan, &answerable, ANSWER);
+                    anyhow::bail!("workload `{}`: stalled: client(s) {names} did not finish within {timeout:?}{paused}; what they wait for:\n  {why}", w.name)
                 }
+                Err(e) if backend.virtual_time() && !crate::interrupt::interrupted() => {
+                    let why = waiting::describe(cluster, plan, &answerable, ANSWER);
+                    anyhow::bail!("workload `{}`: {e}; client(s) {names} did not finish{paused}; what they wait for:\n  {why}", w.name)
+                }
+                Err(e) => anyhow::bail!("workload `{}`: {e}", w.name),
             }
         };
         let Some(k) = w.clients.iter().position(|c| idx(c) == i) else {

@@ -191,6 +191,22 @@ impl Osc {
         self.phase == Phase::Done
     }
 
+    /// What this job waits for (a stalled run names it): its phase, each RPC in flight (opcode,
+    /// target, xid, tries, age) or parked, and the targets it is reconnecting to.
+    pub fn waiting(&self) -> serde_json::Value {
+        let now = (self.clock)();
+        let target = |t: usize| format!("OST{:04x} at {}", self.job.targets[t].0, self.job.targets[t].1);
+        let mut in_flight: Vec<&Rpc> = self.rpcs.values().collect();
+        in_flight.sort_by_key(|r| r.sent_at);
+        let in_flight: Vec<serde_json::Value> = in_flight
+            .iter()
+            .map(|r| serde_json::json!({"op": r.op.label(), "target": target(r.t), "xid": r.xid, "tries": r.tries, "age_ms": now.saturating_duration_since(r.sent_at).as_millis() as u64}))
+            .collect();
+        let parked: Vec<serde_json::Value> = self.parked.iter().map(|p| serde_json::json!({"op": p.op.label(), "target": target(p.t), "tries": p.tries})).collect();
+        let reconnecting: Vec<String> = self.imports.iter().enumerate().filter(|(_, i)| i.reconnecting).map(|(t, _)| target(t)).collect();
+        serde_json::json!({"job": self.job.name, "phase": phase_name(self.phase), "in_flight": in_flight, "parked": parked, "reconnecting": reconnecting, "queued": self.todo.len()})
+    }
+
     fn files(&self) -> std::ops::Range<u64> {
         self.job.first_file..self.job.first_file + self.job.files
     }

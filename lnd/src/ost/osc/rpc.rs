@@ -19,6 +19,9 @@ impl Osc {
     /// import, which connects again (a higher connection count: the server drops what is left
     /// of the old connection and aborts its bulk transfers); the RPC is then resent.
     pub(super) fn resend_late(&mut self, node: &mut Node) {
+        if crate::mutant::active("osc_no_timeout") {
+            return;
+        }
         let timeout = Duration::from_millis(self.job.timeout_ms.max(1));
         let now = (self.clock)();
         let mut late: Vec<u64> = self.rpcs.iter().filter(|(_, r)| now.saturating_duration_since(r.sent_at) > timeout).map(|(id, _)| *id).collect();

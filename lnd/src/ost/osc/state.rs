@@ -23,6 +23,25 @@ pub(super) enum Op {
     Ping { t: usize },
 }
 
+impl Op {
+    /// The request's Lustre opcode name and what it is about (for a stalled run's report).
+    pub fn label(&self) -> String {
+        match *self {
+            Op::Connect { .. } => "OST_CONNECT".into(),
+            Op::Create { file, stripe } => format!("OST_CREATE file {file} stripe {stripe}"),
+            Op::Write { file, chunk } => format!("OST_WRITE file {file} chunk {chunk}"),
+            Op::Read { file, chunk } => format!("OST_READ file {file} chunk {chunk}"),
+            Op::Sync { file, stripe } => format!("OST_SYNC file {file} stripe {stripe}"),
+            Op::Getattr { file, stripe, .. } => format!("OST_GETATTR file {file} stripe {stripe}"),
+            Op::Punch { file, stripe, .. } => format!("OST_PUNCH file {file} stripe {stripe}"),
+            Op::Fallocate { file, stripe, .. } => format!("OST_FALLOCATE file {file} stripe {stripe}"),
+            Op::Destroy { file, stripe } => format!("OST_DESTROY file {file} stripe {stripe}"),
+            Op::Disconnect { .. } => "OST_DISCONNECT".into(),
+            Op::Ping { .. } => "OBD_PING".into(),
+        }
+    }
+}
+
 /// Our connection to one target (`obd_import`).
 #[derive(Debug, Clone, Default)]
 pub(super) struct Import {
