@@ -58,7 +58,7 @@ impl<I: SockIo> SockLnd<I> {
     pub(super) fn park(&mut self, conn: ConnId, rx: u64) {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.parked = Some(rx);
-            self.parked.push(conn);
+            self.parked[1].push(conn);
         }
     }
 
@@ -88,7 +88,11 @@ impl<I: SockIo> SockLnd<I> {
             self.pump(lnet, conn);
             any = true;
         }
-        for conn in std::mem::take(&mut self.parked) {
+        // Only connections parked since the poll before: most parked messages (a GET answered
+        // from here) are released by the actions run in between, and need no pause.
+        self.parked.swap(0, 1);
+        let due = std::mem::take(&mut self.parked[1]);
+        for conn in due {
             if let Some(c) = self.conns.get_mut(&conn) {
                 if c.parked.is_some() && !c.read_paused {
                     debug!(conn, "message parked by LNet: connection not read until it is released");

@@ -201,8 +201,9 @@ pub struct SockLnd<I: SockIo> {
     writes: Slab<(ConnId, MsgId)>,
     /// Frames LNet has not taken yet, with the connection they came on.
     rxs: Slab<(ConnId, Vec<u8>)>,
-    /// Connections just parked (to stop reading) or released (to go on), for the next poll.
-    parked: Vec<ConnId>,
+    /// Connections parked before the last poll and since (reading stops for those still
+    /// parked a poll later), and released ones (to go on at the next poll).
+    parked: [Vec<ConnId>; 2],
     unparked: Vec<ConnId>,
     inputs: Vec<SockInput>,
     events: Vec<ConnEvent>,
@@ -234,7 +235,7 @@ impl<I: SockIo> SockLnd<I> {
             next_conn: 1,
             writes: Slab::default(),
             rxs: Slab::default(),
-            parked: Vec::new(),
+            parked: Default::default(),
             unparked: Vec::new(),
             inputs: Vec::new(),
             events: Vec::new(),
