@@ -9,6 +9,7 @@ use lnd::dmalnd::DmaLndConfig;
 use lnd::lnet::{errno, opt, EventKind, Insert};
 use lnd::node::{Node, NodeBuilder};
 use lnd::wire::{Net, ProcessId};
+use lnd::sock::io::MAX_UNREAD;
 use std::time::{Duration, Instant};
 
 const TCP0: &str = "tcp";
@@ -239,5 +240,62 @@ fn a_flooding_peer_is_held_to_its_router_credits() {
     // D wakes up: the flood drains.
     w.run_until(|w| puts(w, id) == 40);
     assert!(w.events[id].iter().all(|e| e.status == 0));
+    w.run_until(|w| w.nodes.iter().all(|n| n.idle()));
+}
+
+/// Issue 19 item 8, both halves together: a TCP peer flooding a router towards a parked DMA
+/// node holds at most its router credits' worth of buffers; the message past them is parked,
+/// so the router stops reading that connection (what it holds stays within the read-ahead
+/// cap) and the flooder's sends stop completing. A second TCP peer's messages to a live DMA
+/// node still get buffers.
+#[test]
+fn a_flooding_tcp_peer_is_held_back_through_the_socket() {
+    const MIB: usize = 1 << 20;
+    let fab = InProcFabric::new(16);
+    let d = dma_node(&fab, "3@dma", &[(TCP0, "2@dma")], None);
+    let e = dma_node(&fab, "4@dma", &[(TCP0, "2@dma")], None);
+    let nid_r = nid("2@dma");
+    let dev = fab.attach(nid_r.addr(), 32 << 20).unwrap();
+    let mut rb = NodeBuilder::new(12345, 97);
+    rb.dma(nid_r, Box::new(dev), DmaLndConfig::default()).tcp(nid("127.0.16.2@tcp"), tcp_io(), sock_cfg()).routing(0, 0, 6).peer_buffer_credits(2);
+    let r = rb.build().unwrap();
+    let a = tcp_routed("127.0.16.1@tcp", &[(DMA0, "127.0.16.2@tcp")]);
+    let b = tcp_routed("127.0.16.4@tcp", &[(DMA0, "127.0.16.2@tcp")]);
+    let (ia, ib, ir, ie, id) = (0, 1, 2, 3, 4);
+    let mut w = World::new(vec![a, b, r, e, d]);
+    for sink_node in [ie, id] {
+        let sink = w.buf(sink_node, &vec![0u8; MIB]);
+        let me = w.nodes[sink_node].lnet.me_attach(20, ProcessId::ANY, 0, u64::MAX, false, Insert::Tail).unwrap();
+        w.nodes[sink_node].lnet.md_attach(me, md(sink, opt::OP_PUT | opt::MANAGE_REMOTE, None)).unwrap();
+    }
+    let put = |w: &mut World, from: usize, to: &str, n: u64| {
+        let src = w.buf(from, &pattern(MIB, 9));
+        for i in 0..n {
+            let h = w.nodes[from].lnet.md_bind(md(src, 0, Some(1)), true);
+            w.nodes[from].lnet.put(h, false, pid(to), 20, i, 0, 0).unwrap();
+        }
+    };
+    let flood = 3 * MAX_UNREAD / MIB;
+    put(&mut w, ia, "3@dma", flood as u64);
+    let (mut most_fwd, mut most_held) = (0, 0);
+    run_without(
+        &mut w,
+        id,
+        Duration::from_millis(1500),
+        |w| {
+            most_fwd = most_fwd.max(w.nodes[ir].lnet.counters.route_count);
+            most_held = most_held.max(w.stat(ir, 2, "rx_held_bytes") as usize);
+        },
+        |_| false,
+    );
+    assert!(most_fwd <= 2, "A got {most_fwd} router buffers: more than its 2 router credits");
+    let sent = w.events[ia].iter().filter(|e| e.kind == EventKind::Send).count();
+    eprintln!("router held at most {most_held} bytes for A; {sent} of A's {flood} sends completed");
+    assert!(most_held <= MAX_UNREAD + 4 * MIB, "router held {most_held} bytes of A's parked messages");
+    assert!(sent < flood * 2 / 3, "{sent} of A's {flood} sends completed: A was not held back");
+    put(&mut w, ib, "4@dma", 4);
+    assert!(run_without(&mut w, id, Duration::from_secs(5), |_| {}, |w| puts(w, ie) == 4), "B's messages to E got no router buffer: {} arrived", puts(&w, ie));
+    w.run_until(|w| puts(w, id) == flood);
+    assert!(w.events[id].iter().all(|e| e.status == 0 && e.mlength == MIB as u64));
     w.run_until(|w| w.nodes.iter().all(|n| n.idle()));
 }

@@ -54,11 +54,16 @@ impl<I: SockIo> SockLnd<I> {
         }
     }
 
-    /// LNet holds the message of rx `rx`, read on `conn`: read nothing more from `conn`.
+    /// LNet holds the message of rx `rx`, read on `conn`: read nothing more from `conn`, and
+    /// have the I/O stop reading its socket at once (TCP then holds the sender back).
     pub(super) fn park(&mut self, conn: ConnId, rx: u64) {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.parked = Some(rx);
-            self.parked[1].push(conn);
+            if !c.read_paused {
+                debug!(conn, "message parked by LNet: connection not read until it is released");
+                c.read_paused = true;
+                self.io.pause_read(conn, true);
+            }
         }
     }
 
@@ -72,8 +77,7 @@ impl<I: SockIo> SockLnd<I> {
         }
     }
 
-    /// Carries on with connections LNet let go of, and stops reading sockets whose message is
-    /// still parked (TCP then holds their sender back). Returns whether anything was handled.
+    /// Carries on with connections LNet let go of; returns whether there were any.
     pub(super) fn flow(&mut self, lnet: &mut Lnet) -> bool {
         let mut any = false;
         while let Some(conn) = self.unparked.pop() {
@@ -87,19 +91,6 @@ impl<I: SockIo> SockLnd<I> {
             }
             self.pump(lnet, conn);
             any = true;
-        }
-        // Only connections parked since the poll before: most parked messages (a GET answered
-        // from here) are released by the actions run in between, and need no pause.
-        self.parked.swap(0, 1);
-        let due = std::mem::take(&mut self.parked[1]);
-        for conn in due {
-            if let Some(c) = self.conns.get_mut(&conn) {
-                if c.parked.is_some() && !c.read_paused {
-                    debug!(conn, "message parked by LNet: connection not read until it is released");
-                    c.read_paused = true;
-                    self.io.pause_read(conn, true);
-                }
-            }
         }
         any
     }

@@ -201,9 +201,7 @@ pub struct SockLnd<I: SockIo> {
     writes: Slab<(ConnId, MsgId)>,
     /// Frames LNet has not taken yet, with the connection they came on.
     rxs: Slab<(ConnId, Vec<u8>)>,
-    /// Connections parked before the last poll and since (reading stops for those still
-    /// parked a poll later), and released ones (to go on at the next poll).
-    parked: [Vec<ConnId>; 2],
+    /// Connections LNet released a parked message of, to go on at the next poll.
     unparked: Vec<ConnId>,
     inputs: Vec<SockInput>,
     events: Vec<ConnEvent>,
@@ -235,7 +233,6 @@ impl<I: SockIo> SockLnd<I> {
             next_conn: 1,
             writes: Slab::default(),
             rxs: Slab::default(),
-            parked: Default::default(),
             unparked: Vec::new(),
             inputs: Vec::new(),
             events: Vec::new(),
