@@ -110,13 +110,14 @@ pub struct NodeBuilder {
     nis: Vec<NiSpec>,
     routes: Vec<(Net, Nid)>,
     routing: Option<(usize, usize, usize)>,
+    peer_buffer_credits: u32,
     mem_size: usize,
     capture: Option<Arc<std::sync::Mutex<crate::sock::pcap::Capture>>>,
 }
 
 impl NodeBuilder {
     pub fn new(pid: u32, incarnation: u64) -> NodeBuilder {
-        NodeBuilder { pid, incarnation, nis: Vec::new(), routes: Vec::new(), routing: None, mem_size: 16 << 20, capture: None }
+        NodeBuilder { pid, incarnation, nis: Vec::new(), routes: Vec::new(), routing: None, peer_buffer_credits: 0, mem_size: 16 << 20, capture: None }
     }
 
     pub fn dma(&mut self, nid: Nid, dev: Box<dyn DmaDevice>, cfg: DmaLndConfig) -> &mut Self {
@@ -137,6 +138,13 @@ impl NodeBuilder {
     /// Forward for others, with `small` 4 KiB and `large` 1 MiB buffers and `tiny` zero-byte slots.
     pub fn routing(&mut self, tiny: usize, small: usize, large: usize) -> &mut Self {
         self.routing = Some((tiny, small, large));
+        self
+    }
+
+    /// Router buffers one peer may hold at once (Lustre's `peer_buffer_credits`; by default
+    /// the NI's per-peer credits).
+    pub fn peer_buffer_credits(&mut self, n: u32) -> &mut Self {
+        self.peer_buffer_credits = n;
         self
     }
 
@@ -209,7 +217,7 @@ impl NodeBuilder {
             };
             let small = alloc(small, 4096)?;
             let large = alloc(large, LNET_MTU)?;
-            lnet.enable_routing(RouterPools { tiny, small, small_size: 4096, large });
+            lnet.enable_routing(RouterPools { tiny, small, small_size: 4096, large, peer_buffer_credits: self.peer_buffer_credits });
         }
         let xids = crate::ptlrpc::xid::Xids::new(self.incarnation);
         let mut node = Node { lnet, lnds, mem, arena, xids };

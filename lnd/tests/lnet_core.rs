@@ -165,7 +165,7 @@ fn router_queues_per_pool() {
     let mut l = Lnet::new(12345, INCARNATION, 0);
     let dma = l.add_ni(NiConfig { nid: nid(1), lnd: 1, credits: 8, peer_credits: 8 });
     l.add_ni(NiConfig { nid: "10.0.0.1@tcp".parse().unwrap(), lnd: 2, credits: 8, peer_credits: 8 });
-    l.enable_routing(RouterPools { tiny: 0, small: vec![Seg { off: 0, len: 4096 }], small_size: 4096, large: Vec::new() });
+    l.enable_routing(RouterPools { tiny: 0, small: vec![Seg { off: 0, len: 4096 }], small_size: 4096, large: Vec::new(), peer_buffer_credits: 0 });
     let fwd = |len: u32| HdrRepr { dest_nid: "10.0.0.2@tcp".parse().unwrap(), ..put_hdr(2, 4, 1, len, 0) };
     // rx 1: small, takes the only small buffer; rx 2: large, no large buffer; rx 3: small, waits.
     let Ok(Parsed::Recv(Some(s1))) = l.parse(dma, fwd(100), nid(2), 1, false) else { panic!("forwarded") };
@@ -184,4 +184,61 @@ fn router_queues_per_pool() {
         })
         .collect();
     assert_eq!(recvs, [3], "the small message gets the small buffer");
+}
+
+/// Router receiving from NI 1 (`1@dma`, `peer_credits` per peer) into six small buffers, for
+/// 10.0.0.2@tcp; `peer_buffer_credits` as given.
+fn router(peer_credits: u32, peer_buffer_credits: u32) -> (Lnet, NiIdx) {
+    use lnd::lnet::RouterPools;
+    let mut l = Lnet::new(12345, INCARNATION, 0);
+    let dma = l.add_ni(NiConfig { nid: nid(1), lnd: 1, credits: 64, peer_credits });
+    l.add_ni(NiConfig { nid: "10.0.0.1@tcp".parse().unwrap(), lnd: 2, credits: 64, peer_credits: 64 });
+    let small = (0..6).map(|i| Seg { off: i * 4096, len: 4096 }).collect();
+    l.enable_routing(RouterPools { tiny: 0, small, small_size: 4096, large: Vec::new(), peer_buffer_credits });
+    (l, dma)
+}
+
+/// Parses `n` routed PUTs from `from` (rx contexts `rx0..`): the ones given a buffer at once.
+fn flood(l: &mut Lnet, ni: NiIdx, from: u32, rx0: u64, n: u64) -> Vec<MsgId> {
+    let fwd = HdrRepr { dest_nid: "10.0.0.2@tcp".parse().unwrap(), ..put_hdr(from, 4, 1, 100, 0) };
+    (rx0..rx0 + n)
+        .filter_map(|rx| match l.parse(ni, fwd.clone(), nid(from), rx, false) {
+            Ok(Parsed::Recv(Some(id))) => Some(id),
+            Ok(Parsed::Recv(None)) => None,
+            other => panic!("routed PUT refused: {other:?}"),
+        })
+        .collect()
+}
+
+/// Item 8 (router side): a router lends one peer at most `peer_buffer_credits` buffers
+/// (`lnet_post_routed_recv_locked`: past the peer's router credits a message waits on the
+/// peer's queue, its rx kept by the LND); another peer still gets buffers, and a buffer the
+/// peer gives back goes to its own next waiter (`lnet_return_rx_credits_locked`).
+#[test]
+fn one_peer_holds_at_most_its_router_credits() {
+    let (mut l, dma) = router(8, 2);
+    let taken = flood(&mut l, dma, 2, 1, 5);
+    assert_eq!(taken.len(), 2, "peer 2 holds {} router buffers: more than its 2 router credits", taken.len());
+    assert_eq!(flood(&mut l, dma, 3, 10, 2).len(), 2, "peer 3 must get buffers while peer 2 waits");
+    while l.poll_action().is_some() {}
+    // One of peer 2's messages is received, sent on and done: its buffer goes to peer 2's rx 3.
+    l.finalize(taken[0], 0);
+    let out = sends(&mut l);
+    assert_eq!(out.len(), 1);
+    l.finalize(out[0].msg, 0);
+    let recvs: Vec<u64> = std::iter::from_fn(|| l.poll_action())
+        .filter_map(|a| match a {
+            Action::Recv(r) => Some(r.private),
+            Action::Send(_) => None,
+        })
+        .collect();
+    assert_eq!(recvs, [3], "peer 2's first waiter gets the buffer back");
+}
+
+/// Item 8: without the tunable a peer's router credits are the NI's per-peer credits
+/// (`lnet_peer_buffer_credits`).
+#[test]
+fn router_credits_default_to_the_nis_peer_credits() {
+    let (mut l, dma) = router(3, 0);
+    assert_eq!(flood(&mut l, dma, 2, 1, 6).len(), 3);
 }

@@ -10,6 +10,8 @@ use lnd::dmalnd::DmaLndConfig;
 use lnd::lnet::{errno, opt, EventKind, Insert};
 use lnd::node::{Node, NodeBuilder};
 use lnd::wire::{Net, ProcessId};
+use lnd::sock::io::MAX_UNREAD;
+use std::time::{Duration, Instant};
 
 const TCP0: &str = "tcp";
 const DMA0: &str = "dma";
@@ -196,4 +198,138 @@ fn dma_nis_must_share_the_node_memory() {
     b.dma(nid("5@dma1"), Box::new(fb.attach(5, 1 << 20).unwrap()), DmaLndConfig::default());
     let e = b.build().err().expect("refused").to_string();
     assert!(e.contains("5@dma ") && e.contains("5@dma1") && e.contains("one memory"), "{e}");
+
+/// Steps every node but `parked` until `done` holds (false once `max` has passed), calling
+/// `check` after every round.
+fn run_without(w: &mut World, parked: usize, max: Duration, mut check: impl FnMut(&World), mut done: impl FnMut(&World) -> bool) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < max {
+        for (i, n) in w.nodes.iter_mut().enumerate() {
+            if i == parked {
+                continue;
+            }
+            n.step();
+            while let Some(e) = n.poll_event() {
+                w.events[i].push(e);
+            }
+        }
+        check(w);
+        if done(w) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    false
+}
+
+fn puts(w: &World, i: usize) -> usize {
+    w.events[i].iter().filter(|e| e.kind == EventKind::Put).count()
+}
+
+/// Issue 19 item 8 (router side): a DMA peer flooding a router towards a parked destination
+/// holds at most its router credits' worth of buffers (`peer_buffer_credits`); the router
+/// keeps its other messages as unconsumed rx, so their SMSG credits stay away and the flood
+/// backs up at the sender. Another peer's messages to a live node still get buffers.
+#[test]
+fn a_flooding_peer_is_held_to_its_router_credits() {
+    let fab = InProcFabric::new(15);
+    let a = dma_node(&fab, "1@dma", &[(TCP0, "2@dma")], None);
+    let b = dma_node(&fab, "3@dma", &[(TCP0, "2@dma")], None);
+    let nid_r = nid("2@dma");
+    let dev = fab.attach(nid_r.addr(), 32 << 20).unwrap();
+    let mut rb = NodeBuilder::new(12345, 98);
+    // The parked destination never answers our HELLO: keep waiting for it all along.
+    let patient = lnd::sock::SockConfig { handshake_timeout: Duration::from_secs(300), ..sock_cfg() };
+    rb.dma(nid_r, Box::new(dev), DmaLndConfig::default()).tcp(nid("127.0.15.2@tcp"), tcp_io(), patient).routing(0, 6, 0).peer_buffer_credits(2);
+    let r = rb.build().unwrap();
+    let e = tcp_routed("127.0.15.4@tcp", &[(DMA0, "127.0.15.2@tcp")]);
+    let d = tcp_routed("127.0.15.3@tcp", &[(DMA0, "127.0.15.2@tcp")]);
+    let (ia, ib, ir, ie, id) = (0, 1, 2, 3, 4);
+    let mut w = World::new(vec![a, b, r, e, d]);
+    for sink_node in [ie, id] {
+        let sink = w.buf(sink_node, &vec![0u8; 64 << 10]);
+        let me = w.nodes[sink_node].lnet.me_attach(20, ProcessId::ANY, 0, u64::MAX, false, Insert::Tail).unwrap();
+        w.nodes[sink_node].lnet.md_attach(me, md(sink, opt::OP_PUT, None)).unwrap();
+    }
+    let put = |w: &mut World, from: usize, to: &str, n: u64| {
+        let src = w.buf(from, &pattern(1000, 5));
+        for i in 0..n {
+            let h = w.nodes[from].lnet.md_bind(md(src, 0, Some(1)), true);
+            w.nodes[from].lnet.put(h, false, pid(to), 20, i, 0, 0).unwrap();
+        }
+    };
+    // A floods D, which is parked: whatever A gets forwarded stays in the router.
+    put(&mut w, ia, "127.0.15.3@tcp", 40);
+    let mut most = 0;
+    let window = DmaLndConfig::default().peer_credits as usize;
+    run_without(&mut w, id, Duration::from_millis(800), |w| most = most.max(w.nodes[ir].lnet.counters.route_count), |_| false);
+    assert!(most <= 2, "A got {most} router buffers: more than its 2 router credits");
+    let parked = w.nodes[ir].lnds[1].busy();
+    assert!(parked <= window, "{parked} of A's messages parked at the router: more than A's window of {window}");
+    let sent = w.events[ia].iter().filter(|e| e.kind == EventKind::Send).count();
+    assert!(sent <= 2 + window, "A sent {sent} messages into a router that holds them");
+    // B's messages to the live E still get buffers.
+    put(&mut w, ib, "127.0.15.4@tcp", 4);
+    assert!(run_without(&mut w, id, Duration::from_secs(5), |_| {}, |w| puts(w, ie) == 4), "B's messages to E got no router buffer: {} arrived", puts(&w, ie));
+    // D wakes up: the flood drains.
+    w.run_until(|w| puts(w, id) == 40);
+    assert!(w.events[id].iter().all(|e| e.status == 0));
+    w.run_until(|w| w.nodes.iter().all(|n| n.idle()));
+}
+
+/// Issue 19 item 8, both halves together: a TCP peer flooding a router towards a parked DMA
+/// node holds at most its router credits' worth of buffers; the message past them is parked,
+/// so the router stops reading that connection (what it holds stays within the read-ahead
+/// cap) and the flooder's sends stop completing. A second TCP peer's messages to a live DMA
+/// node still get buffers.
+#[test]
+fn a_flooding_tcp_peer_is_held_back_through_the_socket() {
+    const MIB: usize = 1 << 20;
+    let fab = InProcFabric::new(16);
+    let d = dma_node(&fab, "3@dma", &[(TCP0, "2@dma")], None);
+    let e = dma_node(&fab, "4@dma", &[(TCP0, "2@dma")], None);
+    let nid_r = nid("2@dma");
+    let dev = fab.attach(nid_r.addr(), 32 << 20).unwrap();
+    let mut rb = NodeBuilder::new(12345, 97);
+    rb.dma(nid_r, Box::new(dev), DmaLndConfig::default()).tcp(nid("127.0.16.2@tcp"), tcp_io(), sock_cfg()).routing(0, 0, 6).peer_buffer_credits(2);
+    let r = rb.build().unwrap();
+    let a = tcp_routed("127.0.16.1@tcp", &[(DMA0, "127.0.16.2@tcp")]);
+    let b = tcp_routed("127.0.16.4@tcp", &[(DMA0, "127.0.16.2@tcp")]);
+    let (ia, ib, ir, ie, id) = (0, 1, 2, 3, 4);
+    let mut w = World::new(vec![a, b, r, e, d]);
+    for sink_node in [ie, id] {
+        let sink = w.buf(sink_node, &vec![0u8; MIB]);
+        let me = w.nodes[sink_node].lnet.me_attach(20, ProcessId::ANY, 0, u64::MAX, false, Insert::Tail).unwrap();
+        w.nodes[sink_node].lnet.md_attach(me, md(sink, opt::OP_PUT | opt::MANAGE_REMOTE, None)).unwrap();
+    }
+    let put = |w: &mut World, from: usize, to: &str, n: u64| {
+        let src = w.buf(from, &pattern(MIB, 9));
+        for i in 0..n {
+            let h = w.nodes[from].lnet.md_bind(md(src, 0, Some(1)), true);
+            w.nodes[from].lnet.put(h, false, pid(to), 20, i, 0, 0).unwrap();
+        }
+    };
+    let flood = 3 * MAX_UNREAD / MIB;
+    put(&mut w, ia, "3@dma", flood as u64);
+    let (mut most_fwd, mut most_held) = (0, 0);
+    run_without(
+        &mut w,
+        id,
+        Duration::from_millis(1500),
+        |w| {
+            most_fwd = most_fwd.max(w.nodes[ir].lnet.counters.route_count);
+            most_held = most_held.max(w.stat(ir, 2, "rx_held_bytes") as usize);
+        },
+        |_| false,
+    );
+    assert!(most_fwd <= 2, "A got {most_fwd} router buffers: more than its 2 router credits");
+    let sent = w.events[ia].iter().filter(|e| e.kind == EventKind::Send).count();
+    eprintln!("router held at most {most_held} bytes for A; {sent} of A's {flood} sends completed");
+    assert!(most_held <= MAX_UNREAD + 4 * MIB, "router held {most_held} bytes of A's parked messages");
+    assert!(sent < flood * 2 / 3, "{sent} of A's {flood} sends completed: A was not held back");
+    put(&mut w, ib, "4@dma", 4);
+    assert!(run_without(&mut w, id, Duration::from_secs(5), |_| {}, |w| puts(w, ie) == 4), "B's messages to E got no router buffer: {} arrived", puts(&w, ie));
+    w.run_until(|w| puts(w, id) == flood);
+    assert!(w.events[id].iter().all(|e| e.status == 0 && e.mlength == MIB as u64));
+    w.run_until(|w| w.nodes.iter().all(|n| n.idle()));
 }

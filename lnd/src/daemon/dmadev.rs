@@ -15,9 +15,10 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     super::init_logging(a.get("log"))?;
     let dir = PathBuf::from(a.get("fabric").ok_or_else(|| anyhow::anyhow!("--fabric DIR is required"))?);
     let seed = match a.get("seed") {
-        Some(s) => s.parse().map_err(|_| anyhow::anyhow!("--seed `{s}` is not a number"))?,
-        None => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() as u64 ^ std::process::id() as u64,
+        Some(s) => Some(s.parse().map_err(|_| anyhow::anyhow!("--seed `{s}` is not a number"))?),
+        None => None,
     };
+    let seed = device_secret(seed)?;
     let server = DevServer::bind(&dir, seed).map_err(|e| anyhow::anyhow!("dmadev: cannot serve {}: {e}", dir.display()))?;
     if let Some(r) = a.get("corrupt-rate") {
         let rate: u32 = r.parse().map_err(|_| anyhow::anyhow!("--corrupt-rate `{r}` is not a number"))?;
@@ -43,6 +44,27 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The key of the device's transmit cookies (and the seed of its fault generators): `--seed`
+/// when given, so a run replays; otherwise fresh from the OS, never from the clock or pid.
+fn device_secret(seed: Option<u64>) -> std::io::Result<u64> {
+    match seed {
+        Some(s) => Ok(s),
+        None => os_random_u64(),
+    }
+}
+
+/// Eight bytes from the kernel's random source (`getrandom(2)`, else `/dev/urandom`).
+fn os_random_u64() -> std::io::Result<u64> {
+    let mut b = [0u8; 8];
+    // SAFETY: the kernel writes at most b.len() bytes into b.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != b.len() as isize {
+        use std::io::Read;
+        std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    }
+    Ok(u64::from_ne_bytes(b))
+}
+
 static SOCK_PATH: std::sync::OnceLock<std::ffi::CString> = std::sync::OnceLock::new();
 
 extern "C" fn on_signal(_: libc::c_int) {
@@ -62,5 +84,38 @@ fn install_exit_handler(path: PathBuf) {
     unsafe {
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::device_secret;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    fn nanos() -> u64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
+    }
+
+    /// Issue 19: a device started without `--seed` keys its cookies from the OS random source:
+    /// two such devices differ, and the key is no function of our pid and the time it started.
+    #[test]
+    fn without_a_seed_the_secret_is_random() {
+        let pid = std::process::id() as u64;
+        let before = nanos();
+        let a = device_secret(None).unwrap();
+        let b = device_secret(None).unwrap();
+        let after = nanos();
+        assert_ne!(a, b, "two devices started without a seed share a secret");
+        for s in [a, b] {
+            // Same pid, a start time inside [before, after]: a clock-and-pid key lands in there.
+            let t = s ^ pid;
+            assert!(!(before..=after).contains(&t), "secret {s:#x} is the start time {t} xor the pid");
+        }
+    }
+
+    #[test]
+    fn a_seed_gives_the_same_secret_every_time() {
+        assert_eq!(device_secret(Some(7)).unwrap(), 7);
+        assert_eq!(device_secret(Some(7)).unwrap(), device_secret(Some(7)).unwrap());
     }
 }

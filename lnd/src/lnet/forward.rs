@@ -1,7 +1,7 @@
 //! Forwarding for other nets: a message for a remote net takes a router buffer, goes on through
 //! the next hop, and is resent through another gateway when one fails (the core's half of routing).
 
-use super::router::{Blocked, Buf, Fwd, Router, RouterPools};
+use super::router::{Blocked, Buf, Fwd, Router, RouterPools, RxPeer};
 use super::{errno, Action, Dir, Lnet, LndRecv, LndSend, Msg, MsgId, NiIdx, Parsed};
 use crate::mem::Seg;
 use crate::wire::{HdrRepr, Nid, ProcessId};
@@ -10,38 +10,55 @@ use tracing::{debug, info};
 impl Lnet {
     /// Turns on forwarding for other nodes, with these buffers.
     pub fn enable_routing(&mut self, pools: RouterPools) {
-        self.router = Some(Router { tiny: pools.tiny, small: pools.small, small_size: pools.small_size, large: pools.large, blocked: Default::default() });
+        self.router = Some(Router::new(pools));
     }
 
     pub fn is_router(&self) -> bool {
         self.router.is_some()
     }
 
-    /// A message for another node arrived on `ni`: receive it into a router buffer, then send
-    /// it on with the same header.
+    /// A message for another node arrived on `ni` from `from`: it takes one of that peer's
+    /// router credits and a router buffer (`lnet_post_routed_recv_locked`), is received into
+    /// the buffer, then sent on with the same header. Short of either it waits, in order, and
+    /// its LND keeps the rx (so the peer's own credits stay with us).
     pub(super) fn forward(&mut self, ni: NiIdx, hdr: HdrRepr, from: Nid, private: u64) -> Parsed {
         if self.route(hdr.dest_nid).is_err() {
             return self.drop_msg(&hdr, from, errno::EHOSTUNREACH, "no route to forward");
         }
+        let ni_peer_credits = self.nis[ni].cfg.peer_credits;
         let router = self.router.as_mut().expect("routing enabled");
-        let pool = router.pool(hdr.payload_length);
+        let limit = router.peer_limit(ni_peer_credits);
+        let peer = router.peers.entry((ni, from)).or_default();
+        let b = Blocked { ni, hdr, private, from };
+        if !peer.waiting.is_empty() || peer.used >= limit {
+            debug!(peer = %from, dest = %b.hdr.dest_nid, "peer out of router credits; message waits");
+            self.counters.credit_stalls += 1;
+            peer.waiting.push_back(b);
+            return Parsed::Recv(None);
+        }
+        peer.used += 1;
+        self.post_routed(b)
+    }
+
+    /// The buffer half of [`Lnet::forward`]: the message holds its peer's router credit.
+    fn post_routed(&mut self, b: Blocked) -> Parsed {
+        let router = self.router.as_mut().expect("routing enabled");
+        let pool = router.pool(b.hdr.payload_length);
         // Behind earlier messages for the same pool, in order.
-        let buf = if router.blocked[pool].is_empty() { router.alloc(hdr.payload_length) } else { None };
+        let buf = if router.blocked[pool].is_empty() { router.alloc(b.hdr.payload_length) } else { None };
         match buf {
-            Some(buf) => {
-                let id = self.start_forward(ni, hdr, private, buf);
-                Parsed::Recv(Some(id))
-            }
+            Some(buf) => Parsed::Recv(Some(self.start_forward(b, buf))),
             None => {
-                debug!(dest = %hdr.dest_nid, len = hdr.payload_length, "router buffers exhausted; message waits");
+                debug!(dest = %b.hdr.dest_nid, len = b.hdr.payload_length, "router buffers exhausted; message waits");
                 self.counters.credit_stalls += 1;
-                router.blocked[pool].push_back(Blocked { ni, hdr, private });
+                router.blocked[pool].push_back(b);
                 Parsed::Recv(None)
             }
         }
     }
 
-    fn start_forward(&mut self, ni: NiIdx, hdr: HdrRepr, private: u64, buf: Buf) -> MsgId {
+    fn start_forward(&mut self, b: Blocked, buf: Buf) -> MsgId {
+        let Blocked { ni, hdr, private, from } = b;
         let len = hdr.payload_length;
         let iov = match buf {
             Buf::Tiny => Vec::new(),
@@ -49,9 +66,27 @@ impl Lnet {
         };
         self.counters.route_count += 1;
         self.counters.route_length += len as u64;
-        let id = MsgId(self.msgs.insert(Msg { dir: Dir::Recv, md: None, ev: None, ack: None, credit: None, pending: None, fwd: Some(Fwd { buf, hdr }), resend: None }));
+        let fwd = Fwd { buf, hdr, peer: (ni, from) };
+        let id = MsgId(self.msgs.insert(Msg { dir: Dir::Recv, md: None, ev: None, ack: None, credit: None, pending: None, fwd: Some(fwd), resend: None }));
         self.actions.push_back(Action::Recv(LndRecv { msg: Some(id), ni, private, rdma_req: false, iov, mlen: len as u64, rlen: len as u64 }));
         id
+    }
+
+    /// A peer's router credit comes back: its first waiter takes it (`lnet_return_rx_credits_locked`).
+    fn return_peer_credit(&mut self, key: RxPeer) {
+        let router = self.router.as_mut().expect("routing enabled");
+        let Some(peer) = router.peers.get_mut(&key) else { return };
+        match peer.waiting.pop_front() {
+            Some(b) => {
+                self.post_routed(b);
+            }
+            None => {
+                peer.used = peer.used.saturating_sub(1);
+                if peer.used == 0 {
+                    router.peers.remove(&key);
+                }
+            }
+        }
     }
 
     /// A forwarded message finished a leg: received (send it on) or sent (free its buffer).
@@ -79,9 +114,10 @@ impl Lnet {
                 let Some(len) = router.blocked[pool].front().map(|b| b.hdr.payload_length) else { break };
                 let Some(buf) = router.alloc(len) else { break };
                 let b = router.blocked[pool].pop_front().unwrap();
-                self.start_forward(b.ni, b.hdr, b.private, buf);
+                self.start_forward(b, buf);
             }
         }
+        self.return_peer_credit(fwd.peer);
     }
 
     /// A routed send failed at its gateway: mark the gateway down and, if another is up, send

@@ -1,10 +1,10 @@
-//! Router buffer pools (tiny / small / large, Lustre's three) and the messages waiting for a
-//! buffer; `forward.rs` moves messages through them.
+//! Router buffer pools (tiny / small / large, Lustre's three), per-peer router credits, and the
+//! messages waiting for either; `forward.rs` moves messages through them.
 
 use super::msg::NiIdx;
 use crate::mem::Seg;
-use crate::wire::HdrRepr;
-use std::collections::VecDeque;
+use crate::wire::{HdrRepr, Nid};
+use std::collections::{HashMap, VecDeque};
 
 /// Router buffers, pre-allocated in node memory by the node builder.
 #[derive(Debug, Clone, Default)]
@@ -16,6 +16,9 @@ pub struct RouterPools {
     pub small_size: u32,
     /// Buffers of LNET_MTU bytes.
     pub large: Vec<Seg>,
+    /// Router buffers one peer may hold at once (Lustre's `peer_buffer_credits`); 0 means the
+    /// per-peer credits of the NI the message came in on, as Lustre defaults it.
+    pub peer_buffer_credits: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -25,10 +28,15 @@ pub(super) enum Buf {
     Large(Seg),
 }
 
+/// The peer a routed message came from, on the NI it came in on (Lustre's `lnet_peer_ni`).
+pub(super) type RxPeer = (NiIdx, Nid);
+
 #[derive(Debug)]
 pub(super) struct Fwd {
     pub(super) buf: Buf,
     pub(super) hdr: HdrRepr,
+    /// Holds one of this peer's router credits until the message is sent on.
+    pub(super) peer: RxPeer,
 }
 
 #[derive(Debug)]
@@ -36,6 +44,15 @@ pub(super) struct Blocked {
     pub(super) ni: NiIdx,
     pub(super) hdr: HdrRepr,
     pub(super) private: u64,
+    pub(super) from: Nid,
+}
+
+/// One peer's router credits in use (`lpni_rtrcredits` counted up) and its messages waiting
+/// for one (`lpni_rtrq`), their rx kept by the LND so the peer feels the back-pressure.
+#[derive(Debug, Default)]
+pub(super) struct RtrPeer {
+    pub(super) used: u32,
+    pub(super) waiting: VecDeque<Blocked>,
 }
 
 #[derive(Debug)]
@@ -47,9 +64,34 @@ pub(super) struct Router {
     /// Messages waiting for a buffer, a queue per pool (tiny, small, large) so none waits
     /// behind a message for another pool (`lnet_msg2bufpool`); their LND keeps the rx meanwhile.
     pub(super) blocked: [VecDeque<Blocked>; 3],
+    /// Router credits per peer (0: the NI's per-peer credits).
+    pub(super) peer_buffer_credits: u32,
+    /// Peers holding router credits or waiting for one (others have all theirs).
+    pub(super) peers: HashMap<RxPeer, RtrPeer>,
 }
 
 impl Router {
+    pub(super) fn new(pools: RouterPools) -> Router {
+        Router {
+            tiny: pools.tiny,
+            small: pools.small,
+            small_size: pools.small_size,
+            large: pools.large,
+            blocked: Default::default(),
+            peer_buffer_credits: pools.peer_buffer_credits,
+            peers: HashMap::new(),
+        }
+    }
+
+    /// Router credits of a peer on an NI with `ni_peer_credits` per peer (`lnet_peer_buffer_credits`).
+    pub(super) fn peer_limit(&self, ni_peer_credits: u32) -> u32 {
+        if self.peer_buffer_credits > 0 {
+            self.peer_buffer_credits
+        } else {
+            ni_peer_credits.max(1)
+        }
+    }
+
     /// The pool a message of `len` bytes is for: its queue in `blocked`.
     pub(super) fn pool(&self, len: u32) -> usize {
         match len {

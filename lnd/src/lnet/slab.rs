@@ -81,6 +81,11 @@ impl<T> Slab<T> {
     pub fn len(&self) -> usize {
         self.len
     }
+
+    /// Every entry, in slot order.
+    pub fn values(&self) -> impl Iterator<Item = &T> {
+        self.slots.iter().filter_map(|(_, v)| v.as_ref())
+    }
 }
 
 #[cfg(test)]

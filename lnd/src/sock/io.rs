@@ -51,6 +51,9 @@ pub trait SockIo: Send {
     fn now(&self) -> Instant;
     /// Gives back the buffer of a `Data` input once consumed (an I/O may reuse it).
     fn recycle(&mut self, _data: Vec<u8>) {}
+    /// Stops (or resumes) reading `conn`: the LND has a message of it parked, and TCP flow
+    /// control should hold the peer back meanwhile. An I/O may deliver a little more.
+    fn pause_read(&mut self, _conn: ConnId, _paused: bool) {}
 }
 
 impl<T: SockIo + ?Sized> SockIo for Box<T> {
@@ -78,6 +81,9 @@ impl<T: SockIo + ?Sized> SockIo for Box<T> {
     fn recycle(&mut self, data: Vec<u8>) {
         (**self).recycle(data)
     }
+    fn pause_read(&mut self, conn: ConnId, paused: bool) {
+        (**self).pause_read(conn, paused)
+    }
 }
 
 /// Called from I/O threads whenever input is ready (wakes the node's loop).
@@ -93,8 +99,9 @@ struct Shared {
     max_conns: AtomicU64,
     /// Connections whose reader is running.
     live: AtomicU64,
-    /// Bytes read and not yet polled by the LND; readers wait on `drained` above MAX_UNREAD.
-    unread: Mutex<usize>,
+    /// Bytes read and not yet polled by the LND, and connections not to read for now; readers
+    /// wait on `drained` above MAX_UNREAD or while their connection is paused.
+    reading: Mutex<Reading>,
     drained: Condvar,
     tx: Mutex<Sender<SockInput>>,
     wake: Wake,
@@ -109,21 +116,36 @@ struct Shared {
     read_bufs: Mutex<Vec<Vec<u8>>>,
 }
 
+#[derive(Default)]
+struct Reading {
+    unread: usize,
+    paused: std::collections::HashSet<ConnId>,
+}
+
 impl Shared {
     fn push(&self, i: SockInput) {
         let _ = self.tx.lock().unwrap().send(i);
         (self.wake)();
     }
 
-    /// Waits until the LND has taken enough of what was read (or the I/O is closing).
-    fn wait_for_room(&self) {
-        let mut unread = self.unread.lock().unwrap();
-        while *unread >= MAX_UNREAD && !self.closed.load(Ordering::SeqCst) {
-            unread = self.drained.wait_timeout(unread, Duration::from_millis(100)).unwrap().0;
+    /// Waits until the LND has taken enough of what was read and wants `conn` read (or the
+    /// I/O is closing).
+    fn wait_for_room(&self, conn: ConnId) {
+        let mut r = self.reading.lock().unwrap();
+        while (r.unread >= MAX_UNREAD || r.paused.contains(&conn)) && !self.closed.load(Ordering::SeqCst) {
+            r = self.drained.wait_timeout(r, Duration::from_millis(100)).unwrap().0;
+        }
+    }
+
+    /// Lets `conn`'s reader go again (resumed, or closing: it then reads the end).
+    fn unpause(&self, conn: ConnId) {
+        if self.reading.lock().unwrap().paused.remove(&conn) {
+            self.drained.notify_all();
         }
     }
 
     fn reader_done(&self, conn: ConnId, error: Option<String>) {
+        self.reading.lock().unwrap().paused.remove(&conn);
         self.writers.lock().unwrap().remove(&conn);
         self.streams.lock().unwrap().remove(&conn);
         self.live.fetch_sub(1, Ordering::SeqCst);
@@ -152,7 +174,7 @@ impl ThreadIo {
             tx: Mutex::new(tx),
             max_conns: AtomicU64::new(MAX_CONNS),
             live: AtomicU64::new(0),
-            unread: Mutex::new(0),
+            reading: Mutex::new(Reading::default()),
             drained: Condvar::new(),
             wake,
             writers: Mutex::new(Default::default()),
@@ -232,7 +254,7 @@ fn start_conn(shared: &Arc<Shared>, conn: ConnId, stream: TcpStream, announce: S
     let mut r = stream;
     std::thread::spawn(move || {
         loop {
-            sh.wait_for_room();
+            sh.wait_for_room(conn);
             // Read straight into a buffer the LND will consume (and give back): no copy here.
             let mut buf = sh.read_bufs.lock().unwrap().pop().unwrap_or_default();
             buf.resize(READ_CHUNK, 0);
@@ -240,7 +262,7 @@ fn start_conn(shared: &Arc<Shared>, conn: ConnId, stream: TcpStream, announce: S
                 Ok(0) => return sh.reader_done(conn, None),
                 Ok(n) => {
                     buf.truncate(n);
-                    *sh.unread.lock().unwrap() += n;
+                    sh.reading.lock().unwrap().unread += n;
                     sh.push(SockInput::Data { conn, data: buf });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -378,6 +400,7 @@ impl SockIo for ThreadIo {
     }
 
     fn close(&mut self, conn: ConnId) {
+        self.shared.unpause(conn);
         // The writer flushes what is queued (e.g. a refusing HELLO), then shuts the socket.
         let w = self.shared.writers.lock().unwrap().remove(&conn);
         let s = self.shared.streams.lock().unwrap().remove(&conn);
@@ -392,6 +415,7 @@ impl SockIo for ThreadIo {
     }
 
     fn abort(&mut self, conn: ConnId) {
+        self.shared.unpause(conn);
         // Shutting the socket down unblocks a writer stuck on a peer that stopped reading.
         let s = self.shared.streams.lock().unwrap().remove(&conn);
         self.shared.writers.lock().unwrap().remove(&conn);
@@ -405,9 +429,17 @@ impl SockIo for ThreadIo {
         out.extend(self.rx.try_iter());
         let taken: usize = out[from..].iter().map(|i| if let SockInput::Data { data, .. } = i { data.len() } else { 0 }).sum();
         if taken > 0 {
-            let mut unread = self.shared.unread.lock().unwrap();
-            *unread -= taken.min(*unread);
+            let mut r = self.shared.reading.lock().unwrap();
+            r.unread -= taken.min(r.unread);
             self.shared.drained.notify_all();
+        }
+    }
+
+    fn pause_read(&mut self, conn: ConnId, paused: bool) {
+        if paused {
+            self.shared.reading.lock().unwrap().paused.insert(conn);
+        } else {
+            self.shared.unpause(conn);
         }
     }
 

@@ -3,6 +3,7 @@
 //! live behind [`io::SockIo`].
 
 pub mod conn;
+mod flow;
 mod handshake;
 pub mod io;
 pub mod pcap;
@@ -127,6 +128,15 @@ struct Conn {
     tx_progress: Instant,
     /// The peer answered our HELLO with ctype NONE: keep its messages and retry later.
     refused: bool,
+    /// Bytes read and not yet parsed, and parsed events not yet handled: they wait while a
+    /// message of this connection is parked by LNet (`parked`, its rx).
+    backlog: VecDeque<Vec<u8>>,
+    pending: VecDeque<ConnEvent>,
+    parked: Option<u64>,
+    /// We asked the I/O to stop reading this socket.
+    read_paused: bool,
+    /// The bytes stopped making sense; the connection goes once what came before is handled.
+    broken: Option<String>,
 }
 
 impl Conn {
@@ -146,6 +156,11 @@ impl Conn {
             tx_pending: 0,
             tx_progress: now,
             refused: false,
+            backlog: VecDeque::new(),
+            pending: VecDeque::new(),
+            parked: None,
+            read_paused: false,
+            broken: None,
         }
     }
 }
@@ -184,7 +199,10 @@ pub struct SockLnd<I: SockIo> {
     next_conn: ConnId,
     /// Writes in flight: tag -> (conn, message).
     writes: Slab<(ConnId, MsgId)>,
-    rxs: Slab<Vec<u8>>,
+    /// Frames LNet has not taken yet, with the connection they came on.
+    rxs: Slab<(ConnId, Vec<u8>)>,
+    /// Connections LNet released a parked message of, to go on at the next poll.
+    unparked: Vec<ConnId>,
     inputs: Vec<SockInput>,
     events: Vec<ConnEvent>,
     capture: Option<Arc<Mutex<pcap::Capture>>>,
@@ -215,6 +233,7 @@ impl<I: SockIo> SockLnd<I> {
             next_conn: 1,
             writes: Slab::default(),
             rxs: Slab::default(),
+            unparked: Vec::new(),
             inputs: Vec::new(),
             events: Vec::new(),
             capture: None,
@@ -265,32 +284,7 @@ impl<I: SockIo> SockLnd<I> {
                 warn!(conn, "{error}");
                 self.close_conn(lnet, conn, "connect failed");
             }
-            SockInput::Data { conn, data } => {
-                match self.conns.get_mut(&conn) {
-                    Some(c) => c.last_rx = self.io.now(),
-                    None => debug!(conn, bytes = data.len(), "data for an unknown connection dropped"),
-                }
-                let mut events = std::mem::take(&mut self.events);
-                events.clear();
-                let res = match self.conns.get_mut(&conn) {
-                    Some(c) => c.parser.input(&data, &mut events),
-                    None => Ok(()),
-                };
-                self.io.recycle(data);
-                for e in events.drain(..) {
-                    if !self.conns.contains_key(&conn) {
-                        break;
-                    }
-                    self.on_event(lnet, conn, e);
-                }
-                self.events = events;
-                if let Err(e) = res {
-                    self.stats.bad_peers += 1;
-                    let who = self.conns.get(&conn).map(|c| c.remote.to_string()).unwrap_or_default();
-                    warn!(conn, peer = %who, "dropping connection: {e}");
-                    self.close_conn(lnet, conn, "protocol error");
-                }
-            }
+            SockInput::Data { conn, data } => self.take_data(lnet, conn, data),
             SockInput::Written { tag, .. } => {
                 if let Some((conn, msg)) = self.writes.remove(tag) {
                     let now = self.io.now();
@@ -355,9 +349,11 @@ impl<I: SockIo> SockLnd<I> {
                     self.zc_ack(conn, ksock.zc_req);
                 }
                 let from = expect.expect("up conns know their peer");
-                let rx = self.rxs.insert(frame);
+                let rx = self.rxs.insert((conn, frame));
                 match lnet.parse(self.ni, hdr, from, rx, false) {
-                    Ok(Parsed::Recv(_)) => {}
+                    Ok(Parsed::Recv(Some(_))) => {}
+                    // LNet holds it: this connection waits until it lets go.
+                    Ok(Parsed::Recv(None)) => self.park(conn, rx),
                     Ok(Parsed::Dropped(_)) => {
                         self.rxs.remove(rx);
                     }
@@ -390,11 +386,13 @@ impl<I: SockIo> Lnd for SockLnd<I> {
         let mut v = serde_json::to_value(self.stats).unwrap_or_default();
         v["conns_up"] = self.conns_up().into();
         v["peers"] = self.peers.len().into();
+        v["rx_held_bytes"] = self.rx_held_bytes().into();
         v
     }
 
     fn busy(&self) -> usize {
-        self.writes.len() + self.rxs.len() + self.peers.values().map(|p| p.queue.len()).sum::<usize>()
+        let waiting: usize = self.conns.values().map(|c| c.backlog.len() + c.pending.len()).sum();
+        self.writes.len() + self.rxs.len() + waiting + self.peers.values().map(|p| p.queue.len()).sum::<usize>()
     }
 
     fn send(&mut self, lnet: &mut Lnet, m: LndSend) {
@@ -425,10 +423,11 @@ impl<I: SockIo> Lnd for SockLnd<I> {
     }
 
     fn recv(&mut self, lnet: &mut Lnet, m: LndRecv) {
-        let Some(frame) = self.rxs.remove(m.private) else {
+        let Some((conn, frame)) = self.rxs.remove(m.private) else {
             warn!(private = m.private, "recv for unknown rx");
             return;
         };
+        self.released(conn, m.private);
         if let Some(msg) = m.msg {
             let payload = &frame[PAYLOAD_AT..];
             let n = (m.mlen as usize).min(payload.len());
@@ -448,6 +447,7 @@ impl<I: SockIo> Lnd for SockLnd<I> {
             self.on_input(lnet, i);
         }
         self.inputs = inputs;
+        let any = self.flow(lnet) || any;
         self.timeouts(lnet);
         self.retries();
         self.keepalives();

@@ -31,7 +31,8 @@ impl<I: SockIo> SockLnd<I> {
             .iter()
             .filter_map(|(&id, c)| {
                 let why = match c.state {
-                    State::Up if c.parser.mid_message() && now.duration_since(c.last_rx) >= st => "no progress receiving a message",
+                    // Not while we keep it waiting ourselves (a parked message).
+                    State::Up if c.parser.mid_message() && c.parked.is_none() && now.duration_since(c.last_rx) >= st => "no progress receiving a message",
                     State::Up if c.tx_pending > 0 && now.duration_since(c.tx_progress) >= st => "no progress sending",
                     State::Up | State::Connecting => return None,
                     _ if now >= c.handshake_by => "handshake timed out",
