@@ -198,6 +198,7 @@ fn dma_nis_must_share_the_node_memory() {
     b.dma(nid("5@dma1"), Box::new(fb.attach(5, 1 << 20).unwrap()), DmaLndConfig::default());
     let e = b.build().err().expect("refused").to_string();
     assert!(e.contains("5@dma ") && e.contains("5@dma1") && e.contains("one memory"), "{e}");
+}
 
 /// Steps every node but `parked` until `done` holds (false once `max` has passed), calling
 /// `check` after every round.

@@ -103,19 +103,61 @@ impl ClusterSpec {
         Ok(())
     }
 
-    /// Every io workload fits in the OSTs it writes to (after the whole-spec checks).
+    /// Every io workload fits in the OSTs it writes to (after the whole-spec checks), counting
+    /// what earlier workloads left there (those without `destroy`) and placing each stripe as the
+    /// client does: stripe `s` of file `f` on OST `(f * stripe_count + s) mod n` of the OSTs in
+    /// index order. Seeds 333, 370 and 409 of `hunt --generate` wrote 90 MiB into a 64 MiB OST
+    /// over two workloads and failed with ENOSPC.
     pub(crate) fn check_fit(&self, text: &str, file: &str) -> Result<(), SpecError> {
-        let capacity: u64 = self.nodes.iter().flat_map(|n| &n.targets).map(|t| t.size.0).sum();
+        let mut osts: Vec<(u32, u64)> = self.nodes.iter().flat_map(|n| &n.targets).map(|t| (t.ost, t.size.0)).collect();
+        osts.sort();
+        let capacity: u64 = osts.iter().map(|o| o.1).sum();
+        let mut kept = vec![0u64; osts.len()];
         for w in self.workloads.iter().filter(|w| w.kind == WorkloadKind::Io) {
+            let (line, col) = locate_value(text, "name", &w.name, 0);
+            let refuse = |msg: String| SpecError { file: file.to_string(), line, col, msg };
             let bytes = (w.clients.len() as u64).checked_mul(w.files).and_then(|x| x.checked_mul(w.size.0));
             if bytes.is_none_or(|b| b > capacity) {
-                let (line, col) = locate_value(text, "name", &w.name, 0);
                 let what = bytes.map_or("more than 2^64 bytes".to_string(), |b| format!("{b} bytes"));
-                return Err(SpecError { file: file.to_string(), line, col, msg: format!("workload `{}` writes {what} ({} clients x {} files x {} bytes), which does not fit in the OSTs ({capacity} bytes)", w.name, w.clients.len(), w.files, w.size.0) });
+                return Err(refuse(format!("workload `{}` writes {what} ({} clients x {} files x {} bytes), which does not fit in the OSTs ({capacity} bytes)", w.name, w.clients.len(), w.files, w.size.0)));
+            }
+            // Placement is counted per file; past a million files the total above is the check.
+            if w.read_back.is_some() || osts.is_empty() || (w.clients.len() as u64).saturating_mul(w.files) > 1_000_000 {
+                continue;
+            }
+            let used = stripe_bytes(w, osts.len());
+            for (k, (&(ost, size), u)) in osts.iter().zip(&used).enumerate() {
+                if kept[k] + u > size {
+                    let before = if kept[k] > 0 { format!(" on top of {} bytes kept by earlier workloads (without `destroy`)", kept[k]) } else { String::new() };
+                    return Err(refuse(format!("workload `{}` puts {u} bytes on OST {ost}{before}, more than its {size} bytes", w.name)));
+                }
+            }
+            if !w.destroy {
+                kept.iter_mut().zip(&used).for_each(|(k, u)| *k += u);
             }
         }
         Ok(())
     }
+}
+
+/// Bytes an io workload puts on each of `n` OSTs (in index order), stripe by stripe.
+fn stripe_bytes(w: &crate::cluster::spec::WorkloadSpec, n: usize) -> Vec<u64> {
+    let mut used = vec![0u64; n];
+    let (size, z, sc) = (w.size.0, w.stripe_size.0.max(1), w.stripe_count.max(1) as u64);
+    let (full, rem) = (size / z, size % z);
+    for k in 0..w.clients.len() as u64 {
+        for i in 0..w.files {
+            let f = k * w.files + i;
+            for s in 0..sc {
+                let mut b = (full / sc + u64::from(s < full % sc)) * z;
+                if rem > 0 && s == full % sc {
+                    b += rem;
+                }
+                used[((f * sc + s) % n as u64) as usize] += b;
+            }
+        }
+    }
+    used
 }
 
 /// A duration a spec may give: parses and is at most [`MAX_FAULT_TIME`].
