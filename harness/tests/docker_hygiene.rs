@@ -79,6 +79,9 @@ fn artifacts_come_through_the_api_with_every_last_line() {
     let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
     assert!(lines.by_ref().map_while(Result::ok).any(|l| l.contains("cluster left up")), "the run never got to --keep");
     std::thread::spawn(move || lines.for_each(drop));
+    // `lnetlab logs` of a kept cluster shows what its nodes wrote so far (copied out of the
+    // containers when the cluster was kept).
+    let logs = lnetlab().args(["logs", "oss1"]).output().unwrap();
     let o = Command::new("docker").args(["ps", "-aq", "--filter", &format!("label=lnetlab.pid={pid}")]).output().unwrap();
     let ids: Vec<String> = String::from_utf8_lossy(&o.stdout).lines().map(String::from).collect();
     let o = Command::new("docker").arg("inspect").args(["--format", "{{.Name}} {{range .Mounts}}{{.Type}}:{{.Source}} {{end}}"]).args(&ids).output().unwrap();
@@ -98,6 +101,9 @@ fn artifacts_come_through_the_api_with_every_last_line() {
         if trace.is_empty() || !trace.ends_with('\n') {
             bad.push(format!("{n}: its trace is not whole ({} bytes)", trace.len()));
         }
+    }
+    if !String::from_utf8_lossy(&logs.stdout).contains("lnetd up") {
+        bad.push(format!("`lnetlab logs oss1` of the kept cluster: {}{}", String::from_utf8_lossy(&logs.stdout), String::from_utf8_lossy(&logs.stderr).trim()));
     }
     if mounts.contains("bind:") {
         bad.push(format!("containers write into host directories (a remote or virtualised Engine has none of ours): {}", mounts.trim().replace('\n', "; ")));

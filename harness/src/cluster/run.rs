@@ -104,6 +104,7 @@ fn execute(backend: &dyn Backend, plan: &Plan, opts: &RunOpts, art: &Path, say: 
         }
         faults.install(&mut cluster, plan, opts.timeout, say)?;
         if let Some(state) = &opts.up_only {
+            cluster.sync_artifacts();
             crate::state::write(state, cluster_state(plan, art, scratch.path(), "up"))?;
             say("cluster up; `lnetlab status`, `lnetlab logs NODE`, `lnetlab down`");
             while !crate::interrupt::interrupted() {
@@ -139,6 +140,8 @@ fn execute(backend: &dyn Backend, plan: &Plan, opts: &RunOpts, art: &Path, say: 
         }
     }
     if opts.keep {
+        // `lnetlab logs` reads the kept cluster's logs from the artifacts.
+        cluster.sync_artifacts();
         let state = crate::state::keep_file(std::process::id());
         if let Err(e) = crate::state::write(&state, cluster_state(plan, art, scratch.path(), "run --keep")) {
             say(&format!("cannot record the kept cluster for `lnetlab status`: {e}"));

@@ -328,11 +328,18 @@ impl Backend for DockerBackend {
             }
             devfaults::device_counts_from_logs(&art2)
         };
+        let (eng, all, art3) = (e.clone(), [&teardown.nodes[..], &teardown.devices[..]].concat(), art.clone());
+        let sync = move || {
+            for c in &all {
+                let _ = collect::collect_art(&eng, c, &art3);
+            }
+        };
         // From here the nodes are told to quit when the cluster goes down: wait for them.
         teardown.grace = collect::QUIT_GRACE;
         let keep: Vec<Box<dyn std::any::Any + Send>> = vec![Box::new(teardown)];
         let mut c = Cluster::assemble(nodes, rx, keep, target_dirs);
         c.device_faults = Some(Box::new(count_device_faults));
+        c.sync_artifacts = Some(Box::new(sync));
         c.wait_ready(timeout, progress, &|n| art.join("nodes").join(format!("{n}.log")).display().to_string())?;
         Ok(c)
     }
