@@ -7,6 +7,9 @@ use harness::{bench, cluster};
 #[derive(Parser)]
 #[command(name = "lnetlab", version, about = "User-space LNet over an emulated DMA fabric: benchmarks, clusters and tests")]
 struct Cli {
+    /// Where the static lnetd and dmadev of the Docker node image are (default: beside lnetlab).
+    #[arg(long, global = true, value_name = "DIR")]
+    node_binaries: Option<std::path::PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -147,6 +150,9 @@ enum Cmd {
         /// other hosts' and namespaces' runs and compose stacks are left alone).
         #[arg(long)]
         all: bool,
+        /// With --all: also remove every lnetlab-node image no container uses.
+        #[arg(long, requires = "all")]
+        prune: bool,
     },
     /// Write the cluster out for other tools (`--compose`: a docker-compose file).
     Export {
@@ -236,6 +242,10 @@ fn main() {
         return;
     }
     let cli = Cli::parse();
+    if let Some(d) = &cli.node_binaries {
+        // Read by the docker backend here and in the runs we start (hunt, up).
+        std::env::set_var("LNETLAB_NODE_BINARIES", std::path::absolute(d).unwrap_or_else(|_| d.clone()));
+    }
     if let Err(e) = run(cli) {
         eprintln!("lnetlab: {e:#}");
         std::process::exit(1);
@@ -394,8 +404,8 @@ reproduce with: {}", r.runs, r.steps.len(), r.nodes, r.workloads, r.faults, r.sp
             };
             // Compose cannot share our per-run subnets: use the spec's (or 10.89.k.0/24).
             let addr = |k: usize, net: &str, pos: usize| -> std::net::Ipv4Addr {
-                let base = spec.nets[net].subnet.as_deref().and_then(|s| s.split('/').next()?.parse::<std::net::Ipv4Addr>().ok()).map(|ip| ip.octets()).unwrap_or([10, 89, k as u8, 0]);
-                std::net::Ipv4Addr::new(base[0], base[1], base[2], pos as u8 + 2)
+                let base = spec.nets[net].subnet.as_deref().and_then(|s| cluster::limits::parse_subnet(s).ok()).map_or(std::net::Ipv4Addr::new(10, 89, k as u8, 0), |s| s.0);
+                std::net::Ipv4Addr::from(u32::from(base) + pos as u32 + 2)
             };
             let plan = cluster::plan::plan(&spec, seed, &addr);
             let text = cluster::compose::to_yaml(&plan, &image)?;
@@ -442,19 +452,17 @@ reproduce with: {}", r.runs, r.steps.len(), r.nodes, r.workloads, r.faults, r.sp
             let log = n["log"].as_str().unwrap_or("");
             print!("{}", std::fs::read_to_string(log).map_err(|e| anyhow::anyhow!("{log}: {e}"))?);
         }
-        Cmd::Down { all } => {
+        Cmd::Down { all, prune } => {
             if all {
                 for p in harness::procs::reap_scratch(&std::env::temp_dir()) {
                     println!("removed {} (its run is gone)", p.display());
                 }
                 #[cfg(feature = "cluster")]
-                {
-                    let e = cluster::backends::docker::Engine::connect()?;
-                    let n = cluster::backends::docker::reap_stale(&e)?;
-                    println!("removed {n} docker objects of lnetlab runs that are gone");
+                for line in cluster::backends::docker::clean_up(prune)? {
+                    println!("{line}");
                 }
                 #[cfg(not(feature = "cluster"))]
-                eprintln!("lnetlab was built without docker support (--features cluster): nothing to reap there");
+                eprintln!("lnetlab was built without docker support (--features cluster): nothing to reap{} there", if prune { " or prune" } else { "" });
             }
             let state = harness::state::up_file();
             let Some(st) = harness::state::read(&state).filter(harness::state::owner_alive) else {

@@ -166,4 +166,26 @@ fn workloads_that_together_overfill_an_ost_are_refused() {
 fn a_small_ost_that_its_stripes_overfill_is_refused() {
     let t = BASE.replace("      - {ost: 0, size: 64MiB}\n", "      - {ost: 0, size: 64MiB}\n      - {ost: 1, size: 4MiB}\n").replace("    files: 2\n    size: 1MiB\n", "    files: 2\n    size: 8MiB\n    stripe_count: 2\n");
     refused(&t, "13:11", "workload `w` puts 8388608 bytes on OST 1, more than its 4194304 bytes");
+
+/// BASE with a TCP net `tcp0` (`decl` its declaration) and client `c1` on it too.
+fn with_tcp(decl: &str) -> String {
+    BASE.replace("  dma0: {kind: dma}\n", &format!("  dma0: {{kind: dma}}\n  tcp0: {decl}\n")).replace("nis: [dma0]}", "nis: [dma0, tcp0]}").replace("    nis: [dma0]\n", "    nis: [dma0, tcp0]\n")
+}
+
+#[test]
+fn a_16_subnet_is_kept_as_given() {
+    let s = ClusterSpec::parse(&with_tcp("{kind: tcp, subnet: 10.1.0.0/16}"), Path::new("t.yaml")).expect("a /16 is a fine subnet");
+    assert_eq!(s.nets["tcp0"].subnet.as_deref(), Some("10.1.0.0/16"));
+}
+
+#[test]
+fn more_nodes_than_the_subnet_holds_are_refused() {
+    // A /30 has one address for a node (network, gateway and broadcast take the rest); two are on it.
+    refused(&with_tcp("{kind: tcp, subnet: 10.1.0.0/30}"), "4:29", "2 nodes do not fit");
+    // Without a subnet a /24 is allocated: 253 nodes at most.
+    let mut t = with_tcp("{kind: tcp}");
+    for i in 0..253 {
+        t = t.replace("workloads:\n", &format!("  - {{name: x{i}, roles: [client], nis: [tcp0]}}\nworkloads:\n"));
+    }
+    refused(&t, "4:3", "255 nodes");
 }

@@ -16,6 +16,20 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
+/// Where `.ci/run` builds the static node binaries the image is made of.
+fn static_dir() -> PathBuf {
+    let d = root().join("target/static").join(format!("{}-unknown-linux-gnu", std::env::consts::ARCH)).join("release");
+    assert!(d.join("lnetd").is_file(), "build the static node binaries first (see .ci/run): {} has no lnetd", d.display());
+    d
+}
+
+/// `lnetlab`, with the static node binaries.
+fn lnetlab() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lnetlab"));
+    c.env("LNETLAB_NODE_BINARIES", static_dir());
+    c
+}
+
 /// Objects of one run (or all runs) still in the engine: containers, networks, volumes.
 fn leftovers(run: Option<&str>) -> Vec<String> {
     let filter = match run {
@@ -32,7 +46,7 @@ fn leftovers(run: Option<&str>) -> Vec<String> {
 
 fn run_cli(file: &str, want: u64) -> serde_json::Value {
     let art = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_lnetlab"))
+    let out = lnetlab()
         .args(["run", root().join(file).to_str().unwrap(), "--backend", "docker", "--json", "--seed", "4", "--artifacts", art.path().to_str().unwrap()])
         .output()
         .unwrap();
@@ -69,8 +83,8 @@ fn quickstart_and_routed_in_docker_then_nothing_left() {
 #[test]
 fn oss_killed_and_restarted_keeps_its_data() {
     let spec = ClusterSpec::load(&root().join("clusters/quickstart.yaml")).unwrap();
-    let b = DockerBackend::new().unwrap();
-    let p = plan(&spec, 5, b.tcp_addressing(&spec).unwrap().as_ref());
+    let b = DockerBackend::with_node_binaries(Some(static_dir())).unwrap();
+    let p = plan(&spec, 5, b.tcp_addressing(&spec).unwrap().unwrap().as_ref());
     let art = tempfile::tempdir().unwrap();
     let scratch = tempfile::tempdir().unwrap();
     let t = Duration::from_secs(120);
@@ -113,7 +127,7 @@ fn oss_killed_and_restarted_keeps_its_data() {
 #[test]
 fn a_sigkilled_run_is_reaped_by_the_next() {
     let art = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lnetlab"))
+    let mut child = lnetlab()
         .args(["run", root().join("clusters/routed.yaml").to_str().unwrap(), "--backend", "docker", "--keep", "--artifacts", art.path().to_str().unwrap()])
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -152,7 +166,7 @@ fn a_sigkilled_run_is_reaped_by_the_next() {
 fn exported_compose_file_brings_the_cluster_up() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("compose.yml");
-    let st = Command::new(env!("CARGO_BIN_EXE_lnetlab")).args(["export", root().join("clusters/routed.yaml").to_str().unwrap(), "--compose", "-o", file.to_str().unwrap()]).status().unwrap();
+    let st = lnetlab().args(["export", root().join("clusters/routed.yaml").to_str().unwrap(), "--compose", "-o", file.to_str().unwrap()]).status().unwrap();
     assert!(st.success());
     let (prog, pre): (&str, &[&str]) = if Command::new("docker-compose").arg("version").output().is_ok_and(|o| o.status.success()) {
         ("docker-compose", &[])
@@ -185,7 +199,7 @@ async fn image_smoke_test_with_testcontainers() {
     use testcontainers::{GenericImage, ImageExt};
     let tag = tokio::task::spawn_blocking(|| {
         let e = harness::cluster::backends::docker::Engine::connect().unwrap();
-        harness::cluster::backends::docker::ensure_image(&e).unwrap()
+        harness::cluster::backends::docker::ensure_image_from(&e, Some(&static_dir())).unwrap()
     })
     .await
     .unwrap();
@@ -208,7 +222,7 @@ async fn image_smoke_test_with_testcontainers() {
 #[test]
 fn ctrl_c_on_a_docker_run_tears_everything_down() {
     let art = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lnetlab"))
+    let mut child = lnetlab()
         .args(["run", root().join("clusters/quickstart.yaml").to_str().unwrap(), "--backend", "docker", "--keep", "--artifacts", art.path().to_str().unwrap()])
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -27,7 +27,8 @@ pub fn run() -> anyhow::Result<Vec<Metric>> {
     let spec = ClusterSpec::parse(SPEC, std::path::Path::new("<bench8>"))?;
     let backend = DockerBackend::new()?;
     let image = ensure_image(&backend.engine)?; // built (or found) outside the timing
-    let p = plan(&spec, 1, backend.tcp_addressing(&spec).expect("docker addressing").as_ref());
+    let addressing = backend.tcp_addressing(&spec)?.expect("docker addressing");
+    let p = plan(&spec, 1, addressing.as_ref());
     let art = tempfile::tempdir()?;
     let scratch = tempfile::tempdir()?;
     let t0 = Instant::now();

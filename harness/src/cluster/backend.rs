@@ -11,9 +11,10 @@ use std::time::Duration;
 /// lnetd control protocol; dropping it tears everything down.
 pub trait Backend {
     fn name(&self) -> &'static str;
-    /// How this backend numbers TCP NIDs (`None`: per-run loopback addresses).
-    fn tcp_addressing(&self, _spec: &ClusterSpec) -> Option<Box<dyn Fn(usize, &str, usize) -> std::net::Ipv4Addr>> {
-        None
+    /// How this backend numbers TCP NIDs (`None`: per-run loopback addresses). A backend may
+    /// claim the addresses here (the docker backend creates its networks), so it can fail.
+    fn tcp_addressing(&self, _spec: &ClusterSpec) -> anyhow::Result<Option<Box<dyn Fn(usize, &str, usize) -> std::net::Ipv4Addr>>> {
+        Ok(None)
     }
     /// `scratch` holds fabrics and OST storage; `art` is the run's artifacts directory.
     fn up(&self, plan: &Plan, scratch: &Path, art: &Path, timeout: Duration, progress: &dyn Fn(&str)) -> anyhow::Result<Cluster>;

@@ -15,9 +15,16 @@ pub fn compose(plan: &Plan, image: &str) -> Value {
     let mut networks = Map::new();
     for (net, ns) in &spec.nets {
         if ns.kind == NetKind::Tcp {
+            // The spec's subnet as given (a /16 stays a /16), else the /24 of the first node.
             let first = plan.nodes.iter().find_map(|n| n.nid_on(net)).map(|nid| std::net::Ipv4Addr::from(nid.addr()).octets());
-            if let Some([a, b, c, _]) = first {
-                networks.insert(net.clone(), json!({"driver": "bridge", "labels": labels, "ipam": {"config": [{"subnet": format!("{a}.{b}.{c}.0/24"), "gateway": format!("{a}.{b}.{c}.1")}]}}));
+            let subnet = match (ns.subnet.as_deref().and_then(|s| super::limits::parse_subnet(s).ok()), first) {
+                (Some((ip, len)), _) => Some((ip, len)),
+                (None, Some([a, b, c, _])) => Some((std::net::Ipv4Addr::new(a, b, c, 0), 24)),
+                (None, None) => None,
+            };
+            if let Some((ip, len)) = subnet {
+                let gw = std::net::Ipv4Addr::from(u32::from(ip) + 1);
+                networks.insert(net.clone(), json!({"driver": "bridge", "labels": labels, "ipam": {"config": [{"subnet": format!("{ip}/{len}"), "gateway": gw.to_string()}]}}));
             }
         } else {
             volumes.insert(format!("fabric-{net}"), json!({"labels": labels}));

@@ -67,6 +67,9 @@ pub struct Cluster {
     pumped: std::collections::VecDeque<(usize, NodeLine)>,
     /// How a backend counts its devices' injected faults by kind (default: their logs).
     pub device_faults: Option<Box<dyn Fn() -> std::collections::BTreeMap<String, u64> + Send>>,
+    /// Brings the nodes' logs and traces into the artifacts directory now, for a backend whose
+    /// nodes write them elsewhere (containers); `None`: they are there already.
+    pub sync_artifacts: Option<Box<dyn Fn() + Send>>,
     /// Nodes frozen by a pause fault.
     pub paused: std::collections::HashSet<usize>,
     /// Nodes a restart fault killed and has not started again (their exit is expected).
@@ -78,7 +81,7 @@ pub struct Cluster {
 impl Cluster {
     /// A cluster from nodes a backend started; `keep` lives until teardown.
     pub fn assemble(nodes: Vec<NodeProc>, rx: Receiver<(usize, NodeLine)>, keep: Vec<Box<dyn std::any::Any + Send>>, target_dirs: std::collections::HashMap<(String, u32), PathBuf>) -> Cluster {
-        Cluster { nodes, rx, backlog: Vec::new(), _keep: keep, target_dirs, pump: None, pumped: Default::default(), device_faults: None, paused: Default::default(), down: Default::default(), respawn: None }
+        Cluster { nodes, rx, backlog: Vec::new(), _keep: keep, target_dirs, pump: None, pumped: Default::default(), device_faults: None, sync_artifacts: None, paused: Default::default(), down: Default::default(), respawn: None }
     }
 
     /// Lets [`Cluster::respawn`] start node `i` again with `f`.
@@ -97,6 +100,13 @@ impl Cluster {
         match &self.device_faults {
             Some(f) => f(),
             None => device_counts_from_logs(art),
+        }
+    }
+
+    /// Makes the artifacts directory hold what the nodes wrote so far (see `sync_artifacts`).
+    pub fn sync_artifacts(&self) {
+        if let Some(f) = &self.sync_artifacts {
+            f();
         }
     }
 

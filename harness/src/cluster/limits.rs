@@ -95,9 +95,13 @@ impl ClusterSpec {
             }
         }
         for (net, n) in &self.nets {
+            let on_net = self.nodes.iter().filter(|x| x.nis.contains(net)).count();
             if let Some(s) = &n.subnet {
-                let on_net = self.nodes.iter().filter(|x| x.nis.contains(net)).count();
                 check_subnet(s, on_net).map_err(|e| at("subnet", s, 0, format!("net `{net}`: subnet `{s}`: {e}")))?;
+            } else if n.kind == NetKind::Tcp && on_net > MAX_AUTO_SUBNET_NODES {
+                let key = format!("{net}:");
+                let (line, col) = text.lines().enumerate().find(|(_, l)| l.trim_start().starts_with(&key)).map_or((1, 1), |(i, l)| (i + 1, l.len() - l.trim_start().len() + 1));
+                return Err(SpecError { file: file.to_string(), line, col, msg: format!("net `{net}`: {on_net} nodes do not fit in the /24 allocated for it (at most {MAX_AUTO_SUBNET_NODES}); give it a larger `subnet:`") });
             }
         }
         Ok(())
@@ -169,19 +173,32 @@ fn check_time(s: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A TCP net's subnet: an IPv4 `/24` network (what the Docker backend makes) with room for
-/// `nodes` hosts besides the network, gateway and broadcast addresses.
+/// Most nodes on a TCP net without a `subnet:` (the Docker backend allocates it a /24).
+pub const MAX_AUTO_SUBNET_NODES: usize = 253;
+
+/// An IPv4 network `a.b.c.d/len` (8 <= len <= 30) given by its network address.
+pub fn parse_subnet(s: &str) -> Result<(std::net::Ipv4Addr, u8), String> {
+    const LIKE: &str = "expected an IPv4 network like 10.88.0.0/24";
+    let (ip, len) = s.split_once('/').ok_or(LIKE)?;
+    let ip: std::net::Ipv4Addr = ip.parse().map_err(|_| LIKE.to_string())?;
+    let len: u8 = len.parse().map_err(|_| LIKE.to_string())?;
+    if !(8..=30).contains(&len) {
+        return Err(format!("a /{len} is not supported (use /8 to /30)"));
+    }
+    let mask = u32::MAX << (32 - len);
+    if u32::from(ip) & !mask != 0 {
+        return Err(format!("{ip} is not the network address of a /{len} (did you mean {}/{len}?)", std::net::Ipv4Addr::from(u32::from(ip) & mask)));
+    }
+    Ok((ip, len))
+}
+
+/// A TCP net's subnet: an IPv4 network with room for `nodes` hosts besides the network,
+/// gateway and broadcast addresses.
 fn check_subnet(s: &str, nodes: usize) -> Result<(), String> {
-    let (ip, len) = s.split_once('/').ok_or("expected an IPv4 network like 10.88.0.0/24")?;
-    let ip: std::net::Ipv4Addr = ip.parse().map_err(|_| "expected an IPv4 network like 10.88.0.0/24".to_string())?;
-    if len != "24" {
-        return Err("only /24 subnets are supported".into());
-    }
-    if ip.octets()[3] != 0 {
-        return Err(format!("the network address of a /24 ends in .0 (did you mean {}.0/24?)", ip.octets()[..3].iter().map(|o| o.to_string()).collect::<Vec<_>>().join(".")));
-    }
-    if nodes > 253 {
-        return Err(format!("{nodes} nodes do not fit in a /24 (at most 253)"));
+    let (_, len) = parse_subnet(s)?;
+    let hosts = (1u64 << (32 - len)) - 3;
+    if nodes as u64 > hosts {
+        return Err(format!("{nodes} nodes do not fit in a /{len} (at most {hosts})"));
     }
     Ok(())
 }
@@ -210,9 +227,11 @@ mod tests {
     #[test]
     fn subnets_parse_and_fit() {
         assert!(check_subnet("10.88.0.0/24", 10).is_ok());
-        for bad in ["banana", "10.88.0.0", "10.88.0.0/16", "10.88.0.5/24", "300.1.1.0/24"] {
+        assert!(check_subnet("10.88.0.0/16", 300).is_ok());
+        for bad in ["banana", "10.88.0.0", "10.88.0.0/33", "10.88.0.0/7", "10.88.0.5/24", "10.88.1.0/16", "300.1.1.0/24"] {
             assert!(check_subnet(bad, 1).is_err(), "{bad}");
         }
         assert!(check_subnet("10.88.0.0/24", 254).is_err());
+        assert!(check_subnet("10.88.0.0/30", 1).is_ok() && check_subnet("10.88.0.0/30", 2).is_err());
     }
 }

@@ -37,7 +37,7 @@ pub struct Plan {
 /// Loopback addressing for the process backend: `127.a.(b+k).host` for the k-th TCP net, with
 /// `a.b` chosen per run so concurrent runs do not collide.
 pub fn loopback(a: u8, b: u8) -> impl Fn(usize, &str, usize) -> Ipv4Addr {
-    move |k, _, pos| Ipv4Addr::new(127, a, b.wrapping_add(k as u8), pos as u8 + 1)
+    move |k, _, pos| Ipv4Addr::from(u32::from(Ipv4Addr::new(127, a, b.wrapping_add(k as u8), 0)) + pos as u32 + 1)
 }
 
 /// Lays out the cluster. `tcp_ip(k, net, pos)` gives the address of the `pos`-th node on the

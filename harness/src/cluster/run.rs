@@ -61,16 +61,22 @@ pub fn run(opts: &RunOpts) -> anyhow::Result<Report> {
     // Loopback block for TCP NIDs: distinct per run so concurrent runs never share addresses.
     let salt = random_seed() ^ seed.rotate_left(17) ^ std::process::id() as u64;
     let lb = (100 + (salt % 150) as u8, ((salt / 150) % 256) as u8);
+    let mut report = Report { cluster: spec.name.clone(), backend: opts.backend.clone(), seed, ok: false, workloads: Vec::new(), artifacts: art.display().to_string(), faults_injected: 0, faults: Default::default(), faults_skipped: Vec::new(), resends: 0, reconnects: 0, lost_acked_writes: 0, silent_corruptions: 0, error: None, elapsed_s: 0.0, trace_hash: None };
+    // Addresses may be claimed (docker networks); a failure is the run's, reported like any.
     let plan = match backend.tcp_addressing(&spec) {
-        Some(f) => plan(&spec, seed, f.as_ref()),
-        None => plan(&spec, seed, &loopback(lb.0, lb.1)),
+        Ok(Some(f)) => plan(&spec, seed, f.as_ref()),
+        Ok(None) => plan(&spec, seed, &loopback(lb.0, lb.1)),
+        Err(e) => {
+            report.error = Some(format!("{e:#}"));
+            std::fs::write(art.join("report.json"), serde_json::to_string_pretty(&report)? + "\n")?;
+            return Ok(report);
+        }
     };
     let nids: Vec<(String, Vec<String>)> = plan.nodes.iter().map(|n| (n.name.clone(), n.nids.iter().map(|x| x.1.to_string()).collect())).collect();
     std::fs::write(art.join("nids.json"), serde_json::to_string_pretty(&nids)? + "\n")?;
     let t0 = Instant::now();
     let say = progress(opts.json);
     say(&format!("cluster `{}`: {} nodes, seed {seed}, artifacts {}", spec.name, plan.nodes.len(), art.display()));
-    let mut report = Report { cluster: spec.name.clone(), backend: opts.backend.clone(), seed, ok: false, workloads: Vec::new(), artifacts: art.display().to_string(), faults_injected: 0, faults: Default::default(), faults_skipped: Vec::new(), resends: 0, reconnects: 0, lost_acked_writes: 0, silent_corruptions: 0, error: None, elapsed_s: 0.0, trace_hash: None };
     let res = execute(backend.as_ref(), &plan, opts, &art, &say, &mut report);
     report.elapsed_s = t0.elapsed().as_secs_f64();
     if backend.virtual_time() {
@@ -98,6 +104,7 @@ fn execute(backend: &dyn Backend, plan: &Plan, opts: &RunOpts, art: &Path, say: 
         }
         faults.install(&mut cluster, plan, opts.timeout, say)?;
         if let Some(state) = &opts.up_only {
+            cluster.sync_artifacts();
             crate::state::write(state, cluster_state(plan, art, scratch.path(), "up"))?;
             say("cluster up; `lnetlab status`, `lnetlab logs NODE`, `lnetlab down`");
             while !crate::interrupt::interrupted() {
@@ -133,6 +140,8 @@ fn execute(backend: &dyn Backend, plan: &Plan, opts: &RunOpts, art: &Path, say: 
         }
     }
     if opts.keep {
+        // `lnetlab logs` reads the kept cluster's logs from the artifacts.
+        cluster.sync_artifacts();
         let state = crate::state::keep_file(std::process::id());
         if let Err(e) = crate::state::write(&state, cluster_state(plan, art, scratch.path(), "run --keep")) {
             say(&format!("cannot record the kept cluster for `lnetlab status`: {e}"));

@@ -46,8 +46,9 @@ pub enum NetKind {
 #[serde(deny_unknown_fields)]
 pub struct NetSpec {
     pub kind: NetKind,
-    /// For the Docker backend: the bridge's subnet (`10.88.0.0/24`). The process backend uses
-    /// loopback addresses of its own.
+    /// For the Docker backend: the bridge's subnet (`10.88.0.0/24`, `/8` to `/30`, kept as
+    /// given; an error if taken), else a free /24 is claimed. The process backend uses loopback
+    /// addresses of its own.
     #[serde(default)]
     pub subnet: Option<String>,
 }

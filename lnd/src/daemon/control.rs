@@ -160,6 +160,14 @@ impl Controller {
         Ok(())
     }
 
+    /// Writes out what the trace holds in its buffer.
+    pub fn flush_trace(&mut self) {
+        if let Some(t) = &mut self.trace {
+            use std::io::Write;
+            let _ = t.flush();
+        }
+    }
+
     /// How long until a message held by a delay rule is due (for a driver that sleeps).
     pub fn next_due(&self) -> Option<std::time::Duration> {
         let due = self.node.lnet.next_release_ms()?;

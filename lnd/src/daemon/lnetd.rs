@@ -208,6 +208,9 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
                 std::thread::sleep(Duration::from_millis(1));
             }
             out.flush()?;
+            // The trace is complete on disk before we say so; this line is our last.
+            ctl.flush_trace();
+            info!(drained = ctl.node.idle(), after = ?t0.elapsed(), "lnetd stopped (quit)");
             return Ok(());
         }
         // Work queued by roles while handling events goes out before we sleep.

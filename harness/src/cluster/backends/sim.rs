@@ -72,8 +72,9 @@ impl Backend for SimBackend {
         !timed && !matches!(kind, Pause | Partition | Restart | DeviceRestart | DmaLate)
     }
 
-    fn tcp_addressing(&self, _spec: &ClusterSpec) -> Option<Box<dyn Fn(usize, &str, usize) -> Ipv4Addr>> {
-        Some(Box::new(|k, _, pos| Ipv4Addr::new(10, 99, k as u8, pos as u8 + 2)))
+    fn tcp_addressing(&self, _spec: &ClusterSpec) -> anyhow::Result<Option<Box<dyn Fn(usize, &str, usize) -> Ipv4Addr>>> {
+        // Counted, not wrapped: a net with more than 253 nodes goes on into the next /24.
+        Ok(Some(Box::new(|k, _, pos| Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 99, k as u8, 0)) + pos as u32 + 2))))
     }
 
     fn up(&self, plan: &Plan, scratch: &Path, art: &Path, _timeout: Duration, progress: &dyn Fn(&str)) -> anyhow::Result<Cluster> {
