@@ -166,6 +166,7 @@ fn workloads_that_together_overfill_an_ost_are_refused() {
 fn a_small_ost_that_its_stripes_overfill_is_refused() {
     let t = BASE.replace("      - {ost: 0, size: 64MiB}\n", "      - {ost: 0, size: 64MiB}\n      - {ost: 1, size: 4MiB}\n").replace("    files: 2\n    size: 1MiB\n", "    files: 2\n    size: 8MiB\n    stripe_count: 2\n");
     refused(&t, "13:11", "workload `w` puts 8388608 bytes on OST 1, more than its 4194304 bytes");
+}
 
 /// BASE with a TCP net `tcp0` (`decl` its declaration) and client `c1` on it too.
 fn with_tcp(decl: &str) -> String {
