@@ -3,32 +3,20 @@
 //! the next one. Afterwards nothing labelled `lnetlab.run` is left.
 #![cfg(feature = "cluster")]
 
+mod common;
+use common::*;
+
 use harness::cluster::backend::Backend;
 use harness::cluster::backends::docker::{DockerBackend, LABEL_RUN};
 use harness::cluster::plan::plan;
 use harness::cluster::spec::ClusterSpec;
 use serde_json::json;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
 
-/// Where `.ci/run` builds the static node binaries the image is made of.
-fn static_dir() -> PathBuf {
-    let d = root().join("target/static").join(format!("{}-unknown-linux-gnu", std::env::consts::ARCH)).join("release");
-    assert!(d.join("lnetd").is_file(), "build the static node binaries first (see .ci/run): {} has no lnetd", d.display());
-    d
-}
 
-/// `lnetlab`, with the static node binaries.
-fn lnetlab() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_lnetlab"));
-    c.env("LNETLAB_NODE_BINARIES", static_dir());
-    c
-}
 
 /// Objects of one run (or all runs) still in the engine: containers, networks, volumes.
 fn leftovers(run: Option<&str>) -> Vec<String> {

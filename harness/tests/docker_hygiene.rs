@@ -5,26 +5,15 @@
 //! binaries (`.ci/run` builds them into target/static first).
 #![cfg(feature = "cluster")]
 
+mod common;
+use common::*;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
 
-/// Where `.ci/run` builds the static `lnetd` and `dmadev` for the host's architecture.
-fn static_dir() -> PathBuf {
-    let d = root().join("target/static").join(format!("{}-unknown-linux-gnu", std::env::consts::ARCH)).join("release");
-    assert!(d.join("lnetd").is_file(), "build the static node binaries first (see .ci/run): {} has no lnetd", d.display());
-    d
-}
 
-fn lnetlab() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_lnetlab"));
-    c.env("LNETLAB_NODE_BINARIES", static_dir());
-    c
-}
 
 /// Objects labelled with `label` (containers, networks, volumes) still in the Engine.
 fn objects(label: &str) -> Vec<String> {

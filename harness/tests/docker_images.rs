@@ -4,18 +4,12 @@
 //! the other Docker tests must not see happen under them.
 #![cfg(feature = "cluster")]
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::*;
+
 use std::process::Command;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
 
-fn static_dir() -> PathBuf {
-    let d = root().join("target/static").join(format!("{}-unknown-linux-gnu", std::env::consts::ARCH)).join("release");
-    assert!(d.join("lnetd").is_file(), "build the static node binaries first (see .ci/run): {} has no lnetd", d.display());
-    d
-}
 
 fn docker(args: &[&str]) -> String {
     let o = Command::new("docker").args(args).output().unwrap();

@@ -201,25 +201,11 @@ impl KsockHdr {
 /// Linux `crc32_le` with seed 0xFFFFFFFF and no final inversion, as socklnd V2 checksums use
 /// (the bitwise NOT of the usual IEEE CRC-32).
 pub fn ksock_crc(parts: &[&[u8]]) -> u32 {
-    static TABLE: std::sync::OnceLock<[u32; 256]> = std::sync::OnceLock::new();
-    let t = TABLE.get_or_init(|| {
-        let mut t = [0u32; 256];
-        for (i, e) in t.iter_mut().enumerate() {
-            let mut c = i as u32;
-            for _ in 0..8 {
-                c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
-            }
-            *e = c;
-        }
-        t
-    });
-    let mut crc = 0xFFFF_FFFFu32;
+    let mut h = crc32fast::Hasher::new();
     for p in parts {
-        for &b in *p {
-            crc = t[((crc ^ b as u32) & 0xff) as usize] ^ (crc >> 8);
-        }
+        h.update(p);
     }
-    crc
+    !h.finalize()
 }
 
 #[cfg(test)]
