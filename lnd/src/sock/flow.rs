@@ -18,7 +18,7 @@ impl<I: SockIo> SockLnd<I> {
             }
             None => {
                 debug!(conn, bytes = data.len(), "data for an unknown connection dropped");
-                self.io.recycle(data);
+                self.io.recycle(conn, data);
                 return;
             }
         }
@@ -50,7 +50,7 @@ impl<I: SockIo> SockLnd<I> {
             }
             c.pending.extend(events.drain(..));
             self.events = events;
-            self.io.recycle(data);
+            self.io.recycle(conn, data);
         }
     }
 
