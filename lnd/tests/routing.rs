@@ -326,7 +326,10 @@ fn a_flooding_tcp_peer_is_held_back_through_the_socket() {
     assert!(most_fwd <= 2, "A got {most_fwd} router buffers: more than its 2 router credits");
     let sent = w.events[ia].iter().filter(|e| e.kind == EventKind::Send).count();
     eprintln!("router held at most {most_held} bytes for A; {sent} of A's {flood} sends completed");
-    assert!(most_held <= MAX_UNREAD + 4 * MIB, "router held {most_held} bytes of A's parked messages");
+    // Each connection reads at most MAX_UNREAD ahead of what LNet consumed; A's 1 MiB frames
+    // can come on two of its typed connections (BULK_OUT, and CONTROL before that is up): a debug
+    // run under load once held 39780873 bytes over one cap.
+    assert!(most_held <= 2 * MAX_UNREAD + 4 * MIB, "router held {most_held} bytes of A's parked messages");
     assert!(sent < flood * 2 / 3, "{sent} of A's {flood} sends completed: A was not held back");
     put(&mut w, ib, "4@dma", 4);
     assert!(run_without(&mut w, id, Duration::from_secs(5), |_| {}, |w| puts(w, ie) == 4), "B's messages to E got no router buffer: {} arrived", puts(&w, ie));
