@@ -44,6 +44,34 @@ fn connections_have_tcp_keepalive() {
     assert_eq!(s.tcp_user_timeout().unwrap(), Some(Duration::from_secs(50)), "unacknowledged data has no deadline");
 }
 
+/// Writes `total` bytes to `c` in 1 MiB pieces on a thread of its own.
+fn flood(mut c: TcpStream, total: usize) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let chunk = vec![7u8; 1 << 20];
+        let mut sent = 0;
+        while sent < total && c.write_all(&chunk).is_ok() {
+            sent += chunk.len();
+        }
+    })
+}
+
+/// Consumes (polls and gives back) reads until `total` bytes have come, `got` of them already.
+fn consume_to(io: &mut ThreadIo, mut got: usize, total: usize) {
+    let t0 = Instant::now();
+    while got < total {
+        assert!(t0.elapsed() < Duration::from_secs(10), "reading stopped at {got}");
+        let mut v = Vec::new();
+        io.poll(&mut v);
+        for i in v {
+            if let SockInput::Data { conn, data } = i {
+                got += data.len();
+                io.recycle(conn, data);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// Item 8: what the LND took but has not consumed (a parked connection's backlog) still
 /// counts: a connection whose reads are taken and never given back stops at MAX_UNREAD of
 /// its own. (Counting only what waits in the channel let a debug run under load hold 51 MB.)
@@ -51,15 +79,9 @@ fn connections_have_tcp_keepalive() {
 fn reads_taken_but_not_consumed_stop_their_connection() {
     let mut io = io();
     io.listen("127.0.77.6:20988".parse().unwrap()).unwrap();
-    let mut c = TcpStream::connect("127.0.77.6:20988").unwrap();
+    let c = TcpStream::connect("127.0.77.6:20988").unwrap();
     let total = 3 * MAX_UNREAD;
-    let w = std::thread::spawn(move || {
-        let chunk = vec![7u8; 1 << 20];
-        let mut sent = 0;
-        while sent < total && c.write_all(&chunk).is_ok() {
-            sent += chunk.len();
-        }
-    });
+    let w = flood(c, total);
     // The LND takes everything (as into a parked connection's backlog) and consumes none.
     let mut kept = Vec::new();
     let t0 = Instant::now();
@@ -72,23 +94,11 @@ fn reads_taken_but_not_consumed_stop_their_connection() {
     let taken: usize = kept.iter().map(|(_, d)| d.len()).sum();
     assert!(taken <= MAX_UNREAD + READ_CHUNK, "{taken} bytes read for a connection whose reads were not consumed");
     // Consumed: reading goes on to the end.
-    let mut got = taken;
+    let got = taken;
     for (conn, d) in kept {
         io.recycle(conn, d);
     }
-    let t0 = Instant::now();
-    while got < total {
-        assert!(t0.elapsed() < Duration::from_secs(10), "reading stopped at {got}");
-        let mut v = Vec::new();
-        io.poll(&mut v);
-        for i in v {
-            if let SockInput::Data { conn, data } = i {
-                got += data.len();
-                io.recycle(conn, data);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    consume_to(&mut io, got, total);
     w.join().unwrap();
 }
 
@@ -97,15 +107,9 @@ fn reads_taken_but_not_consumed_stop_their_connection() {
 fn reads_wait_for_the_lnd() {
     let mut io = io();
     io.listen("127.0.77.2:20988".parse().unwrap()).unwrap();
-    let mut c = TcpStream::connect("127.0.77.2:20988").unwrap();
+    let c = TcpStream::connect("127.0.77.2:20988").unwrap();
     let total = 3 * MAX_UNREAD;
-    let w = std::thread::spawn(move || {
-        let chunk = vec![7u8; 1 << 20];
-        let mut sent = 0;
-        while sent < total && c.write_all(&chunk).is_ok() {
-            sent += chunk.len();
-        }
-    });
+    let w = flood(c, total);
     std::thread::sleep(Duration::from_millis(1500));
     let mut v = Vec::new();
     io.poll(&mut v);
@@ -117,20 +121,8 @@ fn reads_wait_for_the_lnd() {
         }
     }
     // Once consumed, reading resumes to the end.
-    let mut got = unread;
-    let t0 = Instant::now();
-    while got < total {
-        assert!(t0.elapsed() < Duration::from_secs(10), "reading stopped at {got}");
-        let mut v = Vec::new();
-        io.poll(&mut v);
-        for i in v {
-            if let SockInput::Data { conn, data } = i {
-                got += data.len();
-                io.recycle(conn, data);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let got = unread;
+    consume_to(&mut io, got, total);
     w.join().unwrap();
 }
 
