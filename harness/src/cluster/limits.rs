@@ -144,21 +144,13 @@ impl ClusterSpec {
     }
 }
 
-/// Bytes an io workload puts on each of `n` OSTs (in index order), stripe by stripe.
+/// Bytes an io workload puts on each of `n` OSTs (in index order), placed as the client does.
 fn stripe_bytes(w: &crate::cluster::spec::WorkloadSpec, n: usize) -> Vec<u64> {
+    use lnd::ost::osc::{stripe_object_size, stripe_target};
     let mut used = vec![0u64; n];
-    let (size, z, sc) = (w.size.0, w.stripe_size.0.max(1), w.stripe_count.max(1) as u64);
-    let (full, rem) = (size / z, size % z);
-    for k in 0..w.clients.len() as u64 {
-        for i in 0..w.files {
-            let f = k * w.files + i;
-            for s in 0..sc {
-                let mut b = (full / sc + u64::from(s < full % sc)) * z;
-                if rem > 0 && s == full % sc {
-                    b += rem;
-                }
-                used[((f * sc + s) % n as u64) as usize] += b;
-            }
+    for f in 0..w.clients.len() as u64 * w.files {
+        for s in 0..w.stripe_count.max(1) {
+            used[stripe_target(f, s, w.stripe_count.max(1), n)] += stripe_object_size(w.size.0, w.stripe_size.0.max(1), w.stripe_count, s);
         }
     }
     used

@@ -146,6 +146,24 @@ fn phase_name(p: Phase) -> &'static str {
 }
 
 
+/// Where the client places object `stripe` of file `file`: its target's index among the job's
+/// `targets` (in OST order), round robin over files and stripes.
+pub fn stripe_target(file: u64, stripe: u32, stripe_count: u32, targets: usize) -> usize {
+    ((file * stripe_count as u64 + stripe as u64) % targets as u64) as usize
+}
+
+/// Bytes object `stripe` holds of a file of `file_size` bytes cut into `stripe_size` chunks
+/// dealt round robin to `stripe_count` objects (its chunks lie end to end in it).
+pub fn stripe_object_size(file_size: u64, stripe_size: u64, stripe_count: u32, stripe: u32) -> u64 {
+    let (sc, s) = (stripe_count.max(1) as u64, stripe as u64);
+    let (full, rem) = (file_size / stripe_size, file_size % stripe_size);
+    let mut b = (full / sc + u64::from(s < full % sc)) * stripe_size;
+    if rem > 0 && s == full % sc {
+        b += rem;
+    }
+    b
+}
+
 pub struct Osc {
     pub job: IoJob,
     pub report: IoReport,
@@ -225,7 +243,7 @@ impl Osc {
     }
 
     fn object_size(&self, stripe: u32) -> u64 {
-        (0..self.chunks()).map(|c| self.chunk(c)).filter(|(s, _, _)| *s == stripe).map(|(_, off, len)| off + len as u64).max().unwrap_or(0)
+        stripe_object_size(self.job.file_size, self.job.stripe_size as u64, self.job.stripe_count, stripe)
     }
 
     fn next_phase(&mut self) {
@@ -313,5 +331,24 @@ impl Osc {
 
     fn object(&self, file: u64, stripe: u32) -> Result<(usize, u64), String> {
         self.objects.get(&(file, stripe)).copied().ok_or_else(|| format!("file {file} stripe {stripe} has no object"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Object sizes agree with dealing the chunks out one by one (what `object_size` did).
+    #[test]
+    fn stripe_object_sizes_match_the_chunks_dealt_out() {
+        for (size, ss, sc) in [(0u64, 4u64, 1u32), (1, 4, 2), (9, 4, 2), (16, 4, 3), (4 << 20, 1 << 20, 3), (5 * (1 << 20) + 7, 1 << 20, 2)] {
+            let mut want = vec![0u64; sc as usize];
+            for c in 0..size.div_ceil(ss) {
+                want[(c % sc as u64) as usize] += (size - c * ss).min(ss);
+            }
+            let got: Vec<u64> = (0..sc).map(|s| stripe_object_size(size, ss, sc, s)).collect();
+            assert_eq!(got, want, "size {size}, stripe {ss} x {sc}");
+        }
+        assert_eq!((0..4u64).map(|f| stripe_target(f, 1, 2, 3)).collect::<Vec<_>>(), [1, 0, 2, 1]);
     }
 }

@@ -163,7 +163,7 @@ impl Osc {
     pub(super) fn target_of(&self, op: Op) -> Option<usize> {
         match op {
             Op::Connect { t } | Op::Disconnect { t } | Op::Ping { t } => Some(t),
-            Op::Create { file, stripe } => Some(((file * self.job.stripe_count as u64 + stripe as u64) % self.job.targets.len() as u64) as usize),
+            Op::Create { file, stripe } => Some(super::stripe_target(file, stripe, self.job.stripe_count, self.job.targets.len())),
             Op::Write { file, chunk } | Op::Read { file, chunk } => self.object(file, self.chunk(chunk).0).ok().map(|x| x.0),
             Op::Sync { file, stripe } | Op::Getattr { file, stripe, .. } | Op::Punch { file, stripe, .. } | Op::Fallocate { file, stripe, .. } | Op::Destroy { file, stripe } => self.object(file, stripe).ok().map(|x| x.0),
         }
