@@ -14,6 +14,19 @@ use std::time::{Duration, Instant};
 /// How long a stuck client has to say what it waits for.
 const ANSWER: Duration = Duration::from_secs(2);
 
+/// A run that cannot go on says what its unfinished clients wait for: their names, the nodes a
+/// fault holds paused, and what each client that can answer says it waits for.
+fn stalled(cluster: &mut Cluster, plan: &Plan, w: &WorkloadSpec, done: &[Option<Value>]) -> (String, String, String) {
+    let idx = |name: &str| plan.nodes.iter().position(|n| n.name == name).expect("validated");
+    let stuck: Vec<usize> = w.clients.iter().zip(done).filter(|(_, d)| d.is_none()).map(|(c, _)| idx(c)).collect();
+    let paused: Vec<&str> = cluster.paused.iter().map(|&i| plan.nodes[i].name.as_str()).collect();
+    let paused = if paused.is_empty() { String::new() } else { format!("; paused by a fault: {}", paused.join(", ")) };
+    let names = stuck.iter().map(|&i| plan.nodes[i].name.as_str()).collect::<Vec<_>>().join(", ");
+    let answerable: Vec<usize> = stuck.iter().copied().filter(|i| !cluster.paused.contains(i)).collect();
+    let why = waiting::describe(cluster, plan, &answerable, ANSWER);
+    (names, paused, why)
+}
+
 /// Runs an io workload while the fault timeline (started by the first workload) fires.
 pub fn run_workload(cluster: &mut Cluster, plan: &Plan, (w, earlier): (&WorkloadSpec, &[WorkloadReport]), timeout: Duration, say: &dyn Fn(&str), (faults, backend): (&mut Faults, &dyn Backend)) -> anyhow::Result<WorkloadReport> {
     faults.start();
@@ -47,12 +60,6 @@ pub fn run_workload(cluster: &mut Cluster, plan: &Plan, (w, earlier): (&Workload
             let (i, v) = cluster.backlog.remove(0);
             (i, NodeLine::Line(v))
         } else {
-            // A run that cannot go on says what its unfinished clients wait for.
-            let stuck: Vec<usize> = w.clients.iter().zip(&done).filter(|(_, d)| d.is_none()).map(|(c, _)| idx(c)).collect();
-            let paused: Vec<&str> = cluster.paused.iter().map(|&i| plan.nodes[i].name.as_str()).collect();
-            let paused = if paused.is_empty() { String::new() } else { format!("; paused by a fault: {}", paused.join(", ")) };
-            let names = stuck.iter().map(|&i| plan.nodes[i].name.as_str()).collect::<Vec<_>>().join(", ");
-            let answerable: Vec<usize> = stuck.iter().copied().filter(|i| !cluster.paused.contains(i)).collect();
             match cluster.next_until(wake) {
                 Ok(Some(x)) => x,
                 Ok(None) if wake < deadline => {
@@ -60,11 +67,11 @@ pub fn run_workload(cluster: &mut Cluster, plan: &Plan, (w, earlier): (&Workload
                     continue;
                 }
                 Ok(None) => {
-                    let why = waiting::describe(cluster, plan, &answerable, ANSWER);
+                    let (names, paused, why) = stalled(cluster, plan, w, &done);
                     anyhow::bail!("workload `{}`: stalled: client(s) {names} did not finish within {timeout:?}{paused}; what they wait for:\n  {why}", w.name)
                 }
                 Err(e) if backend.virtual_time() && !crate::interrupt::interrupted() => {
-                    let why = waiting::describe(cluster, plan, &answerable, ANSWER);
+                    let (names, paused, why) = stalled(cluster, plan, w, &done);
                     anyhow::bail!("workload `{}`: {e}; client(s) {names} did not finish{paused}; what they wait for:\n  {why}", w.name)
                 }
                 Err(e) => anyhow::bail!("workload `{}`: {e}", w.name),
