@@ -130,6 +130,13 @@ pub fn ensure_image_from(e: &Engine, dir: Option<&Path>) -> anyhow::Result<Strin
     if e.rt.block_on(e.docker.inspect_image(&tag)).is_ok() {
         return Ok(tag);
     }
+    // One build at a time on this host: runs starting together wait for the first one's image
+    // instead of building it again (a second build of one tag leaves the first image
+    // dangling, and its prune would remove what the other is still building).
+    let lock = build_lock();
+    if e.rt.block_on(e.docker.inspect_image(&tag)).is_ok() {
+        return Ok(tag);
+    }
     let dockerfile = format!("FROM scratch\nCOPY lnetd dmadev /\nCOPY art /art\nLABEL {IMAGE_LABEL}\nENTRYPOINT [\"/lnetd\"]\n");
     let mut tb = tar::Builder::new(Vec::new());
     for (name, data, mode) in [("Dockerfile", dockerfile.as_bytes(), 0o644), ("lnetd", &bins.lnetd[..], 0o755), ("dmadev", &bins.dmadev[..], 0o755)] {
@@ -154,10 +161,31 @@ pub fn ensure_image_from(e: &Engine, dir: Option<&Path>) -> anyhow::Result<Strin
     if let Some(err) = out.iter().find_map(|i| i.error_detail.as_ref().and_then(|d| d.message.clone())) {
         anyhow::bail!("image build failed: {err}");
     }
+    drop(lock);
     if let Err(err) = prune_images(e, KEEP_IMAGES, &tag) {
         tracing::warn!("pruning old node images: {err:#}");
     }
     Ok(tag)
+}
+
+/// An exclusive lock on this host's node image builds, held until dropped (`None` when the
+/// lock file cannot be opened: the build then goes ahead unserialised).
+fn build_lock() -> Option<std::fs::File> {
+    use std::os::unix::io::AsRawFd;
+    let path = std::env::temp_dir().join("lnetlab-node-image.lock");
+    let f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).or_else(|_| std::fs::File::open(&path));
+    let f = match f {
+        Ok(f) => f,
+        Err(err) => {
+            tracing::warn!("{}: {err}; building the node image without a lock", path.display());
+            return None;
+        }
+    };
+    // Every user's builds share the one lock (flock needs no write access).
+    use std::os::unix::fs::PermissionsExt;
+    let _ = f.set_permissions(std::fs::Permissions::from_mode(0o666));
+    // SAFETY: flock on a descriptor we own; blocks until the other build is done.
+    (unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0).then_some(f)
 }
 
 /// [`ensure_image_from`] the default place.
@@ -174,8 +202,10 @@ pub fn node_images(e: &Engine) -> anyhow::Result<(usize, u64)> {
 
 /// Removes our node images beyond the newest `keep` (never `except`), and our dangling ones.
 /// Images a container uses stay (the Engine refuses; that is not an error). Returns the
-/// removed images and the bytes they held.
+/// removed images and the bytes they held. Holds the build lock: a build in progress keeps its
+/// intermediate images untagged (dangling) until its last step.
 pub fn prune_images(e: &Engine, keep: usize, except: &str) -> anyhow::Result<(Vec<String>, u64)> {
+    let _lock = build_lock();
     let f = HashMap::from([("label", vec![IMAGE_LABEL])]);
     let mut imgs = e.rt.block_on(e.docker.list_images(Some(qp::ListImagesOptionsBuilder::default().filters(&f).build())))?;
     imgs.sort_by_key(|i| std::cmp::Reverse(i.created));
@@ -187,6 +217,7 @@ pub fn prune_images(e: &Engine, keep: usize, except: &str) -> anyhow::Result<(Ve
         if !dangling && !ours(i) {
             continue;
         }
+
         if i.repo_tags.iter().any(|t| t == except) || (!dangling && kept < keep) {
             kept += usize::from(!dangling);
             continue;

@@ -145,7 +145,9 @@ impl Drop for DockerBackend {
     /// Networks made for addresses of a cluster that never came up go with the backend.
     fn drop(&mut self) {
         if !self.nets.lock().unwrap().is_empty() {
-            let _ = reap(&self.engine, Some(&self.run_id));
+            if let Err(err) = reap(&self.engine, Some(&self.run_id)) {
+                eprintln!("lnetlab: docker teardown of run {}: {err:#}", self.run_id);
+            }
         }
     }
 }

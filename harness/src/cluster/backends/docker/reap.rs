@@ -71,12 +71,21 @@ pub fn stale_runs(e: &Engine) -> anyhow::Result<Vec<String>> {
 pub fn reap_stale(e: &Engine) -> anyhow::Result<usize> {
     let mut n = 0;
     for r in stale_runs(e)? {
-        n += reap(e, Some(&r))?;
+        // What will not go now is tried again by the next run.
+        match reap(e, Some(&r)) {
+            Ok(k) => n += k,
+            Err(err) => eprintln!("lnetlab: reaping killed run {r}: {err:#}"),
+        }
     }
     Ok(n)
 }
 
-/// Removes every container, network and volume carrying `lnetlab.run` (or only `run`'s).
+/// How long removing a network or volume is retried: the Engine may still count an endpoint
+/// or a mount of a container it has just force-removed ("has active endpoints", "in use").
+const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Removes every container, network and volume carrying `lnetlab.run` (or only `run`'s);
+/// returns how many went, or names what would not go.
 pub fn reap(e: &Engine, run: Option<&str>) -> anyhow::Result<usize> {
     let filter = match run {
         Some(r) => format!("{LABEL_RUN}={r}"),
@@ -85,6 +94,7 @@ pub fn reap(e: &Engine, run: Option<&str>) -> anyhow::Result<usize> {
     let f = HashMap::from([("label", vec![filter.as_str()])]);
     e.rt.block_on(async {
         let mut n = 0;
+        let mut stuck = Vec::new();
         let cs = e.docker.list_containers(Some(qp::ListContainersOptionsBuilder::default().all(true).filters(&f).build())).await?;
         for c in cs {
             // A killed run also left its scratch directory (only ever one of ours: checked).
@@ -94,20 +104,44 @@ pub fn reap(e: &Engine, run: Option<&str>) -> anyhow::Result<usize> {
                 }
             }
             if let Some(id) = c.id {
-                let _ = e.docker.remove_container(&id, Some(qp::RemoveContainerOptionsBuilder::default().force(true).v(true).build())).await;
-                n += 1;
+                match e.docker.remove_container(&id, Some(qp::RemoveContainerOptionsBuilder::default().force(true).v(true).build())).await {
+                    Ok(()) => n += 1,
+                    Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
+                    Err(err) => stuck.push(format!("container {id}: {err}")),
+                }
             }
         }
-        for net in e.docker.list_networks(Some(qp::ListNetworksOptionsBuilder::default().filters(&f).build())).await? {
-            if let Some(id) = net.id {
-                let _ = e.docker.remove_network(&id).await;
-                n += 1;
+        let nets: Vec<String> = e.docker.list_networks(Some(qp::ListNetworksOptionsBuilder::default().filters(&f).build())).await?.into_iter().filter_map(|x| x.id).collect();
+        let vols: Vec<String> = e.docker.list_volumes(Some(qp::ListVolumesOptionsBuilder::default().filters(&f).build())).await?.volumes.unwrap_or_default().into_iter().map(|v| v.name).collect();
+        let t0 = tokio::time::Instant::now();
+        let (mut nets, mut vols) = (nets, vols);
+        loop {
+            let mut left_nets = Vec::new();
+            for id in nets {
+                match e.docker.remove_network(&id).await {
+                    Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => n += 1,
+                    Err(err) => left_nets.push((id, err)),
+                }
             }
+            let mut left_vols = Vec::new();
+            for name in vols {
+                match e.docker.remove_volume(&name, None::<qp::RemoveVolumeOptions>).await {
+                    Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => n += 1,
+                    Err(err) => left_vols.push((name, err)),
+                }
+            }
+            if (left_nets.is_empty() && left_vols.is_empty()) || t0.elapsed() > RELEASE_WAIT {
+                stuck.extend(left_nets.iter().map(|(id, err)| format!("network {id}: {err}")));
+                stuck.extend(left_vols.iter().map(|(v, err)| format!("volume {v}: {err}")));
+                break;
+            }
+            tracing::debug!("{} networks and {} volumes not released yet; trying again", left_nets.len(), left_vols.len());
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            nets = left_nets.into_iter().map(|x| x.0).collect();
+            vols = left_vols.into_iter().map(|x| x.0).collect();
         }
-        let vols = e.docker.list_volumes(Some(qp::ListVolumesOptionsBuilder::default().filters(&f).build())).await?;
-        for v in vols.volumes.unwrap_or_default() {
-            let _ = e.docker.remove_volume(&v.name, None::<qp::RemoveVolumeOptions>).await;
-            n += 1;
+        if !stuck.is_empty() {
+            anyhow::bail!("could not remove {}", stuck.join("; "));
         }
         Ok::<usize, anyhow::Error>(n)
     })
