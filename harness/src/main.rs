@@ -245,6 +245,11 @@ fn main() {
         return;
     }
     let cli = Cli::parse();
+    // A misspelt mutant would be a silent no-op: every hunt would pass.
+    if let Err(e) = lnd::mutant::check_env() {
+        eprintln!("lnetlab: {e}");
+        std::process::exit(2);
+    }
     if let Some(d) = &cli.node_binaries {
         // Read by the docker backend here and in the runs we start (hunt, up).
         std::env::set_var("LNETLAB_NODE_BINARIES", std::path::absolute(d).unwrap_or_else(|_| d.clone()));

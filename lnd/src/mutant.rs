@@ -33,6 +33,18 @@ fn parse(s: &str) -> Vec<(String, Option<u64>)> {
         .collect()
 }
 
+/// What is wrong with `LNETLAB_MUTANT` (a name this build does not know), in one line.
+pub fn check_env() -> Result<(), String> {
+    check(&std::env::var("LNETLAB_MUTANT").unwrap_or_default())
+}
+
+fn check(s: &str) -> Result<(), String> {
+    match parse(s).into_iter().find(|(m, _)| !ALL.contains(&m.as_str())) {
+        Some((m, _)) => Err(format!("LNETLAB_MUTANT: no mutant `{m}` (known: {})", ALL.join(", "))),
+        None => Ok(()),
+    }
+}
+
 /// Is mutant `name` switched on?
 pub fn active(name: &str) -> bool {
     debug_assert!(ALL.contains(&name), "unknown mutant {name}");
@@ -53,5 +65,7 @@ mod tests {
     fn names_and_parameters_parse() {
         assert_eq!(parse(" a, b=7 ,,c=x"), vec![("a".into(), None), ("b".into(), Some(7)), ("c".into(), None)]);
         assert!(parse("").is_empty());
+        assert_eq!(check("oss_drop_acked_write=7, router_drop_get_reply"), Ok(()));
+        assert!(check("oss_drop_acked_writes").unwrap_err().contains("no mutant `oss_drop_acked_writes` (known: sim_wall_clock,"));
     }
 }
