@@ -1,7 +1,9 @@
 //! The checker names what it sees: with an OSS that acknowledges writes and drops them (the
 //! `oss_drop_acked_write=N` mutant, which counts the writes it lost and no later write put
 //! right), the report's `lost_acked_writes` is exactly that count, whichever job wrote the
-//! chunk, and none of them is a silent corruption (a lost write reads back as the old bytes).
+//! chunk, and none of them is a silent corruption (a lost write reads back as the old bytes);
+//! with one that writes them damaged (`oss_damage_acked_write=N`), each is lost and silently
+//! corrupt (the damaged bytes pass the read checksum).
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -11,24 +13,25 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
-/// Runs `spec` on sim with the mutant dropping every `n`th write; the report and what the OSS
-/// says it lost.
-fn run(spec: &str, seed: u64, n: u64) -> (Value, u64) {
+/// Runs `spec` on sim with `mutant` spoiling every `n`th write; the report and what the OSS
+/// says about the writes it spoilt.
+fn run(spec: &str, seed: u64, mutant: &str, n: u64) -> (Value, Value) {
     let art = tempfile::tempdir().unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_lnetlab"))
         .args(["run", root().join(spec).to_str().unwrap(), "--backend", "sim", "--seed", &seed.to_string(), "--json", "--artifacts", art.path().to_str().unwrap()])
-        .env("LNETLAB_MUTANT", format!("oss_drop_acked_write={n}"))
+        .env("LNETLAB_MUTANT", format!("{mutant}={n}"))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&o.stdout);
     let r: Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|e| panic!("{spec}: {e}: {stdout}\n{}", String::from_utf8_lossy(&o.stderr)));
     let dir = Path::new(r["artifacts"].as_str().unwrap());
     let oss: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("nodes/oss1.oss.json")).unwrap()).unwrap();
-    (r, oss["mutant_lost_writes"].as_u64().unwrap())
+    (r, oss)
 }
 
 fn exact(spec: &str, seed: u64, n: u64) -> Value {
-    let (r, lost) = run(spec, seed, n);
+    let (r, oss) = run(spec, seed, "oss_drop_acked_write", n);
+    let lost = oss["mutant_lost_writes"].as_u64().unwrap();
     assert!(lost > 0, "{spec}: the mutant dropped nothing: {r}");
     assert_eq!(r["ok"], false, "{spec}: {r}");
     assert_eq!((r["lost_acked_writes"].as_u64(), r["silent_corruptions"].as_u64()), (Some(lost), Some(0)), "{spec}: the OSS lost {lost} acknowledged writes: {r}");
@@ -38,6 +41,14 @@ fn exact(spec: &str, seed: u64, n: u64) -> Value {
 #[test]
 fn every_lost_acknowledged_write_is_counted_in_one_job() {
     exact("clusters/quickstart.yaml", 1, 40);
+}
+
+#[test]
+fn a_damaged_acknowledged_write_is_lost_and_a_silent_corruption() {
+    let (r, oss) = run("clusters/quickstart.yaml", 1, "oss_damage_acked_write", 40);
+    let damaged = oss["mutant_damaged_writes"].as_u64().unwrap();
+    assert!(damaged > 0 && oss["mutant_lost_writes"] == 0, "{oss}");
+    assert_eq!((r["ok"].as_bool(), r["lost_acked_writes"].as_u64(), r["silent_corruptions"].as_u64()), (Some(false), Some(damaged), Some(damaged)), "the OSS damaged {damaged} acknowledged writes: {r}");
 }
 
 /// Under faults the OSS's count leaves out dropped resends of data already written; every

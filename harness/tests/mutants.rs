@@ -69,6 +69,7 @@ macro_rules! caught {
 }
 
 caught!(an_oss_that_drops_acknowledged_writes_is_caught, "oss_drop_acked_write", "drop-acked-write.yaml", timeout 30, max_runs 12);
+caught!(an_oss_that_damages_acknowledged_writes_is_caught, "oss_damage_acked_write", "drop-acked-write.yaml", timeout 30, max_runs 12);
 caught!(an_oss_that_makes_a_second_object_for_a_resent_create_is_caught, "oss_no_create_reconstruct", "create-resend.yaml", timeout 30, max_runs 12);
 caught!(a_dma_lnd_that_leaks_the_credits_of_a_bounced_message_is_caught, "dmalnd_bounce_leaks_credits", "bounce-credits.yaml", timeout 10, max_runs 3);
 caught!(a_router_that_drops_a_gets_reply_is_caught, "router_drop_get_reply", "routed-reply.yaml", timeout 30, max_runs 12);

@@ -7,6 +7,7 @@
 //! | `sim_wall_clock` | the simulator's seed is mixed with the wall clock, so a replay differs | `--check-determinism` |
 //! | `osc_no_timeout` | the client never times out an RPC: a lost request or reply hangs it | a stalled run |
 //! | `oss_drop_acked_write=N` | the OSS acknowledges every Nth WRITE it executes (default 40) and drops its data (it counts what is still lost in its stats: `oss.mutant_lost_writes`) | read-back: `lost_acked_writes` |
+//! | `oss_damage_acked_write=N` | the OSS writes every Nth WRITE it executes (default 40) with a byte flipped, after checksumming what arrived: it reads back damaged and passes the read checksum (`oss.mutant_damaged_writes`) | read-back: `lost_acked_writes` and `silent_corruptions` |
 //! | `oss_no_create_reconstruct` | a resent CREATE whose first attempt made the object makes a second one (`tgt_handle_recovery` reconstruction skipped): the first is leaked | `orphan_objects` |
 //! | `dmalnd_bounce_leaks_credits` | an SMSG the device bounced (full mailbox, lost message) does not owe again the credits it carried back to its peer: the peer's window shrinks until it stalls | a stalled run |
 //! | `router_drop_get_reply` | a router forwards no GET's REPLY (it frees the buffer as if the next hop failed): every bulk the server pulls through it is lost | the client gives up (errors) |
@@ -14,7 +15,7 @@
 use std::sync::OnceLock;
 
 /// Every mutant this build knows, for validation and `--help`.
-pub const ALL: &[&str] = &["sim_wall_clock", "osc_no_timeout", "oss_drop_acked_write", "oss_no_create_reconstruct", "dmalnd_bounce_leaks_credits", "router_drop_get_reply"];
+pub const ALL: &[&str] = &["sim_wall_clock", "osc_no_timeout", "oss_drop_acked_write", "oss_damage_acked_write", "oss_no_create_reconstruct", "dmalnd_bounce_leaks_credits", "router_drop_get_reply"];
 
 /// The mutants switched on, with their parameter (`name=N`).
 fn on() -> &'static [(String, Option<u64>)] {

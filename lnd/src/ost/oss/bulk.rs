@@ -4,6 +4,7 @@
 //! with their count. The transfer waits until the request's deadline (`target_bulk_io`); after a
 //! network error or past the deadline there is no reply — the client resends.
 
+use super::mutant::Verdict;
 use super::{Oss, Req, Wait};
 use crate::lnet::{Event, EventKind, MdHandle};
 use crate::node::Node;
@@ -105,14 +106,17 @@ impl Oss {
                     free(node, buf);
                     return self.drop_request(&req, &format!("truncated bulk ({} of {} bytes)", ev.mlength, buf.len));
                 }
-                let data = node.mem.to_vec(buf.off, buf.len as usize).unwrap_or_default();
+                let mut data = node.mem.to_vec(buf.off, buf.len as usize).unwrap_or_default();
                 free(node, buf);
                 let ours = crc32c(0, &data);
                 req.digest = Some(ours);
                 if let Some(c) = cksum.filter(|&c| c != ours) {
                     warn!(ost, oid, xid = req.xid, "bulk write checksum mismatch: client {c:#x}, received {ours:#x}; written, the client will redo it");
                 }
-                let (status, rcs) = if self.mutant_drops(ost, oid, &niobufs, &data) { (0, vec![0; niobufs.len()]) } else { self.write_pages(ost, oid, &niobufs, &data) };
+                let (status, rcs) = match self.mutants.on_write(ost, oid, &niobufs, &mut data) {
+                    Verdict::Drop => (0, vec![0; niobufs.len()]),
+                    Verdict::Write => self.write_pages(ost, oid, &niobufs, &data),
+                };
                 let o = self.osts.get_mut(&ost).expect("exports name our OSTs");
                 let transno = if status == 0 { o.next_transno() } else { 0 };
                 let mut body = Obdo { valid: valid::FLID | valid::FLGROUP | valid::FLSIZE, oid, seq: ost as u64, size: o.size(oid).unwrap_or(0), ..Default::default() };
@@ -140,37 +144,6 @@ impl Oss {
                 self.waits.insert(id, w);
             }
         }
-    }
-
-    /// The `oss_drop_acked_write=N` mutant: is this WRITE (every Nth executed) to be
-    /// acknowledged without being written? Dropping data the place already holds (a resend's)
-    /// loses nothing; a write that is done puts right what a dropped one lost.
-    fn mutant_drops(&mut self, ost: u32, oid: u64, nbs: &[NioBuf], data: &[u8]) -> bool {
-        let Some(n) = crate::mutant::param("oss_drop_acked_write", 40) else { return false };
-        self.mutant_writes += 1;
-        let mut at = 0usize;
-        let places: Vec<((u32, u64, u64), u32)> = nbs
-            .iter()
-            .map(|nb| {
-                let d = &data[at..at + nb.len as usize];
-                at += nb.len as usize;
-                ((ost, oid, nb.offset), crc32c(0, d))
-            })
-            .collect();
-        if self.mutant_writes % n.max(1) == 0 {
-            warn!(ost, oid, offset = nbs[0].offset, "mutant oss_drop_acked_write: WRITE acknowledged, not written");
-            for (place, crc) in places {
-                if self.mutant_held.get(&place) != Some(&crc) {
-                    self.mutant_lost.insert(place);
-                }
-            }
-            return true;
-        }
-        for (place, crc) in places {
-            self.mutant_lost.remove(&place);
-            self.mutant_held.insert(place, crc);
-        }
-        false
     }
 
     /// Writes the niobufs' pages: per-niobuf return codes (ENOSPC there, with status 0, as

@@ -9,6 +9,7 @@
 
 mod bulk;
 mod export;
+mod mutant;
 mod record;
 
 use super::store::{punch_start, Ost};
@@ -75,12 +76,8 @@ pub struct Oss {
     pub obd_timeout: Duration,
     /// Exports the ping evictor removed.
     pub evictions: u64,
-    /// The `oss_drop_acked_write` mutant: WRITEs executed, the (OST, object, offset) of those
-    /// it acknowledged without writing that no later write has put right, and the CRC32C of
-    /// what each place really holds (a dropped resend of data already there loses nothing).
-    mutant_writes: u64,
-    mutant_lost: std::collections::BTreeSet<(u32, u64, u64)>,
-    mutant_held: HashMap<(u32, u64, u64), u32>,
+    /// The write mutants' state (nothing happens unless one is on).
+    mutants: mutant::WriteMutants,
 }
 
 /// Ops that change an object: they get a transaction number, and their xid is the export's
@@ -92,7 +89,7 @@ fn modifies(opc: u32) -> bool {
 impl Oss {
     /// Opens the OSTs and posts request buffers on OST_REQUEST, OST_IO and OST_CREATE.
     pub fn start(node: &mut Node, osts: Vec<Ost>) -> Result<Oss, String> {
-        let mut s = Oss { osts: osts.into_iter().map(|o| (o.index, o)).collect(), exports: HashMap::new(), next_export: record::base(node.lnet.incarnation()), waits: HashMap::new(), next_id: 1, trace: Vec::new(), rpcs: 0, active: HashMap::new(), resends_in_progress: 0, bulk_timeouts: 0, clock: crate::wall_clock(), obd_timeout: crate::ptlrpc::pinger::OBD_TIMEOUT, evictions: 0, mutant_writes: 0, mutant_lost: Default::default(), mutant_held: HashMap::new() };
+        let mut s = Oss { osts: osts.into_iter().map(|o| (o.index, o)).collect(), exports: HashMap::new(), next_export: record::base(node.lnet.incarnation()), waits: HashMap::new(), next_id: 1, trace: Vec::new(), rpcs: 0, active: HashMap::new(), resends_in_progress: 0, bulk_timeouts: 0, clock: crate::wall_clock(), obd_timeout: crate::ptlrpc::pinger::OBD_TIMEOUT, evictions: 0, mutants: Default::default() };
         for (portal, n) in [(portal::OST_REQUEST, REQ_BUFS), (portal::OST_IO, REQ_BUFS), (portal::OST_CREATE, REQ_BUFS)] {
             node.lnet.set_lazy(portal);
             for _ in 0..n {
@@ -125,12 +122,13 @@ impl Oss {
     }
 
     /// What the OSS holds, for the end-of-run checks: per OST the ids of its objects, and the
-    /// writes the `oss_drop_acked_write` mutant acknowledged and lost (0 without it).
+    /// writes the `oss_drop_acked_write` and `oss_damage_acked_write` mutants acknowledged and
+    /// lost or damaged (0 without them).
     pub fn state(&self) -> serde_json::Value {
         let mut osts: Vec<(&u32, &Ost)> = self.osts.iter().collect();
         osts.sort_by_key(|(i, _)| **i);
         let objects: serde_json::Map<String, serde_json::Value> = osts.iter().map(|(i, o)| (i.to_string(), json!(o.oids()))).collect();
-        json!({"rpcs": self.rpcs, "exports": self.exports.len(), "objects": objects, "mutant_lost_writes": self.mutant_lost.len()})
+        json!({"rpcs": self.rpcs, "exports": self.exports.len(), "objects": objects, "mutant_lost_writes": self.mutants.lost.len(), "mutant_damaged_writes": self.mutants.damaged.len()})
     }
 
     fn post_reqbuf(&mut self, node: &mut Node, buf: Seg, portal: u32) -> Result<(), String> {
