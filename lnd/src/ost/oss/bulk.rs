@@ -113,7 +113,7 @@ impl Oss {
                 if let Some(c) = cksum.filter(|&c| c != ours) {
                     warn!(ost, oid, xid = req.xid, "bulk write checksum mismatch: client {c:#x}, received {ours:#x}; written, the client will redo it");
                 }
-                let (status, rcs) = match self.mutants.on_write(ost, oid, &niobufs, &mut data) {
+                let (status, rcs) = match self.mutants.on_write(ost, oid, &niobufs, &mut data, cksum.is_some_and(|c| c != ours)) {
                     Verdict::Drop => (0, vec![0; niobufs.len()]),
                     Verdict::Write => self.write_pages(ost, oid, &niobufs, &data),
                 };

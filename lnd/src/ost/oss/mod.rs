@@ -128,7 +128,7 @@ impl Oss {
         let mut osts: Vec<(&u32, &Ost)> = self.osts.iter().collect();
         osts.sort_by_key(|(i, _)| **i);
         let objects: serde_json::Map<String, serde_json::Value> = osts.iter().map(|(i, o)| (i.to_string(), json!(o.oids()))).collect();
-        json!({"rpcs": self.rpcs, "exports": self.exports.len(), "objects": objects, "mutant_lost_writes": self.mutants.lost.len(), "mutant_damaged_writes": self.mutants.damaged.len()})
+        json!({"rpcs": self.rpcs, "exports": self.exports.len(), "objects": objects, "mutant_lost_writes": self.mutants.lost.len(), "mutant_lost_over_damage": self.mutants.lost_over_damage.len(), "mutant_damaged_writes": self.mutants.damaged.len()})
     }
 
     fn post_reqbuf(&mut self, node: &mut Node, buf: Seg, portal: u32) -> Result<(), String> {
