@@ -86,6 +86,9 @@ enum Cmd {
         /// Run every seed twice on sim and fail when the two runs' traces differ.
         #[arg(long)]
         check_determinism: bool,
+        /// Start no new seed once one has failed (with -j 1: the first failing seed).
+        #[arg(long)]
+        first_failure: bool,
     },
     /// Make a failing run small: remove faults, workloads, clients and nodes, shorten fault
     /// windows and halve sizes while the run (same seed and backend) still fails; writes
@@ -242,6 +245,11 @@ fn main() {
         return;
     }
     let cli = Cli::parse();
+    // A misspelt mutant would be a silent no-op: every hunt would pass.
+    if let Err(e) = lnd::mutant::check_env() {
+        eprintln!("lnetlab: {e}");
+        std::process::exit(2);
+    }
     if let Some(d) = &cli.node_binaries {
         // Read by the docker backend here and in the runs we start (hunt, up).
         std::env::set_var("LNETLAB_NODE_BINARIES", std::path::absolute(d).unwrap_or_else(|_| d.clone()));
@@ -261,7 +269,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             run_and_report(&opts)?;
         }
-        Cmd::Hunt { file, generate, seeds, jobs, backend, faults, single, multi_dma, max_clients, out, timeout, json, shrink, check_determinism } => {
+        Cmd::Hunt { file, generate, seeds, jobs, backend, faults, single, multi_dma, max_clients, out, timeout, json, shrink, check_determinism, first_failure } => {
             use harness::hunt::{generate::GenOpts, seeds as h};
             if file.is_some() == generate {
                 anyhow::bail!("hunt: give a spec FILE or --generate (one of them)");
@@ -280,7 +288,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::bail!("hunt: -j and --timeout must be at least 1");
             }
             harness::interrupt::install_interrupt_handler();
-            let o = h::HuntOpts { file, gen: GenOpts { faults, single, multi_dma, max_clients }, seeds: h::parse_seeds(&seeds).map_err(anyhow::Error::msg)?, jobs, backends, out: out.unwrap_or_else(|| "target/lnetlab/hunt".into()), timeout: std::time::Duration::from_secs(timeout), json, check_determinism };
+            let o = h::HuntOpts { file, gen: GenOpts { faults, single, multi_dma, max_clients }, seeds: h::parse_seeds(&seeds).map_err(anyhow::Error::msg)?, jobs, backends, out: out.unwrap_or_else(|| "target/lnetlab/hunt".into()), timeout: std::time::Duration::from_secs(timeout), json, check_determinism, first_failure };
             let mut s = h::hunt(&o)?;
             if shrink {
                 for f in &mut s.failed {

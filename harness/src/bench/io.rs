@@ -71,6 +71,7 @@ pub fn run(opts: &IoBenchOpts) -> anyhow::Result<Vec<Metric>> {
         compare: false,
         objects: None,
         write: true,
+        acked: Vec::new(),
         timeout_ms: 5000,
         max_tries: 8,
         obd_timeout_ms: 100_000,

@@ -30,6 +30,10 @@ pub struct WorkloadReport {
     /// For io: the objects each client used, by client (for a later `read_back`).
     #[serde(skip)]
     pub objects: std::collections::BTreeMap<String, Value>,
+    /// For io: the chunks each client was told it wrote, by client (a later `read_back` counts
+    /// one that does not read back as a lost acknowledged write).
+    #[serde(skip)]
+    pub acked: std::collections::BTreeMap<String, Value>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -52,10 +56,14 @@ pub struct Report {
     pub resends: u64,
     /// Times clients connected again after a server restart.
     pub reconnects: u64,
-    /// Acknowledged writes that did not read back.
+    /// Acknowledged writes (chunks, by whichever workload wrote them) that did not read back.
     pub lost_acked_writes: u64,
-    /// Wrong data that passed its checksum.
+    /// Of those, the chunks that read back as damaged data (not the old bytes a lost write
+    /// leaves) that passed its checksum.
     pub silent_corruptions: u64,
+    /// Objects on the OSTs at the end that no client knows (a second object made for a resent
+    /// CREATE, say): leaked space.
+    pub orphan_objects: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub elapsed_s: f64,

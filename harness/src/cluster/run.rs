@@ -7,7 +7,7 @@ use super::faults::Faults;
 use super::plan::{loopback, plan, random_seed, Plan};
 use super::report::{artifacts_dir, trace_hash, Report};
 use super::spec::{ClusterSpec, WorkloadKind};
-use super::workloads::{io::run_workload, selftest::run_selftest};
+use super::workloads::{io::run_workload, orphans, selftest::run_selftest};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -61,7 +61,7 @@ pub fn run(opts: &RunOpts) -> anyhow::Result<Report> {
     // Loopback block for TCP NIDs: distinct per run so concurrent runs never share addresses.
     let salt = random_seed() ^ seed.rotate_left(17) ^ std::process::id() as u64;
     let lb = (100 + (salt % 150) as u8, ((salt / 150) % 256) as u8);
-    let mut report = Report { cluster: spec.name.clone(), backend: opts.backend.clone(), seed, ok: false, workloads: Vec::new(), artifacts: art.display().to_string(), faults_injected: 0, faults: Default::default(), faults_skipped: Vec::new(), resends: 0, reconnects: 0, lost_acked_writes: 0, silent_corruptions: 0, error: None, elapsed_s: 0.0, trace_hash: None };
+    let mut report = Report { cluster: spec.name.clone(), backend: opts.backend.clone(), seed, ok: false, workloads: Vec::new(), artifacts: art.display().to_string(), faults_injected: 0, faults: Default::default(), faults_skipped: Vec::new(), resends: 0, reconnects: 0, lost_acked_writes: 0, silent_corruptions: 0, orphan_objects: 0, error: None, elapsed_s: 0.0, trace_hash: None };
     // Addresses may be claimed (docker networks); a failure is the run's, reported like any.
     let plan = match backend.tcp_addressing(&spec) {
         Ok(Some(f)) => plan(&spec, seed, f.as_ref()),
@@ -86,7 +86,7 @@ pub fn run(opts: &RunOpts) -> anyhow::Result<Report> {
         // An interrupted run blames nobody: whatever failed, failed because we stopped it.
         Err(_) if crate::interrupt::interrupted() && !opts.keep && opts.up_only.is_none() => report.error = Some("interrupted".into()),
         // (A read_back workload writes nothing and verifies what another wrote.)
-        Ok(()) => report.ok = report.workloads.iter().all(|w| w.errors == 0 && w.bytes_verified >= w.bytes_written),
+        Ok(()) => report.ok = report.error.is_none() && report.workloads.iter().all(|w| w.errors == 0 && w.bytes_verified >= w.bytes_written),
         Err(e) => report.error = Some(format!("{e:#}")),
     }
     std::fs::write(art.join("report.json"), serde_json::to_string_pretty(&report)? + "\n")?;
@@ -130,6 +130,18 @@ fn execute(backend: &dyn Backend, plan: &Plan, opts: &RunOpts, art: &Path, say: 
         }
         report.lost_acked_writes = report.workloads.iter().map(|w| w.lost_acked_writes).sum();
         report.silent_corruptions = report.workloads.iter().map(|w| w.silent_corruptions).sum();
+        // Objects no client knows are leaked, unless an OSS restarted: it forgets its exports'
+        // CREATE replies (Lustre keeps them in last_rcvd), so a CREATE resent across the restart
+        // may make a second object.
+        let lost = orphans::orphans(&mut cluster, plan, &report.workloads, art, opts.timeout)?;
+        report.orphan_objects = lost.len() as u64;
+        if !lost.is_empty() {
+            if ["restart", "crash"].iter().any(|k| report.faults.get(*k).is_some_and(|n| *n > 0)) {
+                say(&format!("{} (an OSS restarted: not a failure)", orphans::describe(&lost)));
+            } else {
+                report.error = Some(orphans::describe(&lost));
+            }
+        }
         Ok(())
     })();
     if res.is_err() {

@@ -27,6 +27,8 @@ pub struct HuntOpts {
     pub json: bool,
     /// Run every seed twice on sim and fail when the traces differ.
     pub check_determinism: bool,
+    /// Start no new seed once one has failed.
+    pub first_failure: bool,
 }
 
 /// One seed's outcome.
@@ -42,6 +44,9 @@ pub struct SeedResult {
     pub spec: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub repro: Vec<String>,
+    /// The artifacts of the first backend's failed run (for `lnetlab shrink RUN_DIR`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_dir: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -80,7 +85,7 @@ fn hunt_seed(o: &HuntOpts, seed: u64) -> SeedResult {
             let y = generate(seed, o.gen);
             let p = scratch.join(format!("gen{seed}.yaml"));
             if let Err(e) = std::fs::write(&p, &y) {
-                return SeedResult { seed, ok: false, secs: 0.0, nodes: 0, error: Some(format!("cannot write {}: {e}", p.display())), spec: None, repro: Vec::new() };
+                return SeedResult { seed, ok: false, secs: 0.0, nodes: 0, error: Some(format!("cannot write {}: {e}", p.display())), spec: None, repro: Vec::new(), run_dir: None };
             }
             (p, Some(y))
         }
@@ -88,12 +93,14 @@ fn hunt_seed(o: &HuntOpts, seed: u64) -> SeedResult {
     let nodes = text.as_deref().map_or(0, |y| y.lines().filter(|l| l.contains("\"roles\"")).count());
     let mut reports = Vec::new();
     let mut error = None;
+    let mut run_dir = None;
     for b in &o.backends {
         let extra: Vec<String> = if o.check_determinism && b == "sim" { vec!["--check-determinism".into()] } else { Vec::new() };
         match run_one(&spec, seed, b, &scratch.join(b), o.timeout, &extra) {
             Ok(r) => {
                 if let Some(why) = failure(&r) {
                     error.get_or_insert(format!("{b}: {why}"));
+                    run_dir = run_dir.or_else(|| r["artifacts"].as_str().map(String::from));
                 }
                 reports.push((b.clone(), r));
             }
@@ -123,7 +130,7 @@ fn hunt_seed(o: &HuntOpts, seed: u64) -> SeedResult {
     }
     let shown = kept.clone().unwrap_or_else(|| spec.display().to_string());
     let repro = if ok { Vec::new() } else { o.backends.iter().map(|b| format!("lnetlab run {shown} --seed {seed} --backend {b} --keep")).collect() };
-    SeedResult { seed, ok, secs: t0.elapsed().as_secs_f64(), nodes, error, spec: kept, repro }
+    SeedResult { seed, ok, secs: t0.elapsed().as_secs_f64(), nodes, error, spec: kept, repro, run_dir }
 }
 
 /// Runs every seed, `jobs` at a time; progress on stderr.
@@ -133,17 +140,21 @@ pub fn hunt(o: &HuntOpts) -> anyhow::Result<HuntSummary> {
     let total = (b - a + 1) as usize;
     let next = Arc::new(AtomicUsize::new(0));
     let results = Arc::new(Mutex::new(Vec::new()));
+    let stop = std::sync::atomic::AtomicBool::new(false);
     let t0 = Instant::now();
     let tty = unsafe { libc::isatty(2) } == 1;
     std::thread::scope(|s| {
         for _ in 0..o.jobs.max(1) {
-            let (next, results) = (next.clone(), results.clone());
+            let (next, results, stop) = (next.clone(), results.clone(), &stop);
             s.spawn(move || loop {
                 let k = next.fetch_add(1, Ordering::SeqCst);
-                if k >= total || crate::interrupt::interrupted() {
+                if k >= total || crate::interrupt::interrupted() || (o.first_failure && stop.load(Ordering::SeqCst)) {
                     return;
                 }
                 let r = hunt_seed(o, a + k as u64);
+                if !r.ok {
+                    stop.store(true, Ordering::SeqCst);
+                }
                 let mut g = results.lock().unwrap();
                 if !r.ok && !o.json {
                     eprintln!("{}seed {} FAILED: {}", if tty { "\r\x1b[K" } else { "" }, r.seed, r.error.as_deref().unwrap_or("?"));

@@ -175,7 +175,9 @@ pub fn shrink(o: &ShrinkOpts, say: &dyn Fn(&str)) -> anyhow::Result<Shrunk> {
         m.insert(Value::from("name"), Value::from(format!("{name}-shrunk")));
     }
     let out = o.out.join("shrunk.yaml");
-    let header = format!("# shrunk by lnetlab shrink from {} (seed {}, backend {}): {} steps, {} runs\n# fails with: {why}\n", o.spec.display(), o.seed, o.backend, steps.len(), runs);
+    // A failure may say several lines (a stalled run names what each client waits for).
+    let said = why.lines().collect::<Vec<_>>().join("\n#   ");
+    let header = format!("# shrunk by lnetlab shrink from {} (seed {}, backend {}): {} steps, {} runs\n# fails with: {said}\n", o.spec.display(), o.seed, o.backend, steps.len(), runs);
     std::fs::write(&out, header + &serde_yaml_ng::to_string(&spec)?)?;
     let repro = format!("lnetlab run {} --seed {} --backend {} --keep", out.display(), o.seed, o.backend);
     std::fs::write(o.out.join("shrunk.REPRO"), format!("{repro}\n"))?;

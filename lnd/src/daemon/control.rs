@@ -296,6 +296,7 @@ impl Controller {
                 "mds": self.node.lnet.md_count(),
                 "idle": self.node.idle(),
                 "free_bytes": self.node.arena.free_bytes(),
+                "oss": self.oss.as_ref().map(|o| o.state()),
             })),
             Cmd::Waiting => Ok(json!({
                 "jobs": self.oscs.iter().map(|o| o.waiting()).collect::<Vec<_>>(),

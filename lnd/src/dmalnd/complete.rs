@@ -25,7 +25,9 @@ impl<D: DmaDevice> DmaLnd<D> {
                 if !c.status.is_ok() && !stale {
                     // It never reached the mailbox: the credits it returned are still owed,
                     // and (unless a NOOP, which costs none) its own credit comes back.
-                    p.owed = p.owed.saturating_add(returned);
+                    if !crate::mutant::active("dmalnd_bounce_leaks_credits") {
+                        p.owed = p.owed.saturating_add(returned);
+                    }
                     if c.tag != NOOP_TAG {
                         p.credits += 1;
                     }

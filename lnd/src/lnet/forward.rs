@@ -92,7 +92,9 @@ impl Lnet {
     /// A forwarded message finished a leg: received (send it on) or sent (free its buffer).
     pub(super) fn forward_done(&mut self, dir: Dir, fwd: Fwd, status: i32) {
         let hdr = fwd.hdr;
-        if dir == Dir::Recv && status == 0 {
+        // The `router_drop_get_reply` mutant: a GET's REPLY is received and never sent on.
+        let drop_reply = matches!(hdr.body, crate::wire::HdrBody::Reply { .. }) && crate::mutant::active("router_drop_get_reply");
+        if dir == Dir::Recv && status == 0 && !drop_reply {
             if let Ok((ni, hop)) = self.route(hdr.dest_nid) {
                 let iov = match fwd.buf {
                     Buf::Tiny => Vec::new(),

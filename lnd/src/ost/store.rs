@@ -152,6 +152,13 @@ impl Ost {
         Ok(v)
     }
 
+    /// The ids of the objects the OST holds, in order.
+    pub fn oids(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = self.sizes.keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
     /// How many objects the OST holds.
     pub fn objects(&self) -> usize {
         self.sizes.len()

@@ -38,6 +38,7 @@ pub fn job(name: &str, first_file: u64) -> IoJob {
         compare: true,
         objects: None,
         write: true,
+        acked: Vec::new(),
         timeout_ms: 5000,
         max_tries: 8,
         obd_timeout_ms: 100_000,

@@ -46,6 +46,8 @@ pub fn run_workload(cluster: &mut Cluster, plan: &Plan, (w, earlier): (&Workload
             let objects = earlier.iter().find(|r| &r.name == src).and_then(|r| r.objects.get(c)).cloned().ok_or_else(|| anyhow::anyhow!("workload `{}`: `{src}` left no objects on {c}", w.name))?;
             job["first_file"] = json!(ws.clients.iter().position(|x| x == c).expect("validated") as u64 * w.files);
             job["objects"] = objects;
+            // What the earlier workload was told it wrote: a chunk of it that does not read back is lost.
+            job["acked"] = earlier.iter().find(|r| &r.name == src).and_then(|r| r.acked.get(c)).cloned().unwrap_or_else(|| json!([]));
             job["write"] = json!(false);
         }
         cluster.cmd(idx(c), json!({"op": "io", "job": job}), timeout)?;
@@ -105,6 +107,7 @@ pub fn run_workload(cluster: &mut Cluster, plan: &Plan, (w, earlier): (&Workload
     let mut r = WorkloadReport { name: w.name.clone(), ..Default::default() };
     for (c, d) in w.clients.iter().zip(done).filter_map(|(c, d)| Some((c, d?))) {
         r.objects.insert(c.clone(), d["objects"].clone());
+        r.acked.insert(c.clone(), d["acked"].clone());
         r.bytes_written += d["bytes_written"].as_u64().unwrap_or(0);
         r.bytes_verified += d["bytes_verified"].as_u64().unwrap_or(0);
         r.rpcs += d["rpcs"].as_u64().unwrap_or(0);

@@ -58,6 +58,10 @@ pub struct IoJob {
     /// Write the files (off: only read and check what is there).
     #[serde(default = "yes")]
     pub write: bool,
+    /// Chunks an earlier job was told it wrote, as (file, first chunk, end chunk) ranges: one of
+    /// them that does not read back is a lost acknowledged write of ours too.
+    #[serde(default)]
+    pub acked: Vec<(u64, u64, u64)>,
     /// When no reply came within this long, reconnect to that target and resend the RPC (same
     /// xid, MSG_RESENT); also the `pb_timeout` the server gets (in whole seconds, at least 1).
     #[serde(default = "default_timeout")]
@@ -110,6 +114,23 @@ pub struct IoReport {
     pub silent_corruptions: u64,
     /// The objects the job used: (file, stripe, target, oid).
     pub objects: Vec<(u64, u32, usize, u64)>,
+    /// The chunks whose write was acknowledged (this job's and those it was given), as
+    /// (file, first chunk, end chunk) ranges.
+    pub acked: Vec<(u64, u64, u64)>,
+}
+
+/// Chunks as (file, first, end) ranges, in order.
+pub fn chunk_ranges(chunks: &HashSet<(u64, u64)>) -> Vec<(u64, u64, u64)> {
+    let mut v: Vec<(u64, u64)> = chunks.iter().copied().collect();
+    v.sort_unstable();
+    let mut out: Vec<(u64, u64, u64)> = Vec::new();
+    for (f, c) in v {
+        match out.last_mut() {
+            Some((lf, _, end)) if *lf == f && *end == c => *end += 1,
+            _ => out.push((f, c, c + 1)),
+        }
+    }
+    out
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,7 +221,8 @@ impl Osc {
         let n = job.targets.len();
         let report = IoReport { name: job.name.clone(), ..Default::default() };
         let given: HashMap<(u64, u32), (usize, u64)> = job.objects.iter().flatten().map(|&(f, s, t, oid)| ((f, s), (t, oid))).collect();
-        let mut o = Osc { job, report, phase: Phase::Connect, todo: VecDeque::new(), rpcs: HashMap::new(), bufs: HashMap::new(), imports: vec![Import::default(); n], objects: given, next_id: 1, uuid: None, trace: Vec::new(), phases: vec![("connect", std::time::Instant::now())], clock: crate::wall_clock(), acked: Default::default(), parked: Vec::new() };
+        let acked = job.acked.iter().flat_map(|&(f, a, b)| (a..b).map(move |c| (f, c))).collect();
+        let mut o = Osc { job, report, phase: Phase::Connect, todo: VecDeque::new(), rpcs: HashMap::new(), bufs: HashMap::new(), imports: vec![Import::default(); n], objects: given, next_id: 1, uuid: None, trace: Vec::new(), phases: vec![("connect", std::time::Instant::now())], clock: crate::wall_clock(), acked, parked: Vec::new() };
         o.todo = (0..n).map(|t| Op::Connect { t }).collect();
         Ok(o)
     }
@@ -288,6 +310,7 @@ impl Osc {
             let mut objs: Vec<_> = self.objects.iter().map(|(&(f, s), &(t, oid))| (f, s, t, oid)).collect();
             objs.sort_unstable();
             self.report.objects = objs;
+            self.report.acked = chunk_ranges(&self.acked);
         }
     }
 
@@ -349,6 +372,13 @@ mod tests {
             let got: Vec<u64> = (0..sc).map(|s| stripe_object_size(size, ss, sc, s)).collect();
             assert_eq!(got, want, "size {size}, stripe {ss} x {sc}");
         }
+    }
+
+    #[test]
+    fn acknowledged_chunks_as_ranges() {
+        let set: HashSet<(u64, u64)> = [(1, 0), (1, 1), (1, 2), (1, 5), (0, 3), (2, 0)].into_iter().collect();
+        assert_eq!(chunk_ranges(&set), vec![(0, 3, 4), (1, 0, 3), (1, 5, 6), (2, 0, 1)]);
+        assert!(chunk_ranges(&HashSet::new()).is_empty());
         assert_eq!((0..4u64).map(|f| stripe_target(f, 1, 2, 3)).collect::<Vec<_>>(), [1, 0, 2, 1]);
     }
 }

@@ -110,11 +110,13 @@ impl Osc {
                 got.resize(len, 0); // a short read: zeros past the end
                 let want = if self.job.compare { self.data_of(op).unwrap_or_default() } else { Vec::new() };
                 if self.job.compare && got != want {
-                    // Wrong data that no checksum caught is a silent corruption; an acknowledged
-                    // write that does not read back is a lost write.
+                    // An acknowledged write (ours, or one the job whose files we read back was
+                    // told of) that does not read back is a lost write. Of those, data that is
+                    // neither what was written nor what was there before (zeros: a lost write
+                    // leaves the old bytes) and that no checksum caught is a silent corruption.
                     if self.acked.contains(&(file, chunk)) {
                         self.report.lost_acked_writes += 1;
-                        if ck == Some(true) {
+                        if got.iter().any(|&b| b != 0) {
                             self.report.silent_corruptions += 1;
                         }
                     }

@@ -4,6 +4,7 @@
 //! with their count. The transfer waits until the request's deadline (`target_bulk_io`); after a
 //! network error or past the deadline there is no reply — the client resends.
 
+use super::mutant::Verdict;
 use super::{Oss, Req, Wait};
 use crate::lnet::{Event, EventKind, MdHandle};
 use crate::node::Node;
@@ -105,14 +106,17 @@ impl Oss {
                     free(node, buf);
                     return self.drop_request(&req, &format!("truncated bulk ({} of {} bytes)", ev.mlength, buf.len));
                 }
-                let data = node.mem.to_vec(buf.off, buf.len as usize).unwrap_or_default();
+                let mut data = node.mem.to_vec(buf.off, buf.len as usize).unwrap_or_default();
                 free(node, buf);
                 let ours = crc32c(0, &data);
                 req.digest = Some(ours);
                 if let Some(c) = cksum.filter(|&c| c != ours) {
                     warn!(ost, oid, xid = req.xid, "bulk write checksum mismatch: client {c:#x}, received {ours:#x}; written, the client will redo it");
                 }
-                let (status, rcs) = self.write_pages(ost, oid, &niobufs, &data);
+                let (status, rcs) = match self.mutants.on_write(ost, oid, &niobufs, &mut data, cksum.is_some_and(|c| c != ours)) {
+                    Verdict::Drop => (0, vec![0; niobufs.len()]),
+                    Verdict::Write => self.write_pages(ost, oid, &niobufs, &data),
+                };
                 let o = self.osts.get_mut(&ost).expect("exports name our OSTs");
                 let transno = if status == 0 { o.next_transno() } else { 0 };
                 let mut body = Obdo { valid: valid::FLID | valid::FLGROUP | valid::FLSIZE, oid, seq: ost as u64, size: o.size(oid).unwrap_or(0), ..Default::default() };

@@ -9,6 +9,7 @@
 
 mod bulk;
 mod export;
+mod mutant;
 mod record;
 
 use super::store::{punch_start, Ost};
@@ -75,6 +76,8 @@ pub struct Oss {
     pub obd_timeout: Duration,
     /// Exports the ping evictor removed.
     pub evictions: u64,
+    /// The write mutants' state (nothing happens unless one is on).
+    mutants: mutant::WriteMutants,
 }
 
 /// Ops that change an object: they get a transaction number, and their xid is the export's
@@ -86,7 +89,7 @@ fn modifies(opc: u32) -> bool {
 impl Oss {
     /// Opens the OSTs and posts request buffers on OST_REQUEST, OST_IO and OST_CREATE.
     pub fn start(node: &mut Node, osts: Vec<Ost>) -> Result<Oss, String> {
-        let mut s = Oss { osts: osts.into_iter().map(|o| (o.index, o)).collect(), exports: HashMap::new(), next_export: record::base(node.lnet.incarnation()), waits: HashMap::new(), next_id: 1, trace: Vec::new(), rpcs: 0, active: HashMap::new(), resends_in_progress: 0, bulk_timeouts: 0, clock: crate::wall_clock(), obd_timeout: crate::ptlrpc::pinger::OBD_TIMEOUT, evictions: 0 };
+        let mut s = Oss { osts: osts.into_iter().map(|o| (o.index, o)).collect(), exports: HashMap::new(), next_export: record::base(node.lnet.incarnation()), waits: HashMap::new(), next_id: 1, trace: Vec::new(), rpcs: 0, active: HashMap::new(), resends_in_progress: 0, bulk_timeouts: 0, clock: crate::wall_clock(), obd_timeout: crate::ptlrpc::pinger::OBD_TIMEOUT, evictions: 0, mutants: Default::default() };
         for (portal, n) in [(portal::OST_REQUEST, REQ_BUFS), (portal::OST_IO, REQ_BUFS), (portal::OST_CREATE, REQ_BUFS)] {
             node.lnet.set_lazy(portal);
             for _ in 0..n {
@@ -116,6 +119,16 @@ impl Oss {
     /// Live exports (connected clients, one per client UUID and OST).
     pub fn exports(&self) -> usize {
         self.exports.len()
+    }
+
+    /// What the OSS holds, for the end-of-run checks: per OST the ids of its objects, and the
+    /// writes the `oss_drop_acked_write` and `oss_damage_acked_write` mutants acknowledged and
+    /// lost or damaged (0 without them).
+    pub fn state(&self) -> serde_json::Value {
+        let mut osts: Vec<(&u32, &Ost)> = self.osts.iter().collect();
+        osts.sort_by_key(|(i, _)| **i);
+        let objects: serde_json::Map<String, serde_json::Value> = osts.iter().map(|(i, o)| (i.to_string(), json!(o.oids()))).collect();
+        json!({"rpcs": self.rpcs, "exports": self.exports.len(), "objects": objects, "mutant_lost_writes": self.mutants.lost.len(), "mutant_lost_over_damage": self.mutants.lost_over_damage.len(), "mutant_damaged_writes": self.mutants.damaged.len()})
     }
 
     fn post_reqbuf(&mut self, node: &mut Node, buf: Seg, portal: u32) -> Result<(), String> {
@@ -237,7 +250,8 @@ impl Oss {
             // A resend whose first attempt created the object: its reply again
             // (`tgt_handle_recovery` → reconstruct), not a second object.
             let exp = self.exports.get_mut(&req.handle).expect("the gate found it");
-            if let Some(&(oid, transno)) = exp.creates.get(&req.xid).filter(|_| body.flags & MSG_RESENT != 0) {
+            let reconstruct = body.flags & MSG_RESENT != 0 && !crate::mutant::active("oss_no_create_reconstruct");
+            if let Some(&(oid, transno)) = exp.creates.get(&req.xid).filter(|_| reconstruct) {
                 debug!(xid = req.xid, oid, "resent CREATE: reconstructed");
                 return self.reply(node, &req, 0, vec![created(oid).emit()], transno);
             }
