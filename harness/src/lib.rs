@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod ctl;
 pub mod golden;
 pub mod hunt;
 pub mod interrupt;

@@ -141,6 +141,11 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Live control of a node of a running cluster (`up` or `run --keep`): ping, net/peer/stats
+    /// show, fault rules, log level.
+    Ctl(harness::ctl::CtlArgs),
+    /// Run a workload on the running cluster: NAME from its spec, or FILE (`workloads:` only).
+    Workload(harness::ctl::WorkloadArgs),
     /// Print a node's log from a running (or the last) cluster.
     Logs { node: String },
     /// Tear down the cluster brought up by `lnetlab up`.
@@ -440,6 +445,9 @@ reproduce with: {}", r.runs, r.steps.len(), r.nodes, r.workloads, r.faults, r.sp
                 }
             }
         }
+        Cmd::Ctl(a) => harness::ctl::run(&a.node, a.cmd)?,
+        Cmd::Workload(a) if !harness::ctl::workload(&a)? => std::process::exit(1),
+        Cmd::Workload(_) => {}
         Cmd::Logs { node } => {
             // Running clusters first, then the last one that ended.
             let mut all: Vec<serde_json::Value> = harness::state::live().into_iter().map(|x| x.1).collect();

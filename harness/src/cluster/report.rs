@@ -2,18 +2,18 @@
 //! and where its artifacts go.
 
 use super::spec::ClusterSpec;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct WorkloadReport {
     pub name: String,
     pub bytes_written: u64,
     pub bytes_verified: u64,
     pub rpcs: u64,
     pub errors: u64,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub messages: Vec<String>,
     #[serde(default)]
     pub resends: u64,
@@ -32,7 +32,7 @@ pub struct WorkloadReport {
     pub objects: std::collections::BTreeMap<String, Value>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub cluster: String,
     pub backend: String,
@@ -46,7 +46,7 @@ pub struct Report {
     /// ...by kind.
     pub faults: std::collections::BTreeMap<String, u64>,
     /// Spec faults this backend cannot inject.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub faults_skipped: Vec<String>,
     /// RPCs the clients had to send again.
     pub resends: u64,
@@ -95,6 +95,25 @@ pub fn artifacts_dir(spec: &ClusterSpec, seed: u64, base: Option<&Path>) -> std:
         }
     }
     unreachable!("some suffix is free")
+}
+
+impl Report {
+    /// A report not yet run: no workloads, not ok.
+    pub fn new(cluster: &str, backend: &str, seed: u64, artifacts: &Path) -> Report {
+        Report { cluster: cluster.to_string(), backend: backend.to_string(), seed, ok: false, workloads: Vec::new(), artifacts: artifacts.display().to_string(), faults_injected: 0, faults: Default::default(), faults_skipped: Vec::new(), resends: 0, reconnects: 0, lost_acked_writes: 0, silent_corruptions: 0, error: None, elapsed_s: 0.0, trace_hash: None }
+    }
+
+    /// Totals from the workloads, `ok` unless `error` or a workload's errors or unverified
+    /// bytes say otherwise, and the time since `t0`.
+    pub fn finish(&mut self, error: Option<String>, t0: std::time::Instant) {
+        self.resends = self.workloads.iter().map(|w| w.resends).sum();
+        self.reconnects = self.workloads.iter().map(|w| w.reconnects).sum();
+        self.lost_acked_writes = self.workloads.iter().map(|w| w.lost_acked_writes).sum();
+        self.silent_corruptions = self.workloads.iter().map(|w| w.silent_corruptions).sum();
+        self.ok = error.is_none() && self.workloads.iter().all(|w| w.errors == 0 && w.bytes_verified >= w.bytes_written);
+        self.error = error;
+        self.elapsed_s = t0.elapsed().as_secs_f64();
+    }
 }
 
 /// The human summary printed at the end of a run.

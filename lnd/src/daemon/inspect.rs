@@ -25,6 +25,21 @@ struct Pending {
     answered: bool,
 }
 
+/// A completion status as words (Linux errno values, as LNet reports them).
+fn errno_name(status: i32) -> String {
+    let name = match -status {
+        5 => "EIO",
+        103 => "ECONNABORTED",
+        104 => "ECONNRESET",
+        110 => "ETIMEDOUT",
+        111 => "ECONNREFUSED",
+        113 => "EHOSTUNREACH: no such peer or it is down",
+        125 => "ECANCELED",
+        _ => return format!("status {status}"),
+    };
+    format!("status {status}, {name}")
+}
+
 /// Pings in flight from this node.
 #[derive(Default)]
 pub struct Pings {
@@ -73,7 +88,7 @@ impl Pings {
         let Some(mut p) = self.pending.remove(&ev.md.0) else { return true };
         if ev.status != 0 {
             let why = if ev.kind == EventKind::Send { "sending the GET failed" } else { "the REPLY failed" };
-            let e = format!("ping {}: {why} (status {})", p.nid, ev.status);
+            let e = format!("ping {}: {why} ({})", p.nid, errno_name(ev.status));
             self.answer(&mut p, now, Err(e));
         } else if ev.kind == EventKind::Reply {
             let mut b = Vec::new();

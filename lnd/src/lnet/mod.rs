@@ -10,7 +10,7 @@ mod forward;
 mod inject;
 mod parse;
 mod router;
-mod show;
+pub mod show;
 pub(crate) mod slab;
 
 use crate::mem::{iov_len, iov_slice_into, Seg};
@@ -20,7 +20,6 @@ use md::{Md, Me};
 pub use msg::{errno, Action, Event, EventKind, LndRecv, LndSend, MsgId, NiIdx};
 use slab::Slab;
 pub use router::RouterPools;
-pub use show::{FaultRuleInfo, NiInfo, PeerInfo};
 use router::{Fwd, Router};
 use std::collections::{HashMap, VecDeque};
 use tracing::{debug, warn};
