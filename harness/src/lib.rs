@@ -9,4 +9,5 @@ pub mod hunt;
 pub mod interrupt;
 pub mod procs;
 pub mod runner;
+pub mod runs;
 pub mod state;

@@ -32,7 +32,7 @@ enum Cmd {
         /// Where runs keep their artifacts (default target/lnetlab/runs).
         #[arg(long)]
         artifacts: Option<std::path::PathBuf>,
-        /// process (default); docker arrives with its issue.
+        /// process (default), docker (needs --features cluster) or sim (virtual time).
         #[arg(long, default_value = "process")]
         backend: String,
         /// Give up on bring-up or a workload after this many seconds (1 to 86400).
@@ -146,6 +146,8 @@ enum Cmd {
     Ctl(harness::ctl::CtlArgs),
     /// Run a workload on the running cluster: NAME from its spec, or FILE (`workloads:` only).
     Workload(harness::ctl::WorkloadArgs),
+    /// List past runs (newest first): ok or failed, seed, REPRO.
+    Runs(harness::runs::RunsArgs),
     /// Print a node's log from a running (or the last) cluster.
     Logs { node: String },
     /// Tear down the cluster brought up by `lnetlab up`.
@@ -448,6 +450,7 @@ reproduce with: {}", r.runs, r.steps.len(), r.nodes, r.workloads, r.faults, r.sp
         Cmd::Ctl(a) => harness::ctl::run(&a.node, a.cmd)?,
         Cmd::Workload(a) if !harness::ctl::workload(&a)? => std::process::exit(1),
         Cmd::Workload(_) => {}
+        Cmd::Runs(a) => print!("{}", harness::runs::show(&a).map_err(anyhow::Error::msg)?),
         Cmd::Logs { node } => {
             // Running clusters first, then the last one that ended.
             let mut all: Vec<serde_json::Value> = harness::state::live().into_iter().map(|x| x.1).collect();

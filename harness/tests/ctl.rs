@@ -169,4 +169,9 @@ fn ctl_pings_shows_counts_and_injects_faults_on_an_up_cluster() {
 
     assert!(sb.run(&["down"]).status.success());
     fails(&sb, &["ctl", "c1", "stats", "show"], "no cluster is up", quick);
+    // The run is listed, with its seed and REPRO.
+    let o = sb.run(&["runs", "--artifacts", sb.p("runs").to_str().unwrap(), "--json"]);
+    let runs: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {o:?}"));
+    assert_eq!((runs.as_array().unwrap().len(), runs[0]["seed"].as_u64(), runs[0]["result"].as_str()), (1, Some(5), Some("ok")), "{runs}");
+    assert!(runs[0]["repro"].as_str().unwrap().contains("--seed 5"), "{runs}");
 }
