@@ -175,3 +175,30 @@ fn ctl_pings_shows_counts_and_injects_faults_on_an_up_cluster() {
     assert_eq!((runs.as_array().unwrap().len(), runs[0]["seed"].as_u64(), runs[0]["result"].as_str()), (1, Some(5), Some("ok")), "{runs}");
     assert!(runs[0]["repro"].as_str().unwrap().contains("--seed 5"), "{runs}");
 }
+
+/// `run --keep` serves `ctl` too, from a state directory that did not exist before (on sim: the
+/// kept simulation runs while a command waits for its node).
+#[test]
+fn ctl_reaches_a_kept_sim_run() {
+    use std::io::{BufRead, BufReader};
+    let sb = Sandbox::new();
+    let spec = root().join("clusters/quickstart.yaml");
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lnetlab"));
+    c.args(["run", spec.to_str().unwrap(), "--backend", "sim", "--seed", "2", "--keep", "--artifacts", sb.p("runs").to_str().unwrap()]);
+    c.env("TMPDIR", sb.p("tmp")).env("XDG_STATE_HOME", sb.p("fresh-state")).env_remove("LNETLAB_STATE_DIR");
+    let mut child = c.stderr(std::process::Stdio::piped()).stdout(std::process::Stdio::null()).spawn().unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("--keep: cluster left up") {
+        let mut l = String::new();
+        assert!(err.read_line(&mut l).unwrap() > 0, "the run ended: {seen}");
+        seen += &l;
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_lnetlab")).args(["ctl", "c1", "ping", "1@dma"]).env("XDG_STATE_HOME", sb.p("fresh-state")).env_remove("LNETLAB_STATE_DIR").output().unwrap();
+    // SAFETY: our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    assert!(child.wait().unwrap().success());
+    assert!(o.status.success(), "{}\n{seen}", String::from_utf8_lossy(&o.stderr));
+    let y: Y = serde_yaml_ng::from_slice(&o.stdout).unwrap();
+    assert_eq!(ping_nis(&y)[0].0, "1@dma");
+}

@@ -54,6 +54,9 @@ pub type RunWorkloads<'a> = dyn FnMut(&mut Cluster, &Plan, &[String]) -> anyhow:
 impl CtlServer {
     /// Listens at `path` (a stale socket there is replaced: the path is this process's own).
     pub fn bind(path: &Path) -> Result<CtlServer, ServeError> {
+        if let Some(d) = path.parent() {
+            std::fs::create_dir_all(d).map_err(|err| ServeError::Bind { path: d.display().to_string(), err })?;
+        }
         let _ = std::fs::remove_file(path);
         let listener = UnixListener::bind(path).map_err(|err| ServeError::Bind { path: path.display().to_string(), err })?;
         listener.set_nonblocking(true).map_err(|err| ServeError::Bind { path: path.display().to_string(), err })?;
