@@ -77,6 +77,25 @@ fn lnetd_of(sb: &Sandbox, node: &str) -> i32 {
     panic!("no lnetd for {node}");
 }
 
+/// Every line of every node trace of the run under `runs` carries `t_us`, never decreasing
+/// within a node and less than `max_s` seconds; returns the last time of each node.
+fn trace_times(runs: &Path, max_s: u64) -> Vec<u64> {
+    let run = std::fs::read_dir(runs).unwrap().flatten().map(|e| e.path()).find(|p| p.is_dir() && !p.is_symlink()).unwrap();
+    let mut last = Vec::new();
+    for t in std::fs::read_dir(run.join("traces")).unwrap().flatten() {
+        let text = std::fs::read_to_string(t.path()).unwrap();
+        let mut prev = 0;
+        for l in text.lines() {
+            let v: Value = serde_json::from_str(l).unwrap();
+            let t_us = v["t_us"].as_u64().unwrap_or_else(|| panic!("{}: no t_us: {l}", t.path().display()));
+            assert!(t_us >= prev && t_us < max_s * 1_000_000, "{}: {t_us} after {prev}", t.path().display());
+            prev = t_us;
+        }
+        last.push(prev);
+    }
+    last
+}
+
 #[test]
 fn ctl_pings_shows_counts_and_injects_faults_on_an_up_cluster() {
     let sb = Sandbox::new();
@@ -174,6 +193,8 @@ fn ctl_pings_shows_counts_and_injects_faults_on_an_up_cluster() {
     let runs: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {o:?}"));
     assert_eq!((runs.as_array().unwrap().len(), runs[0]["seed"].as_u64(), runs[0]["result"].as_str()), (1, Some(5), Some("ok")), "{runs}");
     assert!(runs[0]["repro"].as_str().unwrap().contains("--seed 5"), "{runs}");
+    // Node traces carry the time since the run started (the workloads ran seconds in).
+    assert!(trace_times(&sb.p("runs"), 600).iter().any(|&t| t > 1_000_000), "trace times count from the run's start");
 }
 
 /// `run --keep` serves `ctl` too, from a state directory that did not exist before (on sim: the
@@ -201,4 +222,6 @@ fn ctl_reaches_a_kept_sim_run() {
     assert!(o.status.success(), "{}\n{seen}", String::from_utf8_lossy(&o.stderr));
     let y: Y = serde_yaml_ng::from_slice(&o.stdout).unwrap();
     assert_eq!(ping_nis(&y)[0].0, "1@dma");
+    // Virtual time: well under a minute of it for the quickstart, and not zero.
+    assert!(trace_times(&sb.p("runs"), 60).iter().all(|&t| t > 0));
 }

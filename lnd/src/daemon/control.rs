@@ -160,6 +160,9 @@ pub struct Controller {
     pub quit: bool,
     /// Origin of the LNet core's millisecond clock (set on first use, from `clock`).
     epoch: Option<std::time::Instant>,
+    /// When the run started, on `clock`: trace lines carry `t_us`, microseconds since then
+    /// (since the first trace line when unset).
+    trace_origin: Option<std::time::Instant>,
 }
 
 fn err(e: impl std::fmt::Display) -> String {
@@ -172,7 +175,7 @@ impl Controller {
         if let Err(e) = crate::selftest::install_sink(&mut node) {
             tracing::warn!("no selftest sink on this node: {e}");
         }
-        Controller { node, oss: None, oscs: Vec::new(), sts: Vec::new(), pings: Default::default(), trace: None, last_progress: std::time::Instant::now(), progress_every: Some(std::time::Duration::from_millis(300)), last_stats: Vec::new(), clock: crate::wall_clock(), bufs: HashMap::new(), mes: HashMap::new(), quit: false, epoch: None }
+        Controller { node, oss: None, oscs: Vec::new(), sts: Vec::new(), pings: Default::default(), trace: None, last_progress: std::time::Instant::now(), progress_every: Some(std::time::Duration::from_millis(300)), last_stats: Vec::new(), clock: crate::wall_clock(), bufs: HashMap::new(), mes: HashMap::new(), quit: false, epoch: None, trace_origin: None }
     }
 
     /// Writes one JSON object per event and RPC to `path` (the node's trace).
@@ -196,10 +199,26 @@ impl Controller {
         Some(std::time::Duration::from_millis(due.saturating_sub(now)))
     }
 
+    /// Sets when the run started, on this controller's clock (trace times count from it).
+    pub fn set_trace_origin(&mut self, t: std::time::Instant) {
+        self.trace_origin = Some(t);
+    }
+
     fn trace(&mut self, v: &Value) {
         if let Some(t) = &mut self.trace {
             use std::io::Write;
-            let _ = writeln!(t, "{v}");
+            let now = (self.clock)();
+            let t_us = now.saturating_duration_since(*self.trace_origin.get_or_insert(now)).as_micros() as u64;
+            match v {
+                Value::Object(m) => {
+                    let mut m = m.clone();
+                    m.insert("t_us".into(), t_us.into());
+                    let _ = writeln!(t, "{}", Value::Object(m));
+                }
+                v => {
+                    let _ = writeln!(t, "{v}");
+                }
+            }
         }
     }
 
