@@ -7,7 +7,7 @@ use super::plan::Plan;
 use super::spec::ClusterSpec;
 use serde_json::{json, Value};
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -131,7 +131,6 @@ fn read_request(stream: &UnixStream) -> Result<Request, String> {
     serde_json::from_str(&line).map_err(|e| format!("bad request: {e}"))
 }
 
-use std::io::Read;
 
 /// Waits for node `i`'s line holding `key` with this `token` (kept lines are searched first).
 fn wait_line(cluster: &mut Cluster, i: usize, key: &str, token: &Value, timeout: Duration) -> anyhow::Result<Value> {
