@@ -4,6 +4,7 @@
 
 use crate::cluster::report::Report;
 use crate::cluster::run::{run, RunOpts};
+use crate::junit::Case;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -103,12 +104,24 @@ pub fn diff(golden: &str, actual: &str) -> String {
     similar::TextDiff::from_lines(golden, actual).unified_diff().context_radius(3).header("golden", "actual").to_string()
 }
 
-/// `golden check` / `golden accept` over every scenario; returns the number of mismatches.
-pub fn check(scenarios_dir: &Path, golden_dir: &Path, accept: bool, out: &mut dyn std::io::Write) -> anyhow::Result<usize> {
+/// `golden check` / `golden accept` over every scenario; returns the number of mismatches (a
+/// scenario whose run fails counts as one); each scenario's outcome is added to `cases`.
+pub fn check(scenarios_dir: &Path, golden_dir: &Path, accept: bool, out: &mut dyn std::io::Write, cases: &mut Vec<Case>) -> anyhow::Result<usize> {
     let mut bad = 0;
     for f in scenarios(scenarios_dir)? {
         let name = snap_name(&f);
-        let (_, s) = run_scenario(&f, "sim", None, true)?;
+        let t0 = std::time::Instant::now();
+        let mut case = |failure: Option<(String, String)>| cases.push(Case { name: name.clone(), classname: "lnetlab.golden".into(), secs: t0.elapsed().as_secs_f64(), failure });
+        let s = match run_scenario(&f, "sim", None, true) {
+            Ok((_, s)) => s,
+            Err(e) if !accept => {
+                bad += 1;
+                writeln!(out, "FAILED   {name}: {e:#}")?;
+                case(Some((format!("{e:#}").lines().next().unwrap_or("").to_string(), format!("{e:#}\nREPRO: lnetlab run {} --backend sim\n", f.display()))));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let snap = golden_dir.join(format!("{name}.snap"));
         if accept {
             std::fs::create_dir_all(golden_dir)?;
@@ -116,15 +129,22 @@ pub fn check(scenarios_dir: &Path, golden_dir: &Path, accept: bool, out: &mut dy
             writeln!(out, "accepted {}", snap.display())?;
             continue;
         }
+        let repro = format!("REPRO: lnetlab golden check --scenarios {} --golden {}", scenarios_dir.display(), golden_dir.display());
         match read_snap(&snap) {
-            Some(g) if g == s => writeln!(out, "ok       {name}")?,
+            Some(g) if g == s => {
+                writeln!(out, "ok       {name}")?;
+                case(None);
+            }
             Some(g) => {
                 bad += 1;
-                writeln!(out, "MISMATCH {name} ({})\n{}", snap.display(), diff(&g, &s))?;
+                let d = diff(&g, &s);
+                writeln!(out, "MISMATCH {name} ({})\n{d}", snap.display())?;
+                case(Some((format!("the story differs from {}", snap.display()), format!("{d}\n{repro}\n"))));
             }
             None => {
                 bad += 1;
                 writeln!(out, "MISSING  {name}: no {} (run `lnetlab golden accept`)", snap.display())?;
+                case(Some((format!("no snapshot {}", snap.display()), format!("run `lnetlab golden accept`\n{repro}\n"))));
             }
         }
     }

@@ -3,9 +3,13 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod ctl;
 pub mod golden;
 pub mod hunt;
 pub mod interrupt;
+pub mod junit;
 pub mod procs;
 pub mod runner;
+pub mod runs;
 pub mod state;
+pub mod up;

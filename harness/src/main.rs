@@ -32,7 +32,7 @@ enum Cmd {
         /// Where runs keep their artifacts (default target/lnetlab/runs).
         #[arg(long)]
         artifacts: Option<std::path::PathBuf>,
-        /// process (default); docker arrives with its issue.
+        /// process (default), docker (needs --features cluster) or sim (virtual time).
         #[arg(long, default_value = "process")]
         backend: String,
         /// Give up on bring-up or a workload after this many seconds (1 to 86400).
@@ -41,6 +41,9 @@ enum Cmd {
         /// Run the seed twice (sim backend) and fail unless both runs leave the same traces.
         #[arg(long)]
         check_determinism: bool,
+        /// Also write the result as JUnit XML here (one test case per workload).
+        #[arg(long, value_name = "FILE")]
+        junit: Option<std::path::PathBuf>,
     },
     /// Run many seeds of a spec, or of generated specs (`--generate`), N at a time; keep every
     /// failing spec with its REPRO line; exit 1 if any failed.
@@ -89,6 +92,9 @@ enum Cmd {
         /// Start no new seed once one has failed (with -j 1: the first failing seed).
         #[arg(long)]
         first_failure: bool,
+        /// Also write the results as JUnit XML here (one test case per seed).
+        #[arg(long, value_name = "FILE")]
+        junit: Option<std::path::PathBuf>,
     },
     /// Make a failing run small: remove faults, workloads, clients and nodes, shorten fault
     /// windows and halve sizes while the run (same seed and backend) still fails; writes
@@ -144,6 +150,13 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Live control of a node of a running cluster (`up` or `run --keep`): ping, net/peer/stats
+    /// show, fault rules, log level.
+    Ctl(harness::ctl::CtlArgs),
+    /// Run a workload on the running cluster: NAME from its spec, or FILE (`workloads:` only).
+    Workload(harness::ctl::WorkloadArgs),
+    /// List past runs (newest first): ok or failed, seed, REPRO.
+    Runs(harness::runs::RunsArgs),
     /// Print a node's log from a running (or the last) cluster.
     Logs { node: String },
     /// Tear down the cluster brought up by `lnetlab up`.
@@ -182,6 +195,9 @@ enum Cmd {
         /// Where the snapshots are.
         #[arg(long, default_value = "golden")]
         golden: std::path::PathBuf,
+        /// Also write the results as JUnit XML here (one test case per scenario).
+        #[arg(long, value_name = "FILE")]
+        junit: Option<std::path::PathBuf>,
     },
     /// Measure our figures next to their physical baselines (one JSON object a line with --json).
     Bench {
@@ -262,14 +278,14 @@ fn main() {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
-        Cmd::Run { file, json, seed, keep, artifacts, backend, timeout, check_determinism } => {
+        Cmd::Run { file, json, seed, keep, artifacts, backend, timeout, check_determinism, junit } => {
             let opts = cluster::run::RunOpts { file, seed, keep, json, artifacts, backend, timeout: std::time::Duration::from_secs(timeout), up_only: None, only: None };
             if check_determinism {
-                return check_determinism_of(opts);
+                return check_determinism_of(opts, junit.as_deref());
             }
-            run_and_report(&opts)?;
+            run_and_report(&opts, junit.as_deref())?;
         }
-        Cmd::Hunt { file, generate, seeds, jobs, backend, faults, single, multi_dma, max_clients, out, timeout, json, shrink, check_determinism, first_failure } => {
+        Cmd::Hunt { file, generate, seeds, jobs, backend, faults, single, multi_dma, max_clients, out, timeout, json, shrink, check_determinism, first_failure, junit } => {
             use harness::hunt::{generate::GenOpts, seeds as h};
             if file.is_some() == generate {
                 anyhow::bail!("hunt: give a spec FILE or --generate (one of them)");
@@ -306,6 +322,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 print!("{}", h::table(&s));
             }
+            if let Some(j) = &junit {
+                harness::junit::write(j, "hunt", &harness::junit::hunt_cases(&s))?;
+            }
             if !s.failed.is_empty() {
                 std::process::exit(1);
             }
@@ -337,62 +356,9 @@ reproduce with: {}", r.runs, r.steps.len(), r.nodes, r.workloads, r.faults, r.sp
         }
         Cmd::Selftest { file, json, backend, seed } => {
             let opts = cluster::run::RunOpts { file, seed, keep: false, json, artifacts: None, backend, timeout: std::time::Duration::from_secs(300), up_only: None, only: Some(cluster::spec::WorkloadKind::Selftest) };
-            run_and_report(&opts)?;
+            run_and_report(&opts, None)?;
         }
-        Cmd::Up { file, seed, artifacts, backend, foreground } => {
-            let state = harness::state::up_file();
-            // Held until this process ends; the background copy takes it for the cluster's life.
-            let lock = harness::state::lock_up()?;
-            if foreground {
-                let _lock = lock;
-                harness::interrupt::install_interrupt_handler();
-                let opts = cluster::run::RunOpts { file, seed, keep: false, json: false, artifacts, backend, timeout: std::time::Duration::from_secs(120), up_only: Some(state), only: None };
-                let r = cluster::run::run(&opts)?;
-                if let Some(e) = r.error {
-                    anyhow::bail!("{e}");
-                }
-                return Ok(());
-            }
-            // Validate first so errors show here, not in a background log.
-            cluster::spec::ClusterSpec::load(&file)?;
-            drop(lock);
-            // Each `up` its own bring-up log: two at once must not read each other's.
-            let log = state.with_file_name(format!("up-{}.log", std::process::id()));
-            let mut c = std::process::Command::new(std::env::current_exe()?);
-            c.arg("up").arg(&file).arg("--foreground").arg("--backend").arg(&backend);
-            if let Some(s) = seed {
-                c.arg("--seed").arg(s.to_string());
-            }
-            if let Some(a) = &artifacts {
-                c.arg("--artifacts").arg(a);
-            }
-            let out = std::fs::File::create(&log)?;
-            use std::os::unix::process::CommandExt;
-            // SAFETY: setsid in the child only detaches it from our session.
-            unsafe {
-                c.pre_exec(|| {
-                    libc::setsid();
-                    Ok(())
-                });
-            }
-            let mut child = c.stdin(std::process::Stdio::null()).stdout(out.try_clone()?).stderr(out).spawn()?;
-            let t0 = std::time::Instant::now();
-            // Ready when our own copy has recorded the cluster (not a stale record of another).
-            while harness::state::read(&state).is_none_or(|st| st["pid"] != child.id()) {
-                if let Some(st) = child.try_wait()? {
-                    anyhow::bail!("bring-up failed ({st}):\n{}", std::fs::read_to_string(&log).unwrap_or_default());
-                }
-                if t0.elapsed() > std::time::Duration::from_secs(120) {
-                    // Its nodes and devices die with it (parent-death signal); its scratch is
-                    // reaped by the next run.
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    anyhow::bail!("bring-up did not finish in 120 s; see {}", log.display());
-                }
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
-            print!("{}", std::fs::read_to_string(&log).unwrap_or_default());
-        }
+        Cmd::Up { file, seed, artifacts, backend, foreground } => harness::up::up(file, seed, artifacts, backend, foreground)?,
         Cmd::Export { file, compose, out, image, seed } => {
             if !compose {
                 anyhow::bail!("say what to export: --compose");
@@ -422,9 +388,12 @@ reproduce with: {}", r.runs, r.steps.len(), r.nodes, r.workloads, r.faults, r.sp
                 None => print!("{text}"),
             }
         }
-        Cmd::Golden { action, scenarios, golden } => {
-            let mut out = std::io::stdout();
-            let bad = harness::golden::check(&scenarios, &golden, action == GoldenAction::Accept, &mut out)?;
+        Cmd::Golden { action, scenarios, golden, junit } => {
+            let (mut out, mut cases) = (std::io::stdout(), Vec::new());
+            let bad = harness::golden::check(&scenarios, &golden, action == GoldenAction::Accept, &mut out, &mut cases)?;
+            if let Some(j) = &junit {
+                harness::junit::write(j, "golden check", &cases)?;
+            }
             if bad > 0 {
                 eprintln!("{bad} golden scenario(s) differ; review the diff, then `lnetlab golden accept` if the change is intended");
                 std::process::exit(1);
@@ -448,6 +417,10 @@ reproduce with: {}", r.runs, r.steps.len(), r.nodes, r.workloads, r.faults, r.sp
                 }
             }
         }
+        Cmd::Ctl(a) => harness::ctl::run(&a.node, a.cmd)?,
+        Cmd::Workload(a) if !harness::ctl::workload(&a)? => std::process::exit(1),
+        Cmd::Workload(_) => {}
+        Cmd::Runs(a) => print!("{}", harness::runs::show(&a).map_err(anyhow::Error::msg)?),
         Cmd::Logs { node } => {
             // Running clusters first, then the last one that ended.
             let mut all: Vec<serde_json::Value> = harness::state::live().into_iter().map(|x| x.1).collect();
@@ -542,7 +515,7 @@ reproduce with: {}", r.runs, r.steps.len(), r.nodes, r.workloads, r.faults, r.sp
 /// Runs a cluster and prints the report (table or JSON); exits 1 with the repro line on failure.
 /// Runs the same seed twice and compares the trace hashes (a replay must do the same things in
 /// the same order); the report is the first run's, failed when the hashes differ.
-fn check_determinism_of(mut opts: cluster::run::RunOpts) -> anyhow::Result<()> {
+fn check_determinism_of(mut opts: cluster::run::RunOpts, junit: Option<&std::path::Path>) -> anyhow::Result<()> {
     if opts.backend != "sim" || opts.keep {
         anyhow::bail!("--check-determinism needs --backend sim (only virtual time replays exactly) and no --keep");
     }
@@ -568,16 +541,23 @@ fn check_determinism_of(mut opts: cluster::run::RunOpts) -> anyhow::Result<()> {
     } else {
         print!("{}", cluster::report::table(&first));
     }
+    let repro = format!("{} --check-determinism", cluster::run::repro(&opts, seed));
+    if let Some(j) = junit {
+        harness::junit::write_run(j, &first, &opts, &repro)?;
+    }
     if !first.ok {
-        eprintln!("reproduce with: {} --check-determinism", cluster::run::repro(&opts, seed));
+        eprintln!("reproduce with: {repro}");
         std::process::exit(1);
     }
     Ok(())
 }
 
-fn run_and_report(opts: &cluster::run::RunOpts) -> anyhow::Result<()> {
+fn run_and_report(opts: &cluster::run::RunOpts, junit: Option<&std::path::Path>) -> anyhow::Result<()> {
     harness::interrupt::install_interrupt_handler();
     let r = cluster::run::run(opts)?;
+    if let Some(j) = junit {
+        harness::junit::write_run(j, &r, opts, &cluster::run::repro(opts, r.seed))?;
+    }
     if opts.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {

@@ -209,6 +209,13 @@ fn two_runs_with_one_seed_in_one_second_get_their_own_artifacts() {
     let b = harness::cluster::report::artifacts_dir(&spec, 7, Some(base.path())).unwrap();
     assert_ne!(a, b);
     assert!(a.is_dir() && b.is_dir());
+    // CLUSTER-YYYYMMDDTHHMMSSZ-SEED, the second with a suffix; `latest` is the newest.
+    let name = a.file_name().unwrap().to_str().unwrap();
+    let stamp = name.strip_prefix("quickstart-").and_then(|r| r.strip_suffix("-7")).unwrap_or_else(|| panic!("{name}"));
+    assert!(stamp.len() == 16 && &stamp[8..9] == "T" && stamp.ends_with('Z') && stamp[..8].bytes().chain(stamp[9..15].bytes()).all(|c| c.is_ascii_digit()), "{name}");
+    let bn = b.file_name().unwrap().to_str().unwrap();
+    assert!(bn.starts_with("quickstart-") && (bn.ends_with("-7") || bn.ends_with("-7-2")), "{bn}");
+    assert_eq!(std::fs::read_link(base.path().join("latest")).unwrap(), PathBuf::from(b.file_name().unwrap()));
 }
 
 #[test]

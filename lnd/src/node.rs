@@ -84,6 +84,63 @@ pub const DMA_NI: crate::lnet::NiIdx = 1;
 pub const PING_MATCH_BITS: u64 = 0x8000_0000_0000_0000;
 const PING_MAGIC: u32 = 0x7069_6E67;
 const NI_STATUS_UP: u32 = 0x15aa_c0de;
+const NI_STATUS_DOWN: u32 = 0xdead_face;
+/// `pi_features` bit: the entries carry NI status (mandatory).
+const PING_FEAT_NI_STATUS: u32 = 0x2;
+
+/// A peer's ping info (what a GET on portal 0 returns), decoded.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PingInfo {
+    pub pid: u32,
+    pub features: u32,
+    /// Its NIs after entry 0 (`0@lo`), with their status (`up`, `down` or the raw value).
+    pub nis: Vec<(Nid, String)>,
+}
+
+/// Decodes ping info as the pinger checks it: the magic (either byte order), NI status, at least
+/// one entry, entry 0 `0@lo`; entries the buffer cut short are left out.
+pub fn parse_ping_info(b: &[u8]) -> Result<PingInfo, String> {
+    if b.len() < 16 {
+        return Err(format!("ping info of {} bytes is shorter than its 16-byte header", b.len()));
+    }
+    let magic = u32::from_le_bytes(b[0..4].try_into().expect("4 bytes"));
+    let swap = match magic {
+        PING_MAGIC => false,
+        m if m.swap_bytes() == PING_MAGIC => true,
+        m => return Err(format!("bad ping magic {m:#010x}")),
+    };
+    let u32_at = |o: usize| {
+        let v = u32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"));
+        if swap { v.swap_bytes() } else { v }
+    };
+    let (features, pid, nnis) = (u32_at(4), u32_at(8), u32_at(12) as usize);
+    if features & PING_FEAT_NI_STATUS == 0 {
+        return Err(format!("ping info without NI status (features {features:#x})"));
+    }
+    if nnis == 0 {
+        return Err("ping info with no NI".into());
+    }
+    let have = ((b.len() - 16) / 16).min(nnis);
+    let mut nis = Vec::new();
+    for k in 0..have {
+        let o = 16 + 16 * k;
+        let raw = u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"));
+        let nid = Nid(if swap { raw.swap_bytes() } else { raw });
+        if k == 0 {
+            if nid != Nid::LO_0 {
+                return Err(format!("ping info entry 0 is {nid}, not 0@lo"));
+            }
+            continue;
+        }
+        let status = match u32_at(o + 8) {
+            NI_STATUS_UP => "up".to_string(),
+            NI_STATUS_DOWN => "down".to_string(),
+            s => format!("{s:#x}"),
+        };
+        nis.push((nid, status));
+    }
+    Ok(PingInfo { pid, features, nis })
+}
 
 enum NiSpec {
     Dma { nid: Nid, dev: Box<dyn DmaDevice>, cfg: DmaLndConfig },
@@ -229,9 +286,20 @@ impl NodeBuilder {
 impl Node {
     /// Answers LNet pings (GET on portal 0) with our ping info, as every Lustre peer expects.
     fn install_ping_responder(&mut self) -> Result<(), ()> {
+        let b = self.ping_info();
+        let off = self.arena.alloc_top(b.len() as u64).ok_or(())?;
+        self.mem.write(off, &b).map_err(|_| ())?;
+        let me = self.lnet.me_attach(0, ProcessId::ANY, PING_MATCH_BITS, 0, false, Insert::Tail).map_err(|_| ())?;
+        let spec = MdSpec { iov: vec![Seg { off, len: b.len() as u32 }], options: opt::OP_GET | opt::TRUNCATE | opt::MANAGE_REMOTE, threshold: None, max_size: 0, user_ptr: 0 };
+        self.lnet.md_attach(me, spec).map_err(|_| ())?;
+        Ok(())
+    }
+
+    /// Our ping info, as the responder serves it.
+    pub fn ping_info(&self) -> Vec<u8> {
+        let mut b = Vec::new();
         let nids = self.lnet.nids();
         let features: u32 = if self.lnet.is_router() { 0x3 } else { 0x7 };
-        let mut b = Vec::new();
         for v in [PING_MAGIC, features, self.lnet.pid(), nids.len() as u32 + 1] {
             b.extend_from_slice(&v.to_le_bytes());
         }
@@ -241,16 +309,47 @@ impl Node {
             b.extend_from_slice(&status.to_le_bytes());
             b.extend_from_slice(&0u32.to_le_bytes());
         }
-        let off = self.arena.alloc_top(b.len() as u64).ok_or(())?;
-        self.mem.write(off, &b).map_err(|_| ())?;
-        let me = self.lnet.me_attach(0, ProcessId::ANY, PING_MATCH_BITS, 0, false, Insert::Tail).map_err(|_| ())?;
-        let spec = MdSpec { iov: vec![Seg { off, len: b.len() as u32 }], options: opt::OP_GET | opt::TRUNCATE | opt::MANAGE_REMOTE, threshold: None, max_size: 0, user_ptr: 0 };
-        self.lnet.md_attach(me, spec).map_err(|_| ())?;
-        Ok(())
+        b
     }
 
     /// Does this node have a TCP NI?
     pub fn has_tcp(&self) -> bool {
         self.lnet.nids().iter().any(|n| n.net().lnd() == LndType::SOCKLND)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ping_info_decodes_as_served_and_bad_info_is_refused() {
+        let fabric = crate::dev::inproc::InProcFabric::new(1);
+        let nid: Nid = "3@dma0".parse().unwrap();
+        let node = Node::with_dma(fabric.attach(3, 4 << 20).unwrap(), nid, 12345, 1, DmaLndConfig::default());
+        let info = node.ping_info();
+        let p = parse_ping_info(&info).unwrap();
+        assert_eq!((p.pid, p.features), (12345, 0x7));
+        assert_eq!(p.nis, vec![(nid, "up".to_string())]);
+        // Byte-swapped from a big-endian peer.
+        let mut sw = info.clone();
+        for w in [0usize, 4, 8, 12, 24, 40] {
+            sw[w..w + 4].reverse();
+        }
+        sw[16..24].reverse();
+        sw[32..40].reverse();
+        assert_eq!(parse_ping_info(&sw).unwrap(), p);
+        let mut bad = info.clone();
+        bad[0] ^= 1;
+        assert!(parse_ping_info(&bad).unwrap_err().contains("magic"));
+        let mut bad = info.clone();
+        bad[4] = 0x1;
+        assert!(parse_ping_info(&bad).unwrap_err().contains("NI status"));
+        let mut bad = info.clone();
+        bad[16] = 9;
+        assert!(parse_ping_info(&bad).unwrap_err().contains("not 0@lo"));
+        assert!(parse_ping_info(&info[..10]).is_err());
+        // A short buffer keeps the entries that fit.
+        assert!(parse_ping_info(&info[..32]).unwrap().nis.is_empty());
     }
 }

@@ -227,7 +227,8 @@ impl Cluster {
             match line {
                 NodeLine::Line(v) if j == i && v["id"] == json!(id) => {
                     if v["ok"] != true {
-                        anyhow::bail!("node {}: {} failed: {}", self.nodes[i].name, c["op"], v["error"]);
+                        let why = v["error"].as_str().map_or_else(|| v["error"].to_string(), String::from);
+                        anyhow::bail!("node {}: {} failed: {why}", self.nodes[i].name, c["op"].as_str().unwrap_or("?"));
                     }
                     return Ok(v);
                 }

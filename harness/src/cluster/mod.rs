@@ -13,6 +13,7 @@ pub mod limits;
 pub mod plan;
 pub mod report;
 pub mod run;
+pub mod serve;
 pub mod spec;
 pub mod validate;
 pub mod workloads;

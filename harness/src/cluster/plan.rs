@@ -32,6 +32,9 @@ pub struct Plan {
     pub nodes: Vec<NodePlan>,
     /// DMA nets (one `dmadev` each).
     pub dma_nets: Vec<String>,
+    /// When the run was planned (microseconds since the Unix epoch): node trace times count
+    /// from it on wall-clock backends (the simulator counts virtual time from its start).
+    pub t0_unix_us: u64,
 }
 
 /// Loopback addressing for the process backend: `127.a.(b+k).host` for the k-th TCP net, with
@@ -90,7 +93,8 @@ pub fn plan(spec: &ClusterSpec, seed: u64, tcp_ip: &dyn Fn(usize, &str, usize) -
         n.mem = mem;
     }
     let dma_nets = spec.nets.iter().filter(|(_, n)| n.kind == NetKind::Dma).map(|(k, _)| k.clone()).collect();
-    Plan { spec: spec.clone(), seed, nodes, dma_nets }
+    let t0_unix_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
+    Plan { spec: spec.clone(), seed, nodes, dma_nets, t0_unix_us }
 }
 
 impl Plan {

@@ -2,18 +2,18 @@
 //! and where its artifacts go.
 
 use super::spec::ClusterSpec;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct WorkloadReport {
     pub name: String,
     pub bytes_written: u64,
     pub bytes_verified: u64,
     pub rpcs: u64,
     pub errors: u64,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub messages: Vec<String>,
     #[serde(default)]
     pub resends: u64,
@@ -36,7 +36,7 @@ pub struct WorkloadReport {
     pub acked: std::collections::BTreeMap<String, Value>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub cluster: String,
     pub backend: String,
@@ -50,7 +50,7 @@ pub struct Report {
     /// ...by kind.
     pub faults: std::collections::BTreeMap<String, u64>,
     /// Spec faults this backend cannot inject.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub faults_skipped: Vec<String>,
     /// RPCs the clients had to send again.
     pub resends: u64,
@@ -91,18 +91,66 @@ pub fn trace_hash(art: &Path) -> std::io::Result<String> {
 /// `target/lnetlab/runs`): `NAME-UTC-SEED`, with `-2`, `-3`... when another run of the same
 /// second and seed has it already (creating it is what claims the name).
 pub fn artifacts_dir(spec: &ClusterSpec, seed: u64, base: Option<&Path>) -> std::io::Result<PathBuf> {
-    let utc = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let utc = utc_stamp(secs);
     let base = base.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("target/lnetlab/runs"));
     std::fs::create_dir_all(&base).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", base.display())))?;
     for k in 1u32.. {
         let name = if k == 1 { format!("{}-{utc}-{seed}", spec.name) } else { format!("{}-{utc}-{seed}-{k}", spec.name) };
         match std::fs::create_dir(base.join(&name)) {
-            Ok(()) => return Ok(base.join(name)),
+            Ok(()) => {
+                point_latest(&base, &name);
+                return Ok(base.join(name));
+            }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(std::io::Error::new(e.kind(), format!("{}: {e}", base.join(name).display()))),
         }
     }
     unreachable!("some suffix is free")
+}
+
+/// `base/latest` → `name` (relative, replaced atomically; a failure only costs the link).
+fn point_latest(base: &Path, name: &str) {
+    let tmp = base.join(format!(".latest-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    if std::os::unix::fs::symlink(name, &tmp).is_ok() && std::fs::rename(&tmp, base.join("latest")).is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+}
+
+/// `YYYYMMDDTHHMMSSZ` for seconds since the Unix epoch (UTC, proleptic Gregorian).
+pub fn utc_stamp(secs: u64) -> String {
+    let (days, rem) = ((secs / 86400) as i64, secs % 86400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
+}
+
+impl Report {
+    /// A report not yet run: no workloads, not ok.
+    pub fn new(cluster: &str, backend: &str, seed: u64, artifacts: &Path) -> Report {
+        Report { cluster: cluster.to_string(), backend: backend.to_string(), seed, ok: false, workloads: Vec::new(), artifacts: artifacts.display().to_string(), faults_injected: 0, faults: Default::default(), faults_skipped: Vec::new(), resends: 0, reconnects: 0, lost_acked_writes: 0, silent_corruptions: 0, orphan_objects: 0, error: None, elapsed_s: 0.0, trace_hash: None }
+    }
+
+    /// Totals from the workloads, `ok` unless `error` or a workload's errors or unverified
+    /// bytes say otherwise, and the time since `t0`.
+    pub fn finish(&mut self, error: Option<String>, t0: std::time::Instant) {
+        self.resends = self.workloads.iter().map(|w| w.resends).sum();
+        self.reconnects = self.workloads.iter().map(|w| w.reconnects).sum();
+        self.lost_acked_writes = self.workloads.iter().map(|w| w.lost_acked_writes).sum();
+        self.silent_corruptions = self.workloads.iter().map(|w| w.silent_corruptions).sum();
+        self.ok = error.is_none() && self.workloads.iter().all(|w| w.errors == 0 && w.bytes_verified >= w.bytes_written);
+        self.error = error;
+        self.elapsed_s = t0.elapsed().as_secs_f64();
+    }
 }
 
 /// The human summary printed at the end of a run.
@@ -119,4 +167,15 @@ pub fn table(r: &Report) -> String {
         s += &format!("error: {e}\n");
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_stamps_match_known_dates() {
+        assert_eq!(super::utc_stamp(0), "19700101T000000Z");
+        assert_eq!(super::utc_stamp(951_782_400), "20000229T000000Z");
+        assert_eq!(super::utc_stamp(1_796_409_211), "20261204T183331Z");
+        assert_eq!(super::utc_stamp(4_102_444_799), "20991231T235959Z");
+    }
 }

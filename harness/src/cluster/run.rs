@@ -7,6 +7,8 @@ use super::faults::Faults;
 use super::plan::{loopback, plan, random_seed, Plan};
 use super::report::{artifacts_dir, trace_hash, Report};
 use super::spec::{ClusterSpec, WorkloadKind};
+use super::control::Cluster;
+use super::serve::CtlServer;
 use super::workloads::{io::run_workload, orphans, selftest::run_selftest};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -31,9 +33,48 @@ pub struct RunOpts {
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What `lnetlab status` and `logs` read about a running cluster.
-fn cluster_state(plan: &Plan, art: &Path, scratch: &Path, how: &str) -> Value {
+fn cluster_state(plan: &Plan, (art, scratch): (&Path, &Path), (how, backend): (&str, &str), ctl: Option<&CtlServer>) -> Value {
     let nodes: Vec<Value> = plan.nodes.iter().map(|n| json!({"name": n.name, "nids": n.nids.iter().map(|x| x.1.to_string()).collect::<Vec<_>>(), "log": art.join("nodes").join(format!("{}.log", n.name))})).collect();
-    json!({"cluster": plan.spec.name, "seed": plan.seed, "how": how, "artifacts": art, "scratch": scratch, "nodes": nodes, "ready": true})
+    json!({"cluster": plan.spec.name, "seed": plan.seed, "how": how, "backend": backend, "artifacts": art, "scratch": scratch, "nodes": nodes, "ready": true, "ctl": ctl.map(|c| c.path.clone())})
+}
+
+/// Serves `lnetlab ctl` and `lnetlab workload` on the running cluster until we are interrupted
+/// (without a control socket, just waits).
+#[allow(clippy::too_many_arguments)]
+fn serve_until_interrupted(ctl: Option<&mut CtlServer>, cluster: &mut Cluster, plan: &Plan, backend: &dyn Backend, faults: &mut Faults, opts: &RunOpts, art: &Path, say: &dyn Fn(&str)) {
+    let Some(ctl) = ctl else {
+        while !crate::interrupt::interrupted() {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        return;
+    };
+    let mut run = |c: &mut Cluster, p: &Plan, names: &[String]| -> anyhow::Result<Value> {
+        let t0 = Instant::now();
+        let mut r = Report::new(&p.spec.name, &opts.backend, p.seed, art);
+        let res = (|| -> anyhow::Result<()> {
+            for w in p.spec.workloads.iter().filter(|w| names.contains(&w.name)) {
+                say(&format!("workload `{}` (asked by `lnetlab workload`)", w.name));
+                let wr = match w.kind {
+                    WorkloadKind::Io => run_workload(c, p, (w, &r.workloads), opts.timeout, say, (&mut *faults, backend))?,
+                    WorkloadKind::Selftest => run_selftest(c, p, w, opts.timeout, say)?,
+                };
+                r.workloads.push(wr);
+            }
+            Ok(())
+        })();
+        r.finish(res.err().map(|e| format!("{e:#}")), t0);
+        Ok(serde_json::to_value(&r)?)
+    };
+    while !crate::interrupt::interrupted() {
+        ctl.serve(cluster, plan, Duration::from_millis(200), &mut run);
+    }
+}
+
+/// The control socket of the cluster this process keeps (none if it cannot be made: the
+/// cluster still runs, `lnetlab ctl` says it cannot reach it).
+fn ctl_server(say: &dyn Fn(&str)) -> Option<CtlServer> {
+    let path = crate::state::dir().join(format!("ctl-{}.sock", std::process::id()));
+    CtlServer::bind(&path).map_err(|e| say(&format!("no `lnetlab ctl` for this cluster: {e}"))).ok()
 }
 
 fn progress(json: bool) -> impl Fn(&str) {
@@ -61,7 +102,7 @@ pub fn run(opts: &RunOpts) -> anyhow::Result<Report> {
     // Loopback block for TCP NIDs: distinct per run so concurrent runs never share addresses.
     let salt = random_seed() ^ seed.rotate_left(17) ^ std::process::id() as u64;
     let lb = (100 + (salt % 150) as u8, ((salt / 150) % 256) as u8);
-    let mut report = Report { cluster: spec.name.clone(), backend: opts.backend.clone(), seed, ok: false, workloads: Vec::new(), artifacts: art.display().to_string(), faults_injected: 0, faults: Default::default(), faults_skipped: Vec::new(), resends: 0, reconnects: 0, lost_acked_writes: 0, silent_corruptions: 0, orphan_objects: 0, error: None, elapsed_s: 0.0, trace_hash: None };
+    let mut report = Report::new(&spec.name, &opts.backend, seed, &art);
     // Addresses may be claimed (docker networks); a failure is the run's, reported like any.
     let plan = match backend.tcp_addressing(&spec) {
         Ok(Some(f)) => plan(&spec, seed, f.as_ref()),
@@ -105,11 +146,10 @@ fn execute(backend: &dyn Backend, plan: &Plan, opts: &RunOpts, art: &Path, say: 
         faults.install(&mut cluster, plan, opts.timeout, say)?;
         if let Some(state) = &opts.up_only {
             cluster.sync_artifacts();
-            crate::state::write(state, cluster_state(plan, art, scratch.path(), "up"))?;
-            say("cluster up; `lnetlab status`, `lnetlab logs NODE`, `lnetlab down`");
-            while !crate::interrupt::interrupted() {
-                std::thread::sleep(Duration::from_millis(200));
-            }
+            let mut ctl = ctl_server(say);
+            crate::state::write(state, cluster_state(plan, (art, scratch.path()), ("up", &opts.backend), ctl.as_ref()))?;
+            say("cluster up; `lnetlab status`, `lnetlab ctl NODE …`, `lnetlab workload NAME|FILE`, `lnetlab logs NODE`, `lnetlab down`");
+            serve_until_interrupted(ctl.as_mut(), &mut cluster, plan, backend, &mut faults, opts, art, say);
             crate::state::retire(state);
             return Ok(());
         }
@@ -155,13 +195,13 @@ fn execute(backend: &dyn Backend, plan: &Plan, opts: &RunOpts, art: &Path, say: 
         // `lnetlab logs` reads the kept cluster's logs from the artifacts.
         cluster.sync_artifacts();
         let state = crate::state::keep_file(std::process::id());
-        if let Err(e) = crate::state::write(&state, cluster_state(plan, art, scratch.path(), "run --keep")) {
+        let mut ctl = ctl_server(say);
+        if let Err(e) = crate::state::write(&state, cluster_state(plan, (art, scratch.path()), ("run --keep", &opts.backend), ctl.as_ref())) {
             say(&format!("cannot record the kept cluster for `lnetlab status`: {e}"));
         }
-        say(&format!("--keep: cluster left up (scratch {}); press Ctrl-C to tear it down", scratch.path().display()));
-        while !crate::interrupt::interrupted() {
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        say(&format!("--keep: cluster left up (scratch {}); `lnetlab ctl NODE …` inspects it; press Ctrl-C to tear it down", scratch.path().display()));
+        serve_until_interrupted(ctl.as_mut(), &mut cluster, plan, backend, &mut faults, opts, art, say);
+        drop(ctl);
         crate::state::retire(&state);
     }
     cluster.down();

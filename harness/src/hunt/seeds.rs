@@ -57,6 +57,9 @@ pub struct HuntSummary {
     pub backends: Vec<String>,
     pub elapsed_s: f64,
     pub seeds_per_min: f64,
+    /// Every seed's outcome, in seed order (for `--junit`).
+    #[serde(skip)]
+    pub results: Vec<SeedResult>,
 }
 
 /// Parses `A..B` (inclusive) or a single seed.
@@ -179,7 +182,7 @@ pub fn hunt(o: &HuntOpts) -> anyhow::Result<HuntSummary> {
     all.sort_by_key(|r| r.seed);
     let elapsed = t0.elapsed().as_secs_f64();
     let failed: Vec<SeedResult> = all.iter().filter(|r| !r.ok).cloned().collect();
-    let summary = HuntSummary { seeds: all.len(), passed: all.len() - failed.len(), failed, backends: o.backends.clone(), elapsed_s: elapsed, seeds_per_min: all.len() as f64 * 60.0 / elapsed.max(1e-3) };
+    let summary = HuntSummary { seeds: all.len(), passed: all.len() - failed.len(), failed, backends: o.backends.clone(), elapsed_s: elapsed, seeds_per_min: all.len() as f64 * 60.0 / elapsed.max(1e-3), results: all.clone() };
     std::fs::write(o.out.join("hunt.json"), serde_json::to_string_pretty(&summary)? + "\n")?;
     Ok(summary)
 }

@@ -100,8 +100,28 @@ pub enum Cmd {
     Io { job: crate::ost::osc::IoJob },
     /// Add an LNet fault rule (`lctl net_drop_add` / `net_delay_add`).
     Fault { rule: crate::lnet::fault::FaultRule },
-    /// Remove the fault rules with this tag (`lctl net_drop_del`).
-    FaultDel { tag: String },
+    /// Remove the fault rules with this tag, or every rule (`lctl net_drop_del`, `-a`).
+    FaultDel {
+        #[serde(default)]
+        tag: Option<String>,
+        #[serde(default)]
+        all: bool,
+    },
+    /// The active fault rules and their counts (`lctl net_drop_list`).
+    FaultList,
+    /// LNet ping of `nid` (`lnetctl ping`): answered at once with a token, then by a
+    /// `{"ping_done":{…}}` line carrying the peer's NIs or why not.
+    Ping {
+        nid: crate::wire::Nid,
+        #[serde(default)]
+        timeout_ms: Option<u64>,
+    },
+    /// The NIs, their credits and LND counters (`lnetctl net show`).
+    NetShow,
+    /// The peers and their credits (`lnetctl peer show`).
+    PeerShow,
+    /// Sets the node's log filter (`lnetctl set`-like; `info`, `debug`, `lnd::sock=trace`).
+    LogLevel { level: String },
     /// Run an lst-style test from this node; live stats and the final report come as lines.
     Selftest { job: crate::selftest::StJob },
     Quit,
@@ -125,6 +145,7 @@ pub struct Controller {
     oss: Option<crate::ost::oss::Oss>,
     oscs: Vec<crate::ost::osc::Osc>,
     sts: Vec<crate::selftest::StEngine>,
+    pings: super::inspect::Pings,
     trace: Option<std::io::BufWriter<std::fs::File>>,
     last_progress: std::time::Instant,
     /// Last LND counters written to the trace (to record which protocol paths moved).
@@ -139,6 +160,9 @@ pub struct Controller {
     pub quit: bool,
     /// Origin of the LNet core's millisecond clock (set on first use, from `clock`).
     epoch: Option<std::time::Instant>,
+    /// When the run started, on `clock`: trace lines carry `t_us`, microseconds since then
+    /// (since the first trace line when unset).
+    trace_origin: Option<std::time::Instant>,
 }
 
 fn err(e: impl std::fmt::Display) -> String {
@@ -151,7 +175,7 @@ impl Controller {
         if let Err(e) = crate::selftest::install_sink(&mut node) {
             tracing::warn!("no selftest sink on this node: {e}");
         }
-        Controller { node, oss: None, oscs: Vec::new(), sts: Vec::new(), trace: None, last_progress: std::time::Instant::now(), progress_every: Some(std::time::Duration::from_millis(300)), last_stats: Vec::new(), clock: crate::wall_clock(), bufs: HashMap::new(), mes: HashMap::new(), quit: false, epoch: None }
+        Controller { node, oss: None, oscs: Vec::new(), sts: Vec::new(), pings: Default::default(), trace: None, last_progress: std::time::Instant::now(), progress_every: Some(std::time::Duration::from_millis(300)), last_stats: Vec::new(), clock: crate::wall_clock(), bufs: HashMap::new(), mes: HashMap::new(), quit: false, epoch: None, trace_origin: None }
     }
 
     /// Writes one JSON object per event and RPC to `path` (the node's trace).
@@ -175,10 +199,26 @@ impl Controller {
         Some(std::time::Duration::from_millis(due.saturating_sub(now)))
     }
 
+    /// Sets when the run started, on this controller's clock (trace times count from it).
+    pub fn set_trace_origin(&mut self, t: std::time::Instant) {
+        self.trace_origin = Some(t);
+    }
+
     fn trace(&mut self, v: &Value) {
         if let Some(t) = &mut self.trace {
             use std::io::Write;
-            let _ = writeln!(t, "{v}");
+            let now = (self.clock)();
+            let t_us = now.saturating_duration_since(*self.trace_origin.get_or_insert(now)).as_micros() as u64;
+            match v {
+                Value::Object(m) => {
+                    let mut m = m.clone();
+                    m.insert("t_us".into(), t_us.into());
+                    let _ = writeln!(t, "{}", Value::Object(m));
+                }
+                v => {
+                    let _ = writeln!(t, "{v}");
+                }
+            }
         }
     }
 
@@ -329,7 +369,24 @@ impl Controller {
                 self.node.lnet.add_fault_rule(rule)?;
                 Ok(json!({}))
             }
-            Cmd::FaultDel { tag } => Ok(json!({"removed": self.node.lnet.remove_fault_rules(&tag)})),
+            Cmd::FaultDel { tag, all } => match (tag, all) {
+                (None, true) => Ok(json!({"removed": self.node.lnet.remove_all_fault_rules()})),
+                (Some(t), false) => Ok(json!({"removed": self.node.lnet.remove_fault_rules(&t)})),
+                _ => Err("fault_del: give a tag or all (one of them)".into()),
+            },
+            Cmd::FaultList => Ok(super::inspect::fault_list(&self.node)),
+            Cmd::Ping { nid, timeout_ms } => {
+                let now = (self.clock)();
+                let token = self.pings.start(&mut self.node, nid, std::time::Duration::from_millis(timeout_ms.unwrap_or(3000)), now)?;
+                Ok(json!({"token": token}))
+            }
+            Cmd::NetShow => Ok(super::inspect::net_show(&self.node)),
+            Cmd::PeerShow => Ok(super::inspect::peer_show(&self.node)),
+            Cmd::LogLevel { level } => {
+                super::set_log_level(&level)?;
+                tracing::info!(%level, "log level set");
+                Ok(json!({"level": level}))
+            }
             Cmd::Selftest { job } => {
                 let mut st = crate::selftest::StEngine::new(&mut self.node, job)?;
                 st.pump(&mut self.node);
@@ -367,9 +424,13 @@ impl Controller {
             if self.sts.iter_mut().any(|s| s.on_event(&mut self.node, &ev)) {
                 continue;
             }
+            if self.pings.on_event(&mut self.node, &ev, now) {
+                continue;
+            }
             self.on_event(&ev);
             out.push(json!({ "event": ev }));
         }
+        out.extend(self.pings.poll(&mut self.node, now));
         if self.trace.is_some() {
             self.trace_paths();
         }

@@ -64,7 +64,7 @@ fn doorbell_thread(w: &ShmWaker, k: usize, tx: mpsc::Sender<Input>) -> std::io::
     Ok(())
 }
 
-const USAGE_KEYS: &[&str] = &["fabric", "nid", "mem", "log", "pid", "peer-credits", "route", "port", "pcap", "router-buffers", "trace", "wait-device", "tcp-ports"];
+const USAGE_KEYS: &[&str] = &["fabric", "nid", "mem", "log", "pid", "peer-credits", "route", "port", "pcap", "router-buffers", "trace", "wait-device", "tcp-ports", "t0"];
 
 pub fn main(args: &[String]) -> anyhow::Result<()> {
     let a = super::parse_args(args, USAGE_KEYS, &["routing"])?;
@@ -164,6 +164,13 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     let mut ctl = Controller::new(node);
     if let Some(t) = a.get("trace") {
         ctl.set_trace(std::path::Path::new(t)).map_err(|e| anyhow::anyhow!("--trace {t}: {e}"))?;
+    }
+    if let Some(t0) = a.get("t0") {
+        // The run's start, as microseconds since the Unix epoch: trace times count from it.
+        let t0: u64 = t0.parse().map_err(|e| anyhow::anyhow!("--t0 {t0}: {e} (microseconds since the Unix epoch)"))?;
+        let now_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
+        let now = std::time::Instant::now();
+        ctl.set_trace_origin(now.checked_sub(Duration::from_micros(now_us.saturating_sub(t0))).unwrap_or(now));
     }
     info!(nids = ?nids.iter().map(|n| n.to_string()).collect::<Vec<_>>(), "lnetd up");
 

@@ -3,6 +3,7 @@
 
 pub mod control;
 pub mod dmadev;
+pub mod inspect;
 pub mod lnetd;
 
 
@@ -63,20 +64,38 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     n.checked_mul(mult).ok_or_else(|| format!("`{s}` is too large"))
 }
 
-/// Sets up `tracing` to stderr, or to `file` if given; level from `LNETLAB_LOG` (default info).
+type SetFilter = Box<dyn Fn(tracing_subscriber::EnvFilter) -> Result<(), String> + Send + Sync>;
+
+/// Changes the filter of the logging [`init_logging`] set up (`lnetlab ctl NODE log-level`).
+static SET_FILTER: std::sync::OnceLock<SetFilter> = std::sync::OnceLock::new();
+
+/// Sets up `tracing` to stderr, or to `file` if given; level from `LNETLAB_LOG` (default info),
+/// changeable later with [`set_log_level`].
 pub fn init_logging(file: Option<&str>) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LNETLAB_LOG").unwrap_or_else(|_| "info".into());
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false);
     match file {
         Some(f) => {
             let f = std::fs::OpenOptions::new().create(true).append(true).open(f).map_err(|e| anyhow::anyhow!("log file {f}: {e}"))?;
-            let _ = b.with_writer(std::sync::Mutex::new(f)).try_init();
+            install(filter, std::sync::Mutex::new(f));
         }
-        None => {
-            let _ = b.with_writer(std::io::stderr).try_init();
-        }
+        None => install(filter, std::io::stderr),
     }
     Ok(())
+}
+
+fn install<W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static>(filter: tracing_subscriber::EnvFilter, w: W) {
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_writer(w).with_filter_reloading();
+    let h = b.reload_handle();
+    if b.try_init().is_ok() {
+        let _ = SET_FILTER.set(Box::new(move |f| h.reload(f).map_err(|e| e.to_string())));
+    }
+}
+
+/// Sets the log filter (`info`, `debug`, `lnd::sock=trace,info`...) of a daemon's logging.
+pub fn set_log_level(level: &str) -> Result<(), String> {
+    let f = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| format!("log level `{level}`: {e}"))?;
+    let set = SET_FILTER.get().ok_or("this node has no log of its own to set a level on")?;
+    set(f)
 }
 
 /// Lowercase hex of `b`.

@@ -39,7 +39,7 @@ pub struct FaultRule {
 pub(super) struct ActiveRule {
     pub rule: FaultRule,
     rng: crate::rng::OneIn,
-    seen: u64,
+    pub seen: u64,
     pub hits: u64,
 }
 

@@ -10,6 +10,7 @@ mod forward;
 mod inject;
 mod parse;
 mod router;
+pub mod show;
 pub(crate) mod slab;
 
 use crate::mem::{iov_len, iov_slice_into, Seg};

@@ -58,6 +58,7 @@ fn lnetd_args(n: &NodePlan, scratch: &Path, art: &Path, plan: &Plan) -> Vec<Stri
     }
     a.extend(["--log".into(), art.join("nodes").join(format!("{}.log", n.name)).display().to_string()]);
     a.extend(["--trace".into(), art.join("traces").join(format!("{}.jsonl", n.name)).display().to_string()]);
+    a.extend(["--t0".into(), plan.t0_unix_us.to_string()]);
     a
 }
 

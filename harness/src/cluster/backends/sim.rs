@@ -112,6 +112,8 @@ impl Backend for SimBackend {
             ctl.progress_every = None;
             let net = sim.net.clone();
             ctl.clock = Arc::new(move || net.now());
+            // Nodes are made before the simulation's first tick: trace times are virtual time.
+            ctl.set_trace_origin(sim.net.now());
             ctl.set_trace(&art.join("traces").join(format!("{}.jsonl", n.name)))?;
             sim.add(&n.name, ctl);
             for t in &n.targets {

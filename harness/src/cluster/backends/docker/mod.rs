@@ -295,7 +295,7 @@ impl Backend for DockerBackend {
                 binds.push(format!("{vol}:/targets/ost{}", t.ost));
                 target_dirs.insert((n.name.clone(), t.ost), PathBuf::from(format!("/targets/ost{}/data", t.ost)));
             }
-            args.extend(["--mem".into(), n.mem.to_string(), "--log".into(), format!("/art/nodes/{}.log", n.name), "--trace".into(), format!("/art/traces/{}.jsonl", n.name)]);
+            args.extend(["--mem".into(), n.mem.to_string(), "--log".into(), format!("/art/nodes/{}.log", n.name), "--trace".into(), format!("/art/traces/{}.jsonl", n.name), "--t0".into(), plan.t0_unix_us.to_string()]);
             let (first, rest) = match tcp_nets.split_first() {
                 Some((f, r)) => (Some(f.clone()), r.to_vec()),
                 None => (None, Vec::new()),
