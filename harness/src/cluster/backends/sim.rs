@@ -214,6 +214,8 @@ impl Backend for SimBackend {
 
     fn up(&self, plan: &Plan, scratch: &Path, art: &Path, _timeout: Duration, progress: &dyn Fn(&str)) -> anyhow::Result<Cluster> {
         std::fs::create_dir_all(art.join("traces"))?;
+        // Each node's counters land here at the end (`nodes/NAME.stats.json`).
+        std::fs::create_dir_all(art.join("nodes"))?;
         let mut seed = plan.seed;
         if lnd::mutant::active("sim_wall_clock") {
             seed ^= std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
