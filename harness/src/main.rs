@@ -562,6 +562,9 @@ fn check_determinism_of(mut opts: cluster::run::RunOpts) -> anyhow::Result<()> {
     }
     if !first.ok {
         eprintln!("reproduce with: {} --check-determinism", cluster::run::repro(&opts, seed));
+        if let Some(sim) = cluster::run::sim_repro(&opts, seed) {
+            eprintln!("replay on the simulator: {sim}");
+        }
         std::process::exit(1);
     }
     Ok(())
@@ -581,6 +584,9 @@ fn run_and_report(opts: &cluster::run::RunOpts) -> anyhow::Result<()> {
     }
     if !r.ok {
         eprintln!("reproduce with: {}", cluster::run::repro(opts, r.seed));
+        if let Some(sim) = cluster::run::sim_repro(opts, r.seed) {
+            eprintln!("replay on the simulator: {sim}");
+        }
         std::process::exit(1);
     }
     Ok(())

@@ -191,3 +191,41 @@ fn faults_of_many_kinds_are_survived_with_every_byte_verified() {
         assert_eq!((w["bytes_written"].clone(), w["bytes_verified"].clone(), w["errors"].clone()), (serde_json::json!(3 * 2 * (4 << 20)), serde_json::json!(3 * 2 * (4 << 20)), serde_json::json!(0)), "{backend}: {w}");
     }
 }
+
+/// A failed process run whose faults the simulator can inject says how to replay it there
+/// (stderr and REPRO), and that command fails the same way on the simulator; a failed sim run
+/// names only itself.
+#[test]
+fn a_failed_process_run_names_its_replay_on_the_simulator() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("fails.yaml");
+    std::fs::write(
+        &spec,
+        "name: fails
+nets: {dma0: {kind: dma}}
+nodes:
+  - {name: oss1, roles: [oss], nis: [dma0], targets: [{ost: 0, size: 16MiB}]}
+  - {name: c1, roles: [client], nis: [dma0]}
+workloads:
+  - {name: io, kind: io, clients: [c1], files: 1, size: 1MiB, stripe_count: 1, rpc_timeout: 100ms, max_tries: 1}
+faults:
+  - {kind: lnet_drop, node: oss1, src: c1, type: PUT, rate: 1}
+  - {kind: pause, node: oss1, at: 0ms, duration: 50ms}
+",
+    )
+    .unwrap();
+    let run = |backend: &str| {
+        let art = dir.path().join(format!("runs-{backend}"));
+        let out = Command::new(env!("CARGO_BIN_EXE_lnetlab")).args(["run", spec.to_str().unwrap(), "--seed", "2", "--backend", backend, "--artifacts", art.to_str().unwrap()]).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{backend}: the run fails");
+        let run_dir = std::fs::read_dir(&art).unwrap().next().unwrap().unwrap().path();
+        (String::from_utf8_lossy(&out.stderr).to_string(), std::fs::read_to_string(run_dir.join("REPRO")).unwrap())
+    };
+    let sim_cmd = format!("lnetlab run {} --seed 2 --backend sim --check-determinism", spec.display());
+    let (err, repro) = run("process");
+    assert!(err.contains(&format!("replay on the simulator: {sim_cmd}")), "{err}");
+    assert_eq!(repro.lines().collect::<Vec<_>>(), [format!("lnetlab run {} --seed 2 --backend process --keep", spec.display()), sim_cmd], "{repro}");
+    let (err, repro) = run("sim");
+    assert!(!err.contains("replay on the simulator"), "{err}");
+    assert_eq!(repro.lines().count(), 1, "{repro}");
+}

@@ -49,6 +49,23 @@ pub fn repro(opts: &RunOpts, seed: u64) -> String {
     format!("lnetlab run {} --seed {seed} --backend {} --keep", opts.file.display(), opts.backend)
 }
 
+/// For a run on a backend with real timing: the command that runs its spec and seed on the
+/// simulator instead, when the simulator can inject every fault of the spec — the same data
+/// and fault plan on virtual time, replayable byte for byte from then on.
+pub fn sim_repro(opts: &RunOpts, seed: u64) -> Option<String> {
+    if opts.backend == "sim" {
+        return None;
+    }
+    let spec = ClusterSpec::load(&opts.file).ok()?;
+    let sim = backends::sim::SimBackend;
+    for f in &spec.faults {
+        if !sim.can_inject(f.kind, !f.windows().ok()?.is_empty()) {
+            return None;
+        }
+    }
+    Some(format!("lnetlab run {} --seed {seed} --backend sim --check-determinism", opts.file.display()))
+}
+
 pub fn run(opts: &RunOpts) -> anyhow::Result<Report> {
     let spec = ClusterSpec::load(&opts.file)?;
     let backend = backends::by_name(&opts.backend)?;
@@ -88,6 +105,11 @@ pub fn run(opts: &RunOpts) -> anyhow::Result<Report> {
         // (A read_back workload writes nothing and verifies what another wrote.)
         Ok(()) => report.ok = report.workloads.iter().all(|w| w.errors == 0 && w.bytes_verified >= w.bytes_written),
         Err(e) => report.error = Some(format!("{e:#}")),
+    }
+    if !report.ok && report.error.as_deref() != Some("interrupted") {
+        if let Some(sim) = sim_repro(opts, seed) {
+            std::fs::write(art.join("REPRO"), format!("{}\n{sim}\n", repro(opts, seed)))?;
+        }
     }
     std::fs::write(art.join("report.json"), serde_json::to_string_pretty(&report)? + "\n")?;
     Ok(report)
