@@ -59,6 +59,9 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub elapsed_s: f64,
+    /// On virtual time: how much of it the run took (bring-up to teardown).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub virtual_s: Option<f64>,
     /// On virtual time: a hash of every node trace, equal for every replay of the seed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_hash: Option<String>,

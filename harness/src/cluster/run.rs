@@ -66,6 +66,15 @@ pub fn sim_repro(opts: &RunOpts, seed: u64) -> Option<String> {
     Some(format!("lnetlab run {} --seed {seed} --backend sim --check-determinism", opts.file.display()))
 }
 
+/// Prints how to reproduce a failed run (`suffix` after its REPRO line), and how to replay it
+/// on the simulator where that can be done.
+pub fn say_repro(opts: &RunOpts, seed: u64, suffix: &str) {
+    eprintln!("reproduce with: {}{suffix}", repro(opts, seed));
+    if let Some(sim) = sim_repro(opts, seed) {
+        eprintln!("replay on the simulator: {sim}");
+    }
+}
+
 pub fn run(opts: &RunOpts) -> anyhow::Result<Report> {
     let spec = ClusterSpec::load(&opts.file)?;
     let backend = backends::by_name(&opts.backend)?;
@@ -78,7 +87,7 @@ pub fn run(opts: &RunOpts) -> anyhow::Result<Report> {
     // Loopback block for TCP NIDs: distinct per run so concurrent runs never share addresses.
     let salt = random_seed() ^ seed.rotate_left(17) ^ std::process::id() as u64;
     let lb = (100 + (salt % 150) as u8, ((salt / 150) % 256) as u8);
-    let mut report = Report { cluster: spec.name.clone(), backend: opts.backend.clone(), seed, ok: false, workloads: Vec::new(), artifacts: art.display().to_string(), faults_injected: 0, faults: Default::default(), faults_skipped: Vec::new(), resends: 0, reconnects: 0, lost_acked_writes: 0, silent_corruptions: 0, error: None, elapsed_s: 0.0, trace_hash: None };
+    let mut report = Report { cluster: spec.name.clone(), backend: opts.backend.clone(), seed, ok: false, workloads: Vec::new(), artifacts: art.display().to_string(), faults_injected: 0, faults: Default::default(), faults_skipped: Vec::new(), resends: 0, reconnects: 0, lost_acked_writes: 0, silent_corruptions: 0, error: None, elapsed_s: 0.0, virtual_s: None, trace_hash: None };
     // Addresses may be claimed (docker networks); a failure is the run's, reported like any.
     let plan = match backend.tcp_addressing(&spec) {
         Ok(Some(f)) => plan(&spec, seed, f.as_ref()),
@@ -118,6 +127,7 @@ pub fn run(opts: &RunOpts) -> anyhow::Result<Report> {
 fn execute(backend: &dyn Backend, plan: &Plan, opts: &RunOpts, art: &Path, say: &dyn Fn(&str), report: &mut Report) -> anyhow::Result<()> {
     let scratch = crate::procs::scratch_dir()?;
     let mut cluster = backend.up(plan, scratch.path(), art, opts.timeout, say)?;
+    let up_at = cluster.now();
     let mut faults = Faults::new(plan, backend, art, say)?;
     report.faults_skipped = faults.skipped.clone();
     let res = (|| -> anyhow::Result<()> {
@@ -173,6 +183,9 @@ fn execute(backend: &dyn Backend, plan: &Plan, opts: &RunOpts, art: &Path, say: 
             std::thread::sleep(Duration::from_millis(200));
         }
         crate::state::retire(&state);
+    }
+    if backend.virtual_time() {
+        report.virtual_s = Some(cluster.now().saturating_duration_since(up_at).as_secs_f64());
     }
     cluster.down();
     drop(scratch);
