@@ -124,3 +124,24 @@ fn late_completions_are_held_back_on_virtual_time() {
     assert!(r.faults.get("dma_late").is_some_and(|n| *n >= 1), "{:?}", r.faults);
     assert!(r.resends >= 1, "a completion held 50 ms outlasted a 20 ms timeout: {r:?}");
 }
+
+/// Windows that overlap: the OSS killed while the DMA device is down comes back at once (it
+/// does not wait for the device), finds its device gone and attaches when the device is back;
+/// the TCP client's partition holds across the restart (the rebuilt OSS is cut off as well).
+#[test]
+fn an_oss_restarted_while_its_device_is_down_attaches_when_it_is_back() {
+    let art = tempfile::tempdir().unwrap();
+    let r = run_with(
+        &["{kind: device_restart, net: dma0, at: 1ms, duration: 100ms}", "{kind: restart, node: oss1, at: 2ms, duration: 20ms}", "{kind: partition, between: [[c3], [oss1]], at: 1ms, duration: 60ms}"],
+        "100ms",
+        art.path(),
+    );
+    for k in ["device_restart", "restart", "partition"] {
+        assert_eq!(r.faults.get(k), Some(&1), "{k}: {:?}", r.faults);
+    }
+    assert_eq!(lnd_stat(&r, "oss1", "dma", "device_losses"), 1, "the new OSS found its device gone");
+    assert_eq!(lnd_stat(&r, "c1", "dma", "device_losses"), 1);
+    let t = fault_trace(&r);
+    let (started, device_back) = (t.find("started again\",\"fault\":\"restart\""), t.find("started again\",\"fault\":\"device_restart\""));
+    assert!(started.is_some() && device_back.is_some() && started < device_back, "the OSS was back before its device: {t}");
+}

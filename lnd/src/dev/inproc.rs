@@ -101,6 +101,19 @@ impl InProcFabric {
         Ok(InProcDevice { fabric: self.clone(), addr, mem, key, q, epoch: life.epoch, late: None, held: VecDeque::new() })
     }
 
+    /// Like [`InProcFabric::attach_mem`], but while the device is down the handle comes back
+    /// dead (as if the device died just after the attach): a node starting then comes up and
+    /// finds its device gone, instead of waiting for it.
+    pub fn attach_or_dead(&self, addr: u32, mem: Arc<Mem>) -> Result<InProcDevice, AttachError> {
+        match self.attach_mem(addr, mem.clone()) {
+            Err(AttachError::DeviceDown) => {
+                let epoch = self.epoch().wrapping_sub(1);
+                Ok(InProcDevice { fabric: self.clone(), addr, mem, key: 0, q: Default::default(), epoch, late: None, held: VecDeque::new() })
+            }
+            r => r,
+        }
+    }
+
     /// Kills the device: every attachment, transmit and mailbox is lost; each node's handle
     /// goes dead (takes nothing, completes nothing) — the node finds out by [`InProcFabric::epoch`].
     pub fn kill(&self) {
@@ -140,6 +153,11 @@ pub struct InProcDevice {
 }
 
 impl InProcDevice {
+    /// The device life this handle belongs to (see [`InProcFabric::epoch`]).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
     /// Did the device die since this handle attached?
     fn dead(&self) -> bool {
         self.fabric.epoch() != self.epoch

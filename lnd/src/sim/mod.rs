@@ -39,10 +39,10 @@ pub struct Wiring {
 }
 
 impl Wiring {
-    /// Records DMA NI `nid` on fabric `fabric` of `sim`, registering `mem`.
-    pub fn dma(&mut self, sim: &Sim, fabric: usize, nid: Nid, mem: Arc<Mem>) {
-        let epoch = sim.fabrics[fabric].1.epoch();
-        self.dma.push(DmaAttach { fabric, nid, mem, epoch });
+    /// Records DMA NI `nid` on fabric `fabric`, whose device handle is `dev`.
+    pub fn dma(&mut self, fabric: usize, nid: Nid, dev: &crate::dev::inproc::InProcDevice) {
+        use crate::dev::DmaDevice;
+        self.dma.push(DmaAttach { fabric, nid, mem: dev.mem().clone(), epoch: dev.epoch() });
     }
 }
 

@@ -8,7 +8,6 @@ use crate::cluster::devfaults;
 use crate::cluster::plan::Plan;
 use crate::cluster::spec::{ClusterSpec, FaultKind, Role};
 use lnd::daemon::control::Controller;
-use lnd::dev::engine::AttachError;
 use lnd::dmalnd::DmaLndConfig;
 use lnd::node::NodeBuilder;
 use lnd::sim::{Sim, Wiring};
@@ -26,8 +25,6 @@ const TICKS_PER_PUMP: usize = 256;
 const IDLE_SKIP: Duration = Duration::from_millis(1);
 /// Give up when this many idle ticks (about 2 virtual minutes) pass with nothing printed.
 const IDLE_TICKS: usize = 120_000;
-/// How often a node started while its fabric's device is down tries to attach again.
-const ATTACH_RETRY: Duration = Duration::from_millis(10);
 
 struct Shared {
     sim: Sim,
@@ -54,7 +51,7 @@ impl Shared {
 
 /// Builds node `i` of `plan` into `sim` as its `generation`-th incarnation (0: the first),
 /// attaching it to its fabrics and the virtual network.
-fn build_node(sim: &mut Sim, plan: &Plan, i: usize, generation: u64, art: &Path) -> Result<(Controller, Wiring), BuildFailed> {
+fn build_node(sim: &mut Sim, plan: &Plan, i: usize, generation: u64, art: &Path) -> anyhow::Result<(Controller, Wiring)> {
     let n = &plan.nodes[i];
     let incarnation = plan.seed ^ ((i as u64 + 1) << 40) ^ generation.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let mut b = NodeBuilder::new(lnd::wire::ProcessId::PID_LUSTRE, incarnation);
@@ -66,14 +63,12 @@ fn build_node(sim: &mut Sim, plan: &Plan, i: usize, generation: u64, art: &Path)
         if plan.dma_nets.contains(net) {
             let k = sim.fabric_index(net);
             let f = sim.fabrics[k].1.clone();
-            let dev = match &node_mem {
-                None => f.attach(nid.addr(), n.mem as usize),
-                Some(m) => f.attach_mem(nid.addr(), m.clone()),
-            }
-            .map_err(BuildFailed::Attach)?;
-            let mem = lnd::dev::DmaDevice::mem(&dev).clone();
-            node_mem.get_or_insert_with(|| mem.clone());
-            wiring.dma(sim, k, *nid, mem);
+            // A device that is down (a node restarted during a device restart) gives a dead
+            // handle: the node comes up, finds it gone and attaches once it is back.
+            let mem = node_mem.clone().unwrap_or_else(|| lnd::mem::Mem::heap(n.mem as usize));
+            let dev = f.attach_or_dead(nid.addr(), mem.clone()).map_err(|e| anyhow::anyhow!("attach {nid}: {e}"))?;
+            node_mem.get_or_insert(mem);
+            wiring.dma(k, *nid, &dev);
             b.dma(*nid, Box::new(dev), DmaLndConfig::default());
         } else {
             let io = sim.net.io();
@@ -87,22 +82,14 @@ fn build_node(sim: &mut Sim, plan: &Plan, i: usize, generation: u64, art: &Path)
     if n.is(Role::Router) {
         b.routing(512, 256, 16);
     }
-    let mut ctl = Controller::new(b.build().map_err(|e| BuildFailed::Other(e.into()))?);
+    let mut ctl = Controller::new(b.build()?);
     ctl.progress_every = None;
     let net = sim.net.clone();
     ctl.clock = Arc::new(move || net.now());
     let trace = art.join("traces").join(format!("{}.jsonl", n.name));
     // A node started again goes on with the trace of its first life.
-    if generation == 0 { ctl.set_trace(&trace) } else { ctl.append_trace(&trace) }.map_err(|e| BuildFailed::Other(e.into()))?;
+    if generation == 0 { ctl.set_trace(&trace) } else { ctl.append_trace(&trace) }?;
     Ok((ctl, wiring))
-}
-
-#[derive(Debug, thiserror::Error)]
-enum BuildFailed {
-    #[error("attach: {0}")]
-    Attach(AttachError),
-    #[error(transparent)]
-    Other(anyhow::Error),
 }
 
 /// Commands written to a simulated node are applied at once, in the harness's order.
@@ -153,41 +140,18 @@ impl SimBackend {
 
     /// Builds killed node `i` again from the plan — a new incarnation with nothing of the
     /// old in memory (LNet, LNDs, MDs, roles), its OSTs on disk as they were — and waits until
-    /// it is ready (while its fabric's device is down it keeps trying, as `lnetd` does).
-    /// Its roles are the caller's to start (`Cluster::start_roles`).
+    /// it is ready. Its roles are the caller's to start (`Cluster::start_roles`).
     pub fn revive(&self, cluster: &mut Cluster, i: usize, timeout: Duration) -> anyhow::Result<()> {
         let sh = shared(cluster)?;
-        let deadline = cluster.now() + timeout;
-        loop {
-            let built = {
-                let mut g = sh.lock().unwrap();
-                let gen = g.restarts[i] + 1;
-                let (plan, art) = (g.plan.clone(), g.art.clone());
-                match build_node(&mut g.sim, &plan, i, gen, &art) {
-                    Ok((ctl, wiring)) => {
-                        g.restarts[i] = gen;
-                        g.sim.revive(i, ctl, wiring);
-                        let nids: Vec<String> = plan.nodes[i].nids.iter().map(|x| x.1.to_string()).collect();
-                        g.replies.push_back((i, NodeLine::Line(serde_json::json!({"ready": true, "nids": nids}))));
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                }
-            };
-            match built {
-                Ok(()) => break,
-                Err(BuildFailed::Attach(e)) if cluster.now() < deadline => {
-                    // Let the simulation run on (keeping what it prints) before trying again.
-                    let until = cluster.now() + ATTACH_RETRY;
-                    while let Some((j, line)) = cluster.next_until(until)? {
-                        match line {
-                            NodeLine::Line(v) => cluster.backlog.push((j, v)),
-                            NodeLine::Exited => anyhow::bail!("node {} exited while {} waited to attach ({e})", cluster.nodes[j].name, cluster.nodes[i].name),
-                        }
-                    }
-                }
-                Err(e) => anyhow::bail!("starting simulated node {} again: {e}", cluster.nodes[i].name),
-            }
+        {
+            let mut g = sh.lock().unwrap();
+            let gen = g.restarts[i] + 1;
+            let (plan, art) = (g.plan.clone(), g.art.clone());
+            let (ctl, wiring) = build_node(&mut g.sim, &plan, i, gen, &art).map_err(|e| anyhow::anyhow!("starting simulated node {} again: {e}", cluster.nodes[i].name))?;
+            g.restarts[i] = gen;
+            g.sim.revive(i, ctl, wiring);
+            let nids: Vec<String> = plan.nodes[i].nids.iter().map(|x| x.1.to_string()).collect();
+            g.replies.push_back((i, NodeLine::Line(serde_json::json!({"ready": true, "nids": nids}))));
         }
         cluster.wait_node_ready(i, timeout)
     }
