@@ -49,28 +49,28 @@ pub fn repro(opts: &RunOpts, seed: u64) -> String {
     format!("lnetlab run {} --seed {seed} --backend {} --keep", opts.file.display(), opts.backend)
 }
 
-/// For a run on a backend with real timing: the command that runs its spec and seed on the
-/// simulator instead, when the simulator can inject every fault of the spec — the same data
-/// and fault plan on virtual time, replayable byte for byte from then on.
-pub fn sim_repro(opts: &RunOpts, seed: u64) -> Option<String> {
-    if opts.backend == "sim" {
+/// For a run of `file` on a backend with real timing: the command that runs its spec and seed
+/// on the simulator instead, when the simulator can inject every fault of the spec — the same
+/// data and fault plan on virtual time, replayable byte for byte from then on.
+pub fn sim_repro(file: &Path, seed: u64, backend: &str) -> Option<String> {
+    if backend == "sim" {
         return None;
     }
-    let spec = ClusterSpec::load(&opts.file).ok()?;
+    let spec = ClusterSpec::load(file).ok()?;
     let sim = backends::sim::SimBackend;
     for f in &spec.faults {
         if !sim.can_inject(f.kind, !f.windows().ok()?.is_empty()) {
             return None;
         }
     }
-    Some(format!("lnetlab run {} --seed {seed} --backend sim --check-determinism", opts.file.display()))
+    Some(format!("lnetlab run {} --seed {seed} --backend sim --check-determinism", file.display()))
 }
 
 /// Prints how to reproduce a failed run (`suffix` after its REPRO line), and how to replay it
 /// on the simulator where that can be done.
 pub fn say_repro(opts: &RunOpts, seed: u64, suffix: &str) {
     eprintln!("reproduce with: {}{suffix}", repro(opts, seed));
-    if let Some(sim) = sim_repro(opts, seed) {
+    if let Some(sim) = sim_repro(&opts.file, seed, &opts.backend) {
         eprintln!("replay on the simulator: {sim}");
     }
 }
@@ -116,7 +116,7 @@ pub fn run(opts: &RunOpts) -> anyhow::Result<Report> {
         Err(e) => report.error = Some(format!("{e:#}")),
     }
     if !report.ok && report.error.as_deref() != Some("interrupted") {
-        if let Some(sim) = sim_repro(opts, seed) {
+        if let Some(sim) = sim_repro(&opts.file, seed, &opts.backend) {
             std::fs::write(art.join("REPRO"), format!("{}\n{sim}\n", repro(opts, seed)))?;
         }
     }
