@@ -145,3 +145,14 @@ fn an_oss_restarted_while_its_device_is_down_attaches_when_it_is_back() {
     let (started, device_back) = (t.find("started again\",\"fault\":\"restart\""), t.find("started again\",\"fault\":\"device_restart\""));
     assert!(started.is_some() && device_back.is_some() && started < device_back, "the OSS was back before its device: {t}");
 }
+
+/// A restart that falls inside a pause of the same node: the frozen OSS is thawed before it is
+/// killed (a frozen node answers nothing: asking it for its counters used to time out).
+#[test]
+fn an_oss_killed_while_paused_is_thawed_first() {
+    let art = tempfile::tempdir().unwrap();
+    let r = run_with(&["{kind: pause, node: oss1, at: 1ms, duration: 100ms}", "{kind: restart, node: oss1, at: 20ms, duration: 20ms}"], "100ms", art.path());
+    assert_eq!((r.faults.get("pause"), r.faults.get("restart")), (Some(&1), Some(&1)), "{:?}", r.faults);
+    let t = fault_trace(&r);
+    assert!(t.find("\"resumed\"") < t.find("\"killed\""), "{t}");
+}

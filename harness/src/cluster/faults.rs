@@ -264,6 +264,10 @@ impl Faults {
                 self.record(json!({"fault": "device_restart", "net": net, "action": "started again"}));
             }
             Step::Kill { node } => {
+                // A frozen node answers nothing: thaw it first (the kill would anyway).
+                if backend.pause(cluster, node, false)? {
+                    self.record(json!({"fault": "pause", "node": name(node), "action": "resumed"}));
+                }
                 // Its counters die with it: keep what it injected so far.
                 self.save_hits(cluster, node, timeout)?;
                 backend.kill_node(cluster, node, timeout)?;
