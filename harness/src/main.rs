@@ -225,6 +225,9 @@ enum Cmd {
         /// `scale`: the largest cluster (nodes) of the sweep.
         #[arg(long, default_value_t = 64)]
         max_nodes: usize,
+        /// `sim`: seeds of the faults scenario to run (1..=N).
+        #[arg(long, default_value_t = 10)]
+        seeds: u64,
     },
 }
 
@@ -243,6 +246,9 @@ enum Suite {
     Cluster,
     /// 2..N-node process clusters: brw bandwidth and memory per idle node (not part of `all`).
     Scale,
+    /// The simulator on the faults scenario: seeds per minute, virtual seconds per wall second
+    /// (not part of `all`).
+    Sim,
     All,
 }
 
@@ -463,9 +469,9 @@ reproduce with: {}", r.runs, r.steps.len(), r.nodes, r.workloads, r.faults, r.sp
             }
             println!("cluster down");
         }
-        Cmd::Bench { suite, json, count, window, rtts, port, plot, max_nodes } => {
-            if count == 0 || window == 0 || rtts == 0 {
-                anyhow::bail!("--count, --window and --rtts must be at least 1");
+        Cmd::Bench { suite, json, count, window, rtts, port, plot, max_nodes, seeds } => {
+            if count == 0 || window == 0 || rtts == 0 || seeds == 0 {
+                anyhow::bail!("--count, --window, --rtts and --seeds must be at least 1");
             }
             if matches!(suite, Suite::Dma | Suite::All) {
                 if !json {
@@ -487,6 +493,11 @@ reproduce with: {}", r.runs, r.steps.len(), r.nodes, r.workloads, r.faults, r.sp
             }
             if suite == Suite::Scale {
                 for m in bench::scale::run(max_nodes, plot.as_deref())? {
+                    m.print(json);
+                }
+            }
+            if suite == Suite::Sim {
+                for m in bench::sim::run_bench(seeds, json)? {
                     m.print(json);
                 }
             }
@@ -546,7 +557,7 @@ fn check_determinism_of(mut opts: cluster::run::RunOpts, junit: Option<&std::pat
         harness::junit::write_run(j, &first, &opts, &repro)?;
     }
     if !first.ok {
-        eprintln!("reproduce with: {repro}");
+        cluster::run::say_repro(&opts, seed, " --check-determinism");
         std::process::exit(1);
     }
     Ok(())
@@ -568,7 +579,7 @@ fn run_and_report(opts: &cluster::run::RunOpts, junit: Option<&std::path::Path>)
         std::process::exit(130);
     }
     if !r.ok {
-        eprintln!("reproduce with: {}", cluster::run::repro(opts, r.seed));
+        cluster::run::say_repro(opts, r.seed, "");
         std::process::exit(1);
     }
     Ok(())

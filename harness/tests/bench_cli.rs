@@ -55,3 +55,20 @@ fn bench_sock_and_io_report_their_metrics() {
         }
     }
 }
+
+/// `bench sim` with one seed: its two figures in the Metric format, each beside a baseline
+/// (the output contract, not speed).
+#[test]
+fn bench_sim_reports_seeds_per_minute_and_virtual_speed() {
+    let out = Command::new(env!("CARGO_BIN_EXE_lnetlab")).args(["bench", "sim", "--json", "--seeds", "1"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    for (name, baseline) in [("sim_faults_seeds_per_min", None), ("sim_virtual_s_per_wall_s", Some(1.0))] {
+        let line = text.lines().find(|l| l.contains(name)).unwrap_or_else(|| panic!("{name} missing: {text}"));
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(v["value"].as_f64().unwrap() > 0.0, "{line}");
+        let b = v["baseline"].as_f64().unwrap();
+        assert!(b > 0.0 && baseline.is_none_or(|x| x == b), "{line}");
+        assert!((v["ratio"].as_f64().unwrap() - v["value"].as_f64().unwrap() / b).abs() < 1e-9, "{line}");
+    }
+}

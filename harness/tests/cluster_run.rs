@@ -160,33 +160,72 @@ fn faults_of_many_kinds_are_survived_with_every_byte_verified() {
             .unwrap();
         let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{backend}: {e}: {}", String::from_utf8_lossy(&out.stderr)));
         assert_eq!(r["ok"], true, "{backend}: {r}");
-        // The process backend injects every kind in the spec; sim skips (and says so) the
-        // wall-clock windows and late completions.
+        // Both backends inject every kind in the spec (the sim on virtual time).
         let kinds = r["faults"].as_object().unwrap();
         let total: u64 = kinds.values().map(|n| n.as_u64().unwrap()).sum();
         assert_eq!(r["faults_injected"].as_u64().unwrap(), total, "{backend}: {r}");
-        if backend == "process" {
-            assert!(total >= 20 && kinds.len() >= 5, "{backend}: {r}");
-            assert!(r.get("faults_skipped").is_none(), "{backend}: {r}");
-            // Every window that opened (the last ones only if the workload was still running)
-            // closed again, as the fault trace shows.
-            let n = |k: &str| kinds.get(k).and_then(|v| v.as_u64()).unwrap_or(0) as usize;
-            assert!(n("pause") >= 1, "the first pause comes early: {r}");
-            let trace = std::fs::read_to_string(std::fs::read_dir(art.path()).unwrap().next().unwrap().unwrap().path().join("traces/faults.jsonl")).unwrap();
-            assert_eq!((trace.matches("\"paused\"").count(), trace.matches("\"resumed\"").count()), (n("pause"), n("pause")), "{trace}");
-            assert_eq!(trace.matches("rules removed").count(), n("partition"), "{trace}");
-            let restarts = n("restart") + n("device_restart");
-            assert_eq!((trace.matches("\"killed\"").count(), trace.matches("started again").count()), (restarts, restarts), "{trace}");
-            if n("restart") > 0 {
-                assert!(r["reconnects"].as_u64().unwrap() >= 1, "clients reconnected to the restarted OSS: {r}");
+        assert!(total >= 20 && kinds.len() >= 5, "{backend}: {r}");
+        assert!(r.get("faults_skipped").is_none(), "{backend}: {r}");
+        // Every window that opened (the last ones only if the workload was still running)
+        // closed again, as the fault trace shows.
+        let n = |k: &str| kinds.get(k).and_then(|v| v.as_u64()).unwrap_or(0) as usize;
+        assert!(n("pause") >= 1, "the first pause comes early: {r}");
+        let trace = std::fs::read_to_string(std::fs::read_dir(art.path()).unwrap().next().unwrap().unwrap().path().join("traces/faults.jsonl")).unwrap();
+        assert_eq!((trace.matches("\"paused\"").count(), trace.matches("\"resumed\"").count()), (n("pause"), n("pause")), "{trace}");
+        assert_eq!(trace.matches("rules removed").count(), n("partition"), "{trace}");
+        let restarts = n("restart") + n("device_restart");
+        assert_eq!((trace.matches("\"killed\"").count(), trace.matches("started again").count()), (restarts, restarts), "{trace}");
+        if n("restart") > 0 {
+            assert!(r["reconnects"].as_u64().unwrap() >= 1, "clients reconnected to the restarted OSS: {r}");
+        }
+        if backend == "sim" {
+            // Virtual time reaches every window of the spec, whatever the machine's speed.
+            for k in ["pause", "partition", "restart", "device_restart", "dma_late"] {
+                assert!(n(k) >= 1, "{backend}: no {k}: {r}");
             }
-        } else {
-            assert!(total >= 10 && kinds.len() >= 3, "{backend}: {r}");
-            assert_eq!(r["faults_skipped"].as_array().unwrap().len(), 5, "{backend}: {r}");
+            assert!(kinds.len() >= 10, "{backend}: {r}");
         }
         assert_eq!((r["lost_acked_writes"].clone(), r["silent_corruptions"].clone()), (serde_json::json!(0), serde_json::json!(0)), "{backend}: {r}");
         assert!(r["resends"].as_u64().unwrap() >= 1, "{backend}: {r}");
         let w = &r["workloads"][0];
         assert_eq!((w["bytes_written"].clone(), w["bytes_verified"].clone(), w["errors"].clone()), (serde_json::json!(3 * 2 * (4 << 20)), serde_json::json!(3 * 2 * (4 << 20)), serde_json::json!(0)), "{backend}: {w}");
     }
+}
+
+/// A failed process run whose faults the simulator can inject says how to replay it there
+/// (stderr and REPRO), and that command fails the same way on the simulator; a failed sim run
+/// names only itself.
+#[test]
+fn a_failed_process_run_names_its_replay_on_the_simulator() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("fails.yaml");
+    std::fs::write(
+        &spec,
+        "name: fails
+nets: {dma0: {kind: dma}}
+nodes:
+  - {name: oss1, roles: [oss], nis: [dma0], targets: [{ost: 0, size: 16MiB}]}
+  - {name: c1, roles: [client], nis: [dma0]}
+workloads:
+  - {name: io, kind: io, clients: [c1], files: 1, size: 1MiB, stripe_count: 1, rpc_timeout: 100ms, max_tries: 1}
+faults:
+  - {kind: lnet_drop, node: oss1, src: c1, type: PUT, rate: 1}
+  - {kind: pause, node: oss1, at: 0ms, duration: 50ms}
+",
+    )
+    .unwrap();
+    let run = |backend: &str| {
+        let art = dir.path().join(format!("runs-{backend}"));
+        let out = Command::new(env!("CARGO_BIN_EXE_lnetlab")).args(["run", spec.to_str().unwrap(), "--seed", "2", "--backend", backend, "--artifacts", art.to_str().unwrap()]).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{backend}: the run fails");
+        let run_dir = std::fs::read_dir(&art).unwrap().next().unwrap().unwrap().path();
+        (String::from_utf8_lossy(&out.stderr).to_string(), std::fs::read_to_string(run_dir.join("REPRO")).unwrap())
+    };
+    let sim_cmd = format!("lnetlab run {} --seed 2 --backend sim --check-determinism", spec.display());
+    let (err, repro) = run("process");
+    assert!(err.contains(&format!("replay on the simulator: {sim_cmd}")), "{err}");
+    assert_eq!(repro.lines().collect::<Vec<_>>(), [format!("lnetlab run {} --seed 2 --backend process --keep", spec.display()), sim_cmd], "{repro}");
+    let (err, repro) = run("sim");
+    assert!(!err.contains("replay on the simulator"), "{err}");
+    assert_eq!(repro.lines().count(), 1, "{repro}");
 }

@@ -85,6 +85,14 @@ fn a_run_with_faults_replays_byte_for_byte_in_sim() {
     let (r1, s1) = run_scenario_in(&f, "sim", Some(9), true, art.path()).unwrap();
     let (r2, s2) = run_scenario_in(&f, "sim", Some(9), true, art.path()).unwrap();
     assert!(r1.faults_injected > 0 && r1.resends > 0, "faults happened");
+    // Every kind, the windows on virtual time included, so pauses, partitions, restarts of
+    // the OSS and of the device and late completions replay too.
+    assert!(r1.faults_skipped.is_empty(), "{:?}", r1.faults_skipped);
+    for k in ["pause", "partition", "restart", "device_restart", "dma_late"] {
+        assert!(r1.faults.contains_key(k), "{k}: {:?}", r1.faults);
+    }
+    assert_eq!(r1.faults, r2.faults);
+    assert_eq!(r1.trace_hash, r2.trace_hash);
     assert_eq!((r1.faults_injected, r1.resends), (r2.faults_injected, r2.resends));
     assert_eq!(s1, s2);
     assert_eq!(raw_traces(&r1), raw_traces(&r2));

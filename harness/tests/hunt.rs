@@ -35,6 +35,12 @@ fn a_failing_seed_is_kept_with_its_repro_and_hunt_exits_1() {
     assert_eq!(f["seed"], 3);
     assert!(f["error"].as_str().unwrap().starts_with("sim: "), "{f}");
     assert_eq!(f["repro"][0], format!("lnetlab run {} --seed 3 --backend sim --keep", spec.display()));
+    assert_eq!(f["repro"].as_array().unwrap().len(), 1, "{f}");
+    // Hunting on the process backend, each failure also names its replay on the simulator.
+    let (code, s) = hunt(&[spec.to_str().unwrap(), "--seeds", "3..3", "--backend", "process"], &dir.path().join("hunt-process"));
+    assert_eq!(code, 1, "{s}");
+    let r = &s["failed"][0]["repro"];
+    assert_eq!(r[1], format!("lnetlab run {} --seed 3 --backend sim --check-determinism", spec.display()), "{s}");
 }
 
 #[test]

@@ -77,6 +77,14 @@ impl Node {
     }
 }
 
+/// A node's DMA LND as [`NodeBuilder`] makes it (on a boxed device).
+pub type BoxedDmaLnd = DmaLnd<Box<dyn DmaDevice>>;
+
+/// The DMA LND of NI `nid` among `lnds` (to tell it its device went, or give it a new one).
+pub fn dma_lnd(lnds: &mut [Box<dyn Lnd>], nid: Nid) -> Option<&mut BoxedDmaLnd> {
+    lnds.iter_mut().find_map(|l| l.as_any_mut().and_then(|a| a.downcast_mut::<BoxedDmaLnd>()).filter(|l| l.nid() == nid))
+}
+
 /// Where to find the DMA NI in nodes built by [`Node::with_dma`].
 pub const DMA_NI: crate::lnet::NiIdx = 1;
 

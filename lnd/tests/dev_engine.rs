@@ -173,3 +173,87 @@ fn cookies_do_not_reveal_each_other() {
     assert_ne!(x[2], x[1].wrapping_add(x[1].wrapping_sub(x[0])), "no arithmetic progression");
     assert_ne!(x[2] ^ x[1], x[1] ^ x[0]);
 }
+
+/// A partition on the fabric: short messages across it fail at the sender as if nobody were
+/// there, pulls fail at the puller while the transmit stays (the transmitter hears nothing),
+/// a third node is untouched; once healed, the very same transmit is pulled.
+#[test]
+fn a_cut_fabric_refuses_short_messages_and_pulls_across_it_until_healed() {
+    let fab = InProcFabric::new(5);
+    let mut a = fab.attach(1, 1 << 16).unwrap();
+    let mut b = fab.attach(2, 1 << 16).unwrap();
+    let mut c = fab.attach(3, 1 << 16).unwrap();
+    a.mem().write(0, b"across").unwrap();
+    let cookie = setup(&mut a, vec![seg(0, 6)]);
+    fab.engine().lock().unwrap().set_cut(1, 2, true);
+    b.submit(&Desc { tag: 4, op: Op::Smsg { dst: 1, data: b"hi".to_vec() } }).unwrap();
+    c.submit(&Desc { tag: 5, op: Op::Smsg { dst: 1, data: b"c".to_vec() } }).unwrap();
+    let key = b.key();
+    let pull = Desc { tag: 6, op: Op::Pull { src: 1, cookie, tx_off: 0, key, frags: vec![seg(0, 6)] } };
+    b.submit(&pull).unwrap();
+    let cb: Vec<_> = completions(&mut b).into_iter().map(|c| (c.0.kind, c.0.status)).collect();
+    assert_eq!(cb, [(CompKind::SmsgSent, DevStatus::NoSuchPeer), (CompKind::PullDone, DevStatus::NoSuchPeer)]);
+    assert_eq!(completions(&mut c)[0].0.status, DevStatus::Ok, "a node off the cut is not touched");
+    let ca = completions(&mut a);
+    assert_eq!(ca.iter().map(|c| (c.0.kind, c.0.peer)).collect::<Vec<_>>(), [(CompKind::SmsgRecv, 3)], "only c's message arrived; no TxDone");
+    fab.engine().lock().unwrap().set_cut(2, 1, false);
+    b.submit(&pull).unwrap();
+    assert_eq!(completions(&mut b)[0].0.status, DevStatus::Ok, "healed: the transmit is still there");
+    assert_eq!(b.mem().to_vec(0, 6).unwrap(), b"across");
+}
+
+/// A killed device loses every attachment: old handles take descriptors and complete
+/// nothing, their mailboxes are gone, nobody attaches until it starts again; a handle from the
+/// old life dropped later does not detach the new attachment at its address.
+#[test]
+fn a_killed_device_goes_dead_and_a_started_one_takes_new_attachments() {
+    let fab = InProcFabric::new(6);
+    let mut a = fab.attach(1, 1 << 16).unwrap();
+    let mut b = fab.attach(2, 1 << 16).unwrap();
+    b.submit(&Desc { tag: 1, op: Op::Smsg { dst: 1, data: b"queued".to_vec() } }).unwrap();
+    let life = fab.epoch();
+    fab.kill();
+    assert!(fab.is_down() && fab.epoch() != life);
+    assert!(completions(&mut a).is_empty(), "the mailbox went with the device");
+    a.submit(&Desc { tag: 2, op: Op::Smsg { dst: 2, data: b"x".to_vec() } }).unwrap();
+    assert!(completions(&mut a).is_empty() && completions(&mut b).is_empty(), "a dead device answers nothing");
+    assert!(matches!(fab.attach_mem(1, a.mem().clone()), Err(lnd::dev::engine::AttachError::DeviceDown)));
+    fab.start();
+    let mut a2 = fab.attach_mem(1, a.mem().clone()).unwrap();
+    let mut b2 = fab.attach_mem(2, b.mem().clone()).unwrap();
+    drop(a);
+    drop(b);
+    b2.submit(&Desc { tag: 3, op: Op::Smsg { dst: 1, data: b"again".to_vec() } }).unwrap();
+    assert_eq!(completions(&mut b2)[0].0.status, DevStatus::Ok, "the old handles' drop left the new attachments alone");
+    assert_eq!(completions(&mut a2)[0].1, b"again");
+}
+
+/// `late` on a fabric with a clock: the pull's completions wait until the clock passes the
+/// latency, and what the node submitted after it waits behind it (as behind the sleeping
+/// copier of `dmadev`).
+#[test]
+fn a_late_pull_completes_when_the_clock_passes_and_holds_what_follows() {
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+    let t0 = Instant::now();
+    let now = Arc::new(Mutex::new(t0));
+    let n = now.clone();
+    let fab = InProcFabric::new(7).with_clock(Arc::new(move || *n.lock().unwrap()));
+    fab.engine().lock().unwrap().set_faults(lnd::dev::engine::FaultConfig { late: 1, late_ms: 30, ..Default::default() }, 1);
+    let mut a = fab.attach(1, 1 << 16).unwrap();
+    let mut b = fab.attach(2, 1 << 16).unwrap();
+    a.mem().write(0, b"late").unwrap();
+    let cookie = setup(&mut a, vec![seg(0, 4)]);
+    let key = b.key();
+    b.submit(&Desc { tag: 6, op: Op::Pull { src: 1, cookie, tx_off: 0, key, frags: vec![seg(0, 4)] } }).unwrap();
+    b.submit(&Desc { tag: 8, op: Op::Fence }).unwrap();
+    *now.lock().unwrap() = t0 + Duration::from_millis(29);
+    assert!(completions(&mut b).is_empty() && completions(&mut a).is_empty(), "held for 30 ms");
+    assert_eq!(b.mem().to_vec(0, 4).unwrap(), [0; 4], "not copied yet");
+    *now.lock().unwrap() = t0 + Duration::from_millis(30);
+    let cb: Vec<_> = completions(&mut b).into_iter().map(|c| (c.0.kind, c.0.tag)).collect();
+    assert_eq!(cb, [(CompKind::PullDone, 6), (CompKind::Fenced, 8)], "the fence waited behind the pull");
+    assert_eq!(b.mem().to_vec(0, 4).unwrap(), b"late");
+    assert_eq!(completions(&mut a)[0].0.kind, CompKind::TxDone);
+    assert_eq!(fab.engine().lock().unwrap().stats.late, 1);
+}

@@ -7,4 +7,5 @@ pub mod io;
 pub mod metric;
 pub mod plot;
 pub mod scale;
+pub mod sim;
 pub mod sock;

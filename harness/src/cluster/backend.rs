@@ -68,6 +68,13 @@ pub trait Backend {
         anyhow::bail!("the {} backend cannot start the device of {net}", self.name())
     }
 
+    /// Cuts (`on`) or heals the wires between nodes `a` and `b`, both ways, where the backend
+    /// has wires of its own (the simulator's network and fabrics). Every backend also cuts a
+    /// partition with LNet drop rules on both sides; by default that is all.
+    fn cut(&self, _cluster: &mut Cluster, _a: usize, _b: usize, _on: bool) -> anyhow::Result<()> {
+        Ok(())
+    }
+
     // What the fault methods above ask of a backend.
 
     /// Kills node `i` at once (no goodbye).

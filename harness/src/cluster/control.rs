@@ -51,6 +51,9 @@ impl NodeProc {
     }
 }
 
+/// What drives a simulated cluster: runs it until lines come or the clock passes the instant.
+pub type Pump = Box<dyn FnMut(Instant) -> anyhow::Result<Vec<(usize, NodeLine)>> + Send>;
+
 /// A running cluster.
 pub struct Cluster {
     pub nodes: Vec<NodeProc>,
@@ -62,8 +65,12 @@ pub struct Cluster {
     /// Where each OSS keeps OST `n`, as the node sees the path.
     pub target_dirs: std::collections::HashMap<(String, u32), PathBuf>,
     /// For simulated clusters: produces the next lines by running the simulation (instead of
-    /// waiting on other processes).
-    pump: Option<Box<dyn FnMut() -> anyhow::Result<Vec<(usize, NodeLine)>> + Send>>,
+    /// waiting on other processes), until lines come or the cluster's clock passes the instant
+    /// it is given.
+    pump: Option<Pump>,
+    /// The clock deadlines are measured on (`None`: the wall clock; virtual under simulation,
+    /// so timeouts and fault windows fall at the same point of every replay).
+    clock: Option<lnd::Clock>,
     pumped: std::collections::VecDeque<(usize, NodeLine)>,
     /// How a backend counts its devices' injected faults by kind (default: their logs).
     pub device_faults: Option<Box<dyn Fn() -> std::collections::BTreeMap<String, u64> + Send>>,
@@ -81,7 +88,7 @@ pub struct Cluster {
 impl Cluster {
     /// A cluster from nodes a backend started; `keep` lives until teardown.
     pub fn assemble(nodes: Vec<NodeProc>, rx: Receiver<(usize, NodeLine)>, keep: Vec<Box<dyn std::any::Any + Send>>, target_dirs: std::collections::HashMap<(String, u32), PathBuf>) -> Cluster {
-        Cluster { nodes, rx, backlog: Vec::new(), _keep: keep, target_dirs, pump: None, pumped: Default::default(), device_faults: None, sync_artifacts: None, paused: Default::default(), down: Default::default(), respawn: None }
+        Cluster { nodes, rx, backlog: Vec::new(), _keep: keep, target_dirs, pump: None, clock: None, pumped: Default::default(), device_faults: None, sync_artifacts: None, paused: Default::default(), down: Default::default(), respawn: None }
     }
 
     /// Lets [`Cluster::respawn`] start node `i` again with `f`.
@@ -89,9 +96,20 @@ impl Cluster {
         self.respawn = Some(f);
     }
 
-    /// Makes `next` drive `pump` for its lines (simulation backend).
-    pub fn set_pump(&mut self, pump: Box<dyn FnMut() -> anyhow::Result<Vec<(usize, NodeLine)>> + Send>) {
+    /// Makes `next` drive `pump` for its lines, with deadlines on `clock` (simulation backend).
+    pub fn set_pump(&mut self, pump: Pump, clock: lnd::Clock) {
         self.pump = Some(pump);
+        self.clock = Some(clock);
+    }
+
+    /// Now, on the cluster's clock (virtual under simulation).
+    pub fn now(&self) -> Instant {
+        self.clock.as_ref().map_or_else(Instant::now, |c| c())
+    }
+
+    /// What the backend keeps with the cluster, of type `T` (a backend finding its own state).
+    pub fn kept<T: 'static>(&self) -> Option<&T> {
+        self._keep.iter().find_map(|k| k.downcast_ref::<T>())
     }
 
     /// Faults the DMA devices injected, by kind (counted from their logs, or from the hook a
@@ -125,7 +143,7 @@ impl Cluster {
 
     /// Waits for node `i`'s ready line (other lines are kept).
     pub fn wait_node_ready(&mut self, i: usize, timeout: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + timeout;
+        let deadline = self.now() + timeout;
         loop {
             let (j, line) = self.next(deadline)?;
             match line {
@@ -139,7 +157,7 @@ impl Cluster {
 
     /// Waits until node `i`'s process (or container) has gone (other lines are kept).
     pub fn wait_node_exit(&mut self, i: usize, timeout: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + timeout;
+        let deadline = self.now() + timeout;
         loop {
             let (j, line) = self.next(deadline)?;
             match line {
@@ -160,7 +178,7 @@ impl Cluster {
     /// Waits until every node has printed its ready line.
     pub fn wait_ready(&mut self, timeout: Duration, progress: &dyn Fn(&str), log_of: &dyn Fn(&str) -> String) -> anyhow::Result<()> {
         let c = self;
-        let deadline = Instant::now() + timeout;
+        let deadline = c.now() + timeout;
         let mut ready = 0;
         while ready < c.nodes.len() {
             let (i, line) = c.next(deadline)?;
@@ -191,15 +209,15 @@ impl Cluster {
         if crate::interrupt::interrupted() {
             anyhow::bail!("interrupted");
         }
-        if let Some(pump) = self.pump.as_mut() {
+        if self.pump.is_some() {
             loop {
                 if let Some(x) = self.pumped.pop_front() {
                     return Ok(Some(x));
                 }
-                if Instant::now() > deadline {
+                if self.now() > deadline {
                     return Ok(None);
                 }
-                let lines = pump()?;
+                let lines = (self.pump.as_mut().expect("checked"))(deadline)?;
                 self.pumped.extend(lines);
             }
         }
@@ -219,7 +237,7 @@ impl Cluster {
         let id = n.next_id;
         c["id"] = json!(id);
         writeln!(n.stdin, "{c}").map_err(|e| anyhow::anyhow!("node {}: {e}", n.name))?;
-        let deadline = Instant::now() + timeout;
+        let deadline = self.now() + timeout;
         loop {
             let Some((j, line)) = self.next_until(deadline)? else {
                 anyhow::bail!("node {} did not answer {} within {timeout:?}", self.nodes[i].name, c["op"]);

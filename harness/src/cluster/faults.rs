@@ -66,6 +66,8 @@ enum Step {
     Rules { kind: FaultKind, rules: Vec<(usize, Value)> },
     /// Remove the rules tagged `tag` from these nodes.
     Unrules { tag: String, nodes: Vec<usize> },
+    /// Cut (`on`) or heal the backend's wires between these node pairs.
+    Cut { pairs: Vec<(usize, usize)>, on: bool },
 }
 
 struct Timed {
@@ -165,7 +167,14 @@ impl Faults {
                     let rules: Vec<(usize, Value)> = link_ends(plan, f).into_iter().map(|(a, nid)| (a, json!({"src": nid, "interval": 1, "tag": tag}))).collect();
                     let nodes: Vec<usize> = f.between.iter().flatten().map(|n| idx(n)).collect();
                     let what = format!("partition {:?} | {:?}", f.between[0], f.between[1]);
-                    me.add_windows(&windows, &what, Step::Rules { kind: f.kind, rules }, &[(format!("heal {what}"), Step::Unrules { tag: tag.clone(), nodes })]);
+                    // The wires too, where the backend has its own (the simulator's).
+                    let pairs: Vec<(usize, usize)> = f.between[0].iter().flat_map(|a| f.between[1].iter().map(move |b| (idx(a), idx(b)))).collect();
+                    let heal = format!("heal {what}");
+                    let close = [(heal.clone(), Step::Unrules { tag: tag.clone(), nodes }), (heal, Step::Cut { pairs: pairs.clone(), on: false })];
+                    me.add_windows(&windows, &what, Step::Rules { kind: f.kind, rules }, &close);
+                    for &(a, _) in &windows {
+                        me.timeline.push(Timed { at: a, undo: false, what: format!("cut {what}"), step: Step::Cut { pairs: pairs.clone(), on: true } });
+                    }
                 }
                 _ => {} // device faults are set when the device starts
             }
@@ -208,14 +217,14 @@ impl Faults {
         Some(self.start? + self.timeline.first()?.at)
     }
 
-    /// Starts the timeline (first workload).
-    pub fn start(&mut self) {
-        self.start.get_or_insert_with(Instant::now);
+    /// Starts the timeline (first workload) at `now`, on the cluster's clock.
+    pub fn start(&mut self, now: Instant) {
+        self.start.get_or_insert(now);
     }
 
-    /// Runs every step that is due.
+    /// Runs every step that is due on the cluster's clock.
     pub fn fire_due(&mut self, backend: &dyn Backend, cluster: &mut Cluster, plan: &Plan, timeout: Duration, say: &dyn Fn(&str)) -> anyhow::Result<()> {
-        while self.next_due().is_some_and(|t| t <= Instant::now()) {
+        while self.next_due().is_some_and(|t| t <= cluster.now()) {
             let t = self.timeline.remove(0);
             self.run_step(t, backend, cluster, plan, timeout, say)?;
         }
@@ -255,6 +264,10 @@ impl Faults {
                 self.record(json!({"fault": "device_restart", "net": net, "action": "started again"}));
             }
             Step::Kill { node } => {
+                // A frozen node answers nothing: thaw it first (the kill would anyway).
+                if backend.pause(cluster, node, false)? {
+                    self.record(json!({"fault": "pause", "node": name(node), "action": "resumed"}));
+                }
                 // Its counters die with it: keep what it injected so far.
                 self.save_hits(cluster, node, timeout)?;
                 backend.kill_node(cluster, node, timeout)?;
@@ -290,6 +303,11 @@ impl Faults {
                     *self.windows.entry("partition".into()).or_default() += 1;
                 }
                 self.record(json!({"fault": kind.name(), "action": "rules added", "what": t.what, "rules": rules.len()}));
+            }
+            Step::Cut { pairs, on } => {
+                for (a, b) in pairs {
+                    backend.cut(cluster, a, b, on)?;
+                }
             }
             Step::Unrules { tag, nodes } => {
                 let mut removed = 0;

@@ -67,6 +67,9 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub elapsed_s: f64,
+    /// On virtual time: how much of it the run took (bring-up to teardown).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub virtual_s: Option<f64>,
     /// On virtual time: a hash of every node trace, equal for every replay of the seed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_hash: Option<String>,
@@ -137,7 +140,7 @@ pub fn utc_stamp(secs: u64) -> String {
 impl Report {
     /// A report not yet run: no workloads, not ok.
     pub fn new(cluster: &str, backend: &str, seed: u64, artifacts: &Path) -> Report {
-        Report { cluster: cluster.to_string(), backend: backend.to_string(), seed, ok: false, workloads: Vec::new(), artifacts: artifacts.display().to_string(), faults_injected: 0, faults: Default::default(), faults_skipped: Vec::new(), resends: 0, reconnects: 0, lost_acked_writes: 0, silent_corruptions: 0, orphan_objects: 0, error: None, elapsed_s: 0.0, trace_hash: None }
+        Report { cluster: cluster.to_string(), backend: backend.to_string(), seed, ok: false, workloads: Vec::new(), artifacts: artifacts.display().to_string(), faults_injected: 0, faults: Default::default(), faults_skipped: Vec::new(), resends: 0, reconnects: 0, lost_acked_writes: 0, silent_corruptions: 0, orphan_objects: 0, error: None, elapsed_s: 0.0, virtual_s: None, trace_hash: None }
     }
 
     /// Totals from the workloads, `ok` unless `error` or a workload's errors or unverified

@@ -90,6 +90,32 @@ pub fn repro(opts: &RunOpts, seed: u64) -> String {
     format!("lnetlab run {} --seed {seed} --backend {} --keep", opts.file.display(), opts.backend)
 }
 
+/// For a run of `file` on a backend with real timing: the command that runs its spec and seed
+/// on the simulator instead, when the simulator can inject every fault of the spec — the same
+/// data and fault plan on virtual time, replayable byte for byte from then on.
+pub fn sim_repro(file: &Path, seed: u64, backend: &str) -> Option<String> {
+    if backend == "sim" {
+        return None;
+    }
+    let spec = ClusterSpec::load(file).ok()?;
+    let sim = backends::sim::SimBackend;
+    for f in &spec.faults {
+        if !sim.can_inject(f.kind, !f.windows().ok()?.is_empty()) {
+            return None;
+        }
+    }
+    Some(format!("lnetlab run {} --seed {seed} --backend sim --check-determinism", file.display()))
+}
+
+/// Prints how to reproduce a failed run (`suffix` after its REPRO line), and how to replay it
+/// on the simulator where that can be done.
+pub fn say_repro(opts: &RunOpts, seed: u64, suffix: &str) {
+    eprintln!("reproduce with: {}{suffix}", repro(opts, seed));
+    if let Some(sim) = sim_repro(&opts.file, seed, &opts.backend) {
+        eprintln!("replay on the simulator: {sim}");
+    }
+}
+
 pub fn run(opts: &RunOpts) -> anyhow::Result<Report> {
     let spec = ClusterSpec::load(&opts.file)?;
     let backend = backends::by_name(&opts.backend)?;
@@ -130,6 +156,11 @@ pub fn run(opts: &RunOpts) -> anyhow::Result<Report> {
         Ok(()) => report.ok = report.error.is_none() && report.workloads.iter().all(|w| w.errors == 0 && w.bytes_verified >= w.bytes_written),
         Err(e) => report.error = Some(format!("{e:#}")),
     }
+    if !report.ok && report.error.as_deref() != Some("interrupted") {
+        if let Some(sim) = sim_repro(&opts.file, seed, &opts.backend) {
+            std::fs::write(art.join("REPRO"), format!("{}\n{sim}\n", repro(opts, seed)))?;
+        }
+    }
     std::fs::write(art.join("report.json"), serde_json::to_string_pretty(&report)? + "\n")?;
     Ok(report)
 }
@@ -137,6 +168,7 @@ pub fn run(opts: &RunOpts) -> anyhow::Result<Report> {
 fn execute(backend: &dyn Backend, plan: &Plan, opts: &RunOpts, art: &Path, say: &dyn Fn(&str), report: &mut Report) -> anyhow::Result<()> {
     let scratch = crate::procs::scratch_dir()?;
     let mut cluster = backend.up(plan, scratch.path(), art, opts.timeout, say)?;
+    let up_at = cluster.now();
     let mut faults = Faults::new(plan, backend, art, say)?;
     report.faults_skipped = faults.skipped.clone();
     let res = (|| -> anyhow::Result<()> {
@@ -203,6 +235,9 @@ fn execute(backend: &dyn Backend, plan: &Plan, opts: &RunOpts, art: &Path, say: 
         serve_until_interrupted(ctl.as_mut(), &mut cluster, plan, backend, &mut faults, opts, art, say);
         drop(ctl);
         crate::state::retire(&state);
+    }
+    if backend.virtual_time() {
+        report.virtual_s = Some(cluster.now().saturating_duration_since(up_at).as_secs_f64());
     }
     cluster.down();
     drop(scratch);

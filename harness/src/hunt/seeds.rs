@@ -132,7 +132,11 @@ fn hunt_seed(o: &HuntOpts, seed: u64) -> SeedResult {
         }
     }
     let shown = kept.clone().unwrap_or_else(|| spec.display().to_string());
-    let repro = if ok { Vec::new() } else { o.backends.iter().map(|b| format!("lnetlab run {shown} --seed {seed} --backend {b} --keep")).collect() };
+    let mut repro: Vec<String> = if ok { Vec::new() } else { o.backends.iter().map(|b| format!("lnetlab run {shown} --seed {seed} --backend {b} --keep")).collect() };
+    if !ok && !o.backends.iter().any(|b| b == "sim") {
+        // The same faults on virtual time, where a replay is exact.
+        repro.extend(crate::cluster::run::sim_repro(std::path::Path::new(&shown), seed, &o.backends[0]));
+    }
     SeedResult { seed, ok, secs: t0.elapsed().as_secs_f64(), nodes, error, spec: kept, repro, run_dir }
 }
 

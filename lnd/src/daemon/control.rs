@@ -184,6 +184,12 @@ impl Controller {
         Ok(())
     }
 
+    /// Like [`Controller::set_trace`], adding to what `path` holds (a node started again).
+    pub fn append_trace(&mut self, path: &std::path::Path) -> std::io::Result<()> {
+        self.trace = Some(std::io::BufWriter::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?));
+        Ok(())
+    }
+
     /// Writes out what the trace holds in its buffer.
     pub fn flush_trace(&mut self) {
         if let Some(t) = &mut self.trace {

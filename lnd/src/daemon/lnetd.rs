@@ -6,7 +6,7 @@ use super::control::Controller;
 use crate::dev::client::{ShmDevice, ShmWaker};
 use crate::dev::DmaDevice;
 use crate::dmalnd::DmaLndConfig;
-use crate::node::NodeBuilder;
+use crate::node::{dma_lnd, NodeBuilder};
 use crate::sock::io::ThreadIo;
 use crate::sock::pcap::Capture;
 use crate::sock::SockConfig;
@@ -23,13 +23,6 @@ enum Input {
     Wake,
     /// The device of attachment `k` went away.
     DeviceGone(usize, String),
-}
-
-type ShmLnd = crate::dmalnd::DmaLnd<Box<dyn crate::dev::DmaDevice>>;
-
-/// The node's DMA LND for `nid`.
-fn dma_lnd(lnds: &mut [Box<dyn crate::lnd::Lnd>], nid: Nid) -> Option<&mut ShmLnd> {
-    lnds.iter_mut().find_map(|l| l.as_any_mut().and_then(|a| a.downcast_mut::<ShmLnd>()).filter(|l| l.nid() == nid))
 }
 
 /// One DMA NI's attachment to its fabric's `dmadev`, kept to attach again (same queue and

@@ -109,6 +109,8 @@ pub struct Engine {
     pub stats: EngineStats,
     /// Fault injection (seeded generators), when configured.
     faults: Option<Injector>,
+    /// Pairs of addresses the fabric cannot connect (a partition), both orders stored.
+    cut: HashSet<(u32, u32)>,
 }
 
 /// Attach errors.
@@ -116,6 +118,9 @@ pub struct Engine {
 pub enum AttachError {
     #[error("fabric address {0} is already in use")]
     AddrInUse(u32),
+    /// The device is not running (killed and not yet started again).
+    #[error("the device is down")]
+    DeviceDown,
 }
 
 impl Engine {
@@ -133,7 +138,35 @@ impl Engine {
             secret,
             stats: EngineStats::default(),
             faults: None,
+            cut: HashSet::new(),
         }
+    }
+
+    /// The device restarted: every attachment, region, transmit and mailbox is gone (nobody is
+    /// told: each node finds out its device went). Counters, fault injection, partitions and
+    /// the key and cookie sequences carry on, so nothing from before is mistaken for new.
+    pub fn reset(&mut self) {
+        self.ports.clear();
+        self.regions.clear();
+        self.txs.clear();
+        self.by_tag.clear();
+    }
+
+    /// Cuts (`on`) or heals the fabric between `a` and `b`, both ways: short messages across
+    /// the cut fail at the sender as if nobody were at that address, pulls fail at the puller
+    /// (the transmitter hears nothing; its transmit stays set up until cancelled).
+    pub fn set_cut(&mut self, a: u32, b: u32, on: bool) {
+        for p in [(a, b), (b, a)] {
+            if on {
+                self.cut.insert(p);
+            } else {
+                self.cut.remove(&p);
+            }
+        }
+    }
+
+    fn is_cut(&self, a: u32, b: u32) -> bool {
+        !self.cut.is_empty() && self.cut.contains(&(a, b))
     }
 
     pub fn attach(&mut self, addr: u32, port: Box<dyn Port>) -> Result<(), AttachError> {
@@ -239,6 +272,8 @@ impl Engine {
             Op::Smsg { dst, data } => {
                 let status = if data.len() > SMSG_MAX {
                     DevStatus::TooLong
+                } else if self.is_cut(from, dst) {
+                    DevStatus::NoSuchPeer
                 } else {
                     let full = self.ports.contains_key(&dst) && self.faults.as_mut().is_some_and(|f| f.mailbox.fire().is_some());
                     if full {
@@ -289,6 +324,7 @@ impl Engine {
                 };
                 self.post(from, comp(CompKind::TxCancelled, status, cookie, 0, from));
             }
+            Op::Pull { src, cookie, .. } if self.is_cut(from, src) => self.post(from, comp(CompKind::PullDone, DevStatus::NoSuchPeer, cookie, 0, src)),
             Op::Pull { src, cookie, tx_off, key, frags } => match self.begin_pull(from, src, cookie, tx_off, key, frags, d.tag) {
                 Ok(job) => return Some(job),
                 Err(e) => self.post(from, comp(CompKind::PullDone, e, cookie, 0, src)),

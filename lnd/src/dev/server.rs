@@ -181,6 +181,7 @@ fn serve_node(sock: UnixStream, engine: Arc<Mutex<Engine>>) -> std::io::Result<(
     if let Err(e) = engine.lock().unwrap().attach(addr, Box::new(port)) {
         let status = match e {
             AttachError::AddrInUse(_) => proto::ST_ADDR_IN_USE,
+            AttachError::DeviceDown => proto::ST_REFUSED,
         };
         return Err(refuse_with(&sock, proto::F_HELLO_OK, status, &e.to_string()));
     }

@@ -29,7 +29,7 @@ fn stalled(cluster: &mut Cluster, plan: &Plan, w: &WorkloadSpec, done: &[Option<
 
 /// Runs an io workload while the fault timeline (started by the first workload) fires.
 pub fn run_workload(cluster: &mut Cluster, plan: &Plan, (w, earlier): (&WorkloadSpec, &[WorkloadReport]), timeout: Duration, say: &dyn Fn(&str), (faults, backend): (&mut Faults, &dyn Backend)) -> anyhow::Result<WorkloadReport> {
-    faults.start();
+    faults.start(cluster.now());
     let idx = |name: &str| plan.nodes.iter().position(|n| n.name == name).expect("validated");
     let total = w.size.0 * w.files * w.clients.len() as u64;
     for (k, c) in w.clients.iter().enumerate() {
@@ -54,7 +54,7 @@ pub fn run_workload(cluster: &mut Cluster, plan: &Plan, (w, earlier): (&Workload
     }
     let mut done: Vec<Option<Value>> = vec![None; w.clients.len()];
     let mut written = vec![0u64; w.clients.len()];
-    let deadline = Instant::now() + timeout;
+    let deadline = cluster.now() + timeout;
     let mut last = Instant::now();
     while done.iter().any(|d| d.is_none()) {
         let wake = faults.next_due().map_or(deadline, |t| t.min(deadline));

@@ -24,7 +24,7 @@ pub fn run_selftest(cluster: &mut Cluster, plan: &Plan, w: &WorkloadSpec, timeou
     }
     let mut last: Vec<Option<Value>> = vec![None; clients.len()];
     let mut done: Vec<Option<Value>> = vec![None; clients.len()];
-    let deadline = Instant::now() + timeout + Duration::from_millis(duration_ms.unwrap_or(0));
+    let deadline = cluster.now() + timeout + Duration::from_millis(duration_ms.unwrap_or(0));
     let mut shown = Instant::now();
     let mut pending = std::mem::take(&mut cluster.backlog);
     while done.iter().any(|d| d.is_none()) {
