@@ -6,11 +6,12 @@
 //! |---|---|
 //! | `sim_wall_clock` | the simulator's seed is mixed with the wall clock, so a replay differs |
 //! | `osc_no_timeout` | the client never times out an RPC: a lost request or reply hangs it |
+//! | `osc_no_replay` | the client drops its uncommitted requests instead of replaying them to a recovering target |
 
 use std::sync::OnceLock;
 
 /// Every mutant this build knows, for validation and `--help`.
-pub const ALL: &[&str] = &["sim_wall_clock", "osc_no_timeout"];
+pub const ALL: &[&str] = &["sim_wall_clock", "osc_no_timeout", "osc_no_replay"];
 
 /// Is mutant `name` switched on?
 pub fn active(name: &str) -> bool {

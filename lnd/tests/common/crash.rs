@@ -1,0 +1,105 @@
+//! An OSS that loses power in the middle of a job's writes: what its OSTs had committed
+//! survives, the client reconnects to the restarted OSS and replays what was lost.
+
+use super::*;
+use lnd::dev::inproc::InProcFabric;
+use lnd::dmalnd::DmaLndConfig;
+use lnd::node::Node;
+use lnd::ost::osc::{IoReport, Osc};
+use lnd::ost::oss::Oss;
+use lnd::ost::store::Ost;
+use std::time::{Duration, Instant};
+
+/// What a crashed run saw.
+pub struct Crashed {
+    pub report: IoReport,
+    /// Writes the client had acknowledged and the OSS had not committed when it crashed.
+    pub uncommitted_at_crash: usize,
+    /// The objects' contents (CRC32C of each) just before the crash and right after it.
+    pub before_crash: Vec<u32>,
+    pub after_crash: Vec<u32>,
+    /// Requests the restarted OSS served as replays.
+    pub oss_replays: u64,
+}
+
+/// CRC32C of each object's bytes (ids from 1; the job makes fewer than 64).
+fn contents(o: &Ost) -> Vec<u32> {
+    (1..64).filter(|&oid| o.exists(oid)).map(|oid| lnd::ptlrpc::wire::crc32c(0, &o.read(oid, 0, 64 << 20).unwrap())).collect()
+}
+
+fn oss_node(fab: &InProcFabric, incarnation: u64) -> Node {
+    Node::with_dma(fab.attach(1, 64 << 20).unwrap(), nid("1@dma"), 12345, incarnation, DmaLndConfig::default())
+}
+
+fn start_oss(node: &mut Node, osts: Vec<Ost>) -> Oss {
+    let mut oss = Oss::start(node, osts).unwrap();
+    oss.commit_interval = Duration::from_secs(3600); // only the test and OST_SYNC commit
+    oss
+}
+
+fn step(nodes: &mut [Node], oss: &mut Oss, osc: &mut Osc) -> bool {
+    let mut any = false;
+    for (i, n) in nodes.iter_mut().enumerate() {
+        any |= n.step();
+        while let Some(e) = n.poll_event() {
+            any = true;
+            if i == 0 {
+                oss.on_event(n, &e);
+            } else {
+                osc.on_event(n, &e);
+            }
+        }
+    }
+    osc.pump(&mut nodes[1]);
+    oss.tick(&mut nodes[0]);
+    any
+}
+
+/// One client writes four striped files over two OSTs; once its objects are committed and
+/// half its data is acknowledged, the OSS crashes (power loss) and comes back on
+/// the same address with a new incarnation; the job goes on to read back and verify.
+pub fn crash_during_writes() -> Crashed {
+    init_log();
+    let dir = tempfile::tempdir().unwrap();
+    let fab = InProcFabric::new(71);
+    let mut nodes = vec![oss_node(&fab, 1), Node::with_dma(fab.attach(2, 32 << 20).unwrap(), nid("2@dma"), 12345, 2, DmaLndConfig::default())];
+    let open = |i: u32| Ost::open(i, dir.path().join(format!("ost{i}")), 64 << 20).unwrap();
+    let mut oss = start_oss(&mut nodes[0], vec![open(0), open(1)]);
+    let job = lnd::ost::osc::IoJob { files: 4, inflight: 2, timeout_ms: 300, ..super::ost::job("crashed", 0) };
+    let total = job.files * job.file_size;
+    let mut osc = Osc::new(job).unwrap();
+    osc.pump(&mut nodes[1]);
+    let t0 = Instant::now();
+    let mut committed = false;
+    loop {
+        assert!(t0.elapsed() < TIMEOUT, "the writes did not get half way: {:?}", osc.report);
+        if !step(&mut nodes, &mut oss, &mut osc) {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        if !committed && oss.ost(0).unwrap().objects() + oss.ost(1).unwrap().objects() == 8 {
+            oss.commit(); // the objects are on disk
+            committed = true;
+        }
+        if osc.report.bytes_written >= total / 2 {
+            break;
+        }
+    }
+    let uncommitted_at_crash = osc.uncommitted();
+    eprintln!("crash: uncommitted bytes {} {} {:?}", oss.ost(0).unwrap().uncommitted_bytes(), oss.ost(1).unwrap().uncommitted_bytes(), osc.report);
+    let before_crash = [0, 1].iter().flat_map(|&i| contents(oss.ost(i).unwrap())).collect();
+    // Power loss: the OSS node and its memory are gone; the OSTs keep what was committed.
+    let osts = oss.crash().unwrap();
+    let after_crash = osts.iter().flat_map(contents).collect();
+    drop(nodes.remove(0));
+    nodes.insert(0, oss_node(&fab, 3));
+    let mut oss = start_oss(&mut nodes[0], osts);
+    assert!(oss.in_recovery(0) && oss.in_recovery(1), "the OSTs knew a client: they recover");
+    while !osc.done() {
+        assert!(t0.elapsed() < TIMEOUT, "the job did not finish after the crash: {:?}", osc.report);
+        if !step(&mut nodes, &mut oss, &mut osc) {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    assert!(!oss.in_recovery(0) && !oss.in_recovery(1));
+    Crashed { report: osc.report.clone(), uncommitted_at_crash, before_crash, after_crash, oss_replays: oss.replays }
+}
