@@ -20,6 +20,9 @@ pub struct WorkloadReport {
     /// Times clients connected again after a server lost their export (it restarted).
     #[serde(default)]
     pub reconnects: u64,
+    /// Requests clients replayed to a recovering OSS (what a crash had lost).
+    #[serde(default)]
+    pub replays: u64,
     #[serde(default)]
     pub lost_acked_writes: u64,
     #[serde(default)]
@@ -52,6 +55,8 @@ pub struct Report {
     pub resends: u64,
     /// Times clients connected again after a server restart.
     pub reconnects: u64,
+    /// Requests clients replayed after an OSS crash or restart (recovery).
+    pub replays: u64,
     /// Acknowledged writes that did not read back.
     pub lost_acked_writes: u64,
     /// Wrong data that passed its checksum.

@@ -69,7 +69,9 @@ impl Backend for SimBackend {
     /// and late copies need real ones.
     fn can_inject(&self, kind: FaultKind, timed: bool) -> bool {
         use FaultKind::*;
-        !timed && !matches!(kind, Pause | Partition | Restart | DeviceRestart | DmaLate)
+        // A crash on sim is a restart whose OSS first drops what it had not committed (the
+        // node op `crash`); it comes with the sim's restart.
+        !timed && !matches!(kind, Pause | Partition | Restart | Crash | DeviceRestart | DmaLate)
     }
 
     fn tcp_addressing(&self, _spec: &ClusterSpec) -> anyhow::Result<Option<Box<dyn Fn(usize, &str, usize) -> Ipv4Addr>>> {
