@@ -84,7 +84,7 @@ pub struct Oss {
     /// Exports the ping evictor removed.
     pub evictions: u64,
     /// OSTs recovering after a restart.
-    recovery: HashMap<u32, recovery::Recovery>,
+    recovery: HashMap<u32, record::Recovery<Req>>,
     /// How often the OSTs commit (`COMMIT_INTERVAL` unless set).
     pub commit_interval: Duration,
     last_commit: Option<Instant>,
@@ -102,7 +102,7 @@ impl Oss {
     /// Opens the OSTs and posts request buffers on OST_REQUEST, OST_IO and OST_CREATE.
     pub fn start(node: &mut Node, osts: Vec<Ost>) -> Result<Oss, String> {
         // An OST that had clients connected waits for them to reconnect and replay.
-        let recovery = osts.iter().filter(|o| !o.clients().is_empty()).map(|o| (o.index, recovery::Recovery::new(o.clients(), o.last_committed()))).collect();
+        let recovery = osts.iter().filter(|o| !o.clients().is_empty()).map(|o| (o.index, record::Recovery::new(o.clients(), o.last_committed()))).collect();
         let mut s = Oss { osts: osts.into_iter().map(|o| (o.index, o)).collect(), exports: HashMap::new(), next_export: record::base(node.lnet.incarnation()), waits: HashMap::new(), next_id: 1, trace: Vec::new(), rpcs: 0, active: HashMap::new(), resends_in_progress: 0, bulk_timeouts: 0, clock: crate::wall_clock(), obd_timeout: crate::ptlrpc::pinger::OBD_TIMEOUT, evictions: 0, recovery, commit_interval: COMMIT_INTERVAL, last_commit: None, replays: 0 };
         for (portal, n) in [(portal::OST_REQUEST, REQ_BUFS), (portal::OST_IO, REQ_BUFS), (portal::OST_CREATE, REQ_BUFS)] {
             node.lnet.set_lazy(portal);

@@ -3,38 +3,15 @@
 //! replays run in transaction-number order across clients, a gap is skipped once every client
 //! waits; a client's "replay done" ping (MSG_REQ_REPLAY_DONE) and any other request are held and
 //! answered when recovery ends. Clients that never come back within the recovery window are
-//! evicted (their uncommitted changes are lost, as in Lustre).
+//! evicted (their uncommitted changes are lost, as in Lustre). Its state is `record::Recovery`.
 
 use super::{Oss, Req};
 use crate::node::Node;
 use crate::ptlrpc::wire::*;
 use serde_json::json;
-use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::collections::BTreeSet;
+use std::time::Duration;
 use tracing::{info, warn};
-
-/// One OST's recovery in progress.
-pub(super) struct Recovery {
-    /// Clients that must finish replaying (from the OST's `clients` on disk).
-    pub expected: BTreeSet<String>,
-    pub connected: BTreeSet<String>,
-    pub done: BTreeSet<String>,
-    /// Replays waiting for their turn, by (transno, xid): (client, request, portal).
-    queue: BTreeMap<(u64, u64), (String, Req, u32)>,
-    /// Requests answered once recovery is over (the replay-done pings first among them).
-    held: Vec<(Req, u32)>,
-    /// The transaction number the next replay should have.
-    next: u64,
-    /// When clients that have not connected are given up (set at the first look, on the OSS's
-    /// clock); twice as long for those that connected and went quiet.
-    deadline: Option<Instant>,
-}
-
-impl Recovery {
-    pub fn new(clients: &BTreeSet<String>, last_committed: u64) -> Recovery {
-        Recovery { expected: clients.clone(), connected: BTreeSet::new(), done: BTreeSet::new(), queue: BTreeMap::new(), held: Vec::new(), next: last_committed + 1, deadline: None }
-    }
-}
 
 impl Oss {
     /// The recovery window (`recovery_time_soft`, obd_timeout × 3 in Lustre: 300 s); shorter
