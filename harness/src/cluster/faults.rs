@@ -269,7 +269,10 @@ impl Faults {
                     cluster.cmd(node, json!({"op": "commit"}), timeout)?;
                 }
                 // A crash is the power going: SIGKILL takes the uncommitted cache with the
-                // process's memory.
+                // process's memory. In-process nodes (sim) drop it by the node op `crash`.
+                if crash && backend.virtual_time() {
+                    cluster.cmd(node, json!({"op": "crash"}), timeout)?;
+                }
                 backend.kill_node(cluster, node, timeout)?;
                 *self.windows.entry(kind.into()).or_default() += 1;
                 self.record(json!({"fault": kind, "node": name(node), "action": "killed"}));
