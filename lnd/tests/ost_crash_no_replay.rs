@@ -7,8 +7,8 @@ mod common;
 #[test]
 fn without_replay_the_crash_loses_acknowledged_writes_and_the_checker_counts_them() {
     std::env::set_var("LNETLAB_MUTANT", "osc_no_replay");
-    let c = common::crash::crash_during_writes();
-    let r = &c.report;
+    let c = common::crash::crash_during_writes(1);
+    let r = &c.reports[0];
     assert!(c.uncommitted_at_crash > 0);
     assert_eq!(r.replays, 0, "{r:?}");
     assert!(r.errors > 0, "{r:?}");

@@ -67,8 +67,9 @@ impl Oss {
                 info!(ost, from = r.next, to = transno, next_client = %uuid, "recovery: skipping transnos no client replays");
             }
             r.next = r.next.max(transno + 1);
-            let (_, req, portal) = r.queue.remove(&(transno, xid)).expect("the first key");
+            let (uuid, req, portal) = r.queue.remove(&(transno, xid)).expect("the first key");
             self.replays += 1;
+            self.trace.push(json!({"replay": opc::name(req.opc), "ost": ost, "transno": transno, "xid": xid, "client": uuid}));
             self.serve_parsed(node, req, portal, ost);
         }
     }
