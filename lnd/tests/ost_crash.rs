@@ -33,3 +33,14 @@ fn a_crashed_oss_loses_uncommitted_writes_and_replay_restores_them() {
 fn two_clients_replay_in_transno_order_across_clients() {
     check(2);
 }
+
+/// The OSS crashes as the client disconnects: the restarted OSS still counts it among the
+/// clients to recover, so the client's DISCONNECT (answered -ENOTCONN) makes it connect again,
+/// recover and then disconnect; recovery ends and the OSS forgets it. Before: the client took
+/// -ENOTCONN as goodbye and the OSS waited its whole recovery window for it.
+#[test]
+fn a_client_disconnecting_from_a_crashed_oss_lets_its_recovery_end() {
+    let c = common::crash::crash_when(1, &|oscs, _| oscs[0].waiting()["phase"] == "disconnect");
+    assert_eq!((c.reports[0].errors, c.reports[0].lost_acked_writes), (0, 0), "{:?}", c.reports[0]);
+    assert!(c.reports[0].reconnects >= 1, "{:?}", c.reports[0]);
+}

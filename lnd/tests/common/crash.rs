@@ -69,6 +69,12 @@ fn step(nodes: &mut [Node], oss: &mut Oss, oscs: &mut [Osc], replayed: &mut Vec<
 /// committed and half their data is acknowledged, the OSS crashes (power loss) and comes back on
 /// the same address with a new incarnation; the jobs go on to read back and verify.
 pub fn crash_during_writes(clients: usize) -> Crashed {
+    crash_when(clients, &|oscs, total| oscs.iter().map(|o| o.report.bytes_written).sum::<u64>() >= total / 2)
+}
+
+/// As `crash_during_writes`, the crash coming once `when(clients, total bytes)` holds. The
+/// restarted OSS must end its recovery and forget every client (they all disconnect at the end).
+pub fn crash_when(clients: usize, when: &dyn Fn(&[Osc], u64) -> bool) -> Crashed {
     init_log();
     let dir = tempfile::tempdir().unwrap();
     let fab = InProcFabric::new(71);
@@ -86,7 +92,6 @@ pub fn crash_during_writes(clients: usize) -> Crashed {
     let t0 = Instant::now();
     let mut committed = false;
     let mut replayed = Vec::new();
-    let written = |oscs: &[Osc]| oscs.iter().map(|o| o.report.bytes_written).sum::<u64>();
     loop {
         assert!(t0.elapsed() < TIMEOUT, "the writes did not get half way: {:?}", oscs.iter().map(|o| &o.report).collect::<Vec<_>>());
         if !step(&mut nodes, &mut oss, &mut oscs, &mut replayed) {
@@ -96,7 +101,7 @@ pub fn crash_during_writes(clients: usize) -> Crashed {
             oss.commit(); // the objects are on disk
             committed = true;
         }
-        if written(&oscs) >= total / 2 {
+        if when(&oscs, total) {
             break;
         }
     }
@@ -116,6 +121,7 @@ pub fn crash_during_writes(clients: usize) -> Crashed {
             std::thread::sleep(Duration::from_micros(200));
         }
     }
-    assert!(!oss.in_recovery(0) && !oss.in_recovery(1));
+    assert!(!oss.in_recovery(0) && !oss.in_recovery(1), "recovery never ended");
+    assert!(oss.ost(0).unwrap().clients().is_empty() && oss.ost(1).unwrap().clients().is_empty(), "every client said goodbye");
     Crashed { reports: oscs.iter().map(|o| o.report.clone()).collect(), uncommitted_at_crash, before_crash, after_crash, oss_replays: oss.replays, replayed }
 }

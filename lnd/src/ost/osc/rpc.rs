@@ -147,10 +147,8 @@ impl Osc {
             }
             return;
         }
-        if let Op::Disconnect { .. } = rpc.op {
-            self.release(node, rpc);
-            return; // the server already forgot us: that is what we asked for
-        }
+        // A DISCONNECT too: a restarted server still has us among the clients its recovery
+        // waits for, so we connect again (and recover) and then say goodbye.
         if let Op::Ping { t } = rpc.op {
             // The server evicted us or restarted: connect again; the ping itself is not resent.
             let current = rpc.handle == self.imports[t].handle;
