@@ -44,3 +44,23 @@ fn a_client_disconnecting_from_a_crashed_oss_lets_its_recovery_end() {
     assert_eq!((c.reports[0].errors, c.reports[0].lost_acked_writes), (0, 0), "{:?}", c.reports[0]);
     assert!(c.reports[0].reconnects >= 1, "{:?}", c.reports[0]);
 }
+
+/// A client that disconnects leaves nothing to replay: the OSS commits when it drops the
+/// client's record (`tgt_client_del` is a synchronous transaction). A job's punches, made after
+/// its last OST_SYNC, survive a crash that comes after it disconnected. (Before: they were in
+/// the cache, the client gone, and the crash lost them.)
+#[test]
+fn a_disconnect_commits_what_the_client_changed() {
+    let mut r = common::ost::Rig::new(73);
+    let job = lnd::ost::osc::IoJob { punch: true, ..common::ost::job("punches", 0) };
+    let (size, ss, sc) = (job.file_size, job.stripe_size as u64, job.stripe_count);
+    let rep = r.run_jobs(vec![job]).remove(0);
+    assert_eq!(rep.errors, 0, "{rep:?}");
+    let common::ost::Rig { oss, .. } = r;
+    let osts = oss.crash().unwrap();
+    for &(_, stripe, t, oid) in &rep.objects {
+        let want = lnd::ost::osc::stripe_object_size(size, ss, sc, stripe) / 2;
+        assert_eq!(osts[t].size(oid), Ok(want), "object {oid} of stripe {stripe} keeps its punch");
+        assert!(osts[t].clients().is_empty());
+    }
+}

@@ -50,6 +50,8 @@ struct Req {
     digest: Option<u32>,
     /// A replay (MSG_REPLAY): the transaction number of its first execution, which it keeps.
     replay: Option<u64>,
+    /// The OST its export is of (its reply names that OST's last committed transno).
+    ost: Option<u32>,
 }
 
 enum Wait {
@@ -201,7 +203,7 @@ impl Oss {
         let now = (self.clock)();
         let deadline = now + Duration::from_secs(body.timeout.max(1) as u64).min(BULK_TIMEOUT);
         let replay = (body.flags & MSG_REPLAY != 0 && body.transno != 0).then_some(body.transno);
-        let mut req = Req { peer, xid, opc: body.opc, handle: body.handle, msg, deadline, digest: None, replay };
+        let mut req = Req { peer, xid, opc: body.opc, handle: body.handle, msg, deadline, digest: None, replay, ost: None };
         if body.opc == opc::OST_CONNECT {
             self.rpcs += 1;
             return self.connect(node, req, &body);
@@ -239,6 +241,7 @@ impl Oss {
             exp.last_mod_xid = xid;
         }
         req.handle = body.handle;
+        req.ost = Some(ost);
         self.rpcs += 1;
         let Some(req) = self.recovering(node, req, &body, portal, ost) else { return };
         self.serve(node, req, &body, portal, ost);
@@ -267,8 +270,14 @@ impl Oss {
         match body.opc {
             opc::OBD_PING => return self.reply(node, &req, 0, vec![], 0),
             opc::OST_DISCONNECT => {
+                // `tgt_client_del`: the client's record goes in a synchronous transaction,
+                // which commits everything before it — a client that has gone replays nothing.
                 if let Some(e) = self.exports.remove(&req.handle) {
-                    self.osts.get_mut(&e.ost).expect("exports name our OSTs").set_client(&e.uuid, false);
+                    let o = self.osts.get_mut(&e.ost).expect("exports name our OSTs");
+                    o.set_client(&e.uuid, false);
+                    if let Err(err) = o.commit() {
+                        warn!(ost = e.ost, "commit at disconnect: {err}");
+                    }
                 }
                 return self.reply(node, &req, 0, vec![], 0);
             }
@@ -375,7 +384,8 @@ impl Oss {
     #[allow(clippy::too_many_arguments)]
     fn send(&mut self, node: &mut Node, req: &Req, msg_type: u32, status: i32, mut bufs: Vec<Vec<u8>>, transno: u64, op_flags: u32) {
         self.active.remove(&(req.handle, req.xid));
-        let last_committed = self.exports.get(&req.handle).and_then(|e| self.osts.get(&e.ost)).map_or(0, |o| o.last_committed());
+        let ost = self.exports.get(&req.handle).map(|e| e.ost).or(req.ost);
+        let last_committed = ost.and_then(|i| self.osts.get(&i)).map_or(0, |o| o.last_committed());
         let body = PtlrpcBody {
             msg_type,
             version: if req.opc == opc::OBD_PING { LUSTRE_OBD_VERSION } else { LUSTRE_OST_VERSION },
