@@ -172,7 +172,7 @@ fn a_crashed_oss_is_recovered_by_replay_with_every_byte_verified() {
     let (r, art) = crash_run("3", None);
     assert_eq!(r["ok"], true, "{r}");
     assert_eq!(r["faults"]["crash"], 1, "{r}");
-    let total = 2 * 2 * (16u64 << 20);
+    let total = 2 * 2 * (32u64 << 20);
     let w = &r["workloads"][0];
     assert_eq!((w["bytes_written"].as_u64(), w["bytes_verified"].as_u64(), w["errors"].as_u64()), (Some(total), Some(total), Some(0)), "{w}");
     assert_eq!((r["lost_acked_writes"].as_u64(), r["silent_corruptions"].as_u64()), (Some(0), Some(0)), "{r}");
