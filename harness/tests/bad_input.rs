@@ -57,6 +57,21 @@ fn duration_in_minutes_overflowing_is_refused() {
 }
 
 #[test]
+fn commit_intervals_and_crashes_are_checked() {
+    let with = |v: &str| BASE.replace("    targets:\n", &format!("    commit_interval: {v}\n    targets:\n"));
+    ClusterSpec::parse(&with("250ms"), Path::new("t.yaml")).unwrap();
+    refused(&with("0s"), "8:22", "must be above 0");
+    refused(&with("61m"), "8:22", "at most 60m");
+    refused(&with("soon"), "8:22", "commit_interval");
+    refused(&BASE.replace("nis: [dma0]}", "nis: [dma0], commit_interval: 5s}"), "10:12", "commit_interval is for an oss");
+    let t = format!("{BASE}faults:\n  - {{kind: crash, node: c1, at: 1s, duration: 1s}}\n");
+    refused(&t, "18:19", "only an oss");
+    let t = format!("{BASE}faults:\n  - {{kind: crash, node: oss1, at: 1s}}\n");
+    refused(&t, "18:12", "needs `duration`");
+    ClusterSpec::parse(&format!("{BASE}faults:\n  - {{kind: crash, node: oss1, at: 1s, duration: 1s}}\n"), Path::new("t.yaml")).unwrap();
+}
+
+#[test]
 fn duplicate_yaml_keys_are_refused() {
     let t = BASE.replace("  dma0: {kind: dma}\n", "  dma0: {kind: dma}\n  dma0: {kind: dma}\n");
     refused(&t, "4:3", "duplicate");

@@ -62,6 +62,16 @@ fn faults_of_many_kinds_in_docker_lose_nothing() {
     assert_eq!((r["lost_acked_writes"].clone(), r["silent_corruptions"].clone(), r["workloads"][0]["errors"].clone()), (json!(0), json!(0), json!(0)), "{r}");
 }
 
+/// A `crash` of the OSS container (SIGKILL: the uncommitted cache in lnetd's memory is gone, the
+/// volume keeps what was committed): the clients replay, every byte is verified.
+#[test]
+fn a_crashed_oss_container_is_recovered_by_replay() {
+    let r = run_cli("clusters/crash.yaml", 2 * 2 * (32 << 20));
+    assert_eq!(r["faults"]["crash"], 1, "{r}");
+    assert!(r["replays"].as_u64().unwrap() >= 1, "the clients replayed what the crash lost: {r}");
+    assert_eq!((r["lost_acked_writes"].clone(), r["silent_corruptions"].clone(), r["workloads"][0]["errors"].clone()), (json!(0), json!(0), json!(0)), "{r}");
+}
+
 #[test]
 fn quickstart_and_routed_in_docker_then_nothing_left() {
     run_cli("clusters/quickstart.yaml", 3 * 4 * (8 << 20));

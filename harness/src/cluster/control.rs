@@ -279,7 +279,9 @@ impl Cluster {
         let n = &plan.nodes[i];
         if n.is(Role::Oss) {
             let targets: Vec<Value> = n.targets.iter().map(|t| json!({"index": t.ost, "dir": self.target_dirs[&(n.name.clone(), t.ost)], "size": t.size.0})).collect();
-            self.cmd(i, json!({"op": "oss_start", "targets": targets}), timeout)?;
+            let spec = plan.spec.nodes.iter().find(|s| s.name == n.name);
+            let interval = spec.and_then(|s| s.commit_interval.as_deref()).map(|c| super::spec::parse_duration(c).map(|d| d.as_millis() as u64)).transpose().map_err(anyhow::Error::msg)?;
+            self.cmd(i, json!({"op": "oss_start", "targets": targets, "commit_interval_ms": interval}), timeout)?;
             say(&format!("oss {}: {} OSTs", n.name, n.targets.len()));
         }
         Ok(())

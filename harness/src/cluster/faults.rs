@@ -1,4 +1,5 @@
-//! The spec's faults at run time: LNet rules installed on nodes, and a timeline of windows (pause, partition, timed rules) fired while workloads run.
+//! The spec's faults at run time: LNet rules installed on nodes, and a timeline of windows
+//! (pause, partition, restart, crash, timed rules) fired while workloads run.
 //! Every fault is written to `traces/faults.jsonl` and counted by kind for the report.
 
 use super::backend::Backend;
@@ -58,8 +59,9 @@ fn link_rules(plan: &Plan, k: usize, f: &FaultSpec, tag: &str) -> Vec<(usize, Va
 enum Step {
     KillDevice { net: String },
     StartDevice { net: String },
-    Kill { node: usize },
-    Start { node: usize },
+    /// Kill `node`; a restart (not a `crash`) has its OSS commit first.
+    Kill { node: usize, crash: bool },
+    Start { node: usize, crash: bool },
     Pause { node: usize },
     Resume { node: usize },
     /// Install rules on nodes (node index, rule).
@@ -144,9 +146,10 @@ impl Faults {
                     let net = f.net.clone().expect("validated");
                     me.add_windows(&windows, &format!("kill the {net} device"), Step::KillDevice { net: net.clone() }, &[(format!("start the {net} device again"), Step::StartDevice { net })]);
                 }
-                FaultKind::Restart => {
-                    let i = idx(&f.node);
-                    me.add_windows(&windows, &format!("kill {}", f.node), Step::Kill { node: i }, &[(format!("start {} again", f.node), Step::Start { node: i })]);
+                FaultKind::Restart | FaultKind::Crash => {
+                    let (i, crash) = (idx(&f.node), f.kind == FaultKind::Crash);
+                    let what = if crash { format!("crash {} (uncommitted changes lost)", f.node) } else { format!("kill {}", f.node) };
+                    me.add_windows(&windows, &what, Step::Kill { node: i, crash }, &[(format!("start {} again", f.node), Step::Start { node: i, crash })]);
                 }
                 FaultKind::Pause => {
                     let i = idx(&f.node);
@@ -263,18 +266,29 @@ impl Faults {
                 backend.start_device(cluster, &net, timeout)?;
                 self.record(json!({"fault": "device_restart", "net": net, "action": "started again"}));
             }
-            Step::Kill { node } => {
+            Step::Kill { node, crash } => {
                 // A frozen node answers nothing: thaw it first (the kill would anyway).
                 if backend.pause(cluster, node, false)? {
                     self.record(json!({"fault": "pause", "node": name(node), "action": "resumed"}));
                 }
                 // Its counters die with it: keep what it injected so far.
                 self.save_hits(cluster, node, timeout)?;
+                let kind = if crash { "crash" } else { "restart" };
+                if !crash && plan.nodes[node].is(super::spec::Role::Oss) {
+                    // A restart is a daemon dying, not the machine: what the OSS acknowledged
+                    // is in the kernel's page cache and survives, so it is committed first.
+                    cluster.cmd(node, json!({"op": "commit"}), timeout)?;
+                }
+                // A crash is the power going: SIGKILL takes the uncommitted cache with the
+                // process's memory. In-process nodes (sim) drop it by the node op `crash`.
+                if crash && backend.virtual_time() {
+                    cluster.cmd(node, json!({"op": "crash"}), timeout)?;
+                }
                 backend.kill_node(cluster, node, timeout)?;
-                *self.windows.entry("restart".into()).or_default() += 1;
-                self.record(json!({"fault": "restart", "node": name(node), "action": "killed"}));
+                *self.windows.entry(kind.into()).or_default() += 1;
+                self.record(json!({"fault": kind, "node": name(node), "action": "killed"}));
             }
-            Step::Start { node } => {
+            Step::Start { node, crash } => {
                 if !cluster.down.contains(&node) {
                     return Ok(());
                 }
@@ -283,7 +297,7 @@ impl Faults {
                 if self.installed {
                     self.install_on(cluster, plan, Some(node), timeout, say)?;
                 }
-                self.record(json!({"fault": "restart", "node": name(node), "action": "started again"}));
+                self.record(json!({"fault": if crash { "crash" } else { "restart" }, "node": name(node), "action": "started again"}));
             }
             Step::Pause { node } => {
                 backend.pause(cluster, node, true)?;

@@ -9,6 +9,8 @@ pub const MAX_FAULT_TIME: std::time::Duration = std::time::Duration::from_secs(2
 pub const MAX_FAULT_COUNT: u32 = 100_000;
 /// Largest OST (its storage lives in the temp directory).
 pub const MAX_OST: u64 = 1 << 40;
+/// Longest `commit_interval` of an OSS.
+pub const MAX_COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
 /// Most RPCs (or selftest operations) a client may keep in flight.
 pub const MAX_INFLIGHT: usize = 1024;
 /// Longest name (cluster, node, workload).
@@ -63,6 +65,12 @@ impl ClusterSpec {
             }
             if n.name.starts_with("dmadev-") {
                 return Err(at("name", &n.name, 0, format!("node name `{}`: names starting `dmadev-` belong to the DMA device services", n.name)));
+            }
+            if let Some(c) = &n.commit_interval {
+                let d = parse_duration(c).map_err(|e| at("commit_interval", c, 0, format!("node `{}`: commit_interval: {e}", n.name)))?;
+                if d.is_zero() || d > MAX_COMMIT_INTERVAL {
+                    return Err(at("commit_interval", c, 0, format!("node `{}`: commit_interval `{c}` must be above 0 and at most 60m", n.name)));
+                }
             }
             for t in &n.targets {
                 if t.size.0 > MAX_OST {

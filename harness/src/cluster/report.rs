@@ -20,6 +20,9 @@ pub struct WorkloadReport {
     /// Times clients connected again after a server lost their export (it restarted).
     #[serde(default)]
     pub reconnects: u64,
+    /// Requests clients replayed to a recovering OSS (what a crash had lost).
+    #[serde(default)]
+    pub replays: u64,
     #[serde(default)]
     pub lost_acked_writes: u64,
     #[serde(default)]
@@ -56,6 +59,8 @@ pub struct Report {
     pub resends: u64,
     /// Times clients connected again after a server restart.
     pub reconnects: u64,
+    /// Requests clients replayed after an OSS crash or restart (recovery).
+    pub replays: u64,
     /// Acknowledged writes (chunks, by whichever workload wrote them) that did not read back.
     pub lost_acked_writes: u64,
     /// Of those, the chunks that read back as damaged data (not the old bytes a lost write
@@ -140,7 +145,7 @@ pub fn utc_stamp(secs: u64) -> String {
 impl Report {
     /// A report not yet run: no workloads, not ok.
     pub fn new(cluster: &str, backend: &str, seed: u64, artifacts: &Path) -> Report {
-        Report { cluster: cluster.to_string(), backend: backend.to_string(), seed, ok: false, workloads: Vec::new(), artifacts: artifacts.display().to_string(), faults_injected: 0, faults: Default::default(), faults_skipped: Vec::new(), resends: 0, reconnects: 0, lost_acked_writes: 0, silent_corruptions: 0, orphan_objects: 0, error: None, elapsed_s: 0.0, virtual_s: None, trace_hash: None }
+        Report { cluster: cluster.to_string(), backend: backend.to_string(), seed, ok: false, workloads: Vec::new(), artifacts: artifacts.display().to_string(), faults_injected: 0, faults: Default::default(), faults_skipped: Vec::new(), resends: 0, reconnects: 0, replays: 0, lost_acked_writes: 0, silent_corruptions: 0, orphan_objects: 0, error: None, elapsed_s: 0.0, virtual_s: None, trace_hash: None }
     }
 
     /// Totals from the workloads, `ok` unless `error` or a workload's errors or unverified

@@ -87,6 +87,10 @@ pub struct NodeSpec {
     pub routes: Vec<RouteSpec>,
     #[serde(default)]
     pub targets: Vec<TargetSpec>,
+    /// oss: how often its OSTs commit what they acknowledged (`5s`, Lustre's default; at most
+    /// 60m). Until then a `crash` loses it and clients replay it.
+    #[serde(default)]
+    pub commit_interval: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -222,8 +226,13 @@ pub enum FaultKind {
     Pause,
     /// Cut LNet traffic between the two node sets of `between` at `at` for `duration`.
     Partition,
-    /// SIGKILL `node` at `at` and start it again `duration` later (same addresses, storage).
+    /// SIGKILL `node` at `at` and start it again `duration` later (same addresses, storage);
+    /// an OSS commits first, so nothing acknowledged is lost (a daemon crash: the kernel keeps
+    /// what the process wrote).
     Restart,
+    /// Power loss of OSS `node` at `at`: it dies with what its OSTs had not committed, and comes
+    /// back `duration` later; its clients replay what was lost.
+    Crash,
     /// Kill the DMA device of `net` at `at` and start a new one `duration` later.
     DeviceRestart,
     /// A lossy and/or slow link between the two node sets of `between`, both ways: one in
@@ -245,6 +254,7 @@ impl FaultKind {
             FaultKind::Pause => "pause",
             FaultKind::Partition => "partition",
             FaultKind::Restart => "restart",
+            FaultKind::Crash => "crash",
             FaultKind::DeviceRestart => "device_restart",
             FaultKind::Link => "link",
         }

@@ -67,6 +67,9 @@ impl ClusterSpec {
             if n.roles.contains(&Role::Oss) == n.targets.is_empty() {
                 return Err(err(&n.name, format!("node `{}`: an oss needs targets, and only an oss has them", n.name)));
             }
+            if n.commit_interval.is_some() && !n.roles.contains(&Role::Oss) {
+                return Err(err(&n.name, format!("node `{}`: commit_interval is for an oss (its OSTs commit)", n.name)));
+            }
             if n.roles.contains(&Role::Router) && n.nis.len() < 2 {
                 return Err(err(&n.name, format!("node `{}`: a router needs NIs on two nets", n.name)));
             }
@@ -234,8 +237,11 @@ impl ClusterSpec {
                     }
                 }
             }
-            FaultKind::Pause | FaultKind::Restart => {
+            FaultKind::Pause | FaultKind::Restart | FaultKind::Crash => {
                 node_known(&f.node)?;
+                if f.kind == FaultKind::Crash && !self.nodes.iter().any(|n| n.name == f.node && n.roles.contains(&Role::Oss)) {
+                    return Err(err(&format!("node: {}", f.node), format!("crash of `{}`: only an oss has storage to lose (crash an oss; restart others)", f.node)));
+                }
                 if windows.is_empty() {
                     return Err(err(k, format!("{k} of `{}` needs `at` and `duration`", f.node)));
                 }

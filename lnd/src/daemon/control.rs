@@ -94,8 +94,18 @@ pub enum Cmd {
     Stats,
     /// What this node's client jobs and LNet are waiting for (asked when a run stalls).
     Waiting,
-    /// Start the OSS role with these targets (directories are the OSTs' disks).
-    OssStart { targets: Vec<TargetReq> },
+    /// Start the OSS role with these targets (directories are the OSTs' disks), committing
+    /// every `commit_interval_ms` (default 5 s).
+    OssStart {
+        targets: Vec<TargetReq>,
+        #[serde(default)]
+        commit_interval_ms: Option<u64>,
+    },
+    /// Commit every OST now (a clean restart does this before the node is killed).
+    Commit,
+    /// Power loss of the OSS role: what its OSTs had not committed is dropped, and the role
+    /// stops (the node is about to be killed or restarted; it answers no OST request now).
+    Crash,
     /// Run a client I/O job; progress and the final report come as output lines.
     Io { job: crate::ost::osc::IoJob },
     /// Add an LNet fault rule (`lctl net_drop_add` / `net_delay_add`).
@@ -342,7 +352,7 @@ impl Controller {
                 "mds": self.node.lnet.md_count(),
                 "idle": self.node.idle(),
                 "free_bytes": self.node.arena.free_bytes(),
-                "oss": self.oss.as_ref().map(|o| o.state()),
+                "oss": self.oss.as_ref().map(|o| { let mut v = o.state(); v["replays"] = o.replays.into(); v["evictions"] = o.evictions.into(); v }),
             })),
             Cmd::Waiting => Ok(json!({
                 "jobs": self.oscs.iter().map(|o| o.waiting()).collect::<Vec<_>>(),
@@ -350,7 +360,7 @@ impl Controller {
                 "lnet_held": self.node.lnet.held(),
                 "lnds_busy": self.node.lnds.iter().map(|l| json!({"name": l.name(), "busy": l.busy()})).collect::<Vec<_>>(),
             })),
-            Cmd::OssStart { targets } => {
+            Cmd::OssStart { targets, commit_interval_ms } => {
                 if self.oss.is_some() {
                     return Err("the OSS role is already running".into());
                 }
@@ -361,8 +371,21 @@ impl Controller {
                 let n = osts.len();
                 let mut oss = crate::ost::oss::Oss::start(&mut self.node, osts)?;
                 oss.clock = self.clock.clone();
+                if let Some(ms) = commit_interval_ms {
+                    oss.commit_interval = std::time::Duration::from_millis(ms);
+                }
                 self.oss = Some(oss);
                 Ok(json!({"osts": n}))
+            }
+            Cmd::Commit => {
+                let oss = self.oss.as_mut().ok_or("no OSS role here")?;
+                oss.commit();
+                Ok(json!({}))
+            }
+            Cmd::Crash => {
+                let oss = self.oss.take().ok_or("no OSS role here")?;
+                oss.crash().map_err(|e| format!("reopening the OSTs after the crash: {e}"))?;
+                Ok(json!({}))
             }
             Cmd::Io { job } => {
                 let mut o = crate::ost::osc::Osc::new(job)?;

@@ -1,11 +1,14 @@
 //! One OST's objects, kept as files in the OST's own directory (its "disk"), with `LAST_ID`
-//! (the last object id handed out) and `last_rcvd` (the last transaction number) beside them.
-//! Data survives an OSS restart; the configured size is enforced; no offset or size a request
-//! names can overflow or allocate more than it writes.
+//! (the last object id handed out), `last_rcvd` (the last committed transaction number) and
+//! `clients` (who was connected) beside them. Changes are volatile until committed (`journal`):
+//! a commit (OST_SYNC, the commit interval, a full cache, a clean shutdown) writes them to the
+//! files; a crash loses them. The configured size is enforced; no offset or size a request names
+//! can overflow or allocate more than it writes.
 
 use crate::ptlrpc::wire::falloc;
 use crate::ptlrpc::wire::rc::{EFBIG, EINVAL, EIO, ENOENT, ENOSPC, EOPNOTSUPP};
-use std::collections::HashMap;
+use super::journal::{Change, Journal};
+use std::collections::{BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -24,10 +27,15 @@ pub struct Ost {
     /// Where space preallocated past an object's size (OST_FALLOCATE with KEEP_SIZE) ends; an
     /// object takes max(size, this) of the OST. Not remembered across a restart.
     reserved: HashMap<u64, u64>,
-    /// `last_rcvd`: the last transaction number, kept across restarts.
+    /// `last_rcvd`: the last committed transaction number, kept across restarts.
     last_rcvd: File,
     last_transno: u64,
     last_committed: u64,
+    /// Changes not yet committed (lost by a crash).
+    journal: Journal,
+    /// Clients connected (their UUIDs), kept on disk at once: after a restart they are the
+    /// clients recovery waits for (`lr_server_data`'s client slots).
+    clients: BTreeSet<String>,
     /// Bytes object syncs made durable (what a SYNC covered), for tests and stats.
     synced_bytes: u64,
     /// Each object's length at its last sync.
@@ -58,7 +66,74 @@ impl Ost {
         let last_id = read_u64(&dir.join("LAST_ID")).max(sizes.keys().max().copied().unwrap_or(0));
         let last_transno = read_u64(&dir.join("last_rcvd"));
         let last_rcvd = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(dir.join("last_rcvd"))?;
-        Ok(Ost { index, dir, limit, used, last_id, sizes, reserved: HashMap::new(), last_rcvd, last_transno, last_committed: last_transno, synced_bytes: 0, durable_len: HashMap::new() })
+        let clients = std::fs::read_to_string(dir.join("clients")).unwrap_or_default().lines().filter(|l| !l.is_empty()).map(String::from).collect();
+        Ok(Ost { index, dir, limit, used, last_id, sizes, reserved: HashMap::new(), last_rcvd, last_transno, last_committed: last_transno, journal: Journal::default(), clients, synced_bytes: 0, durable_len: HashMap::new() })
+    }
+
+    /// Power loss: everything not committed is gone; the OST as the disk has it.
+    pub fn crash(mut self) -> std::io::Result<Ost> {
+        let lost = self.journal.take().len();
+        tracing::warn!(ost = self.index, lost, last_committed = self.last_committed, last_transno = self.last_transno, "crash: uncommitted changes lost");
+        self.last_transno = self.last_committed;
+        let (index, dir, limit) = (self.index, self.dir.clone(), self.limit);
+        drop(self);
+        Ost::open(index, dir, limit)
+    }
+
+    /// Commits the open transaction: its changes go to the object files in the order made,
+    /// then `LAST_ID` and `last_rcvd`; every transaction so far is committed.
+    pub fn commit(&mut self) -> Result<(), i32> {
+        if self.journal.is_empty() && self.last_committed == self.last_transno {
+            return Ok(());
+        }
+        let mut first_err = None;
+        for (oid, c) in self.journal.take() {
+            if let Err(e) = self.apply(oid, c) {
+                tracing::warn!(ost = self.index, oid, "commit: {e}");
+                first_err.get_or_insert(e);
+            }
+        }
+        std::fs::write(self.dir.join("LAST_ID"), self.last_id.to_le_bytes()).map_err(io_err)?;
+        self.last_rcvd.write_all_at(&self.last_transno.to_le_bytes(), 0).map_err(io_err)?;
+        self.last_committed = self.last_transno;
+        first_err.map_or(Ok(()), Err)
+    }
+
+    fn apply(&mut self, oid: u64, c: Change) -> Result<(), i32> {
+        let open = || OpenOptions::new().read(true).write(true).open(self.path(oid)).map_err(io_err);
+        match c {
+            Change::Create => File::create(self.path(oid)).map(|_| ()).map_err(io_err),
+            Change::Write { off, data } => open()?.write_all_at(&data, off).map_err(io_err),
+            Change::Truncate { size } => open()?.set_len(size).map_err(io_err),
+            Change::Fallocate { start, end, mode, size } => allocate(&open()?, start, end, mode, size),
+            Change::Destroy => std::fs::remove_file(self.path(oid)).map_err(io_err),
+        }
+    }
+
+    /// Bytes of write data the cache holds uncommitted.
+    pub fn uncommitted_bytes(&self) -> u64 {
+        self.journal.bytes
+    }
+
+    /// Whether anything is uncommitted.
+    pub fn dirty(&self) -> bool {
+        !self.journal.is_empty() || self.last_committed != self.last_transno
+    }
+
+    /// The clients connected when the OST last knew (recovery waits for them after a restart).
+    pub fn clients(&self) -> &BTreeSet<String> {
+        &self.clients
+    }
+
+    /// Records client `uuid` as connected (`add`) or gone, on disk at once.
+    pub fn set_client(&mut self, uuid: &str, add: bool) {
+        let changed = if add { self.clients.insert(uuid.to_string()) } else { self.clients.remove(uuid) };
+        if changed {
+            let text: String = self.clients.iter().map(|c| format!("{c}\n")).collect();
+            if let Err(e) = std::fs::write(self.dir.join("clients"), text) {
+                tracing::warn!(ost = self.index, "cannot record the clients: {e}");
+            }
+        }
     }
 
     fn path(&self, oid: u64) -> PathBuf {
@@ -72,23 +147,48 @@ impl Ost {
         OpenOptions::new().read(true).write(true).open(self.path(oid)).map_err(io_err)
     }
 
+    /// The object's file as the disk has it (`None`: created since the last commit).
+    fn durable(&self, oid: u64) -> Result<Option<File>, i32> {
+        if !self.sizes.contains_key(&oid) {
+            return Err(ENOENT);
+        }
+        if self.journal.created(oid) {
+            return Ok(None);
+        }
+        self.file(oid).map(Some)
+    }
+
     pub fn exists(&self, oid: u64) -> bool {
         self.sizes.contains_key(&oid)
     }
 
     pub fn create(&mut self) -> Result<u64, i32> {
         let oid = self.last_id + 1;
-        std::fs::write(self.dir.join("LAST_ID"), oid.to_le_bytes()).map_err(io_err)?;
-        self.last_id = oid;
-        File::create(self.path(oid)).map_err(io_err)?;
-        self.sizes.insert(oid, 0);
+        self.create_at(oid)?;
         Ok(oid)
+    }
+
+    /// Creates object `oid` unless it exists (a replayed CREATE makes the object its first
+    /// execution made); later ids are handed out past it.
+    pub fn create_at(&mut self, oid: u64) -> Result<(), i32> {
+        if oid == 0 {
+            return Err(EINVAL);
+        }
+        if self.sizes.contains_key(&oid) {
+            return Ok(());
+        }
+        self.last_id = self.last_id.max(oid);
+        self.sizes.insert(oid, 0);
+        self.journal.push(oid, Change::Create);
+        Ok(())
     }
 
     pub fn destroy(&mut self, oid: u64) -> Result<(), i32> {
         let size = self.sizes.remove(&oid).ok_or(ENOENT)?;
         self.used -= size.max(self.reserved.remove(&oid).unwrap_or(0));
-        std::fs::remove_file(self.path(oid)).map_err(io_err)
+        self.durable_len.remove(&oid);
+        self.journal.push(oid, Change::Destroy);
+        Ok(())
     }
 
     fn reserved(&self, oid: u64) -> u64 {
@@ -129,26 +229,28 @@ impl Ost {
     }
 
     pub fn write(&mut self, oid: u64, off: u64, data: &[u8]) -> Result<(), i32> {
-        let f = self.file(oid)?;
+        let size = self.size(oid)?;
         let end = Self::extent_end(off, data.len() as u64)?;
-        let (size, r) = (self.sizes[&oid], self.reserved(oid));
         if end > size {
             self.resize(oid, end)?;
         }
-        f.write_all_at(data, off).map_err(|e| {
-            let _ = self.account(oid, size, r);
-            io_err(e)
-        })
+        self.journal.push(oid, Change::Write { off, data: data.to_vec() });
+        Ok(())
     }
 
     /// Reads up to `len` bytes at `off`: the bytes that exist (holes read as zeros), none past
-    /// the end — a short read, as `ofd_preprw_read` does.
+    /// the end — a short read, as `ofd_preprw_read` does; uncommitted changes included.
     pub fn read(&self, oid: u64, off: u64, len: usize) -> Result<Vec<u8>, i32> {
-        let f = self.file(oid)?;
+        let f = self.durable(oid)?;
         let size = self.sizes[&oid];
         let n = size.saturating_sub(off).min(len as u64) as usize;
         let mut v = vec![0u8; n];
-        f.read_exact_at(&mut v, off).map_err(io_err)?;
+        if let Some(f) = f {
+            let on_disk = f.metadata().map_err(io_err)?.len();
+            let m = on_disk.saturating_sub(off).min(n as u64) as usize;
+            f.read_exact_at(&mut v[..m], off).map_err(io_err)?;
+        }
+        self.journal.overlay(oid, off, &mut v);
         Ok(v)
     }
 
@@ -170,13 +272,9 @@ impl Ost {
 
     /// Sets the size of `oid` (a PUNCH to OBD_OBJECT_EOF: it can also extend the object).
     pub fn truncate(&mut self, oid: u64, size: u64) -> Result<(), i32> {
-        let f = self.file(oid)?;
-        let (old, r) = (self.sizes[&oid], self.reserved(oid));
         self.resize(oid, size)?;
-        f.set_len(size).map_err(|e| {
-            let _ = self.account(oid, old, r);
-            io_err(e)
-        })
+        self.journal.push(oid, Change::Truncate { size });
+        Ok(())
     }
 
     /// OST_FALLOCATE (`ofd_object_fallocate`) on `[start, end)` of `oid`: preallocates (the size
@@ -196,8 +294,7 @@ impl Ost {
         if end > MAX_OBJECT_BYTES {
             return Err(EFBIG);
         }
-        let f = self.file(oid)?;
-        let (size, r) = (self.sizes[&oid], self.reserved(oid));
+        let (size, r) = (self.size(oid)?, self.reserved(oid));
         if mode & falloc::PUNCH_HOLE == 0 {
             if mode & falloc::KEEP_SIZE != 0 {
                 self.account(oid, size, r.max(end))?;
@@ -205,16 +302,18 @@ impl Ost {
                 self.account(oid, size.max(end), r)?;
             }
         }
-        allocate(&f, start, end, mode, size).inspect_err(|_| {
-            let _ = self.account(oid, size, r);
-        })
+        self.journal.push(oid, Change::Fallocate { start, end, mode, size });
+        Ok(())
     }
 
     /// Makes bytes `[start, end]` of object `oid` durable (end inclusive, as `vfs_fsync_range`;
     /// `dt_object_sync` for `ofd_sync_hdl`): `sync_file_range` over the part that exists, and
     /// `fdatasync` as well when the object's length changed since its last sync (the length is
-    /// metadata only that persists). Returns the bytes of the range that exist.
+    /// metadata only that persists). Returns the bytes of the range that exist. As an ext4
+    /// fsync commits the journal, it first commits every transaction.
     pub fn sync_range(&mut self, oid: u64, start: u64, end: u64) -> Result<u64, i32> {
+        self.size(oid)?;
+        self.commit()?;
         let f = self.file(oid)?;
         let size = self.sizes[&oid];
         let last = end.min(size.saturating_sub(1));
@@ -237,21 +336,26 @@ impl Ost {
 
     /// Makes the whole OST durable (`dt_sync`), which commits every transaction so far.
     pub fn sync_all(&mut self) -> Result<(), i32> {
+        self.commit()?;
         for oid in self.sizes.keys() {
             self.file(*oid)?.sync_data().map_err(io_err)?;
         }
         self.last_rcvd.sync_data().map_err(io_err)?;
         File::open(&self.dir).and_then(|d| d.sync_all()).map_err(|_| EIO)?;
         self.durable_len = self.sizes.clone();
-        self.last_committed = self.last_transno;
         Ok(())
     }
 
-    /// A new transaction number for a change just made (kept in `last_rcvd`).
+    /// A new transaction number for a change just made (on disk once committed).
     pub fn next_transno(&mut self) -> u64 {
         self.last_transno += 1;
-        let _ = self.last_rcvd.write_all_at(&self.last_transno.to_le_bytes(), 0);
         self.last_transno
+    }
+
+    /// A replayed change keeps the transaction number of its first execution.
+    pub fn replayed_transno(&mut self, transno: u64) -> u64 {
+        self.last_transno = self.last_transno.max(transno);
+        transno
     }
 
     /// The last transaction known to be on disk (`pb_last_committed`).
@@ -266,6 +370,15 @@ impl Ost {
 
     pub fn used(&self) -> u64 {
         self.used
+    }
+}
+
+/// A clean shutdown (an unmount) commits what is open; a crash does not come here.
+impl Drop for Ost {
+    fn drop(&mut self) {
+        if let Err(e) = self.commit() {
+            tracing::warn!(ost = self.index, "commit at shutdown: {e}");
+        }
     }
 }
 
@@ -347,6 +460,39 @@ mod tests {
         // LAST_ID: the destroyed newest object's id is not handed out again.
         let mut o = Ost::open(0, d.path().join("ost0"), 10_000).unwrap();
         assert!(o.create().unwrap() > b);
+    }
+
+    /// The write-back cache: reads see uncommitted changes; a crash loses them (objects made,
+    /// bytes written, truncates, destroys) and the transaction numbers they took; a commit
+    /// keeps them, and a clean shutdown commits.
+    #[test]
+    fn a_crash_loses_what_was_not_committed() {
+        let d = tempfile::tempdir().unwrap();
+        let mut o = Ost::open(0, d.path().join("ost0"), 1 << 20).unwrap();
+        let a = o.create().unwrap();
+        o.write(a, 0, &[1; 100]).unwrap();
+        let t1 = o.next_transno();
+        o.commit().unwrap();
+        assert_eq!((o.last_committed(), o.dirty()), (t1, false));
+        o.write(a, 50, &[2; 100]).unwrap();
+        o.truncate(a, 120).unwrap();
+        let b = o.create().unwrap();
+        o.write(b, 10, b"new").unwrap();
+        o.next_transno();
+        assert_eq!(o.read(a, 40, 100).unwrap(), [[1u8; 10].as_slice(), &[2; 70]].concat(), "reads see the cache");
+        assert_eq!(o.read(b, 0, 20).unwrap(), b"\0\0\0\0\0\0\0\0\0\0new");
+        assert!(o.uncommitted_bytes() >= 103);
+        let mut o = o.crash().unwrap();
+        assert_eq!(o.read(a, 0, 200).unwrap(), vec![1; 100], "the committed write only");
+        assert_eq!((o.read(b, 0, 1), o.last_committed()), (Err(ENOENT), t1));
+        assert_eq!(o.next_transno(), t1 + 1, "numbers after the committed one");
+        assert_eq!(o.create().unwrap(), b, "the lost object's id comes again (recovery replays first)");
+        o.create_at(b + 5).unwrap();
+        assert_eq!(o.create().unwrap(), b + 6, "ids go on past a replayed one");
+        o.destroy(a).unwrap();
+        drop(o);
+        let o = Ost::open(0, d.path().join("ost0"), 1 << 20).unwrap();
+        assert_eq!((o.read(a, 0, 1), o.exists(b + 5), o.last_committed()), (Err(ENOENT), true, t1 + 1), "a clean shutdown commits");
     }
 
     /// OST_FALLOCATE: preallocation grows the size, KEEP_SIZE reserves space past it (counted

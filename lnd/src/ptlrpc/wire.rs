@@ -80,6 +80,12 @@ pub const OBD_CKSUM_CRC32C: u32 = 0x4;
 /// `lustre_msg` flags: sent before, no reply seen (`MSG_RESENT`); a replay (`MSG_REPLAY`).
 pub const MSG_RESENT: u32 = 0x2;
 pub const MSG_REPLAY: u32 = 0x4;
+/// A client's replays are all sent (`MSG_REQ_REPLAY_DONE`; with no locks, `MSG_LOCK_REPLAY_DONE`
+/// too): on the OBD_PING that ends its part of recovery.
+pub const MSG_REQ_REPLAY_DONE: u32 = 0x40;
+pub const MSG_LOCK_REPLAY_DONE: u32 = 0x80;
+/// CONNECT reply `pb_op_flags`: the target is recovering and this client must replay.
+pub const MSG_CONNECT_RECOVERING: u32 = 0x1;
 /// CONNECT reply `pb_op_flags`: the target knew this client (`MSG_CONNECT_RECONNECT`) and keeps
 /// what replay needs (`MSG_CONNECT_REPLAYABLE`).
 pub const MSG_CONNECT_RECONNECT: u32 = 0x2;

@@ -118,4 +118,5 @@ pub fn md(seg: Seg, options: u32, threshold: Option<u32>) -> MdSpec {
 pub fn pattern(n: usize, seed: u8) -> Vec<u8> {
     (0..n).map(|i| ((i * 7 + i / 253) as u8) ^ seed).collect()
 }
+pub mod crash;
 pub mod ost;

@@ -114,6 +114,7 @@ pub fn run_workload(cluster: &mut Cluster, plan: &Plan, (w, earlier): (&Workload
         r.errors += d["errors"].as_u64().unwrap_or(0);
         r.resends += d["resends"].as_u64().unwrap_or(0);
         r.reconnects += d["reconnects"].as_u64().unwrap_or(0);
+        r.replays += d["replays"].as_u64().unwrap_or(0);
         r.lost_acked_writes += d["lost_acked_writes"].as_u64().unwrap_or(0);
         r.silent_corruptions += d["silent_corruptions"].as_u64().unwrap_or(0);
         if let Some(m) = d["messages"].as_array() {

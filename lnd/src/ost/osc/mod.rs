@@ -7,6 +7,7 @@
 //! what comes back (`osc_brw_fini_request` and friends).
 
 mod pinger;
+mod replay;
 mod reply;
 mod rpc;
 mod state;
@@ -108,6 +109,9 @@ pub struct IoReport {
     /// Times the client connected again after the server lost its export.
     #[serde(default)]
     pub reconnects: u64,
+    /// Requests replayed to a recovering target (changes it had lost in a crash).
+    #[serde(default)]
+    pub replays: u64,
     /// Chunks whose acknowledged write did not read back.
     pub lost_acked_writes: u64,
     /// Wrong data that passed its checksum.

@@ -12,7 +12,7 @@ use crate::ptlrpc::wire::*;
 use std::time::Duration;
 
 impl Osc {
-    pub(super) fn finish(&mut self, node: &mut Node, rpc: Rpc, bytes: &[u8]) {
+    pub(super) fn finish(&mut self, node: &mut Node, mut rpc: Rpc, bytes: &[u8]) {
         let op = rpc.op;
         let (msg, body) = match LustreMsg::parse(bytes).and_then(|m| m.body().map(|b| (m, b))) {
             Ok(x) => x,
@@ -37,8 +37,22 @@ impl Osc {
             rec["data"] = serde_json::json!(format!("{d:08x}"));
         }
         self.trace.push(rec);
+        self.free_committed(rpc.t, body.last_committed);
         if body.status == ENOTCONN && !matches!(op, Op::Connect { .. }) {
             return self.reconnect(node, rpc);
+        }
+        let obdo = msg.buf(1, OBDO_LEN).and_then(|b| Obdo::parse(b, msg.swapped));
+        let server_cksum = obdo.as_ref().ok().filter(|o| o.valid & valid::FLCKSUM != 0).map(|o| o.cksum);
+        let damaged = matches!(op, Op::Write { .. }) && rpc.cksum.zip(server_cksum).is_some_and(|(a, b)| a != b);
+        if rpc.replay.is_some() || matches!(op, Op::ReplayDone { .. }) {
+            if damaged || matches!(body.status, ENOMEM | EAGAIN | EIO) {
+                return self.replay_again(node, rpc);
+            }
+            return self.replayed(node, rpc, body.status);
+        }
+        if body.status == 0 && body.transno != 0 && !damaged {
+            let oid = obdo.as_ref().ok().map(|o| o.oid).filter(|_| matches!(op, Op::Create { .. }));
+            self.retain(&mut rpc, body.transno, oid);
         }
         let brw = matches!(op, Op::Write { .. } | Op::Read { .. });
         if brw && matches!(body.status, ENOMEM | EAGAIN | EIO) {
@@ -46,17 +60,29 @@ impl Osc {
             let delay = Duration::from_millis(self.job.timeout_ms.clamp(1, 1000));
             return self.again_later(node, rpc, &format!("status {} from the server", body.status), delay);
         }
-        let obdo = msg.buf(1, OBDO_LEN).and_then(|b| Obdo::parse(b, msg.swapped));
-        let server_cksum = obdo.as_ref().ok().filter(|o| o.valid & valid::FLCKSUM != 0).map(|o| o.cksum);
         match op {
+            // A new client while the target recovers: connect again a little later.
+            Op::Connect { .. } if body.status == EBUSY => {
+                let delay = Duration::from_millis(self.job.timeout_ms.clamp(1, 1000));
+                return self.again_later(node, rpc, "the target is recovering", delay);
+            }
             Op::Connect { t } if body.status == 0 => {
                 let ocd = msg.buf(1, 72).ok().and_then(|b| ConnectData::parse(b, msg.swapped).ok()).unwrap_or_default();
                 let imp = &mut self.imports[t];
                 imp.handle = body.handle;
-                imp.reconnecting = false;
                 imp.cksum = ocd.flags & connect::CKSUM != 0 && ocd.cksum_types & OBD_CKSUM_CRC32C != 0;
                 if self.job.checksum && !imp.cksum {
                     tracing::warn!(job = %self.job.name, ost = self.job.targets[t].0, "the target does not checksum with CRC32C: bulk data goes unchecked");
+                }
+                if body.op_flags & MSG_CONNECT_RECOVERING != 0 {
+                    self.release(node, rpc);
+                    return self.start_replay(node, t);
+                }
+                imp.reconnecting = false;
+                if !imp.replay.is_empty() && body.op_flags & MSG_CONNECT_RECONNECT == 0 {
+                    // A new instance that does not recover us: what it had not committed is gone.
+                    let n = std::mem::take(&mut imp.replay).len();
+                    self.fail(format!("OST{:04x} restarted without recovering us: {n} uncommitted changes lost", self.job.targets[t].0));
                 }
             }
             // A resent DESTROY whose first attempt did it.
@@ -136,7 +162,7 @@ impl Osc {
                 Ok(o) => self.fail(format!("{op:?}: size {} (expected {want})", o.size)),
                 Err(e) => self.fail(format!("{op:?}: {e}")),
             },
-            Op::Connect { .. } | Op::Sync { .. } | Op::Punch { .. } | Op::Destroy { .. } | Op::Disconnect { .. } | Op::Ping { .. } => {}
+            Op::Connect { .. } | Op::Sync { .. } | Op::Punch { .. } | Op::Destroy { .. } | Op::Disconnect { .. } | Op::Ping { .. } | Op::ReplayDone { .. } => {}
         }
         self.release(node, rpc);
     }

@@ -32,6 +32,15 @@ impl Osc {
                 // A CONNECT is never resent: each attempt is a new one, with a new count.
                 Op::Connect { .. } => self.again(node, rpc, "timed out", false),
                 Op::Disconnect { .. } => self.again(node, rpc, "timed out", true),
+                // Replays and the replay-done ping wait while the target recovers (other
+                // clients may be replaying first): sent again, same xid, until answered.
+                _ if rpc.replay.is_some() || matches!(rpc.op, Op::ReplayDone { .. }) => {
+                    let rpc = self.release(node, rpc);
+                    let again = Again { xid: Some(rpc.xid), tries: rpc.tries, replay: rpc.replay };
+                    if let Err(e) = self.start(node, rpc.op, Some(again)) {
+                        self.fail(format!("{:?}: replayed again: {e}", rpc.op));
+                    }
+                }
                 // A ping is never resent: its timeout fails the import (`ptlrpc_ping`).
                 Op::Ping { t } => {
                     self.release(node, rpc);
@@ -63,7 +72,8 @@ impl Osc {
     /// Sends the parked RPCs whose reconnect is over or whose wait has passed.
     pub(super) fn send_parked(&mut self, node: &mut Node) {
         let now = (self.clock)();
-        let (mut ready, wait): (Vec<Parked>, Vec<Parked>) = self.parked.iter().partition(|p| !self.imports[p.t].reconnecting && p.not_before.is_none_or(|t| now >= t));
+        // A CONNECT refused while the target recovers is itself part of the reconnect.
+        let (mut ready, wait): (Vec<Parked>, Vec<Parked>) = self.parked.iter().partition(|p| (matches!(p.op, Op::Connect { .. }) || !self.imports[p.t].reconnecting) && p.not_before.is_none_or(|t| now >= t));
         self.parked = wait;
         // Resends in xid order, as `ptlrpc_resend`: each one's `pb_last_xid` must stay below
         // the xids of those not resent yet.
@@ -71,7 +81,7 @@ impl Osc {
         for p in ready {
             self.report.resends += 1;
 
-            if let Err(e) = self.start(node, p.op, Some(Again { xid: p.xid, tries: p.tries + 1 })) {
+            if let Err(e) = self.start(node, p.op, Some(Again { xid: p.xid, tries: p.tries + 1, replay: None })) {
                 self.fail(format!("{:?}: sent again: {e}", p.op));
             }
         }
@@ -82,7 +92,7 @@ impl Osc {
     pub(super) fn again(&mut self, node: &mut Node, rpc: Rpc, why: &str, resend: bool) {
         let Some(rpc) = self.end_attempt(node, rpc, why) else { return };
         self.report.resends += 1;
-        let again = Again { xid: resend.then_some(rpc.xid), tries: rpc.tries + 1 };
+        let again = Again { xid: resend.then_some(rpc.xid), tries: rpc.tries + 1, replay: None };
         if let Err(e) = self.start(node, rpc.op, Some(again)) {
             self.fail(format!("{:?}: sent again: {e}", rpc.op));
         }
@@ -126,10 +136,19 @@ impl Osc {
     /// The server does not know our export (it restarted and lost it): park the RPC, connect
     /// again (once per target), and resend it when connected — Lustre's reconnect.
     pub(super) fn reconnect(&mut self, node: &mut Node, rpc: Rpc) {
-        if let Op::Disconnect { .. } = rpc.op {
+        if rpc.replay.is_some() || matches!(rpc.op, Op::ReplayDone { .. }) {
+            // The target restarted again while we replayed: recovery starts over.
+            let (t, current) = (rpc.t, rpc.handle == self.imports[rpc.t].handle);
             self.release(node, rpc);
-            return; // the server already forgot us: that is what we asked for
+            if current {
+                self.imports[t].reconnecting = false;
+                self.imports[t].recovering = false;
+                self.fail_import(node, t, "the target restarted during replay");
+            }
+            return;
         }
+        // A DISCONNECT too: a restarted server still has us among the clients its recovery
+        // waits for, so we connect again (and recover) and then say goodbye.
         if let Op::Ping { t } = rpc.op {
             // The server evicted us or restarted: connect again; the ping itself is not resent.
             let current = rpc.handle == self.imports[t].handle;
@@ -162,7 +181,7 @@ impl Osc {
     /// The target an op goes to, when known before it is built.
     pub(super) fn target_of(&self, op: Op) -> Option<usize> {
         match op {
-            Op::Connect { t } | Op::Disconnect { t } | Op::Ping { t } => Some(t),
+            Op::Connect { t } | Op::Disconnect { t } | Op::Ping { t } | Op::ReplayDone { t } => Some(t),
             Op::Create { file, stripe } => Some(super::stripe_target(file, stripe, self.job.stripe_count, self.job.targets.len())),
             Op::Write { file, chunk } | Op::Read { file, chunk } => self.object(file, self.chunk(chunk).0).ok().map(|x| x.0),
             Op::Sync { file, stripe } | Op::Getattr { file, stripe, .. } | Op::Punch { file, stripe, .. } | Op::Fallocate { file, stripe, .. } | Op::Destroy { file, stripe } => self.object(file, stripe).ok().map(|x| x.0),
@@ -190,7 +209,7 @@ impl Osc {
                 (t, opc::OST_CONNECT, portal::OST_REQUEST, vec![u, c, h, ocd.emit()], None)
             }
             Op::Disconnect { t } => (t, opc::OST_DISCONNECT, portal::OST_REQUEST, vec![], None),
-            Op::Ping { t } => (t, opc::OBD_PING, portal::OST_REQUEST, vec![], None),
+            Op::Ping { t } | Op::ReplayDone { t } => (t, opc::OBD_PING, portal::OST_REQUEST, vec![], None),
             Op::Create { .. } => {
                 let t = self.target_of(op).expect("a create's target is its stripe's");
                 (t, opc::OST_CREATE, portal::OST_CREATE, vec![Obdo { valid: valid::FLGROUP, seq: self.job.targets[t].0 as u64, ..Default::default() }.emit()], None)
@@ -249,7 +268,11 @@ impl Osc {
     }
 
     pub(super) fn start(&mut self, node: &mut Node, op: Op, again: Option<Again>) -> Result<(), String> {
-        let (t, opc, portal, bufs, bulk) = self.request_of(node, op)?;
+        let (t, opc, portal, mut bufs, mut bulk) = self.request_of(node, op)?;
+        let replay = again.and_then(|a| a.replay);
+        if let Some(transno) = replay {
+            self.replay_request(t, transno, &mut bufs, &mut bulk);
+        }
         let nid = self.job.targets[t].1;
         let server = ProcessId::new(nid, ProcessId::PID_LUSTRE);
         let resend = again.is_some_and(|a| a.xid.is_some());
@@ -269,7 +292,14 @@ impl Osc {
         let timeout = self.job.timeout_ms.div_ceil(1000).max(1) as u32;
         let imp = &self.imports[t];
         let version = if opc == opc::OBD_PING { LUSTRE_OBD_VERSION } else { LUSTRE_OST_VERSION };
-        let body = PtlrpcBody { msg_type: PTL_RPC_MSG_REQUEST, version, opc, handle: imp.handle, flags: if resend { MSG_RESENT } else { 0 }, last_xid: self.known_replied(t, xid), conn_cnt: imp.conn_cnt, timeout, mbits, ..Default::default() };
+        let mut flags = if resend { MSG_RESENT } else { 0 };
+        if replay.is_some() {
+            flags |= MSG_REPLAY;
+        }
+        if let Op::ReplayDone { .. } = op {
+            flags |= MSG_REQ_REPLAY_DONE | MSG_LOCK_REPLAY_DONE;
+        }
+        let body = PtlrpcBody { msg_type: PTL_RPC_MSG_REQUEST, version, opc, handle: imp.handle, flags, transno: replay.unwrap_or(0), last_xid: self.known_replied(t, xid), conn_cnt: imp.conn_cnt, timeout, mbits, ..Default::default() };
         let mut all = vec![body.emit()];
         all.extend(bufs);
         let req = LustreMsg::new(0, all).emit();
@@ -280,6 +310,7 @@ impl Osc {
         self.bufs.insert(reply_md, reply);
         let mut rpc_bulk = None;
         let mut cksum = None;
+        let mut kept = None;
         if let Some((write, data, len)) = bulk {
             let seg = alloc(node, len as usize, if write { Some(&data) } else { None })?;
             let me = node.lnet.me_attach(portal::OST_BULK, ProcessId::new(nid, ProcessId::PID_ANY), mbits, 0, true, Insert::Tail).map_err(|e| e.to_string())?;
@@ -287,6 +318,7 @@ impl Osc {
             let md = node.lnet.md_attach(me, spec(seg, ops, Some(1), up)).map_err(|e| e.to_string())?;
             rpc_bulk = Some(super::rpc::Bulk { md, seg, got: None, gone: false });
             cksum = (write && self.job.checksum && self.imports[t].cksum).then(|| crc32c(0, &data));
+            kept = write.then_some(data);
         }
         let rseg = alloc(node, req.len(), Some(&req))?;
         let qmd = node.lnet.md_bind(spec(rseg, 0, Some(1), up), true);
@@ -295,7 +327,7 @@ impl Osc {
         self.report.rpcs += 1;
         self.imports[t].last_sent = Some((self.clock)());
         let handle = self.imports[t].handle;
-        self.rpcs.insert(id, Rpc { op, t, xid, reply_md, bulk: rpc_bulk, tries, sent_at: (self.clock)(), handle, cksum });
+        self.rpcs.insert(id, Rpc { op, t, xid, reply_md, bulk: rpc_bulk, tries, sent_at: (self.clock)(), handle, cksum, data: kept, replay });
         Ok(())
     }
 

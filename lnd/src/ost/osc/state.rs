@@ -3,6 +3,7 @@
 
 use crate::lnet::MdHandle;
 use crate::mem::Seg;
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 /// One RPC of a job: what it asks of which target.
@@ -21,6 +22,9 @@ pub(super) enum Op {
     Disconnect { t: usize },
     /// OBD_PING on an idle import (`ptlrpc_ping`).
     Ping { t: usize },
+    /// OBD_PING with MSG_REQ_REPLAY_DONE: our replays to a recovering target are all sent; its
+    /// reply comes when the target's recovery is over.
+    ReplayDone { t: usize },
 }
 
 impl Op {
@@ -38,8 +42,25 @@ impl Op {
             Op::Destroy { file, stripe } => format!("OST_DESTROY file {file} stripe {stripe}"),
             Op::Disconnect { .. } => "OST_DISCONNECT".into(),
             Op::Ping { .. } => "OBD_PING".into(),
+            Op::ReplayDone { .. } => "OBD_PING (replay done)".into(),
         }
     }
+
+    /// Whether the op changes the target (the server gives it a transno; kept for replay).
+    pub fn modifies(&self) -> bool {
+        matches!(self, Op::Create { .. } | Op::Write { .. } | Op::Punch { .. } | Op::Fallocate { .. } | Op::Destroy { .. })
+    }
+}
+
+/// A request the server executed but has not committed (`rq_replay`): what replaying it needs.
+#[derive(Debug, Clone)]
+pub(super) struct Retained {
+    pub op: Op,
+    pub xid: u64,
+    /// A WRITE's pages.
+    pub data: Option<Vec<u8>>,
+    /// A CREATE's object (the replay makes this one again).
+    pub oid: Option<u64>,
 }
 
 /// Our connection to one target (`obd_import`).
@@ -53,6 +74,12 @@ pub(super) struct Import {
     pub cksum: bool,
     /// When a request last went to the target (the pinger pings after a quiet ping interval).
     pub last_sent: Option<Instant>,
+    /// The target's `pb_last_committed`, the highest seen (`imp_peer_committed_transno`).
+    pub committed: u64,
+    /// Requests executed and not yet committed, by transno (`imp_replay_list`).
+    pub replay: BTreeMap<u64, Retained>,
+    /// Replaying to a recovering target (`LUSTRE_IMP_REPLAY`): new requests wait.
+    pub recovering: bool,
 }
 
 /// An RPC waiting to go again: after its target's reconnect (a resend, with its xid), or not
@@ -88,6 +115,10 @@ pub(super) struct Rpc {
     pub handle: u64,
     /// The CRC32C a WRITE sent.
     pub cksum: Option<u32>,
+    /// A WRITE's pages (kept for replay once it is executed).
+    pub data: Option<Vec<u8>>,
+    /// A replay of the request with this transno (MSG_REPLAY).
+    pub replay: Option<u64>,
 }
 
 /// How an RPC goes again: a resend keeps its xid (MSG_RESENT), a redo is a new request.
@@ -95,5 +126,7 @@ pub(super) struct Rpc {
 pub(super) struct Again {
     pub xid: Option<u64>,
     pub tries: u32,
+    /// Replay the retained request with this transno (MSG_REPLAY, its xid and transno).
+    pub replay: Option<u64>,
 }
 

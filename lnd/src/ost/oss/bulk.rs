@@ -117,8 +117,11 @@ impl Oss {
                     Verdict::Drop => (0, vec![0; niobufs.len()]),
                     Verdict::Write => self.write_pages(ost, oid, &niobufs, &data),
                 };
-                let o = self.osts.get_mut(&ost).expect("exports name our OSTs");
-                let transno = if status == 0 { o.next_transno() } else { 0 };
+                let transno = if status == 0 { self.transno(&req, ost) } else { 0 };
+                if self.osts[&ost].uncommitted_bytes() > super::CACHE_LIMIT {
+                    self.commit(); // a full journal commits early
+                }
+                let o = &self.osts[&ost];
                 let mut body = Obdo { valid: valid::FLID | valid::FLGROUP | valid::FLSIZE, oid, seq: ost as u64, size: o.size(oid).unwrap_or(0), ..Default::default() };
                 if cksum.is_some() {
                     body.valid |= valid::FLCKSUM | valid::FLFLAGS;

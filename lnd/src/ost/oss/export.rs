@@ -36,6 +36,16 @@ impl Oss {
         }
         let known = self.exports.iter().find(|(_, e)| e.uuid == uuid && e.ost == idx).map(|(h, _)| *h);
         let mut op_flags = MSG_CONNECT_REPLAYABLE;
+        // `target_handle_connect` during recovery: a client it waits for is told to replay; a
+        // new one must wait until recovery is over.
+        match self.recovery_connect(idx, &uuid) {
+            Some(true) => op_flags |= MSG_CONNECT_RECOVERING,
+            Some(false) => {}
+            None => {
+                info!(%uuid, ost = idx, "new client during recovery: -EBUSY");
+                return self.reply(node, &req, EBUSY, vec![], 0);
+            }
+        }
         let handle = match known {
             Some(h) => {
                 let e = &self.exports[&h];
@@ -56,6 +66,7 @@ impl Oss {
         info!(%uuid, ost = idx, handle, conn_cnt = body.conn_cnt, reconnect = known.is_some(), "client connected");
         let last_request = (self.clock)();
         let creates = self.exports.remove(&handle).map(|e| e.creates).unwrap_or_default();
+        self.osts.get_mut(&idx).expect("checked above").set_client(&uuid, true);
         self.exports.insert(handle, Export { peer: req.peer, uuid, ost: idx, conn_cnt: body.conn_cnt, last_xid: 0, last_mod_xid: 0, flags, last_request, creates });
         let reply = ConnectData { flags, version: ocd.version, index: idx, brw_size: crate::wire::LNET_MTU, cksum_types, instance: (self.next_export & 0xffff) as u32, maxbytes: super::super::store::MAX_OBJECT_BYTES };
         req.handle = handle;
@@ -83,6 +94,7 @@ impl Oss {
         for h in silent {
             self.abort_bulk_of(node, h);
             let e = self.exports.remove(&h).expect("listed above");
+            self.osts.get_mut(&e.ost).expect("exports name our OSTs").set_client(&e.uuid, false);
             self.evictions += 1;
             warn!(uuid = %e.uuid, ost = e.ost, handle = h, "evicting a client silent for more than {limit:?}");
             self.trace.push(serde_json::json!({"evicted": e.uuid, "ost": e.ost, "peer": e.peer}));

@@ -5,12 +5,14 @@
 //!
 //! Replies are not kept: as in Lustre's OFD, a resent WRITE, PUNCH or SETATTR is executed again
 //! (they are idempotent), a resend of a request still in progress is dropped (the first attempt
-//! answers), and a request at or below the export's last xid is refused.
+//! answers), and a request at or below the export's last xid is refused. Changes are committed
+//! every commit interval (and on OST_SYNC); after a restart, `recovery` replays what was not.
 
 mod bulk;
 mod export;
 mod mutant;
 mod record;
+mod recovery;
 
 use super::store::{punch_start, Ost};
 use crate::lnet::{opt, Event, EventKind, MdHandle};
@@ -30,6 +32,10 @@ const REQ_BUF: usize = 16 << 10;
 const REQ_BUFS: usize = 16;
 /// `bulk_timeout`: the longest a bulk transfer may take, whatever the request's deadline.
 const BULK_TIMEOUT: Duration = Duration::from_secs(100);
+/// How often the OSTs commit by default (ldiskfs's journal commit interval, 5 s).
+pub const COMMIT_INTERVAL: Duration = Duration::from_secs(5);
+/// Uncommitted write data past which an OST commits early (a full journal).
+const CACHE_LIMIT: u64 = 32 << 20;
 
 /// A request being served.
 struct Req {
@@ -43,6 +49,10 @@ struct Req {
     deadline: Instant,
     /// CRC32C of the bulk data moved, for the trace.
     digest: Option<u32>,
+    /// A replay (MSG_REPLAY): the transaction number of its first execution, which it keeps.
+    replay: Option<u64>,
+    /// The OST its export is of (its reply names that OST's last committed transno).
+    ost: Option<u32>,
 }
 
 enum Wait {
@@ -78,6 +88,13 @@ pub struct Oss {
     pub evictions: u64,
     /// The write mutants' state (nothing happens unless one is on).
     mutants: mutant::WriteMutants,
+    /// OSTs recovering after a restart.
+    recovery: HashMap<u32, record::Recovery<Req>>,
+    /// How often the OSTs commit (`COMMIT_INTERVAL` unless set).
+    pub commit_interval: Duration,
+    last_commit: Option<Instant>,
+    /// Replayed requests served in recovery.
+    pub replays: u64,
 }
 
 /// Ops that change an object: they get a transaction number, and their xid is the export's
@@ -89,7 +106,9 @@ fn modifies(opc: u32) -> bool {
 impl Oss {
     /// Opens the OSTs and posts request buffers on OST_REQUEST, OST_IO and OST_CREATE.
     pub fn start(node: &mut Node, osts: Vec<Ost>) -> Result<Oss, String> {
-        let mut s = Oss { osts: osts.into_iter().map(|o| (o.index, o)).collect(), exports: HashMap::new(), next_export: record::base(node.lnet.incarnation()), waits: HashMap::new(), next_id: 1, trace: Vec::new(), rpcs: 0, active: HashMap::new(), resends_in_progress: 0, bulk_timeouts: 0, clock: crate::wall_clock(), obd_timeout: crate::ptlrpc::pinger::OBD_TIMEOUT, evictions: 0, mutants: Default::default() };
+        // An OST that had clients connected waits for them to reconnect and replay.
+        let recovery = osts.iter().filter(|o| !o.clients().is_empty()).map(|o| (o.index, record::Recovery::new(o.clients(), o.last_committed()))).collect();
+        let mut s = Oss { osts: osts.into_iter().map(|o| (o.index, o)).collect(), exports: HashMap::new(), next_export: record::base(node.lnet.incarnation()), waits: HashMap::new(), next_id: 1, trace: Vec::new(), rpcs: 0, active: HashMap::new(), resends_in_progress: 0, bulk_timeouts: 0, clock: crate::wall_clock(), obd_timeout: crate::ptlrpc::pinger::OBD_TIMEOUT, evictions: 0, recovery, commit_interval: COMMIT_INTERVAL, last_commit: None, replays: 0, mutants: Default::default() };
         for (portal, n) in [(portal::OST_REQUEST, REQ_BUFS), (portal::OST_IO, REQ_BUFS), (portal::OST_CREATE, REQ_BUFS)] {
             node.lnet.set_lazy(portal);
             for _ in 0..n {
@@ -105,10 +124,26 @@ impl Oss {
         self.next_id
     }
 
-    /// Time passing: bulk transfers past their deadline end, silent exports are evicted.
+    /// Time passing: bulk transfers past their deadline end, silent exports are evicted, the
+    /// OSTs commit when due, recovery gives up on clients that do not come back.
     pub fn tick(&mut self, node: &mut Node) {
         self.expire_bulk(node);
         self.evict_silent(node);
+        self.commit_due();
+        self.recovery_deadlines(node);
+    }
+
+    /// Power loss: the OSTs as their disks have them, uncommitted changes gone (the OSS's
+    /// memory — exports, replies in progress — goes with it).
+    pub fn crash(mut self) -> std::io::Result<Vec<Ost>> {
+        let mut osts: Vec<Ost> = std::mem::take(&mut self.osts).into_values().collect();
+        osts.sort_by_key(|o| o.index);
+        osts.into_iter().map(Ost::crash).collect()
+    }
+
+    /// Whether OST `index` is recovering.
+    pub fn in_recovery(&self, index: u32) -> bool {
+        self.recovery.contains_key(&index)
     }
 
     /// OST `index`, if this OSS serves it.
@@ -180,7 +215,8 @@ impl Oss {
         };
         let now = (self.clock)();
         let deadline = now + Duration::from_secs(body.timeout.max(1) as u64).min(BULK_TIMEOUT);
-        let mut req = Req { peer, xid, opc: body.opc, handle: body.handle, msg, deadline, digest: None };
+        let replay = (body.flags & MSG_REPLAY != 0 && body.transno != 0).then_some(body.transno);
+        let mut req = Req { peer, xid, opc: body.opc, handle: body.handle, msg, deadline, digest: None, replay, ost: None };
         if body.opc == opc::OST_CONNECT {
             self.rpcs += 1;
             return self.connect(node, req, &body);
@@ -218,8 +254,27 @@ impl Oss {
             exp.last_mod_xid = xid;
         }
         req.handle = body.handle;
+        req.ost = Some(ost);
         self.rpcs += 1;
+        let Some(req) = self.recovering(node, req, &body, portal, ost) else { return };
         self.serve(node, req, &body, portal, ost);
+    }
+
+    /// Serves a request kept since it arrived (recovery held or queued it).
+    fn serve_parsed(&mut self, node: &mut Node, req: Req, portal: u32, ost: u32) {
+        match req.msg.body() {
+            Ok(body) => self.serve(node, req, &body, portal, ost),
+            Err(e) => warn!(xid = req.xid, "held request: {e}"),
+        }
+    }
+
+    /// The transaction number of a change `req` just made on `ost`: a new one, or a replay's own.
+    fn transno(&mut self, req: &Req, ost: u32) -> u64 {
+        let o = self.osts.get_mut(&ost).expect("exports name our OSTs");
+        match req.replay {
+            Some(t) => o.replayed_transno(t),
+            None => o.next_transno(),
+        }
     }
 
     /// The OST handlers (`ofd_*_hdl`, `tgt_brw_*`).
@@ -228,7 +283,15 @@ impl Oss {
         match body.opc {
             opc::OBD_PING => return self.reply(node, &req, 0, vec![], 0),
             opc::OST_DISCONNECT => {
-                self.exports.remove(&req.handle);
+                // `tgt_client_del`: the client's record goes in a synchronous transaction,
+                // which commits everything before it — a client that has gone replays nothing.
+                if let Some(e) = self.exports.remove(&req.handle) {
+                    let o = self.osts.get_mut(&e.ost).expect("exports name our OSTs");
+                    o.set_client(&e.uuid, false);
+                    if let Err(err) = o.commit() {
+                        warn!(ost = e.ost, "commit at disconnect: {err}");
+                    }
+                }
                 return self.reply(node, &req, 0, vec![], 0);
             }
             opc::OST_WRITE | opc::OST_READ if portal != portal::OST_IO => {
@@ -256,9 +319,17 @@ impl Oss {
                 return self.reply(node, &req, 0, vec![created(oid).emit()], transno);
             }
             let o = self.osts.get_mut(&ost).expect("exports name our OSTs");
-            return match o.create() {
+            // A replayed CREATE makes the object its first execution made (the client names it).
+            let made = match req.replay {
+                Some(_) if obdo.valid & valid::FLID != 0 => o.create_at(obdo.oid).map(|_| obdo.oid),
+                _ => o.create(),
+            };
+            return match made {
                 Ok(oid) => {
-                    let transno = o.next_transno();
+                    let transno = match req.replay {
+                        Some(t) => o.replayed_transno(t),
+                        None => o.next_transno(),
+                    };
                     exp.creates.insert(req.xid, (oid, transno));
                     if exp.creates.len() > record::MAX_REPLY_DATA {
                         exp.creates.pop_first(); // a client that never says what it has
@@ -299,7 +370,7 @@ impl Oss {
                 return self.error(node, &req, EOPNOTSUPP);
             }
         };
-        let transno = if r.is_ok() && modifies(body.opc) { o.next_transno() } else { 0 };
+        let transno = if r.is_ok() && modifies(body.opc) { self.transno(&req, ost) } else { 0 };
         match r {
             Ok(b) => self.reply(node, &req, 0, vec![b.emit()], transno),
             Err(e) => self.reply(node, &req, e, vec![obdo.emit()], 0),
@@ -327,7 +398,8 @@ impl Oss {
     #[allow(clippy::too_many_arguments)]
     fn send(&mut self, node: &mut Node, req: &Req, msg_type: u32, status: i32, mut bufs: Vec<Vec<u8>>, transno: u64, op_flags: u32) {
         self.active.remove(&(req.handle, req.xid));
-        let last_committed = self.exports.get(&req.handle).and_then(|e| self.osts.get(&e.ost)).map_or(0, |o| o.last_committed());
+        let ost = self.exports.get(&req.handle).map(|e| e.ost).or(req.ost);
+        let last_committed = ost.and_then(|i| self.osts.get(&i)).map_or(0, |o| o.last_committed());
         let body = PtlrpcBody {
             msg_type,
             version: if req.opc == opc::OBD_PING { LUSTRE_OBD_VERSION } else { LUSTRE_OST_VERSION },

@@ -1,8 +1,8 @@
-//! What an OSS remembers of a connected client (`obd_export`), and how its export handles are
-//! numbered.
+//! What an OSS remembers of a connected client (`obd_export`), how its export handles are
+//! numbered, and the state of an OST's recovery.
 
 use crate::wire::ProcessId;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 /// A connected client of one OST.
@@ -34,4 +34,27 @@ pub(super) const MAX_REPLY_DATA: usize = 1024;
 /// hands out a handle an old connection still uses.
 pub(super) fn base(incarnation: u64) -> u64 {
     (incarnation.wrapping_mul(0x9E37_79B9_7F4A_7C15) & 0xffff_ffff_0000_0000) | 0x4f53_0000
+}
+
+/// One OST's recovery in progress.
+pub(super) struct Recovery<R> {
+    /// Clients that must finish replaying (from the OST's `clients` on disk).
+    pub expected: BTreeSet<String>,
+    pub connected: BTreeSet<String>,
+    pub done: BTreeSet<String>,
+    /// Replays waiting for their turn, by (transno, xid): (client, request, portal).
+    pub queue: BTreeMap<(u64, u64), (String, R, u32)>,
+    /// Requests served once recovery is over, in arrival order (the replay-done pings among them).
+    pub held: Vec<(R, u32)>,
+    /// The transaction number the next replay should have.
+    pub next: u64,
+    /// When clients that have not connected are given up (set at the first look, on the OSS's
+    /// clock); twice as long for those that connected and went quiet.
+    pub deadline: Option<Instant>,
+}
+
+impl<R> Recovery<R> {
+    pub fn new(clients: &BTreeSet<String>, last_committed: u64) -> Recovery<R> {
+        Recovery { expected: clients.clone(), connected: BTreeSet::new(), done: BTreeSet::new(), queue: BTreeMap::new(), held: Vec::new(), next: last_committed + 1, deadline: None }
+    }
 }
