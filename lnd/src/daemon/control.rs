@@ -225,16 +225,17 @@ impl Controller {
             use std::io::Write;
             let now = (self.clock)();
             let t_us = now.saturating_duration_since(*self.trace_origin.get_or_insert(now)).as_micros() as u64;
-            match v {
+            let line = match v {
                 Value::Object(m) => {
                     let mut m = m.clone();
                     m.insert("t_us".into(), t_us.into());
-                    let _ = writeln!(t, "{}", Value::Object(m));
+                    Value::Object(m).to_string()
                 }
-                v => {
-                    let _ = writeln!(t, "{v}");
-                }
-            }
+                v => v.to_string(),
+            };
+            // One write per whole line: the buffer then only ever hands the file whole lines,
+            // so a node killed mid-run leaves a trace that ends at a line's end.
+            let _ = t.write_all(format!("{line}\n").as_bytes());
         }
     }
 
