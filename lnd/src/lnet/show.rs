@@ -68,8 +68,8 @@ impl Lnet {
 
 #[cfg(test)]
 mod tests {
+    use super::super::NiConfig;
     use super::*;
-    use crate::lnet::NiConfig;
 
     #[test]
     fn an_ni_shows_its_credits_and_a_rule_its_counts() {
