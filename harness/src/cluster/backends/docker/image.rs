@@ -217,7 +217,6 @@ pub fn prune_images(e: &Engine, keep: usize, except: &str) -> anyhow::Result<(Ve
         if !dangling && !ours(i) {
             continue;
         }
-
         if i.repo_tags.iter().any(|t| t == except) || (!dangling && kept < keep) {
             kept += usize::from(!dangling);
             continue;

@@ -111,34 +111,28 @@ pub fn reap(e: &Engine, run: Option<&str>) -> anyhow::Result<usize> {
                 }
             }
         }
-        let nets: Vec<String> = e.docker.list_networks(Some(qp::ListNetworksOptionsBuilder::default().filters(&f).build())).await?.into_iter().filter_map(|x| x.id).collect();
-        let vols: Vec<String> = e.docker.list_volumes(Some(qp::ListVolumesOptionsBuilder::default().filters(&f).build())).await?.volumes.unwrap_or_default().into_iter().map(|v| v.name).collect();
+        // Networks and volumes go once the Engine has let go of the containers' endpoints and
+        // mounts; 404 is gone already.
+        let mut left: Vec<(&str, String)> = e.docker.list_networks(Some(qp::ListNetworksOptionsBuilder::default().filters(&f).build())).await?.into_iter().filter_map(|x| x.id).map(|id| ("network", id)).collect();
+        left.extend(e.docker.list_volumes(Some(qp::ListVolumesOptionsBuilder::default().filters(&f).build())).await?.volumes.unwrap_or_default().into_iter().map(|v| ("volume", v.name)));
         let t0 = tokio::time::Instant::now();
-        let (mut nets, mut vols) = (nets, vols);
         loop {
-            let mut left_nets = Vec::new();
-            for id in nets {
-                match e.docker.remove_network(&id).await {
-                    Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => n += 1,
-                    Err(err) => left_nets.push((id, err)),
+            let mut failed = Vec::new();
+            for (kind, id) in left {
+                let r = if kind == "network" { e.docker.remove_network(&id).await } else { e.docker.remove_volume(&id, None::<qp::RemoveVolumeOptions>).await };
+                match r {
+                    Ok(()) => n += 1,
+                    Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
+                    Err(err) => failed.push((kind, id, err)),
                 }
             }
-            let mut left_vols = Vec::new();
-            for name in vols {
-                match e.docker.remove_volume(&name, None::<qp::RemoveVolumeOptions>).await {
-                    Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => n += 1,
-                    Err(err) => left_vols.push((name, err)),
-                }
-            }
-            if (left_nets.is_empty() && left_vols.is_empty()) || t0.elapsed() > RELEASE_WAIT {
-                stuck.extend(left_nets.iter().map(|(id, err)| format!("network {id}: {err}")));
-                stuck.extend(left_vols.iter().map(|(v, err)| format!("volume {v}: {err}")));
+            if failed.is_empty() || t0.elapsed() > RELEASE_WAIT {
+                stuck.extend(failed.iter().map(|(kind, id, err)| format!("{kind} {id}: {err}")));
                 break;
             }
-            tracing::debug!("{} networks and {} volumes not released yet; trying again", left_nets.len(), left_vols.len());
+            tracing::debug!("{} networks and volumes not released yet; trying again", failed.len());
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            nets = left_nets.into_iter().map(|x| x.0).collect();
-            vols = left_vols.into_iter().map(|x| x.0).collect();
+            left = failed.into_iter().map(|(kind, id, _)| (kind, id)).collect();
         }
         if !stuck.is_empty() {
             anyhow::bail!("could not remove {}", stuck.join("; "));
