@@ -157,3 +157,21 @@ fn an_oss_killed_while_paused_is_thawed_first() {
     let (resumed, killed) = (t.find("\"resumed\""), t.find("\"killed\""));
     assert!(resumed.is_some() && resumed < killed, "{t}");
 }
+
+/// An OSS restarted inside a partition window gets the window's LNet rules again: the heal
+/// removes from every node what the partition installed (before, the rebuilt OSS came back with
+/// no rules and the heal found only the client's).
+#[test]
+fn an_oss_restarted_inside_a_partition_keeps_its_rules() {
+    let art = tempfile::tempdir().unwrap();
+    let r = run_with(&["{kind: partition, between: [[c3], [oss1]], at: 1ms, duration: 300ms}", "{kind: restart, node: oss1, at: 5ms, duration: 20ms}"], "100ms", art.path());
+    assert_eq!((r.faults.get("partition"), r.faults.get("restart")), (Some(&1), Some(&1)), "{:?}", r.faults);
+    let t = fault_trace(&r);
+    let lines: Vec<Value> = t.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let count = |action: &str| lines.iter().find(|v| v["action"] == action && v["fault"].as_str().is_some_and(|f| f.starts_with("partition"))).map(|v| v["rules"].as_u64().unwrap());
+    let added = count("rules added").expect("the partition added rules");
+    assert_eq!(count("rules removed"), Some(added), "the heal removes every rule the partition added: {t}");
+    let again = lines.iter().position(|v| v["action"] == "rule added" && v["node"] == "oss1" && v["fault"] == "partition#1");
+    let killed = lines.iter().position(|v| v["action"] == "killed");
+    assert!(again.is_some() && again > killed, "the restarted OSS got the partition's rule again: {t}");
+}

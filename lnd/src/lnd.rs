@@ -22,6 +22,11 @@ pub trait Lnd: Send {
     fn busy(&self) -> usize {
         0
     }
+    /// When (on the core's clock, ms) the LND wants `poll` again for work of its own (a retry,
+    /// a transfer's deadline), for a driver that sleeps between events.
+    fn next_due_ms(&self) -> Option<u64> {
+        None
+    }
     /// The concrete LND, for drivers that manage its transport (a DMA device coming back).
     fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
         None

@@ -60,6 +60,12 @@ impl Node {
         }
     }
 
+    /// The earliest time (ms, the core's clock) something here wants a step without any input:
+    /// a held message's release, an LND's retry or deadline.
+    pub fn next_due_ms(&self) -> Option<u64> {
+        self.lnds.iter().filter_map(|l| l.next_due_ms()).chain(self.lnet.next_release_ms()).min()
+    }
+
     pub fn poll_event(&mut self) -> Option<Event> {
         self.lnet.poll_event()
     }

@@ -86,6 +86,8 @@ pub struct Faults {
     start: Option<Instant>,
     /// Untimed LNet rules, installed once the cluster is up (and again on a restarted node).
     standing: Vec<(usize, Value)>,
+    /// Rules of windows now open (node, rule): a node restarted inside the window gets them again.
+    open: Vec<(usize, Value)>,
     installed: bool,
     /// Windows opened, by kind (pause, partition, timed rules count their messages instead).
     windows: BTreeMap<String, u64>,
@@ -121,7 +123,7 @@ impl Faults {
     pub fn new(plan: &Plan, backend: &dyn Backend, art: &Path, say: &dyn Fn(&str)) -> anyhow::Result<Faults> {
         let idx = |name: &str| plan.nodes.iter().position(|n| n.name == name).expect("validated");
         let trace = if plan.spec.faults.is_empty() { None } else { Some(std::fs::File::create(art.join("traces").join("faults.jsonl"))?) };
-        let mut me = Faults { timeline: Vec::new(), start: None, standing: Vec::new(), installed: false, windows: BTreeMap::new(), skipped: Vec::new(), saved_hits: BTreeMap::new(), dead_devices: Default::default(), trace, t0: (!backend.virtual_time()).then(Instant::now) };
+        let mut me = Faults { timeline: Vec::new(), start: None, standing: Vec::new(), open: Vec::new(), installed: false, windows: BTreeMap::new(), skipped: Vec::new(), saved_hits: BTreeMap::new(), dead_devices: Default::default(), trace, t0: (!backend.virtual_time()).then(Instant::now) };
         for (k, f) in plan.spec.faults.iter().enumerate() {
             let windows = f.windows().map_err(anyhow::Error::msg)?;
             if !backend.can_inject(f.kind, !windows.is_empty()) {
@@ -202,9 +204,11 @@ impl Faults {
         self.install_on(cluster, plan, None, timeout, say)
     }
 
-    /// Installs the untimed LNet rules of every node, or of node `only`.
+    /// Installs the untimed LNet rules of every node, or of node `only` (with the rules of the
+    /// windows open now: a node restarted inside a partition is still cut off).
     fn install_on(&mut self, cluster: &mut Cluster, plan: &Plan, only: Option<usize>, timeout: Duration, say: &dyn Fn(&str)) -> anyhow::Result<()> {
-        for (i, rule) in self.standing.clone() {
+        let open = if only.is_some() { self.open.clone() } else { Vec::new() };
+        for (i, rule) in self.standing.clone().into_iter().chain(open) {
             if only.is_some_and(|o| o != i) {
                 continue;
             }
@@ -313,6 +317,7 @@ impl Faults {
                 for (i, rule) in &rules {
                     cluster.cmd(*i, json!({"op": "fault", "rule": rule}), timeout)?;
                 }
+                self.open.extend(rules.iter().cloned());
                 if kind == FaultKind::Partition {
                     *self.windows.entry("partition".into()).or_default() += 1;
                 }
@@ -325,6 +330,7 @@ impl Faults {
             }
             Step::Unrules { tag, nodes } => {
                 let mut removed = 0;
+                self.open.retain(|(i, r)| !(r["tag"] == tag.as_str() && nodes.contains(i)));
                 for i in nodes {
                     removed += cluster.cmd(i, json!({"op": "fault_del", "tag": tag}), timeout)?["removed"].as_u64().unwrap_or(0);
                 }

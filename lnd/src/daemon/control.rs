@@ -210,7 +210,7 @@ impl Controller {
 
     /// How long until a message held by a delay rule is due (for a driver that sleeps).
     pub fn next_due(&self) -> Option<std::time::Duration> {
-        let due = self.node.lnet.next_release_ms()?;
+        let due = self.node.next_due_ms()?;
         let now = self.epoch.map(|e| (self.clock)().saturating_duration_since(e).as_millis() as u64).unwrap_or(0);
         Some(std::time::Duration::from_millis(due.saturating_sub(now)))
     }

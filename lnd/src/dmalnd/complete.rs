@@ -2,7 +2,7 @@
 //! each SMSG that arrives, dispatched as control (TX_READY, NAK, NOOP) or LND message.
 
 use super::wire::{self, Body, MsgRepr};
-use super::{dev_errno, DmaLnd, Rx, Tx, NOOP_TAG};
+use super::{dev_errno, DmaLnd, Rx, Tx, BOUNCE_RETRY_MS, NOOP_TAG};
 use crate::dev::{CompKind, Completion, Desc, DevStatus, DmaDevice, Op};
 use crate::lnet::{errno, Lnet, Parsed};
 use crate::wire::{HdrRepr, MsgType, Nid};
@@ -40,7 +40,11 @@ impl<D: DmaDevice> DmaLnd<D> {
                         (Some(b), _) => self.give_back(b),
                         (None, _) => {}
                     }
-                    self.dirty.push(c.peer);
+                    // Not again in this step: a peer across a cut bounces every try.
+                    let at = lnet.now_ms() + BOUNCE_RETRY_MS;
+                    if !self.bounced.iter().any(|b| b.1 == c.peer) {
+                        self.bounced.push((at, c.peer));
+                    }
                 } else if let Some(b) = kept {
                     self.give_back(b);
                 }

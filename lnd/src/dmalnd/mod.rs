@@ -20,6 +20,9 @@ use wire::{Body, MsgRepr, MAX_IMMEDIATE};
 
 /// Descriptor tag of NOOPs (0 is other control messages; slab tags are never either).
 const NOOP_TAG: u64 = 1;
+/// How long a peer whose SMSG bounced waits before its queue and credits are tried again (a
+/// peer across a cut or gone would bounce every try; retrying in the same step would spin).
+const BOUNCE_RETRY_MS: u64 = 1;
 
 #[derive(Debug, Clone)]
 pub struct DmaLndConfig {
@@ -134,6 +137,8 @@ pub struct DmaLnd<D: DmaDevice> {
     cfg: DmaLndConfig,
     peers: HashMap<u32, Peer>,
     dirty: Vec<u32>,
+    /// (when, peer): peers whose SMSG bounced, to pump again once the core's clock says so.
+    bounced: Vec<(u64, u32)>,
     txs: Slab<Tx>,
     rxs: Slab<Rx>,
     backlog: VecDeque<Desc>,
@@ -177,6 +182,7 @@ impl<D: DmaDevice> DmaLnd<D> {
             cfg,
             peers: HashMap::new(),
             dirty: Vec::new(),
+            bounced: Vec::new(),
             txs: Slab::default(),
             rxs: Slab::default(),
             backlog: VecDeque::new(),
@@ -385,6 +391,11 @@ impl<D: DmaDevice + 'static> Lnd for DmaLnd<D> {
         DmaLnd::busy(self)
     }
 
+    fn next_due_ms(&self) -> Option<u64> {
+        let retry = self.bounced.iter().map(|b| b.0).min();
+        retry.into_iter().chain(self.deadlines.front().map(|d| d.0)).min()
+    }
+
     fn send(&mut self, lnet: &mut Lnet, m: LndSend) {
         if m.next_hop.net() != self.nid.net() {
             lnet.finalize(m.msg, errno::EHOSTUNREACH);
@@ -485,6 +496,15 @@ impl<D: DmaDevice + 'static> Lnd for DmaLnd<D> {
 
     fn poll(&mut self, lnet: &mut Lnet) -> bool {
         self.flush_backlog();
+        let now = lnet.now_ms();
+        let retried = self.bounced.iter().any(|b| b.0 <= now);
+        if retried {
+            let dirty = &mut self.dirty;
+            self.bounced.retain(|&(at, peer)| at > now || {
+                dirty.push(peer);
+                false
+            });
+        }
         let mut comps = std::mem::take(&mut self.comps);
         let mut bytes = std::mem::take(&mut self.comp_bytes);
         comps.clear();
@@ -509,6 +529,6 @@ impl<D: DmaDevice + 'static> Lnd for DmaLnd<D> {
         if n > 0 || !self.dirty.is_empty() {
             self.pump();
         }
-        n > 0 || expired
+        n > 0 || expired || retried
     }
 }
