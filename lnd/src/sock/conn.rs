@@ -77,6 +77,26 @@ impl ConnParser {
 
     /// Feeds bytes; events go to `out`. An error means the connection must close.
     pub fn input(&mut self, data: &[u8], out: &mut Vec<ConnEvent>) -> Result<(), String> {
+        self.compact()?;
+        self.buf.extend_from_slice(data);
+        self.parse_or_die(out)
+    }
+
+    /// Feeds an owned buffer of bytes: when nothing is left over from earlier input, the parser
+    /// takes the buffer as it is (a frame read whole is then handed on without a copy). Returns
+    /// a spent buffer for the caller to read into again.
+    pub fn input_owned(&mut self, data: Vec<u8>, out: &mut Vec<ConnEvent>) -> Result<Vec<u8>, String> {
+        self.compact()?;
+        if !self.buf.is_empty() || data.capacity() < self.buf.capacity() {
+            self.buf.extend_from_slice(&data);
+            return self.parse_or_die(out).map(|()| data);
+        }
+        let spent = std::mem::replace(&mut self.buf, data);
+        self.parse_or_die(out).map(|()| spent)
+    }
+
+    /// Drops the parsed front of the buffer, before more input.
+    fn compact(&mut self) -> Result<(), String> {
         if self.phase == Phase::Dead {
             return Err("connection already failed".into());
         }
@@ -85,7 +105,10 @@ impl ConnParser {
             self.buf.drain(..self.pos);
             self.pos = 0;
         }
-        self.buf.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn parse_or_die(&mut self, out: &mut Vec<ConnEvent>) -> Result<(), String> {
         let r = self.parse(out);
         if r.is_err() {
             self.phase = Phase::Dead;
@@ -325,6 +348,38 @@ mod tests {
         ev.clear();
         p.input(&b, &mut ev).unwrap();
         assert!(matches!(ev[0], ConnEvent::UnknownVersion(7)));
+    }
+
+    /// A 1 MiB frame read whole is handed on in the buffer it was read into (no copy, no new
+    /// allocation), and the parser gives back the buffer it held; a frame split across reads
+    /// still parses, its second part appended.
+    #[test]
+    fn a_frame_read_whole_is_taken_without_a_copy() {
+        let mut p = ConnParser::new(false);
+        let mut ev = Vec::new();
+        p.input(&hello().emit(), &mut ev).unwrap();
+        let mut data = lnet_frame_header(&put(1 << 20), 0).to_vec();
+        data.resize(PAYLOAD_AT + (1 << 20), 0xab);
+        ev.clear();
+        let before = p.moved;
+        let spent = p.input_owned(data.clone(), &mut ev).unwrap();
+        assert!(spent.is_empty());
+        let ConnEvent::Lnet { frame, .. } = ev.pop().unwrap() else { panic!("a frame") };
+        assert_eq!(frame.len(), PAYLOAD_AT + (1 << 20));
+        assert_eq!(p.moved, before, "nothing moved");
+        let at2 = data.as_ptr();
+        let spent = p.input_owned(data, &mut ev).unwrap();
+        let ConnEvent::Lnet { frame: f2, .. } = ev.pop().unwrap() else { panic!("a frame") };
+        assert_eq!(f2.as_ptr(), at2, "the frame is the buffer it was read into");
+        drop((frame, spent));
+        // Split: 1000 bytes, then the rest.
+        let mut whole = lnet_frame_header(&put(1 << 20), 0).to_vec();
+        whole.resize(PAYLOAD_AT + (1 << 20), 0xcd);
+        p.input_owned(whole[..1000].to_vec(), &mut ev).unwrap();
+        assert!(ev.is_empty());
+        p.input_owned(whole[1000..].to_vec(), &mut ev).unwrap();
+        let ConnEvent::Lnet { frame, .. } = ev.pop().unwrap() else { panic!("a frame") };
+        assert_eq!(frame, whole);
     }
 
     /// Item 13: a burst of small frames in one read costs time linear in its length.

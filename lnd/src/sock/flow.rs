@@ -45,12 +45,14 @@ impl<I: SockIo> SockLnd<I> {
             let Some(data) = c.backlog.pop_front() else { return };
             let mut events = std::mem::take(&mut self.events);
             events.clear();
-            if let Err(e) = c.parser.input(&data, &mut events) {
+            let n = data.len();
+            let spent = c.parser.input_owned(data, &mut events).unwrap_or_else(|e| {
                 c.broken = Some(e);
-            }
+                Vec::new()
+            });
             c.pending.extend(events.drain(..));
             self.events = events;
-            self.io.recycle(conn, data);
+            self.io.release(conn, n, spent);
         }
     }
 

@@ -2,7 +2,7 @@
 //! write, close) and that reports back inputs; [`ThreadIo`] does it with OS sockets and threads.
 
 use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, TcpKeepalive, Type};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{Ipv4Addr, Shutdown, SocketAddrV4, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -12,8 +12,11 @@ use tracing::{debug, warn};
 
 pub type ConnId = u64;
 
-/// Bytes a reader thread asks the socket for at once.
-const READ_CHUNK: usize = 256 * 1024;
+/// Bytes a reader thread reads at most before handing them over: a 1 MiB frame and its
+/// headers fit, so a frame read whole needs no copy to be assembled.
+pub const READ_CHUNK: usize = (1 << 20) + 4096;
+/// Spent read buffers kept for the readers (a node's idle memory bounds it).
+const READ_POOL: usize = 8;
 /// Longest sent data may stay unacknowledged (Lustre's default `sock_timeout`).
 pub const UNACKED_TIMEOUT: Duration = Duration::from_secs(50);
 /// Most connections a [`ThreadIo`] keeps (each holds a reader and a writer thread).
@@ -51,7 +54,12 @@ pub trait SockIo: Send {
     fn now(&self) -> Instant;
     /// Gives back the buffer of a `Data` input of `conn` once consumed (an I/O may reuse it,
     /// and reads `conn` further only while little of what it read waits).
-    fn recycle(&mut self, _conn: ConnId, _data: Vec<u8>) {}
+    fn recycle(&mut self, conn: ConnId, data: Vec<u8>) {
+        self.release(conn, data.len(), data)
+    }
+    /// `n` bytes `conn` read are consumed, and `buf` (any spent buffer: a `Data` input's, or a
+    /// frame assembled in one) may be read into again.
+    fn release(&mut self, _conn: ConnId, _n: usize, _buf: Vec<u8>) {}
     /// Stops (or resumes) reading `conn`: the LND has a message of it parked, and TCP flow
     /// control should hold the peer back meanwhile. An I/O may deliver a little more.
     fn pause_read(&mut self, _conn: ConnId, _paused: bool) {}
@@ -79,8 +87,8 @@ impl<T: SockIo + ?Sized> SockIo for Box<T> {
     fn now(&self) -> Instant {
         (**self).now()
     }
-    fn recycle(&mut self, conn: ConnId, data: Vec<u8>) {
-        (**self).recycle(conn, data)
+    fn release(&mut self, conn: ConnId, n: usize, buf: Vec<u8>) {
+        (**self).release(conn, n, buf)
     }
     fn pause_read(&mut self, conn: ConnId, paused: bool) {
         (**self).pause_read(conn, paused)
@@ -260,17 +268,21 @@ fn start_conn(shared: &Arc<Shared>, conn: ConnId, stream: TcpStream, announce: S
         let _ = w.shutdown(Shutdown::Both);
     });
     let sh = shared.clone();
-    let mut r = stream;
+    let r = stream;
     std::thread::spawn(move || {
         loop {
             sh.wait_for_room(conn);
             // Read straight into a buffer the LND will consume (and give back): no copy here.
             let mut buf = sh.read_bufs.lock().unwrap().pop().unwrap_or_default();
-            buf.resize(READ_CHUNK, 0);
-            match r.read(&mut buf) {
+            buf.clear();
+            buf.reserve(READ_CHUNK);
+            match read_into(&r, &mut buf, true) {
                 Ok(0) => return sh.reader_done(conn, None),
-                Ok(n) => {
-                    buf.truncate(n);
+                Ok(_) => {
+                    // Whatever else is there already, in the same buffer: a frame in one piece
+                    // (the parser then takes it without a copy) and one wake-up, not several.
+                    while buf.len() < buf.capacity() && read_into(&r, &mut buf, false).is_ok_and(|n| n > 0) {}
+                    let n = buf.len();
                     let mut rd = sh.reading.lock().unwrap();
                     rd.unread += n;
                     *rd.held.entry(conn).or_default() += n;
@@ -282,6 +294,22 @@ fn start_conn(shared: &Arc<Shared>, conn: ConnId, stream: TcpStream, announce: S
             }
         }
     });
+}
+
+/// Reads from `r` into the spare capacity of `buf` (waiting for data when `block`, else taking
+/// only what is there); the bytes read, 0 at the end. Nothing is zeroed first.
+fn read_into(r: &TcpStream, buf: &mut Vec<u8>, block: bool) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let spare = buf.spare_capacity_mut();
+    let flags = if block { 0 } else { libc::MSG_DONTWAIT };
+    // SAFETY: `spare` is valid for writes of its length; the fd is open while `r` lives.
+    let n = unsafe { libc::recv(r.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len(), flags) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: recv initialised the first `n` bytes of the spare capacity.
+    unsafe { buf.set_len(buf.len() + n as usize) };
+    Ok(n as usize)
 }
 
 fn v4(a: Option<std::net::SocketAddr>) -> SocketAddrV4 {
@@ -351,17 +379,17 @@ impl Drop for ThreadIo {
 }
 
 impl SockIo for ThreadIo {
-    fn recycle(&mut self, conn: ConnId, data: Vec<u8>) {
-        {
+    fn release(&mut self, conn: ConnId, n: usize, buf: Vec<u8>) {
+        if n > 0 {
             let mut r = self.shared.reading.lock().unwrap();
             if let Some(h) = r.held.get_mut(&conn) {
-                *h -= data.len().min(*h);
+                *h -= n.min(*h);
                 self.shared.drained.notify_all();
             }
         }
         let mut pool = self.shared.read_bufs.lock().unwrap();
-        if pool.len() < 64 && data.capacity() >= READ_CHUNK {
-            pool.push(data);
+        if pool.len() < READ_POOL && buf.capacity() >= READ_CHUNK {
+            pool.push(buf);
         }
     }
 

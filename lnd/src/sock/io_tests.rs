@@ -1,6 +1,7 @@
 //! ThreadIo against real loopback sockets: reserved source ports, read-ahead bounds, the
 //! connection cap.
 
+use std::io::Read;
 use super::*;
 use std::net::TcpListener;
 

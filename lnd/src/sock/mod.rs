@@ -437,6 +437,8 @@ impl<I: SockIo> Lnd for SockLnd<I> {
             };
             lnet.finalize(msg, st);
         }
+        // Its buffer (often the very one the frame was read into) is read into again.
+        self.io.release(conn, 0, frame);
     }
 
     fn poll(&mut self, lnet: &mut Lnet) -> bool {
