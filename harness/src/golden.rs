@@ -62,7 +62,7 @@ pub fn story(report: &Report, paths: bool) -> anyhow::Result<String> {
 /// Runs one scenario and returns its report and story (artifacts under `art`, or a temporary
 /// directory that is gone afterwards).
 pub fn run_scenario_in(file: &Path, backend: &str, seed: Option<u64>, paths: bool, art: &Path) -> anyhow::Result<(Report, String)> {
-    let opts = RunOpts { file: file.to_path_buf(), seed, keep: false, json: true, artifacts: Some(art.to_path_buf()), backend: backend.into(), timeout: Duration::from_secs(120), up_only: None, only: None };
+    let opts = RunOpts { file: file.to_path_buf(), seed, keep: false, json: true, artifacts: Some(art.to_path_buf()), backend: backend.into(), timeout: Duration::from_secs(120), up_only: None, only: None, capture: false };
     let r = run(&opts)?;
     if !r.ok {
         anyhow::bail!("{}: the run failed: {}", file.display(), r.error.clone().unwrap_or_else(|| format!("{:?}", r.workloads)));

@@ -44,6 +44,9 @@ enum Cmd {
         /// Also write the result as JUnit XML here (one test case per workload).
         #[arg(long, value_name = "FILE")]
         junit: Option<std::path::PathBuf>,
+        /// Write every node's socklnd traffic to pcap/NODE.pcap in the artifacts (for tshark).
+        #[arg(long)]
+        capture: bool,
     },
     /// Run many seeds of a spec, or of generated specs (`--generate`), N at a time; keep every
     /// failing spec with its REPRO line; exit 1 if any failed.
@@ -284,8 +287,8 @@ fn main() {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
-        Cmd::Run { file, json, seed, keep, artifacts, backend, timeout, check_determinism, junit } => {
-            let opts = cluster::run::RunOpts { file, seed, keep, json, artifacts, backend, timeout: std::time::Duration::from_secs(timeout), up_only: None, only: None };
+        Cmd::Run { file, json, seed, keep, artifacts, backend, timeout, check_determinism, junit, capture } => {
+            let opts = cluster::run::RunOpts { file, seed, keep, json, artifacts, backend, timeout: std::time::Duration::from_secs(timeout), up_only: None, only: None, capture };
             if check_determinism {
                 return check_determinism_of(opts, junit.as_deref());
             }
@@ -361,7 +364,7 @@ reproduce with: {}", r.runs, r.steps.len(), r.nodes, r.workloads, r.faults, r.sp
             }
         }
         Cmd::Selftest { file, json, backend, seed } => {
-            let opts = cluster::run::RunOpts { file, seed, keep: false, json, artifacts: None, backend, timeout: std::time::Duration::from_secs(300), up_only: None, only: Some(cluster::spec::WorkloadKind::Selftest) };
+            let opts = cluster::run::RunOpts { file, seed, keep: false, json, artifacts: None, backend, timeout: std::time::Duration::from_secs(300), up_only: None, only: Some(cluster::spec::WorkloadKind::Selftest), capture: false };
             run_and_report(&opts, None)?;
         }
         Cmd::Up { file, seed, artifacts, backend, foreground } => harness::up::up(file, seed, artifacts, backend, foreground)?,

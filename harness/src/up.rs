@@ -11,7 +11,7 @@ pub fn up(file: PathBuf, seed: Option<u64>, artifacts: Option<PathBuf>, backend:
     if foreground {
         let _lock = lock;
         crate::interrupt::install_interrupt_handler();
-        let opts = crate::cluster::run::RunOpts { file, seed, keep: false, json: false, artifacts, backend, timeout: std::time::Duration::from_secs(120), up_only: Some(state), only: None };
+        let opts = crate::cluster::run::RunOpts { file, seed, keep: false, json: false, artifacts, backend, timeout: std::time::Duration::from_secs(120), up_only: Some(state), only: None, capture: false };
         let r = crate::cluster::run::run(&opts)?;
         if let Some(e) = r.error {
             anyhow::bail!("{e}");

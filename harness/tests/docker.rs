@@ -33,9 +33,15 @@ fn leftovers(run: Option<&str>) -> Vec<String> {
 }
 
 fn run_cli(file: &str, want: u64) -> serde_json::Value {
+    run_cli_with(file, want, &[]).0
+}
+
+/// The report, and the artifacts' directory (gone when dropped).
+fn run_cli_with(file: &str, want: u64, extra: &[&str]) -> (serde_json::Value, tempfile::TempDir) {
     let art = tempfile::tempdir().unwrap();
     let out = lnetlab()
         .args(["run", root().join(file).to_str().unwrap(), "--backend", "docker", "--json", "--seed", "4", "--artifacts", art.path().to_str().unwrap()])
+        .args(extra)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -45,7 +51,7 @@ fn run_cli(file: &str, want: u64) -> serde_json::Value {
     assert_eq!(r["workloads"][0]["bytes_verified"], want);
     let dir = PathBuf::from(r["artifacts"].as_str().unwrap());
     assert!(std::fs::read_dir(dir.join("containers")).unwrap().count() >= 4, "container logs saved");
-    r
+    (r, art)
 }
 
 #[test]
@@ -72,9 +78,17 @@ fn a_crashed_oss_container_is_recovered_by_replay() {
     assert_eq!((r["lost_acked_writes"].clone(), r["silent_corruptions"].clone(), r["workloads"][0]["errors"].clone()), (json!(0), json!(0), json!(0)), "{r}");
 }
 
+/// (The quickstart with `--capture`: the TCP nodes' containers write their pcap files into
+/// `/art/pcap`, copied out with the rest; tests/capture.rs has Wireshark read them.)
 #[test]
 fn quickstart_and_routed_in_docker_then_nothing_left() {
-    run_cli("clusters/quickstart.yaml", 3 * 4 * (8 << 20));
+    let (r, _art) = run_cli_with("clusters/quickstart.yaml", 3 * 4 * (8 << 20), &["--capture"]);
+    let pcap = PathBuf::from(r["artifacts"].as_str().unwrap()).join("pcap");
+    for n in ["oss1", "c3"] {
+        let b = std::fs::read(pcap.join(format!("{n}.pcap"))).unwrap_or_default();
+        assert!(b.len() > 4 << 20 && b[..4] == 0xa1b2_c3d4u32.to_le_bytes(), "{n}.pcap: {} bytes", b.len());
+    }
+    assert!(!pcap.join("c1.pcap").exists(), "c1 is on DMA only: nothing to capture");
     run_cli("clusters/routed.yaml", 2 * 2 * (4 << 20));
 }
 

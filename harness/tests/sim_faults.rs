@@ -27,7 +27,7 @@ faults:{list}
     );
     let file = art.join("spec.yaml");
     std::fs::write(&file, spec).unwrap();
-    let opts = RunOpts { file, seed: Some(3), keep: false, json: true, artifacts: Some(art.join("runs")), backend: "sim".into(), timeout: Duration::from_secs(120), up_only: None, only: None };
+    let opts = RunOpts { file, seed: Some(3), keep: false, json: true, artifacts: Some(art.join("runs")), backend: "sim".into(), timeout: Duration::from_secs(120), up_only: None, only: None, capture: false };
     let r = run(&opts).unwrap();
     assert!(r.ok, "the run verifies: {:?} {:?}", r.error, r.workloads);
     assert!(r.faults_skipped.is_empty(), "{:?}", r.faults_skipped);

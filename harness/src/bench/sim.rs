@@ -18,7 +18,7 @@ pub fn run_bench(seeds: u64, json: bool) -> anyhow::Result<Vec<Metric>> {
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("faults.yaml");
     std::fs::write(&file, FAULTS)?;
-    let opts = |backend: &str, seed: u64| RunOpts { file: file.clone(), seed: Some(seed), keep: false, json: true, artifacts: Some(dir.path().join("runs")), backend: backend.into(), timeout: Duration::from_secs(300), up_only: None, only: None };
+    let opts = |backend: &str, seed: u64| RunOpts { file: file.clone(), seed: Some(seed), keep: false, json: true, artifacts: Some(dir.path().join("runs")), backend: backend.into(), timeout: Duration::from_secs(300), up_only: None, only: None, capture: false };
     let checked = |r: crate::cluster::report::Report| -> anyhow::Result<crate::cluster::report::Report> {
         anyhow::ensure!(r.ok, "bench sim: {} seed {} failed: {}", r.backend, r.seed, r.error.clone().unwrap_or_else(|| format!("{:?}", r.workloads)));
         Ok(r)

@@ -102,6 +102,11 @@ impl Plan {
         self.nodes.iter().find(|n| n.name == name).expect("validated node name")
     }
 
+    /// Is `n`'s socklnd traffic captured (the spec asks, and `n` is on a TCP net)?
+    pub fn captures(&self, n: &NodePlan) -> bool {
+        self.spec.capture && n.nids.iter().any(|(net, _)| !self.dma_nets.contains(net))
+    }
+
     /// The NID node `from` reaches node `to` by: one on a net `from` is on, else on a net one of
     /// its routes leads to — preferring a NID whose net `to` can answer from (a shared net, or a
     /// route of `to` whose gateway is on that net), since replies leave by the NI the request

@@ -27,6 +27,8 @@ pub struct RunOpts {
     pub up_only: Option<PathBuf>,
     /// Run only the workloads of this kind (`lnetlab selftest` runs only selftests).
     pub only: Option<WorkloadKind>,
+    /// Capture every node's socklnd traffic (as `capture: true` in the spec).
+    pub capture: bool,
 }
 
 /// How long cleanup after a failure waits for a node's answer.
@@ -87,7 +89,8 @@ fn progress(json: bool) -> impl Fn(&str) {
 
 /// The one-line command that reproduces a run.
 pub fn repro(opts: &RunOpts, seed: u64) -> String {
-    format!("lnetlab run {} --seed {seed} --backend {} --keep", opts.file.display(), opts.backend)
+    let capture = if opts.capture { " --capture" } else { "" };
+    format!("lnetlab run {} --seed {seed} --backend {} --keep{capture}", opts.file.display(), opts.backend)
 }
 
 /// For a run of `file` on a backend with real timing: the command that runs its spec and seed
@@ -117,7 +120,8 @@ pub fn say_repro(opts: &RunOpts, seed: u64, suffix: &str) {
 }
 
 pub fn run(opts: &RunOpts) -> anyhow::Result<Report> {
-    let spec = ClusterSpec::load(&opts.file)?;
+    let mut spec = ClusterSpec::load(&opts.file)?;
+    spec.capture |= opts.capture;
     let backend = backends::by_name(&opts.backend)?;
     let seed = opts.seed.or(spec.seed).unwrap_or_else(random_seed);
     // Runs killed before they could clean up left their scratch: reap it.
@@ -125,6 +129,9 @@ pub fn run(opts: &RunOpts) -> anyhow::Result<Report> {
     let art = artifacts_dir(&spec, seed, opts.artifacts.as_deref())?;
     std::fs::copy(&opts.file, art.join("spec.yaml"))?;
     std::fs::write(art.join("REPRO"), repro(opts, seed) + "\n")?;
+    if spec.capture {
+        std::fs::create_dir_all(art.join("pcap"))?;
+    }
     // Loopback block for TCP NIDs: distinct per run so concurrent runs never share addresses.
     let salt = random_seed() ^ seed.rotate_left(17) ^ std::process::id() as u64;
     let lb = (100 + (salt % 150) as u8, ((salt / 150) % 256) as u8);

@@ -352,6 +352,9 @@ pub struct ClusterSpec {
     /// Faults injected once the cluster is up.
     #[serde(default)]
     pub faults: Vec<FaultSpec>,
+    /// Every node's socklnd traffic written to `pcap/NODE.pcap` in the artifacts (`--capture`).
+    #[serde(default)]
+    pub capture: bool,
     #[serde(skip)]
     pub source: PathBuf,
 }

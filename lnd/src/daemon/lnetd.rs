@@ -151,7 +151,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         b.routing(512, small, large);
     }
     if let Some(p) = a.get("pcap") {
-        b.capture(Arc::new(Mutex::new(Capture::to_file(std::path::Path::new(p)).map_err(|e| anyhow::anyhow!("--pcap {p}: {e}"))?)));
+        b.capture(Arc::new(Mutex::new(Capture::append_to(std::path::Path::new(p), true).map_err(|e| anyhow::anyhow!("--pcap {p}: {e}"))?)));
     }
     let node = b.build()?;
     let mut ctl = Controller::new(node);

@@ -59,6 +59,9 @@ fn lnetd_args(n: &NodePlan, scratch: &Path, art: &Path, plan: &Plan) -> Vec<Stri
     a.extend(["--log".into(), art.join("nodes").join(format!("{}.log", n.name)).display().to_string()]);
     a.extend(["--trace".into(), art.join("traces").join(format!("{}.jsonl", n.name)).display().to_string()]);
     a.extend(["--t0".into(), plan.t0_unix_us.to_string()]);
+    if plan.captures(n) {
+        a.extend(["--pcap".into(), art.join("pcap").join(format!("{}.pcap", n.name)).display().to_string()]);
+    }
     a
 }
 

@@ -82,6 +82,12 @@ fn build_node(sim: &mut Sim, plan: &Plan, i: usize, generation: u64, art: &Path)
     if n.is(Role::Router) {
         b.routing(512, 256, 16);
     }
+    if plan.captures(n) {
+        // Stamped with a count, not the wall clock: the capture replays with its seed too.
+        let file = art.join("pcap").join(format!("{}.pcap", n.name));
+        let cap = lnd::sock::pcap::Capture::append_to(&file, false).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        b.capture(Arc::new(Mutex::new(cap)));
+    }
     let mut ctl = Controller::new(b.build()?);
     ctl.progress_every = None;
     let net = sim.net.clone();

@@ -17,7 +17,7 @@ pub const KEEP_IMAGES: usize = 3;
 /// Where the node binaries are when no `--node-binaries` is given and they are not beside us.
 pub const NODE_BINARIES_ENV: &str = "LNETLAB_NODE_BINARIES";
 /// What the image holds besides the binaries: the directories nodes write their artifacts to.
-const LAYOUT_VERSION: &[u8] = b"art-dirs-1";
+const LAYOUT_VERSION: &[u8] = b"art-dirs-2";
 
 /// Why there is no node image to build.
 #[derive(Debug, thiserror::Error)]
@@ -146,8 +146,8 @@ pub fn ensure_image_from(e: &Engine, dir: Option<&Path>) -> anyhow::Result<Strin
         hd.set_cksum();
         tb.append_data(&mut hd, name, data)?;
     }
-    // Where nodes write logs and traces, collected through the API at teardown.
-    for d in ["art/", "art/nodes/", "art/traces/"] {
+    // Where nodes write logs, traces and captures, collected through the API at teardown.
+    for d in ["art/", "art/nodes/", "art/traces/", "art/pcap/"] {
         let mut hd = tar::Header::new_gnu();
         hd.set_entry_type(tar::EntryType::Directory);
         hd.set_size(0);

@@ -296,6 +296,9 @@ impl Backend for DockerBackend {
                 target_dirs.insert((n.name.clone(), t.ost), PathBuf::from(format!("/targets/ost{}/data", t.ost)));
             }
             args.extend(["--mem".into(), n.mem.to_string(), "--log".into(), format!("/art/nodes/{}.log", n.name), "--trace".into(), format!("/art/traces/{}.jsonl", n.name), "--t0".into(), plan.t0_unix_us.to_string()]);
+            if plan.captures(n) {
+                args.extend(["--pcap".into(), format!("/art/pcap/{}.pcap", n.name)]);
+            }
             let (first, rest) = match tcp_nets.split_first() {
                 Some((f, r)) => (Some(f.clone()), r.to_vec()),
                 None => (None, Vec::new()),
