@@ -78,8 +78,8 @@ fn a_crashed_oss_container_is_recovered_by_replay() {
     assert_eq!((r["lost_acked_writes"].clone(), r["silent_corruptions"].clone(), r["workloads"][0]["errors"].clone()), (json!(0), json!(0), json!(0)), "{r}");
 }
 
-/// (The quickstart with `--capture`: the TCP nodes' containers write their pcap files into
-/// `/art/pcap`, copied out with the rest; tests/capture.rs has Wireshark read them.)
+/// (The quickstart with `--capture`: the TCP nodes' and the device's containers write their
+/// pcap files into `/art/pcap`, copied out with the rest; tests/capture.rs has Wireshark read them.)
 #[test]
 fn quickstart_and_routed_in_docker_then_nothing_left() {
     let (r, _art) = run_cli_with("clusters/quickstart.yaml", 3 * 4 * (8 << 20), &["--capture"]);
@@ -88,6 +88,9 @@ fn quickstart_and_routed_in_docker_then_nothing_left() {
         let b = std::fs::read(pcap.join(format!("{n}.pcap"))).unwrap_or_default();
         assert!(b.len() > 4 << 20 && b[..4] == 0xa1b2_c3d4u32.to_le_bytes(), "{n}.pcap: {} bytes", b.len());
     }
+    // The device container's capture of the fabric (link type USER0, 147).
+    let b = std::fs::read(pcap.join("dma-dma0.pcap")).unwrap_or_default();
+    assert!(b.len() > 64 << 10 && b[20..24] == 147u32.to_le_bytes(), "dma-dma0.pcap: {} bytes", b.len());
     assert!(!pcap.join("c1.pcap").exists(), "c1 is on DMA only: nothing to capture");
     run_cli("clusters/routed.yaml", 2 * 2 * (4 << 20));
 }

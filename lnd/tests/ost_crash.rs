@@ -64,3 +64,20 @@ fn a_disconnect_commits_what_the_client_changed() {
         assert!(osts[t].clients().is_empty());
     }
 }
+
+/// A replay whose reply is lost is resent; the recovering OSS serves the resend again (its
+/// transno is behind the next one by then) but counts it once, as the client does. (Before: a
+/// debug run under load counted 18 replays at the OSS for the clients' 16.)
+#[test]
+fn a_resent_replay_is_counted_once() {
+    let drop_replies = |nodes: &mut [lnd::node::Node]| {
+        // Every third reply the client gets on OST_REPLY_PORTAL (4) is lost: replays' too.
+        let rule = lnd::lnet::fault::FaultRule { portal: Some(4), msg_type: Some("PUT".into()), interval: Some(3), ..Default::default() };
+        nodes[1].lnet.add_fault_rule(rule).unwrap();
+    };
+    let c = common::crash::crash_then(1, &|oscs, total| oscs[0].report.bytes_written >= total / 2, &drop_replies);
+    let r = &c.reports[0];
+    assert_eq!((r.errors, r.lost_acked_writes), (0, 0), "{r:?}");
+    assert!(r.replays >= 3 && r.resends >= 1, "replies were lost during replay: {r:?}");
+    assert_eq!(c.oss_replays, r.replays, "the OSS counts each replay once: {r:?}");
+}

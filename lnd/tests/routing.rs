@@ -310,7 +310,9 @@ fn a_flooding_tcp_peer_is_held_back_through_the_socket() {
             w.nodes[from].lnet.put(h, false, pid(to), 20, i, 0, 0).unwrap();
         }
     };
-    let flood = 3 * MAX_UNREAD / MIB;
+    // Four read-ahead caps' worth: what the router may hold (two connections' caps, a read
+    // chunk each, and the kernel's socket buffers) stays well below it.
+    let flood = 4 * MAX_UNREAD / MIB;
     put(&mut w, ia, "3@dma", flood as u64);
     let (mut most_fwd, mut most_held) = (0, 0);
     run_without(
@@ -330,7 +332,7 @@ fn a_flooding_tcp_peer_is_held_back_through_the_socket() {
     // can come on two of its typed connections (BULK_OUT, and CONTROL before that is up): a debug
     // run under load once held 39780873 bytes over one cap.
     assert!(most_held <= 2 * MAX_UNREAD + 4 * MIB, "router held {most_held} bytes of A's parked messages");
-    assert!(sent < flood * 2 / 3, "{sent} of A's {flood} sends completed: A was not held back");
+    assert!(sent < flood * 3 / 4, "{sent} of A's {flood} sends completed: A was not held back");
     put(&mut w, ib, "4@dma", 4);
     assert!(run_without(&mut w, id, Duration::from_secs(5), |_| {}, |w| puts(w, ie) == 4), "B's messages to E got no router buffer: {} arrived", puts(&w, ie));
     w.run_until(|w| puts(w, id) == flood);

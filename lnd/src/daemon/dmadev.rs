@@ -1,11 +1,11 @@
-//! `dmadev --fabric DIR [--log FILE] [--seed N] [--faults JSON]`: the emulated DMA device
+//! `dmadev --fabric DIR [--log FILE] [--seed N] [--faults JSON] [--pcap FILE]`: the emulated DMA device
 //! process of one fabric (`--faults '{"corrupt":6,"txfail":20,"late":10,"late_ms":50}'`).
 
 use crate::dev::server::DevServer;
 use std::path::PathBuf;
 
 pub fn main(args: &[String]) -> anyhow::Result<()> {
-    let a = super::parse_args(args, &["fabric", "log", "seed", "corrupt-rate", "faults"], &["exit-on-stdin-close", "probe"])?;
+    let a = super::parse_args(args, &["fabric", "log", "seed", "corrupt-rate", "faults", "pcap"], &["exit-on-stdin-close", "probe"])?;
     if a.get("probe").is_some() {
         // Is a device serving this fabric? (Asked from inside a container, where the fabric is.)
         let dir = PathBuf::from(a.get("fabric").ok_or_else(|| anyhow::anyhow!("--fabric DIR is required"))?);
@@ -23,6 +23,10 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     if let Some(r) = a.get("corrupt-rate") {
         let rate: u32 = r.parse().map_err(|_| anyhow::anyhow!("--corrupt-rate `{r}` is not a number"))?;
         server.engine().lock().unwrap().set_corrupt_rate(rate, seed);
+    }
+    if let Some(p) = a.get("pcap") {
+        let c = crate::dev::capture::FabricCapture::append_to(std::path::Path::new(p), true).map_err(|e| anyhow::anyhow!("--pcap {p}: {e}"))?;
+        server.engine().lock().unwrap().set_capture(c);
     }
     if let Some(f) = a.get("faults") {
         let cfg: crate::dev::engine::FaultConfig = serde_json::from_str(f).map_err(|e| anyhow::anyhow!("--faults `{f}`: {e} (fields: corrupt, txfail, pullfail, mailbox, late, late_ms, lost)"))?;

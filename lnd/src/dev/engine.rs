@@ -2,6 +2,7 @@
 //! rules that make the fabric asymmetric. Sans-IO: completions go to per-node [`Port`]s.
 
 use super::device::{CompKind, Completion, DevStatus, Desc, Op, MAX_FRAGS, SMSG_MAX};
+use super::capture::{FabricCapture, FabricEvent, EV_PULL, EV_SMSG, EV_TX_SETUP};
 use crate::mem::{Mem, Seg};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -111,6 +112,8 @@ pub struct Engine {
     faults: Option<Injector>,
     /// Pairs of addresses the fabric cannot connect (a partition), both orders stored.
     cut: HashSet<(u32, u32)>,
+    /// Where the fabric's events are recorded (`--capture`), when asked.
+    capture: Option<FabricCapture>,
 }
 
 /// Attach errors.
@@ -133,6 +136,7 @@ impl Engine {
             by_tag: HashMap::new(),
             consumed: VecDeque::new(),
             consumed_set: HashSet::new(),
+            capture: None,
             next_key: 1,
             next_tx: 1,
             secret,
@@ -292,6 +296,7 @@ impl Engine {
                 if status.is_ok() {
                     self.stats.smsgs += 1;
                 }
+                self.capture(EV_SMSG, status, from, dst, data.len() as u32, 0, &data);
                 self.post(from, comp(CompKind::SmsgSent, status, 0, data.len() as u32, dst));
             }
             Op::TxSetup { key, frags, peer } => {
@@ -306,11 +311,15 @@ impl Engine {
                 match res {
                     Ok(len) => {
                         let cookie = self.new_cookie();
+                        self.capture(EV_TX_SETUP, DevStatus::Ok, from, peer, len as u32, cookie, &[]);
                         self.txs.insert(cookie, Tx { owner: from, peer, key, frags, len, tag: d.tag });
                         self.by_tag.insert((from, d.tag), cookie);
                         self.post(from, comp(CompKind::TxReady, DevStatus::Ok, cookie, len as u32, from));
                     }
-                    Err(e) => self.post(from, comp(CompKind::TxReady, e, 0, 0, from)),
+                    Err(e) => {
+                        self.capture(EV_TX_SETUP, e, from, peer, 0, 0, &[]);
+                        self.post(from, comp(CompKind::TxReady, e, 0, 0, from));
+                    }
                 }
             }
             Op::TxCancel { cookie } => {
@@ -324,16 +333,37 @@ impl Engine {
                 };
                 self.post(from, comp(CompKind::TxCancelled, status, cookie, 0, from));
             }
-            Op::Pull { src, cookie, .. } if self.is_cut(from, src) => self.post(from, comp(CompKind::PullDone, DevStatus::NoSuchPeer, cookie, 0, src)),
+            Op::Pull { src, cookie, .. } if self.is_cut(from, src) => {
+                self.capture(EV_PULL, DevStatus::NoSuchPeer, from, src, 0, cookie, &[]);
+                self.post(from, comp(CompKind::PullDone, DevStatus::NoSuchPeer, cookie, 0, src));
+            }
             Op::Pull { src, cookie, tx_off, key, frags } => match self.begin_pull(from, src, cookie, tx_off, key, frags, d.tag) {
-                Ok(job) => return Some(job),
-                Err(e) => self.post(from, comp(CompKind::PullDone, e, cookie, 0, src)),
+                Ok(job) => {
+                    self.capture(EV_PULL, DevStatus::Ok, from, src, job.len as u32, cookie, &[]);
+                    return Some(job);
+                }
+                Err(e) => {
+                    self.capture(EV_PULL, e, from, src, 0, cookie, &[]);
+                    self.post(from, comp(CompKind::PullDone, e, cookie, 0, src));
+                }
             },
             // A node's descriptors execute in order, each pull's copy included (the providers
             // finish a pull before taking the next descriptor): reaching this one is the fence.
             Op::Fence => self.post(from, comp(CompKind::Fenced, DevStatus::Ok, 0, 0, from)),
         }
         None
+    }
+
+    /// Records from now on every SMSG, transmit setup and pull in `c` (`--capture`).
+    pub fn set_capture(&mut self, c: FabricCapture) {
+        self.capture = Some(c);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn capture(&mut self, event: u8, status: DevStatus, src: u32, dst: u32, nob: u32, cookie: u64, data: &[u8]) {
+        if let Some(c) = &mut self.capture {
+            c.record(&FabricEvent { event, status: status as u8, src, dst, nob, cookie, data });
+        }
     }
 
     /// A fresh transmit cookie: a keyed hash of a counter (SipHash with the secret as key

@@ -2,6 +2,7 @@
 //! A receiver pulls from a transmit the owner set up; nobody can push. Two providers share one
 //! engine: [`inproc`] (tests, simulation) and [`client`]/[`server`] (the `dmadev` process).
 
+pub mod capture;
 pub mod client;
 mod device;
 pub mod engine;

@@ -7,7 +7,7 @@ use crate::wire::{HdrBody, HdrRepr, MsgType, Nid};
 /// The message types a rule can match.
 pub const MSG_TYPES: [&str; 4] = ["PUT", "GET", "ACK", "REPLY"];
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FaultRule {
     #[serde(default)]

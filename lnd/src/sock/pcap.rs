@@ -4,17 +4,9 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddrV4;
+use crate::wire::pcap::{PcapFile, LINKTYPE_RAW};
 
-const LINKTYPE_RAW: u32 = 101;
 const MAX_SEG: usize = 65_000;
-
-pub struct Capture {
-    out: Box<dyn Write + Send>,
-    seq: HashMap<(SocketAddrV4, SocketAddrV4), u32>,
-    /// Records stamped with the wall clock; else with a count (deterministic, for the simulator).
-    wall: bool,
-    t: u32,
-}
 
 fn csum(b: &[u8]) -> u16 {
     let mut s: u32 = 0;
@@ -27,21 +19,14 @@ fn csum(b: &[u8]) -> u16 {
     !(s as u16)
 }
 
-impl Capture {
-    pub fn new(mut out: Box<dyn Write + Send>) -> std::io::Result<Capture> {
-        out.write_all(&Self::file_header())?;
-        Ok(Capture { out, seq: HashMap::new(), wall: false, t: 0 })
-    }
+pub struct Capture {
+    out: PcapFile,
+    seq: HashMap<(SocketAddrV4, SocketAddrV4), u32>,
+}
 
-    fn file_header() -> Vec<u8> {
-        let mut h = Vec::with_capacity(24);
-        h.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-        h.extend_from_slice(&2u16.to_le_bytes());
-        h.extend_from_slice(&4u16.to_le_bytes());
-        h.extend_from_slice(&[0; 8]);
-        h.extend_from_slice(&262_144u32.to_le_bytes());
-        h.extend_from_slice(&LINKTYPE_RAW.to_le_bytes());
-        h
+impl Capture {
+    pub fn new(out: Box<dyn Write + Send>) -> std::io::Result<Capture> {
+        Ok(Capture { out: PcapFile::new(out, LINKTYPE_RAW)?, seq: HashMap::new() })
     }
 
     pub fn to_file(path: &std::path::Path) -> std::io::Result<Capture> {
@@ -51,11 +36,7 @@ impl Capture {
     /// Records into `path`, after what an earlier life of the node wrote there (a node started
     /// again goes on with the same capture), stamped with the wall clock when `wall`.
     pub fn append_to(path: &std::path::Path, wall: bool) -> std::io::Result<Capture> {
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-        if f.metadata()?.len() == 0 {
-            f.write_all(&Self::file_header())?;
-        }
-        Ok(Capture { out: Box::new(std::io::BufWriter::new(f)), seq: HashMap::new(), wall, t: 0 })
+        Ok(Capture { out: PcapFile::append_to(path, LINKTYPE_RAW, wall)?, seq: HashMap::new() })
     }
 
     /// Records `data` sent from `src` to `dst` (split into segments of at most 65000 bytes).
@@ -78,18 +59,8 @@ impl Capture {
             p.extend_from_slice(&ack.to_be_bytes());
             p.extend_from_slice(&[0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
             p.extend_from_slice(chunk);
-            self.t += 1;
-            let (sec, usec) = match self.wall {
-                true => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| (d.as_secs() as u32, d.subsec_micros())).unwrap_or((0, 0)),
-                false => (self.t / 1000, (self.t % 1000) * 1000),
-            };
-            let mut rec = Vec::with_capacity(16);
-            rec.extend_from_slice(&sec.to_le_bytes());
-            rec.extend_from_slice(&usec.to_le_bytes());
-            rec.extend_from_slice(&(p.len() as u32).to_le_bytes());
-            rec.extend_from_slice(&(p.len() as u32).to_le_bytes());
-            let _ = self.out.write_all(&rec).and_then(|_| self.out.write_all(&p));
+            self.out.record(&[&p]);
         }
-        let _ = self.out.flush();
+        self.out.flush();
     }
 }

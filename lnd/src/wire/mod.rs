@@ -3,6 +3,7 @@
 pub mod hdr;
 pub mod order;
 pub mod nid;
+pub mod pcap;
 
 pub use hdr::{HdrBody, HdrError, HdrRepr, Header, MsgType, WireHandle, HDR_LEN, LNET_MTU};
 pub use nid::{LndType, Net, Nid, NidParseError, ProcessId};

@@ -75,6 +75,12 @@ pub fn crash_during_writes(clients: usize) -> Crashed {
 /// As `crash_during_writes`, the crash coming once `when(clients, total bytes)` holds. The
 /// restarted OSS must end its recovery and forget every client (they all disconnect at the end).
 pub fn crash_when(clients: usize, when: &dyn Fn(&[Osc], u64) -> bool) -> Crashed {
+    crash_then(clients, when, &|_| {})
+}
+
+/// As [`crash_when`], with `after` applied to the nodes (the OSS's first) once the OSS is back.
+#[allow(dead_code)] // (each test file uses part of `common`)
+pub fn crash_then(clients: usize, when: &dyn Fn(&[Osc], u64) -> bool, after: &dyn Fn(&mut [Node])) -> Crashed {
     init_log();
     let dir = tempfile::tempdir().unwrap();
     let fab = InProcFabric::new(71);
@@ -115,6 +121,7 @@ pub fn crash_when(clients: usize, when: &dyn Fn(&[Osc], u64) -> bool) -> Crashed
     nodes.insert(0, oss_node(&fab, 3));
     let mut oss = start_oss(&mut nodes[0], osts);
     assert!(oss.in_recovery(0) && oss.in_recovery(1), "the OSTs knew a client: they recover");
+    after(&mut nodes);
     while !oscs.iter().all(|o| o.done()) {
         assert!(t0.elapsed() < TIMEOUT, "the jobs did not finish after the crash: {:?}", oscs.iter().map(|o| &o.report).collect::<Vec<_>>());
         if !step(&mut nodes, &mut oss, &mut oscs, &mut replayed) {

@@ -78,7 +78,10 @@ impl Backend for ProcessBackend {
         for net in &plan.dma_nets {
             let dir = scratch.join(format!("fabric-{net}"));
             std::fs::create_dir_all(&dir)?;
-            let extra = devfaults::dmadev_args(plan, net);
+            let mut extra = devfaults::dmadev_args(plan, net);
+            if plan.spec.capture {
+                extra.extend(["--pcap".into(), art.join("pcap").join(format!("dma-{net}.pcap")).display().to_string()]);
+            }
             let g = start_dmadev(&dir, timeout, &extra)?;
             // Keep the device log with the artifacts.
             let _ = std::fs::hard_link(dir.join("dmadev.log"), art.join(format!("dmadev-{net}.log")));

@@ -206,6 +206,11 @@ impl Backend for SimBackend {
             if let Some(cfg) = devfaults::device_config(plan, net) {
                 sim.fabric(net).engine().lock().unwrap().set_faults(cfg, plan.seed);
             }
+            if plan.spec.capture {
+                let file = art.join("pcap").join(format!("dma-{net}.pcap"));
+                let cap = lnd::dev::capture::FabricCapture::append_to(&file, false).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+                sim.fabric(net).engine().lock().unwrap().set_capture(cap);
+            }
         }
         let fabrics: Vec<_> = sim.fabrics.iter().map(|(_, f)| f.clone()).collect();
         let net = sim.net.clone();

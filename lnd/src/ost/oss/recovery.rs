@@ -66,9 +66,13 @@ impl Oss {
             if transno > r.next {
                 info!(ost, from = r.next, to = transno, next_client = %uuid, "recovery: skipping transnos no client replays");
             }
+            // A replay resent after its reply was lost (or late) comes again below `next`: it is
+            // served again (the reply cache answers it) but counted once, as its client does.
+            if transno >= r.next {
+                self.replays += 1;
+            }
             r.next = r.next.max(transno + 1);
             let (uuid, req, portal) = r.queue.remove(&(transno, xid)).expect("the first key");
-            self.replays += 1;
             self.trace.push(json!({"replay": opc::name(req.opc), "ost": ost, "transno": transno, "xid": xid, "client": uuid}));
             self.serve_parsed(node, req, portal, ost);
         }

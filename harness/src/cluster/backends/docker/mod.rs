@@ -246,7 +246,7 @@ impl Backend for DockerBackend {
             let body = ContainerCreateBody {
                 image: Some(image.clone()),
                 entrypoint: Some(vec!["/dmadev".into()]),
-                cmd: Some([vec!["--fabric".into(), "/fabric".into(), "--log".into(), format!("/art/dmadev-{net}.log")], devfaults::dmadev_args(plan, net)].concat()),
+                cmd: Some([vec!["--fabric".into(), "/fabric".into(), "--log".into(), format!("/art/dmadev-{net}.log")], devfaults::dmadev_args(plan, net), capture_args(plan, net)].concat()),
                 labels: Some(lab.clone()),
                 host_config: Some(HostConfig { binds: Some(vec![format!("{}:/fabric", name(&format!("{net}-fabric")))]), network_mode: Some("none".into()), ..Default::default() }),
                 ..Default::default()
@@ -399,4 +399,12 @@ fn device_serving(e: &Engine, cname: &str) -> bool {
         }
         false
     })
+}
+
+/// `dmadev --pcap` inside the device container of `net`, when the spec captures.
+fn capture_args(plan: &Plan, net: &str) -> Vec<String> {
+    match plan.spec.capture {
+        true => vec!["--pcap".into(), format!("/art/pcap/dma-{net}.pcap")],
+        false => Vec::new(),
+    }
 }
