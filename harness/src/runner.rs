@@ -50,14 +50,15 @@ impl Notify {
     }
 }
 
-/// Steps `node` until `stop`; failed events are counted in the result.
-pub fn serve(mut node: Node, notify: Arc<Notify>, dma: Option<ShmWaker>, stop: Arc<AtomicBool>) -> u64 {
-    let mut errors = 0;
+/// Steps `node` until `stop`; failed events are counted in the result, and the first is told.
+pub fn serve(mut node: Node, notify: Arc<Notify>, dma: Option<ShmWaker>, stop: Arc<AtomicBool>) -> (u64, Option<String>) {
+    let (mut errors, mut first) = (0, None);
     while !stop.load(Ordering::Relaxed) {
         let busy = node.step();
         while let Some(e) = node.poll_event() {
             if e.status != 0 {
                 errors += 1;
+                first.get_or_insert_with(|| format!("{:?} status {} peer {} portal {} mlength {}", e.kind, e.status, e.peer, e.portal, e.mlength));
             }
         }
         if !busy {
@@ -67,5 +68,5 @@ pub fn serve(mut node: Node, notify: Arc<Notify>, dma: Option<ShmWaker>, stop: A
             }
         }
     }
-    errors
+    (errors, first)
 }

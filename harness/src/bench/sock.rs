@@ -113,7 +113,7 @@ fn scopeguard(c: &mut std::process::Child) -> impl Drop + '_ {
 
 struct Bg {
     stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<u64>>,
+    threads: Vec<std::thread::JoinHandle<(u64, Option<String>)>>,
 }
 
 impl Bg {
@@ -123,12 +123,14 @@ impl Bg {
     }
     fn finish(self) -> anyhow::Result<()> {
         self.stop.store(true, Ordering::Relaxed);
-        let mut errors = 0;
+        let (mut errors, mut first) = (0, None);
         for t in self.threads {
-            errors += t.join().map_err(|_| anyhow::anyhow!("node thread panicked"))?;
+            let (n, f) = t.join().map_err(|_| anyhow::anyhow!("node thread panicked"))?;
+            errors += n;
+            first = first.or(f);
         }
         if errors > 0 {
-            anyhow::bail!("{errors} failed events on the serving nodes");
+            anyhow::bail!("{errors} failed events on the serving nodes (the first: {})", first.unwrap_or_default());
         }
         Ok(())
     }
