@@ -1,6 +1,7 @@
 //! From a spec to concrete nodes: NIDs on every net, gateways of routes, where each client
 //! reaches each OST, and how much memory each node gets.
 
+use std::path::{Path, PathBuf};
 use super::spec::{ClusterSpec, NetKind, Role, TargetSpec};
 use lnd::wire::{Net, Nid};
 use std::net::Ipv4Addr;
@@ -102,9 +103,16 @@ impl Plan {
         self.nodes.iter().find(|n| n.name == name).expect("validated node name")
     }
 
-    /// Is `n`'s socklnd traffic captured (the spec asks, and `n` is on a TCP net)?
-    pub fn captures(&self, n: &NodePlan) -> bool {
-        self.spec.capture && n.nids.iter().any(|(net, _)| !self.dma_nets.contains(net))
+    /// Where `n`'s socklnd traffic is captured under the artifacts directory `art`, when the
+    /// spec asks and `n` is on a TCP net.
+    pub fn node_capture(&self, n: &NodePlan, art: &Path) -> Option<PathBuf> {
+        let tcp = n.nids.iter().any(|(net, _)| !self.dma_nets.contains(net));
+        (self.spec.capture && tcp).then(|| art.join("pcap").join(format!("{}.pcap", n.name)))
+    }
+
+    /// Where the device of DMA net `net` captures the fabric under `art`, when the spec asks.
+    pub fn fabric_capture(&self, net: &str, art: &Path) -> Option<PathBuf> {
+        self.spec.capture.then(|| art.join("pcap").join(format!("dma-{net}.pcap")))
     }
 
     /// The NID node `from` reaches node `to` by: one on a net `from` is on, else on a net one of

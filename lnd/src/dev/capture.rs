@@ -52,10 +52,6 @@ impl FabricCapture {
         Ok(FabricCapture { out: PcapFile::append_to(path, LINKTYPE_USER0, wall)? })
     }
 
-    pub fn to_writer(out: Box<dyn std::io::Write + Send>) -> std::io::Result<FabricCapture> {
-        Ok(FabricCapture { out: PcapFile::new(out, LINKTYPE_USER0)? })
-    }
-
     pub fn record(&mut self, e: &FabricEvent) {
         self.out.record(&[&e.emit_header(), e.data]);
         self.out.flush();

@@ -59,8 +59,8 @@ fn lnetd_args(n: &NodePlan, scratch: &Path, art: &Path, plan: &Plan) -> Vec<Stri
     a.extend(["--log".into(), art.join("nodes").join(format!("{}.log", n.name)).display().to_string()]);
     a.extend(["--trace".into(), art.join("traces").join(format!("{}.jsonl", n.name)).display().to_string()]);
     a.extend(["--t0".into(), plan.t0_unix_us.to_string()]);
-    if plan.captures(n) {
-        a.extend(["--pcap".into(), art.join("pcap").join(format!("{}.pcap", n.name)).display().to_string()]);
+    if let Some(f) = plan.node_capture(n, art) {
+        a.extend(["--pcap".into(), f.display().to_string()]);
     }
     a
 }
@@ -79,8 +79,8 @@ impl Backend for ProcessBackend {
             let dir = scratch.join(format!("fabric-{net}"));
             std::fs::create_dir_all(&dir)?;
             let mut extra = devfaults::dmadev_args(plan, net);
-            if plan.spec.capture {
-                extra.extend(["--pcap".into(), art.join("pcap").join(format!("dma-{net}.pcap")).display().to_string()]);
+            if let Some(f) = plan.fabric_capture(net, art) {
+                extra.extend(["--pcap".into(), f.display().to_string()]);
             }
             let g = start_dmadev(&dir, timeout, &extra)?;
             // Keep the device log with the artifacts.

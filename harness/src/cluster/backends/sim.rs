@@ -82,9 +82,8 @@ fn build_node(sim: &mut Sim, plan: &Plan, i: usize, generation: u64, art: &Path)
     if n.is(Role::Router) {
         b.routing(512, 256, 16);
     }
-    if plan.captures(n) {
+    if let Some(file) = plan.node_capture(n, art) {
         // Stamped with a count, not the wall clock: the capture replays with its seed too.
-        let file = art.join("pcap").join(format!("{}.pcap", n.name));
         let cap = lnd::sock::pcap::Capture::append_to(&file, false).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
         b.capture(Arc::new(Mutex::new(cap)));
     }
@@ -206,8 +205,7 @@ impl Backend for SimBackend {
             if let Some(cfg) = devfaults::device_config(plan, net) {
                 sim.fabric(net).engine().lock().unwrap().set_faults(cfg, plan.seed);
             }
-            if plan.spec.capture {
-                let file = art.join("pcap").join(format!("dma-{net}.pcap"));
+            if let Some(file) = plan.fabric_capture(net, art) {
                 let cap = lnd::dev::capture::FabricCapture::append_to(&file, false).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
                 sim.fabric(net).engine().lock().unwrap().set_capture(cap);
             }

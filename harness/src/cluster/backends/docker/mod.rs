@@ -246,7 +246,7 @@ impl Backend for DockerBackend {
             let body = ContainerCreateBody {
                 image: Some(image.clone()),
                 entrypoint: Some(vec!["/dmadev".into()]),
-                cmd: Some([vec!["--fabric".into(), "/fabric".into(), "--log".into(), format!("/art/dmadev-{net}.log")], devfaults::dmadev_args(plan, net), capture_args(plan, net)].concat()),
+                cmd: Some([vec!["--fabric".into(), "/fabric".into(), "--log".into(), format!("/art/dmadev-{net}.log")], devfaults::dmadev_args(plan, net), plan.fabric_capture(net, Path::new("/art")).map(|f| vec!["--pcap".into(), f.display().to_string()]).unwrap_or_default()].concat()),
                 labels: Some(lab.clone()),
                 host_config: Some(HostConfig { binds: Some(vec![format!("{}:/fabric", name(&format!("{net}-fabric")))]), network_mode: Some("none".into()), ..Default::default() }),
                 ..Default::default()
@@ -296,8 +296,8 @@ impl Backend for DockerBackend {
                 target_dirs.insert((n.name.clone(), t.ost), PathBuf::from(format!("/targets/ost{}/data", t.ost)));
             }
             args.extend(["--mem".into(), n.mem.to_string(), "--log".into(), format!("/art/nodes/{}.log", n.name), "--trace".into(), format!("/art/traces/{}.jsonl", n.name), "--t0".into(), plan.t0_unix_us.to_string()]);
-            if plan.captures(n) {
-                args.extend(["--pcap".into(), format!("/art/pcap/{}.pcap", n.name)]);
+            if let Some(f) = plan.node_capture(n, Path::new("/art")) {
+                args.extend(["--pcap".into(), f.display().to_string()]);
             }
             let (first, rest) = match tcp_nets.split_first() {
                 Some((f, r)) => (Some(f.clone()), r.to_vec()),
@@ -399,12 +399,4 @@ fn device_serving(e: &Engine, cname: &str) -> bool {
         }
         false
     })
-}
-
-/// `dmadev --pcap` inside the device container of `net`, when the spec captures.
-fn capture_args(plan: &Plan, net: &str) -> Vec<String> {
-    match plan.spec.capture {
-        true => vec!["--pcap".into(), format!("/art/pcap/dma-{net}.pcap")],
-        false => Vec::new(),
-    }
 }
