@@ -18,6 +18,11 @@ pub trait Lnd: Send {
     fn stats(&self) -> serde_json::Value {
         serde_json::Value::Null
     }
+    /// Counters of the paths messages took (immediate, pulled PUT, frames...) by name, sorted:
+    /// traces record their deltas after every batch of events, so this must stay cheap.
+    fn path_counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
     /// Transfers in progress (0 when idle), for leak checks.
     fn busy(&self) -> usize {
         0

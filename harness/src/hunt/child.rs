@@ -28,7 +28,8 @@ pub fn run_one(spec: &Path, seed: u64, backend: &str, art: &Path, timeout: Durat
     let mut err = child.stderr.take().expect("piped");
     let o = std::thread::spawn(move || std::io::read_to_string(&mut out).unwrap_or_default());
     let e = std::thread::spawn(move || std::io::read_to_string(&mut err).unwrap_or_default());
-    let deadline = Instant::now() + timeout + Duration::from_secs(30);
+    let limit = wall_limit(backend, timeout);
+    let deadline = Instant::now() + limit;
     let status = loop {
         if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
             break Some(st);
@@ -44,9 +45,18 @@ pub fn run_one(spec: &Path, seed: u64, backend: &str, art: &Path, timeout: Durat
     let stderr = e.join().unwrap_or_default();
     match (status, report_of(&stdout)) {
         (_, Some(r)) => Ok(r),
-        (None, None) => Err(format!("no report within {}s: killed", (timeout + Duration::from_secs(30)).as_secs())),
+        (None, None) => Err(format!("no report within {}s: killed", limit.as_secs())),
         (Some(st), None) => Err(format!("{st}: {}", stderr.trim().lines().last().unwrap_or("no output"))),
     }
+}
+
+/// How long a run of `timeout` may take on the wall clock before it is killed. On sim the
+/// timeout is virtual time, which a slow build or a loaded machine may take ten times as long
+/// to simulate (a debug build under load: 10 s of a stalled cluster took over 40 s): killing it
+/// sooner would make a failure that does not replay.
+pub fn wall_limit(backend: &str, timeout: Duration) -> Duration {
+    let grace = Duration::from_secs(30);
+    if backend == "sim" { timeout * 10 + grace } else { timeout + grace }
 }
 
 /// Why a report is a failure (None: it passed).

@@ -159,7 +159,7 @@ pub struct Controller {
     trace: Option<std::io::BufWriter<std::fs::File>>,
     last_progress: std::time::Instant,
     /// Last LND counters written to the trace (to record which protocol paths moved).
-    last_stats: Vec<Value>,
+    last_paths: Vec<(&'static str, Vec<(&'static str, u64)>)>,
     /// The clock roles use for timeouts (virtual under simulation).
     pub clock: crate::Clock,
     /// How often running I/O jobs report progress (`None`: never, as in simulation where
@@ -185,7 +185,7 @@ impl Controller {
         if let Err(e) = crate::selftest::install_sink(&mut node) {
             tracing::warn!("no selftest sink on this node: {e}");
         }
-        Controller { node, oss: None, oscs: Vec::new(), sts: Vec::new(), pings: Default::default(), trace: None, last_progress: std::time::Instant::now(), progress_every: Some(std::time::Duration::from_millis(300)), last_stats: Vec::new(), clock: crate::wall_clock(), bufs: HashMap::new(), mes: HashMap::new(), quit: false, epoch: None, trace_origin: None }
+        Controller { node, oss: None, oscs: Vec::new(), sts: Vec::new(), pings: Default::default(), trace: None, last_progress: std::time::Instant::now(), progress_every: Some(std::time::Duration::from_millis(300)), last_paths: Vec::new(), clock: crate::wall_clock(), bufs: HashMap::new(), mes: HashMap::new(), quit: false, epoch: None, trace_origin: None }
     }
 
     /// Writes one JSON object per event and RPC to `path` (the node's trace).
@@ -513,25 +513,19 @@ impl Controller {
     /// Records which LND paths were taken since the last call (immediate, pulled PUT, staged GET,
     /// NAKs, credit stalls, routed messages...), as counter deltas.
     fn trace_paths(&mut self) {
-        const KEYS: &[&str] = &["immediate", "put_rdma", "get_rdma", "naks_sent", "naks_received", "credit_stalls", "bad_msgs", "dev_errors", "frames_tx", "frames_rx", "conns_active", "conns_passive", "handshakes_refused", "peer_restarts"];
-        let mut now: Vec<Value> = self.node.lnds.iter().map(|l| l.stats()).collect();
-        now.push(json!({"route_count": self.node.lnet.counters.route_count, "resends": self.node.lnet.counters.resends, "lnet_credit_stalls": self.node.lnet.counters.credit_stalls}));
-        let names: Vec<&str> = self.node.lnds.iter().map(|l| l.name()).chain(std::iter::once("lnet")).collect();
+        let c = &self.node.lnet.counters;
+        let lnet = vec![("lnet_credit_stalls", c.credit_stalls), ("resends", c.resends), ("route_count", c.route_count)];
+        let now: Vec<(&'static str, Vec<(&'static str, u64)>)> = self.node.lnds.iter().map(|l| (l.name(), l.path_counters())).chain(std::iter::once(("lnet", lnet))).collect();
         let mut recs = Vec::new();
-        for (i, v) in now.iter().enumerate() {
-            let Some(o) = v.as_object() else { continue };
-            for (k, x) in o {
-                if !(KEYS.contains(&k.as_str()) || names[i] == "lnet") {
-                    continue;
-                }
-                let before = self.last_stats.get(i).and_then(|p| p[k].as_u64()).unwrap_or(0);
-                let d = x.as_u64().unwrap_or(0).saturating_sub(before);
-                if d > 0 {
-                    recs.push(json!({"lnd": names[i], "path": k, "n": d}));
+        for (i, (lnd, counters)) in now.iter().enumerate() {
+            for (j, &(k, x)) in counters.iter().enumerate() {
+                let before = self.last_paths.get(i).and_then(|p| p.1.get(j)).map_or(0, |p| p.1);
+                if x > before {
+                    recs.push(json!({"lnd": lnd, "path": k, "n": x - before}));
                 }
             }
         }
-        self.last_stats = now;
+        self.last_paths = now;
         for r in recs {
             self.trace(&r);
         }

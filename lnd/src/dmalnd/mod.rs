@@ -387,6 +387,11 @@ impl<D: DmaDevice + 'static> Lnd for DmaLnd<D> {
         serde_json::to_value(self.stats).unwrap_or_default()
     }
 
+    fn path_counters(&self) -> Vec<(&'static str, u64)> {
+        let s = &self.stats;
+        vec![("bad_msgs", s.bad_msgs), ("credit_stalls", s.credit_stalls), ("dev_errors", s.dev_errors), ("get_rdma", s.get_rdma), ("immediate", s.immediate), ("naks_received", s.naks_received), ("naks_sent", s.naks_sent), ("put_rdma", s.put_rdma)]
+    }
+
     fn busy(&self) -> usize {
         DmaLnd::busy(self)
     }

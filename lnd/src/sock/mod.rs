@@ -390,6 +390,11 @@ impl<I: SockIo> Lnd for SockLnd<I> {
         v
     }
 
+    fn path_counters(&self) -> Vec<(&'static str, u64)> {
+        let s = &self.stats;
+        vec![("conns_active", s.conns_active), ("conns_passive", s.conns_passive), ("frames_rx", s.frames_rx), ("frames_tx", s.frames_tx), ("handshakes_refused", s.handshakes_refused), ("peer_restarts", s.peer_restarts)]
+    }
+
     fn busy(&self) -> usize {
         let waiting: usize = self.conns.values().map(|c| c.backlog.len() + c.pending.len()).sum();
         self.writes.len() + self.rxs.len() + waiting + self.peers.values().map(|p| p.queue.len()).sum::<usize>()
