@@ -203,35 +203,7 @@ enum Cmd {
         junit: Option<std::path::PathBuf>,
     },
     /// Measure our figures next to their physical baselines (one JSON object a line with --json).
-    Bench {
-        /// Which benchmark set.
-        #[arg(value_enum, default_value_t = Suite::Dma)]
-        suite: Suite,
-        /// Print one JSON object per line.
-        #[arg(long)]
-        json: bool,
-        /// 1 MiB PUTs to measure.
-        #[arg(long, default_value_t = 2000)]
-        count: usize,
-        /// PUTs in flight.
-        #[arg(long, default_value_t = 8)]
-        window: usize,
-        /// Round trips to measure.
-        #[arg(long, default_value_t = 5000)]
-        rtts: usize,
-        /// socklnd port for `sock` (988 needs root; any port works between our nodes).
-        #[arg(long, default_value_t = 988)]
-        port: u16,
-        /// Write SVG charts (bandwidth vs size, latency, scaling) into this directory.
-        #[arg(long)]
-        plot: Option<std::path::PathBuf>,
-        /// `scale`: the largest cluster (nodes) of the sweep.
-        #[arg(long, default_value_t = 64)]
-        max_nodes: usize,
-        /// `sim`: seeds of the faults scenario to run (1..=N).
-        #[arg(long, default_value_t = 10)]
-        seeds: u64,
-    },
+    Bench(bench::cli::BenchArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -240,20 +212,6 @@ enum GoldenAction {
     Accept,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Suite {
-    Dma,
-    Sock,
-    Io,
-    /// Docker bring-up (needs --features cluster; not part of `all`).
-    Cluster,
-    /// 2..N-node process clusters: brw bandwidth and memory per idle node (not part of `all`).
-    Scale,
-    /// The simulator on the faults scenario: seeds per minute, virtual seconds per wall second
-    /// (not part of `all`).
-    Sim,
-    All,
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -472,56 +430,7 @@ reproduce with: {}", r.runs, r.steps.len(), r.nodes, r.workloads, r.faults, r.sp
             }
             println!("cluster down");
         }
-        Cmd::Bench { suite, json, count, window, rtts, port, plot, max_nodes, seeds } => {
-            if count == 0 || window == 0 || rtts == 0 || seeds == 0 {
-                anyhow::bail!("--count, --window, --rtts and --seeds must be at least 1");
-            }
-            if matches!(suite, Suite::Dma | Suite::All) {
-                if !json {
-                    eprintln!("bench dma: {count} x 1 MiB PUTs (window {window}), {rtts} round trips ...");
-                }
-                let opts = bench::dma::DmaBenchOpts { count, window, rtts, plot: plot.clone() };
-                for m in bench::dma::run(&opts)? {
-                    m.print(json);
-                }
-            }
-            if matches!(suite, Suite::Sock | Suite::All) {
-                if !json {
-                    eprintln!("bench sock: {count} x 1 MiB PUTs over loopback TCP, {count} routed GETs, iperf3 baseline ...");
-                }
-                let opts = bench::sock::SockBenchOpts { count, window, port };
-                for m in bench::sock::run(&opts)? {
-                    m.print(json);
-                }
-            }
-            if suite == Suite::Scale {
-                for m in bench::scale::run(max_nodes, plot.as_deref())? {
-                    m.print(json);
-                }
-            }
-            if suite == Suite::Sim {
-                for m in bench::sim::run_bench(seeds, json)? {
-                    m.print(json);
-                }
-            }
-            if suite == Suite::Cluster {
-                #[cfg(feature = "cluster")]
-                for m in bench::cluster::run()? {
-                    m.print(json);
-                }
-                #[cfg(not(feature = "cluster"))]
-                anyhow::bail!("bench cluster needs lnetlab built with --features cluster");
-            }
-            if matches!(suite, Suite::Io | Suite::All) {
-                let mib = (count as u64).min(1024);
-                if !json {
-                    eprintln!("bench io: {mib} MiB written and read in 1 MiB RPCs ({window} in flight) vs raw DMA PUTs ...");
-                }
-                for m in bench::io::run(&bench::io::IoBenchOpts { mib, inflight: window })? {
-                    m.print(json);
-                }
-            }
-        }
+        Cmd::Bench(a) => bench::cli::run(a)?,
     }
     Ok(())
 }

@@ -72,3 +72,43 @@ fn bench_sim_reports_seeds_per_minute_and_virtual_speed() {
         assert!((v["ratio"].as_f64().unwrap() - v["value"].as_f64().unwrap() / b).abs() < 1e-9, "{line}");
     }
 }
+
+/// `--compare`: figures far better in the earlier file are regressions now (exit 1, named);
+/// far worse ones are not; a file that is not bench output is refused before measuring.
+#[test]
+fn bench_compare_flags_regressions_against_an_earlier_run() {
+    let run = |extra: &[&str]| Command::new(env!("CARGO_BIN_EXE_lnetlab")).args(["bench", "dma", "--json", "--count", "20", "--rtts", "20"]).args(extra).output().unwrap();
+    let out = run(&[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let d = tempfile::tempdir().unwrap();
+    // The earlier run, every figure scaled by `k` in its better direction.
+    let earlier = |k: f64, name: &str| {
+        let mut t = String::new();
+        for l in String::from_utf8_lossy(&out.stdout).lines() {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let f = if v["unit"] == "us" { 1.0 / k } else { k };
+            for key in ["value", "ratio"] {
+                if let Some(x) = v[key].as_f64() {
+                    v[key] = (x * f).into();
+                }
+            }
+            t += &format!("{v}\n");
+        }
+        let p = d.path().join(name);
+        std::fs::write(&p, t).unwrap();
+        p
+    };
+    let better = earlier(10.0, "better.jsonl");
+    let o = run(&["--compare", better.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("dma_put_1MiB_GBps") && err.contains("REGRESSED"), "{err}");
+    let worse = earlier(0.1, "worse.jsonl");
+    let o = run(&["--compare", worse.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && err.contains(" 0 regressed"), "{err}");
+    let t0 = std::time::Instant::now();
+    let o = Command::new(env!("CARGO_BIN_EXE_lnetlab")).args(["bench", "dma", "--compare", "Cargo.toml"]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("Cargo.toml:1: not a bench figure") && t0.elapsed().as_secs() < 5, "{err}");
+}

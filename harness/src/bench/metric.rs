@@ -1,9 +1,9 @@
 //! One benchmark figure next to its baseline from the same run, printed as a line or JSON.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One result line: `{"name","value","unit","baseline","ratio"}`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Metric {
     pub name: String,
     pub value: f64,

@@ -2,6 +2,8 @@
 
 #[cfg(feature = "cluster")]
 pub mod cluster;
+pub mod cli;
+pub mod compare;
 pub mod dma;
 pub mod io;
 pub mod metric;
