@@ -12,4 +12,5 @@ pub mod procs;
 pub mod runner;
 pub mod runs;
 pub mod state;
+pub mod timeline;
 pub mod up;

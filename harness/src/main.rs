@@ -160,6 +160,14 @@ enum Cmd {
     Workload(harness::ctl::WorkloadArgs),
     /// List past runs (newest first): ok or failed, seed, REPRO.
     Runs(harness::runs::RunsArgs),
+    /// Write a run's timeline as one HTML page: nodes as lanes, messages as arrows, RPCs by
+    /// xid, fault windows shaded, errors in red (RUN_DIR default: the latest run).
+    Timeline {
+        run_dir: Option<std::path::PathBuf>,
+        /// Where to write the page (default RUN_DIR/timeline.html).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
     /// Print a node's log from a running (or the last) cluster.
     Logs { node: String },
     /// Tear down the cluster brought up by `lnetlab up`.
@@ -387,6 +395,11 @@ reproduce with: {}", r.runs, r.steps.len(), r.nodes, r.workloads, r.faults, r.sp
         Cmd::Ctl(a) => harness::ctl::run(&a.node, a.cmd)?,
         Cmd::Workload(a) if !harness::ctl::workload(&a)? => std::process::exit(1),
         Cmd::Workload(_) => {}
+        Cmd::Timeline { run_dir, out } => {
+            let dir = run_dir.unwrap_or_else(|| std::path::PathBuf::from("target/lnetlab/runs/latest"));
+            let (path, t) = harness::timeline::write(&dir, out.as_deref())?;
+            println!("{}: {} lanes, {} messages, {} marks, {} fault windows", path.display(), t.lanes.len(), t.arrows.len(), t.marks.len(), t.windows.len());
+        }
         Cmd::Runs(a) => print!("{}", harness::runs::show(&a).map_err(anyhow::Error::msg)?),
         Cmd::Logs { node } => {
             // Running clusters first, then the last one that ended.

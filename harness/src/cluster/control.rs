@@ -81,6 +81,8 @@ pub struct Cluster {
     pub paused: std::collections::HashSet<usize>,
     /// Nodes a restart fault killed and has not started again (their exit is expected).
     pub down: std::collections::HashSet<usize>,
+    /// When the run began, on the cluster's clock: node traces count `t_us` from it.
+    trace_t0: Option<Instant>,
     /// Starts node `i` again as it was first started (set by backends that can).
     respawn: Option<Box<dyn FnMut(usize) -> anyhow::Result<NodeProc> + Send>>,
 }
@@ -88,7 +90,7 @@ pub struct Cluster {
 impl Cluster {
     /// A cluster from nodes a backend started; `keep` lives until teardown.
     pub fn assemble(nodes: Vec<NodeProc>, rx: Receiver<(usize, NodeLine)>, keep: Vec<Box<dyn std::any::Any + Send>>, target_dirs: std::collections::HashMap<(String, u32), PathBuf>) -> Cluster {
-        Cluster { nodes, rx, backlog: Vec::new(), _keep: keep, target_dirs, pump: None, clock: None, pumped: Default::default(), device_faults: None, sync_artifacts: None, paused: Default::default(), down: Default::default(), respawn: None }
+        Cluster { nodes, rx, backlog: Vec::new(), _keep: keep, target_dirs, pump: None, clock: None, pumped: Default::default(), device_faults: None, sync_artifacts: None, paused: Default::default(), down: Default::default(), trace_t0: None, respawn: None }
     }
 
     /// Lets [`Cluster::respawn`] start node `i` again with `f`.
@@ -100,6 +102,17 @@ impl Cluster {
     pub fn set_pump(&mut self, pump: Pump, clock: lnd::Clock) {
         self.pump = Some(pump);
         self.clock = Some(clock);
+    }
+
+    /// Sets when the run began on the cluster's clock (the origin of the nodes' trace times).
+    pub fn set_trace_t0(&mut self, t: Instant) {
+        self.trace_t0 = Some(t);
+    }
+
+    /// Microseconds since the run began, as the nodes' trace lines count them (`None` until a
+    /// backend or the runner set the origin).
+    pub fn trace_us(&self) -> Option<u64> {
+        self.trace_t0.map(|t0| self.now().saturating_duration_since(t0).as_micros() as u64)
     }
 
     /// Now, on the cluster's clock (virtual under simulation).

@@ -97,8 +97,8 @@ pub struct Faults {
     /// DMA nets whose device is killed and not yet started again.
     dead_devices: std::collections::BTreeSet<String>,
     trace: Option<std::fs::File>,
-    /// Start of the run on the wall clock (`None` on virtual time: traces then carry no times).
-    t0: Option<Instant>,
+    /// The time of the step being run, as node traces count it (`t_us` of its records).
+    at_us: Option<u64>,
 }
 
 fn rule_json(plan: &Plan, k: usize, f: &FaultSpec, src: Option<String>, tag: String) -> Value {
@@ -123,7 +123,7 @@ impl Faults {
     pub fn new(plan: &Plan, backend: &dyn Backend, art: &Path, say: &dyn Fn(&str)) -> anyhow::Result<Faults> {
         let idx = |name: &str| plan.nodes.iter().position(|n| n.name == name).expect("validated");
         let trace = if plan.spec.faults.is_empty() { None } else { Some(std::fs::File::create(art.join("traces").join("faults.jsonl"))?) };
-        let mut me = Faults { timeline: Vec::new(), start: None, standing: Vec::new(), open: Vec::new(), installed: false, windows: BTreeMap::new(), skipped: Vec::new(), saved_hits: BTreeMap::new(), dead_devices: Default::default(), trace, t0: (!backend.virtual_time()).then(Instant::now) };
+        let mut me = Faults { timeline: Vec::new(), start: None, standing: Vec::new(), open: Vec::new(), installed: false, windows: BTreeMap::new(), skipped: Vec::new(), saved_hits: BTreeMap::new(), dead_devices: Default::default(), trace, at_us: None };
         for (k, f) in plan.spec.faults.iter().enumerate() {
             let windows = f.windows().map_err(anyhow::Error::msg)?;
             if !backend.can_inject(f.kind, !windows.is_empty()) {
@@ -191,8 +191,8 @@ impl Faults {
     fn record(&mut self, v: Value) {
         if let Some(t) = &mut self.trace {
             let mut v = v;
-            if let Some(t0) = self.t0 {
-                v["t_ms"] = json!(t0.elapsed().as_millis() as u64);
+            if let Some(t) = self.at_us {
+                v["t_us"] = json!(t);
             }
             let _ = writeln!(t, "{v}");
         }
@@ -207,6 +207,7 @@ impl Faults {
     /// Installs the untimed LNet rules of every node, or of node `only` (with the rules of the
     /// windows open now: a node restarted inside a partition is still cut off).
     fn install_on(&mut self, cluster: &mut Cluster, plan: &Plan, only: Option<usize>, timeout: Duration, say: &dyn Fn(&str)) -> anyhow::Result<()> {
+        self.at_us = cluster.trace_us();
         let open = if only.is_some() { self.open.clone() } else { Vec::new() };
         for (i, rule) in self.standing.clone().into_iter().chain(open) {
             if only.is_some_and(|o| o != i) {
@@ -256,6 +257,7 @@ impl Faults {
 
     fn run_step(&mut self, t: Timed, backend: &dyn Backend, cluster: &mut Cluster, plan: &Plan, timeout: Duration, say: &dyn Fn(&str)) -> anyhow::Result<()> {
         let name = |i: usize| plan.nodes[i].name.clone();
+        self.at_us = cluster.trace_us();
         match t.step {
             Step::KillDevice { net } => {
                 backend.kill_device(cluster, &net)?;

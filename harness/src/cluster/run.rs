@@ -175,6 +175,12 @@ pub fn run(opts: &RunOpts) -> anyhow::Result<Report> {
 fn execute(backend: &dyn Backend, plan: &Plan, opts: &RunOpts, art: &Path, say: &dyn Fn(&str), report: &mut Report) -> anyhow::Result<()> {
     let scratch = crate::procs::scratch_dir()?;
     let mut cluster = backend.up(plan, scratch.path(), art, opts.timeout, say)?;
+    if cluster.trace_us().is_none() {
+        // Wall-clock nodes count trace times from the plan's start on the Unix clock.
+        let now_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+        let since = Duration::from_micros(now_us.saturating_sub(plan.t0_unix_us));
+        cluster.set_trace_t0(cluster.now().checked_sub(since).unwrap_or_else(|| cluster.now()));
+    }
     let up_at = cluster.now();
     let mut faults = Faults::new(plan, backend, art, say)?;
     report.faults_skipped = faults.skipped.clone();

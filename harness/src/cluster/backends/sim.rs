@@ -217,6 +217,7 @@ impl Backend for SimBackend {
         let nodes = plan.nodes.iter().enumerate().map(|(i, n)| NodeProc::remote(&n.name, Box::new(SimWriter { shared: shared.clone(), node: i, buf: Vec::new() }))).collect();
         let (_tx, rx) = std::sync::mpsc::channel();
         let mut c = Cluster::assemble(nodes, rx, vec![Box::new(shared.clone())], target_dirs);
+        c.set_trace_t0(net.start());
         {
             let mut g = shared.lock().unwrap();
             for (i, n) in plan.nodes.iter().enumerate() {
