@@ -158,6 +158,8 @@ enum Cmd {
     Ctl(harness::ctl::CtlArgs),
     /// Run a workload on the running cluster: NAME from its spec, or FILE (`workloads:` only).
     Workload(harness::ctl::WorkloadArgs),
+    /// Apply a fault timeline (a YAML file holding only `faults:`) to the running cluster.
+    Fault(harness::ctl::FaultFileArgs),
     /// List past runs (newest first): ok or failed, seed, REPRO.
     Runs(harness::runs::RunsArgs),
     /// Write a run's timeline as one HTML page: nodes as lanes, messages as arrows, RPCs by
@@ -400,6 +402,7 @@ reproduce with: {}", r.runs, r.steps.len(), r.nodes, r.workloads, r.faults, r.sp
             let (path, t) = harness::timeline::write(&dir, out.as_deref())?;
             println!("{}: {} lanes, {} messages, {} marks, {} fault windows", path.display(), t.lanes.len(), t.arrows.len(), t.marks.len(), t.windows.len());
         }
+        Cmd::Fault(a) => harness::ctl::fault_file(&a)?,
         Cmd::Runs(a) => print!("{}", harness::runs::show(&a).map_err(anyhow::Error::msg)?),
         Cmd::Logs { node } => {
             // Running clusters first, then the last one that ended.

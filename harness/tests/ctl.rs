@@ -225,3 +225,46 @@ fn ctl_reaches_a_kept_sim_run() {
     // Virtual time: well under a minute of it for the quickstart, and not zero.
     assert!(trace_times(&sb.p("runs"), 60).iter().all(|&t| t > 0));
 }
+
+/// `lnetlab fault FILE` applies a fault timeline to the running cluster: its windows open and
+/// close at their times from now (recorded with trace times, also in the run's faults.jsonl),
+/// its untimed rule stays installed under a `live1-` tag and bites the next workload; device
+/// faults, other keys and unknown nodes are refused in one line.
+#[test]
+fn a_fault_file_is_applied_to_an_up_cluster() {
+    let sb = Sandbox::new();
+    let spec = root().join("clusters/quickstart.yaml");
+    let up = sb.run(&["up", spec.to_str().unwrap(), "--seed", "7", "--artifacts", sb.p("runs").to_str().unwrap()]);
+    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+    let f = sb.p("faults.yaml");
+    std::fs::write(&f, "faults:\n  - {kind: lnet_delay, node: oss1, src: c1, portal: 6, type: PUT, interval: 2, latency: 20ms}\n  - {kind: pause, node: c2, at: 100ms, duration: 300ms}\n  - {kind: partition, between: [[c3], [oss1]], at: 50ms, duration: 100ms}\n").unwrap();
+    let o = sb.run(&["fault", f.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let recs = r["records"].as_array().unwrap();
+    let at = |fault: &str, action: &str| recs.iter().find(|x| x["fault"].as_str().is_some_and(|f| f.contains(fault)) && x["action"] == action).and_then(|x| x["t_us"].as_u64()).unwrap_or_else(|| panic!("no {fault} {action}: {recs:?}"));
+    assert!(at("pause", "resumed") - at("pause", "paused") >= 290_000, "{recs:?}");
+    assert!(at("partition", "rules removed") - at("partition", "rules added") >= 90_000, "{recs:?}");
+    assert_eq!(r["counts"]["pause"], 1, "{r}");
+    // The rule stays, and the spec's workload runs into it (every 2nd request from c1 held).
+    let list = sb.ctl(&["oss1", "fault", "list"]);
+    assert_eq!(list["fault rules"][0]["tag"].as_str(), Some("live1-lnet_delay#1"), "{list:?}");
+    let w = sb.run(&["workload", "write-read", "--json"]);
+    let rep: Value = serde_json::from_slice(&w.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&w.stderr)));
+    assert_eq!(rep["ok"], true, "{rep}");
+    let hits = sb.ctl(&["oss1", "fault", "list"]);
+    assert!(hits["fault rules"][0]["hits"].as_u64() > Some(0), "{hits:?}");
+    let art = std::fs::read_dir(sb.p("runs")).unwrap().filter_map(|e| e.ok()).find(|e| e.file_type().unwrap().is_dir()).unwrap().path();
+    let trace = std::fs::read_to_string(art.join("traces/faults.jsonl")).unwrap();
+    assert!(trace.contains("\"paused\"") && trace.contains("live1-lnet_delay#1"), "{trace}");
+    for (text, want) in [
+        ("faults:\n  - {kind: dma_corrupt, net: dma0, rate: 5}\n", "fault 1 (`dma_corrupt`) acts on every transfer of a device"),
+        ("faults:\n  - {kind: pause, node: c9, at: 1s, duration: 1s}\n", "bad.yaml:2:"),
+        ("workloads: []\n", "a fault file holds only `faults:`"),
+    ] {
+        let bad = sb.p("bad.yaml");
+        std::fs::write(&bad, text).unwrap();
+        fails(&sb, &["fault", bad.to_str().unwrap()], want, Duration::from_secs(10));
+    }
+    fails(&sb, &["fault", sb.p("none.yaml").to_str().unwrap()], "none.yaml: No such file", Duration::from_secs(5));
+}

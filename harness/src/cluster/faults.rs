@@ -99,6 +99,8 @@ pub struct Faults {
     trace: Option<std::fs::File>,
     /// The time of the step being run, as node traces count it (`t_us` of its records).
     at_us: Option<u64>,
+    /// Every record written, in order (what `lnetlab fault` reports back).
+    pub records: Vec<Value>,
 }
 
 fn rule_json(plan: &Plan, k: usize, f: &FaultSpec, src: Option<String>, tag: String) -> Value {
@@ -121,9 +123,17 @@ impl Faults {
 
     /// Lays out the spec's faults for `backend` (what it cannot inject is skipped, and said).
     pub fn new(plan: &Plan, backend: &dyn Backend, art: &Path, say: &dyn Fn(&str)) -> anyhow::Result<Faults> {
+        Faults::tagged(plan, backend, art, say, "")
+    }
+
+    /// As [`Faults::new`], with rule tags starting `prefix` (faults applied to a running
+    /// cluster by `lnetlab fault`, beside the spec's own rules). Records go on at the end of
+    /// `traces/faults.jsonl`.
+    pub fn tagged(plan: &Plan, backend: &dyn Backend, art: &Path, say: &dyn Fn(&str), prefix: &str) -> anyhow::Result<Faults> {
         let idx = |name: &str| plan.nodes.iter().position(|n| n.name == name).expect("validated");
-        let trace = if plan.spec.faults.is_empty() { None } else { Some(std::fs::File::create(art.join("traces").join("faults.jsonl"))?) };
-        let mut me = Faults { timeline: Vec::new(), start: None, standing: Vec::new(), open: Vec::new(), installed: false, windows: BTreeMap::new(), skipped: Vec::new(), saved_hits: BTreeMap::new(), dead_devices: Default::default(), trace, at_us: None };
+        let file = art.join("traces").join("faults.jsonl");
+        let trace = if plan.spec.faults.is_empty() { None } else { Some(std::fs::OpenOptions::new().create(true).append(true).open(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?) };
+        let mut me = Faults { timeline: Vec::new(), start: None, standing: Vec::new(), open: Vec::new(), installed: false, windows: BTreeMap::new(), skipped: Vec::new(), saved_hits: BTreeMap::new(), dead_devices: Default::default(), trace, at_us: None, records: Vec::new() };
         for (k, f) in plan.spec.faults.iter().enumerate() {
             let windows = f.windows().map_err(anyhow::Error::msg)?;
             if !backend.can_inject(f.kind, !windows.is_empty()) {
@@ -132,7 +142,7 @@ impl Faults {
                 me.skipped.push(why);
                 continue;
             }
-            let tag = format!("{}#{}", f.kind.name(), k + 1);
+            let tag = format!("{prefix}{}#{}", f.kind.name(), k + 1);
             match f.kind {
                 FaultKind::LnetDrop | FaultKind::LnetDelay => {
                     let i = idx(&f.node);
@@ -188,14 +198,30 @@ impl Faults {
         Ok(me)
     }
 
-    fn record(&mut self, v: Value) {
+    fn record(&mut self, mut v: Value) {
+        if let Some(t) = self.at_us {
+            v["t_us"] = json!(t);
+        }
         if let Some(t) = &mut self.trace {
-            let mut v = v;
-            if let Some(t) = self.at_us {
-                v["t_us"] = json!(t);
-            }
             let _ = writeln!(t, "{v}");
         }
+        self.records.push(v);
+    }
+
+    /// Applies the whole timeline to a running cluster, its windows counted from now, and
+    /// returns once the last window closed (`lnetlab fault`). Lines the nodes send meanwhile
+    /// are dropped, as between requests; untimed rules stay installed.
+    pub fn apply_now(&mut self, backend: &dyn Backend, cluster: &mut Cluster, plan: &Plan, timeout: Duration, say: &dyn Fn(&str)) -> anyhow::Result<()> {
+        self.install(cluster, plan, timeout, say)?;
+        self.start(cluster.now());
+        while let Some(due) = self.next_due() {
+            if crate::interrupt::interrupted() {
+                return self.finish(backend, cluster, plan, timeout, say);
+            }
+            while cluster.next_until(due)?.is_some() {}
+            self.fire_due(backend, cluster, plan, timeout, say)?;
+        }
+        Ok(())
     }
 
     /// Installs the untimed LNet rules.

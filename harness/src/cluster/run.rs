@@ -8,7 +8,7 @@ use super::plan::{loopback, plan, random_seed, Plan};
 use super::report::{artifacts_dir, trace_hash, Report};
 use super::spec::{ClusterSpec, WorkloadKind};
 use super::control::Cluster;
-use super::serve::CtlServer;
+use super::serve::{CtlServer, Job};
 use super::workloads::{io::run_workload, orphans, selftest::run_selftest};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -50,7 +50,22 @@ fn serve_until_interrupted(ctl: Option<&mut CtlServer>, cluster: &mut Cluster, p
         }
         return;
     };
-    let mut run = |c: &mut Cluster, p: &Plan, names: &[String]| -> anyhow::Result<Value> {
+    let mut applied = 0;
+    let mut run = |c: &mut Cluster, p: &Plan, job: Job| -> anyhow::Result<Value> {
+        let names = match job {
+            Job::Workloads(names) => names,
+            Job::Faults => {
+                applied += 1;
+                say(&format!("faults: {} (asked by `lnetlab fault`)", p.spec.faults.len()));
+                let mut f = Faults::tagged(p, backend, art, say, &format!("live{applied}-"))?;
+                let res = f.apply_now(backend, c, p, opts.timeout, say);
+                if let Err(e) = res {
+                    let _ = f.finish(backend, c, p, opts.timeout, say);
+                    return Err(e);
+                }
+                return Ok(json!({"records": f.records, "skipped": f.skipped, "counts": f.counts(c, p, art, opts.timeout)?}));
+            }
+        };
         let t0 = Instant::now();
         let mut r = Report::new(&p.spec.name, &opts.backend, p.seed, art);
         let res = (|| -> anyhow::Result<()> {

@@ -26,6 +26,16 @@ pub enum Request {
     Node { node: String, cmd: Value, then: Option<String>, timeout_ms: u64 },
     /// Run the spec's workload `name`, or the workloads of a file's text (`workloads:` only).
     Workload { name: Option<String>, file: Option<String>, text: Option<String> },
+    /// Apply the fault timeline of a file's text (`faults:` only), windows counted from now.
+    Faults { file: String, text: String },
+}
+
+/// What a request asks the cluster's owner to run.
+pub enum Job<'a> {
+    /// The plan's workloads of these names, in order.
+    Workloads(&'a [String]),
+    /// The plan's faults, as a timeline starting now.
+    Faults,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,8 +58,8 @@ impl Drop for CtlServer {
     }
 }
 
-/// Runs workloads on the cluster: the plan carries the workloads to run (by name, in order).
-pub type RunWorkloads<'a> = dyn FnMut(&mut Cluster, &Plan, &[String]) -> anyhow::Result<Value> + 'a;
+/// Runs a job on the cluster: the plan carries the workloads or faults it names.
+pub type RunWorkloads<'a> = dyn FnMut(&mut Cluster, &Plan, Job) -> anyhow::Result<Value> + 'a;
 
 impl CtlServer {
     /// Listens at `path` (a stale socket there is replaced: the path is this process's own).
@@ -113,8 +123,13 @@ impl CtlServer {
             }
             Request::Workload { name, file, text } => {
                 let (p, names) = workload_plan(plan, name.as_deref(), file.as_deref(), text.as_deref())?;
-                let report = run(cluster, &p, &names)?;
+                let report = run(cluster, &p, Job::Workloads(&names))?;
                 Ok(json!({"ok": true, "report": report}))
+            }
+            Request::Faults { file, text } => {
+                let p = fault_plan(plan, Path::new(&file), &text)?;
+                let applied = run(cluster, &p, Job::Faults)?;
+                Ok(json!({"ok": true, "faults": applied}))
             }
         }
     }
@@ -165,7 +180,7 @@ pub fn workload_plan(plan: &Plan, name: Option<&str>, file: Option<&str>, text: 
         }
         (None, Some(text)) => {
             let file = file.unwrap_or("workloads.yaml");
-            let spec = merged_spec(&plan.spec, text, Path::new(file))?;
+            let spec = merged_spec(&plan.spec, text, Path::new(file), "workloads")?;
             let mut p = plan.clone();
             let names = spec.workloads.iter().map(|w| w.name.clone()).collect();
             p.spec.workloads = spec.workloads;
@@ -175,19 +190,40 @@ pub fn workload_plan(plan: &Plan, name: Option<&str>, file: Option<&str>, text: 
     }
 }
 
+/// The plan with the faults of `text` (a file holding only `faults:`), checked against the
+/// running cluster as if they were in its spec. Device faults that act on every transfer are
+/// set when a device starts: a running cluster cannot take them, so they are refused.
+pub fn fault_plan(plan: &Plan, file: &Path, text: &str) -> anyhow::Result<Plan> {
+    let spec = merged_spec(&plan.spec, text, file, "faults")?;
+    if spec.faults.is_empty() {
+        anyhow::bail!("{}: no faults to apply", file.display());
+    }
+    if let Some((k, f)) = spec.faults.iter().enumerate().find(|(_, f)| f.kind.is_device()) {
+        anyhow::bail!("{}: fault {} (`{}`) acts on every transfer of a device and is set when the device starts: put it in the cluster's spec (live: lnet_drop, lnet_delay, link, partition, pause, restart, crash, device_restart)", file.display(), k + 1, f.kind.name());
+    }
+    let mut p = plan.clone();
+    p.spec.faults = spec.faults;
+    Ok(p)
+}
+
 /// `text` (only `workloads:`) with the running spec's other keys after it, validated whole, so
 /// file:line:col of an error in the workloads is the file's own.
-fn merged_spec(running: &ClusterSpec, text: &str, file: &Path) -> anyhow::Result<ClusterSpec> {
+fn merged_spec(running: &ClusterSpec, text: &str, file: &Path, key: &str) -> anyhow::Result<ClusterSpec> {
     let f = file.display();
     let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(|e| anyhow::anyhow!("{f}: {e}"))?;
     let keys: Vec<String> = v.as_mapping().map(|m| m.keys().map(|k| k.as_str().unwrap_or("?").to_string()).collect()).unwrap_or_default();
-    if keys != ["workloads"] {
-        anyhow::bail!("{f}: a workload file holds only `workloads:` (a list, as in a spec); it has {}", if keys.is_empty() { "no mapping".into() } else { keys.join(", ") });
+    if keys != [key] {
+        let what = if key == "workloads" { "workload" } else { "fault" };
+        anyhow::bail!("{f}: a {what} file holds only `{key}:` (a list, as in a spec); it has {}", if keys.is_empty() { "no mapping".into() } else { keys.join(", ") });
     }
     let mut rest = serde_yaml_ng::to_value(running)?;
     if let Some(m) = rest.as_mapping_mut() {
         for k in ["workloads", "faults", "source"] {
             m.remove(k);
+        }
+        if key == "faults" {
+            // The spec must still name a workload: the running one's, which the faults ignore.
+            m.insert("workloads".into(), serde_yaml_ng::to_value(&running.workloads)?);
         }
     }
     let merged = format!("{}\n{}", text.trim_end(), serde_yaml_ng::to_string(&rest)?);

@@ -34,6 +34,18 @@ pub struct WorkloadArgs {
     pub timeout: u64,
 }
 
+#[derive(Args, Debug)]
+pub struct FaultFileArgs {
+    /// A YAML file holding only `faults:` (as in a spec); windows count from now.
+    pub file: std::path::PathBuf,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Stop waiting after this many seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub timeout: u64,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum CtlCmd {
     /// LNet ping of NID from NODE: the peer's NIs and their status (like `lnetctl ping`).
@@ -220,4 +232,30 @@ pub fn workload(a: &WorkloadArgs) -> anyhow::Result<bool> {
         print!("{}", table(&r));
     }
     Ok(r.ok)
+}
+
+/// `lnetlab fault FILE`: applies FILE's fault timeline to the running cluster and prints what
+/// happened when (rules added, windows opened and closed) and the fault counts by kind.
+pub fn fault_file(a: &FaultFileArgs) -> anyhow::Result<()> {
+    let f = a.file.display();
+    let text = std::fs::read_to_string(&a.file).map_err(|e| anyhow::anyhow!("{f}: {e}"))?;
+    let st = client::find(None)?;
+    let v = client::request(&st, &Request::Faults { file: f.to_string(), text }, Duration::from_secs(a.timeout))?;
+    let r = &v["faults"];
+    if a.json {
+        println!("{r}");
+        return Ok(());
+    }
+    for rec in r["records"].as_array().into_iter().flatten() {
+        let t = rec["t_us"].as_u64().map_or_else(|| "?".into(), |t| format!("{:.3}s", t as f64 / 1e6));
+        let on = rec["node"].as_str().or(rec["net"].as_str()).or(rec["what"].as_str()).unwrap_or("");
+        println!("{t:>9}  {:<20} {} {on}", rec["fault"].as_str().unwrap_or("?"), rec["action"].as_str().unwrap_or("?"));
+    }
+    for s in r["skipped"].as_array().into_iter().flatten() {
+        println!("skipped: {}", s.as_str().unwrap_or("?"));
+    }
+    let counts: Vec<String> = r["counts"].as_object().into_iter().flatten().map(|(k, n)| format!("{k} {n}")).collect();
+    println!("faults so far (whole cluster): {}", if counts.is_empty() { "none".into() } else { counts.join(", ") });
+    println!("untimed rules stay installed: `lnetlab ctl NODE fault list`, `fault del TAG` (tags live<N>-…)");
+    Ok(())
 }
