@@ -59,6 +59,47 @@ pub fn story(report: &Report, paths: bool) -> anyhow::Result<String> {
     Ok(s)
 }
 
+/// Each client's part of a run's story with order ignored, for backends whose clients really
+/// run at once (process, Docker): the client's own lines and every other node's lines about it
+/// (prefixed `@NODE`; not their send completions), xids dropped, sorted and counted. What each client did and caused is
+/// compared; how the clients interleaved is not.
+pub fn client_stories(report: &Report) -> anyhow::Result<String> {
+    let art = Path::new(&report.artifacts);
+    let spec_path = art.join("spec.yaml");
+    let text = std::fs::read_to_string(&spec_path).map_err(|e| anyhow::anyhow!("{}: {e}", spec_path.display()))?;
+    let spec = crate::cluster::spec::ClusterSpec::parse(&text, &spec_path)?;
+    let nodes: Vec<(String, Vec<String>)> = serde_json::from_str(&std::fs::read_to_string(art.join("nids.json"))?)?;
+    let names: HashMap<String, String> = nodes.iter().flat_map(|(n, nids)| nids.iter().map(move |x| (x.clone(), n.clone()))).collect();
+    let stories: Vec<(String, String)> = nodes.iter().map(|(n, _)| (n.clone(), normalize(&std::fs::read_to_string(art.join("traces").join(format!("{n}.jsonl"))).unwrap_or_default(), &names, false))).collect();
+    let no_xid = |l: &str| l.split(' ').filter(|w| !(w.len() > 1 && w.starts_with('x') && w[1..].bytes().all(|b| b.is_ascii_digit()))).collect::<Vec<_>>().join(" ");
+    let mut s = String::new();
+    for client in spec.nodes.iter().filter(|n| n.roles.contains(&crate::cluster::spec::Role::Client)).map(|n| &n.name) {
+        let mut lines: Vec<String> = Vec::new();
+        for (node, story) in &stories {
+            for l in story.lines() {
+                let words: Vec<&str> = l.split_whitespace().collect();
+                if node == client {
+                    lines.push(no_xid(l));
+                } else if words[0] == "SEND" {
+                    // Another node's send completion: what arrived is on the client's own
+                    // lines, and the last ones race with teardown.
+                } else if words.get(1) == Some(&client.as_str()) || l.contains(&format!(" from {client}")) {
+                    lines.push(format!("@{node} {}", no_xid(l)));
+                }
+            }
+        }
+        lines.sort();
+        s += &format!("## {client}\n");
+        let mut i = 0;
+        while i < lines.len() {
+            let n = lines[i..].iter().take_while(|l| **l == lines[i]).count();
+            s += &format!("{n:>4} {}\n", lines[i]);
+            i += n;
+        }
+    }
+    Ok(s)
+}
+
 /// Runs one scenario and returns its report and story (artifacts under `art`, or a temporary
 /// directory that is gone afterwards).
 pub fn run_scenario_in(file: &Path, backend: &str, seed: Option<u64>, paths: bool, art: &Path) -> anyhow::Result<(Report, String)> {

@@ -68,6 +68,24 @@ fn faults_of_many_kinds_in_docker_lose_nothing() {
     assert_eq!((r["lost_acked_writes"].clone(), r["silent_corruptions"].clone(), r["workloads"][0]["errors"].clone()), (json!(0), json!(0), json!(0)), "{r}");
 }
 
+/// The concurrent golden scenario in containers: each client tells the story of its snapshot
+/// (`golden/concurrent.clients.snap`, made on sim; order across clients ignored).
+#[test]
+fn concurrent_scenario_tells_the_golden_client_stories_in_docker() {
+    let art = tempfile::tempdir().unwrap();
+    // The spec's own seed (7), as on sim: the data, and so the RPCs' checksums, are the same.
+    let out = lnetlab().args(["run", root().join("clusters/golden/concurrent.yaml").to_str().unwrap(), "--backend", "docker", "--json", "--artifacts", art.path().to_str().unwrap()]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let report: harness::cluster::report::Report = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!((report.backend.as_str(), report.seed), ("docker", 7));
+    let got = harness::golden::client_stories(&report).unwrap();
+    let want = harness::golden::read_snap(&root().join("golden/concurrent.clients.snap")).expect("the snapshot");
+    if got != want {
+        panic!("the clients' stories in Docker differ from the snapshot:\n{}", harness::golden::diff(&want, &got));
+    }
+}
+
 /// A `crash` of the OSS container (SIGKILL: the uncommitted cache in lnetd's memory is gone, the
 /// volume keeps what was committed): the clients replay, every byte is verified.
 #[test]

@@ -97,3 +97,23 @@ fn a_run_with_faults_replays_byte_for_byte_in_sim() {
     assert_eq!(s1, s2);
     assert_eq!(raw_traces(&r1), raw_traces(&r2));
 }
+
+/// The concurrent scenario's clients each tell the same story (order ignored) on sim, in its
+/// snapshot, and on the process backend, where they really run at once.
+#[test]
+fn concurrent_scenario_tells_the_same_client_stories_on_sim_and_process() {
+    let f = root().join("clusters/golden/concurrent.yaml");
+    let art = tempfile::tempdir().unwrap();
+    let (r, _) = run_scenario_in(&f, "sim", None, false, art.path()).unwrap_or_else(|e| panic!("{e:#}"));
+    let sim = harness::golden::client_stories(&r).unwrap();
+    insta::with_settings!({snapshot_path => root().join("golden"), prepend_module_to_snapshot => false, omit_expression => true}, {
+        insta::assert_snapshot!("concurrent.clients", sim);
+    });
+    std::env::set_var("LNETLAB_BIN", env!("CARGO_BIN_EXE_lnetlab"));
+    let (r, _) = run_scenario_in(&f, "process", None, false, art.path()).unwrap_or_else(|e| panic!("{e:#}"));
+    let process = harness::golden::client_stories(&r).unwrap();
+    assert!(sim.lines().count() > 30);
+    if sim != process {
+        panic!("the clients' stories differ between sim and process:\n{}", harness::golden::diff(&sim, &process));
+    }
+}
