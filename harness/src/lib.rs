@@ -9,6 +9,7 @@ pub mod hunt;
 pub mod interrupt;
 pub mod junit;
 pub mod procs;
+pub mod progress;
 pub mod runner;
 pub mod runs;
 pub mod state;

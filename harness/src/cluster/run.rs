@@ -165,6 +165,7 @@ pub fn run(opts: &RunOpts) -> anyhow::Result<Report> {
     std::fs::write(art.join("nids.json"), serde_json::to_string_pretty(&nids)? + "\n")?;
     let t0 = Instant::now();
     let say = progress(opts.json);
+    crate::progress::set_quiet(opts.json);
     say(&format!("cluster `{}`: {} nodes, seed {seed}, artifacts {}", spec.name, plan.nodes.len(), art.display()));
     let res = execute(backend.as_ref(), &plan, opts, &art, &say, &mut report);
     report.elapsed_s = t0.elapsed().as_secs_f64();

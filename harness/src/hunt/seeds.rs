@@ -4,6 +4,7 @@
 
 use super::child::{failure, run_one};
 use super::generate::{generate, GenOpts};
+use crate::progress::{Progress, Unit};
 use serde::Serialize;
 use serde_json::Value;
 use std::path::PathBuf;
@@ -140,19 +141,21 @@ fn hunt_seed(o: &HuntOpts, seed: u64) -> SeedResult {
     SeedResult { seed, ok, secs: t0.elapsed().as_secs_f64(), nodes, error, spec: kept, repro, run_dir }
 }
 
-/// Runs every seed, `jobs` at a time; progress on stderr.
+/// Runs every seed, `jobs` at a time; progress on stderr (a bar on a terminal, else a line
+/// every 10 s and at the end).
 pub fn hunt(o: &HuntOpts) -> anyhow::Result<HuntSummary> {
     std::fs::create_dir_all(&o.out)?;
     let (a, b) = o.seeds;
     let total = (b - a + 1) as usize;
     let next = Arc::new(AtomicUsize::new(0));
-    let results = Arc::new(Mutex::new(Vec::new()));
+    let results: Arc<Mutex<Vec<SeedResult>>> = Arc::new(Mutex::new(Vec::new()));
     let stop = std::sync::atomic::AtomicBool::new(false);
     let t0 = Instant::now();
-    let tty = unsafe { libc::isatty(2) } == 1;
+    let say = |m: &str| eprintln!("{m}");
+    let bar = Mutex::new((!o.json).then(|| Progress::new("hunt", total as u64, Unit::Seeds, Duration::from_secs(10), say)));
     std::thread::scope(|s| {
         for _ in 0..o.jobs.max(1) {
-            let (next, results, stop) = (next.clone(), results.clone(), &stop);
+            let (next, results, stop, bar) = (next.clone(), results.clone(), &stop, &bar);
             s.spawn(move || loop {
                 let k = next.fetch_add(1, Ordering::SeqCst);
                 if k >= total || crate::interrupt::interrupted() || (o.first_failure && stop.load(Ordering::SeqCst)) {
@@ -163,25 +166,22 @@ pub fn hunt(o: &HuntOpts) -> anyhow::Result<HuntSummary> {
                     stop.store(true, Ordering::SeqCst);
                 }
                 let mut g = results.lock().unwrap();
-                if !r.ok && !o.json {
-                    eprintln!("{}seed {} FAILED: {}", if tty { "\r\x1b[K" } else { "" }, r.seed, r.error.as_deref().unwrap_or("?"));
-                    for line in &r.repro {
-                        eprintln!("    reproduce: {line}");
+                let mut bar = bar.lock().unwrap();
+                if let Some(bar) = bar.as_mut() {
+                    if !r.ok {
+                        bar.println(&format!("seed {} FAILED: {}", r.seed, r.error.as_deref().unwrap_or("?")));
+                        for line in &r.repro {
+                            bar.println(&format!("    reproduce: {line}"));
+                        }
                     }
+                    let failed = g.iter().filter(|r| !r.ok).count() + usize::from(!r.ok);
+                    bar.set(g.len() as u64 + 1, &format!("{failed} failed"));
                 }
                 g.push(r);
-                let done = g.len();
-                let failed = g.iter().filter(|r| !r.ok).count();
-                let rate = done as f64 / t0.elapsed().as_secs_f64().max(1e-3);
-                if !o.json && (tty || done % 10 == 0 || done == total) {
-                    eprint!("{}hunt: {done}/{total} seeds, {rate:.2} seeds/s, {failed} failed{}", if tty { "\r\x1b[K" } else { "" }, if tty { "" } else { "\n" });
-                }
             });
         }
     });
-    if tty && !o.json {
-        eprintln!();
-    }
+    drop(bar);
     let mut all = Arc::try_unwrap(results).map_err(|_| anyhow::anyhow!("hunt workers still hold results"))?.into_inner().unwrap();
     all.sort_by_key(|r| r.seed);
     let elapsed = t0.elapsed().as_secs_f64();

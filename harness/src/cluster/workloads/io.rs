@@ -8,8 +8,9 @@ use crate::cluster::plan::Plan;
 use crate::cluster::report::WorkloadReport;
 use crate::cluster::spec::{parse_duration, WorkloadSpec};
 use crate::cluster::workloads::waiting;
+use crate::progress::{Progress, Unit};
 use serde_json::{json, Value};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long a stuck client has to say what it waits for.
 const ANSWER: Duration = Duration::from_secs(2);
@@ -55,7 +56,7 @@ pub fn run_workload(cluster: &mut Cluster, plan: &Plan, (w, earlier): (&Workload
     let mut done: Vec<Option<Value>> = vec![None; w.clients.len()];
     let mut written = vec![0u64; w.clients.len()];
     let deadline = cluster.now() + timeout;
-    let mut last = Instant::now();
+    let mut bar = Progress::new(&w.name, total * if w.verify { 2 } else { 1 }, Unit::Bytes, Duration::from_millis(500), say);
     while done.iter().any(|d| d.is_none()) {
         let wake = faults.next_due().map_or(deadline, |t| t.min(deadline));
         let (i, line) = if !cluster.backlog.is_empty() {
@@ -96,13 +97,7 @@ pub fn run_workload(cluster: &mut Cluster, plan: &Plan, (w, earlier): (&Workload
                 }
             }
         }
-        if last.elapsed() > Duration::from_millis(500) || done.iter().all(|d| d.is_some()) {
-            last = Instant::now();
-            let moved: u64 = written.iter().sum();
-            let want = total * if w.verify { 2 } else { 1 };
-            let pct = if want == 0 { 100.0 } else { 100.0 * moved as f64 / want as f64 };
-            say(&format!("{}: [{:<30}] {:5.1}% ({} of {} clients done)", w.name, "#".repeat((pct / 100.0 * 30.0) as usize), pct, done.iter().filter(|d| d.is_some()).count(), done.len()));
-        }
+        bar.set(written.iter().sum(), &format!("({} of {} clients done)", done.iter().filter(|d| d.is_some()).count(), done.len()));
     }
     let mut r = WorkloadReport { name: w.name.clone(), ..Default::default() };
     for (c, d) in w.clients.iter().zip(done).filter_map(|(c, d)| Some((c, d?))) {
