@@ -35,7 +35,7 @@ pub fn run(max_nodes: usize, plot: Option<&Path>) -> anyhow::Result<Vec<Metric>>
     let mut n = 2;
     while n <= max_nodes.max(2) {
         let spec = spec(n)?;
-        let p = plan(&spec, 1, &loopback(250, n as u8));
+        let p = plan(&spec, 1, &loopback(&spec, 250, n as u8));
         let art = tempfile::tempdir()?;
         let scratch = tempfile::tempdir()?;
         eprintln!("  scale: {n} nodes ...");

@@ -108,7 +108,8 @@ impl ClusterSpec {
                 check_subnet(s, on_net).map_err(|e| at("subnet", s, 0, format!("net `{net}`: subnet `{s}`: {e}")))?;
             } else if n.kind == NetKind::Tcp && on_net > MAX_AUTO_SUBNET_NODES {
                 let key = format!("{net}:");
-                let (line, col) = text.lines().enumerate().find(|(_, l)| l.trim_start().starts_with(&key)).map_or((1, 1), |(i, l)| (i + 1, l.len() - l.trim_start().len() + 1));
+                // Where the net is declared: block style (`  tcp0:`) or flow style (`{tcp0: …}`).
+                let (line, col) = text.lines().enumerate().filter(|(_, l)| !l.trim_start().starts_with('#')).find_map(|(i, l)| l.find(&key).filter(|&c| c == 0 || !l.as_bytes()[c - 1].is_ascii_alphanumeric()).map(|c| (i + 1, c + 1))).unwrap_or((1, 1));
                 return Err(SpecError { file: file.to_string(), line, col, msg: format!("net `{net}`: {on_net} nodes do not fit in the /24 allocated for it (at most {MAX_AUTO_SUBNET_NODES}); give it a larger `subnet:`") });
             }
         }

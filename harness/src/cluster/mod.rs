@@ -9,6 +9,7 @@ pub mod compose;
 pub mod control;
 pub mod devfaults;
 pub mod faults;
+pub mod groups;
 pub mod limits;
 pub mod plan;
 pub mod report;

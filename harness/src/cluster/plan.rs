@@ -38,10 +38,26 @@ pub struct Plan {
     pub t0_unix_us: u64,
 }
 
-/// Loopback addressing for the process backend: `127.a.(b+k).host` for the k-th TCP net, with
-/// `a.b` chosen per run so concurrent runs do not collide.
-pub fn loopback(a: u8, b: u8) -> impl Fn(usize, &str, usize) -> Ipv4Addr {
-    move |k, _, pos| Ipv4Addr::from(u32::from(Ipv4Addr::new(127, a, b.wrapping_add(k as u8), 0)) + pos as u32 + 1)
+/// Loopback addressing for the process backend: the TCP nets of `spec` get consecutive blocks of
+/// /24s from `127.a.b.0` (`a.b` chosen per run so concurrent runs do not collide): a net of up to
+/// 254 nodes one block, `127.a.(b+k).host` for the k-th net as before; a larger net as many
+/// blocks as it needs, the next net after them — addresses never wrap or overlap.
+pub fn loopback(spec: &ClusterSpec, a: u8, b: u8) -> impl Fn(usize, &str, usize) -> Ipv4Addr {
+    let mut starts = Vec::new();
+    let mut next = 0u32;
+    for (name, n) in &spec.nets {
+        if n.kind == NetKind::Tcp {
+            starts.push(next);
+            let members = spec.nodes.iter().filter(|x| x.nis.contains(name)).count() as u32;
+            next += (members + 1).div_ceil(256).max(1);
+        }
+    }
+    let base = u32::from(Ipv4Addr::new(127, a, b, 0));
+    move |k, _, pos| {
+        let ip = base + (starts.get(k).copied().unwrap_or(k as u32) << 8) + pos as u32 + 1;
+        // Past 127.255.255.254 the address would leave the loopback net: start again at 127.0.1.x.
+        Ipv4Addr::from(if ip >= 0x7fff_ffff { ip - 0x00ff_0000 } else { ip })
+    }
 }
 
 /// Lays out the cluster. `tcp_ip(k, net, pos)` gives the address of the `pos`-th node on the
@@ -147,4 +163,53 @@ impl Plan {
 pub fn random_seed() -> u64 {
     let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
     (t ^ (std::process::id() as u64).rotate_left(32)) % 1_000_000_000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(subnet: &str) -> ClusterSpec {
+        let text = format!(
+            "name: wide
+nets: {{dma0: {{kind: dma}}, tcp0: {{kind: tcp{subnet}}}, tcp1: {{kind: tcp}}}}
+nodes:
+  - {{name: oss, roles: [oss], nis: [dma0, tcp0, tcp1], targets: [{{ost: 0, size: 64MiB}}]}}
+  - {{name: t, count: 300, roles: [client], nis: [tcp0]}}
+  - {{name: u, count: 5, roles: [client], nis: [tcp1]}}
+workloads:
+  - {{name: io, kind: io, clients: [t0, u0], files: 1, size: 1MiB}}
+"
+        );
+        ClusterSpec::parse(&text, Path::new("wide.yaml")).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// 301 nodes on tcp0 (issue 18: the 255th used to get an address of the next net's block).
+    #[test]
+    fn a_tcp_net_of_300_nodes_gets_distinct_addresses_on_loopback() {
+        let s = spec(", subnet: 10.88.0.0/22");
+        let p = plan(&s, 1, &loopback(&s, 120, 7));
+        let addrs: Vec<Ipv4Addr> = p.nodes.iter().flat_map(|n| n.nids.iter()).filter(|(net, _)| net.starts_with("tcp")).map(|(_, nid)| Ipv4Addr::from(nid.addr())).collect();
+        assert_eq!(addrs.len(), 301 + 6);
+        let distinct: std::collections::HashSet<_> = addrs.iter().collect();
+        assert_eq!(distinct.len(), addrs.len(), "addresses repeat");
+        assert!(addrs.iter().all(|a| a.octets()[0] == 127 && a.octets()[1] == 120));
+        // tcp1 starts after the two blocks tcp0 needs.
+        let u0 = p.nodes.iter().find(|n| n.name == "u0").unwrap().nids[0].1;
+        assert_eq!(Ipv4Addr::from(u0.addr()), Ipv4Addr::new(127, 120, 9, 2));
+        // Small nets keep today's layout: 127.a.(b+k).host.
+        let small = ClusterSpec::parse(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../clusters/quickstart.yaml")).unwrap(), Path::new("q.yaml")).unwrap();
+        let p = plan(&small, 1, &loopback(&small, 120, 7));
+        assert_eq!(Ipv4Addr::from(p.nodes[0].nids[1].1.addr()), Ipv4Addr::new(127, 120, 7, 1));
+    }
+
+    #[test]
+    fn a_subnet_too_small_for_its_nodes_is_refused_where_it_is_written() {
+        let text = "name: wide\nnets: {tcp0: {kind: tcp, subnet: 10.88.0.0/24}}\nnodes:\n  - {name: oss, roles: [oss], nis: [tcp0], targets: [{ost: 0, size: 64MiB}]}\n  - {name: t, count: 300, roles: [client], nis: [tcp0]}\nworkloads:\n  - {name: io, kind: io, clients: [t0], files: 1, size: 1MiB}\n";
+        let e = ClusterSpec::parse(text, Path::new("wide.yaml")).unwrap_err().to_string();
+        assert!(e.starts_with("wide.yaml:2:") && e.contains("10.88.0.0/24"), "{e}");
+        // Without a subnet, more than a /24 holds is refused too, naming the net.
+        let e = ClusterSpec::parse(&text.replace(", subnet: 10.88.0.0/24", ""), Path::new("w.yaml")).unwrap_err().to_string();
+        assert!(e.starts_with("w.yaml:2:") && e.contains("301 nodes do not fit"), "{e}");
+    }
 }

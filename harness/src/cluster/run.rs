@@ -154,7 +154,7 @@ pub fn run(opts: &RunOpts) -> anyhow::Result<Report> {
     // Addresses may be claimed (docker networks); a failure is the run's, reported like any.
     let plan = match backend.tcp_addressing(&spec) {
         Ok(Some(f)) => plan(&spec, seed, f.as_ref()),
-        Ok(None) => plan(&spec, seed, &loopback(lb.0, lb.1)),
+        Ok(None) => plan(&spec, seed, &loopback(&spec, lb.0, lb.1)),
         Err(e) => {
             report.error = Some(format!("{e:#}"));
             std::fs::write(art.join("report.json"), serde_json::to_string_pretty(&report)? + "\n")?;

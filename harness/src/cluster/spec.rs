@@ -81,6 +81,9 @@ pub struct TargetSpec {
 #[serde(deny_unknown_fields)]
 pub struct NodeSpec {
     pub name: String,
+    /// A node group: this many nodes, `NAME0`… (`cluster/groups.rs`); its name stands for all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<usize>,
     pub roles: Vec<Role>,
     pub nis: Vec<String>,
     #[serde(default)]

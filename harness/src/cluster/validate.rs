@@ -25,6 +25,7 @@ impl ClusterSpec {
         serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text).map_err(located).map_err(|e| second_of_duplicate(text, e))?;
         let mut spec: ClusterSpec = serde_yaml_ng::from_str(text).map_err(located)?;
         spec.source = path.to_path_buf();
+        spec.expand_groups(text, &file)?;
         spec.check_bounds(text, &file)?;
         spec.validate(text, &file)?;
         spec.check_fit(text, &file)?;

@@ -83,7 +83,7 @@ mod tests {
     #[test]
     fn an_answer_names_the_rpc_its_target_node_and_what_else_waits() {
         let spec = crate::cluster::spec::ClusterSpec::parse("name: t\nnets: {dma0: {kind: dma}}\nnodes:\n  - {name: oss1, roles: [oss], nis: [dma0], targets: [{ost: 1, size: 64MiB}]}\n  - {name: c1, roles: [client], nis: [dma0]}\n", std::path::Path::new("t.yaml")).unwrap();
-        let plan = crate::cluster::plan::plan(&spec, 1, &crate::cluster::plan::loopback(100, 0));
+        let plan = crate::cluster::plan::plan(&spec, 1, &crate::cluster::plan::loopback(&spec, 100, 0));
         let nid = plan.nodes[0].nids[0].1.to_string();
         let rpc = |xid: u64| serde_json::json!({"op": "OST_WRITE file 0 chunk 3", "target": format!("OST0001 at {nid}"), "xid": xid, "tries": 2, "age_ms": 5200});
         let v = serde_json::json!({"jobs": [{"job": "io1@c1", "phase": "write", "in_flight": [rpc(7), rpc(8), rpc(9), rpc(10)], "parked": [{"op": "OST_READ", "target": "x", "tries": 1}], "reconnecting": [format!("OST0001 at {nid}")], "queued": 0}], "lnet_in_flight": 2, "lnet_held": 0});
