@@ -18,6 +18,7 @@ pub fn set_quiet(q: bool) {
 pub enum Unit {
     Bytes,
     Seeds,
+    Nodes,
 }
 
 /// One piece of long work (a workload's bytes, a hunt's seeds).
@@ -37,7 +38,11 @@ impl<S: Fn(&str)> Progress<S> {
         let tty = std::io::stderr().is_terminal() && !QUIET.load(Ordering::Relaxed);
         let bar = tty.then(|| {
             let b = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
-            let count = if unit == Unit::Bytes { "{bytes}/{total_bytes} {bytes_per_sec}" } else { "{pos}/{len} seeds {per_sec}" };
+            let count = match unit {
+                Unit::Bytes => "{bytes}/{total_bytes} {bytes_per_sec}",
+                Unit::Seeds => "{pos}/{len} seeds {per_sec}",
+                Unit::Nodes => "{pos}/{len} {elapsed}",
+            };
             let style = ProgressStyle::with_template(&format!("  {{prefix}} [{{bar:30}}] {count} {{msg}}")).expect("template").progress_chars("#>-");
             b.set_style(style);
             b.set_prefix(what.to_string());
@@ -66,6 +71,7 @@ impl<S: Fn(&str)> Progress<S> {
         let count = match self.unit {
             Unit::Bytes => format!("{:.1} of {:.1} MiB", pos as f64 / 1048576.0, self.len as f64 / 1048576.0),
             Unit::Seeds => format!("{pos}/{} seeds", self.len),
+            Unit::Nodes => format!("{pos}/{}", self.len),
         };
         format!("{}: {pct:5.1}% {count} {msg}", self.what).trim_end().to_string()
     }

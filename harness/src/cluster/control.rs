@@ -193,12 +193,18 @@ impl Cluster {
         let c = self;
         let deadline = c.now() + timeout;
         let mut ready = 0;
+        // A line per node for a small cluster; a bar (or a line every 2 s) for a large one.
+        let few = c.nodes.len() <= 16;
+        let mut bar = (!few).then(|| crate::progress::Progress::new("up", c.nodes.len() as u64, crate::progress::Unit::Nodes, Duration::from_secs(2), progress));
         while ready < c.nodes.len() {
             let (i, line) = c.next(deadline)?;
             match line {
                 NodeLine::Line(v) if v["ready"] == true => {
                     ready += 1;
-                    progress(&format!("up: {ready}/{} nodes ready ({} is {})", c.nodes.len(), c.nodes[i].name, v["nids"]));
+                    match bar.as_mut() {
+                        Some(b) => b.set(ready as u64, &format!("nodes ready (last: {})", c.nodes[i].name)),
+                        None => progress(&format!("up: {ready}/{} nodes ready ({} is {})", c.nodes.len(), c.nodes[i].name, v["nids"])),
+                    }
                 }
                 NodeLine::Line(v) => c.backlog.push((i, v)),
                 NodeLine::Exited => anyhow::bail!("node {} exited during start-up; see {}{}", c.nodes[i].name, log_of(&c.nodes[i].name), c.nodes[i].last_words()),

@@ -402,6 +402,7 @@ impl SockIo for ThreadIo {
         self.shared.listeners.lock().unwrap().push(l.try_clone()?);
         let sh = self.shared.clone();
         std::thread::spawn(move || {
+            let (mut failed, mut warned) = (0u64, None::<std::time::Instant>);
             for c in l.incoming() {
                 match c {
                     Ok(stream) => {
@@ -416,7 +417,17 @@ impl SockIo for ThreadIo {
                         start_conn(&sh, conn, stream, SockInput::Accepted { conn, peer, local });
                     }
                     Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return, // shut down
-                    Err(e) => warn!("accept on {addr}: {e}"),
+                    Err(e) => {
+                        // Out of descriptors (EMFILE) stays so until a connection closes: wait
+                        // instead of spinning on it, and say so once a second, not per try (a
+                        // 300-node run wrote 26 million such lines).
+                        failed += 1;
+                        if warned.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1)) {
+                            warn!("accept on {addr}: {e} ({failed} failed accepts)");
+                            (failed, warned) = (0, Some(std::time::Instant::now()));
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                    }
                 }
             }
         });

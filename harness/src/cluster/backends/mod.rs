@@ -3,6 +3,7 @@
 #[cfg(feature = "cluster")]
 pub mod docker;
 pub mod process;
+pub mod rlimits;
 pub mod sim;
 
 use crate::cluster::backend::Backend;

@@ -72,6 +72,7 @@ impl Backend for ProcessBackend {
 
     /// Starts every daemon and waits until each node says it is ready.
     fn up(&self, plan: &Plan, scratch: &Path, art: &Path, timeout: Duration, progress: &dyn Fn(&str)) -> anyhow::Result<Cluster> {
+        super::rlimits::ensure(plan)?;
         std::fs::create_dir_all(art.join("nodes"))?;
         std::fs::create_dir_all(art.join("traces"))?;
         let mut devs = Vec::new();
