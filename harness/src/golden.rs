@@ -46,31 +46,28 @@ pub fn normalize(trace: &str, names: &HashMap<String, String>, paths: bool) -> S
     out
 }
 
-/// The story of a whole run: every node's normalized trace, in spec order.
-pub fn story(report: &Report, paths: bool) -> anyhow::Result<String> {
-    let art = Path::new(&report.artifacts);
+/// Every node's normalized trace, in spec order, with the run's node names.
+fn node_stories(art: &Path, paths: bool) -> anyhow::Result<Vec<(String, String)>> {
     let nodes: Vec<(String, Vec<String>)> = serde_json::from_str(&std::fs::read_to_string(art.join("nids.json"))?)?;
     let names: HashMap<String, String> = nodes.iter().flat_map(|(n, nids)| nids.iter().map(move |x| (x.clone(), n.clone()))).collect();
-    let mut s = String::new();
-    for (n, _) in &nodes {
-        let t = std::fs::read_to_string(art.join("traces").join(format!("{n}.jsonl"))).unwrap_or_default();
-        s += &format!("## {n}\n{}", normalize(&t, &names, paths));
-    }
-    Ok(s)
+    Ok(nodes.iter().map(|(n, _)| (n.clone(), normalize(&std::fs::read_to_string(art.join("traces").join(format!("{n}.jsonl"))).unwrap_or_default(), &names, paths))).collect())
+}
+
+/// The story of a whole run: every node's normalized trace, in spec order.
+pub fn story(report: &Report, paths: bool) -> anyhow::Result<String> {
+    Ok(node_stories(Path::new(&report.artifacts), paths)?.iter().map(|(n, t)| format!("## {n}\n{t}")).collect())
 }
 
 /// Each client's part of a run's story with order ignored, for backends whose clients really
 /// run at once (process, Docker): the client's own lines and every other node's lines about it
-/// (prefixed `@NODE`; not their send completions), xids dropped, sorted and counted. What each client did and caused is
-/// compared; how the clients interleaved is not.
+/// (prefixed `@NODE`; not their send completions), xids dropped, sorted and counted. What each
+/// client did and caused is compared; how the clients interleaved is not.
 pub fn client_stories(report: &Report) -> anyhow::Result<String> {
     let art = Path::new(&report.artifacts);
     let spec_path = art.join("spec.yaml");
     let text = std::fs::read_to_string(&spec_path).map_err(|e| anyhow::anyhow!("{}: {e}", spec_path.display()))?;
     let spec = crate::cluster::spec::ClusterSpec::parse(&text, &spec_path)?;
-    let nodes: Vec<(String, Vec<String>)> = serde_json::from_str(&std::fs::read_to_string(art.join("nids.json"))?)?;
-    let names: HashMap<String, String> = nodes.iter().flat_map(|(n, nids)| nids.iter().map(move |x| (x.clone(), n.clone()))).collect();
-    let stories: Vec<(String, String)> = nodes.iter().map(|(n, _)| (n.clone(), normalize(&std::fs::read_to_string(art.join("traces").join(format!("{n}.jsonl"))).unwrap_or_default(), &names, false))).collect();
+    let stories = node_stories(art, false)?;
     let no_xid = |l: &str| l.split(' ').filter(|w| !(w.len() > 1 && w.starts_with('x') && w[1..].bytes().all(|b| b.is_ascii_digit()))).collect::<Vec<_>>().join(" ");
     let mut s = String::new();
     for client in spec.nodes.iter().filter(|n| n.roles.contains(&crate::cluster::spec::Role::Client)).map(|n| &n.name) {

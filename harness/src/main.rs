@@ -222,7 +222,6 @@ enum GoldenAction {
     Accept,
 }
 
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let daemon = match args.get(1).map(|s| s.as_str()) {

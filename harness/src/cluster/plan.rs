@@ -53,11 +53,9 @@ pub fn loopback(spec: &ClusterSpec, a: u8, b: u8) -> impl Fn(usize, &str, usize)
         }
     }
     let base = u32::from(Ipv4Addr::new(127, a, b, 0));
-    move |k, _, pos| {
-        let ip = base + (starts.get(k).copied().unwrap_or(k as u32) << 8) + pos as u32 + 1;
-        // Past 127.255.255.254 the address would leave the loopback net: start again at 127.0.1.x.
-        Ipv4Addr::from(if ip >= 0x7fff_ffff { ip - 0x00ff_0000 } else { ip })
-    }
+    // From 127.a.b.0 there are (256 - a) × 65536 addresses left in 127/8: far more than a spec
+    // may have nodes (run.rs picks a below 250).
+    move |k, _, pos| Ipv4Addr::from(base + (starts.get(k).copied().unwrap_or(k as u32) << 8) + pos as u32 + 1)
 }
 
 /// Lays out the cluster. `tcp_ip(k, net, pos)` gives the address of the `pos`-th node on the

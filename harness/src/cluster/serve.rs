@@ -59,7 +59,7 @@ impl Drop for CtlServer {
 }
 
 /// Runs a job on the cluster: the plan carries the workloads or faults it names.
-pub type RunWorkloads<'a> = dyn FnMut(&mut Cluster, &Plan, Job) -> anyhow::Result<Value> + 'a;
+pub type RunJob<'a> = dyn FnMut(&mut Cluster, &Plan, Job) -> anyhow::Result<Value> + 'a;
 
 impl CtlServer {
     /// Listens at `path` (a stale socket there is replaced: the path is this process's own).
@@ -75,7 +75,7 @@ impl CtlServer {
 
     /// Serves requests for about `wait` (returns early after one); lines the nodes sent
     /// meanwhile are dropped, but a node's exit is remembered.
-    pub fn serve(&mut self, cluster: &mut Cluster, plan: &Plan, wait: Duration, run: &mut RunWorkloads) {
+    pub fn serve(&mut self, cluster: &mut Cluster, plan: &Plan, wait: Duration, run: &mut RunJob) {
         self.drain(cluster);
         let fd = std::os::fd::AsRawFd::as_raw_fd(&self.listener);
         let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
@@ -102,7 +102,7 @@ impl CtlServer {
         }
     }
 
-    fn handle(&mut self, cluster: &mut Cluster, plan: &Plan, req: Request, run: &mut RunWorkloads) -> anyhow::Result<Value> {
+    fn handle(&mut self, cluster: &mut Cluster, plan: &Plan, req: Request, run: &mut RunJob) -> anyhow::Result<Value> {
         match req {
             Request::Node { node, cmd, then, timeout_ms } => {
                 let names = || plan.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ");

@@ -167,17 +167,16 @@ pub fn hunt(o: &HuntOpts) -> anyhow::Result<HuntSummary> {
                 }
                 let mut g = results.lock().unwrap();
                 let mut bar = bar.lock().unwrap();
-                if let Some(bar) = bar.as_mut() {
-                    if !r.ok {
-                        bar.println(&format!("seed {} FAILED: {}", r.seed, r.error.as_deref().unwrap_or("?")));
-                        for line in &r.repro {
-                            bar.println(&format!("    reproduce: {line}"));
-                        }
+                if let (Some(bar), false) = (bar.as_mut(), r.ok) {
+                    bar.println(&format!("seed {} FAILED: {}", r.seed, r.error.as_deref().unwrap_or("?")));
+                    for line in &r.repro {
+                        bar.println(&format!("    reproduce: {line}"));
                     }
-                    let failed = g.iter().filter(|r| !r.ok).count() + usize::from(!r.ok);
-                    bar.set(g.len() as u64 + 1, &format!("{failed} failed"));
                 }
                 g.push(r);
+                if let Some(bar) = bar.as_mut() {
+                    bar.set(g.len() as u64, &format!("{} failed", g.iter().filter(|r| !r.ok).count()));
+                }
             });
         }
     });

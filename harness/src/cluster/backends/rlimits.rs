@@ -3,6 +3,7 @@
 //! below it is an error that says which `ulimit` to raise, instead of node N failing to start.
 
 use super::super::plan::Plan;
+use super::super::spec::NetKind;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error("{nodes} nodes need about {need} {what} (`ulimit {flag}`), but the hard limit is {hard}: raise it (e.g. `ulimit {flag} {need}` as root or in /etc/security/limits.conf), or run fewer nodes")]
@@ -19,7 +20,8 @@ pub struct LimitError {
 /// a server about nine descriptors and six threads per TCP peer.
 pub fn needs(plan: &Plan) -> (u64, u64) {
     let nodes = plan.nodes.len() as u64;
-    let tcp = plan.nodes.iter().filter(|n| n.nids.iter().any(|(net, _)| net.starts_with("tcp"))).count() as u64;
+    let on_tcp = |net: &String| plan.spec.nets.get(net).is_some_and(|n| n.kind == NetKind::Tcp);
+    let tcp = plan.nodes.iter().filter(|n| n.nids.iter().any(|(net, _)| on_tcp(net))).count() as u64;
     // Measured: an OSS with 260 TCP and 40 DMA clients held 2356 descriptors and 1564 threads
     // (ksocklnd's three typed connections per peer, each with its threads and wake-ups).
     (3 * nodes + 10 * tcp + 256, 8 * nodes + 6 * tcp + 64)
