@@ -73,6 +73,7 @@ pub fn run(opts: &IoBenchOpts) -> anyhow::Result<Vec<Metric>> {
         write: true,
         acked: Vec::new(),
         timeout_ms: 5000,
+        at: None,
         max_tries: 8,
         obd_timeout_ms: 100_000,
     };

@@ -86,7 +86,7 @@ impl ClusterSpec {
                 let (k, v) = if w.concurrency > MAX_INFLIGHT { ("concurrency", w.concurrency) } else { ("inflight", w.inflight) };
                 return Err(at(k, &v.to_string(), 0, format!("workload `{}`: {k} {v} must be 1..={MAX_INFLIGHT}", w.name)));
             }
-            for (k, v) in [("duration", &w.duration), ("rpc_timeout", &w.rpc_timeout)] {
+            for (k, v) in [("duration", &w.duration), ("rpc_timeout", &w.rpc_timeout), ("at_min", &w.at_min), ("at_max", &w.at_max)] {
                 if let Some(v) = v {
                     check_time(v).map_err(|e| at(k, v, 0, format!("workload `{}`: {k}: {e}", w.name)))?;
                 }

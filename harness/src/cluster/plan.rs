@@ -124,6 +124,19 @@ impl Plan {
         (self.spec.capture && tcp).then(|| art.join("pcap").join(format!("{}.pcap", n.name)))
     }
 
+    /// The mailbox slots node `n` needs on its DMA fabrics: room for every peer on the
+    /// largest of them to use all its credits at once (`dev::ring::mailbox_slots`).
+    pub fn mailbox_slots(&self, n: &NodePlan) -> u32 {
+        let peers = n.nids.iter().filter(|(net, _)| self.dma_nets.contains(net)).map(|(net, _)| self.nodes.iter().filter(|m| m.nids.iter().any(|(x, _)| x == net)).count() - 1).max().unwrap_or(0);
+        lnd::dev::ring::mailbox_slots(peers, lnd::dmalnd::DmaLndConfig::default().peer_credits)
+    }
+
+    /// `--mailbox N` for lnetd when node `n` needs more than the smallest mailbox.
+    pub fn mailbox_args(&self, n: &NodePlan) -> Vec<String> {
+        let slots = self.mailbox_slots(n);
+        if slots > lnd::dev::ring::MB_MIN { vec!["--mailbox".into(), slots.to_string()] } else { vec![] }
+    }
+
     /// Where the device of DMA net `net` captures the fabric under `art`, when the spec asks.
     pub fn fabric_capture(&self, net: &str, art: &Path) -> Option<PathBuf> {
         self.spec.capture.then(|| art.join("pcap").join(format!("dma-{net}.pcap")))

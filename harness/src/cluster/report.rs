@@ -23,6 +23,9 @@ pub struct WorkloadReport {
     /// Requests clients replayed to a recovering OSS (what a crash had lost).
     #[serde(default)]
     pub replays: u64,
+    /// Early replies clients received: a busy OSS moved an RPC's deadline out.
+    #[serde(default)]
+    pub early_replies: u64,
     #[serde(default)]
     pub lost_acked_writes: u64,
     #[serde(default)]
@@ -61,6 +64,9 @@ pub struct Report {
     pub reconnects: u64,
     /// Requests clients replayed after an OSS crash or restart (recovery).
     pub replays: u64,
+    /// Early replies clients received (adaptive timeouts: a busy OSS asked for more time).
+    #[serde(default)]
+    pub early_replies: u64,
     /// Acknowledged writes (chunks, by whichever workload wrote them) that did not read back.
     pub lost_acked_writes: u64,
     /// Of those, the chunks that read back as damaged data (not the old bytes a lost write
@@ -145,7 +151,7 @@ pub fn utc_stamp(secs: u64) -> String {
 impl Report {
     /// A report not yet run: no workloads, not ok.
     pub fn new(cluster: &str, backend: &str, seed: u64, artifacts: &Path) -> Report {
-        Report { cluster: cluster.to_string(), backend: backend.to_string(), seed, ok: false, workloads: Vec::new(), artifacts: artifacts.display().to_string(), faults_injected: 0, faults: Default::default(), faults_skipped: Vec::new(), resends: 0, reconnects: 0, replays: 0, lost_acked_writes: 0, silent_corruptions: 0, orphan_objects: 0, error: None, elapsed_s: 0.0, virtual_s: None, trace_hash: None }
+        Report { cluster: cluster.to_string(), backend: backend.to_string(), seed, ok: false, workloads: Vec::new(), artifacts: artifacts.display().to_string(), faults_injected: 0, faults: Default::default(), faults_skipped: Vec::new(), resends: 0, reconnects: 0, replays: 0, early_replies: 0, lost_acked_writes: 0, silent_corruptions: 0, orphan_objects: 0, error: None, elapsed_s: 0.0, virtual_s: None, trace_hash: None }
     }
 
     /// Totals from the workloads, `ok` unless `error` or a workload's errors or unverified

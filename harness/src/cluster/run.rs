@@ -224,6 +224,7 @@ fn execute(backend: &dyn Backend, plan: &Plan, opts: &RunOpts, art: &Path, say: 
         report.resends = report.workloads.iter().map(|w| w.resends).sum();
         report.reconnects = report.workloads.iter().map(|w| w.reconnects).sum();
         report.replays = report.workloads.iter().map(|w| w.replays).sum();
+        report.early_replies = report.workloads.iter().map(|w| w.early_replies).sum();
         faults.finish(backend, &mut cluster, plan, opts.timeout, say)?;
         if !plan.spec.faults.is_empty() {
             report.faults = faults.counts(&mut cluster, plan, art, opts.timeout)?;

@@ -179,9 +179,16 @@ pub struct WorkloadSpec {
     pub duration: Option<String>,
     #[serde(default)]
     pub count: Option<u64>,
-    /// io: resend an RPC whose reply has not come after this long (default 5s).
+    /// io: resend an RPC whose reply has not come after this long, a fixed timeout (without it,
+    /// adaptive timeouts: deadlines from the servers' service estimates, early replies).
     #[serde(default)]
     pub rpc_timeout: Option<String>,
+    /// io, adaptive timeouts: no RPC timeout below `at_min` (default 0) or above `at_max`
+    /// (default 600s), as Lustre's module parameters.
+    #[serde(default)]
+    pub at_min: Option<String>,
+    #[serde(default)]
+    pub at_max: Option<String>,
     /// io: attempts per RPC (resends and bulk redos) before it counts as failed (default 8).
     #[serde(default)]
     pub max_tries: Option<u32>,

@@ -140,6 +140,16 @@ impl ClusterSpec {
             if let Some(c) = w.clients.iter().enumerate().find(|(i, c)| w.clients[..*i].contains(c)).map(|x| x.1) {
                 return Err(err(&w.name, format!("workload `{}`: client `{c}` is listed twice", w.name)));
             }
+            if let (Some(t), Some(k)) = (&w.rpc_timeout, w.at_min.as_ref().or(w.at_max.as_ref())) {
+                return Err(err(k, format!("workload `{}`: at_min/at_max tune adaptive timeouts, which a fixed rpc_timeout ({t}) turns off: give one or the other", w.name)));
+            }
+            if let (Some(lo), Some(hi)) = (w.at_min.as_deref().map(parse_duration), w.at_max.as_deref().map(parse_duration)) {
+                if let (Ok(lo), Ok(hi)) = (lo, hi) {
+                    if lo > hi {
+                        return Err(err(w.at_min.as_deref().unwrap_or_default(), format!("workload `{}`: at_min is above at_max", w.name)));
+                    }
+                }
+            }
             if let Some(src) = &w.read_back {
                 let earlier = self.workloads.iter().take_while(|x| x.name != w.name).find(|x| &x.name == src && x.kind == WorkloadKind::Io);
                 let Some(e) = earlier else {

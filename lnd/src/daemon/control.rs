@@ -353,7 +353,7 @@ impl Controller {
                 "mds": self.node.lnet.md_count(),
                 "idle": self.node.idle(),
                 "free_bytes": self.node.arena.free_bytes(),
-                "oss": self.oss.as_ref().map(|o| { let mut v = o.state(); v["replays"] = o.replays.into(); v["evictions"] = o.evictions.into(); v }),
+                "oss": self.oss.as_ref().map(|o| { let mut v = o.state(); v["replays"] = o.replays.into(); v["evictions"] = o.evictions.into(); v["early_replies"] = o.early_replies.into(); v["io_queue_max"] = o.queued_max.into(); v }),
             })),
             Cmd::Waiting => Ok(json!({
                 "jobs": self.oscs.iter().map(|o| o.waiting()).collect::<Vec<_>>(),

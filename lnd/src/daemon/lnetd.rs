@@ -57,7 +57,7 @@ fn doorbell_thread(w: &ShmWaker, k: usize, tx: mpsc::Sender<Input>) -> std::io::
     Ok(())
 }
 
-const USAGE_KEYS: &[&str] = &["fabric", "nid", "mem", "log", "pid", "peer-credits", "route", "port", "pcap", "router-buffers", "trace", "wait-device", "tcp-ports", "t0"];
+const USAGE_KEYS: &[&str] = &["fabric", "nid", "mem", "log", "pid", "peer-credits", "route", "port", "pcap", "router-buffers", "trace", "wait-device", "tcp-ports", "t0", "mailbox"];
 
 pub fn main(args: &[String]) -> anyhow::Result<()> {
     let a = super::parse_args(args, USAGE_KEYS, &["routing"])?;
@@ -91,6 +91,12 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         Some(w) => Duration::from_secs(w.parse().map_err(|_| anyhow::anyhow!("--wait-device `{w}` is not a number of seconds"))?),
         None => Duration::from_secs(10),
     };
+    // Mailbox slots on each fabric: as many as the peers there need (the harness computes it
+    // from the cluster; `dev::ring::mailbox_slots`), else the smallest.
+    let mailbox = match a.get("mailbox") {
+        Some(m) => m.parse::<u32>().ok().filter(|n| n.is_power_of_two() && (crate::dev::ring::MB_MIN..=crate::dev::ring::MB_MAX).contains(n)).ok_or_else(|| anyhow::anyhow!("--mailbox `{m}`: a power of two {}..={} (slots)", crate::dev::ring::MB_MIN, crate::dev::ring::MB_MAX))?,
+        None => crate::dev::ring::MB_MIN,
+    };
     let incarnation = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() as u64;
     let (tx, rx) = mpsc::channel();
     let mut b = NodeBuilder::new(pid, incarnation);
@@ -117,8 +123,8 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
                 // hold our address for the incarnation a restart just killed: retry briefly.
                 // A second fabric's device registers the memory of the first: one node memory.
                 let dev = match dma.first() {
-                    None => ShmDevice::connect_within(&fabric, nid.addr(), mem as usize, wait_device),
-                    Some(first) => ShmDevice::attach_within(&fabric, nid.addr(), crate::mem::Mem::memfd("lnet-queue", crate::dev::ring::QUEUE_BYTES)?, first.mem.clone(), wait_device),
+                    None => ShmDevice::connect_within(&fabric, nid.addr(), mem as usize, mailbox, wait_device),
+                    Some(first) => ShmDevice::attach_within(&fabric, nid.addr(), crate::mem::Mem::memfd("lnet-queue", crate::dev::ring::queue_bytes(mailbox))?, first.mem.clone(), wait_device),
                 }
                 .map_err(|e| anyhow::anyhow!("attach {nid} to {}: {e}", fabric.display()))?;
                 dma.push(Attachment { fabric, nid: *nid, q: dev.queue().clone(), mem: dev.mem().clone(), waker: Some(dev.waker()?), gone: None });

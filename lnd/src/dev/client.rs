@@ -20,6 +20,8 @@ pub struct ShmDevice {
     key: u32,
     addr: u32,
     scratch: Vec<u8>,
+    /// Our mailbox's slots.
+    mb_n: u32,
 }
 
 fn status_of(body: &[u8], addr: u32) -> Result<(), DevError> {
@@ -40,11 +42,12 @@ impl ShmDevice {
         Self::attach_with(fabric_dir, addr, q, mem)
     }
 
-    /// [`ShmDevice::connect`], retried for up to `wait` while the device is still starting
-    /// (containers start in any order) or our address is still held by a previous incarnation
-    /// the device has not yet seen go (a node restarted at once).
-    pub fn connect_within(fabric_dir: &Path, addr: u32, mem_size: usize, wait: Duration) -> Result<ShmDevice, DevError> {
-        let q = Mem::memfd("lnet-queue", ring::QUEUE_BYTES)?;
+    /// [`ShmDevice::connect`] with a mailbox of `mailbox` slots (see [`ring::mailbox_slots`]),
+    /// retried for up to `wait` while the device is still starting (containers start in any
+    /// order) or our address is still held by a previous incarnation the device has not yet
+    /// seen go (a node restarted at once).
+    pub fn connect_within(fabric_dir: &Path, addr: u32, mem_size: usize, mailbox: u32, wait: Duration) -> Result<ShmDevice, DevError> {
+        let q = Mem::memfd("lnet-queue", ring::queue_bytes(mailbox))?;
         let mem = Mem::memfd("lnet-mem", mem_size)?;
         Self::attach_within(fabric_dir, addr, q, mem, wait)
     }
@@ -76,9 +79,9 @@ impl ShmDevice {
         let path = fabric_dir.join(proto::SOCK_NAME);
         let sock = UnixStream::connect(&path)
             .map_err(|e| DevError::Io(std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))))?;
-        Rings::new(&q, true).map_err(DevError::Protocol)?;
+        let mb_n = Rings::new(&q, true).map_err(DevError::Protocol)?.mailbox_len();
         let mut hello = addr.to_le_bytes().to_vec();
-        hello.extend_from_slice(&(ring::QUEUE_BYTES as u64).to_le_bytes());
+        hello.extend_from_slice(&(q.len() as u64).to_le_bytes());
         send_frame(&sock, proto::F_HELLO, &hello, Some(q.fd().unwrap().as_raw_fd()))?;
         let reply = recv_frame(&sock)?.ok_or_else(|| DevError::Protocol("device closed during hello".into()))?;
         if reply.ty != proto::F_HELLO_OK {
@@ -89,7 +92,7 @@ impl ShmDevice {
         let reply = recv_frame(&sock)?.ok_or_else(|| DevError::Protocol("device closed during register".into()))?;
         status_of(&reply.body, addr)?;
         let key = proto::u32_at(&reply.body, 4).ok_or_else(|| DevError::Protocol("register reply lacks key".into()))?;
-        Ok(ShmDevice { sock, q, mem, key, addr, scratch: vec![0; SMSG_MAX] })
+        Ok(ShmDevice { sock, q, mem, key, addr, scratch: vec![0; SMSG_MAX], mb_n })
     }
 
     fn rings(&self) -> Rings<'_> {
@@ -194,7 +197,7 @@ impl DmaDevice for ShmDevice {
             if let Some((c, slot)) = r.read_comp(head) {
                 if c.kind == CompKind::SmsgRecv {
                     let len = (c.len as usize).min(SMSG_MAX);
-                    let ok = q.read(Rings::mailbox_off(slot), &mut self.scratch[..len]).is_ok();
+                    let ok = q.read(Rings::mailbox_off(slot, self.mb_n), &mut self.scratch[..len]).is_ok();
                     let mb = r.word(ring::MB_HEAD);
                     mb.store(mb.load(Ordering::Relaxed).wrapping_add(1), Ordering::Release);
                     if ok {
@@ -230,18 +233,18 @@ mod tests {
         std::thread::spawn(move || srv.run());
         let wait = Duration::from_secs(10);
         // The old incarnation, not yet noticed gone: it lets go 200 ms after the new one asks.
-        let old = ShmDevice::connect_within(dir.path(), 7, 1 << 16, wait).unwrap();
+        let old = ShmDevice::connect_within(dir.path(), 7, 1 << 16, ring::MB_MIN, wait).unwrap();
         let gone = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(200));
             drop(old);
         });
         let t0 = std::time::Instant::now();
-        let new = ShmDevice::connect_within(dir.path(), 7, 1 << 16, wait);
+        let new = ShmDevice::connect_within(dir.path(), 7, 1 << 16, ring::MB_MIN, wait);
         assert!(new.is_ok(), "the new incarnation attaches: {}", new.err().unwrap());
         assert!(t0.elapsed() >= Duration::from_millis(150), "it waited for the old one");
         gone.join().unwrap();
         // A live holder is still refused once the wait is over, with the address named.
-        let held = ShmDevice::connect_within(dir.path(), 7, 1 << 16, Duration::from_millis(100));
+        let held = ShmDevice::connect_within(dir.path(), 7, 1 << 16, ring::MB_MIN, Duration::from_millis(100));
         assert!(matches!(&held, Err(DevError::AddrInUse(7))), "{:?}", held.err());
     }
 }

@@ -62,12 +62,18 @@ pub struct InProcFabric {
 
 impl InProcFabric {
     pub fn new(seed: u64) -> InProcFabric {
-        Self::with_mailbox(seed, super::ring::MB_N as usize)
+        Self::with_mailbox(seed, super::ring::MB_MIN as usize)
     }
 
     /// A fabric whose mailboxes hold `mailbox` short messages each.
     pub fn with_mailbox(seed: u64, mailbox: usize) -> InProcFabric {
         InProcFabric { engine: Arc::new(Mutex::new(Engine::new(seed))), mailbox, life: Default::default(), clock: None }
+    }
+
+    /// Nodes attached from now on get mailboxes of `mailbox` slots (a clone made for the
+    /// purpose sizes only what attaches through it).
+    pub fn set_mailbox(&mut self, mailbox: usize) {
+        self.mailbox = mailbox;
     }
 
     /// Holds the completions of late pulls (the `late` device fault) back on `clock`, as the

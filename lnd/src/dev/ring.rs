@@ -1,5 +1,6 @@
 //! Layout of the queue region a node shares with `dmadev`: a submission ring with an inline data
-//! slot per descriptor, a completion ring and the SMSG mailbox. Encoders check every field read.
+//! slot per descriptor, a completion ring and the SMSG mailbox, whose slot count the node picks
+//! for the peers it may hear from (`mailbox_slots`). Encoders check every field read.
 
 use super::device::{CompKind, Completion, DevStatus, Desc, Op, MAX_FRAGS, SMSG_MAX};
 use crate::mem::{Mem, OutOfBounds, Seg};
@@ -7,7 +8,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 pub const SQ_N: u32 = 64;
 pub const CQ_N: u32 = 1024;
-pub const MB_N: u32 = 256;
+/// Mailbox slots: at least (and by default) this many, at most `MB_MAX`, a power of two.
+pub const MB_MIN: u32 = 256;
+pub const MB_MAX: u32 = 1 << 16;
 const DESC_SZ: u64 = 64;
 const COMP_SZ: u64 = 32;
 const SLOT_SZ: u64 = SMSG_MAX as u64;
@@ -24,14 +27,34 @@ pub const SQ_ARMED: u64 = 24; // device sleeps: ring the doorbell
 pub const CQ_ARMED: u64 = 28; // node sleeps: ring the doorbell
 pub const CQ_OVERFLOW: u64 = 32; // device holds completions that did not fit
 const MAGIC_OFF: u64 = 36;
+const MB_SLOTS: u64 = 40; // node: mailbox slots in this region (fixed at attach)
 const HDR_SZ: u64 = 256;
 
 const SQ_OFF: u64 = HDR_SZ;
 const SQ_DATA_OFF: u64 = SQ_OFF + SQ_N as u64 * DESC_SZ;
 const CQ_OFF: u64 = SQ_DATA_OFF + SQ_N as u64 * SLOT_SZ;
 const MB_OFF: u64 = CQ_OFF + CQ_N as u64 * COMP_SZ;
-/// Bytes in a queue region.
-pub const QUEUE_BYTES: usize = (MB_OFF + MB_N as u64 * SLOT_SZ) as usize;
+/// Bytes in a queue region with the smallest mailbox.
+pub const QUEUE_BYTES: usize = queue_bytes(MB_MIN);
+
+/// Bytes in a queue region whose mailbox has `mb_n` slots.
+pub const fn queue_bytes(mb_n: u32) -> usize {
+    (MB_OFF + mb_n as u64 * SLOT_SZ) as usize
+}
+
+/// The mailbox a node needs so that every peer can have all its credits' worth of SMSGs (plus
+/// the NOOPs and control messages that ride beside them) in it at once: no SMSG a credit
+/// allowed ever bounces, however many peers write at the same time. Slots are only touched
+/// when used, so a mostly idle node pays for few of them.
+pub fn mailbox_slots(peers: usize, peer_credits: u16) -> u32 {
+    let want = peers.saturating_mul(peer_credits as usize + 3).min(MB_MAX as usize) as u32;
+    want.next_power_of_two().clamp(MB_MIN, MB_MAX)
+}
+
+/// A mailbox size a region may declare.
+fn valid_slots(n: u32) -> bool {
+    n.is_power_of_two() && (MB_MIN..=MB_MAX).contains(&n)
+}
 
 /// A typed view of a queue region.
 pub struct Rings<'a> {
@@ -39,18 +62,32 @@ pub struct Rings<'a> {
 }
 
 impl<'a> Rings<'a> {
-    /// Wraps a region, checking size (and, unless `init`, the magic).
+    /// Wraps a region, checking its size; `init` writes the magic and the mailbox size the
+    /// region's length gives, otherwise both are checked (the size against the length).
     pub fn new(mem: &'a Mem, init: bool) -> Result<Rings<'a>, String> {
         if mem.len() < QUEUE_BYTES {
             return Err(format!("queue region has {} bytes, need {QUEUE_BYTES}", mem.len()));
         }
         let r = Rings { mem };
         if init {
+            let slots = ((mem.len() as u64 - MB_OFF) / SLOT_SZ).min(MB_MAX as u64) as u32;
+            let slots = if valid_slots(slots) { slots } else { (slots + 1).next_power_of_two() / 2 };
+            mem.write(MB_SLOTS, &slots.to_le_bytes()).map_err(|e| e.to_string())?;
             mem.write(MAGIC_OFF, &MAGIC.to_le_bytes()).map_err(|e| e.to_string())?;
         } else if r.word(MAGIC_OFF).load(Ordering::Acquire) != MAGIC {
             return Err("queue region lacks the DMA1 magic".into());
+        } else {
+            let n = r.mailbox_len();
+            if !valid_slots(n) || queue_bytes(n) > mem.len() {
+                return Err(format!("queue region of {} bytes declares a mailbox of {n} slots (a power of two {MB_MIN}..={MB_MAX} that fits)", mem.len()));
+            }
         }
         Ok(r)
+    }
+
+    /// The mailbox's slots, as the region declares them (checked by `new`).
+    pub fn mailbox_len(&self) -> u32 {
+        self.word(MB_SLOTS).load(Ordering::Acquire)
     }
 
     pub fn word(&self, off: u64) -> &'a AtomicU32 {
@@ -187,8 +224,9 @@ impl<'a> Rings<'a> {
         Some((c, u32::from_le_bytes(b[28..32].try_into().unwrap())))
     }
 
-    pub fn mailbox_off(slot: u32) -> u64 {
-        MB_OFF + (slot % MB_N) as u64 * SLOT_SZ
+    /// Where mailbox slot `slot` (a running count) lies in a mailbox of `mb_n` slots.
+    pub fn mailbox_off(slot: u32, mb_n: u32) -> u64 {
+        MB_OFF + (slot % mb_n) as u64 * SLOT_SZ
     }
 }
 
@@ -254,5 +292,20 @@ mod tests {
         r.write_comp(CQ_N + 3, &c, 11);
         assert_eq!(r.read_comp(3), Some((c, 11)));
         assert!(Rings::new(&Mem::heap(100), true).is_err());
+    }
+
+    #[test]
+    fn the_mailbox_is_sized_for_the_peers_and_checked_by_the_device() {
+        assert_eq!(mailbox_slots(1, 8), MB_MIN, "a small fabric keeps the smallest mailbox");
+        assert_eq!(mailbox_slots(999, 8), 16384, "999 peers × 11 → 10989 → 16384");
+        assert_eq!(mailbox_slots(100_000, 8), MB_MAX);
+        let mem = Mem::heap(queue_bytes(4096));
+        assert_eq!(Rings::new(&mem, true).unwrap().mailbox_len(), 4096);
+        assert_eq!(Rings::new(&mem, false).unwrap().mailbox_len(), 4096, "the device reads what the node declared");
+        // A node that declares more slots than its region holds is refused, not trusted.
+        mem.write(MB_SLOTS, &8192u32.to_le_bytes()).unwrap();
+        assert!(Rings::new(&mem, false).err().unwrap().contains("8192 slots"));
+        mem.write(MB_SLOTS, &300u32.to_le_bytes()).unwrap();
+        assert!(Rings::new(&mem, false).is_err(), "not a power of two");
     }
 }

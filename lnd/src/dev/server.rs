@@ -13,9 +13,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use tracing::{info, warn};
 
-/// Completions held back for a node whose completion ring is full. A node's own descriptors,
-/// mailbox and peers bound what can legitimately wait; a node past this is not reading its
-/// ring and is let go.
+/// Completions held back for a node whose completion ring is full, beyond one per mailbox
+/// slot. A node's own descriptors, mailbox and peers bound what can legitimately wait; a node
+/// past this is not reading its ring and is let go.
 const OVERFLOW_MAX: usize = 4 * ring::CQ_N as usize;
 
 /// The device side of one node's rings.
@@ -23,6 +23,9 @@ struct ShmPort {
     q: Arc<Mem>,
     sock: UnixStream,
     overflow: VecDeque<(Completion, u32)>,
+    /// Mailbox slots, as the node declared them at attach (read once: the node could change
+    /// the word later).
+    mb_n: u32,
 }
 
 impl ShmPort {
@@ -33,7 +36,7 @@ impl ShmPort {
     fn push(&mut self, c: Completion, slot: u32) {
         let r = Rings { mem: &self.q };
         if !self.overflow.is_empty() || r.cq_pending() >= ring::CQ_N {
-            if self.overflow.len() >= OVERFLOW_MAX {
+            if self.overflow.len() >= OVERFLOW_MAX + self.mb_n as usize {
                 // Closing the connection ends the node's loop, which detaches it.
                 if self.sock.shutdown(std::net::Shutdown::Both).is_ok() {
                     warn!(held = self.overflow.len(), "node does not take its completions; letting it go");
@@ -66,13 +69,13 @@ impl Port for ShmPort {
         let r = self.rings();
         let head = r.word(ring::MB_HEAD).load(Ordering::Acquire);
         let tail = r.word(ring::MB_TAIL).load(Ordering::Relaxed);
-        if tail.wrapping_sub(head) >= ring::MB_N {
+        if tail.wrapping_sub(head) >= self.mb_n {
             return Err(DevStatus::MailboxFull);
         }
-        self.q.write(Rings::mailbox_off(tail), data).map_err(|_| DevStatus::TooLong)?;
+        self.q.write(Rings::mailbox_off(tail, self.mb_n), data).map_err(|_| DevStatus::TooLong)?;
         r.word(ring::MB_TAIL).store(tail.wrapping_add(1), Ordering::Release);
         let c = Completion { kind: CompKind::SmsgRecv, status: DevStatus::Ok, tag: 0, cookie: 0, len: data.len() as u32, peer: from };
-        self.push(c, tail % ring::MB_N);
+        self.push(c, tail % self.mb_n);
         Ok(())
     }
 
@@ -172,12 +175,15 @@ fn serve_node(sock: UnixStream, engine: Arc<Mutex<Engine>>) -> std::io::Result<(
         },
         _ => return Err(refuse(&sock, proto::F_HELLO_OK, "expected hello with a queue memfd")),
     };
-    if qlen as usize != ring::QUEUE_BYTES {
-        return Err(refuse(&sock, proto::F_HELLO_OK, &format!("queue region of {qlen} bytes, expected {}", ring::QUEUE_BYTES)));
+    if !(ring::QUEUE_BYTES as u64..=ring::queue_bytes(ring::MB_MAX) as u64).contains(&qlen) {
+        return Err(refuse(&sock, proto::F_HELLO_OK, &format!("queue region of {qlen} bytes, expected {}..={}", ring::QUEUE_BYTES, ring::queue_bytes(ring::MB_MAX))));
     }
     let q = Arc::new(Mem::map_sealed_fd(fd, qlen as usize).map_err(|e| refuse(&sock, proto::F_HELLO_OK, &format!("map queue: {e}")))?);
-    Rings::new(&q, false).map_err(|e| refuse(&sock, proto::F_HELLO_OK, &e))?;
-    let port = ShmPort { q: q.clone(), sock: sock.try_clone()?, overflow: VecDeque::new() };
+    let mb_n = Rings::new(&q, false).map_err(|e| refuse(&sock, proto::F_HELLO_OK, &e))?.mailbox_len();
+    if qlen as usize != ring::queue_bytes(mb_n) {
+        return Err(refuse(&sock, proto::F_HELLO_OK, &format!("queue region of {qlen} bytes for a mailbox of {mb_n} slots, expected {}", ring::queue_bytes(mb_n))));
+    }
+    let port = ShmPort { q: q.clone(), sock: sock.try_clone()?, overflow: VecDeque::new(), mb_n };
     if let Err(e) = engine.lock().unwrap().attach(addr, Box::new(port)) {
         let status = match e {
             AttachError::AddrInUse(_) => proto::ST_ADDR_IN_USE,
@@ -313,12 +319,12 @@ mod tests {
         let q = Mem::heap(ring::QUEUE_BYTES);
         Rings::new(&q, true).unwrap();
         let (ours, mut theirs) = UnixStream::pair().unwrap();
-        let mut port = ShmPort { q: q.clone(), sock: ours, overflow: VecDeque::new() };
+        let mut port = ShmPort { q: q.clone(), sock: ours, overflow: VecDeque::new(), mb_n: ring::MB_MIN };
         let c = Completion { kind: CompKind::TxDone, status: DevStatus::Ok, tag: 1, cookie: 2, len: 3, peer: 4 };
         for _ in 0..ring::CQ_N as usize + 100_000 {
             port.complete(c);
         }
-        assert!(port.overflow.len() <= 4 * ring::CQ_N as usize, "{} completions queued", port.overflow.len());
+        assert!(port.overflow.len() <= 4 * ring::CQ_N as usize + ring::MB_MIN as usize, "{} completions queued", port.overflow.len());
         theirs.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
         let mut b = [0u8; 1];
         assert_eq!(theirs.read(&mut b).unwrap(), 0, "the node's connection is closed");

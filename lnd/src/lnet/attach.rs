@@ -34,7 +34,7 @@ impl Lnet {
         let portal = m.portal;
         let h = MdHandle(self.mds.insert(Md::new(spec, auto, Some(me))));
         self.mes.get_mut(me.0).unwrap().md = Some(h);
-        if self.lazy.contains(&portal) && !self.delayed.is_empty() {
+        if self.lazy.contains(&portal) && self.delayed.contains_key(&portal) {
             self.retry_delayed(portal);
         }
         Ok(h)
@@ -46,16 +46,26 @@ impl Lnet {
         self.lazy.insert(portal);
     }
 
+    /// The PUTs waiting on `portal` try again, oldest first, until one finds nothing to match
+    /// (the new buffers are used up): it and those behind it wait on, in order
+    /// (`lnet_ptl_attach_md` → `lnet_ptl_match_delay`). Trying them all on every new buffer
+    /// cost a server with thousands waiting quadratic time.
     fn retry_delayed(&mut self, portal: u32) {
-        let waiting: Vec<_> = self.delayed.drain(..).collect();
-        for (ni, hdr, from, private) in waiting {
-            let HdrBody::Put { ptl_index, .. } = hdr.body else { continue };
-            if ptl_index != portal {
-                self.delayed.push_back((ni, hdr, from, private));
-                continue;
-            }
-            // It matches now, goes back in the queue (still nothing), or is dropped.
+        let Some(mut waiting) = self.delayed.remove(&portal) else { return };
+        while let Some((ni, hdr, from, private)) = waiting.pop_front() {
+            // It matches now, is dropped, or goes back in the (now fresh) queue.
             self.deliver_held(ni, hdr, from, private, false);
+            if let Some(again) = self.delayed.get_mut(&portal).and_then(|q| q.pop_back()) {
+                waiting.push_front(again);
+                break;
+            }
+        }
+        if !waiting.is_empty() {
+            let newer = self.delayed.remove(&portal).unwrap_or_default();
+            waiting.extend(newer);
+            self.delayed.insert(portal, waiting);
+        } else if self.delayed.get(&portal).is_some_and(|q| q.is_empty()) {
+            self.delayed.remove(&portal);
         }
     }
 

@@ -144,7 +144,7 @@ pub struct Lnet {
     router: Option<Router>,
     lazy: std::collections::HashSet<u32>,
     fault_rules: Vec<fault::ActiveRule>,
-    delayed: VecDeque<(NiIdx, HdrRepr, Nid, u64)>,
+    delayed: std::collections::BTreeMap<u32, VecDeque<(NiIdx, HdrRepr, Nid, u64)>>,
     /// Messages a delay rule holds: (release time, ni, hdr, from, LND rx, rdma_req).
     held: VecDeque<(u64, NiIdx, HdrRepr, Nid, u64, bool)>,
     /// What the fault rules did, for the node's trace.
@@ -180,7 +180,7 @@ impl Lnet {
             router: None,
             lazy: Default::default(),
             fault_rules: Vec::new(),
-            delayed: VecDeque::new(),
+            delayed: Default::default(),
             held: VecDeque::new(),
             fault_log: VecDeque::new(),
             fault_hits: Default::default(),

@@ -55,7 +55,7 @@ impl Lnet {
                     Err(errno::ENODATA) if self.lazy.contains(&ptl_index) => {
                         // A lazy portal holds the PUT (its LND keeps the rx) until a buffer is posted.
                         self.counters.credit_stalls += 1;
-                        self.delayed.push_back((ni, hdr, from, private));
+                        self.delayed.entry(ptl_index).or_default().push_back((ni, hdr, from, private));
                         return Ok(Parsed::Recv(None));
                     }
                     Err(st) => return Ok(self.drop_msg(&hdr, from, st, "PUT matched nothing")),

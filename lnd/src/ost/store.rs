@@ -35,7 +35,7 @@ pub struct Ost {
     journal: Journal,
     /// Clients connected (their UUIDs), kept on disk at once: after a restart they are the
     /// clients recovery waits for (`lr_server_data`'s client slots).
-    clients: BTreeSet<String>,
+    clients: super::clients::ClientSlots,
     /// Bytes object syncs made durable (what a SYNC covered), for tests and stats.
     synced_bytes: u64,
     /// Each object's length at its last sync.
@@ -66,7 +66,7 @@ impl Ost {
         let last_id = read_u64(&dir.join("LAST_ID")).max(sizes.keys().max().copied().unwrap_or(0));
         let last_transno = read_u64(&dir.join("last_rcvd"));
         let last_rcvd = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(dir.join("last_rcvd"))?;
-        let clients = std::fs::read_to_string(dir.join("clients")).unwrap_or_default().lines().filter(|l| !l.is_empty()).map(String::from).collect();
+        let clients = super::clients::ClientSlots::open(&dir.join("clients"))?;
         Ok(Ost { index, dir, limit, used, last_id, sizes, reserved: HashMap::new(), last_rcvd, last_transno, last_committed: last_transno, journal: Journal::default(), clients, synced_bytes: 0, durable_len: HashMap::new() })
     }
 
@@ -122,17 +122,13 @@ impl Ost {
 
     /// The clients connected when the OST last knew (recovery waits for them after a restart).
     pub fn clients(&self) -> &BTreeSet<String> {
-        &self.clients
+        self.clients.names()
     }
 
     /// Records client `uuid` as connected (`add`) or gone, on disk at once.
     pub fn set_client(&mut self, uuid: &str, add: bool) {
-        let changed = if add { self.clients.insert(uuid.to_string()) } else { self.clients.remove(uuid) };
-        if changed {
-            let text: String = self.clients.iter().map(|c| format!("{c}\n")).collect();
-            if let Err(e) = std::fs::write(self.dir.join("clients"), text) {
-                tracing::warn!(ost = self.index, "cannot record the clients: {e}");
-            }
+        if let Err(e) = self.clients.set(uuid, add) {
+            tracing::warn!(ost = self.index, "cannot record the clients: {e}");
         }
     }
 

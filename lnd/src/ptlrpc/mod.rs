@@ -1,6 +1,7 @@
 //! ptlrpc as Lustre lays it out: requests and replies are LNet PUTs of `lustre_msg_v2`, bulk data
 //! moves by GET (writes) or PUT (reads) on the bulk portal. Helpers shared by the OSS and client.
 
+pub mod at;
 pub mod cksum;
 pub mod pinger;
 pub mod wire;

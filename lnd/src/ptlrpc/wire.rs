@@ -84,6 +84,12 @@ pub const MSG_REPLAY: u32 = 0x4;
 /// too): on the OBD_PING that ends its part of recovery.
 pub const MSG_REQ_REPLAY_DONE: u32 = 0x40;
 pub const MSG_LOCK_REPLAY_DONE: u32 = 0x80;
+/// `lm_flags`: the sender does adaptive timeouts (`MSGHDR_AT_SUPPORT`): early replies go to
+/// offset 0 of its reply buffer, the final reply to `EARLY_REPLY_SIZE`.
+pub const MSGHDR_AT_SUPPORT: u32 = 0x1;
+/// The size of an early reply, a `lustre_msg_v2` holding only the ptlrpc_body (header 40 + 184):
+/// where a final reply lands when the request advertised MSGHDR_AT_SUPPORT.
+pub const EARLY_REPLY_SIZE: u64 = 224;
 /// CONNECT reply `pb_op_flags`: the target is recovering and this client must replay.
 pub const MSG_CONNECT_RECOVERING: u32 = 0x1;
 /// CONNECT reply `pb_op_flags`: the target knew this client (`MSG_CONNECT_RECONNECT`) and keeps
@@ -307,8 +313,11 @@ pub struct PtlrpcBody {
     /// `pb_op_flags`: MSG_CONNECT_* in CONNECT replies.
     pub op_flags: u32,
     pub conn_cnt: u32,
-    /// Seconds the sender gives the request (`pb_timeout`): the server's deadline for it.
+    /// Seconds the sender gives the request (`pb_timeout`): the server's deadline for it. In a
+    /// reply, the server's service estimate; in an early reply, the request's new timeout.
     pub timeout: u32,
+    /// `pb_service_time`: in a reply, the seconds the server spent on the request.
+    pub service_time: u32,
     pub mbits: u64,
 }
 
@@ -331,6 +340,7 @@ impl PtlrpcBody {
             op_flags: r.u32(60),
             conn_cnt: r.u32(64),
             timeout: r.u32(68),
+            service_time: r.u32(72),
             mbits: r.u64(120),
         })
     }
@@ -349,6 +359,7 @@ impl PtlrpcBody {
         put32(&mut b, 60, self.op_flags);
         put32(&mut b, 64, self.conn_cnt);
         put32(&mut b, 68, self.timeout);
+        put32(&mut b, 72, self.service_time);
         put64(&mut b, 120, self.mbits);
         b
     }
@@ -532,6 +543,20 @@ mod tests {
         assert_eq!((m.body().unwrap().opc, Obdo::parse(m.buf(1, OBDO_LEN).unwrap(), false).unwrap()), (opc::OST_FALLOCATE, o));
         assert_eq!(opc::name(opc::OST_FALLOCATE), "OST_FALLOCATE");
         assert_eq!((falloc::KEEP_SIZE, falloc::PUNCH_HOLE, falloc::ZERO_RANGE), (libc::FALLOC_FL_KEEP_SIZE as u32, libc::FALLOC_FL_PUNCH_HOLE as u32, libc::FALLOC_FL_ZERO_RANGE as u32));
+    }
+
+    /// An early reply is a lustre_msg_v2 with the ptlrpc_body alone: 224 bytes, the size the
+    /// final reply is placed after; its pb_timeout and pb_service_time at body offsets 68, 72.
+    #[test]
+    fn early_reply_layout() {
+        let body = PtlrpcBody { msg_type: PTL_RPC_MSG_REPLY, version: LUSTRE_OST_VERSION, opc: opc::OST_WRITE, timeout: 37, service_time: 7, ..Default::default() };
+        let mut m = LustreMsg::new(SECFLVR_NULL_OST, vec![body.emit()]);
+        m.flags = MSGHDR_AT_SUPPORT;
+        let b = m.emit();
+        assert_eq!(b.len() as u64, EARLY_REPLY_SIZE);
+        assert_eq!((&b[20..24], &b[40 + 68..40 + 72], &b[40 + 72..40 + 76]), (&1u32.to_le_bytes()[..], &37u32.to_le_bytes()[..], &7u32.to_le_bytes()[..]));
+        let p = LustreMsg::parse(&b).unwrap();
+        assert_eq!((p.flags, p.body().unwrap()), (MSGHDR_AT_SUPPORT, body));
     }
 
     proptest! {

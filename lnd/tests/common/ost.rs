@@ -40,6 +40,7 @@ pub fn job(name: &str, first_file: u64) -> IoJob {
         write: true,
         acked: Vec::new(),
         timeout_ms: 5000,
+        at: None,
         max_tries: 8,
         obd_timeout_ms: 100_000,
     }

@@ -52,6 +52,7 @@ fn lnetd_args(n: &NodePlan, scratch: &Path, art: &Path, plan: &Plan) -> Vec<Stri
         a.push("--routing".into());
     }
     a.extend(["--mem".into(), n.mem.to_string(), "--port".into(), socklnd_port().to_string()]);
+    a.extend(plan.mailbox_args(n));
     if socklnd_port() != 988 {
         // Without root no node can bind a reserved port: the explicit unprivileged test mode.
         a.extend(["--tcp-ports".into(), "unprivileged".into()]);

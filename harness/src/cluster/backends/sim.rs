@@ -62,7 +62,8 @@ fn build_node(sim: &mut Sim, plan: &Plan, i: usize, generation: u64, art: &Path)
     for (net, nid) in &n.nids {
         if plan.dma_nets.contains(net) {
             let k = sim.fabric_index(net);
-            let f = sim.fabrics[k].1.clone();
+            let mut f = sim.fabrics[k].1.clone();
+            f.set_mailbox(plan.mailbox_slots(n) as usize);
             // A device that is down (a node restarted during a device restart) gives a dead
             // handle: the node comes up, finds it gone and attaches once it is back.
             let mem = node_mem.clone().unwrap_or_else(|| lnd::mem::Mem::heap(n.mem as usize));

@@ -41,6 +41,13 @@ pub fn run_workload(cluster: &mut Cluster, plan: &Plan, (w, earlier): (&Workload
             "max_tries": w.max_tries.unwrap_or(8),
             "timeout_ms": w.rpc_timeout.as_deref().map(parse_duration).transpose().map_err(anyhow::Error::msg)?.map(|d| d.as_millis() as u64).unwrap_or(5000),
         });
+        if w.rpc_timeout.is_none() {
+            let ms = |v: &Option<String>| v.as_deref().map(parse_duration).transpose().map(|d| d.map(|d| d.as_millis() as u64));
+            let mut at = lnd::ptlrpc::at::AtConfig::default();
+            at.min_ms = ms(&w.at_min).map_err(anyhow::Error::msg)?.unwrap_or(at.min_ms);
+            at.max_ms = ms(&w.at_max).map_err(anyhow::Error::msg)?.unwrap_or(at.max_ms);
+            job["at"] = serde_json::to_value(at)?;
+        }
         if let Some(src) = &w.read_back {
             // The same client's files of the earlier workload: its numbering and its objects.
             let ws = plan.spec.workloads.iter().find(|x| &x.name == src).expect("validated");
@@ -110,6 +117,7 @@ pub fn run_workload(cluster: &mut Cluster, plan: &Plan, (w, earlier): (&Workload
         r.resends += d["resends"].as_u64().unwrap_or(0);
         r.reconnects += d["reconnects"].as_u64().unwrap_or(0);
         r.replays += d["replays"].as_u64().unwrap_or(0);
+        r.early_replies += d["early_replies"].as_u64().unwrap_or(0);
         r.lost_acked_writes += d["lost_acked_writes"].as_u64().unwrap_or(0);
         r.silent_corruptions += d["silent_corruptions"].as_u64().unwrap_or(0);
         if let Some(m) = d["messages"].as_array() {

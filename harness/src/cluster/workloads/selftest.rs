@@ -52,6 +52,6 @@ pub fn run_selftest(cluster: &mut Cluster, plan: &Plan, w: &WorkloadSpec, timeou
     let bytes = sum("bytes") as u64;
     let st = json!({"test": w.test, "clients": all.len(), "ops": sum("ops") as u64, "mb_per_s": sum("mb_per_s"), "rpc_per_s": sum("rpc_per_s"), "p50_us": max("p50_us"), "p99_us": max("p99_us"), "p999_us": max("p999_us")});
     say(&format!("{}: {} ops, {:.1} MB/s, {:.0} RPC/s, latency p50 {:.0} µs p99 {:.0} µs p999 {:.0} µs", w.name, st["ops"], st["mb_per_s"].as_f64().unwrap_or(0.0), st["rpc_per_s"].as_f64().unwrap_or(0.0), st["p50_us"].as_f64().unwrap_or(0.0), st["p99_us"].as_f64().unwrap_or(0.0), st["p999_us"].as_f64().unwrap_or(0.0)));
-    Ok(WorkloadReport { name: w.name.clone(), bytes_written: bytes, bytes_verified: bytes, rpcs: sum("ops") as u64, errors: sum("errors") as u64, resends: 0, reconnects: 0, replays: 0, lost_acked_writes: 0, silent_corruptions: 0, messages: Vec::new(), selftest: Some(st), objects: Default::default(), acked: Default::default() })
+    Ok(WorkloadReport { name: w.name.clone(), bytes_written: bytes, bytes_verified: bytes, rpcs: sum("ops") as u64, errors: sum("errors") as u64, selftest: Some(st), ..Default::default() })
 }
 

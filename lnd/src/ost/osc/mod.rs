@@ -11,6 +11,7 @@ mod replay;
 mod reply;
 mod rpc;
 mod state;
+mod timeouts;
 
 use crate::lnet::MdHandle;
 use crate::mem::Seg;
@@ -67,6 +68,10 @@ pub struct IoJob {
     /// xid, MSG_RESENT); also the `pb_timeout` the server gets (in whole seconds, at least 1).
     #[serde(default = "default_timeout")]
     pub timeout_ms: u64,
+    /// Adaptive timeouts instead of `timeout_ms`: deadlines from the service estimates servers
+    /// report, early replies honoured (requests say MSGHDR_AT_SUPPORT).
+    #[serde(default)]
+    pub at: Option<crate::ptlrpc::at::AtConfig>,
     /// Attempts per RPC (resends and bulk redos) before it counts as failed.
     #[serde(default = "default_tries")]
     pub max_tries: u32,
@@ -112,6 +117,9 @@ pub struct IoReport {
     /// Requests replayed to a recovering target (changes it had lost in a crash).
     #[serde(default)]
     pub replays: u64,
+    /// Early replies received: a busy server moved an RPC's deadline out.
+    #[serde(default)]
+    pub early_replies: u64,
     /// Chunks whose acknowledged write did not read back.
     pub lost_acked_writes: u64,
     /// Wrong data that passed its checksum.

@@ -26,6 +26,7 @@ impl Osc {
             (Op::Read { .. }, Some(b)) if body.status >= 0 => Some(b.got.unwrap_or(0)).filter(|&g| g == body.status as u64).map(|g| node.mem.to_vec(b.seg.off, g as usize).unwrap_or_default()),
             _ => None,
         };
+        self.at_measured(&rpc, &body);
         let mut rec = serde_json::json!({"rpc": opc::name(body.opc), "xid": rpc.xid, "ost": self.job.targets[rpc.t].0, "status": body.status});
         // A digest of the bulk data moved (never the bytes themselves).
         let digest = match op {

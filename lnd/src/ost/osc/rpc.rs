@@ -9,6 +9,7 @@ use super::Osc;
 use crate::lnet::{opt, Event, EventKind, Insert};
 use crate::node::Node;
 use crate::ptlrpc::wire::*;
+use crate::ptlrpc::at::wire_secs;
 use crate::ptlrpc::{alloc, free, pattern_fill, spec, tag_of, user_ptr, TAG_OSC};
 use crate::wire::ProcessId;
 use std::time::Duration;
@@ -22,9 +23,8 @@ impl Osc {
         if crate::mutant::active("osc_no_timeout") {
             return;
         }
-        let timeout = Duration::from_millis(self.job.timeout_ms.max(1));
         let now = (self.clock)();
-        let mut late: Vec<u64> = self.rpcs.iter().filter(|(_, r)| now.saturating_duration_since(r.sent_at) > timeout).map(|(id, _)| *id).collect();
+        let mut late: Vec<u64> = self.rpcs.iter().filter(|(_, r)| now > r.deadline).map(|(id, _)| *id).collect();
         late.sort_unstable(); // a fixed order keeps simulated runs replayable
         for id in late {
             let rpc = self.rpcs.remove(&id).unwrap();
@@ -289,7 +289,7 @@ impl Osc {
         let id = self.next_id;
         self.next_id += 1;
         let up = user_ptr(TAG_OSC, id);
-        let timeout = self.job.timeout_ms.div_ceil(1000).max(1) as u32;
+        let timeout = self.rpc_timeout(t);
         let imp = &self.imports[t];
         let version = if opc == opc::OBD_PING { LUSTRE_OBD_VERSION } else { LUSTRE_OST_VERSION };
         let mut flags = if resend { MSG_RESENT } else { 0 };
@@ -299,14 +299,20 @@ impl Osc {
         if let Op::ReplayDone { .. } = op {
             flags |= MSG_REQ_REPLAY_DONE | MSG_LOCK_REPLAY_DONE;
         }
-        let body = PtlrpcBody { msg_type: PTL_RPC_MSG_REQUEST, version, opc, handle: imp.handle, flags, transno: replay.unwrap_or(0), last_xid: self.known_replied(t, xid), conn_cnt: imp.conn_cnt, timeout, mbits, ..Default::default() };
+        let body = PtlrpcBody { msg_type: PTL_RPC_MSG_REQUEST, version, opc, handle: imp.handle, flags, transno: replay.unwrap_or(0), last_xid: self.known_replied(t, xid), conn_cnt: imp.conn_cnt, timeout: wire_secs(timeout).max(1), mbits, ..Default::default() };
         let mut all = vec![body.emit()];
         all.extend(bufs);
-        let req = LustreMsg::new(0, all).emit();
+        let mut req = LustreMsg::new(0, all);
+        if self.job.at.is_some() {
+            req.flags |= MSGHDR_AT_SUPPORT;
+        }
+        let req = req.emit();
         // Reply buffer first, then bulk, then the request (Lustre's order).
         let reply = alloc(node, 4096, None)?;
         let me = node.lnet.me_attach(portal::OSC_REPLY, ProcessId::new(nid, ProcessId::PID_ANY), xid, 0, true, Insert::Tail).map_err(|e| e.to_string())?;
-        let reply_md = node.lnet.md_attach(me, spec(reply, opt::OP_PUT | opt::MANAGE_REMOTE | opt::TRUNCATE, Some(1), up)).map_err(|e| e.to_string())?;
+        // With adaptive timeouts early replies land at offset 0 and the reply after them.
+        let threshold = if self.job.at.is_some() { None } else { Some(1) };
+        let reply_md = node.lnet.md_attach(me, spec(reply, opt::OP_PUT | opt::MANAGE_REMOTE | opt::TRUNCATE, threshold, up)).map_err(|e| e.to_string())?;
         self.bufs.insert(reply_md, reply);
         let mut rpc_bulk = None;
         let mut cksum = None;
@@ -327,7 +333,9 @@ impl Osc {
         self.report.rpcs += 1;
         self.imports[t].last_sent = Some((self.clock)());
         let handle = self.imports[t].handle;
-        self.rpcs.insert(id, Rpc { op, t, xid, reply_md, bulk: rpc_bulk, tries, sent_at: (self.clock)(), handle, cksum, data: kept, replay });
+        let sent_at = (self.clock)();
+        let deadline = self.deadline(t, sent_at, timeout);
+        self.rpcs.insert(id, Rpc { op, t, xid, reply_md, bulk: rpc_bulk, tries, sent_at, deadline, handle, cksum, data: kept, replay });
         Ok(())
     }
 
@@ -339,9 +347,17 @@ impl Osc {
         let id = ev.user_ptr & ((1 << 56) - 1);
         let mut reply_bytes = None;
         if let Some(rpc) = self.rpcs.get_mut(&id) {
-            // A reply is read before its buffer goes back to the arena.
+            // A reply is read before its buffer goes back to the arena; an early reply (offset
+            // 0 when the reply goes after it) only moves the deadline.
             if ev.md == rpc.reply_md && ev.status == 0 && ev.kind == EventKind::Put && ev.match_bits == rpc.xid {
-                reply_bytes = self.bufs.get(&ev.md).map(|s| node.mem.to_vec(s.off, ev.mlength as usize).unwrap_or_default());
+                let bytes = self.bufs.get(&ev.md).map(|s| node.mem.to_vec(s.off + ev.offset, ev.mlength as usize).unwrap_or_default());
+                if self.job.at.is_some() && ev.offset < EARLY_REPLY_SIZE {
+                    if let Some(b) = bytes {
+                        self.early_reply(id, &b);
+                    }
+                    return true;
+                }
+                reply_bytes = bytes;
             }
             if let Some(b) = rpc.bulk.as_mut().filter(|b| b.md == ev.md) {
                 if ev.kind == EventKind::Put && ev.status == 0 {

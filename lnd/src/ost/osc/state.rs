@@ -4,6 +4,7 @@
 use crate::lnet::MdHandle;
 use crate::mem::Seg;
 use std::collections::BTreeMap;
+use crate::ptlrpc::at::Estimate;
 use std::time::Instant;
 
 /// One RPC of a job: what it asks of which target.
@@ -80,6 +81,10 @@ pub(super) struct Import {
     pub replay: BTreeMap<u64, Retained>,
     /// Replaying to a recovering target (`LUSTRE_IMP_REPLAY`): new requests wait.
     pub recovering: bool,
+    /// The target's service time as its replies report it (`iat_service_estimate`).
+    pub service_est: Estimate,
+    /// Round trips less service times (`iat_net_latency`).
+    pub net_latency: Estimate,
 }
 
 /// An RPC waiting to go again: after its target's reconnect (a resend, with its xid), or not
@@ -111,6 +116,8 @@ pub(super) struct Rpc {
     pub bulk: Option<Bulk>,
     pub tries: u32,
     pub sent_at: Instant,
+    /// When it is late (moved out by early replies).
+    pub deadline: Instant,
     /// The export handle it was sent with.
     pub handle: u64,
     /// The CRC32C a WRITE sent.

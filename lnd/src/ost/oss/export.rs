@@ -108,7 +108,12 @@ impl Oss {
 
     /// Gives up bulk transfer `id` without a reply (the client will resend).
     pub(super) fn abandon_bulk(&mut self, node: &mut Node, id: u64, why: &str) {
-        let Some(Wait::BulkIn { req, buf, md, .. } | Wait::BulkOut { req, buf, md, .. }) = self.waits.remove(&id) else { return };
+        let (req, buf, md) = match self.waits.remove(&id) {
+            Some(Wait::BulkIn { req, buf, md, .. } | Wait::BulkOut { req, buf, md, .. }) => (req, buf, md),
+            Some(Wait::Queued(q)) => return self.drop_request(&q.req, why), // no transfer started
+            Some(w) => return drop(self.waits.insert(id, w)),
+            None => return,
+        };
         self.bulk_timeouts += 1;
         self.drop_request(&req, why);
         // The buffer goes back once LNet lets go of the MD (a late transfer may still land).

@@ -13,6 +13,7 @@ mod export;
 mod mutant;
 mod record;
 mod recovery;
+mod service;
 
 use super::store::{punch_start, Ost};
 use crate::lnet::{opt, Event, EventKind, MdHandle};
@@ -53,6 +54,12 @@ struct Req {
     replay: Option<u64>,
     /// The OST its export is of (its reply names that OST's last committed transno).
     ost: Option<u32>,
+    /// When it arrived (its service time counts from here).
+    arrival: Instant,
+    /// The portal it came on (the service whose estimate it feeds).
+    portal: u32,
+    /// The client does adaptive timeouts (MSGHDR_AT_SUPPORT): early replies, reply at 224.
+    at: bool,
 }
 
 enum Wait {
@@ -64,6 +71,8 @@ enum Wait {
     Reply { buf: Seg },
     /// A posted request buffer.
     ReqBuf { buf: Seg, portal: u32 },
+    /// A BRW waiting for a service thread.
+    Queued(Box<record::Queued<Req>>),
 }
 
 pub struct Oss {
@@ -95,6 +104,16 @@ pub struct Oss {
     last_commit: Option<Instant>,
     /// Replayed requests served in recovery.
     pub replays: u64,
+    /// The adaptive-timeout tunables (`at_extra`, `at_early_margin`, `at_max`...).
+    pub at: crate::ptlrpc::at::AtConfig,
+    /// Service-time estimates by request portal (`scp_at_estimate`).
+    estimates: HashMap<u32, crate::ptlrpc::at::Estimate>,
+    /// Early replies sent.
+    pub early_replies: u64,
+    /// BRWs waiting for a service thread, in arrival order (ids into `waits`).
+    io_queue: std::collections::VecDeque<u64>,
+    /// The longest that queue has been.
+    pub queued_max: usize,
 }
 
 /// Ops that change an object: they get a transaction number, and their xid is the export's
@@ -108,7 +127,7 @@ impl Oss {
     pub fn start(node: &mut Node, osts: Vec<Ost>) -> Result<Oss, String> {
         // An OST that had clients connected waits for them to reconnect and replay.
         let recovery = osts.iter().filter(|o| !o.clients().is_empty()).map(|o| (o.index, record::Recovery::new(o.clients(), o.last_committed()))).collect();
-        let mut s = Oss { osts: osts.into_iter().map(|o| (o.index, o)).collect(), exports: HashMap::new(), next_export: record::base(node.lnet.incarnation()), waits: HashMap::new(), next_id: 1, trace: Vec::new(), rpcs: 0, active: HashMap::new(), resends_in_progress: 0, bulk_timeouts: 0, clock: crate::wall_clock(), obd_timeout: crate::ptlrpc::pinger::OBD_TIMEOUT, evictions: 0, recovery, commit_interval: COMMIT_INTERVAL, last_commit: None, replays: 0, mutants: Default::default() };
+        let mut s = Oss { osts: osts.into_iter().map(|o| (o.index, o)).collect(), exports: HashMap::new(), next_export: record::base(node.lnet.incarnation()), waits: HashMap::new(), next_id: 1, trace: Vec::new(), rpcs: 0, active: HashMap::new(), resends_in_progress: 0, bulk_timeouts: 0, clock: crate::wall_clock(), obd_timeout: crate::ptlrpc::pinger::OBD_TIMEOUT, evictions: 0, recovery, commit_interval: COMMIT_INTERVAL, last_commit: None, replays: 0, mutants: Default::default(), at: Default::default(), estimates: HashMap::new(), early_replies: 0, io_queue: Default::default(), queued_max: 0 };
         for (portal, n) in [(portal::OST_REQUEST, REQ_BUFS), (portal::OST_IO, REQ_BUFS), (portal::OST_CREATE, REQ_BUFS)] {
             node.lnet.set_lazy(portal);
             for _ in 0..n {
@@ -128,6 +147,8 @@ impl Oss {
     /// OSTs commit when due, recovery gives up on clients that do not come back.
     pub fn tick(&mut self, node: &mut Node) {
         self.expire_bulk(node);
+        self.check_queued(node);
+        self.start_queued(node);
         self.evict_silent(node);
         self.commit_due();
         self.recovery_deadlines(node);
@@ -193,7 +214,10 @@ impl Oss {
                 }
                 self.request(node, ev.peer, portal, ev.match_bits, &bytes);
             }
-            (w @ (Wait::BulkIn { .. } | Wait::BulkOut { .. }), k) => self.bulk_event(node, id, w, k, ev),
+            (w @ (Wait::BulkIn { .. } | Wait::BulkOut { .. }), k) => {
+                self.bulk_event(node, id, w, k, ev);
+                self.start_queued(node); // a thread may be free
+            }
             (Wait::Reply { buf }, _) => free(node, buf),
             (w, k) => {
                 debug!(?k, "unexpected OSS event");
@@ -216,7 +240,8 @@ impl Oss {
         let now = (self.clock)();
         let deadline = now + Duration::from_secs(body.timeout.max(1) as u64).min(BULK_TIMEOUT);
         let replay = (body.flags & MSG_REPLAY != 0 && body.transno != 0).then_some(body.transno);
-        let mut req = Req { peer, xid, opc: body.opc, handle: body.handle, msg, deadline, digest: None, replay, ost: None };
+        let at = msg.flags & MSGHDR_AT_SUPPORT != 0;
+        let mut req = Req { peer, xid, opc: body.opc, handle: body.handle, msg, deadline, digest: None, replay, ost: None, arrival: now, portal, at };
         if body.opc == opc::OST_CONNECT {
             self.rpcs += 1;
             return self.connect(node, req, &body);
@@ -364,7 +389,7 @@ impl Oss {
                 let (start, end) = if ranged { (obdo.size, obdo.blocks) } else { (0, OBD_OBJECT_EOF) };
                 o.sync_range(obdo.oid, start, end).and_then(|_| attr(o, obdo.oid))
             }
-            opc::OST_WRITE | opc::OST_READ => return self.brw(node, req, body, obdo, ost),
+            opc::OST_WRITE | opc::OST_READ => return self.brw_or_queue(node, req, body, obdo, ost),
             other => {
                 warn!(opc = other, "unsupported opcode");
                 return self.error(node, &req, EOPNOTSUPP);
@@ -400,6 +425,7 @@ impl Oss {
         self.active.remove(&(req.handle, req.xid));
         let ost = self.exports.get(&req.handle).map(|e| e.ost).or(req.ost);
         let last_committed = ost.and_then(|i| self.osts.get(&i)).map_or(0, |o| o.last_committed());
+        let (timeout, service_time, offset) = self.reply_timing(req);
         let body = PtlrpcBody {
             msg_type,
             version: if req.opc == opc::OBD_PING { LUSTRE_OBD_VERSION } else { LUSTRE_OST_VERSION },
@@ -409,6 +435,8 @@ impl Oss {
             transno,
             last_committed,
             op_flags,
+            timeout,
+            service_time,
             ..Default::default()
         };
         bufs.insert(0, body.emit());
@@ -418,13 +446,18 @@ impl Oss {
             rec["data"] = json!(format!("{d:08x}"));
         }
         self.trace.push(rec);
-        let Ok(buf) = alloc(node, bytes.len(), Some(&bytes)) else {
+        self.put_reply(node, req, &bytes, offset);
+    }
+
+    /// PUTs a reply (or an early reply) to the client's reply portal, match bits = xid.
+    fn put_reply(&mut self, node: &mut Node, req: &Req, bytes: &[u8], offset: u32) {
+        let Ok(buf) = alloc(node, bytes.len(), Some(bytes)) else {
             return warn!(xid = req.xid, "no memory for a reply");
         };
         let id = self.id();
         let md = node.lnet.md_bind(spec(buf, 0, Some(1), user_ptr(TAG_OSS, id)), true);
         self.waits.insert(id, Wait::Reply { buf });
-        if let Err(e) = node.lnet.put(md, false, req.peer, portal::OSC_REPLY, req.xid, 0, 0) {
+        if let Err(e) = node.lnet.put(md, false, req.peer, portal::OSC_REPLY, req.xid, offset, 0) {
             warn!(xid = req.xid, "reply: {e}");
             self.waits.remove(&id);
             free(node, buf);

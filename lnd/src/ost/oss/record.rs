@@ -1,5 +1,5 @@
 //! What an OSS remembers of a connected client (`obd_export`), how its export handles are
-//! numbered, and the state of an OST's recovery.
+//! numbered, the state of an OST's recovery, and a request waiting for a service thread.
 
 use crate::wire::ProcessId;
 use std::collections::{BTreeMap, BTreeSet};
@@ -57,4 +57,12 @@ impl<R> Recovery<R> {
     pub fn new(clients: &BTreeSet<String>, last_committed: u64) -> Recovery<R> {
         Recovery { expected: clients.clone(), connected: BTreeSet::new(), done: BTreeSet::new(), queue: BTreeMap::new(), held: Vec::new(), next: last_committed + 1, deadline: None }
     }
+}
+
+/// A BRW request (`R`) waiting for a service thread, with what its handler parsed.
+pub(super) struct Queued<R> {
+    pub req: R,
+    pub body: crate::ptlrpc::wire::PtlrpcBody,
+    pub obdo: crate::ptlrpc::wire::Obdo,
+    pub ost: u32,
 }

@@ -296,6 +296,7 @@ impl Backend for DockerBackend {
                 target_dirs.insert((n.name.clone(), t.ost), PathBuf::from(format!("/targets/ost{}/data", t.ost)));
             }
             args.extend(["--mem".into(), n.mem.to_string(), "--log".into(), format!("/art/nodes/{}.log", n.name), "--trace".into(), format!("/art/traces/{}.jsonl", n.name), "--t0".into(), plan.t0_unix_us.to_string()]);
+            args.extend(plan.mailbox_args(n));
             if let Some(f) = plan.node_capture(n, Path::new("/art")) {
                 args.extend(["--pcap".into(), f.display().to_string()]);
             }
