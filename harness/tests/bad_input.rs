@@ -103,6 +103,16 @@ fn petabyte_ost_is_refused() {
     refused(&BASE.replace("size: 64MiB", "size: 1048576GiB"), "9:15", "OST 0");
 }
 
+/// Adaptive timeouts: at_min/at_max are durations, at_min not above at_max, and they cannot be
+/// given with a fixed rpc_timeout (which turns adaptive timeouts off).
+#[test]
+fn adaptive_timeout_limits_are_checked() {
+    ClusterSpec::parse(&format!("{BASE}    at_min: 2s\n    at_max: 1m\n"), Path::new("t.yaml")).unwrap();
+    refused(&format!("{BASE}    rpc_timeout: 300ms\n    at_max: 10s\n"), "18:13", "a fixed rpc_timeout (300ms) turns off");
+    refused(&format!("{BASE}    at_min: 20s\n    at_max: 10s\n"), "17:13", "at_min is above at_max");
+    refused(&format!("{BASE}    at_max: 10 parsecs\n"), "17:13", "at_max");
+}
+
 #[test]
 fn absurd_inflight_is_refused() {
     refused(&format!("{BASE}    inflight: 100000000000\n"), "17:15", "inflight");

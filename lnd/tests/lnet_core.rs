@@ -71,6 +71,39 @@ fn a_lazy_put_dropped_on_retry_is_released_to_its_lnd() {
     assert_eq!(l.counters.drop_count, 1);
 }
 
+/// A server with thousands of requests waiting on a lazy portal: each new buffer takes the
+/// oldest waiting request and tries no more than one other (`lnet_ptl_match_delay`) — trying
+/// every waiting request on every buffer cost a 1000-client OSS 14.8 million failed matches.
+/// The requests are delivered in arrival order, and one on another portal never moves.
+#[test]
+fn a_lazy_portal_serves_its_waiting_puts_in_order_at_constant_cost() {
+    let (mut l, ni) = core(8, 8);
+    l.set_lazy(7);
+    l.set_lazy(8);
+    let n = 2000u64;
+    for k in 0..n {
+        assert_eq!(l.parse(ni, put_hdr(2, 7, k, 100, 0), nid(2), k, false), Ok(Parsed::Recv(None)));
+    }
+    assert_eq!(l.parse(ni, put_hdr(3, 8, 9, 100, 0), nid(3), 9999, false), Ok(Parsed::Recv(None)));
+    let held = l.counters.credit_stalls;
+    let mut got = Vec::new();
+    for b in 0..50u64 {
+        let me = l.me_attach(7, ProcessId::ANY, 0, u64::MAX, true, Insert::Tail).unwrap();
+        let md = l.md_attach(me, MdSpec { threshold: Some(1), ..spec(b * 128, 128, opt::OP_PUT) }).unwrap();
+        for a in std::iter::from_fn(|| l.poll_action()) {
+            if let Action::Recv(r) = a {
+                got.push((r.private, md));
+            }
+        }
+    }
+    assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), (0..50).collect::<Vec<_>>(), "one each, oldest first");
+    assert!(l.counters.credit_stalls - held <= 50, "{} failed retries for 50 buffers", l.counters.credit_stalls - held);
+    // The PUT on portal 8 still waits for a buffer of its own, and then lands.
+    let me = l.me_attach(8, ProcessId::ANY, 9, 0, true, Insert::Tail).unwrap();
+    l.md_attach(me, spec(0, 128, opt::OP_PUT)).unwrap();
+    assert!(std::iter::from_fn(|| l.poll_action()).any(|a| matches!(a, Action::Recv(r) if r.private == 9999 && r.msg.is_some())));
+}
+
 /// Item 7: a peer short of credits holds back only its own sends; other peers' waiters go
 /// as soon as their credits return, and one peer's sends leave in order.
 #[test]

@@ -31,6 +31,9 @@ use tracing::{debug, warn};
 
 const REQ_BUF: usize = 16 << 10;
 const REQ_BUFS: usize = 16;
+/// Bulk transfers the OSS runs at once by default (Lustre's `ost_io` service threads); further
+/// BRW requests queue (`service`).
+pub const IO_THREADS: usize = 32;
 /// `bulk_timeout`: the longest a bulk transfer may take, whatever the request's deadline.
 const BULK_TIMEOUT: Duration = Duration::from_secs(100);
 /// How often the OSTs commit by default (ldiskfs's journal commit interval, 5 s).
@@ -114,6 +117,8 @@ pub struct Oss {
     io_queue: std::collections::VecDeque<u64>,
     /// The longest that queue has been.
     pub queued_max: usize,
+    /// Bulk transfers served at once (`IO_THREADS` unless set).
+    pub io_threads: usize,
 }
 
 /// Ops that change an object: they get a transaction number, and their xid is the export's
@@ -127,7 +132,7 @@ impl Oss {
     pub fn start(node: &mut Node, osts: Vec<Ost>) -> Result<Oss, String> {
         // An OST that had clients connected waits for them to reconnect and replay.
         let recovery = osts.iter().filter(|o| !o.clients().is_empty()).map(|o| (o.index, record::Recovery::new(o.clients(), o.last_committed()))).collect();
-        let mut s = Oss { osts: osts.into_iter().map(|o| (o.index, o)).collect(), exports: HashMap::new(), next_export: record::base(node.lnet.incarnation()), waits: HashMap::new(), next_id: 1, trace: Vec::new(), rpcs: 0, active: HashMap::new(), resends_in_progress: 0, bulk_timeouts: 0, clock: crate::wall_clock(), obd_timeout: crate::ptlrpc::pinger::OBD_TIMEOUT, evictions: 0, recovery, commit_interval: COMMIT_INTERVAL, last_commit: None, replays: 0, mutants: Default::default(), at: Default::default(), estimates: HashMap::new(), early_replies: 0, io_queue: Default::default(), queued_max: 0 };
+        let mut s = Oss { osts: osts.into_iter().map(|o| (o.index, o)).collect(), exports: HashMap::new(), next_export: record::base(node.lnet.incarnation()), waits: HashMap::new(), next_id: 1, trace: Vec::new(), rpcs: 0, active: HashMap::new(), resends_in_progress: 0, bulk_timeouts: 0, clock: crate::wall_clock(), obd_timeout: crate::ptlrpc::pinger::OBD_TIMEOUT, evictions: 0, recovery, commit_interval: COMMIT_INTERVAL, last_commit: None, replays: 0, mutants: Default::default(), at: Default::default(), estimates: HashMap::new(), early_replies: 0, io_queue: Default::default(), queued_max: 0, io_threads: IO_THREADS };
         for (portal, n) in [(portal::OST_REQUEST, REQ_BUFS), (portal::OST_IO, REQ_BUFS), (portal::OST_CREATE, REQ_BUFS)] {
             node.lnet.set_lazy(portal);
             for _ in 0..n {

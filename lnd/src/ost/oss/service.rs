@@ -1,5 +1,5 @@
 //! The OST_IO service's threads and adaptive timeouts: bulk requests wait in arrival order for
-//! one of `IO_THREADS` (Lustre's `ost_io` service threads), a waiting request whose client does
+//! one of the OSS's `io_threads` (Lustre's `ost_io` service threads), a waiting request whose client does
 //! adaptive timeouts gets an early reply before its deadline (`ptlrpc_at_send_early_reply`),
 //! and every reply reports the service estimate and the time the request took.
 
@@ -11,9 +11,6 @@ use crate::ptlrpc::wire::*;
 use std::time::{Duration, Instant};
 use tracing::debug;
 
-/// Bulk transfers the OSS runs at once; further BRW requests queue.
-pub const IO_THREADS: usize = 32;
-
 impl Oss {
     /// Bulk transfers under way.
     fn in_service(&self) -> usize {
@@ -23,7 +20,7 @@ impl Oss {
     /// Serves a BRW now if a thread is free, or queues it (a resend of it meanwhile is "in
     /// progress" and dropped, as for a transfer under way).
     pub(super) fn brw_or_queue(&mut self, node: &mut Node, req: Req, body: &PtlrpcBody, obdo: Obdo, ost: u32) {
-        if self.io_queue.is_empty() && self.in_service() < IO_THREADS {
+        if self.io_queue.is_empty() && self.in_service() < self.io_threads {
             return self.brw(node, req, body, obdo, ost);
         }
         let id = self.id();
@@ -36,7 +33,7 @@ impl Oss {
     /// Starts queued BRWs while threads are free. One that waited so long that its deadline is
     /// within the early margin gets an early reply first, so its transfer has time.
     pub(super) fn start_queued(&mut self, node: &mut Node) {
-        while !self.io_queue.is_empty() && self.in_service() < IO_THREADS {
+        while !self.io_queue.is_empty() && self.in_service() < self.io_threads {
             let id = self.io_queue.pop_front().expect("not empty");
             let Some(Wait::Queued(mut q)) = self.waits.remove(&id) else { continue }; // dropped meanwhile
             self.active.remove(&(q.req.handle, q.req.xid));
