@@ -1,6 +1,8 @@
 //! Node groups: a spec node with `count: N` stands for N nodes `NAME0`…`NAME{N-1}`, and its
 //! name, wherever a node name goes (workload clients, selftest groups, fault nodes and sides),
-//! for all of them. Expanded right after parsing, so everything later sees plain nodes.
+//! for all of them. A group of OSSs numbers its members' OSTs on: member k has each listed
+//! index plus k × (the highest listed + 1), so `targets: [0, 1]` in a group of 4 are OSTs 0..7.
+//! Expanded right after parsing, so everything later sees plain nodes.
 
 use super::limits::locate_value;
 use super::spec::{ClusterSpec, FaultSpec, SpecError};
@@ -28,8 +30,14 @@ impl ClusterSpec {
                 return Err(at("count", &count.to_string(), format!("node group `{}`: count {count} must be 1..={MAX_GROUP}", n.name)));
             }
             let members: Vec<String> = (0..count).map(|i| format!("{}{i}", n.name)).collect();
-            for m in &members {
-                nodes.push(super::spec::NodeSpec { name: m.clone(), count: None, ..n.clone() });
+            let stride = n.targets.iter().map(|t| t.ost as u64 + 1).max().unwrap_or(0);
+            for (k, m) in members.iter().enumerate() {
+                let mut targets = n.targets.clone();
+                for t in &mut targets {
+                    let ost = t.ost as u64 + k as u64 * stride;
+                    t.ost = u32::try_from(ost).ok().filter(|&o| o <= super::limits::MAX_OST_INDEX).ok_or_else(|| at("count", &count.to_string(), format!("node group `{}`: its members' OST indexes would pass {}", n.name, super::limits::MAX_OST_INDEX)))?;
+                }
+                nodes.push(super::spec::NodeSpec { name: m.clone(), count: None, targets, ..n.clone() });
             }
             groups.insert(n.name, members);
         }
@@ -104,6 +112,16 @@ faults:
         // The expanded spec, written out and read again, is the same cluster.
         let again = ClusterSpec::parse(&serde_yaml_ng::to_string(&s).unwrap(), Path::new("again.yaml")).unwrap();
         assert_eq!(again.nodes.len(), 6);
+    }
+
+    #[test]
+    fn a_group_of_osss_numbers_its_members_osts_on() {
+        let spec = SPEC.replace("{name: oss, roles: [oss], nis: [dma0, tcp0], targets: [{ost: 0, size: 64MiB}]}", "{name: oss, count: 3, roles: [oss], nis: [dma0, tcp0], targets: [{ost: 0, size: 64MiB}, {ost: 2, size: 64MiB}]}").replace("src: oss", "src: oss0").replace("[oss]]", "[oss1]]");
+        let s = ClusterSpec::parse(&spec, Path::new("g.yaml")).unwrap();
+        let osts: Vec<Vec<u32>> = s.nodes.iter().filter(|n| n.name.starts_with("oss")).map(|n| n.targets.iter().map(|t| t.ost).collect()).collect();
+        assert_eq!(osts, [vec![0, 2], vec![3, 5], vec![6, 8]], "member k: index + k × (highest + 1)");
+        let e = ClusterSpec::parse(&spec.replace("{ost: 2, size", "{ost: 30000, size"), Path::new("g.yaml")).unwrap_err().to_string();
+        assert!(e.starts_with("g.yaml:4:") && e.contains("OST indexes would pass 65535"), "{e}");
     }
 
     #[test]

@@ -9,6 +9,8 @@ pub const MAX_FAULT_TIME: std::time::Duration = std::time::Duration::from_secs(2
 pub const MAX_FAULT_COUNT: u32 = 100_000;
 /// Largest OST (its storage lives in the temp directory).
 pub const MAX_OST: u64 = 1 << 40;
+/// The highest OST index (Lustre's are 16 bits: `OST%04x`).
+pub const MAX_OST_INDEX: u32 = 0xffff;
 /// Longest `commit_interval` of an OSS.
 pub const MAX_COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
 /// Most RPCs (or selftest operations) a client may keep in flight.
@@ -73,6 +75,9 @@ impl ClusterSpec {
                 }
             }
             for t in &n.targets {
+                if t.ost > MAX_OST_INDEX {
+                    return Err(at("ost", &t.ost.to_string(), 0, format!("OST index {} is above the limit of {MAX_OST_INDEX}", t.ost)));
+                }
                 if t.size.0 > MAX_OST {
                     return Err(at("ost", &t.ost.to_string(), 0, format!("OST {} size {} is above the limit of {MAX_OST} bytes (1TiB)", t.ost, t.size.0)));
                 }
