@@ -31,6 +31,9 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use subnet::Subnet;
+
+/// Node containers created and started at once during bring-up.
+const START_WORKERS: usize = 8;
 use tokio::io::AsyncWriteExt;
 
 /// `lnetlab down --all`: removes what killed runs left and dangling node images; with `prune`,
@@ -269,6 +272,7 @@ impl Backend for DockerBackend {
         let (tx, rx) = std::sync::mpsc::channel();
         let mut nodes = Vec::new();
         let mut target_dirs = HashMap::new();
+        let mut todo = Vec::with_capacity(plan.nodes.len());
         for (i, n) in plan.nodes.iter().enumerate() {
             let cname = name(&n.name);
             let mut args = Vec::new();
@@ -316,14 +320,51 @@ impl Backend for DockerBackend {
                 networking_config: first.as_ref().map(|(net, ip)| NetworkingConfig { endpoints_config: Some(HashMap::from([(name(net), endpoint(*ip))])) }),
                 ..Default::default()
             };
-            create(&cname, body)?;
-            teardown.nodes.push(cname.clone());
-            for (net, ip) in rest {
-                e.rt.block_on(e.docker.connect_network(&name(&net), NetworkConnectRequest { container: cname.clone(), endpoint_config: Some(endpoint(ip)) }))?;
+            todo.push((i, cname, body, rest));
+        }
+        // Created, wired, attached and started by a few workers at once: one at a time, a
+        // thousand containers take minutes of round trips to the Engine.
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let done: Vec<std::sync::Mutex<Option<(bool, anyhow::Result<Box<dyn Write + Send>>)>>> = todo.iter().map(|_| std::sync::Mutex::new(None)).collect();
+        std::thread::scope(|sc| {
+            for _ in 0..START_WORKERS.min(todo.len()) {
+                let tx = tx.clone();
+                sc.spawn(|| {
+                    let tx = tx;
+                    loop {
+                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some((i, cname, body, rest)) = todo.get(k) else { return };
+                        let mut created = false;
+                        let r = (|| {
+                            create(cname, body.clone())?;
+                            created = true;
+                            for (net, ip) in rest {
+                                e.rt.block_on(e.docker.connect_network(&name(net), NetworkConnectRequest { container: cname.clone(), endpoint_config: Some(endpoint(*ip)) }))?;
+                            }
+                            let stdin = attach(e, cname, *i, tx.clone())?;
+                            e.rt.block_on(e.docker.start_container(cname, None::<qp::StartContainerOptions>)).map_err(|err| anyhow::anyhow!("start {cname}: {err}"))?;
+                            Ok(stdin)
+                        })();
+                        *done[k].lock().unwrap() = Some((created, r));
+                    }
+                });
             }
-            let stdin = attach(e, &cname, i, tx.clone())?;
-            e.rt.block_on(e.docker.start_container(&cname, None::<qp::StartContainerOptions>)).map_err(|err| anyhow::anyhow!("start {cname}: {err}"))?;
-            nodes.push(NodeProc::remote(&n.name, stdin));
+        });
+        let mut first_err = None;
+        for ((i, cname, _, _), d) in todo.iter().zip(done) {
+            let (created, r) = d.into_inner().unwrap().unwrap_or((false, Err(anyhow::anyhow!("{cname}: not started"))));
+            if created {
+                teardown.nodes.push(cname.clone());
+            }
+            match r {
+                Ok(stdin) => nodes.push(NodeProc::remote(&plan.nodes[*i].name, stdin)),
+                Err(err) => {
+                    first_err.get_or_insert(err);
+                }
+            }
+        }
+        if let Some(err) = first_err {
+            return Err(err);
         }
         *self.tx.lock().unwrap() = Some(tx);
         // Device faults are counted from the devices' logs, copied out of their containers.
