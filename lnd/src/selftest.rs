@@ -2,7 +2,7 @@
 //! (GET/PUT of `size` bytes against every node's selftest buffer on portal 50), with a number
 //! in flight, for a count or a duration; rates, errors and latency percentiles.
 
-use crate::lnet::{opt, Event, EventKind, Insert, MdSpec};
+use crate::lnet::{opt, Event, EventKind, Insert, MdHandle, MdSpec};
 use crate::mem::Seg;
 use crate::node::{Node, PING_MATCH_BITS};
 use crate::ptlrpc::{tag_of, user_ptr};
@@ -49,6 +49,14 @@ pub struct StJob {
     /// ...or after this long.
     #[serde(default)]
     pub duration_ms: Option<u64>,
+    /// An operation with no answer after this long counts as an error and is given up, as
+    /// lnet-selftest's RPC timeout: a lost message must not stall the test.
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn default_timeout() -> u64 {
+    5000
 }
 
 fn default_size() -> u32 {
@@ -71,17 +79,22 @@ pub struct StReport {
     pub p99_us: f64,
     pub p999_us: f64,
     pub done: bool,
+    /// Operations given up after `timeout_ms` (counted among the errors too).
+    pub timeouts: u64,
 }
 
 pub struct StEngine {
     pub job: StJob,
     buf: Seg,
-    inflight: HashMap<u64, Instant>,
+    /// Operations in flight: when each started, and its MD.
+    inflight: HashMap<u64, (Instant, MdHandle)>,
     next: u64,
     started: Option<Instant>,
     issued: u64,
     lat_us: Vec<u32>,
     pub report: StReport,
+    /// The clock durations, latencies and timeouts use (virtual under simulation).
+    pub clock: crate::Clock,
 }
 
 impl StEngine {
@@ -96,13 +109,13 @@ impl StEngine {
         let off = node.arena.alloc(len as u64).ok_or("no memory for the selftest buffer")?;
         node.mem.fill(off, len as u64, 0xa5).map_err(|e| e.to_string())?;
         let report = StReport { name: job.name.clone(), ..Default::default() };
-        Ok(StEngine { job, buf: Seg { off, len }, inflight: HashMap::new(), next: 1, started: None, issued: 0, lat_us: Vec::new(), report })
+        Ok(StEngine { job, buf: Seg { off, len }, inflight: HashMap::new(), next: 1, started: None, issued: 0, lat_us: Vec::new(), report, clock: crate::wall_clock() })
     }
 
     fn stopping(&self) -> bool {
         let by_count = self.job.count.is_some_and(|c| self.issued >= c);
         let by_time = match (self.job.duration_ms, self.started) {
-            (Some(d), Some(t)) => t.elapsed() >= Duration::from_millis(d),
+            (Some(d), Some(t)) => (self.clock)().saturating_duration_since(t) >= Duration::from_millis(d),
             _ => false,
         };
         by_count || by_time
@@ -114,7 +127,9 @@ impl StEngine {
 
     /// Keeps `concurrency` operations in flight until the count or time is up.
     pub fn pump(&mut self, node: &mut Node) {
-        self.started.get_or_insert_with(Instant::now);
+        let now = (self.clock)();
+        self.started.get_or_insert(now);
+        self.expire(node, now);
         while self.inflight.len() < self.job.concurrency && !self.stopping() {
             let id = self.next;
             self.next += 1;
@@ -124,26 +139,40 @@ impl StEngine {
             let r = match self.job.test {
                 StTest::Ping => {
                     let md = node.lnet.md_bind(MdSpec { iov: vec![Seg { off: self.buf.off, len: 256 }], options: opt::TRUNCATE, threshold: Some(2), max_size: 0, user_ptr: up }, true);
-                    node.lnet.get(md, target, 0, PING_MATCH_BITS, 0).map(|_| ())
+                    node.lnet.get(md, target, 0, PING_MATCH_BITS, 0).map(|_| md)
                 }
                 StTest::BrwRead => {
                     let md = node.lnet.md_bind(MdSpec { iov: vec![Seg { off: self.buf.off, len: self.job.size }], options: 0, threshold: Some(2), max_size: 0, user_ptr: up }, true);
-                    node.lnet.get(md, target, ST_PORTAL, ST_MATCH, 0).map(|_| ())
+                    node.lnet.get(md, target, ST_PORTAL, ST_MATCH, 0).map(|_| md)
                 }
                 StTest::BrwWrite => {
                     let md = node.lnet.md_bind(MdSpec { iov: vec![Seg { off: self.buf.off, len: self.job.size }], options: 0, threshold: Some(2), max_size: 0, user_ptr: up }, true);
-                    node.lnet.put(md, true, target, ST_PORTAL, ST_MATCH, 0, 0).map(|_| ())
+                    node.lnet.put(md, true, target, ST_PORTAL, ST_MATCH, 0, 0).map(|_| md)
                 }
             };
             match r {
-                Ok(()) => {
-                    self.inflight.insert(id, Instant::now());
+                Ok(md) => {
+                    self.inflight.insert(id, (now, md));
                 }
                 Err(_) => self.report.errors += 1,
             }
         }
         if self.inflight.is_empty() && self.stopping() && !self.report.done {
             self.finish();
+        }
+    }
+
+    /// Gives up the operations older than the timeout (their MDs unlinked: a late answer finds
+    /// nothing), each an error.
+    fn expire(&mut self, node: &mut Node, now: Instant) {
+        let limit = Duration::from_millis(self.job.timeout_ms.max(1));
+        let mut late: Vec<(u64, MdHandle)> = self.inflight.iter().filter(|(_, (t, _))| now.saturating_duration_since(*t) > limit).map(|(id, (_, md))| (*id, *md)).collect();
+        late.sort_unstable_by_key(|l| l.0); // a fixed order keeps simulated runs replayable
+        for (id, md) in late {
+            self.inflight.remove(&id);
+            let _ = node.lnet.md_unlink(md);
+            self.report.errors += 1;
+            self.report.timeouts += 1;
         }
     }
 
@@ -157,13 +186,13 @@ impl StEngine {
         if !completes {
             return true;
         }
-        if let Some(t0) = self.inflight.remove(&id) {
+        if let Some((t0, _)) = self.inflight.remove(&id) {
             if ev.status != 0 {
                 self.report.errors += 1;
             } else {
                 self.report.ops += 1;
                 self.report.bytes += ev.mlength;
-                self.lat_us.push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                self.lat_us.push((self.clock)().saturating_duration_since(t0).as_micros().min(u32::MAX as u128) as u32);
             }
         }
         self.pump(node);
@@ -172,7 +201,7 @@ impl StEngine {
 
     /// The current rates (for live stats).
     pub fn snapshot(&mut self) -> StReport {
-        let secs = self.started.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0).max(1e-9);
+        let secs = self.started.map(|t| (self.clock)().saturating_duration_since(t).as_secs_f64()).unwrap_or(0.0).max(1e-9);
         let mut r = self.report.clone();
         r.secs = secs;
         r.mb_per_s = r.bytes as f64 / secs / 1e6;
@@ -195,5 +224,45 @@ impl StEngine {
         r.p999_us = pct(0.999);
         r.done = true;
         self.report = r;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lnet::fault::FaultRule;
+    use std::sync::{Arc, Mutex};
+
+    /// A brw_write whose PUTs are all dropped (no ACK ever comes) ends anyway: each operation
+    /// is given up after its timeout, on the engine's clock, as an error; the test is done.
+    #[test]
+    fn lost_operations_time_out_instead_of_stalling_the_test() {
+        let mem = crate::mem::Mem::heap(4 << 20);
+        let arena = crate::mem::Arena::new(mem.len() as u64, 64);
+        let mut node = Node { lnet: crate::lnet::Lnet::new(12345, 42, 0), lnds: vec![Box::new(crate::lolnd::LoLnd::new(mem.clone()))], mem, arena, xids: crate::ptlrpc::xid::Xids::new(0) };
+        install_sink(&mut node).unwrap();
+        node.lnet.add_fault_rule(FaultRule { portal: Some(ST_PORTAL), msg_type: Some("PUT".into()), interval: Some(1), ..Default::default() }).unwrap();
+        let job = StJob { name: "st".into(), test: StTest::BrwWrite, targets: vec![Nid::LO_0], size: 4096, concurrency: 2, count: Some(3), duration_ms: None, timeout_ms: 300 };
+        let mut st = StEngine::new(&mut node, job).unwrap();
+        let t = Arc::new(Mutex::new(Instant::now()));
+        let now = t.clone();
+        st.clock = Arc::new(move || *now.lock().unwrap());
+        let mut spin = |st: &mut StEngine, node: &mut Node| {
+            for _ in 0..10 {
+                node.step();
+                while let Some(e) = node.poll_event() {
+                    st.on_event(node, &e);
+                }
+                st.pump(node);
+            }
+        };
+        spin(&mut st, &mut node);
+        assert!(!st.done(), "two PUTs in flight, unanswered");
+        *t.lock().unwrap() += Duration::from_millis(301);
+        spin(&mut st, &mut node);
+        *t.lock().unwrap() += Duration::from_millis(301);
+        spin(&mut st, &mut node);
+        assert!(st.done(), "every operation given up: {:?}", st.report);
+        assert_eq!((st.report.ops, st.report.errors, st.report.timeouts), (0, 3, 3));
     }
 }

@@ -419,6 +419,7 @@ impl Controller {
             }
             Cmd::Selftest { job } => {
                 let mut st = crate::selftest::StEngine::new(&mut self.node, job)?;
+                st.clock = self.clock.clone();
                 st.pump(&mut self.node);
                 self.sts.push(st);
                 Ok(json!({}))

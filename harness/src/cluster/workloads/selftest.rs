@@ -19,7 +19,10 @@ pub fn run_selftest(cluster: &mut Cluster, plan: &Plan, w: &WorkloadSpec, timeou
             Distribute::OneToAll => w.to.iter().collect(),
         };
         let targets: Vec<String> = tos.iter().map(|t| plan.nid_for(c, t).map(|n| n.to_string()).ok_or_else(|| anyhow::anyhow!("`{c}` cannot reach `{t}`"))).collect::<anyhow::Result<_>>()?;
-        let job = json!({"name": format!("{}@{c}", w.name), "test": w.test, "targets": targets, "size": w.size.0, "concurrency": w.concurrency, "count": w.count, "duration_ms": duration_ms});
+        let mut job = json!({"name": format!("{}@{c}", w.name), "test": w.test, "targets": targets, "size": w.size.0, "concurrency": w.concurrency, "count": w.count, "duration_ms": duration_ms});
+        if let Some(t) = &w.rpc_timeout {
+            job["timeout_ms"] = json!(parse_duration(t).map_err(anyhow::Error::msg)?.as_millis() as u64);
+        }
         cluster.cmd(idx(c), json!({"op": "selftest", "job": job}), timeout)?;
     }
     let mut last: Vec<Option<Value>> = vec![None; clients.len()];
