@@ -86,14 +86,17 @@ pub struct StReport {
 pub struct StEngine {
     pub job: StJob,
     buf: Seg,
-    /// Operations in flight: when each started, and its MD.
-    inflight: HashMap<u64, (Instant, MdHandle)>,
+    /// Operations in flight: when each started (on the wall clock, for its latency, and on
+    /// `clock`, for its timeout), and its MD.
+    inflight: HashMap<u64, (Instant, Instant, MdHandle)>,
     next: u64,
     started: Option<Instant>,
     issued: u64,
     lat_us: Vec<u32>,
     pub report: StReport,
-    /// The clock durations, latencies and timeouts use (virtual under simulation).
+    /// The clock operation timeouts use (virtual under simulation, where a lost message must
+    /// time out however fast the simulator runs). Durations, rates and latencies are on the
+    /// wall clock, as lnet-selftest measures them.
     pub clock: crate::Clock,
 }
 
@@ -115,7 +118,7 @@ impl StEngine {
     fn stopping(&self) -> bool {
         let by_count = self.job.count.is_some_and(|c| self.issued >= c);
         let by_time = match (self.job.duration_ms, self.started) {
-            (Some(d), Some(t)) => (self.clock)().saturating_duration_since(t) >= Duration::from_millis(d),
+            (Some(d), Some(t)) => t.elapsed() >= Duration::from_millis(d),
             _ => false,
         };
         by_count || by_time
@@ -128,7 +131,7 @@ impl StEngine {
     /// Keeps `concurrency` operations in flight until the count or time is up.
     pub fn pump(&mut self, node: &mut Node) {
         let now = (self.clock)();
-        self.started.get_or_insert(now);
+        self.started.get_or_insert_with(Instant::now);
         self.expire(node, now);
         while self.inflight.len() < self.job.concurrency && !self.stopping() {
             let id = self.next;
@@ -152,7 +155,7 @@ impl StEngine {
             };
             match r {
                 Ok(md) => {
-                    self.inflight.insert(id, (now, md));
+                    self.inflight.insert(id, (Instant::now(), now, md));
                 }
                 Err(_) => self.report.errors += 1,
             }
@@ -166,7 +169,7 @@ impl StEngine {
     /// nothing), each an error.
     fn expire(&mut self, node: &mut Node, now: Instant) {
         let limit = Duration::from_millis(self.job.timeout_ms.max(1));
-        let mut late: Vec<(u64, MdHandle)> = self.inflight.iter().filter(|(_, (t, _))| now.saturating_duration_since(*t) > limit).map(|(id, (_, md))| (*id, *md)).collect();
+        let mut late: Vec<(u64, MdHandle)> = self.inflight.iter().filter(|(_, (_, t, _))| now.saturating_duration_since(*t) > limit).map(|(id, (_, _, md))| (*id, *md)).collect();
         late.sort_unstable_by_key(|l| l.0); // a fixed order keeps simulated runs replayable
         for (id, md) in late {
             self.inflight.remove(&id);
@@ -186,13 +189,13 @@ impl StEngine {
         if !completes {
             return true;
         }
-        if let Some((t0, _)) = self.inflight.remove(&id) {
+        if let Some((t0, _, _)) = self.inflight.remove(&id) {
             if ev.status != 0 {
                 self.report.errors += 1;
             } else {
                 self.report.ops += 1;
                 self.report.bytes += ev.mlength;
-                self.lat_us.push((self.clock)().saturating_duration_since(t0).as_micros().min(u32::MAX as u128) as u32);
+                self.lat_us.push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
             }
         }
         self.pump(node);
@@ -201,7 +204,7 @@ impl StEngine {
 
     /// The current rates (for live stats).
     pub fn snapshot(&mut self) -> StReport {
-        let secs = self.started.map(|t| (self.clock)().saturating_duration_since(t).as_secs_f64()).unwrap_or(0.0).max(1e-9);
+        let secs = self.started.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0).max(1e-9);
         let mut r = self.report.clone();
         r.secs = secs;
         r.mb_per_s = r.bytes as f64 / secs / 1e6;
