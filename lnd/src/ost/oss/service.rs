@@ -1,7 +1,8 @@
 //! The OST_IO service's threads and adaptive timeouts: bulk requests wait in arrival order for
-//! one of the OSS's `io_threads` (Lustre's `ost_io` service threads), a waiting request whose client does
-//! adaptive timeouts gets an early reply before its deadline (`ptlrpc_at_send_early_reply`),
-//! and every reply reports the service estimate and the time the request took.
+//! one of the OSS's `io_threads` (Lustre's `ost_io` service threads), a waiting request whose
+//! client does adaptive timeouts gets an early reply before its deadline
+//! (`ptlrpc_at_send_early_reply`), and every reply reports the service estimate and the time
+//! the request took.
 
 use super::record::Queued;
 use super::{Oss, Req, Wait};
