@@ -250,7 +250,7 @@ mod tests {
         let t = Arc::new(Mutex::new(Instant::now()));
         let now = t.clone();
         st.clock = Arc::new(move || *now.lock().unwrap());
-        let mut spin = |st: &mut StEngine, node: &mut Node| {
+        let spin = |st: &mut StEngine, node: &mut Node| {
             for _ in 0..10 {
                 node.step();
                 while let Some(e) = node.poll_event() {

@@ -53,6 +53,9 @@ pub fn net(reply: &Value, verbose: bool) -> Y {
             pairs.push(("tunables", map(vec![("peer_credits", n(&ni["peer_credits"])), ("credits", n(&ni["credits"]))])));
             pairs.push(("available credits", n(&ni["credits_available"])));
             pairs.push(("tx queued", n(&ni["tx_queued"])));
+            if !ni["health_value"].is_null() {
+                pairs.push(("health stats", map(vec![("health value", n(&ni["health_value"]))])));
+            }
             let stats: Vec<(&str, Y)> = ni["lnd_stats"].as_object().into_iter().flatten().map(|(k, v)| (k.as_str(), if v.is_u64() { n(v) } else { s(v) })).collect();
             pairs.push(("lnd statistics", map(stats)));
         }
@@ -84,6 +87,9 @@ pub fn peer(reply: &Value, verbose: bool) -> Y {
                 ni.push(("max_ni_tx_credits", n(&p["max_tx_credits"])));
                 ni.push(("available_tx_credits", n(&p["available_tx_credits"])));
                 ni.push(("tx_q_num_of_buf", n(&p["tx_queued"])));
+                if !p["health_value"].is_null() {
+                    ni.push(("health stats", map(vec![("health value", n(&p["health_value"]))])));
+                }
             }
             map(vec![("primary nid", s(nid)), ("Multi-Rail", Y::Bool(false)), ("peer ni", Y::Sequence(vec![map(ni)]))])
         })

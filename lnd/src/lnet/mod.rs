@@ -6,6 +6,7 @@ mod attach;
 pub mod md;
 pub mod msg;
 pub mod fault;
+pub mod health;
 mod forward;
 mod inject;
 mod parse;
@@ -88,6 +89,9 @@ struct Ni {
     /// Sends waiting for a credit of their peer, in order per peer (`lnet_post_send_locked`
     /// keeps the two queues apart, so one peer short of credits holds back only its own).
     peer_waiting: HashMap<Nid, VecDeque<MsgId>>,
+    /// This NI's health, and that of each peer NI it has dealt with (`lnet_ni`, `lnet_peer_ni`).
+    health: health::Health,
+    peer_health: HashMap<Nid, health::Health>,
 }
 
 /// Counters, as `lnetctl stats show` reports them.
@@ -101,6 +105,8 @@ pub struct Counters {
     pub drop_length: u64,
     pub errors: u64,
     pub credit_stalls: u64,
+    /// Sends that failed for a reason health counts (a NAK is not one).
+    pub health_failures: u64,
     pub route_count: u64,
     pub route_length: u64,
     pub resends: u64,
@@ -162,6 +168,8 @@ pub struct Lnet {
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
     pub counters: Counters,
+    /// `lnet_health_sensitivity`: what a failure takes off a health value, a success gives back.
+    pub health_sensitivity: u32,
 }
 
 /// The loopback NI every node has, index 0.
@@ -193,6 +201,7 @@ impl Lnet {
             actions: VecDeque::new(),
             events: VecDeque::new(),
             counters: Counters::default(),
+            health_sensitivity: health::DEFAULT_SENSITIVITY,
         };
         l.add_ni(NiConfig { nid: Nid::LO_0, lnd: lo_lnd, credits: u32::MAX, peer_credits: u32::MAX });
         l
@@ -208,7 +217,7 @@ impl Lnet {
     }
 
     pub fn add_ni(&mut self, cfg: NiConfig) -> NiIdx {
-        self.nis.push(Ni { credits: cfg.credits, cfg, peer_credits: HashMap::new(), waiting: VecDeque::new(), peer_waiting: HashMap::new() });
+        self.nis.push(Ni { credits: cfg.credits, cfg, peer_credits: HashMap::new(), waiting: VecDeque::new(), peer_waiting: HashMap::new(), health: Default::default(), peer_health: HashMap::new() });
         self.nis.len() - 1
     }
 
@@ -395,6 +404,36 @@ impl Lnet {
         self.actions.push_back(Action::Send(send));
     }
 
+    /// `lnet_health_check` for a send that ended with `status` on NI `ni` to peer NI `hop`:
+    /// the failure's class lowers the health of whichever end it blames; success raises the
+    /// local NI's (a peer NI's rises when something is received from it).
+    fn health_check(&mut self, ni: NiIdx, hop: Nid, status: i32) {
+        let class = health::HealthStatus::of_errno(status);
+        let s = self.health_sensitivity;
+        let n = &mut self.nis[ni];
+        if class == health::HealthStatus::Ok {
+            n.health.succeed(s);
+            return;
+        }
+        self.counters.health_failures += 1;
+        if class.hurts_local_ni() {
+            n.health.fail(s);
+        }
+        if class.hurts_peer_ni() {
+            n.peer_health.entry(hop).or_default().fail(s);
+        }
+    }
+
+    /// Something arrived from peer NI `from` on NI `ni`: its health rises.
+    pub(super) fn health_received(&mut self, ni: NiIdx, from: Nid) {
+        let s = self.health_sensitivity;
+        if let Some(n) = self.nis.get_mut(ni) {
+            if let Some(h) = n.peer_health.get_mut(&from) {
+                h.succeed(s);
+            }
+        }
+    }
+
     /// A send finished: its peer credit passes to that peer's first waiter (which then needs
     /// an NI credit), its NI credit to the NI's first waiter (`lnet_return_tx_credits_locked`).
     fn return_credits(&mut self, ni_idx: NiIdx, hop: Nid) {
@@ -431,6 +470,7 @@ impl Lnet {
         };
         if let Some((ni, hop)) = msg.credit {
             self.return_credits(ni, hop);
+            self.health_check(ni, hop, status);
         }
         let msg = match self.try_resend(msg, status) {
             Some(m) => m,

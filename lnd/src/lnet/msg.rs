@@ -16,6 +16,7 @@ pub mod errno {
     pub const ENETUNREACH: i32 = -101;
     pub const ECONNRESET: i32 = -104;
     pub const ETIMEDOUT: i32 = -110;
+    pub const ECONNREFUSED: i32 = -111;
     pub const EHOSTUNREACH: i32 = -113;
     pub const ECANCELED: i32 = -125;
 
@@ -33,6 +34,7 @@ pub mod errno {
             ENETUNREACH => "ENETUNREACH",
             ECONNRESET => "ECONNRESET",
             ETIMEDOUT => "ETIMEDOUT",
+            ECONNREFUSED => "ECONNREFUSED",
             EHOSTUNREACH => "EHOSTUNREACH",
             ECANCELED => "ECANCELED",
             _ => "error",

@@ -46,6 +46,7 @@ impl Lnet {
 
     /// The local half of `lnet_parse`: match a message meant for this node.
     pub(super) fn deliver(&mut self, ni: NiIdx, hdr: HdrRepr, from: Nid, private: u64, rdma_req: bool) -> Result<Parsed, ParseError> {
+        self.health_received(ni, from);
         let src = ProcessId::new(hdr.src_nid, hdr.src_pid);
         let rlen = hdr.payload_length as u64;
         match hdr.body {

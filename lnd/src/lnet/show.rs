@@ -15,6 +15,8 @@ pub struct NiInfo {
     pub peer_credits: u32,
     /// Sends waiting for an NI credit.
     pub tx_queued: usize,
+    /// `health value` of `lnetctl net show -v`.
+    pub health_value: u32,
 }
 
 /// One peer NI as seen from one of our NIs (`lnetctl peer show`).
@@ -27,6 +29,8 @@ pub struct PeerInfo {
     pub available_tx_credits: u32,
     /// Sends waiting for one of its credits.
     pub tx_queued: usize,
+    /// `health value` of `lnetctl peer show -v`.
+    pub health_value: u32,
 }
 
 /// One active fault rule (`lctl net_drop_list`).
@@ -41,14 +45,14 @@ pub struct FaultRuleInfo {
 impl Lnet {
     /// Every NI but the loopback one, in the order they were added.
     pub fn ni_info(&self) -> Vec<NiInfo> {
-        self.nis.iter().skip(1).map(|n| NiInfo { nid: n.cfg.nid, credits: n.cfg.credits, credits_available: n.credits, peer_credits: n.cfg.peer_credits, tx_queued: n.waiting.len() }).collect()
+        self.nis.iter().skip(1).map(|n| NiInfo { nid: n.cfg.nid, credits: n.cfg.credits, credits_available: n.credits, peer_credits: n.cfg.peer_credits, tx_queued: n.waiting.len(), health_value: n.health.0 }).collect()
     }
 
     /// The peers our NIs have sent to, sorted by NI then peer NID.
     pub fn peer_info(&self) -> Vec<PeerInfo> {
         let mut out: Vec<PeerInfo> = Vec::new();
         for n in self.nis.iter().skip(1) {
-            let mut peers: Vec<PeerInfo> = n.peer_credits.iter().map(|(&nid, &avail)| PeerInfo { nid, local_nid: n.cfg.nid, max_tx_credits: n.cfg.peer_credits, available_tx_credits: avail, tx_queued: n.peer_waiting.get(&nid).map_or(0, |q| q.len()) }).collect();
+            let mut peers: Vec<PeerInfo> = n.peer_credits.iter().map(|(&nid, &avail)| PeerInfo { nid, local_nid: n.cfg.nid, max_tx_credits: n.cfg.peer_credits, available_tx_credits: avail, tx_queued: n.peer_waiting.get(&nid).map_or(0, |q| q.len()), health_value: n.peer_health.get(&nid).map_or(super::health::MAX_HEALTH, |h| h.0) }).collect();
             peers.sort_by_key(|p| p.nid.0);
             out.extend(peers);
         }
@@ -76,7 +80,7 @@ mod tests {
         let mut l = Lnet::new(12345, 1, 0);
         let nid: Nid = "3@dma0".parse().unwrap();
         l.add_ni(NiConfig { nid, lnd: 1, credits: 256, peer_credits: 8 });
-        assert_eq!(l.ni_info(), vec![NiInfo { nid, credits: 256, credits_available: 256, peer_credits: 8, tx_queued: 0 }]);
+        assert_eq!(l.ni_info(), vec![NiInfo { nid, credits: 256, credits_available: 256, peer_credits: 8, tx_queued: 0, health_value: 1000 }]);
         assert!(l.peer_info().is_empty(), "no peer before the first send");
         let rule: FaultRule = serde_json::from_value(serde_json::json!({"interval": 2, "tag": "t"})).unwrap();
         l.add_fault_rule(rule.clone()).unwrap();
