@@ -122,6 +122,11 @@ fn one_to_one() -> Distribute {
 }
 
 /// Parses `3s`, `500ms`, `2m`.
+/// An optional duration field in milliseconds (`None` when it is not given).
+pub fn optional_ms(v: &Option<String>) -> Result<Option<u64>, String> {
+    v.as_deref().map(parse_duration).transpose().map(|d| d.map(|d| d.as_millis() as u64))
+}
+
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let t = s.trim();
     let (n, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));

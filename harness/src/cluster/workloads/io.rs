@@ -6,7 +6,7 @@ use crate::cluster::control::{Cluster, NodeLine};
 use crate::cluster::faults::Faults;
 use crate::cluster::plan::Plan;
 use crate::cluster::report::WorkloadReport;
-use crate::cluster::spec::{parse_duration, WorkloadSpec};
+use crate::cluster::spec::{optional_ms, WorkloadSpec};
 use crate::cluster::workloads::waiting;
 use crate::progress::{Progress, Unit};
 use serde_json::{json, Value};
@@ -33,19 +33,26 @@ pub fn run_workload(cluster: &mut Cluster, plan: &Plan, (w, earlier): (&Workload
     faults.start(cluster.now());
     let idx = |name: &str| plan.nodes.iter().position(|n| n.name == name).expect("validated");
     let total = w.size.0 * w.files * w.clients.len() as u64;
+    // A fixed timeout, or adaptive ones within at_min..at_max: the same for every client.
+    let fixed_ms = optional_ms(&w.rpc_timeout).map_err(anyhow::Error::msg)?;
+    let at = match fixed_ms {
+        Some(_) => None,
+        None => {
+            let mut at = lnd::ptlrpc::at::AtConfig::default();
+            at.min_ms = optional_ms(&w.at_min).map_err(anyhow::Error::msg)?.unwrap_or(at.min_ms);
+            at.max_ms = optional_ms(&w.at_max).map_err(anyhow::Error::msg)?.unwrap_or(at.max_ms);
+            Some(at)
+        }
+    };
     for (k, c) in w.clients.iter().enumerate() {
         let mut job = json!({
             "name": format!("{}@{c}", w.name), "targets": plan.targets_for(c), "files": w.files, "file_size": w.size.0,
             "stripe_size": w.stripe_size.0, "stripe_count": w.stripe_count, "seed": plan.seed, "first_file": (k as u64) * w.files,
             "inflight": w.inflight, "verify": w.verify, "punch": w.punch, "fallocate": w.fallocate, "destroy": w.destroy,
             "max_tries": w.max_tries.unwrap_or(8),
-            "timeout_ms": w.rpc_timeout.as_deref().map(parse_duration).transpose().map_err(anyhow::Error::msg)?.map(|d| d.as_millis() as u64).unwrap_or(5000),
+            "timeout_ms": fixed_ms.unwrap_or(5000),
         });
-        if w.rpc_timeout.is_none() {
-            let ms = |v: &Option<String>| v.as_deref().map(parse_duration).transpose().map(|d| d.map(|d| d.as_millis() as u64));
-            let mut at = lnd::ptlrpc::at::AtConfig::default();
-            at.min_ms = ms(&w.at_min).map_err(anyhow::Error::msg)?.unwrap_or(at.min_ms);
-            at.max_ms = ms(&w.at_max).map_err(anyhow::Error::msg)?.unwrap_or(at.max_ms);
+        if let Some(at) = at {
             job["at"] = serde_json::to_value(at)?;
         }
         if let Some(src) = &w.read_back {

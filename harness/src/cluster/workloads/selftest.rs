@@ -4,14 +4,15 @@
 use crate::cluster::control::{Cluster, NodeLine};
 use crate::cluster::plan::Plan;
 use crate::cluster::report::WorkloadReport;
-use crate::cluster::spec::{parse_duration, Distribute, WorkloadSpec};
+use crate::cluster::spec::{optional_ms, Distribute, WorkloadSpec};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 /// Runs a selftest workload (lnet-selftest style ping or brw between node groups).
 pub fn run_selftest(cluster: &mut Cluster, plan: &Plan, w: &WorkloadSpec, timeout: Duration, say: &dyn Fn(&str)) -> anyhow::Result<WorkloadReport> {
     let idx = |name: &str| plan.nodes.iter().position(|n| n.name == name).expect("validated");
-    let duration_ms = w.duration.as_deref().map(parse_duration).transpose().map_err(anyhow::Error::msg)?.map(|d| d.as_millis() as u64);
+    let duration_ms = optional_ms(&w.duration).map_err(anyhow::Error::msg)?;
+    let timeout_ms = optional_ms(&w.rpc_timeout).map_err(anyhow::Error::msg)?;
     let clients: Vec<usize> = w.from.iter().map(|c| idx(c)).collect();
     for (k, c) in w.from.iter().enumerate() {
         let tos: Vec<&String> = match w.distribute {
@@ -20,8 +21,8 @@ pub fn run_selftest(cluster: &mut Cluster, plan: &Plan, w: &WorkloadSpec, timeou
         };
         let targets: Vec<String> = tos.iter().map(|t| plan.nid_for(c, t).map(|n| n.to_string()).ok_or_else(|| anyhow::anyhow!("`{c}` cannot reach `{t}`"))).collect::<anyhow::Result<_>>()?;
         let mut job = json!({"name": format!("{}@{c}", w.name), "test": w.test, "targets": targets, "size": w.size.0, "concurrency": w.concurrency, "count": w.count, "duration_ms": duration_ms});
-        if let Some(t) = &w.rpc_timeout {
-            job["timeout_ms"] = json!(parse_duration(t).map_err(anyhow::Error::msg)?.as_millis() as u64);
+        if let Some(t) = timeout_ms {
+            job["timeout_ms"] = json!(t);
         }
         cluster.cmd(idx(c), json!({"op": "selftest", "job": job}), timeout)?;
     }

@@ -57,12 +57,9 @@ impl Oss {
     /// timeouts), and those past it dropped unanswered (`ptlrpc_server_handle_request`:
     /// "Dropping timed-out request").
     pub(super) fn check_queued(&mut self, node: &mut Node) {
-        if self.io_queue.is_empty() {
-            return; // nothing queued (the common case): no walk over every wait
-        }
         let now = (self.clock)();
-        let mut due: Vec<u64> = self.waits.iter().filter(|(_, w)| matches!(w, Wait::Queued(q) if q.req.deadline.saturating_duration_since(now) < self.margin(&q.req))).map(|(id, _)| *id).collect();
-        due.sort_unstable(); // a fixed order keeps simulated runs replayable
+        // The queue, in arrival order (ids of requests dropped meanwhile find no wait).
+        let due: Vec<u64> = self.io_queue.iter().copied().filter(|id| matches!(self.waits.get(id), Some(Wait::Queued(q)) if q.req.deadline.saturating_duration_since(now) < self.margin(&q.req))).collect();
         for id in due {
             let Some(Wait::Queued(mut q)) = self.waits.remove(&id) else { continue };
             if q.req.at && now < q.req.deadline {
