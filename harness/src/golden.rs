@@ -53,9 +53,27 @@ fn node_stories(art: &Path, paths: bool) -> anyhow::Result<Vec<(String, String)>
     Ok(nodes.iter().map(|(n, _)| (n.clone(), normalize(&std::fs::read_to_string(art.join("traces").join(format!("{n}.jsonl"))).unwrap_or_default(), &names, paths))).collect())
 }
 
-/// The story of a whole run: every node's normalized trace, in spec order.
+/// The story of a whole run: every node's normalized trace, in spec order; then, for `lnet:`
+/// specs, each NI's health at its lowest and at the end, its resends and the bytes it sent
+/// after the faults (peer NIs named `node/net`).
 pub fn story(report: &Report, paths: bool) -> anyhow::Result<String> {
-    Ok(node_stories(Path::new(&report.artifacts), paths)?.iter().map(|(n, t)| format!("## {n}\n{t}")).collect())
+    let mut s: String = node_stories(Path::new(&report.artifacts), paths)?.iter().map(|(n, t)| format!("## {n}\n{t}")).collect();
+    if !report.lnet_health.is_empty() {
+        let nodes: Vec<(String, Vec<String>)> = serde_json::from_str(&std::fs::read_to_string(Path::new(&report.artifacts).join("nids.json"))?)?;
+        let name = |nid: &str| {
+            let node = nodes.iter().find(|(_, nids)| nids.iter().any(|x| x == nid)).map_or("?", |(n, _)| n.as_str());
+            let net = nid.parse::<lnd::wire::Nid>().map(|n| n.net().to_string()).unwrap_or_default();
+            format!("{node}/{net}")
+        };
+        s += "## lnet health\n";
+        for (node, nis) in &report.lnet_health {
+            for ni in nis {
+                let peers: Vec<String> = ni.peer_nis.iter().map(|p| format!(" peer {} lowest {} health {}", name(&p.nid), p.health_lowest, p.health)).collect();
+                s += &format!("{node} {} lowest {} health {} resent {} after_faults {}{}\n", name(&ni.nid), ni.health_lowest, ni.health, ni.resent, ni.sent_bytes_after_faults.map_or("-".into(), |b| b.to_string()), peers.concat());
+            }
+        }
+    }
+    Ok(s)
 }
 
 /// Each client's part of a run's story with order ignored, for backends whose clients really

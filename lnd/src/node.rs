@@ -95,7 +95,7 @@ pub fn dma_lnd(lnds: &mut [Box<dyn Lnd>], nid: Nid) -> Option<&mut BoxedDmaLnd> 
 pub const DMA_NI: crate::lnet::NiIdx = 1;
 
 /// Portal 0 ping: match bits of LNet pings (spec §4.4).
-pub const PING_MATCH_BITS: u64 = 0x8000_0000_0000_0000;
+pub use crate::lnet::recovery::PING_MATCH_BITS;
 const PING_MAGIC: u32 = 0x7069_6E67;
 const NI_STATUS_UP: u32 = 0x15aa_c0de;
 const NI_STATUS_DOWN: u32 = 0xdead_face;
@@ -172,6 +172,8 @@ pub enum BuildError {
     NoMemory(u64, u64),
     #[error("route to {net} via {gw}: the gateway is not on any of this node's nets")]
     BadRoute { net: Net, gw: Nid },
+    #[error("Multi-Rail: {0}")]
+    Peer(String),
 }
 
 /// Puts a node together.
@@ -184,11 +186,29 @@ pub struct NodeBuilder {
     peer_buffer_credits: u32,
     mem_size: usize,
     capture: Option<Arc<std::sync::Mutex<crate::sock::pcap::Capture>>>,
+    mr: MultiRail,
+}
+
+/// A node's Multi-Rail and health configuration: its Multi-Rail peers (`lnetctl peer add`), NI
+/// selection priorities (`lnetctl net set --priority`) and the health module parameters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MultiRail {
+    /// (primary NID, all the peer's NIDs).
+    pub peers: Vec<(Nid, Vec<Nid>)>,
+    /// (our NID, priority; lower is preferred).
+    pub priorities: Vec<(Nid, u32)>,
+    pub tunables: crate::lnet::health::Tunables,
 }
 
 impl NodeBuilder {
     pub fn new(pid: u32, incarnation: u64) -> NodeBuilder {
-        NodeBuilder { pid, incarnation, nis: Vec::new(), routes: Vec::new(), routing: None, peer_buffer_credits: 0, mem_size: 16 << 20, capture: None }
+        NodeBuilder { pid, incarnation, nis: Vec::new(), routes: Vec::new(), routing: None, peer_buffer_credits: 0, mem_size: 16 << 20, capture: None, mr: MultiRail::default() }
+    }
+
+    /// Multi-Rail peers, NI priorities and health parameters.
+    pub fn multi_rail(&mut self, mr: MultiRail) -> &mut Self {
+        self.mr = mr;
+        self
     }
 
     pub fn dma(&mut self, nid: Nid, dev: Box<dyn DmaDevice>, cfg: DmaLndConfig) -> &mut Self {
@@ -272,6 +292,14 @@ impl NodeBuilder {
                     lnds.push(Box::new(l));
                 }
             }
+        }
+        lnet.tunables = self.mr.tunables;
+        for (primary, nids) in &self.mr.peers {
+            lnet.add_peer(*primary, nids).map_err(BuildError::Peer)?;
+        }
+        for (nid, p) in &self.mr.priorities {
+            let ni = (1..=lnet.nids().len()).find(|&i| lnet.ni_nid(i) == *nid).ok_or(BuildError::Peer(format!("priority for {nid}, which is not one of this node's NIDs")))?;
+            lnet.set_ni_priority(ni, *p);
         }
         let local_nets: Vec<Net> = lnet.nids().iter().map(|n| n.net()).collect();
         for (net, gw) in self.routes {

@@ -104,38 +104,6 @@ fn a_lazy_portal_serves_its_waiting_puts_in_order_at_constant_cost() {
     assert!(std::iter::from_fn(|| l.poll_action()).any(|a| matches!(a, Action::Recv(r) if r.private == 9999 && r.msg.is_some())));
 }
 
-/// LNet health (`lnet_health_check`): a send the LND fails lowers, by the sensitivity, the
-/// health of whichever end its class blames — a timeout both (NETWORK_TIMEOUT), a refused
-/// connection the peer NI (REMOTE_DROPPED), a cancelled send the local NI (LOCAL_ABORTED) —
-/// and a NAK neither; a success raises the local NI's, a message from the peer raises its own.
-#[test]
-fn failed_sends_lower_the_health_of_the_end_their_class_blames() {
-    let (mut l, ni) = core(8, 8);
-    let md = l.md_bind(spec(0, 8, 0), false);
-    let health = |l: &Lnet| (l.ni_info()[0].health_value, l.peer_info().iter().find(|p| p.nid == nid(2)).map_or(0, |p| p.health_value));
-    let mut send_fail = |l: &mut Lnet, st: i32| {
-        let m = l.put(md, false, pid(2), 4, 1, 0, 0).unwrap();
-        sends(l);
-        l.finalize(m, st);
-    };
-    send_fail(&mut l, errno::ETIMEDOUT);
-    assert_eq!(health(&l), (900, 900), "a network timeout: both ends");
-    send_fail(&mut l, errno::ECONNREFUSED);
-    assert_eq!(health(&l), (900, 800), "refused: the peer NI");
-    send_fail(&mut l, errno::ECANCELED);
-    assert_eq!(health(&l), (800, 800), "cancelled here: the local NI");
-    send_fail(&mut l, errno::ENODATA);
-    assert_eq!(health(&l), (900, 800), "a NAK reached the peer: a success, the local NI recovers a step");
-    assert_eq!(l.counters.health_failures, 3);
-    // Something from the peer: its health rises by the sensitivity.
-    assert!(matches!(l.parse(ni, put_hdr(2, 9, 1, 8, 0), nid(2), 1, false), Ok(_)));
-    assert_eq!(health(&l), (900, 900));
-    // Sensitivity 0 turns health off.
-    l.health_sensitivity = 0;
-    send_fail(&mut l, errno::ETIMEDOUT);
-    assert_eq!(health(&l), (900, 900));
-}
-
 /// Item 7: a peer short of credits holds back only its own sends; other peers' waiters go
 /// as soon as their credits return, and one peer's sends leave in order.
 #[test]

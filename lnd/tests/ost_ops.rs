@@ -50,7 +50,7 @@ fn a_lost_create_reply_leaves_no_empty_object() {
     while !r.oscs[0].1.phases.iter().any(|p| p.0 == "create") {
         r.step();
     }
-    let lose = lnd::lnet::fault::FaultRule { src: None, dst: None, portal: Some(portal::OSC_REPLY), msg_type: Some("PUT".into()), rate: None, interval: Some(1), seed: 0, delay_ms: None, tag: Some("lose".into()) };
+    let lose = lnd::lnet::fault::FaultRule { src: None, dst: None, portal: Some(portal::OSC_REPLY), msg_type: Some("PUT".into()), rate: None, interval: Some(1), seed: 0, delay_ms: None, tag: Some("lose".into()), health_error: None };
     r.nodes[1].lnet.add_fault_rule(lose).unwrap();
     while r.nodes[1].lnet.fault_hits().values().sum::<u64>() == 0 {
         r.step();

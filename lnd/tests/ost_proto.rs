@@ -213,7 +213,7 @@ fn a_resend_waits_for_its_first_attempt_until_a_reconnect_aborts_it() {
 
 /// An LNet rule dropping every bulk GET the node receives.
 fn lose_gets(tag: Option<&str>) -> lnd::lnet::fault::FaultRule {
-    lnd::lnet::fault::FaultRule { src: None, dst: None, portal: Some(portal::OST_BULK), msg_type: Some("GET".into()), rate: None, interval: Some(1), seed: 0, delay_ms: None, tag: tag.map(String::from) }
+    lnd::lnet::fault::FaultRule { src: None, dst: None, portal: Some(portal::OST_BULK), msg_type: Some("GET".into()), rate: None, interval: Some(1), seed: 0, delay_ms: None, tag: tag.map(String::from), health_error: None }
 }
 
 /// Item 6: the OFD does not reconstruct OST replies: a resent WRITE is executed again and pulls
@@ -408,7 +408,7 @@ fn enomem_from_the_oss_is_retried() {
 #[test]
 fn rpcs_timing_out_together_are_resent_in_xid_order() {
     let mut r = Rig::new(53);
-    let late = lnd::lnet::fault::FaultRule { src: None, dst: None, portal: Some(portal::OSC_REPLY), msg_type: Some("PUT".into()), rate: None, interval: Some(1), seed: 0, delay_ms: Some(450), tag: Some("late".into()) };
+    let late = lnd::lnet::fault::FaultRule { src: None, dst: None, portal: Some(portal::OSC_REPLY), msg_type: Some("PUT".into()), rate: None, interval: Some(1), seed: 0, delay_ms: Some(450), tag: Some("late".into()), health_error: None };
     let mut j = job("patient", 0);
     (j.timeout_ms, j.inflight, j.max_tries, j.files) = (300, 8, 16, 4);
     let mut o = lnd::ost::osc::Osc::new(j).unwrap();

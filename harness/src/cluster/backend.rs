@@ -75,6 +75,17 @@ pub trait Backend {
         Ok(())
     }
 
+    /// Can it partition one DMA fabric alone (a `partition` with `net:`)?
+    fn can_cut_fabric(&self) -> bool {
+        false
+    }
+
+    /// Cuts (`on`) or heals DMA fabric `net` between fabric addresses `a` and `b`: the device
+    /// fails what one sends the other as if nobody were there.
+    fn cut_fabric(&self, _cluster: &mut Cluster, net: &str, _a: u32, _b: u32, _on: bool) -> anyhow::Result<()> {
+        anyhow::bail!("the {} backend cannot partition the {net} fabric alone", self.name())
+    }
+
     // What the fault methods above ask of a backend.
 
     /// Kills node `i` at once (no goodbye).

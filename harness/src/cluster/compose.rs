@@ -62,6 +62,7 @@ pub fn compose(plan: &Plan, image: &str) -> Value {
         }
         cmd.extend(["--mem".into(), n.mem.to_string()]);
         cmd.extend(plan.mailbox_args(n));
+        cmd.extend(plan.multi_rail_args(n));
         let mut svc = json!({"image": image, "command": cmd, "stdin_open": true, "labels": labels, "volumes": vols, "depends_on": deps});
         if nets.is_empty() {
             svc["network_mode"] = json!("none");

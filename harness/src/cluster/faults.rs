@@ -70,6 +70,8 @@ enum Step {
     Unrules { tag: String, nodes: Vec<usize> },
     /// Cut (`on`) or heal the backend's wires between these node pairs.
     Cut { pairs: Vec<(usize, usize)>, on: bool },
+    /// Cut (`on`) or heal one DMA fabric between these address pairs.
+    CutFabric { net: String, pairs: Vec<(u32, u32)>, on: bool },
 }
 
 struct Timed {
@@ -101,12 +103,18 @@ pub struct Faults {
     at_us: Option<u64>,
     /// Every record written, in order (what `lnetlab fault` reports back).
     pub records: Vec<Value>,
+    /// The multi-NI nodes' NIs when the last window closed (`lnet:` specs), by node.
+    pub nis_at_heal: Option<BTreeMap<usize, Value>>,
 }
 
 fn rule_json(plan: &Plan, k: usize, f: &FaultSpec, src: Option<String>, tag: String) -> Value {
     let delay_ms = f.latency.as_deref().and_then(|l| parse_duration(l).ok()).map(|d| d.as_millis() as u64);
-    json!({"src": src, "portal": f.portal, "type": f.msg_type, "rate": f.rate, "interval": f.interval,
-           "seed": plan.seed ^ (k as u64 + 1), "delay_ms": delay_ms, "tag": tag})
+    let mut rule = json!({"src": src, "portal": f.portal, "type": f.msg_type, "rate": f.rate, "interval": f.interval,
+           "seed": plan.seed ^ (k as u64 + 1), "delay_ms": delay_ms, "tag": tag});
+    if let Some(h) = &f.health_error {
+        rule["health_error"] = json!(h);
+    }
+    rule
 }
 
 impl Faults {
@@ -133,10 +141,11 @@ impl Faults {
         let idx = |name: &str| plan.nodes.iter().position(|n| n.name == name).expect("validated");
         let file = art.join("traces").join("faults.jsonl");
         let trace = if plan.spec.faults.is_empty() { None } else { Some(std::fs::OpenOptions::new().create(true).append(true).open(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?) };
-        let mut me = Faults { timeline: Vec::new(), start: None, standing: Vec::new(), open: Vec::new(), installed: false, windows: BTreeMap::new(), skipped: Vec::new(), saved_hits: BTreeMap::new(), dead_devices: Default::default(), trace, at_us: None, records: Vec::new() };
+        let mut me = Faults { timeline: Vec::new(), start: None, standing: Vec::new(), open: Vec::new(), installed: false, windows: BTreeMap::new(), skipped: Vec::new(), saved_hits: BTreeMap::new(), dead_devices: Default::default(), trace, at_us: None, records: Vec::new(), nis_at_heal: None };
         for (k, f) in plan.spec.faults.iter().enumerate() {
             let windows = f.windows().map_err(anyhow::Error::msg)?;
-            if !backend.can_inject(f.kind, !windows.is_empty()) {
+            let fabric_cut = f.kind == FaultKind::Partition && f.net.is_some();
+            if !backend.can_inject(f.kind, !windows.is_empty()) || (fabric_cut && !backend.can_cut_fabric()) {
                 let why = format!("{} (fault {}) skipped: not available on the {} backend", f.kind.name(), k + 1, backend.name());
                 say(&why);
                 me.skipped.push(why);
@@ -146,7 +155,11 @@ impl Faults {
             match f.kind {
                 FaultKind::LnetDrop | FaultKind::LnetDelay => {
                     let i = idx(&f.node);
-                    let src = f.src.as_ref().and_then(|s| plan.nid_for(&f.node, s)).map(|n| n.to_string());
+                    // A health_error rule fails the node's own sends: from its NI on `net`, if given.
+                    let src = match (&f.health_error, &f.net) {
+                        (Some(_), Some(net)) => plan.node(&f.node).nid_on(net).map(|n| n.to_string()),
+                        _ => f.src.as_ref().and_then(|s| plan.nid_for(&f.node, s)).map(|n| n.to_string()),
+                    };
                     let rule = rule_json(plan, k, f, src, tag.clone());
                     if windows.is_empty() {
                         me.standing.push((i, rule.clone()));
@@ -176,6 +189,14 @@ impl Faults {
                     let what = format!("link {:?} <-> {:?}", f.between[0], f.between[1]);
                     let close: Vec<_> = ["drop", "delay"].iter().map(|sub| (format!("{what} restored"), Step::Unrules { tag: format!("{tag}/{sub}"), nodes: nodes.clone() })).collect();
                     me.add_windows(&windows, &what, Step::Rules { kind: f.kind, rules }, &close);
+                }
+                FaultKind::Partition if fabric_cut => {
+                    // The DMA fabric alone: its device fails what crosses (the other nets work).
+                    let net = f.net.clone().expect("checked");
+                    let addr = |n: &String| plan.node(n).nid_on(&net).map(|nid| nid.addr());
+                    let pairs: Vec<(u32, u32)> = f.between[0].iter().filter_map(addr).flat_map(|a| f.between[1].iter().filter_map(addr).map(move |b| (a, b))).collect();
+                    let what = format!("partition {net} {:?} | {:?}", f.between[0], f.between[1]);
+                    me.add_windows(&windows, &what, Step::CutFabric { net: net.clone(), pairs: pairs.clone(), on: true }, &[(format!("heal {what}"), Step::CutFabric { net, pairs, on: false })]);
                 }
                 FaultKind::Partition => {
                     // Each side drops everything from every NID of the other side.
@@ -258,9 +279,14 @@ impl Faults {
 
     /// Runs every step that is due on the cluster's clock.
     pub fn fire_due(&mut self, backend: &dyn Backend, cluster: &mut Cluster, plan: &Plan, timeout: Duration, say: &dyn Fn(&str)) -> anyhow::Result<()> {
+        let mut fired = false;
         while self.next_due().is_some_and(|t| t <= cluster.now()) {
             let t = self.timeline.remove(0);
             self.run_step(t, backend, cluster, plan, timeout, say)?;
+            fired = true;
+        }
+        if fired && self.timeline.is_empty() && plan.spec.lnet.is_some() {
+            self.nis_at_heal = Some(super::health::snapshot(cluster, plan, timeout)?);
         }
         Ok(())
     }
@@ -355,6 +381,15 @@ impl Faults {
                 for (a, b) in pairs {
                     backend.cut(cluster, a, b, on)?;
                 }
+            }
+            Step::CutFabric { net, pairs, on } => {
+                for &(a, b) in &pairs {
+                    backend.cut_fabric(cluster, &net, a, b, on)?;
+                }
+                if on {
+                    *self.windows.entry("partition".into()).or_default() += 1;
+                }
+                self.record(json!({"fault": "partition", "net": net, "action": if on { "fabric cut" } else { "fabric healed" }, "what": t.what, "pairs": pairs.len()}));
             }
             Step::Unrules { tag, nodes } => {
                 let mut removed = 0;

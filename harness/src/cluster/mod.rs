@@ -10,6 +10,7 @@ pub mod control;
 pub mod devfaults;
 pub mod faults;
 pub mod groups;
+pub mod health;
 pub mod limits;
 pub mod plan;
 pub mod report;

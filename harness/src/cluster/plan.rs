@@ -15,6 +15,8 @@ pub struct NodePlan {
     pub routes: Vec<(Net, Nid)>,
     pub targets: Vec<TargetSpec>,
     pub mem: u64,
+    /// Multi-Rail peers (`lnet: {multi_rail: true}`): (primary NID, its NIDs on our nets).
+    pub peers: Vec<(Nid, Vec<Nid>)>,
 }
 
 impl NodePlan {
@@ -64,7 +66,7 @@ pub fn plan(spec: &ClusterSpec, seed: u64, tcp_ip: &dyn Fn(usize, &str, usize) -
     let mut nodes: Vec<NodePlan> = spec
         .nodes
         .iter()
-        .map(|n| NodePlan { name: n.name.clone(), roles: n.roles.clone(), nids: Vec::new(), routes: Vec::new(), targets: n.targets.clone(), mem: 0 })
+        .map(|n| NodePlan { name: n.name.clone(), roles: n.roles.clone(), nids: Vec::new(), routes: Vec::new(), targets: n.targets.clone(), mem: 0, peers: Vec::new() })
         .collect();
     let mut tcp_k = 0;
     for (net_name, net) in &spec.nets {
@@ -93,6 +95,18 @@ pub fn plan(spec: &ClusterSpec, seed: u64, tcp_ip: &dyn Fn(usize, &str, usize) -
             let shared = n.nis.iter().find_map(|ni| gw.nid_on(ni)).expect("validated: router shares a net");
             let net: Net = r.net.parse().expect("validated");
             nodes[i].routes.push((net, shared));
+        }
+    }
+    if spec.lnet.as_ref().is_some_and(|l| l.multi_rail) {
+        // Nodes sharing two nets or more are each other's Multi-Rail peers; the primary NID is
+        // the first of the peer's shared NIDs in its own `nis` order.
+        for i in 0..nodes.len() {
+            for j in (0..nodes.len()).filter(|&j| j != i) {
+                let shared: Vec<Nid> = nodes[j].nids.iter().filter(|(net, _)| nodes[i].nid_on(net).is_some()).map(|(_, nid)| *nid).collect();
+                if shared.len() >= 2 {
+                    nodes[i].peers.push((shared[0], shared));
+                }
+            }
         }
     }
     let clients: usize = spec.workloads.iter().map(|w| w.clients.len()).sum::<usize>().max(1);
@@ -137,6 +151,43 @@ impl Plan {
         if slots > lnd::dev::ring::MB_MIN { vec!["--mailbox".into(), slots.to_string()] } else { vec![] }
     }
 
+    /// Node `n`'s Multi-Rail peers, NI priorities and health parameters (`lnet:`).
+    pub fn multi_rail(&self, n: &NodePlan) -> lnd::node::MultiRail {
+        let mut mr = lnd::node::MultiRail { peers: n.peers.clone(), ..Default::default() };
+        if let Some(l) = &self.spec.lnet {
+            let t = &mut mr.tunables;
+            t.sensitivity = l.health_sensitivity.unwrap_or(t.sensitivity);
+            t.retry_count = l.retry_count.unwrap_or(t.retry_count);
+            if let Some(d) = l.transaction_timeout.as_deref().and_then(|d| super::spec::parse_duration(d).ok()) {
+                t.transaction_timeout_ms = d.as_millis() as u64;
+            }
+            if let Some(d) = l.recovery_interval.as_deref().and_then(|d| super::spec::parse_duration(d).ok()) {
+                t.recovery_interval_ms = (d.as_millis() as u64).max(1);
+            }
+            mr.priorities = n.nids.iter().filter_map(|(net, nid)| l.priority.get(net).map(|p| (*nid, *p))).collect();
+        }
+        mr
+    }
+
+    /// [`Plan::multi_rail`] as lnetd options (none when all is default).
+    pub fn multi_rail_args(&self, n: &NodePlan) -> Vec<String> {
+        let mr = self.multi_rail(n);
+        let mut a = Vec::new();
+        for (_, nids) in &mr.peers {
+            a.extend(["--peer".to_string(), nids.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",")]);
+        }
+        for (nid, p) in &mr.priorities {
+            a.extend(["--ni-priority".to_string(), format!("{nid}={p}")]);
+        }
+        let (t, d) = (mr.tunables, lnd::lnet::health::Tunables::default());
+        for (opt, v, dv) in [("--health-sensitivity", t.sensitivity as u64, d.sensitivity as u64), ("--retry-count", t.retry_count as u64, d.retry_count as u64), ("--transaction-timeout", t.transaction_timeout_ms, d.transaction_timeout_ms), ("--recovery-interval", t.recovery_interval_ms, d.recovery_interval_ms)] {
+            if v != dv {
+                a.extend([opt.to_string(), v.to_string()]);
+            }
+        }
+        a
+    }
+
     /// Where the device of DMA net `net` captures the fabric under `art`, when the spec asks.
     pub fn fabric_capture(&self, net: &str, art: &Path) -> Option<PathBuf> {
         self.spec.capture.then(|| art.join("pcap").join(format!("dma-{net}.pcap")))
@@ -149,6 +200,10 @@ impl Plan {
     pub fn nid_for(&self, from: &str, to: &str) -> Option<Nid> {
         let a = self.node(from);
         let b = self.node(to);
+        // A Multi-Rail peer is addressed by its primary NID; LNet picks the path.
+        if let Some((primary, _)) = a.peers.iter().find(|(p, _)| b.nids.iter().any(|(_, n)| n == p)) {
+            return Some(*primary);
+        }
         let aspec = self.spec.nodes.iter().find(|n| n.name == from)?;
         let bspec = self.spec.nodes.iter().find(|n| n.name == to)?;
         let nets = a.nids.iter().map(|(net, _)| net).chain(aspec.routes.iter().map(|r| &r.net));

@@ -75,6 +75,9 @@ pub struct Report {
     /// Objects on the OSTs at the end that no client knows (a second object made for a resent
     /// CREATE, say): leaked space.
     pub orphan_objects: u64,
+    /// LNet health and Multi-Rail (`lnet:` specs): each NI of each node with several.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub lnet_health: std::collections::BTreeMap<String, Vec<NiHealth>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub elapsed_s: f64,
@@ -151,7 +154,7 @@ pub fn utc_stamp(secs: u64) -> String {
 impl Report {
     /// A report not yet run: no workloads, not ok.
     pub fn new(cluster: &str, backend: &str, seed: u64, artifacts: &Path) -> Report {
-        Report { cluster: cluster.to_string(), backend: backend.to_string(), seed, ok: false, workloads: Vec::new(), artifacts: artifacts.display().to_string(), faults_injected: 0, faults: Default::default(), faults_skipped: Vec::new(), resends: 0, reconnects: 0, replays: 0, early_replies: 0, lost_acked_writes: 0, silent_corruptions: 0, orphan_objects: 0, error: None, elapsed_s: 0.0, virtual_s: None, trace_hash: None }
+        Report { cluster: cluster.to_string(), backend: backend.to_string(), seed, ok: false, workloads: Vec::new(), artifacts: artifacts.display().to_string(), faults_injected: 0, faults: Default::default(), faults_skipped: Vec::new(), resends: 0, reconnects: 0, replays: 0, early_replies: 0, lost_acked_writes: 0, silent_corruptions: 0, orphan_objects: 0, lnet_health: Default::default(), error: None, elapsed_s: 0.0, virtual_s: None, trace_hash: None }
     }
 
     /// Totals from the workloads, `ok` unless `error` or a workload's errors or unverified
@@ -192,4 +195,33 @@ mod tests {
         assert_eq!(super::utc_stamp(1_796_409_211), "20261204T183331Z");
         assert_eq!(super::utc_stamp(4_102_444_799), "20991231T235959Z");
     }
+}
+
+/// One NI of a node, as the report shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NiHealth {
+    pub nid: String,
+    /// `health value` now, and the lowest it fell to during the run.
+    pub health: u64,
+    pub health_lowest: u64,
+    /// Times it went onto the recovery queue.
+    pub recoveries: u64,
+    pub sent: u64,
+    /// Messages LNet sent again over this NI after a failure on another path.
+    pub resent: u64,
+    pub received: u64,
+    pub sent_bytes: u64,
+    /// Payload bytes it sent after the last fault window closed (None without faults).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sent_bytes_after_faults: Option<u64>,
+    /// Peer NIs reached through it whose health fell: their health now and at the lowest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peer_nis: Vec<PeerNiHealth>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerNiHealth {
+    pub nid: String,
+    pub health: u64,
+    pub health_lowest: u64,
 }

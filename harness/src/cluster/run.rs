@@ -231,6 +231,10 @@ fn execute(backend: &dyn Backend, plan: &Plan, opts: &RunOpts, art: &Path, say: 
             report.faults_injected = report.faults.values().sum();
             say(&format!("faults injected: {} ({})", report.faults_injected, report.faults.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")));
         }
+        if plan.spec.lnet.is_some() {
+            let now = super::health::snapshot(&mut cluster, plan, opts.timeout)?;
+            report.lnet_health = super::health::report(&now, faults.nis_at_heal.as_ref(), plan);
+        }
         report.lost_acked_writes = report.workloads.iter().map(|w| w.lost_acked_writes).sum();
         report.silent_corruptions = report.workloads.iter().map(|w| w.silent_corruptions).sum();
         // Objects no client knows are leaked, unless an OSS restarted: it forgets its exports'

@@ -327,6 +327,11 @@ pub struct FaultSpec {
     /// partition: the two sides.
     #[serde(default)]
     pub between: Vec<Vec<String>>,
+    /// lnet_drop: fail `node`'s matching *sends* with this LNet health status instead of
+    /// dropping what it receives (`lctl net_drop_add -e`): local_dropped, remote_dropped,
+    /// network_timeout, ... or random; `net:` limits it to the node's NI on that net.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_error: Option<String>,
 }
 
 impl FaultSpec {
@@ -370,6 +375,37 @@ pub struct ClusterSpec {
     /// Every node's socklnd traffic written to `pcap/NODE.pcap` in the artifacts (`--capture`).
     #[serde(default)]
     pub capture: bool,
+    /// LNet health and Multi-Rail, for every node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lnet: Option<LnetSpec>,
     #[serde(skip)]
     pub source: PathBuf,
+}
+
+/// LNet health and Multi-Rail parameters of every node (Lustre's module parameters and
+/// `lnetctl` settings).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LnetSpec {
+    /// Nodes that share several nets know each other as Multi-Rail peers (all their NIDs
+    /// there, the first in the peer's `nis` order its primary NID) and choose a path per
+    /// message by health, priority, credits and round robin.
+    #[serde(default)]
+    pub multi_rail: bool,
+    /// `lnet_health_sensitivity` (0..=1000; 0 switches health and resends off; default 100).
+    #[serde(default)]
+    pub health_sensitivity: Option<u32>,
+    /// `lnet_retry_count` (default 2).
+    #[serde(default)]
+    pub retry_count: Option<u32>,
+    /// `lnet_transaction_timeout` (default `50s`).
+    #[serde(default)]
+    pub transaction_timeout: Option<String>,
+    /// `lnet_recovery_interval`: how often NIs below full health are looked at, and the unit of
+    /// their pings' backoff (default `1s`).
+    #[serde(default)]
+    pub recovery_interval: Option<String>,
+    /// Selection priority of each net's NIs, lower preferred (`{dma0: 0}`; default lowest).
+    #[serde(default)]
+    pub priority: BTreeMap<String, u32>,
 }

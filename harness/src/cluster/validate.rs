@@ -51,6 +51,28 @@ impl ClusterSpec {
                 return Err(err(name, format!("net `{name}` is declared kind {:?} but its name is a {} net", n.kind, net.lnd().name().unwrap_or("?"))));
             }
         }
+        if let Some(l) = &self.lnet {
+            if let Some(s) = l.health_sensitivity.filter(|s| *s > lnd::lnet::health::MAX_HEALTH) {
+                return Err(err("health_sensitivity", format!("lnet: health_sensitivity {s} is above the maximum health value ({})", lnd::lnet::health::MAX_HEALTH)));
+            }
+            if let Some(t) = &l.transaction_timeout {
+                let d = parse_duration(t).map_err(|e| err("transaction_timeout", format!("lnet: transaction_timeout: {e}")))?;
+                if d < std::time::Duration::from_secs(1) {
+                    return Err(err("transaction_timeout", format!("lnet: transaction_timeout `{t}` is under a second")));
+                }
+            }
+            if let Some(t) = &l.recovery_interval {
+                let d = parse_duration(t).map_err(|e| err("recovery_interval", format!("lnet: recovery_interval: {e}")))?;
+                if d < std::time::Duration::from_millis(1) {
+                    return Err(err("recovery_interval", format!("lnet: recovery_interval `{t}` is under a millisecond")));
+                }
+            }
+            for net in l.priority.keys() {
+                if !self.nets.contains_key(net) {
+                    return Err(err(&format!("{net}:"), format!("lnet: priority for `{net}`, which is not a net of this cluster")));
+                }
+            }
+        }
         let mut names = HashSet::new();
         let mut osts = HashSet::new();
         for n in &self.nodes {
@@ -247,6 +269,27 @@ impl ClusterSpec {
                         return Err(err(t, format!("{k} on `{}`: type `{t}` is not PUT, GET, ACK or REPLY", f.node)));
                     }
                 }
+                if let Some(h) = &f.health_error {
+                    use lnd::lnet::health::HealthStatus;
+                    if f.kind != FaultKind::LnetDrop {
+                        return Err(err(h, format!("{k} on `{}`: `health_error` is for lnet_drop", f.node)));
+                    }
+                    if h != "random" && HealthStatus::from_name(h).is_none() {
+                        let names: Vec<&str> = HealthStatus::FAILURES.iter().map(|s| s.name()).collect();
+                        return Err(err(h, format!("lnet_drop on `{}`: health_error `{h}` is not one of {}, random", f.node, names.join(", "))));
+                    }
+                    if f.src.is_some() {
+                        return Err(err(k, format!("lnet_drop on `{}` with health_error fails the node's own sends: no `src` (use `net` for one of its NIs)", f.node)));
+                    }
+                }
+                if let Some(net) = &f.net {
+                    if f.health_error.is_none() {
+                        return Err(err(net, format!("{k} on `{}`: `net` goes with health_error (the NI whose sends fail)", f.node)));
+                    }
+                    if !self.nodes.iter().any(|n| n.name == f.node && n.nis.contains(net)) {
+                        return Err(err(net, format!("lnet_drop on `{}`: the node has no NI on `{net}`", f.node)));
+                    }
+                }
             }
             FaultKind::Pause | FaultKind::Restart | FaultKind::Crash => {
                 node_known(&f.node)?;
@@ -276,6 +319,14 @@ impl ClusterSpec {
                 }
                 if f.between[0].iter().any(|n| f.between[1].contains(n)) {
                     return Err(err(k, "partition: a node cannot be on both sides".into()));
+                }
+                if let Some(net) = &f.net {
+                    if f.kind == FaultKind::Link {
+                        return Err(err(k, format!("link: no `net` ({net}); a lossy link is between nodes, on every net")));
+                    }
+                    if self.nets.get(net).is_none_or(|n| n.kind != NetKind::Dma) {
+                        return Err(err(net, format!("partition of `{net}`: `net` names a DMA net of this cluster (its fabric alone is cut; without `net`, every net is)")));
+                    }
                 }
                 if windows.is_empty() && f.kind == FaultKind::Partition {
                     return Err(err(k, "partition needs `at` and `duration`".into()));

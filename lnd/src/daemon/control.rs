@@ -348,6 +348,8 @@ impl Controller {
             }
             Cmd::Stats => Ok(json!({
                 "lnet": self.node.lnet.counters,
+                "nis": self.node.lnet.ni_info(),
+                "peer_nis": self.node.lnet.peer_info(),
                 "fault_hits": self.node.lnet.fault_hits(),
                 "lnds": self.node.lnds.iter().map(|l| json!({"name": l.name(), "stats": l.stats(), "busy": l.busy()})).collect::<Vec<_>>(),
                 "mds": self.node.lnet.md_count(),

@@ -37,15 +37,51 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     let path = server.path().to_path_buf();
     install_exit_handler(path);
     if a.get("exit-on-stdin-close").is_some() {
-        // Whoever started us holds our stdin: when it goes (even by SIGKILL), so do we.
-        std::thread::spawn(|| {
-            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+        // Whoever started us holds our stdin: when it goes (even by SIGKILL), so do we. What
+        // it writes there are commands (`cut A B on|off`: a partition of the fabric).
+        let engine = server.engine();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::stdin().lock().lines() {
+                let Ok(line) = line else { break };
+                match parse_command(&line) {
+                    Ok(Command::Cut(x, y, on)) => {
+                        tracing::info!(a = x, b = y, on, "fabric cut");
+                        engine.lock().unwrap().set_cut(x, y, on);
+                    }
+                    Err(e) => tracing::warn!("stdin: `{line}`: {e}"),
+                }
+            }
             tracing::info!("stdin closed; exiting");
             on_signal(0);
         });
     }
     server.run()?;
     Ok(())
+}
+
+/// A command on the device's stdin.
+#[derive(Debug, PartialEq, Eq)]
+enum Command {
+    /// Cut (`on`) or heal the fabric between two addresses: each side's sends to the other fail
+    /// as if nobody were there, pulls fail at the puller.
+    Cut(u32, u32, bool),
+}
+
+fn parse_command(line: &str) -> Result<Command, String> {
+    let w: Vec<&str> = line.split_whitespace().collect();
+    let addr = |s: &str| s.parse::<u32>().map_err(|_| format!("`{s}` is not a fabric address"));
+    match w.as_slice() {
+        ["cut", a, b, on] => {
+            let on = match *on {
+                "on" => true,
+                "off" => false,
+                x => return Err(format!("`{x}`: expected on or off")),
+            };
+            Ok(Command::Cut(addr(a)?, addr(b)?, on))
+        }
+        _ => Err("expected `cut A B on|off`".into()),
+    }
 }
 
 /// The key of the device's transmit cookies (and the seed of its fault generators): `--seed`
@@ -93,6 +129,17 @@ fn install_exit_handler(path: PathBuf) {
 
 #[cfg(test)]
 mod tests {
+    use super::{parse_command, Command};
+
+    #[test]
+    fn stdin_commands_parse_and_bad_ones_say_why() {
+        assert_eq!(parse_command("cut 1 2 on"), Ok(Command::Cut(1, 2, true)));
+        assert_eq!(parse_command("  cut 3 4 off "), Ok(Command::Cut(3, 4, false)));
+        assert!(parse_command("cut 1 x on").unwrap_err().contains("`x` is not a fabric address"));
+        assert!(parse_command("cut 1 2 maybe").unwrap_err().contains("on or off"));
+        assert!(parse_command("reboot").unwrap_err().contains("expected"));
+    }
+
     use super::device_secret;
     use std::time::{SystemTime, UNIX_EPOCH};
 

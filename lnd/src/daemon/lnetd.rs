@@ -57,7 +57,7 @@ fn doorbell_thread(w: &ShmWaker, k: usize, tx: mpsc::Sender<Input>) -> std::io::
     Ok(())
 }
 
-const USAGE_KEYS: &[&str] = &["fabric", "nid", "mem", "log", "pid", "peer-credits", "route", "port", "pcap", "router-buffers", "trace", "wait-device", "tcp-ports", "t0", "mailbox"];
+const USAGE_KEYS: &[&str] = &["fabric", "nid", "mem", "log", "pid", "peer-credits", "route", "port", "pcap", "router-buffers", "trace", "wait-device", "tcp-ports", "t0", "mailbox", "peer", "ni-priority", "health-sensitivity", "retry-count", "transaction-timeout", "recovery-interval"];
 
 pub fn main(args: &[String]) -> anyhow::Result<()> {
     let a = super::parse_args(args, USAGE_KEYS, &["routing"])?;
@@ -159,6 +159,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     if let Some(p) = a.get("pcap") {
         b.capture(Arc::new(Mutex::new(Capture::append_to(std::path::Path::new(p), true).map_err(|e| anyhow::anyhow!("--pcap {p}: {e}"))?)));
     }
+    b.multi_rail(multi_rail(&a)?);
     let node = b.build()?;
     let mut ctl = Controller::new(node);
     if let Some(t) = a.get("trace") {
@@ -277,4 +278,40 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// `--peer PRIMARY,NID,...` (a Multi-Rail peer), `--ni-priority NID=P`, and the health
+/// parameters `--health-sensitivity N`, `--retry-count N`, `--transaction-timeout MS`,
+/// `--recovery-interval MS`.
+fn multi_rail(a: &super::Args) -> anyhow::Result<crate::node::MultiRail> {
+    let mut mr = crate::node::MultiRail::default();
+    let nid = |opt: &str, s: &str| s.trim().parse::<Nid>().map_err(|e| anyhow::anyhow!("--{opt} `{s}`: {e}"));
+    for p in a.all("peer") {
+        let nids: Vec<Nid> = p.split(',').map(|s| nid("peer", s)).collect::<anyhow::Result<_>>()?;
+        if nids.len() < 2 {
+            anyhow::bail!("--peer `{p}`: expected PRIMARY,NID[,NID...] (a peer with several NIDs)");
+        }
+        mr.peers.push((nids[0], nids));
+    }
+    for p in a.all("ni-priority") {
+        let (n, v) = p.split_once('=').ok_or_else(|| anyhow::anyhow!("--ni-priority `{p}`: expected NID=PRIORITY"))?;
+        mr.priorities.push((nid("ni-priority", n)?, v.trim().parse().map_err(|_| anyhow::anyhow!("--ni-priority `{p}`: the priority is not a number"))?));
+    }
+    let num = |opt: &str| -> anyhow::Result<Option<u64>> { a.get(opt).map(|v| v.parse::<u64>().map_err(|_| anyhow::anyhow!("--{opt} `{v}` is not a number"))).transpose() };
+    if let Some(v) = num("health-sensitivity")? {
+        mr.tunables.sensitivity = u32::try_from(v).ok().filter(|v| *v <= crate::lnet::health::MAX_HEALTH).ok_or_else(|| anyhow::anyhow!("--health-sensitivity {v}: at most {}", crate::lnet::health::MAX_HEALTH))?;
+    }
+    if let Some(v) = num("retry-count")? {
+        mr.tunables.retry_count = u32::try_from(v).map_err(|_| anyhow::anyhow!("--retry-count {v}: too large"))?;
+    }
+    if let Some(v) = num("transaction-timeout")? {
+        if v < 1000 {
+            anyhow::bail!("--transaction-timeout {v}: at least 1000 ms");
+        }
+        mr.tunables.transaction_timeout_ms = v;
+    }
+    if let Some(v) = num("recovery-interval")? {
+        mr.tunables.recovery_interval_ms = v.max(1);
+    }
+    Ok(mr)
 }

@@ -2,7 +2,7 @@
 //! each SMSG that arrives, dispatched as control (TX_READY, NAK, NOOP) or LND message.
 
 use super::wire::{self, Body, MsgRepr};
-use super::{dev_errno, DmaLnd, Rx, Tx, BOUNCE_RETRY_MS, NOOP_TAG};
+use super::{dev_errno, finalize, DmaLnd, Rx, Tx, BOUNCE_RETRY_MS, NOOP_TAG};
 use crate::dev::{CompKind, Completion, Desc, DevStatus, DmaDevice, Op};
 use crate::lnet::{errno, Lnet, Parsed};
 use crate::wire::{HdrRepr, MsgType, Nid};
@@ -54,7 +54,7 @@ impl<D: DmaDevice> DmaLnd<D> {
                 match self.txs.get(c.tag) {
                     Some(&Tx::Imm { msg, .. }) => {
                         self.txs.remove(c.tag);
-                        lnet.finalize(msg, st);
+                        finalize(lnet, msg, st);
                     }
                     Some(Tx::PutWait { .. } | Tx::ReplyWait { .. } | Tx::GetReq { .. }) if st != 0 => self.fail_tx(lnet, c.tag, st, false),
                     _ => {}
@@ -88,11 +88,11 @@ impl<D: DmaDevice> DmaLnd<D> {
                     Tx::PutWait { msg, .. } => {
                         // Its chained PUT_REQ will find no transmit and fail harmlessly.
                         self.txs.remove(tag);
-                        lnet.finalize(msg, st);
+                        finalize(lnet, msg, st);
                     }
                     Tx::ReplySetup { msg, peer, get_tag } => {
                         self.txs.remove(tag);
-                        lnet.finalize(msg, st);
+                        finalize(lnet, msg, st);
                         self.nak(peer, get_tag, st);
                     }
                     _ => warn!(tag, "TxReady for a tag not setting up a transmit"),
@@ -101,21 +101,21 @@ impl<D: DmaDevice> DmaLnd<D> {
             CompKind::TxDone => match self.txs.remove_if(c.tag, |t| matches!(t, Tx::PutWait { .. } | Tx::ReplyWait { .. } | Tx::Draining { .. })) {
                 // A failed pull fails the transmit too (the puller also NAKs; whichever comes
                 // first finalizes).
-                Some(Tx::PutWait { msg, .. }) | Some(Tx::ReplyWait { msg, .. }) => lnet.finalize(msg, st),
+                Some(Tx::PutWait { msg, .. }) | Some(Tx::ReplyWait { msg, .. }) => finalize(lnet, msg, st),
                 Some(Tx::Draining { done, st, .. }) => self.finish(lnet, done, st),
                 _ => debug!(tag = c.tag, "TxDone for a tag not waiting for one"),
             },
             CompKind::PullDone => match self.txs.remove_if(c.tag, |t| matches!(t, Tx::PutPull { .. } | Tx::GetPull { .. } | Tx::Draining { .. })) {
                 Some(Tx::Draining { done, st, .. }) => self.finish(lnet, done, st),
                 Some(Tx::PutPull { msg, peer, src_tag }) => {
-                    lnet.finalize(msg, st);
+                    finalize(lnet, msg, st);
                     if st != 0 {
                         self.nak(peer, src_tag, st);
                     }
                 }
                 Some(Tx::GetPull { get, reply, peer, target_tag }) => {
-                    lnet.finalize(get, st);
-                    lnet.finalize(reply, st);
+                    finalize(lnet, get, st);
+                    finalize(lnet, reply, st);
                     if st != 0 {
                         self.nak(peer, target_tag, st);
                     }
@@ -187,7 +187,7 @@ impl<D: DmaDevice> DmaLnd<D> {
                         self.submit(Desc { tag, op: Op::Pull { src: peer, cookie, tx_off: 0, key, frags: iov } });
                     }
                     Err(e) => {
-                        lnet.finalize(msg, e);
+                        finalize(lnet, msg, e);
                         self.nak(from, target_tag, e);
                     }
                 },

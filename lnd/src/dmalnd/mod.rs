@@ -4,12 +4,16 @@
 //! Flow control: per-peer SMSG credits, returned in every message header or by NOOP.
 
 mod complete;
+mod hstatus;
 mod recovery;
 pub mod wire;
 
 use crate::dev::{Completion, DevStatus, Desc, DmaDevice, Op};
 use crate::lnd::Lnd;
 use crate::lnet::slab::Slab;
+use crate::lnet::health::HealthStatus;
+pub use hstatus::hstatus;
+use hstatus::finalize;
 use crate::lnet::{errno, Lnet, LndRecv, LndSend, MsgId, NiIdx};
 use crate::mem::{iov_read, iov_write};
 use crate::wire::{HdrRepr, MsgType, Nid};
@@ -366,9 +370,9 @@ impl<D: DmaDevice> DmaLnd<D> {
     /// Fails a GET initiator: its SEND and REPLY events both carry `status`.
     fn fail_get(&mut self, lnet: &mut Lnet, msg: MsgId, status: i32) {
         let reply = lnet.create_reply_msg(msg, 0);
-        lnet.finalize(msg, status);
+        finalize(lnet, msg, status);
         if let Ok((reply, _, _)) = reply {
-            lnet.finalize(reply, status);
+            finalize(lnet, reply, status);
         }
     }
 
@@ -403,11 +407,11 @@ impl<D: DmaDevice + 'static> Lnd for DmaLnd<D> {
 
     fn send(&mut self, lnet: &mut Lnet, m: LndSend) {
         if m.next_hop.net() != self.nid.net() {
-            lnet.finalize(m.msg, errno::EHOSTUNREACH);
+            finalize(lnet, m.msg, errno::EHOSTUNREACH);
             return;
         }
         if self.dev_down {
-            lnet.finalize(m.msg, errno::ENETDOWN);
+            finalize(lnet, m.msg, errno::ENETDOWN);
             return;
         }
         let peer = m.next_hop.addr();
@@ -424,7 +428,7 @@ impl<D: DmaDevice + 'static> Lnd for DmaLnd<D> {
                 let ok = iov_read(self.dev.mem(), &m.iov, &mut self.scratch).is_ok() && self.scratch.len() == len;
                 lnet.recycle_iov(m.iov);
                 if !ok {
-                    lnet.finalize(m.msg, errno::EIO);
+                    lnet.finalize_hs(m.msg, errno::EIO, HealthStatus::LocalError);
                     return;
                 }
                 let payload = std::mem::take(&mut self.scratch);
@@ -450,7 +454,7 @@ impl<D: DmaDevice + 'static> Lnd for DmaLnd<D> {
             // Dropped with a lost device: the message fails rather than waiting forever.
             warn!(private = m.private, "recv for unknown rx");
             if let Some(msg) = m.msg {
-                lnet.finalize(msg, errno::ENETDOWN);
+                finalize(lnet, msg, errno::ENETDOWN);
             }
             return;
         };
@@ -460,11 +464,10 @@ impl<D: DmaDevice + 'static> Lnd for DmaLnd<D> {
             Rx::Imm { payload, .. } => {
                 if let Some(msg) = m.msg {
                     let n = (m.mlen as usize).min(payload.len());
-                    let st = match iov_write(self.dev.mem(), &m.iov, &payload[..n]) {
-                        Ok(_) => 0,
-                        Err(_) => errno::EIO,
-                    };
-                    lnet.finalize(msg, st);
+                    match iov_write(self.dev.mem(), &m.iov, &payload[..n]) {
+                        Ok(_) => lnet.finalize(msg, 0),
+                        Err(_) => lnet.finalize_hs(msg, errno::EIO, HealthStatus::LocalError),
+                    }
                 }
                 lnet.recycle_iov(m.iov);
                 self.give_back(payload);
@@ -477,7 +480,7 @@ impl<D: DmaDevice + 'static> Lnd for DmaLnd<D> {
                 }
                 Some(msg) => {
                     // Matched with nothing to take: done without a pull.
-                    lnet.finalize(msg, 0);
+                    finalize(lnet, msg, 0);
                     self.nak(peer, src_tag, 0);
                 }
                 None => self.nak(peer, src_tag, errno::ENODATA),
@@ -489,7 +492,7 @@ impl<D: DmaDevice + 'static> Lnd for DmaLnd<D> {
                     self.submit(Desc { tag, op: Op::TxSetup { key, frags: m.iov, peer } });
                 }
                 Some(msg) => {
-                    lnet.finalize(msg, errno::EPROTO);
+                    finalize(lnet, msg, errno::EPROTO);
                     self.nak(peer, get_tag, errno::EPROTO);
                 }
                 None => self.nak(peer, get_tag, errno::ENODATA),

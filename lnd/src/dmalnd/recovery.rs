@@ -1,7 +1,7 @@
 //! What the DMA LND does when things go wrong: transfers past their deadline, a peer that left
 //! the fabric, the device itself going away and coming back.
 
-use super::{DmaLnd, Done, Tx};
+use super::{finalize, DmaLnd, Done, Tx};
 use crate::dev::{Desc, DmaDevice, Op};
 use crate::lnet::{errno, Lnet};
 use tracing::warn;
@@ -62,10 +62,10 @@ impl<D: DmaDevice> DmaLnd<D> {
     /// Finalizes what a transfer was for with `st`.
     pub(super) fn finish(&mut self, lnet: &mut Lnet, done: Done, st: i32) {
         match done {
-            Done::One(msg) => lnet.finalize(msg, st),
+            Done::One(msg) => finalize(lnet, msg, st),
             Done::Two(get, reply) => {
-                lnet.finalize(get, st);
-                lnet.finalize(reply, st);
+                finalize(lnet, get, st);
+                finalize(lnet, reply, st);
             }
         }
     }
@@ -92,7 +92,7 @@ impl<D: DmaDevice> DmaLnd<D> {
                     return;
                 }
                 self.txs.remove(tag);
-                lnet.finalize(msg, st);
+                finalize(lnet, msg, st);
                 return;
             }
             Tx::GetReq { msg, peer } => {

@@ -77,6 +77,12 @@ impl Lnet {
     /// Unlinks an MD: at once if idle (an UNLINK event follows), else when its last message
     /// completes (that event says `unlinked`).
     pub fn md_unlink(&mut self, h: MdHandle) -> Result<(), LnetError> {
+        self.unlink_with(h, 0)
+    }
+
+    /// [`Lnet::md_unlink`] whose UNLINK event carries `status` (-ETIMEDOUT when LNet gave up
+    /// waiting for an ACK or REPLY).
+    pub(super) fn unlink_with(&mut self, h: MdHandle, status: i32) -> Result<(), LnetError> {
         let md = self.mds.get_mut(h.0).ok_or(LnetError::NoSuchMd)?;
         md.zombie = true;
         md.threshold = Some(0);
@@ -99,7 +105,7 @@ impl Lnet {
                 mlength: 0,
                 offset: 0,
                 hdr_data: 0,
-                status: 0,
+                status,
                 unlinked: true,
             });
         }

@@ -2,6 +2,7 @@
 //! messages that match a source, destination, portal and type, one in `rate` (or every
 //! `interval`-th), from a seeded generator so a run can be replayed.
 
+use super::health::HealthStatus;
 use crate::wire::{HdrBody, HdrRepr, MsgType, Nid};
 
 /// The message types a rule can match.
@@ -33,6 +34,10 @@ pub struct FaultRule {
     /// A name to remove the rule by later (partitions are healed this way).
     #[serde(default)]
     pub tag: Option<String>,
+    /// Fail matching *outgoing* messages with this health status instead of dropping arriving
+    /// ones (`lctl net_drop_add -e`): a class name (`local_dropped`, ...) or `random`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_error: Option<String>,
 }
 
 #[derive(Debug)]
@@ -41,6 +46,9 @@ pub(super) struct ActiveRule {
     rng: crate::rng::OneIn,
     pub seen: u64,
     pub hits: u64,
+    /// The status of a `health_error` rule (`None` inside: `random`), and its generator.
+    pub health: Option<Option<HealthStatus>>,
+    choice: crate::rng::Rng,
 }
 
 fn type_name(t: MsgType) -> &'static str {
@@ -77,7 +85,19 @@ impl ActiveRule {
         if rule.delay_ms == Some(0) {
             return Err("delay_ms must be at least 1".into());
         }
-        Ok(ActiveRule { rule, rng, seen: 0, hits: 0 })
+        let health = match rule.health_error.as_deref() {
+            None => None,
+            Some("random") => Some(None),
+            Some(n) => Some(Some(HealthStatus::from_name(n).ok_or_else(|| {
+                let names: Vec<&str> = HealthStatus::FAILURES.iter().map(|h| h.name()).collect();
+                format!("unknown health_error `{n}` ({}, random)", names.join(", "))
+            })?)),
+        };
+        if health.is_some() && rule.delay_ms.is_some() {
+            return Err("a rule with health_error fails sends; it cannot delay them".into());
+        }
+        let choice = crate::rng::Rng::new(rule.seed ^ 0x4845_414c_5448);
+        Ok(ActiveRule { rule, rng, seen: 0, hits: 0, health, choice })
     }
 
     /// Does this rule hit `hdr`? (Advances the rule's generator for matching messages.)
@@ -101,6 +121,17 @@ impl ActiveRule {
             self.hits += 1;
         }
         hit
+    }
+}
+
+impl ActiveRule {
+    /// The class a `health_error` rule fails a send with; `random` draws one of the ten
+    /// (`lnet_fault_match_health`).
+    pub fn health_status(&mut self) -> HealthStatus {
+        match self.health {
+            Some(Some(h)) => h,
+            _ => HealthStatus::FAILURES[self.choice.below(HealthStatus::FAILURES.len())],
+        }
     }
 }
 

@@ -67,7 +67,7 @@ impl Lnet {
         self.counters.route_count += 1;
         self.counters.route_length += len as u64;
         let fwd = Fwd { buf, hdr, peer: (ni, from) };
-        let id = MsgId(self.msgs.insert(Msg { dir: Dir::Recv, md: None, ev: None, ack: None, credit: None, pending: None, fwd: Some(fwd), resend: None }));
+        let id = MsgId(self.msgs.insert(Msg { dir: Dir::Recv, md: None, ev: None, ack: None, credit: None, pending: None, fwd: Some(fwd), resend: None, retry: None }));
         self.actions.push_back(Action::Recv(LndRecv { msg: Some(id), ni, private, rdma_req: false, iov, mlen: len as u64, rlen: len as u64 }));
         id
     }

@@ -8,6 +8,7 @@ impl Lnet {
     /// Adds a fault rule (`lctl net_drop_add`, or `net_delay_add` when it has `delay_ms`).
     pub fn add_fault_rule(&mut self, rule: FaultRule) -> Result<(), String> {
         self.fault_rules.push(ActiveRule::new(rule)?);
+        self.has_send_rules = self.fault_rules.iter().any(|r| r.health.is_some());
         Ok(())
     }
 
@@ -15,7 +16,20 @@ impl Lnet {
     pub fn remove_fault_rules(&mut self, tag: &str) -> usize {
         let n = self.fault_rules.len();
         self.fault_rules.retain(|r| r.rule.tag.as_deref() != Some(tag));
+        self.has_send_rules = self.fault_rules.iter().any(|r| r.health.is_some());
         n - self.fault_rules.len()
+    }
+
+    /// The health status a rule with `health_error` fails this outgoing message with, as its
+    /// LND would have (`lnet_send_error_simulation`); such rules match sends only.
+    pub(super) fn send_fault(&mut self, hdr: &HdrRepr) -> Option<super::health::HealthStatus> {
+        let i = self.fault_rules.iter_mut().position(|r| r.health.is_some() && r.hits(hdr))?;
+        let hs = self.fault_rules[i].health_status();
+        self.counters.faults_dropped += 1;
+        let tag = self.fault_rules[i].rule.tag.clone().unwrap_or_default();
+        *self.fault_hits.entry(tag.clone()).or_default() += 1;
+        self.fault_log.push_back(FaultRecord::new(Verdict::Drop, hdr, tag));
+        Some(hs)
     }
 
     /// What a fault rule does to this incoming message: drops win over delays, the longest
@@ -23,7 +37,7 @@ impl Lnet {
     pub(super) fn fault_verdict(&mut self, hdr: &HdrRepr) -> Option<Verdict> {
         let mut best: Option<(Verdict, usize)> = None;
         for (i, r) in self.fault_rules.iter_mut().enumerate() {
-            if !r.hits(hdr) {
+            if r.health.is_some() || !r.hits(hdr) {
                 continue;
             }
             let v = r.rule.delay_ms.map_or(Verdict::Drop, Verdict::Delay);
@@ -62,6 +76,8 @@ impl Lnet {
             let (_, ni, hdr, from, private, rdma_req) = self.held.pop_front().unwrap();
             self.deliver_held(ni, hdr, from, private, rdma_req);
         }
+        self.recover();
+        self.expire_responses();
     }
 
     /// The driver's clock as last told (milliseconds).
@@ -69,9 +85,10 @@ impl Lnet {
         self.now_ms
     }
 
-    /// When the next held message is due (for a driver that sleeps).
+    /// When the next held message is due, or the health monitor has work (for a driver that
+    /// sleeps).
     pub fn next_release_ms(&self) -> Option<u64> {
-        self.held.front().map(|h| h.0)
+        self.held.front().map(|h| h.0).into_iter().chain(self.next_monitor_ms()).min()
     }
 
     /// Messages held by delay rules.

@@ -2,7 +2,7 @@
 //! Lustre): which buffer an incoming PUT or GET lands in, at what offset and for how many bytes.
 
 use crate::mem::{iov_len, Seg};
-use crate::wire::ProcessId;
+use crate::wire::{Nid, ProcessId};
 
 /// MD option bits, numbered as Lustre's `LNET_MD_*`.
 pub mod opt {
@@ -52,13 +52,15 @@ pub(crate) struct Md {
     /// Unlink automatically when exhausted.
     pub auto_unlink: bool,
     pub me: Option<MeHandle>,
+    /// Waiting for an ACK or REPLY: until when, from which next hop (`lnet_rsp_tracker`).
+    pub rsp: Option<(u64, Nid)>,
 }
 
 impl Md {
     pub fn new(spec: MdSpec, auto_unlink: bool, me: Option<MeHandle>) -> Md {
         let length = iov_len(&spec.iov);
         let threshold = spec.threshold;
-        Md { spec, length, offset: 0, threshold, refs: 0, zombie: false, auto_unlink, me }
+        Md { spec, length, offset: 0, threshold, refs: 0, zombie: false, auto_unlink, me, rsp: None }
     }
 
     pub fn exhausted(&self) -> bool {

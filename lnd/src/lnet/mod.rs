@@ -10,7 +10,11 @@ pub mod health;
 mod forward;
 mod inject;
 mod parse;
+pub mod recovery;
+mod resend;
 mod router;
+pub mod mr;
+mod select;
 pub mod show;
 pub(crate) mod slab;
 
@@ -91,7 +95,19 @@ struct Ni {
     peer_waiting: HashMap<Nid, VecDeque<MsgId>>,
     /// This NI's health, and that of each peer NI it has dealt with (`lnet_ni`, `lnet_peer_ni`).
     health: health::Health,
-    peer_health: HashMap<Nid, health::Health>,
+    peer_ni: HashMap<Nid, health::PeerNi>,
+    /// Multi-Rail: selection priority (lower is preferred), sends so far (round robin), what
+    /// health counted against it, and messages it carried as resends.
+    sel_priority: u32,
+    seq: u64,
+    stats: health::HealthStats,
+    resent: u64,
+    /// Messages it sent and received (`lnetctl net show -v` statistics), payload bytes sent,
+    /// and the lowest health it fell to.
+    sent: u64,
+    received: u64,
+    sent_bytes: u64,
+    lowest: u32,
 }
 
 /// Counters, as `lnetctl stats show` reports them.
@@ -109,7 +125,13 @@ pub struct Counters {
     pub health_failures: u64,
     pub route_count: u64,
     pub route_length: u64,
+    /// Messages sent again over another path (another gateway, or another NI pair of a
+    /// Multi-Rail peer).
     pub resends: u64,
+    /// ACKs and REPLYs that did not come within the transaction timeout.
+    pub response_timeouts: u64,
+    /// Recovery pings sent for NIs and peer NIs below full health.
+    pub recovery_pings: u64,
     /// Messages dropped by fault rules.
     pub faults_dropped: u64,
     /// Messages held back by delay rules.
@@ -137,6 +159,8 @@ struct Msg {
     fwd: Option<Fwd>,
     /// For a routed send: a copy to resend through another gateway if this one fails.
     resend: Option<LndSend>,
+    /// For a send to a Multi-Rail peer: how to send it again over another path.
+    retry: Option<mr::Retry>,
 }
 
 /// The LNet instance of one node.
@@ -168,8 +192,16 @@ pub struct Lnet {
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
     pub counters: Counters,
-    /// `lnet_health_sensitivity`: what a failure takes off a health value, a success gives back.
-    pub health_sensitivity: u32,
+    /// Health, resend and recovery parameters (`lnet_health_sensitivity`, `lnet_retry_count`,
+    /// `lnet_transaction_timeout`, ...).
+    pub tunables: health::Tunables,
+    mr: mr::MrPeers,
+    /// Reused by path selection.
+    cand_buf: Vec<mr::PathCand>,
+    recovery: health::Recovery,
+    /// Some fault rule fails sends with a health status; sends it failed, to finalize.
+    has_send_rules: bool,
+    injected: VecDeque<(MsgId, health::HealthStatus)>,
 }
 
 /// The loopback NI every node has, index 0.
@@ -201,7 +233,12 @@ impl Lnet {
             actions: VecDeque::new(),
             events: VecDeque::new(),
             counters: Counters::default(),
-            health_sensitivity: health::DEFAULT_SENSITIVITY,
+            tunables: Default::default(),
+            mr: Default::default(),
+            cand_buf: Vec::new(),
+            recovery: Default::default(),
+            has_send_rules: false,
+            injected: VecDeque::new(),
         };
         l.add_ni(NiConfig { nid: Nid::LO_0, lnd: lo_lnd, credits: u32::MAX, peer_credits: u32::MAX });
         l
@@ -217,7 +254,8 @@ impl Lnet {
     }
 
     pub fn add_ni(&mut self, cfg: NiConfig) -> NiIdx {
-        self.nis.push(Ni { credits: cfg.credits, cfg, peer_credits: HashMap::new(), waiting: VecDeque::new(), peer_waiting: HashMap::new(), health: Default::default(), peer_health: HashMap::new() });
+        let ni = Ni { credits: cfg.credits, cfg, peer_credits: HashMap::new(), waiting: VecDeque::new(), peer_waiting: HashMap::new(), health: Default::default(), peer_ni: HashMap::new(), sel_priority: mr::LOWEST_PRIORITY, seq: 0, stats: Default::default(), resent: 0, sent: 0, received: 0, sent_bytes: 0, lowest: health::MAX_HEALTH };
+        self.nis.push(ni);
         self.nis.len() - 1
     }
 
@@ -241,30 +279,6 @@ impl Lnet {
 
     fn is_local(&self, nid: Nid) -> bool {
         self.nis.iter().any(|n| n.cfg.nid == nid)
-    }
-
-    /// Picks the NI and next hop for `dest` (`lnet_select_pathway`, single rail).
-    fn route(&self, dest: Nid) -> Result<(NiIdx, Nid), LnetError> {
-        if self.is_local(dest) {
-            return Ok((LO_NI, dest));
-        }
-        if let Some(i) = self.nis.iter().position(|n| n.cfg.nid.net() == dest.net()) {
-            return Ok((i, dest));
-        }
-        // Gateways on a local net, live ones first.
-        let mut best = None;
-        for &(net, gw) in &self.routes {
-            if net != dest.net() {
-                continue;
-            }
-            if let Some(i) = self.nis.iter().position(|n| n.cfg.nid.net() == gw.net()) {
-                if !self.gw_down.contains(&gw) {
-                    return Ok((i, gw));
-                }
-                best.get_or_insert((i, gw));
-            }
-        }
-        best.ok_or(LnetError::NoRoute(dest))
     }
 
     fn wire_handle(&self, md: MdHandle) -> WireHandle {
@@ -303,30 +317,42 @@ impl Lnet {
         if len > LNET_MTU as u64 {
             return Err(LnetError::TooLong(len));
         }
+        let p = self.select(target.nid, None)?;
         let mut iov = self.iov_pool.pop().unwrap_or_default();
         iov.extend_from_slice(&self.mds.get(md.0).expect("live").spec.iov);
-        let (ni, hop) = self.route(target.nid)?;
         let ack_wmd = if ack { self.wire_handle(md) } else { WireHandle::NONE };
-        let hdr = self.hdr_to(ni, target, len as u32, HdrBody::Put { ack_wmd, match_bits, hdr_data, ptl_index: portal, offset });
+        let to = ProcessId::new(p.dest, target.pid);
+        let hdr = self.hdr_to(p.ni, to, len as u32, HdrBody::Put { ack_wmd, match_bits, hdr_data, ptl_index: portal, offset });
         let ev = self.event(EventKind::Send, md, target, portal, match_bits, len, len, offset as u64, hdr_data);
         self.attach_md(md);
-        Ok(self.launch(Some(md), Some(ev), ni, hop, target, hdr, iov, None))
+        let retry = self.retry_for(target, &hdr, md);
+        if ack {
+            self.track_response(md, p.hop);
+        }
+        let id = self.launch(Some(md), Some(ev), p.ni, p.hop, to, hdr, iov, None);
+        self.set_retry(id, retry);
+        Ok(id)
     }
 
     /// `LNetGet`: asks `target` for up to the MD's length from its `portal`; the data lands in
     /// the MD (REPLY event).
     pub fn get(&mut self, md: MdHandle, target: ProcessId, portal: u32, match_bits: u64, offset: u32) -> Result<MsgId, LnetError> {
         let sink_len = self.live_md(md)?.length.min(LNET_MTU as u64);
+        let p = self.select(target.nid, None)?;
         let mut sink = self.iov_pool.pop().unwrap_or_default();
         sink.extend_from_slice(&self.mds.get(md.0).expect("live").spec.iov);
-        let (ni, hop) = self.route(target.nid)?;
         let body = HdrBody::Get { return_wmd: self.wire_handle(md), match_bits, ptl_index: portal, src_offset: offset, sink_length: sink_len as u32 };
-        let hdr = self.hdr_to(ni, target, 0, body);
+        let to = ProcessId::new(p.dest, target.pid);
+        let hdr = self.hdr_to(p.ni, to, 0, body);
         let ev = self.event(EventKind::Send, md, target, portal, match_bits, 0, 0, offset as u64, 0);
         self.attach_md(md);
+        let retry = self.retry_for(target, &hdr, md);
+        self.track_response(md, p.hop);
         // Only the last hop may take the RDMA shortcut: through a router the GET travels as is.
-        let get_sink = (hop == target.nid).then_some(sink);
-        Ok(self.launch(Some(md), Some(ev), ni, hop, target, hdr, Vec::new(), get_sink))
+        let get_sink = (p.hop == p.dest).then_some(sink);
+        let id = self.launch(Some(md), Some(ev), p.ni, p.hop, to, hdr, Vec::new(), get_sink);
+        self.set_retry(id, retry);
+        Ok(id)
     }
 
     /// The header of a message this node starts towards `target`, leaving through `ni`.
@@ -350,7 +376,7 @@ impl Lnet {
 
     #[allow(clippy::too_many_arguments)]
     fn launch(&mut self, md: Option<MdHandle>, ev: Option<Event>, ni: NiIdx, next_hop: Nid, target: ProcessId, hdr: HdrRepr, iov: Vec<Seg>, get_sink: Option<Vec<Seg>>) -> MsgId {
-        let id = MsgId(self.msgs.insert(Msg { dir: Dir::Send, md, ev, ack: None, credit: None, pending: None, fwd: None, resend: None }));
+        let id = MsgId(self.msgs.insert(Msg { dir: Dir::Send, md, ev, ack: None, credit: None, pending: None, fwd: None, resend: None, retry: None }));
         let send = LndSend { msg: id, ni, target, next_hop, hdr, iov, get_sink };
         let m = self.msgs.get_mut(id.0).unwrap();
         if next_hop != target.nid && self.routes.iter().filter(|r| r.0 == target.nid.net()).count() > 1 {
@@ -394,44 +420,28 @@ impl Lnet {
         self.hand_to_lnd(id);
     }
 
-    /// A send with both credits goes to its LND.
+    /// A send with both credits goes to its LND — unless a fault rule with a health status
+    /// fails it first, as the LND would have (`lnet_send_error_simulation`).
     fn hand_to_lnd(&mut self, id: MsgId) {
         let msg = self.msgs.get_mut(id.0).expect("sending message");
         let send = msg.pending.take().expect("pending send");
         msg.credit = Some((send.ni, send.next_hop));
         self.counters.send_count += 1;
         self.counters.send_length += send.hdr.payload_length as u64;
-        self.actions.push_back(Action::Send(send));
-    }
-
-    /// `lnet_health_check` for a send that ended with `status` on NI `ni` to peer NI `hop`:
-    /// the failure's class lowers the health of whichever end it blames; success raises the
-    /// local NI's (a peer NI's rises when something is received from it).
-    fn health_check(&mut self, ni: NiIdx, hop: Nid, status: i32) {
-        let class = health::HealthStatus::of_errno(status);
-        let s = self.health_sensitivity;
-        let n = &mut self.nis[ni];
-        if class == health::HealthStatus::Ok {
-            n.health.succeed(s);
-            return;
-        }
-        self.counters.health_failures += 1;
-        if class.hurts_local_ni() {
-            n.health.fail(s);
-        }
-        if class.hurts_peer_ni() {
-            n.peer_health.entry(hop).or_default().fail(s);
-        }
-    }
-
-    /// Something arrived from peer NI `from` on NI `ni`: its health rises.
-    pub(super) fn health_received(&mut self, ni: NiIdx, from: Nid) {
-        let s = self.health_sensitivity;
-        if let Some(n) = self.nis.get_mut(ni) {
-            if let Some(h) = n.peer_health.get_mut(&from) {
-                h.succeed(s);
+        let ni = &mut self.nis[send.ni];
+        ni.sent += 1;
+        ni.sent_bytes += send.hdr.payload_length as u64;
+        if self.has_send_rules {
+            if let Some(hs) = self.send_fault(&send.hdr) {
+                self.injected.push_back((id, hs));
+                self.recycle_iov(send.iov);
+                if let Some(sink) = send.get_sink {
+                    self.recycle_iov(sink);
+                }
+                return;
             }
         }
+        self.actions.push_back(Action::Send(send));
     }
 
     /// A send finished: its peer credit passes to that peer's first waiter (which then needs
@@ -462,16 +472,29 @@ impl Lnet {
         }
     }
 
-    /// `lnet_finalize`: the LND is done with `msg`; `status` is 0 or a negative errno.
+    /// `lnet_finalize`: the LND is done with `msg`; `status` is 0 or a negative errno, whose
+    /// health class is read the way ksocklnd sorts its errors ([`health::HealthStatus::of_errno`]).
     pub fn finalize(&mut self, id: MsgId, status: i32) {
+        self.finalize_hs(id, status, health::HealthStatus::of_errno(status));
+    }
+
+    /// `lnet_finalize` with the health class the LND gives the failure (`msg_health_status`).
+    pub fn finalize_hs(&mut self, id: MsgId, status: i32, hs: health::HealthStatus) {
         let Some(msg) = self.msgs.remove(id.0) else {
             warn!(msg = id.0, "finalize of unknown message");
             return;
         };
+        let hs = if status == 0 { health::HealthStatus::Ok } else { hs };
         if let Some((ni, hop)) = msg.credit {
             self.return_credits(ni, hop);
-            self.health_check(ni, hop, status);
+            if msg.dir == Dir::Send {
+                self.health_check(ni, hop, hs, msg.ev.as_ref().is_some_and(|e| self.recovery.is_ping(e.md)));
+            }
         }
+        let msg = match self.try_mr_resend(msg, hs) {
+            Some(m) => m,
+            None => return,
+        };
         let msg = match self.try_resend(msg, status) {
             Some(m) => m,
             None => return,
@@ -496,8 +519,15 @@ impl Lnet {
             if status != 0 && ev.kind != EventKind::Send {
                 ev.mlength = 0;
             }
+            if status != 0 && ev.kind == EventKind::Send {
+                self.untrack_response(ev.md);
+            }
             if let Some(md) = msg.md {
                 ev.unlinked = self.release_md(md);
+            }
+            if !self.recovery.pings.is_empty() && self.recovery.is_ping(ev.md) {
+                self.ping_event(&ev);
+                return;
             }
             self.events.push_back(ev);
         } else if let Some(md) = msg.md {
@@ -507,11 +537,14 @@ impl Lnet {
 
     /// Are LND calls waiting to be made?
     pub fn has_actions(&self) -> bool {
-        !self.actions.is_empty()
+        !self.actions.is_empty() || !self.injected.is_empty()
     }
 
-    /// Next LND call for the driver to make.
+    /// Next LND call for the driver to make. Sends a fault rule failed are finalized first.
     pub fn poll_action(&mut self) -> Option<Action> {
+        while let Some((id, hs)) = self.injected.pop_front() {
+            self.finalize_hs(id, hs.errno(), hs);
+        }
         self.actions.pop_front()
     }
 

@@ -47,7 +47,9 @@ impl Lnet {
     /// The local half of `lnet_parse`: match a message meant for this node.
     pub(super) fn deliver(&mut self, ni: NiIdx, hdr: HdrRepr, from: Nid, private: u64, rdma_req: bool) -> Result<Parsed, ParseError> {
         self.health_received(ni, from);
-        let src = ProcessId::new(hdr.src_nid, hdr.src_pid);
+        // A Multi-Rail peer is known by its primary NID, whichever of its NIs sent this
+        // (`msg_initiator`): MEs match it and events report it.
+        let src = ProcessId::new(self.mr.primary_of(hdr.src_nid), hdr.src_pid);
         let rlen = hdr.payload_length as u64;
         match hdr.body {
             HdrBody::Put { ack_wmd, match_bits, hdr_data, ptl_index, offset } => {
@@ -84,7 +86,7 @@ impl Lnet {
                 if rdma_req {
                     // The LND moves the data from the source buffers; the REPLY never goes
                     // through lnet_send.
-                    let id = MsgId(self.msgs.insert(Msg { dir: Dir::Send, md: Some(md), ev: Some(ev), ack: None, credit: None, pending: None, fwd: None, resend: None }));
+                    let id = MsgId(self.msgs.insert(Msg { dir: Dir::Send, md: Some(md), ev: Some(ev), ack: None, credit: None, pending: None, fwd: None, resend: None, retry: None }));
                     self.counters.send_count += 1;
                     self.counters.send_length += mlen;
                     self.actions.push_back(Action::Recv(LndRecv { msg: Some(id), ni, private, rdma_req: true, iov, mlen, rlen: want }));
@@ -103,6 +105,7 @@ impl Lnet {
                 let Some(md) = self.md_by_wire(dst_wmd).filter(|h| self.live_md(*h).is_ok()) else {
                     return Ok(self.drop_msg(&hdr, from, errno::ENODATA, "ACK for a gone MD"));
                 };
+                self.untrack_response(md);
                 let ev = self.event(EventKind::Ack, md, src, 0, match_bits, mlength as u64, mlength as u64, 0, 0);
                 self.attach_md(md);
                 let id = self.new_recv(Some(md), Some(ev), None, 0);
@@ -117,6 +120,7 @@ impl Lnet {
                     Ok(x) => x,
                     Err(st) => return Ok(self.drop_msg(&hdr, from, st, "REPLY too long for MD")),
                 };
+                self.untrack_response(md);
                 let ev = self.event(EventKind::Reply, md, src, 0, 0, rlen, mlen, 0, 0);
                 self.attach_md(md);
                 let id = self.new_recv(Some(md), Some(ev), None, mlen);
@@ -151,7 +155,7 @@ impl Lnet {
     pub(super) fn new_recv(&mut self, md: Option<MdHandle>, ev: Option<Event>, ack: Option<HdrRepr>, len: u64) -> MsgId {
         self.counters.recv_count += 1;
         self.counters.recv_length += len;
-        MsgId(self.msgs.insert(Msg { dir: Dir::Recv, md, ev, ack, credit: None, pending: None, fwd: None, resend: None }))
+        MsgId(self.msgs.insert(Msg { dir: Dir::Recv, md, ev, ack, credit: None, pending: None, fwd: None, resend: None, retry: None }))
     }
 
     pub(super) fn drop_msg(&mut self, hdr: &HdrRepr, from: Nid, status: i32, why: &str) -> Parsed {
@@ -193,6 +197,7 @@ impl Lnet {
         let peer = msg.ev.as_ref().map(|e| e.peer).unwrap_or(ProcessId::ANY);
         self.live_md(md).map_err(|_| errno::ENODATA)?;
         let (iov, mlen) = self.reply_sink(md, len)?;
+        self.untrack_response(md);
         let ev = self.event(EventKind::Reply, md, peer, 0, 0, len, mlen, 0, 0);
         self.attach_md(md);
         Ok((self.new_recv(Some(md), Some(ev), None, mlen), iov, mlen))

@@ -138,6 +138,12 @@ impl Sim {
         self.fabrics.iter().find(|(n, _)| n == name).map(|(_, f)| f.start()).is_some()
     }
 
+    /// Cuts (`on`) or heals the DMA fabric `name` alone between addresses `a` and `b` (their
+    /// other nets still connect them).
+    pub fn cut_fabric(&mut self, name: &str, a: u32, b: u32, on: bool) -> bool {
+        self.fabrics.iter().find(|(n, _)| n == name).map(|(_, f)| f.engine().lock().unwrap().set_cut(a, b, on)).is_some()
+    }
+
     /// Cuts (`on`) or heals everything between nodes `a` and `b`: their TCP endpoints and their
     /// addresses on every fabric they share, both ways.
     pub fn cut(&mut self, a: usize, b: usize, on: bool) {

@@ -402,7 +402,8 @@ impl<I: SockIo> Lnd for SockLnd<I> {
 
     fn send(&mut self, lnet: &mut Lnet, m: LndSend) {
         if m.next_hop.net() != self.nid.net() {
-            lnet.finalize(m.msg, errno::EHOSTUNREACH);
+            // ksocknal_launch_packet: no route to the peer is REMOTE_ERROR.
+            lnet.finalize_hs(m.msg, errno::EHOSTUNREACH, crate::lnet::health::HealthStatus::RemoteError);
             return;
         }
         let mut frame = Vec::with_capacity(PAYLOAD_AT + m.hdr.payload_length as usize);

@@ -85,20 +85,27 @@ impl<I: SockIo> SockLnd<I> {
     }
 
     pub(super) fn close_conn(&mut self, lnet: &mut Lnet, id: ConnId, why: &str) {
+        self.close_conn_with(lnet, id, why, errno::ECONNRESET);
+    }
+
+    /// [`Self::close_conn`], failing what it carried with `status` (ksocklnd: a connection
+    /// closed for a timeout fails its messages with LOCAL_TIMEOUT, a lost one with
+    /// REMOTE_DROPPED — `ksocknal_txlist_done`'s classes of ETIMEDOUT and ECONNRESET).
+    pub(super) fn close_conn_with(&mut self, lnet: &mut Lnet, id: ConnId, why: &str, status: i32) {
         let peer = self.conns.get(&id).and_then(|c| c.peer);
-        self.shut_conn(lnet, id, why);
+        self.shut_conn(lnet, id, why, status);
         if let Some(nid) = peer {
             self.gc_peer(nid);
         }
     }
 
-    pub(super) fn shut_conn(&mut self, lnet: &mut Lnet, id: ConnId, why: &str) {
+    pub(super) fn shut_conn(&mut self, lnet: &mut Lnet, id: ConnId, why: &str, status: i32) {
         let Some(c) = self.conns.remove(&id) else { return };
         self.io.close(id);
         debug!(conn = id, peer = ?c.peer.map(|n| n.to_string()), why, "connection closed");
         // Messages already handed to this connection are lost with it.
         for (_, msg) in self.writes.drain_where(|&(conn, _)| conn == id) {
-            lnet.finalize(msg, errno::ECONNRESET);
+            lnet.finalize(msg, status);
         }
         if let Some(nid) = c.peer {
             let now = self.io.now();

@@ -46,7 +46,7 @@ impl<I: SockIo> SockLnd<I> {
             let who = self.conns[&id].remote;
             warn!(conn = id, peer = %who, "closing connection: {why}");
             self.io.abort(id);
-            self.close_conn(lnet, id, why);
+            self.close_conn_with(lnet, id, why, crate::lnet::errno::ETIMEDOUT);
         }
     }
 

@@ -53,6 +53,7 @@ fn lnetd_args(n: &NodePlan, scratch: &Path, art: &Path, plan: &Plan) -> Vec<Stri
     }
     a.extend(["--mem".into(), n.mem.to_string(), "--port".into(), socklnd_port().to_string()]);
     a.extend(plan.mailbox_args(n));
+    a.extend(plan.multi_rail_args(n));
     if socklnd_port() != 988 {
         // Without root no node can bind a reserved port: the explicit unprivileged test mode.
         a.extend(["--tcp-ports".into(), "unprivileged".into()]);
@@ -131,6 +132,22 @@ impl Backend for ProcessBackend {
         if d.proc.is_none() {
             d.proc = Some(start_dmadev(&d.dir, timeout, &d.args)?);
         }
+        Ok(())
+    }
+
+    fn can_cut_fabric(&self) -> bool {
+        true
+    }
+
+    /// Tells the `dmadev` of `net`, on its stdin, to cut or heal two addresses.
+    fn cut_fabric(&self, _cluster: &mut Cluster, net: &str, a: u32, b: u32, on: bool) -> anyhow::Result<()> {
+        use std::io::Write;
+        let mut devs = self.devices.lock().unwrap();
+        let d = devs.iter_mut().find(|d| d.net == net).ok_or_else(|| anyhow::anyhow!("no local device for net {net}"))?;
+        // A device that is down has no cut to make; the one started again has none either.
+        let Some(stdin) = d.proc.as_mut().and_then(|g| g.child.stdin.as_mut()) else { return Ok(()) };
+        writeln!(stdin, "cut {a} {b} {}", if on { "on" } else { "off" }).map_err(|e| anyhow::anyhow!("dmadev for {net}: {e}"))?;
+        stdin.flush()?;
         Ok(())
     }
 

@@ -83,6 +83,7 @@ fn build_node(sim: &mut Sim, plan: &Plan, i: usize, generation: u64, art: &Path)
     if n.is(Role::Router) {
         b.routing(512, 256, 16);
     }
+    b.multi_rail(plan.multi_rail(n));
     if let Some(file) = plan.node_capture(n, art) {
         // Stamped with a count, not the wall clock: the capture replays with its seed too.
         let cap = lnd::sock::pcap::Capture::append_to(&file, false).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
@@ -307,6 +308,15 @@ impl Backend for SimBackend {
 
     fn cut(&self, cluster: &mut Cluster, a: usize, b: usize, on: bool) -> anyhow::Result<()> {
         shared(cluster)?.lock().unwrap().sim.cut(a, b, on);
+        Ok(())
+    }
+
+    fn can_cut_fabric(&self) -> bool {
+        true
+    }
+
+    fn cut_fabric(&self, cluster: &mut Cluster, net: &str, a: u32, b: u32, on: bool) -> anyhow::Result<()> {
+        anyhow::ensure!(shared(cluster)?.lock().unwrap().sim.cut_fabric(net, a, b, on), "no simulated device on {net}");
         Ok(())
     }
 }

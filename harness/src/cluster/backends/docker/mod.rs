@@ -301,6 +301,7 @@ impl Backend for DockerBackend {
             }
             args.extend(["--mem".into(), n.mem.to_string(), "--log".into(), format!("/art/nodes/{}.log", n.name), "--trace".into(), format!("/art/traces/{}.jsonl", n.name), "--t0".into(), plan.t0_unix_us.to_string()]);
             args.extend(plan.mailbox_args(n));
+            args.extend(plan.multi_rail_args(n));
             if let Some(f) = plan.node_capture(n, Path::new("/art")) {
                 args.extend(["--pcap".into(), f.display().to_string()]);
             }
