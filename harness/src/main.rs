@@ -74,6 +74,10 @@ enum Cmd {
         /// Generated specs may put nodes on two DMA nets.
         #[arg(long)]
         multi_dma: bool,
+        /// Generated specs are Multi-Rail (OSSs and some clients on a DMA net and tcp0); with
+        /// --faults, fabric partitions and health_error rules.
+        #[arg(long)]
+        multi_rail: bool,
         /// At most this many clients in a generated spec.
         #[arg(long)]
         max_clients: Option<usize>,
@@ -261,7 +265,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             run_and_report(&opts, junit.as_deref())?;
         }
-        Cmd::Hunt { file, generate, seeds, jobs, backend, faults, single, multi_dma, max_clients, out, timeout, json, shrink, check_determinism, first_failure, junit } => {
+        Cmd::Hunt { file, generate, seeds, jobs, backend, faults, single, multi_dma, multi_rail, max_clients, out, timeout, json, shrink, check_determinism, first_failure, junit } => {
             use harness::hunt::{generate::GenOpts, seeds as h};
             if file.is_some() == generate {
                 anyhow::bail!("hunt: give a spec FILE or --generate (one of them)");
@@ -280,7 +284,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::bail!("hunt: -j and --timeout must be at least 1");
             }
             harness::interrupt::install_interrupt_handler();
-            let o = h::HuntOpts { file, gen: GenOpts { faults, single, multi_dma, max_clients }, seeds: h::parse_seeds(&seeds).map_err(anyhow::Error::msg)?, jobs, backends, out: out.unwrap_or_else(|| "target/lnetlab/hunt".into()), timeout: std::time::Duration::from_secs(timeout), json, check_determinism, first_failure };
+            let o = h::HuntOpts { file, gen: GenOpts { faults, single, multi_dma, max_clients, multi_rail }, seeds: h::parse_seeds(&seeds).map_err(anyhow::Error::msg)?, jobs, backends, out: out.unwrap_or_else(|| "target/lnetlab/hunt".into()), timeout: std::time::Duration::from_secs(timeout), json, check_determinism, first_failure };
             let mut s = h::hunt(&o)?;
             if shrink {
                 for f in &mut s.failed {

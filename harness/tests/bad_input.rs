@@ -215,3 +215,31 @@ fn more_nodes_than_the_subnet_holds_are_refused() {
     }
     refused(&t, "4:3", "255 nodes");
 }
+
+const MR: &str = "name: q
+nets: {dma0: {kind: dma}, tcp0: {kind: tcp}}
+lnet: {multi_rail: true, priority: {dma0: 0}}
+nodes:
+  - {name: oss1, roles: [oss], nis: [dma0, tcp0], targets: [{ost: 0, size: 64MiB}]}
+  - {name: c1, roles: [client], nis: [dma0, tcp0]}
+workloads:
+  - {name: w, kind: io, clients: [c1], files: 2, size: 1MiB}
+faults:
+";
+
+/// LNet health settings, fabric partitions and health_error rules: what is wrong is named
+/// where it is written.
+#[test]
+fn lnet_health_settings_are_checked() {
+    let ok = format!("{MR}  - {{kind: partition, net: dma0, between: [[c1], [oss1]], at: 1ms, duration: 1ms}}\n  - {{kind: lnet_drop, node: c1, net: dma0, health_error: local_dropped, interval: 2}}\n");
+    ClusterSpec::parse(&ok, Path::new("t.yaml")).unwrap();
+    refused(&MR.replace("priority: {dma0: 0}", "priority: {dma1: 0}"), "3:37", "not a net of this cluster");
+    refused(&MR.replace("multi_rail: true", "multi_rail: true, health_sensitivity: 1001"), "3:26", "above the maximum health");
+    refused(&MR.replace("multi_rail: true", "multi_rail: true, transaction_timeout: 10ms"), "3:26", "under a second");
+    refused(&MR.replace("multi_rail: true", "multi_rail: true, recovery_interval: soon"), "3:26", "recovery_interval");
+    refused(&format!("{MR}  - {{kind: partition, net: tcp0, between: [[c1], [oss1]], at: 1ms, duration: 1ms}}\n"), "10:23", "names a DMA net");
+    refused(&format!("{MR}  - {{kind: lnet_drop, node: c1, health_error: remote_droped, interval: 1}}\n"), "10:47", "remote_dropped");
+    refused(&format!("{MR}  - {{kind: lnet_delay, node: c1, health_error: local_error, interval: 1, latency: 1ms}}\n"), "10:48", "is for lnet_drop");
+    refused(&format!("{MR}  - {{kind: lnet_drop, node: c1, src: oss1, health_error: local_error, interval: 1}}\n"), "10:12", "no `src`");
+    refused(&format!("{MR}  - {{kind: lnet_drop, node: c1, net: dma0, interval: 1}}\n"), "10:33", "goes with health_error");
+}

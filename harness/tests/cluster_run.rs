@@ -23,7 +23,7 @@ fn procs_mentioning(needle: &str) -> Vec<String> {
     out
 }
 
-fn run_cluster(file: &str, want_bytes: u64) {
+fn run_cluster(file: &str, want_bytes: u64) -> serde_json::Value {
     let art = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_lnetlab"))
         .args(["run", root().join(file).to_str().unwrap(), "--json", "--seed", "7", "--artifacts", art.path().to_str().unwrap()])
@@ -52,6 +52,31 @@ fn run_cluster(file: &str, want_bytes: u64) {
     assert!(std::fs::read_dir(dir.join("traces")).unwrap().count() >= 3);
     let left = procs_mentioning(art.path().to_str().unwrap());
     assert!(left.is_empty(), "processes left running: {left:?}");
+    r
+}
+
+/// Issue 15: with the DMA device restarted and the fabric cut mid-run, LNet resends over tcp0,
+/// the DMA NIs' health (ours or the peers') falls and recovers, and the traffic goes back to
+/// dma0 — every byte verified, nothing lost.
+#[test]
+fn multirail_fails_over_to_tcp_and_comes_back() {
+    let r = run_cluster("clusters/multirail.yaml", 2 * 8 * (64 << 20));
+    assert_eq!((r["lost_acked_writes"].as_u64(), r["workloads"][0]["errors"].as_u64()), (Some(0), Some(0)), "{r}");
+    let h = &r["lnet_health"];
+    for node in ["oss1", "c1", "c2"] {
+        let nis = h[node].as_array().unwrap_or_else(|| panic!("no lnet_health for {node}: {r}"));
+        let (dma, tcp) = (&nis[0], &nis[1]);
+        assert!(dma["nid"].as_str().unwrap().ends_with("@dma") && tcp["nid"].as_str().unwrap().ends_with("@tcp"), "{node}: {nis:?}");
+        let peers_fell = dma["peer_nis"].as_array().is_some_and(|p| !p.is_empty());
+        assert!(dma["health_lowest"].as_u64().unwrap() < 1000 || peers_fell, "{node}: no DMA health fell: {dma}");
+        assert_eq!(dma["health"], 1000, "{node}: its DMA NI did not recover: {dma}");
+        assert!(dma["peer_nis"].as_array().into_iter().flatten().all(|p| p["health"] == 1000), "{node}: a peer NI did not recover: {dma}");
+        assert!(dma["sent_bytes_after_faults"].as_u64().unwrap() > 0, "{node}: nothing back on dma0 after the faults: {dma}");
+    }
+    let resent: u64 = ["oss1", "c1", "c2"].iter().map(|n| h[n][1]["resent"].as_u64().unwrap()).sum();
+    assert!(resent > 0, "LNet resent nothing over tcp0: {h}");
+    assert_eq!(r["faults"]["partition"], 1, "{r}");
+    assert_eq!(r["faults"]["device_restart"], 1, "{r}");
 }
 
 #[test]

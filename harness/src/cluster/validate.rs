@@ -284,10 +284,10 @@ impl ClusterSpec {
                 }
                 if let Some(net) = &f.net {
                     if f.health_error.is_none() {
-                        return Err(err(net, format!("{k} on `{}`: `net` goes with health_error (the NI whose sends fail)", f.node)));
+                        return Err(err(&format!("net: {net}"), format!("{k} on `{}`: `net` goes with health_error (the NI whose sends fail)", f.node)));
                     }
                     if !self.nodes.iter().any(|n| n.name == f.node && n.nis.contains(net)) {
-                        return Err(err(net, format!("lnet_drop on `{}`: the node has no NI on `{net}`", f.node)));
+                        return Err(err(&format!("net: {net}"), format!("lnet_drop on `{}`: the node has no NI on `{net}`", f.node)));
                     }
                 }
             }
@@ -325,7 +325,7 @@ impl ClusterSpec {
                         return Err(err(k, format!("link: no `net` ({net}); a lossy link is between nodes, on every net")));
                     }
                     if self.nets.get(net).is_none_or(|n| n.kind != NetKind::Dma) {
-                        return Err(err(net, format!("partition of `{net}`: `net` names a DMA net of this cluster (its fabric alone is cut; without `net`, every net is)")));
+                        return Err(err(&format!("net: {net}"), format!("partition of `{net}`: `net` names a DMA net of this cluster (its fabric alone is cut; without `net`, every net is)")));
                     }
                 }
                 if windows.is_empty() && f.kind == FaultKind::Partition {

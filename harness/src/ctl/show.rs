@@ -53,8 +53,14 @@ pub fn net(reply: &Value, verbose: bool) -> Y {
             pairs.push(("tunables", map(vec![("peer_credits", n(&ni["peer_credits"])), ("credits", n(&ni["credits"]))])));
             pairs.push(("available credits", n(&ni["credits_available"])));
             pairs.push(("tx queued", n(&ni["tx_queued"])));
+            if !ni["send_count"].is_null() {
+                pairs.push(("statistics", map(vec![("send_count", n(&ni["send_count"])), ("recv_count", n(&ni["recv_count"])), ("resend_count", n(&ni["resend_count"]))])));
+            }
             if !ni["health_value"].is_null() {
-                pairs.push(("health stats", map(vec![("health value", n(&ni["health_value"]))])));
+                pairs.push(("health stats", health_stats(ni, true)));
+            }
+            if !ni["priority"].is_null() {
+                pairs.push(("selection priority", n(&ni["priority"])));
             }
             let stats: Vec<(&str, Y)> = ni["lnd_stats"].as_object().into_iter().flatten().map(|(k, v)| (k.as_str(), if v.is_u64() { n(v) } else { s(v) })).collect();
             pairs.push(("lnd statistics", map(stats)));
@@ -73,34 +79,51 @@ pub fn net(reply: &Value, verbose: bool) -> Y {
     map(top)
 }
 
-/// `lnetctl peer show [-v]`: every peer NI our NIs have sent to; with `-v` its credits.
+/// `health stats` of an NI (`local`) or a peer NI, in lnetctl's words.
+fn health_stats(v: &Value, local: bool) -> Y {
+    let h = &v["health_stats"];
+    let mut pairs = vec![("health value", n(&v["health_value"]))];
+    if !h.is_null() {
+        if local {
+            pairs.extend([("interrupts", n(&h["interrupts"])), ("dropped", n(&h["dropped"])), ("aborted", n(&h["aborted"])), ("no route", n(&h["no_route"])), ("timeouts", n(&h["timeouts"])), ("error", n(&h["error"]))]);
+        } else {
+            pairs.extend([("dropped", n(&h["dropped"])), ("timeout", n(&h["timeouts"])), ("error", n(&h["error"])), ("network timeout", n(&h["network_timeout"])), ("response timeouts", n(&h["response_timeouts"]))]);
+        }
+        pairs.push(("recovery count", n(&h["recoveries"])));
+    }
+    map(pairs)
+}
+
+/// `lnetctl peer show [-v]`: every peer, by primary NID (a Multi-Rail peer's NIs together),
+/// with its peer NIs; with `-v` their credits and health.
 pub fn peer(reply: &Value, verbose: bool) -> Y {
-    let peers: Vec<Y> = reply["peers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|p| {
-            let nid = p["nid"].as_str().unwrap_or("?");
-            let mut ni = vec![("nid", s(nid)), ("state", s("NA"))];
-            if verbose {
-                ni.push(("local nid", s(p["local_nid"].as_str().unwrap_or("?"))));
-                ni.push(("max_ni_tx_credits", n(&p["max_tx_credits"])));
-                ni.push(("available_tx_credits", n(&p["available_tx_credits"])));
-                ni.push(("tx_q_num_of_buf", n(&p["tx_queued"])));
-                if !p["health_value"].is_null() {
-                    ni.push(("health stats", map(vec![("health value", n(&p["health_value"]))])));
-                }
+    let mut by_primary: Vec<(String, Vec<Y>)> = Vec::new();
+    for p in reply["peers"].as_array().into_iter().flatten() {
+        let nid = p["nid"].as_str().unwrap_or("?");
+        let mut ni = vec![("nid", s(nid)), ("state", s("NA"))];
+        if verbose {
+            ni.push(("local nid", s(p["local_nid"].as_str().unwrap_or("?"))));
+            ni.push(("max_ni_tx_credits", n(&p["max_tx_credits"])));
+            ni.push(("available_tx_credits", n(&p["available_tx_credits"])));
+            ni.push(("tx_q_num_of_buf", n(&p["tx_queued"])));
+            if !p["health_value"].is_null() {
+                ni.push(("health stats", health_stats(p, false)));
             }
-            map(vec![("primary nid", s(nid)), ("Multi-Rail", Y::Bool(false)), ("peer ni", Y::Sequence(vec![map(ni)]))])
-        })
-        .collect();
+        }
+        let primary = p["primary_nid"].as_str().unwrap_or(nid).to_string();
+        match by_primary.iter_mut().find(|(k, _)| *k == primary) {
+            Some((_, v)) => v.push(map(ni)),
+            None => by_primary.push((primary, vec![map(ni)])),
+        }
+    }
+    let peers: Vec<Y> = by_primary.into_iter().map(|(primary, nis)| map(vec![("primary nid", s(primary)), ("Multi-Rail", Y::Bool(nis.len() > 1)), ("peer ni", Y::Sequence(nis))])).collect();
     map(vec![("peer", Y::Sequence(peers))])
 }
 
 /// `lnetctl stats show`: LNet's counters in lnetctl's order, then ours (credit stalls, faults).
 pub fn stats(reply: &Value) -> Y {
     let c = &reply["lnet"];
-    let keys = [("errors", "errors"), ("send_count", "send_count"), ("resend_count", "resends"), ("recv_count", "recv_count"), ("route_count", "route_count"), ("drop_count", "drop_count"), ("send_length", "send_length"), ("recv_length", "recv_length"), ("route_length", "route_length"), ("drop_length", "drop_length"), ("credit_stalls", "credit_stalls"), ("faults_dropped", "faults_dropped"), ("faults_delayed", "faults_delayed")];
+    let keys = [("errors", "errors"), ("send_count", "send_count"), ("resend_count", "resends"), ("recv_count", "recv_count"), ("route_count", "route_count"), ("drop_count", "drop_count"), ("send_length", "send_length"), ("recv_length", "recv_length"), ("route_length", "route_length"), ("drop_length", "drop_length"), ("credit_stalls", "credit_stalls"), ("faults_dropped", "faults_dropped"), ("faults_delayed", "faults_delayed"), ("health_failures", "health_failures"), ("response_timeout_count", "response_timeouts"), ("recovery_pings", "recovery_pings")];
     let mut pairs: Vec<(&str, Y)> = keys.iter().map(|(k, f)| (*k, n(&c[*f]))).collect();
     pairs.insert(0, ("mds_alloc", n(&reply["mds"])));
     map(vec![("statistics", map(pairs))])

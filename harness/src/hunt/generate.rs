@@ -18,6 +18,9 @@ pub struct GenOpts {
     pub multi_dma: bool,
     /// At most this many clients (default 10).
     pub max_clients: Option<usize>,
+    /// Multi-Rail: OSSs and some clients on a DMA net and tcp0 as Multi-Rail peers; with
+    /// `faults`, the fabric alone partitioned and sends failed with health statuses.
+    pub multi_rail: bool,
 }
 
 /// A seeded chooser over [`Rng`].
@@ -102,7 +105,10 @@ fn splitmix(x: u64) -> u64 {
 fn generate_once(seed: u64, draw: u64, o: GenOpts) -> String {
     let mut r = Pick(Rng::new(splitmix(draw)));
     let dma: Vec<String> = (0..r.range(1, 2)).map(|i| format!("dma{i}")).collect();
-    let tcp: Vec<String> = (0..*r.one(&[0, 1, 1, 2])).map(|i| format!("tcp{i}")).collect();
+    let mut tcp: Vec<String> = (0..*r.one(&[0, 1, 1, 2])).map(|i| format!("tcp{i}")).collect();
+    if o.multi_rail && tcp.is_empty() {
+        tcp.push("tcp0".into());
+    }
     let all: Vec<String> = dma.iter().chain(&tcp).cloned().collect();
     let mut osss = Vec::new();
     let mut ost = 0u32;
@@ -111,6 +117,10 @@ fn generate_once(seed: u64, draw: u64, o: GenOpts) -> String {
         let mut nis = r.sample(&all, k);
         if nis.iter().filter(|n| is_dma(n)).count() > 1 && !o.multi_dma {
             nis.truncate(1);
+        }
+        if o.multi_rail {
+            // Every OSS on one DMA net and tcp0: the rails its Multi-Rail clients share.
+            nis = vec![r.one(&dma).clone(), "tcp0".into()];
         }
         let targets = (0..r.range(1, 3)).map(|_| {
             ost += 1;
@@ -133,6 +143,14 @@ fn generate_once(seed: u64, draw: u64, o: GenOpts) -> String {
             if osss.iter().any(|oss| needs_dma_pair(&c.nis[0], oss)) {
                 let shared_tcp = tcp.iter().find(|t| osss.iter().all(|oss| oss.nis.contains(t) || !oss.nis.iter().all(|n| is_dma(n))));
                 c.nis = vec![shared_tcp.cloned().unwrap_or_else(|| osss[0].nis[0].clone())];
+            }
+        }
+    }
+    if o.multi_rail {
+        // Some clients on both rails of an OSS (its Multi-Rail peers).
+        for c in &mut clients {
+            if r.chance(50) {
+                c.nis = r.one(&osss).nis.clone();
             }
         }
     }
@@ -188,6 +206,15 @@ fn generate_once(seed: u64, draw: u64, o: GenOpts) -> String {
         workloads.push(json!({"name": "st", "kind": "selftest", "test": *r.one(&["ping", "brw_write", "brw_read"]), "from": [from], "to": [osss[0].name], "size": "64KiB", "concurrency": 2, "count": 20}));
     }
     let mut faults = Vec::new();
+    let busy = |n: &String| workloads.iter().any(|w| w["clients"].as_array().is_some_and(|c| c.iter().any(|x| x == n.as_str())));
+    let mr_clients: Vec<String> = clients.iter().filter(|c| c.nis.len() > 1 && busy(&c.name)).map(|c| c.name.clone()).collect();
+    if o.faults && o.multi_rail && !mr_clients.is_empty() {
+        let c = r.one(&mr_clients).clone();
+        let oss = osss.iter().find(|s| clients.iter().any(|x| x.name == c && x.nis == s.nis)).map_or(osss[0].name.clone(), |s| s.name.clone());
+        let net = clients.iter().find(|x| x.name == c).map(|x| x.nis[0].clone()).expect("a client");
+        faults.push(json!({"kind": "partition", "net": net, "between": [[c], [oss]], "at": format!("{}ms", r.range(0, 2)), "duration": format!("{}ms", r.range(2, 20))}));
+        faults.push(json!({"kind": "lnet_drop", "node": c, "net": net, "health_error": *r.one(&["random", "local_dropped", "remote_dropped", "network_timeout", "local_error"]), "rate": r.range(5, 30)}));
+    }
     if o.faults {
         for _ in 0..r.range(1, 3) {
             faults.push(match *r.one(&["lnet_drop", "lnet_delay", "dma_corrupt", "dma_mailbox", "link"]) {
@@ -205,7 +232,13 @@ fn generate_once(seed: u64, draw: u64, o: GenOpts) -> String {
         n.routes.retain(|(net, _)| !nis.contains(net));
     }
     let nets: serde_json::Map<String, Value> = all.iter().map(|n| (n.clone(), json!({"kind": if is_dma(n) { "dma" } else { "tcp" }}))).collect();
-    let mut y = format!("# generated: lnetlab hunt --generate (seed {seed}{})\nname: gen{seed}\nnets: {}\nnodes:\n", flags(o), Value::Object(nets));
+    let mut y = format!("# generated: lnetlab hunt --generate (seed {seed}{})\nname: gen{seed}\nnets: {}\n", flags(o), Value::Object(nets));
+    if o.multi_rail {
+        // The DMA rails preferred (lower is), as a site would set them.
+        let prio: Vec<String> = dma.iter().map(|d| format!("{d}: 0")).collect();
+        y += &format!("lnet: {{multi_rail: true, priority: {{{}}}, recovery_interval: 2ms}}\n", prio.join(", "));
+    }
+    y += "nodes:\n";
     for n in &nodes {
         y += &format!("  - {}\n", n.to_json());
     }
@@ -221,7 +254,7 @@ fn generate_once(seed: u64, draw: u64, o: GenOpts) -> String {
 }
 
 fn flags(o: GenOpts) -> String {
-    [(o.faults, ", faults"), (o.single, ", single"), (o.multi_dma, ", multi-dma")].iter().filter(|f| f.0).map(|f| f.1).collect()
+    [(o.faults, ", faults"), (o.single, ", single"), (o.multi_dma, ", multi-dma"), (o.multi_rail, ", multi-rail")].iter().filter(|f| f.0).map(|f| f.1).collect()
 }
 
 #[cfg(test)]
@@ -231,7 +264,7 @@ mod tests {
     #[test]
     fn every_generated_spec_is_valid_and_the_same_for_its_seed() {
         for seed in 0..500 {
-            for o in [GenOpts::default(), GenOpts { faults: true, ..Default::default() }, GenOpts { single: true, ..Default::default() }] {
+            for o in [GenOpts::default(), GenOpts { faults: true, ..Default::default() }, GenOpts { single: true, ..Default::default() }, GenOpts { multi_rail: true, faults: true, ..Default::default() }] {
                 let y = generate(seed, o);
                 assert_eq!(y, generate(seed, o), "seed {seed} is not deterministic");
                 if let Err(e) = ClusterSpec::parse(&y, std::path::Path::new("gen.yaml")) {
@@ -267,5 +300,21 @@ mod tests {
         }
         eprintln!("seeds 1..60: {two_fabric} two-fabric nodes, {dma_router} of them DMA⇄DMA routers");
         assert!(two_fabric >= 5 && dma_router >= 2, "two-fabric nodes {two_fabric}, DMA⇄DMA routers {dma_router}");
+    }
+
+    /// `--multi-rail`: an `lnet:` section, OSSs on a DMA net and tcp0, Multi-Rail clients, and
+    /// with faults a partition of the fabric alone and a health_error rule.
+    #[test]
+    fn multi_rail_specs_have_multi_rail_peers_and_fabric_faults() {
+        let o = GenOpts { multi_rail: true, faults: true, ..Default::default() };
+        let specs: Vec<String> = (0..30).map(|s| generate(s, o)).collect();
+        if let Ok(dir) = std::env::var("LNETLAB_GEN_DIR") {
+            for (k, y) in specs.iter().enumerate() {
+                std::fs::write(format!("{dir}/gen{k}.yaml"), y).unwrap();
+            }
+        }
+        assert!(specs.iter().all(|y| y.contains("lnet: {multi_rail: true")));
+        assert!(specs.iter().filter(|y| y.contains("\"net\":\"dma") && y.contains("\"kind\":\"partition\"")).count() > 15, "few fabric partitions");
+        assert!(specs.iter().any(|y| y.contains("health_error")));
     }
 }

@@ -517,7 +517,7 @@ impl Controller {
     /// NAKs, credit stalls, routed messages...), as counter deltas.
     fn trace_paths(&mut self) {
         let c = &self.node.lnet.counters;
-        let lnet = vec![("lnet_credit_stalls", c.credit_stalls), ("resends", c.resends), ("route_count", c.route_count)];
+        let lnet = vec![("lnet_credit_stalls", c.credit_stalls), ("resends", c.resends), ("route_count", c.route_count), ("recovery_pings", c.recovery_pings), ("response_timeouts", c.response_timeouts)];
         let now: Vec<(&'static str, Vec<(&'static str, u64)>)> = self.node.lnds.iter().map(|l| (l.name(), l.path_counters())).chain(std::iter::once(("lnet", lnet))).collect();
         let mut recs = Vec::new();
         for (i, (lnd, counters)) in now.iter().enumerate() {

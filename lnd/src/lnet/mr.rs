@@ -55,16 +55,34 @@ pub struct PathCand {
     pub peer_priority: u32,
     pub peer_credits: i64,
     pub peer_seq: u64,
+    /// The net's: the best health of the peer's NIs on it (`lpn_healthv`) and of ours
+    /// (`lnet_get_net_healthv_locked`); filled in by [`rank_nets`].
+    pub peer_net_health: u32,
+    pub net_health: u32,
 }
 
-/// Orders candidates as `lnet_find_best_ni_on_local_net` then `lnet_select_peer_ni` do: the
-/// healthiest local NI (a healthy peer net first), then the higher NI priority (lower value),
-/// more NI credits, the NI used least recently; then on that NI the healthiest peer NI, its
-/// priority, its credits, the peer NI used least recently. `Less` = `a` is the better path.
+/// Fills in each candidate's net health figures from the others on the same net.
+pub fn rank_nets(cands: &mut [PathCand]) {
+    for i in 0..cands.len() {
+        let net = cands[i].peer_ni.net();
+        let same = cands.iter().filter(|c| c.peer_ni.net() == net);
+        let (p, n) = same.fold((0, 0), |(p, n), c| (p.max(c.peer_health), n.max(c.ni_health)));
+        cands[i].peer_net_health = p;
+        cands[i].net_health = n;
+    }
+}
+
+/// Orders candidates as Lustre 2.15 does: the net first (`lnet_find_best_ni_on_local_net`: the
+/// healthier peer net, the healthier local net, the lower net priority — here the NI's —, the
+/// net used least recently), then the local NI on it (`lnet_get_best_ni`: health, priority,
+/// credits, round robin), then the peer NI (`lnet_select_peer_ni`: health, priority, credits,
+/// round robin). `Less` = `a` is the better path.
 pub fn compare(a: &PathCand, b: &PathCand) -> std::cmp::Ordering {
-    let peer_alive = |c: &PathCand| c.peer_health > 0;
-    peer_alive(b)
-        .cmp(&peer_alive(a))
+    b.peer_net_health
+        .cmp(&a.peer_net_health)
+        .then(b.net_health.cmp(&a.net_health))
+        .then(a.ni_priority.cmp(&b.ni_priority))
+        .then(a.ni_seq.cmp(&b.ni_seq))
         .then(b.ni_health.cmp(&a.ni_health))
         .then(a.ni_priority.cmp(&b.ni_priority))
         .then(b.ni_credits.cmp(&a.ni_credits))
@@ -77,8 +95,9 @@ pub fn compare(a: &PathCand, b: &PathCand) -> std::cmp::Ordering {
         .then(a.peer_ni.0.cmp(&b.peer_ni.0))
 }
 
-/// The best of `cands` (`None` if there is none).
-pub fn best(cands: &[PathCand]) -> Option<PathCand> {
+/// The best of `cands` (`None` if there is none); ranks their nets first.
+pub fn best(cands: &mut [PathCand]) -> Option<PathCand> {
+    rank_nets(cands);
     cands.iter().min_by(|a, b| compare(a, b)).copied()
 }
 
@@ -107,7 +126,9 @@ mod tests {
     use super::*;
 
     fn cand(ni: NiIdx, peer: u32) -> PathCand {
-        PathCand { ni, peer_ni: Nid(peer as u64), ni_health: 1000, ni_priority: LOWEST_PRIORITY, ni_credits: 8, ni_seq: 0, peer_health: 1000, peer_priority: LOWEST_PRIORITY, peer_credits: 8, peer_seq: 0 }
+        // NI n on net n; peer NIs on the net of their NI.
+        let peer_ni: Nid = format!("{peer}@dma{ni}").parse().unwrap();
+        PathCand { ni, peer_ni, ni_health: 1000, ni_priority: LOWEST_PRIORITY, ni_credits: 8, ni_seq: 0, peer_health: 1000, peer_priority: LOWEST_PRIORITY, peer_credits: 8, peer_seq: 0, peer_net_health: 0, net_health: 0 }
     }
 
     /// `lnet_get_best_ni`: health first — a healthier NI wins over priority, credits and turn.
@@ -115,7 +136,7 @@ mod tests {
     fn the_healthiest_local_ni_wins_first() {
         let a = PathCand { ni_health: 900, ni_priority: 0, ni_credits: 100, ..cand(1, 1) };
         let b = PathCand { ni_seq: 50, ..cand(2, 2) };
-        assert_eq!(best(&[a, b]).unwrap().ni, 2);
+        assert_eq!(best(&mut [a, b]).unwrap().ni, 2);
     }
 
     /// `lnet_get_best_ni`: at equal health the lower `ni_sel_priority` value wins, before credits.
@@ -123,7 +144,7 @@ mod tests {
     fn at_equal_health_the_ni_priority_decides_before_credits() {
         let a = PathCand { ni_priority: 0, ni_credits: 1, ..cand(1, 1) };
         let b = PathCand { ni_credits: 100, ..cand(2, 2) };
-        assert_eq!(best(&[a, b]).unwrap().ni, 1);
+        assert_eq!(best(&mut [a, b]).unwrap().ni, 1);
     }
 
     /// `lnet_get_best_ni`: then the NI with more credits (negative ones mean queued sends), then
@@ -132,10 +153,10 @@ mod tests {
     fn then_credits_then_round_robin() {
         let a = PathCand { ni_credits: -2, ..cand(1, 1) };
         let b = cand(2, 2);
-        assert_eq!(best(&[a, b]).unwrap().ni, 2);
+        assert_eq!(best(&mut [a, b]).unwrap().ni, 2);
         let a = PathCand { ni_seq: 3, ..cand(1, 1) };
         let b = PathCand { ni_seq: 4, ..cand(2, 2) };
-        assert_eq!(best(&[a, b]).unwrap().ni, 1, "the NI used less often");
+        assert_eq!(best(&mut [a, b]).unwrap().ni, 1, "the NI used less often");
     }
 
     /// `lnet_select_peer_ni`: on the chosen NI, the healthiest peer NI, then its priority, its
@@ -144,22 +165,25 @@ mod tests {
     fn peer_nis_are_ranked_by_health_priority_credits_and_turn() {
         let a = PathCand { peer_health: 500, peer_priority: 0, ..cand(1, 1) };
         let b = cand(1, 2);
-        assert_eq!(best(&[a, b]).unwrap().peer_ni, Nid(2));
+        assert_eq!(best(&mut [a, b]).unwrap().peer_ni, cand(1, 2).peer_ni);
         let a = PathCand { peer_priority: 1, peer_credits: 1, ..cand(1, 1) };
         let b = PathCand { peer_priority: 2, peer_credits: 8, ..cand(1, 2) };
-        assert_eq!(best(&[a, b]).unwrap().peer_ni, Nid(1));
+        assert_eq!(best(&mut [a, b]).unwrap().peer_ni, cand(1, 1).peer_ni);
         let a = PathCand { peer_credits: 7, ..cand(1, 1) };
-        assert_eq!(best(&[a, cand(1, 2)]).unwrap().peer_ni, Nid(2));
+        assert_eq!(best(&mut [a, cand(1, 2)]).unwrap().peer_ni, cand(1, 2).peer_ni);
         let a = PathCand { peer_seq: 9, ..cand(1, 1) };
-        assert_eq!(best(&[a, cand(1, 2)]).unwrap().peer_ni, Nid(2));
+        assert_eq!(best(&mut [a, cand(1, 2)]).unwrap().peer_ni, cand(1, 2).peer_ni);
     }
 
-    /// `lnet_find_best_ni_on_local_net`: a net whose peer NIs are all dead (health 0) is skipped
-    /// even when its local NI is the healthier.
+    /// `lnet_find_best_ni_on_local_net`: the peer net whose best peer NI is healthier wins even
+    /// when the local NI on the other is the healthier.
     #[test]
-    fn a_net_whose_peer_nis_are_dead_is_not_chosen() {
-        let a = PathCand { peer_health: 0, ..cand(1, 1) };
+    fn the_healthier_peer_net_wins_before_the_local_ni() {
+        let a = PathCand { peer_health: 900, ..cand(1, 1) };
         let b = PathCand { ni_health: 100, ..cand(2, 2) };
-        assert_eq!(best(&[a, b]).unwrap().ni, 2);
+        assert_eq!(best(&mut [a, b]).unwrap().ni, 2);
+        // Two peer NIs on one net: the net is as healthy as its best; on it, the healthier wins.
+        let a = PathCand { peer_health: 0, ..cand(1, 1) };
+        assert_eq!(best(&mut [a, cand(1, 2)]).unwrap().peer_ni, cand(1, 2).peer_ni, "the healthy peer NI on the net");
     }
 }

@@ -57,6 +57,8 @@ impl Lnet {
                     peer_priority: peer.map_or(LOWEST_PRIORITY, |s| s.sel_priority),
                     peer_credits: ni.peer_credits.get(&p).map_or(pc, |c| *c) as i64 - queued(ni.peer_waiting.get(&p)),
                     peer_seq: peer.map_or(0, |s| s.seq),
+                    peer_net_health: 0,
+                    net_health: 0,
                 });
             }
         }
@@ -71,7 +73,7 @@ impl Lnet {
             let mut cands = std::mem::take(&mut self.cand_buf);
             cands.clear();
             self.mr_candidates(dest, avoid, &mut cands);
-            let best = best(&cands);
+            let best = best(&mut cands);
             self.cand_buf = cands;
             if let Some(c) = best {
                 self.nis[c.ni].seq += 1;
