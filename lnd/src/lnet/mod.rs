@@ -159,8 +159,9 @@ struct Msg {
     fwd: Option<Fwd>,
     /// For a routed send: a copy to resend through another gateway if this one fails.
     resend: Option<LndSend>,
-    /// For a send to a Multi-Rail peer: how to send it again over another path.
-    retry: Option<mr::Retry>,
+    /// For a send to a Multi-Rail peer: how to send it again over another path (boxed: a
+    /// single-rail message carries only the pointer).
+    retry: Option<Box<mr::Retry>>,
 }
 
 /// The LNet instance of one node.

@@ -53,7 +53,8 @@ impl Lnet {
         let s = self.tunables.sensitivity;
         let Some(n) = self.nis.get_mut(ni) else { return };
         n.received += 1;
-        if let Some(p) = n.peer_ni.get_mut(&from) {
+        // (No hashing while nothing ever failed here: the common case.)
+        if let Some(p) = (!n.peer_ni.is_empty()).then(|| n.peer_ni.get_mut(&from)).flatten() {
             p.health.succeed(s);
         }
         if let Some(st) = self.recovery.peers.get_mut(&from) {

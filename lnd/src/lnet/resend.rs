@@ -10,14 +10,14 @@ use tracing::info;
 impl Lnet {
     /// A retry record for a send to `target` if it is a Multi-Rail peer and resends are on
     /// (Lustre resends to a peer with one NI never: `lp_nnis <= 1`).
-    pub(super) fn retry_for(&self, target: ProcessId, hdr: &HdrRepr, md: MdHandle) -> Option<Retry> {
+    pub(super) fn retry_for(&self, target: ProcessId, hdr: &HdrRepr, md: MdHandle) -> Option<Box<Retry>> {
         if self.mr.is_empty() || self.tunables.retries() == 0 || self.mr.nids_of(target.nid).is_none() {
             return None;
         }
-        Some(Retry { target, hdr: hdr.clone(), md, tries: 0, deadline_ms: self.now_ms + self.tunables.transaction_timeout_ms })
+        Some(Box::new(Retry { target, hdr: hdr.clone(), md, tries: 0, deadline_ms: self.now_ms + self.tunables.transaction_timeout_ms }))
     }
 
-    pub(super) fn set_retry(&mut self, id: MsgId, retry: Option<Retry>) {
+    pub(super) fn set_retry(&mut self, id: MsgId, retry: Option<Box<Retry>>) {
         if retry.is_some() {
             if let Some(m) = self.msgs.get_mut(id.0) {
                 m.retry = retry;
