@@ -149,21 +149,26 @@ impl Lnet {
         if ev.status == 0 && ev.kind == EventKind::Send {
             return;
         }
-        let Some(who) = self.recovery.pings.remove(&ev.md.0) else { return };
-        self.drop_ping_md(ev.md);
+        let Some(who) = self.ping_over(ev.md) else { return };
+        if let (Pinged::Local(i), true) = (who, done_ok) {
+            let s = self.tunables.sensitivity;
+            self.nis[i].health.succeed(s);
+        }
+    }
+
+    /// The recovery ping of MD `md` is over: its MD goes (no user hears of it) and its NI may be
+    /// pinged again. Returns whom it pinged, if it was one.
+    fn ping_over(&mut self, md: MdHandle) -> Option<Pinged> {
+        let who = self.recovery.pings.remove(&md.0)?;
+        self.drop_ping_md(md);
         let st = match who {
-            Pinged::Local(i) => {
-                if done_ok {
-                    let s = self.tunables.sensitivity;
-                    self.nis[i].health.succeed(s);
-                }
-                self.recovery.local.get_mut(&i)
-            }
+            Pinged::Local(i) => self.recovery.local.get_mut(&i),
             Pinged::Peer(n) => self.recovery.peers.get_mut(&n),
         };
         if let Some(st) = st {
             st.pending = false;
         }
+        Some(who)
     }
 
     /// Unlinks a recovery ping's MD without telling any user.
@@ -225,15 +230,7 @@ impl Lnet {
                     self.queue_peer(hop);
                 }
             }
-            if let Some(who) = self.recovery.pings.remove(&h) {
-                self.drop_ping_md(MdHandle(h));
-                let st = match who {
-                    Pinged::Local(i) => self.recovery.local.get_mut(&i),
-                    Pinged::Peer(n) => self.recovery.peers.get_mut(&n),
-                };
-                if let Some(st) = st {
-                    st.pending = false;
-                }
+            if self.ping_over(MdHandle(h)).is_some() {
                 continue;
             }
             info!(md = h, peer_ni = %hop, "no ACK or REPLY within the transaction timeout; unlinking");
