@@ -74,6 +74,7 @@ caught!(an_oss_that_makes_a_second_object_for_a_resent_create_is_caught, "oss_no
 caught!(a_dma_lnd_that_leaks_the_credits_of_a_bounced_message_is_caught, "dmalnd_bounce_leaks_credits", "bounce-credits.yaml", timeout 10, max_runs 3);
 caught!(a_router_that_drops_a_gets_reply_is_caught, "router_drop_get_reply", "routed-reply.yaml", timeout 30, max_runs 12);
 caught!(clients_that_skip_replay_after_a_crash_are_caught, "osc_no_replay", "skip-replay.yaml", timeout 30, max_runs 12);
+caught!(lnet_reporting_a_multi_rail_peer_by_the_wrong_nid_is_caught, "lnet_initiator_not_primary", "multirail-initiator.yaml", timeout 30, max_runs 12);
 
 /// A misspelt mutant is refused (it would be a silent no-op: every hunt would pass).
 #[test]

@@ -12,11 +12,12 @@
 //! | `dmalnd_bounce_leaks_credits` | an SMSG the device bounced (full mailbox, lost message) does not owe again the credits it carried back to its peer: the peer's window shrinks until it stalls | a stalled run |
 //! | `router_drop_get_reply` | a router forwards no GET's REPLY (it frees the buffer as if the next hop failed): every bulk the server pulls through it is lost | the client gives up (errors) |
 //! | `osc_no_replay` | the client drops its uncommitted requests instead of replaying them to a recovering target | read-back after a `crash`: `lost_acked_writes` |
+//! | `lnet_initiator_not_primary` | LNet reports a Multi-Rail peer by the NID a message came from, not its primary NID: what arrives over another rail matches no ME | the client gives up (errors) |
 
 use std::sync::OnceLock;
 
 /// Every mutant this build knows, for validation and `--help`.
-pub const ALL: &[&str] = &["sim_wall_clock", "osc_no_timeout", "oss_drop_acked_write", "oss_damage_acked_write", "oss_no_create_reconstruct", "dmalnd_bounce_leaks_credits", "router_drop_get_reply", "osc_no_replay"];
+pub const ALL: &[&str] = &["sim_wall_clock", "osc_no_timeout", "oss_drop_acked_write", "oss_damage_acked_write", "oss_no_create_reconstruct", "dmalnd_bounce_leaks_credits", "router_drop_get_reply", "osc_no_replay", "lnet_initiator_not_primary"];
 
 /// The mutants switched on, with their parameter (`name=N`).
 fn on() -> &'static [(String, Option<u64>)] {

@@ -49,7 +49,8 @@ impl Lnet {
         self.health_received(ni, from);
         // A Multi-Rail peer is known by its primary NID, whichever of its NIs sent this
         // (`msg_initiator`): MEs match it and events report it.
-        let src = ProcessId::new(self.mr.primary_of(hdr.src_nid), hdr.src_pid);
+        let src_nid = if self.mr.is_empty() || crate::mutant::active("lnet_initiator_not_primary") { hdr.src_nid } else { self.mr.primary_of(hdr.src_nid) };
+        let src = ProcessId::new(src_nid, hdr.src_pid);
         let rlen = hdr.payload_length as u64;
         match hdr.body {
             HdrBody::Put { ack_wmd, match_bits, hdr_data, ptl_index, offset } => {
