@@ -235,6 +235,7 @@ fn lnet_health_settings_are_checked() {
     ClusterSpec::parse(&ok, Path::new("t.yaml")).unwrap();
     refused(&MR.replace("priority: {dma0: 0}", "priority: {dma1: 0}"), "3:37", "not a net of this cluster");
     refused(&MR.replace("multi_rail: true", "multi_rail: true, health_sensitivity: 1001"), "3:26", "above the maximum health");
+    refused(&MR.replace("multi_rail: true", "discovery: true"), "3:8", "needs `multi_rail: true`");
     refused(&MR.replace("multi_rail: true", "multi_rail: true, transaction_timeout: 10ms"), "3:26", "under a second");
     refused(&MR.replace("multi_rail: true", "multi_rail: true, recovery_interval: soon"), "3:26", "recovery_interval");
     refused(&format!("{MR}  - {{kind: partition, net: tcp0, between: [[c1], [oss1]], at: 1ms, duration: 1ms}}\n"), "10:23", "names a DMA net");

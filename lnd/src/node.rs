@@ -198,7 +198,13 @@ pub struct MultiRail {
     /// (our NID, priority; lower is preferred).
     pub priorities: Vec<(Nid, u32)>,
     pub tunables: crate::lnet::health::Tunables,
+    /// Say in our ping info that we are Multi-Rail (`LNET_PING_FEAT_MULTI_RAIL`), so peers that
+    /// discover us take all our NIs.
+    pub announce: bool,
 }
+
+/// `LNET_PING_FEAT_MULTI_RAIL`: the node is Multi-Rail (discovery takes all its NIs).
+pub const PING_FEAT_MULTI_RAIL: u32 = 1 << 3;
 
 impl NodeBuilder {
     pub fn new(pid: u32, incarnation: u64) -> NodeBuilder {
@@ -294,6 +300,7 @@ impl NodeBuilder {
             }
         }
         lnet.tunables = self.mr.tunables;
+        lnet.multi_rail = self.mr.announce;
         for (primary, nids) in &self.mr.peers {
             lnet.add_peer(*primary, nids).map_err(BuildError::Peer)?;
         }
@@ -341,7 +348,7 @@ impl Node {
     pub fn ping_info(&self) -> Vec<u8> {
         let mut b = Vec::new();
         let nids = self.lnet.nids();
-        let features: u32 = if self.lnet.is_router() { 0x3 } else { 0x7 };
+        let features: u32 = if self.lnet.is_router() { 0x3 } else { 0x7 } | if self.lnet.multi_rail { PING_FEAT_MULTI_RAIL } else { 0 };
         for v in [PING_MAGIC, features, self.lnet.pid(), nids.len() as u32 + 1] {
             b.extend_from_slice(&v.to_le_bytes());
         }
@@ -372,6 +379,9 @@ mod tests {
         let info = node.ping_info();
         let p = parse_ping_info(&info).unwrap();
         assert_eq!((p.pid, p.features), (12345, 0x7));
+        let mut node = node;
+        node.lnet.multi_rail = true;
+        assert_eq!(parse_ping_info(&node.ping_info()).unwrap().features, 0x7 | PING_FEAT_MULTI_RAIL, "a Multi-Rail node says so");
         assert_eq!(p.nis, vec![(nid, "up".to_string())]);
         // Byte-swapped from a big-endian peer.
         let mut sw = info.clone();

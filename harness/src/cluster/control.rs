@@ -293,9 +293,40 @@ impl Cluster {
         // Guards kill and reap whatever is still running.
     }
 
-    /// Starts node `i`'s server roles (the OSS with its targets).
+    /// Waits for node `i`'s next line holding key `key` whose `token` is `token` (the answer
+    /// of a ping or a discovery); other lines meanwhile are dropped, as between requests.
+    pub fn wait_line(&mut self, i: usize, key: &str, token: &Value, timeout: Duration) -> anyhow::Result<Value> {
+        let name = self.nodes[i].name.clone();
+        let ours = |j: usize, v: &Value| j == i && v[key]["token"] == *token;
+        if let Some(k) = self.backlog.iter().position(|(j, v)| ours(*j, v)) {
+            return Ok(self.backlog.remove(k).1[key].take());
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.next_until(deadline)? {
+                None => anyhow::bail!("node {name} did not report its {key} within {timeout:?}"),
+                Some((j, NodeLine::Line(mut v))) if ours(j, &v) => return Ok(v[key].take()),
+                Some((_, NodeLine::Line(_))) => {}
+                Some((j, NodeLine::Exited)) if j == i => anyhow::bail!("node {name} exited{}", self.nodes[i].last_words()),
+                Some((_, NodeLine::Exited)) => {}
+            }
+        }
+    }
+
+    /// Starts node `i`'s server roles (the OSS with its targets); with `lnet: {discovery:
+    /// true}`, first has it discover its Multi-Rail peers.
     pub fn start_roles(&mut self, plan: &Plan, i: usize, timeout: Duration, say: &dyn Fn(&str)) -> anyhow::Result<()> {
         let n = &plan.nodes[i];
+        if plan.spec.lnet.as_ref().is_some_and(|l| l.discovery) {
+            for (primary, _) in &n.peers {
+                let reply = self.cmd(i, json!({"op": "discover", "nid": primary.to_string(), "timeout_ms": timeout.as_millis() as u64}), timeout)?;
+                let done = self.wait_line(i, "ping_done", &reply["token"], timeout + Duration::from_secs(2))?;
+                match done.get("error") {
+                    Some(e) => say(&format!("{}: discovery of {primary} failed ({}): it stays a single-rail peer", n.name, e.as_str().unwrap_or("?"))),
+                    None => say(&format!("{}: discovered {primary}: {}", n.name, done["info"]["discovered"])),
+                }
+            }
+        }
         if n.is(Role::Oss) {
             let targets: Vec<Value> = n.targets.iter().map(|t| json!({"index": t.ost, "dir": self.target_dirs[&(n.name.clone(), t.ost)], "size": t.size.0})).collect();
             let spec = plan.spec.nodes.iter().find(|s| s.name == n.name);

@@ -155,6 +155,10 @@ impl Plan {
     pub fn multi_rail(&self, n: &NodePlan) -> lnd::node::MultiRail {
         let mut mr = lnd::node::MultiRail { peers: n.peers.clone(), ..Default::default() };
         if let Some(l) = &self.spec.lnet {
+            mr.announce = l.multi_rail;
+            if l.discovery {
+                mr.peers.clear(); // learned at start (`Cluster::start_roles`)
+            }
             let t = &mut mr.tunables;
             t.sensitivity = l.health_sensitivity.unwrap_or(t.sensitivity);
             t.retry_count = l.retry_count.unwrap_or(t.retry_count);
@@ -173,6 +177,9 @@ impl Plan {
     pub fn multi_rail_args(&self, n: &NodePlan) -> Vec<String> {
         let mr = self.multi_rail(n);
         let mut a = Vec::new();
+        if mr.announce {
+            a.push("--multi-rail".to_string());
+        }
         for (_, nids) in &mr.peers {
             a.extend(["--peer".to_string(), nids.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",")]);
         }

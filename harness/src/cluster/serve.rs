@@ -116,7 +116,7 @@ impl CtlServer {
                 let timeout = Duration::from_millis(timeout_ms.clamp(1, 600_000));
                 let reply = cluster.cmd(i, cmd, timeout).inspect_err(|_| self.drain(cluster))?;
                 let then = match then {
-                    Some(key) => Some(wait_line(cluster, i, &key, &reply["token"], timeout + Duration::from_secs(2))?),
+                    Some(key) => Some(cluster.wait_line(i, &key, &reply["token"], timeout + Duration::from_secs(2))?),
                     None => None,
                 };
                 Ok(json!({"ok": true, "reply": reply, "then": then}))
@@ -148,24 +148,6 @@ fn read_request(stream: &UnixStream) -> Result<Request, String> {
 
 
 /// Waits for node `i`'s line holding `key` with this `token` (kept lines are searched first).
-fn wait_line(cluster: &mut Cluster, i: usize, key: &str, token: &Value, timeout: Duration) -> anyhow::Result<Value> {
-    let name = cluster.nodes[i].name.clone();
-    let ours = |j: usize, v: &Value| j == i && v[key]["token"] == *token;
-    if let Some(k) = cluster.backlog.iter().position(|(j, v)| ours(*j, v)) {
-        return Ok(cluster.backlog.remove(k).1[key].take());
-    }
-    let deadline = Instant::now() + timeout;
-    loop {
-        match cluster.next_until(deadline)? {
-            None => anyhow::bail!("node {name} did not report its {key} within {timeout:?}"),
-            Some((j, NodeLine::Line(mut v))) if ours(j, &v) => return Ok(v[key].take()),
-            Some((_, NodeLine::Line(_))) => {}
-            Some((j, NodeLine::Exited)) if j == i => anyhow::bail!("node {name} exited{}", cluster.nodes[i].last_words()),
-            Some((_, NodeLine::Exited)) => {}
-        }
-    }
-}
-
 /// The plan with the workloads to run: the spec's `name`, or those of `text` (a file holding
 /// only `workloads:`), checked against the running cluster as if they were in its spec; errors
 /// point into the file.

@@ -392,6 +392,10 @@ pub struct LnetSpec {
     /// message by health, priority, credits and round robin.
     #[serde(default)]
     pub multi_rail: bool,
+    /// Multi-Rail peers learned, not configured: each node discovers its peers at start
+    /// (`lnetctl discover`: a ping whose answer lists the peer's NIs and says it is Multi-Rail).
+    #[serde(default)]
+    pub discovery: bool,
     /// `lnet_health_sensitivity` (0..=1000; 0 switches health and resends off; default 100).
     #[serde(default)]
     pub health_sensitivity: Option<u32>,

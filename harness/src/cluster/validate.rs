@@ -52,6 +52,9 @@ impl ClusterSpec {
             }
         }
         if let Some(l) = &self.lnet {
+            if l.discovery && !l.multi_rail {
+                return Err(err("discovery", "lnet: discovery finds Multi-Rail peers: it needs `multi_rail: true`".into()));
+            }
             if let Some(s) = l.health_sensitivity.filter(|s| *s > lnd::lnet::health::MAX_HEALTH) {
                 return Err(err("health_sensitivity", format!("lnet: health_sensitivity {s} is above the maximum health value ({})", lnd::lnet::health::MAX_HEALTH)));
             }

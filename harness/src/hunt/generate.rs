@@ -236,7 +236,9 @@ fn generate_once(seed: u64, draw: u64, o: GenOpts) -> String {
     if o.multi_rail {
         // The DMA rails preferred (lower is), as a site would set them.
         let prio: Vec<String> = dma.iter().map(|d| format!("{d}: 0")).collect();
-        y += &format!("lnet: {{multi_rail: true, priority: {{{}}}, recovery_interval: 2ms}}\n", prio.join(", "));
+        // Peers configured or discovered at start, one or the other.
+        let discovery = if r.chance(50) { ", discovery: true" } else { "" };
+        y += &format!("lnet: {{multi_rail: true{discovery}, priority: {{{}}}, recovery_interval: 2ms}}\n", prio.join(", "));
     }
     y += "nodes:\n";
     for n in &nodes {

@@ -126,6 +126,13 @@ pub enum Cmd {
         #[serde(default)]
         timeout_ms: Option<u64>,
     },
+    /// `lnetctl discover`: an LNet ping of `nid` whose answer (a `ping_done` line with
+    /// `discovered`) also makes it a Multi-Rail peer if its ping info says it is one.
+    Discover {
+        nid: crate::wire::Nid,
+        #[serde(default)]
+        timeout_ms: Option<u64>,
+    },
     /// The NIs, their credits and LND counters (`lnetctl net show`).
     NetShow,
     /// The peers and their credits (`lnetctl peer show`).
@@ -410,6 +417,11 @@ impl Controller {
             Cmd::Ping { nid, timeout_ms } => {
                 let now = (self.clock)();
                 let token = self.pings.start(&mut self.node, nid, std::time::Duration::from_millis(timeout_ms.unwrap_or(3000)), now)?;
+                Ok(json!({"token": token}))
+            }
+            Cmd::Discover { nid, timeout_ms } => {
+                let now = (self.clock)();
+                let token = self.pings.discover(&mut self.node, nid, std::time::Duration::from_millis(timeout_ms.unwrap_or(3000)), now)?;
                 Ok(json!({"token": token}))
             }
             Cmd::NetShow => Ok(super::inspect::net_show(&self.node)),

@@ -23,6 +23,21 @@ struct Pending {
     buf: Seg,
     /// Its answer has gone out; the buffer waits for the MD's last event.
     answered: bool,
+    /// `lnetctl discover`: a Multi-Rail peer's NIs on our nets become its peer NIs.
+    discover: bool,
+}
+
+/// What discovery learns from a peer's ping info (`lnet_peer_merge_data`): a Multi-Rail peer
+/// with two NIDs or more on our nets becomes one, its first NI the primary NID.
+fn learn_peer(node: &mut Node, info: &crate::node::PingInfo) -> Result<Value, String> {
+    let ours: Vec<crate::wire::Net> = node.lnet.nids().iter().map(|n| n.net()).collect();
+    let primary = info.nis.first().map(|n| n.0).ok_or("ping info with no NI")?;
+    let reachable: Vec<Nid> = info.nis.iter().map(|n| n.0).filter(|n| ours.contains(&n.net())).collect();
+    let mr = info.features & crate::node::PING_FEAT_MULTI_RAIL != 0;
+    if mr && reachable.len() > 1 {
+        node.lnet.add_peer(primary, &reachable)?;
+    }
+    Ok(json!({"primary_nid": primary, "multi_rail": mr, "nids": if mr && reachable.len() > 1 { reachable } else { vec![] }}))
 }
 
 /// A completion status as words (Linux errno values, as LNet reports them).
@@ -51,6 +66,17 @@ pub struct Pings {
 impl Pings {
     /// Starts an LNet ping of `nid`; its answer comes as a `ping_done` line with the token.
     pub fn start(&mut self, node: &mut Node, nid: Nid, timeout: Duration, now: Instant) -> Result<u64, String> {
+        self.start_as(node, nid, timeout, now, false)
+    }
+
+    /// Discovers `nid` (`lnetctl discover`): pings it and, if its ping info says Multi-Rail,
+    /// configures it as a Multi-Rail peer with its NIDs on our nets (primary: its first NI).
+    /// The answer is a `ping_done` line with `discovered`.
+    pub fn discover(&mut self, node: &mut Node, nid: Nid, timeout: Duration, now: Instant) -> Result<u64, String> {
+        self.start_as(node, nid, timeout, now, true)
+    }
+
+    fn start_as(&mut self, node: &mut Node, nid: Nid, timeout: Duration, now: Instant, discover: bool) -> Result<u64, String> {
         let off = node.arena.alloc(PING_BUF as u64).ok_or_else(|| format!("no node memory for a ping buffer ({} bytes free)", node.arena.free_bytes()))?;
         let buf = Seg { off, len: PING_BUF };
         self.next += 1;
@@ -62,7 +88,7 @@ impl Pings {
             // The MD never carried a message: its unlink event is not for us to wait on.
             return Err(format!("ping {nid}: {e}"));
         }
-        self.pending.insert(md.0, Pending { token, nid, started: now, deadline: now + timeout, buf, answered: false });
+        self.pending.insert(md.0, Pending { token, nid, started: now, deadline: now + timeout, buf, answered: false, discover });
         Ok(token)
     }
 
@@ -93,7 +119,14 @@ impl Pings {
         } else if ev.kind == EventKind::Reply {
             let mut b = Vec::new();
             let res = crate::mem::iov_read(&node.mem, &[Seg { off: p.buf.off, len: ev.mlength as u32 }], &mut b).map_err(|e| e.to_string()).and_then(|_| parse_ping_info(&b));
-            let res = res.map(|i| json!({"pid": i.pid, "features": i.features, "nis": i.nis.iter().map(|(n, s)| json!({"nid": n, "status": s})).collect::<Vec<_>>()})).map_err(|e| format!("ping {}: {e}", p.nid));
+            let res = res.and_then(|i| {
+                let mut v = json!({"pid": i.pid, "features": i.features, "nis": i.nis.iter().map(|(n, s)| json!({"nid": n, "status": s})).collect::<Vec<_>>()});
+                if p.discover {
+                    v["discovered"] = learn_peer(node, &i)?;
+                }
+                Ok(v)
+            });
+            let res = res.map_err(|e| format!("ping {}: {e}", p.nid));
             self.answer(&mut p, now, res);
         }
         if ev.unlinked {

@@ -60,7 +60,7 @@ fn doorbell_thread(w: &ShmWaker, k: usize, tx: mpsc::Sender<Input>) -> std::io::
 const USAGE_KEYS: &[&str] = &["fabric", "nid", "mem", "log", "pid", "peer-credits", "route", "port", "pcap", "router-buffers", "trace", "wait-device", "tcp-ports", "t0", "mailbox", "peer", "ni-priority", "health-sensitivity", "retry-count", "transaction-timeout", "recovery-interval"];
 
 pub fn main(args: &[String]) -> anyhow::Result<()> {
-    let a = super::parse_args(args, USAGE_KEYS, &["routing"])?;
+    let a = super::parse_args(args, USAGE_KEYS, &["routing", "multi-rail"])?;
     super::init_logging(a.get("log"))?;
     let nids: Vec<Nid> = a.all("nid").iter().map(|s| s.parse().map_err(|e| anyhow::anyhow!("--nid {s}: {e}"))).collect::<anyhow::Result<_>>()?;
     if nids.is_empty() {
@@ -280,11 +280,12 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     }
 }
 
-/// `--peer PRIMARY,NID,...` (a Multi-Rail peer), `--ni-priority NID=P`, and the health
+/// `--multi-rail` (say so in our ping info), `--peer PRIMARY,NID,...` (a Multi-Rail peer),
+/// `--ni-priority NID=P`, and the health
 /// parameters `--health-sensitivity N`, `--retry-count N`, `--transaction-timeout MS`,
 /// `--recovery-interval MS`.
 fn multi_rail(a: &super::Args) -> anyhow::Result<crate::node::MultiRail> {
-    let mut mr = crate::node::MultiRail::default();
+    let mut mr = crate::node::MultiRail { announce: a.flag("multi-rail"), ..Default::default() };
     let nid = |opt: &str, s: &str| s.trim().parse::<Nid>().map_err(|e| anyhow::anyhow!("--{opt} `{s}`: {e}"));
     for p in a.all("peer") {
         let nids: Vec<Nid> = p.split(',').map(|s| nid("peer", s)).collect::<anyhow::Result<_>>()?;

@@ -196,6 +196,8 @@ pub struct Lnet {
     /// Health, resend and recovery parameters (`lnet_health_sensitivity`, `lnet_retry_count`,
     /// `lnet_transaction_timeout`, ...).
     pub tunables: health::Tunables,
+    /// This node says it is Multi-Rail in its ping info.
+    pub multi_rail: bool,
     mr: mr::MrPeers,
     /// Reused by path selection.
     cand_buf: Vec<mr::PathCand>,
@@ -235,6 +237,7 @@ impl Lnet {
             events: VecDeque::new(),
             counters: Counters::default(),
             tunables: Default::default(),
+            multi_rail: false,
             mr: Default::default(),
             cand_buf: Vec::new(),
             recovery: Default::default(),
