@@ -268,3 +268,24 @@ fn a_fault_file_is_applied_to_an_up_cluster() {
     }
     fails(&sb, &["fault", sb.p("none.yaml").to_str().unwrap()], "none.yaml: No such file", Duration::from_secs(5));
 }
+
+/// `ctl NODE discover NID` (lnetctl discover) on a Multi-Rail cluster: the peer's ping info says
+/// Multi-Rail, and `peer show` lists it once, by primary NID, with its NIs on both nets.
+#[test]
+fn ctl_discover_shows_a_multi_rail_peer() {
+    let sb = Sandbox::new();
+    let spec = root().join("clusters/multirail.yaml");
+    let up = sb.run(&["up", spec.to_str().unwrap(), "--seed", "5", "--artifacts", sb.p("runs").to_str().unwrap()]);
+    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+    let st: Value = serde_json::from_slice(&sb.run(&["status", "--json"]).stdout).unwrap();
+    let oss: Vec<String> = st["nodes"].as_array().unwrap().iter().find(|n| n["name"] == "oss1").unwrap()["nids"].as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()).collect();
+    let d = sb.ctl(&["c1", "discover", &oss[0]]);
+    assert_eq!((d["ping"][0]["primary nid"].as_str(), d["ping"][0]["Multi-Rail"].as_bool()), (Some(oss[0].as_str()), Some(true)), "{d:?}");
+    let p = sb.ctl(&["c1", "peer", "show", "-v"]);
+    let peer = p["peer"].as_sequence().unwrap().iter().find(|x| x["primary nid"].as_str() == Some(oss[0].as_str())).unwrap_or_else(|| panic!("no peer {}: {p:?}", oss[0]));
+    assert_eq!(peer["Multi-Rail"].as_bool(), Some(true), "{peer:?}");
+    let nis: Vec<&str> = peer["peer ni"].as_sequence().unwrap().iter().map(|n| n["nid"].as_str().unwrap()).collect();
+    assert_eq!(nis, oss.iter().map(|s| s.as_str()).collect::<Vec<_>>(), "both of oss1's NIs");
+    assert_eq!(peer["peer ni"][0]["health stats"]["health value"].as_u64(), Some(1000));
+    assert!(sb.run(&["down"]).status.success());
+}

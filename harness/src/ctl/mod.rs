@@ -55,6 +55,14 @@ pub enum CtlCmd {
         #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u64).range(1..=60000))]
         timeout: u64,
     },
+    /// Discover NID from NODE (like `lnetctl discover`): ping it and, if it says it is
+    /// Multi-Rail, take its NIDs on NODE's nets as one peer's.
+    Discover {
+        nid: String,
+        /// Give up after this many milliseconds without a reply.
+        #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u64).range(1..=60000))]
+        timeout: u64,
+    },
     /// NODE's NIs (`net show [-v]`, like `lnetctl net show`).
     Net {
         #[command(subcommand)]
@@ -157,10 +165,11 @@ fn node_cmd(st: &Value, node: &str, cmd: Value, then: Option<&str>, timeout_ms: 
 pub fn run(node: &str, cmd: CtlCmd) -> anyhow::Result<()> {
     let st = client::find(Some(node))?;
     let ask = |cmd: Value| node_cmd(&st, node, cmd, None, NODE_ANSWER_MS).map(|mut v| v["reply"].take());
+    let op = if matches!(cmd, CtlCmd::Discover { .. }) { "discover" } else { "ping" };
     let out = match cmd {
-        CtlCmd::Ping { nid: n, timeout } => {
+        CtlCmd::Ping { nid: n, timeout } | CtlCmd::Discover { nid: n, timeout } => {
             let target = nid("NID", &n)?;
-            let v = node_cmd(&st, node, json!({"op": "ping", "nid": target, "timeout_ms": timeout}), Some("ping_done"), timeout)?;
+            let v = node_cmd(&st, node, json!({"op": op, "nid": target, "timeout_ms": timeout}), Some("ping_done"), timeout)?;
             if let Some(e) = v["then"]["error"].as_str() {
                 anyhow::bail!("{node}: {e}");
             }

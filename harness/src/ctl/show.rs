@@ -33,7 +33,8 @@ pub fn yaml(v: &Y) -> String {
 pub fn ping(done: &Value) -> Y {
     let nis: Vec<Y> = done["info"]["nis"].as_array().into_iter().flatten().map(|ni| map(vec![("nid", s(ni["nid"].as_str().unwrap_or("?"))), ("status", s(ni["status"].as_str().unwrap_or("?")))])).collect();
     let primary = nis.first().and_then(|m| m.get("nid")).cloned().unwrap_or_else(|| s(done["nid"].as_str().unwrap_or("?")));
-    let peer = map(vec![("primary nid", primary), ("Multi-Rail", Y::Bool(false)), ("peer ni", Y::Sequence(nis)), ("time ms", done["ms"].as_f64().map_or(Y::Null, |x| Y::Number(x.into())))]);
+    let mr = done["info"]["features"].as_u64().is_some_and(|f| f & lnd::node::PING_FEAT_MULTI_RAIL as u64 != 0);
+    let peer = map(vec![("primary nid", primary), ("Multi-Rail", Y::Bool(mr)), ("peer ni", Y::Sequence(nis)), ("time ms", done["ms"].as_f64().map_or(Y::Null, |x| Y::Number(x.into())))]);
     map(vec![("ping", Y::Sequence(vec![peer]))])
 }
 

@@ -77,8 +77,12 @@ impl Lnet {
                 PeerInfo { nid, local_nid: n.cfg.nid, max_tx_credits: n.cfg.peer_credits, available_tx_credits: avail, tx_queued: n.peer_waiting.get(&nid).map_or(0, |q| q.len()), health_value: p.health.0, health_stats: p.stats, primary_nid: self.mr.primary_of(nid), health_lowest: p.lowest }
             };
             let mut peers: Vec<PeerInfo> = n.peer_credits.iter().map(|(&nid, &avail)| info(nid, avail)).collect();
-            // Peer NIs that health has seen but no send has used yet.
-            peers.extend(n.peer_ni.keys().filter(|nid| !n.peer_credits.contains_key(nid)).map(|&nid| info(nid, n.cfg.peer_credits)));
+            // Peer NIs that health has seen, and those of Multi-Rail peers, that no send has
+            // used yet.
+            let mut unused: Vec<Nid> = n.peer_ni.keys().copied().chain(self.mr.nids.values().flatten().copied().filter(|p| p.net() == n.cfg.nid.net())).filter(|nid| !n.peer_credits.contains_key(nid)).collect();
+            unused.sort_by_key(|p| p.0);
+            unused.dedup();
+            peers.extend(unused.into_iter().map(|nid| info(nid, n.cfg.peer_credits)));
             peers.sort_by_key(|p| p.nid.0);
             out.extend(peers);
         }
