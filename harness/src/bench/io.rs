@@ -1,6 +1,7 @@
 //! `bench io`: OST WRITE and READ bandwidth of 1 MiB RPCs (client and OSS on the DMA fabric,
 //! one file-backed OST, checksums off) against the raw DMA LND 1 MiB PUT bandwidth measured in
-//! the same run.
+//! the same run, beside the storage limit: 1 MiB pwrite/pread of as many bytes on the OST's
+//! file system.
 
 use super::dma::{put_bandwidth_to, target, BenchNode};
 use super::metric::Metric;
@@ -47,6 +48,7 @@ pub fn run(opts: &IoBenchOpts) -> anyhow::Result<Vec<Metric>> {
     // The OST lives on tmpfs when there is one: we measure the RPC and bulk path, not the disk.
     let shm = std::path::Path::new("/dev/shm");
     let store = if shm.is_dir() { tempfile::Builder::new().prefix("lnetlab-ost-").tempdir_in(shm)? } else { tempfile::Builder::new().prefix("lnetlab-ost-").tempdir()? };
+    let (fs_w, fs_r) = fs_bandwidth(&store.path().join("fs-baseline"), opts.mib)?;
     let ost = Ost::open(0, store.path().join("ost0"), (opts.mib + 64) << 20)?;
     let oss = Oss::start(&mut s.node, vec![ost]).map_err(anyhow::Error::msg)?;
     let st = stop.clone();
@@ -112,5 +114,34 @@ pub fn run(opts: &IoBenchOpts) -> anyhow::Result<Vec<Metric>> {
         Metric::new("dma_put_1MiB_raw_GBps", raw, "GB/s", None),
         Metric::new("ost_write_1MiB_GBps", w, "GB/s", Some(raw)),
         Metric::new("ost_read_1MiB_GBps", r, "GB/s", Some(raw)),
+        Metric::new("ost_fs_pwrite_1MiB_GBps", fs_w, "GB/s", None),
+        Metric::new("ost_fs_pread_1MiB_GBps", fs_r, "GB/s", None),
+        // Which limit binds: the OST path against its own storage.
+        Metric::new("ost_write_vs_fs_pwrite", w, "GB/s", Some(fs_w)),
+        Metric::new("ost_read_vs_fs_pread", r, "GB/s", Some(fs_r)),
     ])
+}
+
+/// The storage limit: `mib` 1 MiB pwrites into a fresh file (then fdatasync, as the OST's
+/// commit), and as many preads back, in GB/s; the file is removed.
+fn fs_bandwidth(path: &std::path::Path, mib: u64) -> anyhow::Result<(f64, f64)> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().create(true).truncate(true).read(true).write(true).open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    lnd::ptlrpc::pattern_fill(1, 0, 0, &mut buf);
+    let bytes = (mib << 20) as f64;
+    let t = Instant::now();
+    for i in 0..mib {
+        f.write_all_at(&buf, i << 20)?;
+    }
+    f.sync_data()?;
+    let w = bytes / t.elapsed().as_secs_f64() / 1e9;
+    let t = Instant::now();
+    for i in 0..mib {
+        f.read_exact_at(&mut buf, i << 20)?;
+    }
+    let r = bytes / t.elapsed().as_secs_f64() / 1e9;
+    drop(f);
+    std::fs::remove_file(path)?;
+    Ok((w, r))
 }
