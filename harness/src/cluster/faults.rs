@@ -389,7 +389,8 @@ impl Faults {
                 if on {
                     *self.windows.entry("partition".into()).or_default() += 1;
                 }
-                self.record(json!({"fault": "partition", "net": net, "action": if on { "fabric cut" } else { "fabric healed" }, "what": t.what, "pairs": pairs.len()}));
+                // Named by what it cut (not by `net`, which a device restart of that net shares).
+                self.record(json!({"fault": "partition", "fabric": net, "action": if on { "fabric cut" } else { "fabric healed" }, "what": t.what, "pairs": pairs.len()}));
             }
             Step::Unrules { tag, nodes } => {
                 let mut removed = 0;

@@ -186,8 +186,9 @@ fn take_nearest(q: &mut Vec<(u64, i64)>, t: u64) -> Option<(u64, i64)> {
     Some(q.remove(i))
 }
 
-/// Fault windows from `faults.jsonl`: an opening record (paused, killed, rules added) closed by
-/// the matching closing one (resumed, started again, rules removed) of the same subject.
+/// Fault windows from `faults.jsonl`: an opening record (paused, killed, rules added, fabric cut)
+/// closed by the matching closing one (resumed, started again, rules removed, fabric healed) of
+/// the same subject.
 pub fn windows(records: &[Value], lanes: &[String], end_us: u64) -> Vec<Window> {
     let lane = |n: &str| lanes.iter().position(|l| l == n);
     let all: Vec<usize> = (0..lanes.len()).collect();
@@ -201,8 +202,8 @@ pub fn windows(records: &[Value], lanes: &[String], end_us: u64) -> Vec<Window> 
         let subject = r["node"].as_str().or(r["net"].as_str()).map(String::from).or(what.clone()).unwrap_or_else(|| fault.to_string());
         let lanes_hit = r["node"].as_str().and_then(lane).map_or_else(|| all.clone(), |l| vec![l]);
         match action {
-            "paused" | "killed" | "rules added" => open.push((subject, t, what.unwrap_or_else(|| format!("{fault} {}", r["node"].as_str().or(r["net"].as_str()).unwrap_or(""))), lanes_hit)),
-            "resumed" | "started again" | "rules removed" => match open.iter().position(|o| o.0 == subject) {
+            "paused" | "killed" | "rules added" | "fabric cut" => open.push((subject, t, what.unwrap_or_else(|| format!("{fault} {}", r["node"].as_str().or(r["net"].as_str()).unwrap_or(""))), lanes_hit)),
+            "resumed" | "started again" | "rules removed" | "fabric healed" => match open.iter().position(|o| o.0 == subject) {
                 Some(i) => {
                     let (_, t0, what, lanes) = open.remove(i);
                     out.push(Window { t0, t1: t, what, lanes });

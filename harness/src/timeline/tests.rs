@@ -49,7 +49,11 @@ fn run_dir() -> tempfile::TempDir {
             "\n",
             r#"{"action":"rules removed","fault":"partition#12","rules":3,"what":"heal partition [\"c2\"] | [\"oss1\"]","t_us":45}"#,
             "\n",
+            r#"{"action":"fabric cut","fabric":"dma0","fault":"partition","pairs":1,"what":"partition dma0 [\"c1\"] | [\"oss1\"]","t_us":52}"#,
+            "\n",
             r#"{"action":"killed","fault":"device_restart","net":"dma0","t_us":58}"#,
+            "\n",
+            r#"{"action":"fabric healed","fabric":"dma0","fault":"partition","pairs":1,"what":"heal partition dma0 [\"c1\"] | [\"oss1\"]","t_us":59}"#,
             "\n"
         ),
     )
@@ -88,6 +92,7 @@ fn fault_windows_pair_opening_and_closing_records() {
             (0, 0, "lnet_drop#1 rule added", vec![0]),
             (20, 40, "pause oss1", vec![0]),
             (25, 45, "partition [\"c2\"] | [\"oss1\"]", vec![0, 1, 2]),
+            (52, 59, "partition dma0 [\"c1\"] | [\"oss1\"]", vec![0, 1, 2]),
             (58, 60, "device_restart dma0 (not closed)", vec![0, 1, 2]),
         ]
     );
