@@ -5,7 +5,13 @@ use crate::dev::server::DevServer;
 use std::path::PathBuf;
 
 pub fn main(args: &[String]) -> anyhow::Result<()> {
-    let a = super::parse_args(args, &["fabric", "log", "seed", "corrupt-rate", "faults", "pcap"], &["exit-on-stdin-close", "probe"])?;
+    let a = super::parse_args(args, &["fabric", "log", "seed", "corrupt-rate", "faults", "pcap", "cut"], &["exit-on-stdin-close", "probe"])?;
+    if let Some(c) = a.get("cut") {
+        // Cut or heal two addresses of the device serving this fabric (from inside a container).
+        let dir = PathBuf::from(a.get("fabric").ok_or_else(|| anyhow::anyhow!("--fabric DIR is required"))?);
+        let Command::Cut(x, y, on) = parse_command(&format!("cut {c}")).map_err(|e| anyhow::anyhow!("--cut `{c}`: {e}"))?;
+        return crate::dev::client::cut(&dir, x, y, on).map_err(|e| anyhow::anyhow!("--cut `{c}`: {e}"));
+    }
     if a.get("probe").is_some() {
         // Is a device serving this fabric? (Asked from inside a container, where the fabric is.)
         let dir = PathBuf::from(a.get("fabric").ok_or_else(|| anyhow::anyhow!("--fabric DIR is required"))?);
@@ -37,21 +43,9 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     let path = server.path().to_path_buf();
     install_exit_handler(path);
     if a.get("exit-on-stdin-close").is_some() {
-        // Whoever started us holds our stdin: when it goes (even by SIGKILL), so do we. What
-        // it writes there are commands (`cut A B on|off`: a partition of the fabric).
-        let engine = server.engine();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::stdin().lock().lines() {
-                let Ok(line) = line else { break };
-                match parse_command(&line) {
-                    Ok(Command::Cut(x, y, on)) => {
-                        tracing::info!(a = x, b = y, on, "fabric cut");
-                        engine.lock().unwrap().set_cut(x, y, on);
-                    }
-                    Err(e) => tracing::warn!("stdin: `{line}`: {e}"),
-                }
-            }
+        // Whoever started us holds our stdin: when it goes (even by SIGKILL), so do we.
+        std::thread::spawn(|| {
+            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
             tracing::info!("stdin closed; exiting");
             on_signal(0);
         });
@@ -60,7 +54,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A command on the device's stdin.
+/// What `--cut` asks.
 #[derive(Debug, PartialEq, Eq)]
 enum Command {
     /// Cut (`on`) or heal the fabric between two addresses: each side's sends to the other fail

@@ -169,7 +169,7 @@ impl Engine {
         }
     }
 
-    fn is_cut(&self, a: u32, b: u32) -> bool {
+    pub fn is_cut(&self, a: u32, b: u32) -> bool {
         !self.cut.is_empty() && self.cut.contains(&(a, b))
     }
 

@@ -12,6 +12,8 @@ pub const F_REG_OK: u32 = 4; // status u32, key u32
 pub const F_DOORBELL: u32 = 5;
 pub const F_UNREG: u32 = 6; // key u32
 pub const F_UNREG_OK: u32 = 7; // status u32
+pub const F_CUT: u32 = 8; // addr a u32, addr b u32, on u32 (instead of a hello: a control client)
+pub const F_CUT_OK: u32 = 9; // status u32, then UTF-8 reason
 /// Reply statuses: done, refused (a reason follows), the fabric address is held.
 pub const ST_OK: u32 = 0;
 pub const ST_REFUSED: u32 = 1;

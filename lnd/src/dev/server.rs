@@ -168,6 +168,16 @@ fn refuse_with(sock: &UnixStream, ty: u32, status: u32, why: &str) -> std::io::E
 
 fn serve_node(sock: UnixStream, engine: Arc<Mutex<Engine>>) -> std::io::Result<()> {
     let hello = recv_frame(&sock)?.ok_or_else(|| std::io::Error::other("closed before hello"))?;
+    if hello.ty == proto::F_CUT {
+        // A control client, not a node: cut or heal two addresses, answer, and go.
+        let (Some(a), Some(b), Some(on)) = (proto::u32_at(&hello.body, 0), proto::u32_at(&hello.body, 4), proto::u32_at(&hello.body, 8)) else {
+            return Err(refuse(&sock, proto::F_CUT_OK, "cut: short body"));
+        };
+        info!(a, b, on = on != 0, "fabric cut");
+        engine.lock().unwrap().set_cut(a, b, on != 0);
+        send_frame(&sock, proto::F_CUT_OK, &proto::ST_OK.to_le_bytes(), None)?;
+        return Ok(());
+    }
     let (addr, qlen, fd) = match hello {
         Frame { ty: proto::F_HELLO, body, fd: Some(fd) } => match (proto::u32_at(&body, 0), proto::u64_at(&body, 4)) {
             (Some(a), Some(l)) => (a, l, fd),
@@ -310,6 +320,26 @@ fn drain(r: &Rings<'_>, engine: &Mutex<Engine>, addr: u32) -> std::io::Result<bo
 mod tests {
     use super::*;
     use std::io::Read;
+
+    /// A control client cuts and heals two addresses of a running device (`dmadev --cut`, what
+    /// the harness's fabric partitions use); a short cut frame is refused with a reason.
+    #[test]
+    #[cfg_attr(miri, ignore = "sockets are not available under Miri")]
+    fn a_control_client_cuts_and_heals_the_fabric() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = DevServer::bind(dir.path(), 1).unwrap();
+        let engine = server.engine();
+        std::thread::spawn(move || server.run());
+        crate::dev::client::cut(dir.path(), 3, 4, true).unwrap();
+        assert!(engine.lock().unwrap().is_cut(4, 3), "both ways");
+        crate::dev::client::cut(dir.path(), 4, 3, false).unwrap();
+        assert!(!engine.lock().unwrap().is_cut(3, 4));
+        let sock = UnixStream::connect(dir.path().join(proto::SOCK_NAME)).unwrap();
+        send_frame(&sock, proto::F_CUT, &[1, 0, 0, 0], None).unwrap();
+        let r = recv_frame(&sock).unwrap().unwrap();
+        assert_eq!((r.ty, proto::u32_at(&r.body, 0)), (proto::F_CUT_OK, Some(proto::ST_REFUSED)));
+        assert!(String::from_utf8_lossy(&r.body[4..]).contains("short"));
+    }
 
     /// Issue 19 item 4: a node that never takes its completions cannot make the device queue
     /// them without bound: past a limit the device lets the node go (closes its connection).

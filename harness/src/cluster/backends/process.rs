@@ -139,16 +139,15 @@ impl Backend for ProcessBackend {
         true
     }
 
-    /// Tells the `dmadev` of `net`, on its stdin, to cut or heal two addresses.
+    /// Asks the `dmadev` of `net`, on its socket, to cut or heal two addresses.
     fn cut_fabric(&self, _cluster: &mut Cluster, net: &str, a: u32, b: u32, on: bool) -> anyhow::Result<()> {
-        use std::io::Write;
-        let mut devs = self.devices.lock().unwrap();
-        let d = devs.iter_mut().find(|d| d.net == net).ok_or_else(|| anyhow::anyhow!("no local device for net {net}"))?;
+        let devs = self.devices.lock().unwrap();
+        let d = devs.iter().find(|d| d.net == net).ok_or_else(|| anyhow::anyhow!("no local device for net {net}"))?;
         // A device that is down has no cut to make; the one started again has none either.
-        let Some(stdin) = d.proc.as_mut().and_then(|g| g.child.stdin.as_mut()) else { return Ok(()) };
-        writeln!(stdin, "cut {a} {b} {}", if on { "on" } else { "off" }).map_err(|e| anyhow::anyhow!("dmadev for {net}: {e}"))?;
-        stdin.flush()?;
-        Ok(())
+        if d.proc.is_none() {
+            return Ok(());
+        }
+        lnd::dev::client::cut(&d.dir, a, b, on).map_err(|e| anyhow::anyhow!("dmadev for {net}: {e}"))
     }
 
     fn signal_kill(&self, cluster: &Cluster, i: usize) -> anyhow::Result<()> {

@@ -181,6 +181,18 @@ impl Backend for DockerBackend {
         self.kill(&format!("dmadev-{net}"))
     }
 
+    fn can_cut_fabric(&self) -> bool {
+        true
+    }
+
+    /// Asks the device of `net` from inside its container (`dmadev --cut`).
+    fn cut_fabric(&self, _cluster: &mut Cluster, net: &str, a: u32, b: u32, on: bool) -> anyhow::Result<()> {
+        let cname = self.container(&format!("dmadev-{net}"));
+        let arg = format!("{a} {b} {}", if on { "on" } else { "off" });
+        anyhow::ensure!(exec_ok(&self.engine, &cname, &["/dmadev", "--fabric", "/fabric", "--cut", &arg]), "the {net} device did not take `--cut {arg}`");
+        Ok(())
+    }
+
     fn start_device(&self, _cluster: &mut Cluster, net: &str, timeout: Duration) -> anyhow::Result<()> {
         let e = &self.engine;
         let cname = self.container(&format!("dmadev-{net}"));
@@ -427,8 +439,13 @@ fn attach(e: &Engine, cname: &str, i: usize, tx: Sender<(usize, NodeLine)>) -> a
 /// (a probe exec), not through the volume's path on the host, which only root may read and a
 /// remote or virtualised Engine does not share with us.
 fn device_serving(e: &Engine, cname: &str) -> bool {
+    exec_ok(e, cname, &["/dmadev", "--fabric", "/fabric", "--probe"])
+}
+
+/// Runs `cmd` in container `cname`: did it exit 0 (within a second)?
+fn exec_ok(e: &Engine, cname: &str, cmd: &[&str]) -> bool {
     e.rt.block_on(async {
-        let cfg = bollard::models::ExecConfig { cmd: Some(["/dmadev", "--fabric", "/fabric", "--probe"].map(String::from).to_vec()), ..Default::default() };
+        let cfg = bollard::models::ExecConfig { cmd: Some(cmd.iter().map(|s| s.to_string()).collect()), ..Default::default() };
         let Ok(x) = e.docker.create_exec(cname, cfg).await else { return false };
         if e.docker.start_exec(&x.id, Some(bollard::exec::StartExecOptions { detach: true, ..Default::default() })).await.is_err() {
             return false;
