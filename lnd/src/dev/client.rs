@@ -233,6 +233,26 @@ impl DmaDevice for ShmDevice {
 
 #[cfg(test)]
 mod tests {
+    /// A control client cuts and heals two addresses of a running device (`dmadev --cut`, what
+    /// the harness's fabric partitions use); a short cut frame is refused with a reason.
+    #[test]
+    #[cfg_attr(miri, ignore = "sockets are not available under Miri")]
+    fn a_control_client_cuts_and_heals_the_fabric() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = super::super::server::DevServer::bind(dir.path(), 1).unwrap();
+        let engine = server.engine();
+        std::thread::spawn(move || server.run());
+        cut(dir.path(), 3, 4, true).unwrap();
+        assert!(engine.lock().unwrap().is_cut(4, 3), "both ways");
+        cut(dir.path(), 4, 3, false).unwrap();
+        assert!(!engine.lock().unwrap().is_cut(3, 4));
+        let sock = UnixStream::connect(dir.path().join(proto::SOCK_NAME)).unwrap();
+        send_frame(&sock, proto::F_CUT, &[1, 0, 0, 0], None).unwrap();
+        let r = recv_frame(&sock).unwrap().unwrap();
+        assert_eq!((r.ty, proto::u32_at(&r.body, 0)), (proto::F_CUT_OK, Some(proto::ST_REFUSED)));
+        assert!(String::from_utf8_lossy(&r.body[4..]).contains("short"));
+    }
+
     use super::*;
 
     /// A node killed and started again at once (a restart fault) can find its address still

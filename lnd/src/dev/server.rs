@@ -321,26 +321,6 @@ mod tests {
     use super::*;
     use std::io::Read;
 
-    /// A control client cuts and heals two addresses of a running device (`dmadev --cut`, what
-    /// the harness's fabric partitions use); a short cut frame is refused with a reason.
-    #[test]
-    #[cfg_attr(miri, ignore = "sockets are not available under Miri")]
-    fn a_control_client_cuts_and_heals_the_fabric() {
-        let dir = tempfile::tempdir().unwrap();
-        let server = DevServer::bind(dir.path(), 1).unwrap();
-        let engine = server.engine();
-        std::thread::spawn(move || server.run());
-        crate::dev::client::cut(dir.path(), 3, 4, true).unwrap();
-        assert!(engine.lock().unwrap().is_cut(4, 3), "both ways");
-        crate::dev::client::cut(dir.path(), 4, 3, false).unwrap();
-        assert!(!engine.lock().unwrap().is_cut(3, 4));
-        let sock = UnixStream::connect(dir.path().join(proto::SOCK_NAME)).unwrap();
-        send_frame(&sock, proto::F_CUT, &[1, 0, 0, 0], None).unwrap();
-        let r = recv_frame(&sock).unwrap().unwrap();
-        assert_eq!((r.ty, proto::u32_at(&r.body, 0)), (proto::F_CUT_OK, Some(proto::ST_REFUSED)));
-        assert!(String::from_utf8_lossy(&r.body[4..]).contains("short"));
-    }
-
     /// Issue 19 item 4: a node that never takes its completions cannot make the device queue
     /// them without bound: past a limit the device lets the node go (closes its connection).
     #[test]
