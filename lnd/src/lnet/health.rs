@@ -222,12 +222,6 @@ impl Default for Tunables {
 }
 
 impl Tunables {
-    /// `lnet_set_lnd_timeout`: what one try may take, `(transaction_timeout - 1 s) /
-    /// (retry_count + 1)`, at least a second.
-    pub fn lnd_timeout_ms(&self) -> u64 {
-        (self.transaction_timeout_ms.saturating_sub(1000) / (self.retries() as u64 + 1)).max(1000)
-    }
-
     /// Resends allowed: none while health is off (sensitivity 0 sets `lnet_retry_count` to 0).
     pub fn retries(&self) -> u32 {
         if self.sensitivity == 0 { 0 } else { self.retry_count }
@@ -357,12 +351,11 @@ mod tests {
         assert_eq!(HealthStatus::from_name("remote_droped"), None);
     }
 
-    /// `lnet_set_lnd_timeout` and sensitivity 0 switching resends off.
+    /// Lustre 2.15's defaults, and sensitivity 0 switching resends off.
     #[test]
-    fn the_lnd_timeout_divides_the_transaction_timeout_among_the_tries() {
+    fn defaults_are_lustres_and_sensitivity_0_turns_resends_off() {
         let t = Tunables::default();
-        assert_eq!((t.transaction_timeout_ms, t.retry_count, t.lnd_timeout_ms()), (50_000, 2, 16_333), "(50 - 1) / 3 s");
-        assert_eq!(Tunables { transaction_timeout_ms: 1500, ..t }.lnd_timeout_ms(), 1000, "at least a second");
+        assert_eq!((t.sensitivity, t.transaction_timeout_ms, t.retry_count), (100, 50_000, 2));
         assert_eq!(Tunables { sensitivity: 0, ..t }.retries(), 0);
     }
 

@@ -25,11 +25,19 @@ impl Lnet {
     pub(super) fn send_fault(&mut self, hdr: &HdrRepr) -> Option<super::health::HealthStatus> {
         let i = self.fault_rules.iter_mut().position(|r| r.health.is_some() && r.hits(hdr))?;
         let hs = self.fault_rules[i].health_status();
-        self.counters.faults_dropped += 1;
+        self.count_fault(i, Verdict::Drop, hdr);
+        Some(hs)
+    }
+
+    /// Rule `i` did `v` to the message `hdr`: counted, credited to its tag, logged.
+    fn count_fault(&mut self, i: usize, v: Verdict, hdr: &HdrRepr) {
+        match v {
+            Verdict::Drop => self.counters.faults_dropped += 1,
+            Verdict::Delay(_) => self.counters.faults_delayed += 1,
+        }
         let tag = self.fault_rules[i].rule.tag.clone().unwrap_or_default();
         *self.fault_hits.entry(tag.clone()).or_default() += 1;
-        self.fault_log.push_back(FaultRecord::new(Verdict::Drop, hdr, tag));
-        Some(hs)
+        self.fault_log.push_back(FaultRecord::new(v, hdr, tag));
     }
 
     /// What a fault rule does to this incoming message: drops win over delays, the longest
@@ -52,13 +60,7 @@ impl Lnet {
             }
         }
         let (v, i) = best?;
-        match v {
-            Verdict::Drop => self.counters.faults_dropped += 1,
-            Verdict::Delay(_) => self.counters.faults_delayed += 1,
-        }
-        let tag = self.fault_rules[i].rule.tag.clone().unwrap_or_default();
-        *self.fault_hits.entry(tag.clone()).or_default() += 1;
-        self.fault_log.push_back(FaultRecord::new(v, hdr, tag));
+        self.count_fault(i, v, hdr);
         Some(v)
     }
 

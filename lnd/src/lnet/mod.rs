@@ -529,7 +529,7 @@ impl Lnet {
             if let Some(md) = msg.md {
                 ev.unlinked = self.release_md(md);
             }
-            if !self.recovery.pings.is_empty() && self.recovery.is_ping(ev.md) {
+            if self.recovery.is_ping(ev.md) {
                 self.ping_event(&ev);
                 return;
             }

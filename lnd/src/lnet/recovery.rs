@@ -134,7 +134,7 @@ impl Lnet {
         self.recovery.pings.insert(md.0, who);
         let target = ProcessId::new(nid, PID_LUSTRE);
         let body = HdrBody::Get { return_wmd: self.wire_handle(md), match_bits: PING_MATCH_BITS, ptl_index: PING_PORTAL, src_offset: 0, sink_length: 0 };
-        let hdr = HdrRepr { dest_nid: nid, src_nid: self.nis[ni].cfg.nid, dest_pid: PID_LUSTRE, src_pid: self.pid, payload_length: 0, body };
+        let hdr = self.hdr_to(ni, target, 0, body);
         let ev = self.event(EventKind::Send, md, target, PING_PORTAL, PING_MATCH_BITS, 0, 0, 0, 0);
         self.attach_md(md);
         self.track_response(md, nid);

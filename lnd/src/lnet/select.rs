@@ -94,7 +94,7 @@ impl Lnet {
         if self.is_local(dest) {
             return Ok((LO_NI, dest));
         }
-        if let Some(i) = self.nis.iter().position(|n| n.cfg.nid.net() == dest.net()) {
+        if let Some(i) = self.ni_on(dest.net()) {
             return Ok((i, dest));
         }
         let mut best = None;
@@ -102,7 +102,7 @@ impl Lnet {
             if net != dest.net() {
                 continue;
             }
-            if let Some(i) = self.nis.iter().position(|n| n.cfg.nid.net() == gw.net()) {
+            if let Some(i) = self.ni_on(gw.net()) {
                 if !self.gw_down.contains(&gw) {
                     return Ok((i, gw));
                 }
@@ -112,9 +112,9 @@ impl Lnet {
         best.ok_or(LnetError::NoRoute(dest))
     }
 
-    /// The local NI on `net`, if any.
+    /// The (first) local NI on `net`, if any.
     pub(super) fn ni_on(&self, net: Net) -> Option<NiIdx> {
-        self.nis.iter().skip(1).position(|n| n.cfg.nid.net() == net).map(|i| i + 1)
+        self.nis.iter().position(|n| n.cfg.nid.net() == net)
     }
 }
 
