@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 const MIB: usize = 1 << 20;
 const PORTAL: u32 = 20;
 const WAIT: Option<Duration> = Some(Duration::from_millis(20));
+/// Distinct 1 MiB buffers the bandwidth runs cycle through at each end (at least the window).
+pub(crate) const BUFS: usize = 8;
 
 #[derive(Debug, Clone)]
 pub struct DmaBenchOpts {
@@ -44,7 +46,7 @@ pub(crate) struct BenchNode {
 
 impl BenchNode {
     pub(crate) fn attach(dir: &Path, addr: u32) -> anyhow::Result<BenchNode> {
-        Self::attach_mem(dir, addr, 4 * MIB)
+        Self::attach_mem(dir, addr, (BUFS + 1) * MIB)
     }
 
     pub(crate) fn attach_mem(dir: &Path, addr: u32, mem: usize) -> anyhow::Result<BenchNode> {
@@ -75,6 +77,23 @@ fn nid(addr: u32) -> Nid {
     format!("{addr}@dma").parse().expect("dma nid")
 }
 
+/// Single-thread memcpy over `bufs` distinct pairs of `size`-byte buffers in turn — the
+/// working set of a transfer that keeps `bufs` messages in flight, each in its own buffer at
+/// both ends — in GB/s: the one-copy limit of that transfer.
+pub fn memcpy_ws_gbps(size: usize, bufs: usize, reps: usize) -> f64 {
+    let src: Vec<Vec<u8>> = (0..bufs).map(|b| (0..size).map(|i| (i + b) as u8).collect()).collect();
+    let mut dst: Vec<Vec<u8>> = (0..bufs).map(|_| vec![0u8; size]).collect();
+    for (d, s) in dst.iter_mut().zip(&src) {
+        d.copy_from_slice(s);
+    }
+    let t0 = Instant::now();
+    for r in 0..reps {
+        let k = r % bufs;
+        black_box(&mut dst[k]).copy_from_slice(black_box(&src[k]));
+    }
+    (size * reps) as f64 / t0.elapsed().as_secs_f64() / 1e9
+}
+
 /// Single-thread memcpy between the same two 1 MiB buffers, repeated: the cache-resident
 /// one-copy limit, in GB/s.
 pub fn memcpy_gbps(size: usize, reps: usize) -> f64 {
@@ -90,10 +109,12 @@ pub fn memcpy_gbps(size: usize, reps: usize) -> f64 {
     (size * reps) as f64 / t0.elapsed().as_secs_f64() / 1e9
 }
 
-/// Runs the target side: one ME taking every PUT at offset 0 of a 1 MiB buffer.
+/// Runs the target side: one ME taking every PUT (and serving every GET) at the offset its
+/// initiator names in a buffer of `BUFS` MiB, so messages in flight land in distinct buffers.
 pub(crate) fn target(mut b: BenchNode, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let me = b.node.lnet.me_attach(PORTAL, ProcessId::ANY, 0, u64::MAX, false, Insert::Tail)?;
-    let spec = MdSpec { iov: vec![Seg { off: 0, len: MIB as u32 }], options: opt::OP_PUT | opt::OP_GET | opt::MANAGE_REMOTE | opt::TRUNCATE, threshold: None, max_size: 0, user_ptr: 0 };
+    let len = (BUFS * MIB).min(b.node.mem.len()) as u32;
+    let spec = MdSpec { iov: vec![Seg { off: 0, len }], options: opt::OP_PUT | opt::OP_GET | opt::MANAGE_REMOTE | opt::TRUNCATE, threshold: None, max_size: 0, user_ptr: 0 };
     b.node.lnet.md_attach(me, spec)?;
     while !stop.load(Ordering::Relaxed) {
         let mut bad = None;
@@ -121,7 +142,10 @@ pub(crate) fn put_bandwidth_to(a: &mut BenchNode, target_addr: u32, count: usize
 pub(crate) fn bandwidth(a: &mut BenchNode, target_addr: u32, size: usize, get: bool, count: usize, window: usize) -> anyhow::Result<f64> {
     let part = size.min(MIB);
     let parts = size.div_ceil(part);
-    let mds: Vec<_> = (0..parts).map(|i| a.node.lnet.md_bind(MdSpec { iov: vec![Seg { off: (i * part) as u64, len: part as u32 }], options: 0, threshold: None, max_size: 0, user_ptr: 0 }, false)).collect();
+    // One MD per 1 MiB buffer, used in turn (a transfer above 1 MiB spans consecutive ones);
+    // the target's offset follows, so every message in flight has its own buffer at both ends.
+    let nbuf = BUFS.min(a.node.mem.len() / MIB).max(1);
+    let mds: Vec<_> = (0..nbuf).map(|i| a.node.lnet.md_bind(MdSpec { iov: vec![Seg { off: (i * MIB) as u64, len: part as u32 }], options: 0, threshold: None, max_size: 0, user_ptr: 0 }, false)).collect();
     let target = ProcessId::new(nid(target_addr), ProcessId::PID_LUSTRE);
     let done_kind = if get { EventKind::Reply } else { EventKind::Send };
     let run = |a: &mut BenchNode, n: usize| -> anyhow::Result<Duration> {
@@ -130,11 +154,12 @@ pub(crate) fn bandwidth(a: &mut BenchNode, target_addr: u32, size: usize, get: b
         let t0 = Instant::now();
         while done < n {
             while sent < n && sent - done < window {
-                let md = mds[sent % parts];
+                let k = sent % nbuf;
+                let (md, off) = (mds[k], (k * MIB) as u32);
                 if get {
-                    a.node.lnet.get(md, target, PORTAL, 0, 0)?;
+                    a.node.lnet.get(md, target, PORTAL, 0, off)?;
                 } else {
-                    a.node.lnet.put(md, false, target, PORTAL, 0, 0, 0)?;
+                    a.node.lnet.put(md, false, target, PORTAL, 0, off, 0)?;
                 }
                 sent += 1;
             }
@@ -271,11 +296,14 @@ pub fn run(opts: &DmaBenchOpts) -> anyhow::Result<Vec<Metric>> {
     let res = (|| -> anyhow::Result<Vec<Metric>> {
         let bw = put_bandwidth_to(&mut a, 2, opts.count, opts.window)?;
         let memcpy = memcpy_gbps(MIB, opts.count.max(64));
+        let memcpy_ws = memcpy_ws_gbps(MIB, BUFS, opts.count.max(64));
         let rtt = put_ack_rtt(&mut a, opts.rtts)?;
         let floor = smsg_rtt(dir.path(), opts.rtts)?;
         let mut m = vec![
             Metric::new("memcpy_1MiB_GBps", memcpy, "GB/s", None),
             Metric::new("dma_put_1MiB_GBps", bw, "GB/s", Some(memcpy)),
+            Metric::new("memcpy_1MiB_x8_GBps", memcpy_ws, "GB/s", None),
+            Metric::new("dma_put_1MiB_vs_memcpy_ws_GBps", bw, "GB/s", Some(memcpy_ws)),
             Metric::new("dma_smsg_rtt_us", floor, "us", None),
             Metric::new("dma_put_ack_rtt_us", rtt, "us", Some(floor)),
         ];
@@ -290,11 +318,14 @@ pub fn run(opts: &DmaBenchOpts) -> anyhow::Result<Vec<Metric>> {
             }
         }
         match fi_pingpong_shm((opts.count / 4).clamp(50, 2000), (opts.rtts / 2).clamp(100, 20000))? {
-            Some((gbps, us)) => {
-                m.push(Metric::new("fi_pingpong_shm_1MiB_GBps", gbps, "GB/s", None));
-                m.push(Metric::new("dma_put_1MiB_vs_libfabric_GBps", bw, "GB/s", Some(gbps)));
-                m.push(Metric::new("fi_pingpong_shm_1B_us", us, "us", None));
-                m.push(Metric::new("dma_put_ack_rtt_vs_libfabric_us", rtt, "us", Some(us)));
+            Some(fi) => {
+                m.push(Metric::new("fi_pingpong_shm_1MiB_GBps", fi.gbps_1m, "GB/s", None));
+                m.push(Metric::new("dma_put_1MiB_vs_libfabric_GBps", bw, "GB/s", Some(fi.gbps_1m)));
+                m.push(Metric::new("fi_pingpong_shm_4KiB_GBps", fi.gbps_4k, "GB/s", None));
+                let put4k = m.iter().find(|x| x.name == "dma_put_4KiB_GBps").map(|x| x.value).unwrap_or(0.0);
+                m.push(Metric::new("dma_put_4KiB_vs_libfabric_GBps", put4k, "GB/s", Some(fi.gbps_4k)));
+                m.push(Metric::new("fi_pingpong_shm_1B_us", fi.us_1b, "us", None));
+                m.push(Metric::new("dma_put_ack_rtt_vs_libfabric_us", rtt, "us", Some(fi.us_1b)));
             }
             None => eprintln!("bench dma: fi_pingpong not installed (apt-get install libfabric-bin): no libfabric baseline"),
         }
@@ -311,9 +342,16 @@ pub fn run(opts: &DmaBenchOpts) -> anyhow::Result<Vec<Metric>> {
     Ok(metrics)
 }
 
+/// What `fi_pingpong` measured over libfabric's shm provider.
+pub struct FiPingpong {
+    pub gbps_1m: f64,
+    pub gbps_4k: f64,
+    pub us_1b: f64,
+}
+
 /// libfabric's shm provider through `fi_pingpong` (apt `libfabric-bin`), when installed:
-/// (1 MiB GB/s, 1-byte µs per transfer). `None` when the tool is missing.
-pub fn fi_pingpong_shm(iters_big: usize, iters_small: usize) -> anyhow::Result<Option<(f64, f64)>> {
+/// 1 MiB and 4 KiB GB/s, 1-byte µs per transfer. `None` when the tool is missing.
+pub fn fi_pingpong_shm(iters_big: usize, iters_small: usize) -> anyhow::Result<Option<FiPingpong>> {
     use std::process::{Command, Stdio};
     if Command::new("fi_pingpong").arg("-h").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
         return Ok(None);
@@ -341,5 +379,6 @@ pub fn fi_pingpong_shm(iters_big: usize, iters_small: usize) -> anyhow::Result<O
     let port = 47600 + (std::process::id() % 1000) as u16;
     let big = run("1048576", iters_big, port)?;
     let small = run("1", iters_small, port + 1)?;
-    Ok(Some((big[0] / 1000.0, small[1])))
+    let page = run("4096", iters_small, port + 2)?;
+    Ok(Some(FiPingpong { gbps_1m: big[0] / 1000.0, gbps_4k: page[0] / 1000.0, us_1b: small[1] }))
 }

@@ -245,14 +245,25 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
                 Err(_) => d.gone = Some((since, std::time::Instant::now())),
             }
         }
-        // Sleep only when no completion is pending (arming first closes the race).
-        let mut armed = true;
-        for d in &dma {
+        // Poll the devices a while first when that has paid lately (a reply is often
+        // microseconds away; a sleep costs two thread wake-ups), then sleep only when no
+        // completion is pending (arming first closes the race).
+        let spinner = dma.iter().find_map(|d| d.waker.as_ref());
+        let spun = spinner.is_some_and(|w| w.spinner().spin(|| dma.iter().any(|d| d.waker.as_ref().is_some_and(|w| w.pending()))));
+        let mut armed = !spun;
+        for d in dma.iter().filter(|_| !spun) {
             armed &= d.waker.as_ref().map(|w| w.arm()).unwrap_or(true);
         }
         let nap = if dma.iter().any(|d| d.gone.is_some()) { Duration::from_millis(100) } else { Duration::from_millis(300) };
         let timeout = if armed { ctl.next_due().unwrap_or(Duration::MAX).min(nap) } else { Duration::ZERO };
-        match rx.recv_timeout(timeout) {
+        let slept = std::time::Instant::now();
+        let got = rx.recv_timeout(timeout);
+        if armed && matches!(got, Ok(Input::Wake)) {
+            if let Some(w) = dma.iter().find_map(|d| d.waker.as_ref()) {
+                w.spinner().woken_after(slept.elapsed());
+            }
+        }
+        match got {
             Ok(Input::Line(l)) if l.trim().is_empty() => {}
             Ok(Input::Line(l)) => {
                 let r = ctl.handle_line(&l);

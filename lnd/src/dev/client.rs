@@ -1,27 +1,45 @@
-//! The node side of `dmadev`: connect, hand over the queue region and memory, then submit
-//! descriptors and reap completions through the shared rings.
+//! The node side of `dmadev`: connect, hand over the queue region, memory and bell, then submit
+//! descriptors and reap completions and SMSGs through the shared rings; short messages go
+//! straight into a peer's mailbox when the device allows it (`direct.rs`).
 
+use super::bell::Bell;
+use super::direct::Peers;
+use super::mailbox::{self, Mailbox};
 use super::proto::{self, recv_frame, send_frame};
+use super::spin::Spin;
 use super::ring::{self, Rings};
-use super::device::{CompKind, Completion, DevError, Desc, DmaDevice, SMSG_MAX};
+use super::device::{CompKind, Completion, DevError, DevStatus, Desc, DmaDevice, Op, SMSG_MAX};
 use crate::mem::Mem;
+use std::collections::{HashMap, VecDeque};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A node's connection to a `dmadev` process.
 pub struct ShmDevice {
     sock: UnixStream,
     q: Arc<Mem>,
     mem: Arc<Mem>,
+    bell: Arc<Bell>,
     key: u32,
     addr: u32,
     scratch: Vec<u8>,
     /// Our mailbox's slots.
     mb_n: u32,
+    /// Our lock id for peers' mailboxes (`None`: we never write directly).
+    id: Option<u32>,
+    peers: Peers,
+    /// Completions of what we did ourselves (direct SMSGs), reported by the next poll.
+    local: VecDeque<Completion>,
+    local_n: Arc<AtomicUsize>,
+    /// SMSGs sent through the device and not yet completed, by destination: while any is,
+    /// later ones to that peer go the same way, so a peer sees our SMSGs in order.
+    routed: HashMap<u32, u32>,
+    /// Descriptors queued since the last doorbell (direct SMSGs need none).
+    sq_dirty: bool,
 }
 
 fn status_of(body: &[u8], addr: u32) -> Result<(), DevError> {
@@ -94,9 +112,11 @@ impl ShmDevice {
         let sock = UnixStream::connect(&path)
             .map_err(|e| DevError::Io(std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))))?;
         let mb_n = Rings::new(&q, true).map_err(DevError::Protocol)?.mailbox_len();
+        let bell = Arc::new(Bell::new()?);
         let mut hello = addr.to_le_bytes().to_vec();
         hello.extend_from_slice(&(q.len() as u64).to_le_bytes());
         send_frame(&sock, proto::F_HELLO, &hello, Some(q.fd().unwrap().as_raw_fd()))?;
+        send_frame(&sock, proto::F_BELL, &[], Some(bell.fd()))?;
         let reply = recv_frame(&sock)?.ok_or_else(|| DevError::Protocol("device closed during hello".into()))?;
         if reply.ty != proto::F_HELLO_OK {
             return Err(DevError::Protocol(format!("unexpected frame {} to hello", reply.ty)));
@@ -106,7 +126,27 @@ impl ShmDevice {
         let reply = recv_frame(&sock)?.ok_or_else(|| DevError::Protocol("device closed during register".into()))?;
         status_of(&reply.body, addr)?;
         let key = proto::u32_at(&reply.body, 4).ok_or_else(|| DevError::Protocol("register reply lacks key".into()))?;
-        Ok(ShmDevice { sock, q, mem, key, addr, scratch: vec![0; SMSG_MAX], mb_n })
+        let peers = Peers::new(fabric_dir);
+        let (local, local_n, routed) = (VecDeque::with_capacity(64), Arc::default(), HashMap::new());
+        Ok(ShmDevice { sock, q, mem, bell, key, addr, scratch: vec![0; SMSG_MAX], mb_n, id: mailbox::node_id(addr), peers, local, local_n, routed, sq_dirty: false })
+    }
+
+    /// Short messages written straight into peers' mailboxes, and those sent through the device.
+    pub fn direct_stats(&self) -> (u64, u64) {
+        (self.peers.sent, self.peers.routed)
+    }
+
+    /// Writes an SMSG into `dst`'s mailbox ourselves when allowed; `false` if it must go
+    /// through the device.
+    fn send_direct(&mut self, tag: u64, dst: u32, data: &[u8]) -> bool {
+        let Some(id) = self.id else { return false };
+        if self.routed.get(&dst).is_some_and(|&n| n > 0) {
+            return false;
+        }
+        let Some(status) = self.peers.send(id, self.addr, dst, data) else { return false };
+        self.local.push_back(Completion { kind: CompKind::SmsgSent, status, tag, cookie: 0, len: data.len() as u32, peer: dst });
+        self.local_n.fetch_add(1, Ordering::Release);
+        true
     }
 
     fn rings(&self) -> Rings<'_> {
@@ -115,57 +155,74 @@ impl ShmDevice {
 
     /// A handle for sleeping until completions arrive, usable from another thread.
     pub fn waker(&self) -> std::io::Result<ShmWaker> {
-        Ok(ShmWaker { q: self.q.clone(), sock: self.sock.try_clone()? })
+        Ok(ShmWaker { q: self.q.clone(), sock: self.sock.try_clone()?, bell: self.bell.clone(), local: self.local_n.clone(), spin: Arc::new(Spin::default()) })
     }
 }
 
-/// Sleeps on the completion doorbell of one [`ShmDevice`].
+/// Sleeps on the bell of one [`ShmDevice`].
 pub struct ShmWaker {
     q: Arc<Mem>,
     sock: UnixStream,
+    bell: Arc<Bell>,
+    local: Arc<AtomicUsize>,
+    spin: Arc<Spin>,
 }
 
 impl ShmWaker {
-    /// Arms the completion doorbell; `false` if completions are already pending (no doorbell
-    /// will come for those).
+    /// Whether the node has something to reap: completions, SMSGs or its own completions.
+    pub fn pending(&self) -> bool {
+        let r = Rings { mem: &self.q };
+        r.cq_pending() != 0 || r.mb_pending() != 0 || self.local.load(Ordering::Acquire) != 0
+    }
+
+    /// Arms the bell; `false` if work is already pending (nobody will ring for it).
     pub fn arm(&self) -> bool {
         let r = Rings { mem: &self.q };
         r.word(ring::CQ_ARMED).store(1, Ordering::SeqCst);
-        if r.cq_pending() != 0 {
+        if self.pending() {
             r.word(ring::CQ_ARMED).store(0, Ordering::SeqCst);
             return false;
         }
         true
     }
 
-    /// Reads one doorbell frame (blocking up to `timeout`). `Ok(false)` on timeout; an error
-    /// when the device has gone away.
+    /// Waits for the bell (blocking up to `timeout`). `Ok(false)` on timeout; an error when
+    /// the device has gone away.
     pub fn read_doorbell(&self, timeout: Option<Duration>) -> Result<bool, DevError> {
-        self.sock.set_read_timeout(timeout)?;
-        match recv_frame(&self.sock) {
-            Ok(Some(_)) => Ok(true),
-            Ok(None) => Err(DevError::Protocol("device closed the connection".into())),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => Ok(false),
-            Err(e) => Err(e.into()),
+        let (rung, sock) = self.bell.wait_with(self.sock.as_raw_fd(), timeout)?;
+        if sock {
+            self.sock.set_read_timeout(Some(Duration::from_millis(100)))?;
+            match recv_frame(&self.sock) {
+                Ok(Some(_)) => return Ok(true),
+                Ok(None) => return Err(DevError::Protocol("device closed the connection".into())),
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
+        Ok(rung)
     }
 
-    /// Another handle on the same doorbell (e.g. for a thread that only reads doorbells).
+    /// Another handle on the same bell (e.g. for a thread that only waits for it).
     pub fn clone_for_thread(&self) -> std::io::Result<ShmWaker> {
-        Ok(ShmWaker { q: self.q.clone(), sock: self.sock.try_clone()? })
+        Ok(ShmWaker { q: self.q.clone(), sock: self.sock.try_clone()?, bell: self.bell.clone(), local: self.local.clone(), spin: self.spin.clone() })
     }
 
-    /// Arms and sleeps until completions are pending or `timeout` passes (after polling for a
-    /// short spin budget, see [`super::server::spin_budget`]).
+    /// The adaptive spin this waiter uses before it sleeps.
+    pub fn spinner(&self) -> &Spin {
+        &self.spin
+    }
+
+    /// Polls for a while (adaptively, see [`Spin`]), then arms and sleeps until work is
+    /// pending or `timeout` passes.
     pub fn wait(&self, timeout: Option<Duration>) -> Result<(), DevError> {
-        let spin = super::server::spin_budget();
-        let t0 = std::time::Instant::now();
-        let r = Rings { mem: &self.q };
-        while r.cq_pending() == 0 && t0.elapsed() < spin {
-            std::hint::spin_loop();
+        if self.spin.spin(|| self.pending()) {
+            return Ok(());
         }
-        if r.cq_pending() == 0 && self.arm() {
-            self.read_doorbell(timeout)?;
+        if self.arm() {
+            let t0 = Instant::now();
+            if self.read_doorbell(timeout)? {
+                self.spin.woken_after(t0.elapsed());
+            }
         }
         Ok(())
     }
@@ -185,6 +242,11 @@ impl DmaDevice for ShmDevice {
         (ring::SQ_N - self.rings().sq_pending()) as usize
     }
     fn submit(&mut self, d: &Desc) -> Result<(), DevError> {
+        if let Op::Smsg { dst, data } = &d.op {
+            if self.send_direct(d.tag, *dst, data) {
+                return Ok(());
+            }
+        }
         let r = self.rings();
         if r.sq_pending() >= ring::SQ_N {
             return Err(DevError::SqFull);
@@ -192,9 +254,16 @@ impl DmaDevice for ShmDevice {
         let tail = r.word(ring::SQ_TAIL).load(Ordering::Relaxed);
         r.write_desc(tail, d).map_err(|e| DevError::Protocol(e.to_string()))?;
         r.word(ring::SQ_TAIL).store(tail.wrapping_add(1), Ordering::Release);
+        self.sq_dirty = true;
+        if let Op::Smsg { dst, .. } | Op::SmsgTx { dst, .. } = &d.op {
+            *self.routed.entry(*dst).or_default() += 1;
+        }
         Ok(())
     }
     fn doorbell(&mut self) {
+        if !std::mem::take(&mut self.sq_dirty) {
+            return;
+        }
         if self.rings().word(ring::SQ_ARMED).swap(0, Ordering::SeqCst) == 1 {
             let _ = send_frame(&self.sock, proto::F_DOORBELL, &[], None);
         }
@@ -202,24 +271,43 @@ impl DmaDevice for ShmDevice {
     fn poll(&mut self, f: &mut dyn FnMut(&Completion, &[u8])) -> usize {
         let q = self.q.clone();
         let r = Rings { mem: &q };
+        let mb = Mailbox::new(&q, self.mb_n);
         let mut n = 0;
         loop {
+            // Our own completions first: each was queued when its SMSG was written, before
+            // anything submitted after it.
+            while let Some(c) = self.local.pop_front() {
+                self.local_n.fetch_sub(1, Ordering::Release);
+                f(&c, &[]);
+                n += 1;
+            }
             let head = r.word(ring::CQ_HEAD).load(Ordering::Relaxed);
-            if head == r.word(ring::CQ_TAIL).load(Ordering::Acquire) {
+            let cq_ready = head != r.word(ring::CQ_TAIL).load(Ordering::Acquire);
+            // SMSGs and completions merge in the order they were posted (a peer's last
+            // messages come before the device says it is gone).
+            if let Some(h) = mb.peek() {
+                if !cq_ready || mailbox::smsg_first(h.after_cq, head) {
+                    let c = Completion { kind: CompKind::SmsgRecv, status: DevStatus::Ok, tag: 0, cookie: 0, len: h.len, peer: h.from };
+                    let data = mb.take(&h, &mut self.scratch);
+                    f(&c, data);
+                    n += 1;
+                    continue;
+                }
+            }
+            if !cq_ready {
                 break;
             }
-            if let Some((c, slot)) = r.read_comp(head) {
-                if c.kind == CompKind::SmsgRecv {
-                    let len = (c.len as usize).min(SMSG_MAX);
-                    let ok = q.read(Rings::mailbox_off(slot, self.mb_n), &mut self.scratch[..len]).is_ok();
-                    let mb = r.word(ring::MB_HEAD);
-                    mb.store(mb.load(Ordering::Relaxed).wrapping_add(1), Ordering::Release);
-                    if ok {
-                        f(&c, &self.scratch[..len]);
+            if let Some((c, _)) = r.read_comp(head) {
+                match c.kind {
+                    CompKind::SmsgSent => {
+                        if let Some(k) = self.routed.get_mut(&c.peer) {
+                            *k = k.saturating_sub(1);
+                        }
                     }
-                } else {
-                    f(&c, &[]);
+                    CompKind::PeerDown => self.peers.forget(c.peer),
+                    _ => {}
                 }
+                f(&c, &[]);
                 n += 1;
             }
             r.word(ring::CQ_HEAD).store(head.wrapping_add(1), Ordering::Release);

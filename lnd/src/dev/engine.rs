@@ -14,6 +14,11 @@ pub trait Port: Send {
     fn deliver(&mut self, from: u32, data: &[u8]) -> Result<(), DevStatus>;
     /// Retries completions held back because the node's queue was full.
     fn flush(&mut self) {}
+    /// Whether peers may write short messages straight into this node's mailbox (only while
+    /// the engine has nothing to see or change on them: no faults, capture or cuts).
+    fn set_direct(&mut self, _on: bool) {}
+    /// Node `addr` is gone for good: whatever it held of this node's (a mailbox lock) is let go.
+    fn peer_gone(&mut self, _addr: u32) {}
 }
 
 struct Region {
@@ -114,6 +119,8 @@ pub struct Engine {
     cut: HashSet<(u32, u32)>,
     /// Where the fabric's events are recorded (`--capture`), when asked.
     capture: Option<FabricCapture>,
+    /// Short messages may bypass the engine (see [`Port::set_direct`]), unless turned off.
+    direct: bool,
 }
 
 /// Attach errors.
@@ -143,6 +150,26 @@ impl Engine {
             stats: EngineStats::default(),
             faults: None,
             cut: HashSet::new(),
+            direct: true,
+        }
+    }
+
+    /// Whether short messages may go straight from node to node now.
+    pub fn direct_allowed(&self) -> bool {
+        self.direct && self.faults.is_none() && self.capture.is_none() && self.cut.is_empty()
+    }
+
+    /// Turns the direct path off (or back on, where nothing else forbids it): every short
+    /// message then passes through the engine, as a baseline or for debugging.
+    pub fn set_direct(&mut self, on: bool) {
+        self.direct = on;
+        self.tell_direct();
+    }
+
+    fn tell_direct(&mut self) {
+        let on = self.direct_allowed();
+        for p in self.ports.values_mut() {
+            p.set_direct(on);
         }
     }
 
@@ -167,6 +194,7 @@ impl Engine {
                 self.cut.remove(&p);
             }
         }
+        self.tell_direct();
     }
 
     pub fn is_cut(&self, a: u32, b: u32) -> bool {
@@ -177,6 +205,8 @@ impl Engine {
         if self.ports.contains_key(&addr) {
             return Err(AttachError::AddrInUse(addr));
         }
+        let mut port = port;
+        port.set_direct(self.direct_allowed());
         self.ports.insert(addr, port);
         Ok(())
     }
@@ -191,6 +221,7 @@ impl Engine {
         self.txs.retain(|_, t| t.owner != addr);
         self.by_tag.retain(|k, _| k.0 != addr);
         for p in self.ports.values_mut() {
+            p.peer_gone(addr);
             p.complete(Completion { kind: CompKind::PeerDown, status: DevStatus::Ok, tag: 0, cookie: 0, len: 0, peer: addr });
         }
     }
@@ -357,6 +388,7 @@ impl Engine {
     /// Records from now on every SMSG, transmit setup and pull in `c` (`--capture`).
     pub fn set_capture(&mut self, c: FabricCapture) {
         self.capture = Some(c);
+        self.tell_direct();
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -437,6 +469,7 @@ impl Engine {
             late_ms: cfg.late_ms,
             lost: g(cfg.lost, 5),
         });
+        self.tell_direct();
     }
 
     /// How late to complete this pull (a fault), if at all: the device's copier sleeps first.

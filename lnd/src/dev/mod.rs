@@ -2,13 +2,17 @@
 //! A receiver pulls from a transmit the owner set up; nobody can push. Two providers share one
 //! engine: [`inproc`] (tests, simulation) and [`client`]/[`server`] (the `dmadev` process).
 
+pub mod bell;
 pub mod capture;
 pub mod client;
 mod device;
+mod direct;
 pub mod engine;
 pub mod inproc;
+pub mod mailbox;
 pub mod proto;
 pub mod ring;
 pub mod server;
+pub mod spin;
 
 pub use device::*;

@@ -14,10 +14,16 @@ pub const F_UNREG: u32 = 6; // key u32
 pub const F_UNREG_OK: u32 = 7; // status u32
 pub const F_CUT: u32 = 8; // addr a u32, addr b u32, on u32 (instead of a hello: a control client)
 pub const F_CUT_OK: u32 = 9; // status u32, then UTF-8 reason
+pub const F_BELL: u32 = 10; // + eventfd: the node's bell (right after its hello; after F_PEER_OK)
+pub const F_PEER: u32 = 11; // addr u32 (instead of a hello: a node asks for a peer's mailbox)
+pub const F_PEER_OK: u32 = 12; // status u32, generation u32, queue_len u64 + queue fd; then F_BELL
 /// Reply statuses: done, refused (a reason follows), the fabric address is held.
 pub const ST_OK: u32 = 0;
 pub const ST_REFUSED: u32 = 1;
 pub const ST_ADDR_IN_USE: u32 = 2;
+/// F_PEER: nobody at that address, or direct writes are not allowed now.
+pub const ST_NO_PEER: u32 = 3;
+pub const ST_NO_DIRECT: u32 = 4;
 const MAX_FRAME: u32 = 4096;
 /// Socket name inside a fabric directory.
 pub const SOCK_NAME: &str = "dmadev.sock";

@@ -1,6 +1,7 @@
-//! Layout of the queue region a node shares with `dmadev`: a submission ring with an inline data
-//! slot per descriptor, a completion ring and the SMSG mailbox, whose slot count the node picks
-//! for the peers it may hear from (`mailbox_slots`). Encoders check every field read.
+//! Layout of the queue region a node shares with `dmadev` (and, for short messages, with its
+//! peers): a submission ring with an inline data slot per descriptor, a completion ring and the
+//! SMSG mailbox (`mailbox.rs`), whose slot count the node picks for the peers it may hear from
+//! (`mailbox_slots`). Encoders check every field read.
 
 use super::device::{CompKind, Completion, DevStatus, Desc, Op, MAX_FRAGS, SMSG_MAX};
 use crate::mem::{Mem, OutOfBounds, Seg};
@@ -14,6 +15,8 @@ pub const MB_MAX: u32 = 1 << 16;
 const DESC_SZ: u64 = 64;
 const COMP_SZ: u64 = 32;
 const SLOT_SZ: u64 = SMSG_MAX as u64;
+/// Each mailbox slot's header (sender, length, completion position), after the slots.
+pub(crate) const MBH_SZ: u64 = 16;
 const MAGIC: u32 = 0x444d_4131; // "DMA1"
 
 // Header words (u32 each).
@@ -28,6 +31,9 @@ pub const CQ_ARMED: u64 = 28; // node sleeps: ring the doorbell
 pub const CQ_OVERFLOW: u64 = 32; // device holds completions that did not fit
 const MAGIC_OFF: u64 = 36;
 const MB_SLOTS: u64 = 40; // node: mailbox slots in this region (fixed at attach)
+pub const MB_LOCK: u64 = 44; // writer of the mailbox: 0 free, else its id (see mailbox.rs)
+pub const GEN: u64 = 48; // bumped when the region's owner attaches again or leaves
+pub const DIRECT: u64 = 52; // device: peers may write SMSGs straight into mailboxes (1)
 const HDR_SZ: u64 = 256;
 
 const SQ_OFF: u64 = HDR_SZ;
@@ -39,7 +45,7 @@ pub const QUEUE_BYTES: usize = queue_bytes(MB_MIN);
 
 /// Bytes in a queue region whose mailbox has `mb_n` slots.
 pub const fn queue_bytes(mb_n: u32) -> usize {
-    (MB_OFF + mb_n as u64 * SLOT_SZ) as usize
+    (MB_OFF + mb_n as u64 * (SLOT_SZ + MBH_SZ)) as usize
 }
 
 /// The mailbox a node needs so that every peer can have all its credits' worth of SMSGs (plus
@@ -70,10 +76,12 @@ impl<'a> Rings<'a> {
         }
         let r = Rings { mem };
         if init {
-            let slots = ((mem.len() as u64 - MB_OFF) / SLOT_SZ).min(MB_MAX as u64) as u32;
+            let slots = ((mem.len() as u64 - MB_OFF) / (SLOT_SZ + MBH_SZ)).min(MB_MAX as u64) as u32;
             let slots = if valid_slots(slots) { slots } else { (slots + 1).next_power_of_two() / 2 };
             mem.write(MB_SLOTS, &slots.to_le_bytes()).map_err(|e| e.to_string())?;
             mem.write(MAGIC_OFF, &MAGIC.to_le_bytes()).map_err(|e| e.to_string())?;
+            // A new attachment: peers holding a mapping of the old one must ask again.
+            r.word(GEN).fetch_add(1, Ordering::SeqCst);
         } else if r.word(MAGIC_OFF).load(Ordering::Acquire) != MAGIC {
             return Err("queue region lacks the DMA1 magic".into());
         } else {
@@ -227,6 +235,16 @@ impl<'a> Rings<'a> {
     /// Where mailbox slot `slot` (a running count) lies in a mailbox of `mb_n` slots.
     pub fn mailbox_off(slot: u32, mb_n: u32) -> u64 {
         MB_OFF + (slot % mb_n) as u64 * SLOT_SZ
+    }
+
+    /// Where the header of mailbox slot `slot` lies.
+    pub fn mailbox_hdr_off(slot: u32, mb_n: u32) -> u64 {
+        MB_OFF + mb_n as u64 * SLOT_SZ + (slot % mb_n) as u64 * MBH_SZ
+    }
+
+    /// SMSGs in the mailbox not yet taken by the node.
+    pub fn mb_pending(&self) -> u32 {
+        self.word(MB_TAIL).load(Ordering::Acquire).wrapping_sub(self.word(MB_HEAD).load(Ordering::Acquire))
     }
 }
 

@@ -1,12 +1,15 @@
 //! `dmadev`: serves one fabric directory. Each node connects over the Unix socket, hands over its
 //! queue region and memory (memfds), then talks through shared rings and doorbell frames.
 
+use super::bell::Bell;
 use super::engine::{AttachError, Engine, Port};
+use super::mailbox::{self, Mailbox};
 use super::proto::{self, recv_frame, send_frame, Frame};
 use super::ring::{self, Rings};
-use super::device::{CompKind, Completion, DevStatus};
+use super::device::{Completion, DevStatus};
 use crate::mem::Mem;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -18,10 +21,24 @@ use tracing::{info, warn};
 /// past this is not reading its ring and is let go.
 const OVERFLOW_MAX: usize = 4 * ring::CQ_N as usize;
 
+/// How long the device waits for a mailbox a peer is writing into (it holds the engine).
+const DEVICE_PATIENCE: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// What peers need to write into a node's mailbox themselves: its queue region and its bell.
+#[derive(Clone)]
+struct Shared {
+    q: Arc<Mem>,
+    bell: Arc<Bell>,
+}
+
+/// Attached nodes' [`Shared`] parts, by fabric address.
+type SharedMap = Arc<Mutex<HashMap<u32, Shared>>>;
+
 /// The device side of one node's rings.
 struct ShmPort {
     q: Arc<Mem>,
     sock: UnixStream,
+    bell: Arc<Bell>,
     overflow: VecDeque<(Completion, u32)>,
     /// Mailbox slots, as the node declared them at attach (read once: the node could change
     /// the word later).
@@ -55,7 +72,7 @@ impl ShmPort {
 
     fn kick(&self) {
         if self.rings().word(ring::CQ_ARMED).swap(0, Ordering::AcqRel) == 1 {
-            let _ = send_frame(&self.sock, proto::F_DOORBELL, &[], None);
+            self.bell.ring();
         }
     }
 }
@@ -66,17 +83,21 @@ impl Port for ShmPort {
     }
 
     fn deliver(&mut self, from: u32, data: &[u8]) -> Result<(), DevStatus> {
-        let r = self.rings();
-        let head = r.word(ring::MB_HEAD).load(Ordering::Acquire);
-        let tail = r.word(ring::MB_TAIL).load(Ordering::Relaxed);
-        if tail.wrapping_sub(head) >= self.mb_n {
-            return Err(DevStatus::MailboxFull);
-        }
-        self.q.write(Rings::mailbox_off(tail, self.mb_n), data).map_err(|_| DevStatus::TooLong)?;
-        r.word(ring::MB_TAIL).store(tail.wrapping_add(1), Ordering::Release);
-        let c = Completion { kind: CompKind::SmsgRecv, status: DevStatus::Ok, tag: 0, cookie: 0, len: data.len() as u32, peer: from };
-        self.push(c, tail % self.mb_n);
+        Mailbox::new(&self.q, self.mb_n).push(mailbox::DEVICE_ID, None, from, data, DEVICE_PATIENCE)?;
+        self.kick();
         Ok(())
+    }
+
+    fn set_direct(&mut self, on: bool) {
+        self.rings().word(ring::DIRECT).store(on as u32, Ordering::Release);
+    }
+
+    fn peer_gone(&mut self, addr: u32) {
+        if let Some(id) = mailbox::node_id(addr) {
+            if Mailbox::new(&self.q, self.mb_n).break_lock(id) {
+                warn!(addr, "a node died holding a mailbox lock: broken");
+            }
+        }
     }
 
     fn flush(&mut self) {
@@ -99,6 +120,7 @@ pub struct DevServer {
     listener: UnixListener,
     path: PathBuf,
     engine: Arc<Mutex<Engine>>,
+    shared: SharedMap,
 }
 
 impl DevServer {
@@ -116,7 +138,11 @@ impl DevServer {
             std::fs::remove_file(&path)?;
         }
         let listener = UnixListener::bind(&path)?;
-        Ok(DevServer { listener, path, engine: Arc::new(Mutex::new(Engine::new(secret))) })
+        let mut engine = Engine::new(secret);
+        if std::env::var("LNETLAB_DMA_DIRECT").is_ok_and(|v| v == "0") {
+            engine.set_direct(false);
+        }
+        Ok(DevServer { listener, path, engine: Arc::new(Mutex::new(engine)), shared: Arc::default() })
     }
 
     pub fn path(&self) -> &Path {
@@ -139,8 +165,9 @@ impl DevServer {
                 }
             };
             let engine = self.engine.clone();
+            let shared = self.shared.clone();
             std::thread::spawn(move || {
-                if let Err(e) = serve_node(sock, engine) {
+                if let Err(e) = serve_node(sock, engine, shared) {
                     warn!("node connection ended: {e}");
                 }
             });
@@ -166,8 +193,42 @@ fn refuse_with(sock: &UnixStream, ty: u32, status: u32, why: &str) -> std::io::E
     std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_string())
 }
 
-fn serve_node(sock: UnixStream, engine: Arc<Mutex<Engine>>) -> std::io::Result<()> {
+/// A node asks for a peer's mailbox to write into it itself: the peer's queue region and bell,
+/// while the peer is attached and the engine allows direct writes.
+fn answer_peer(sock: &UnixStream, body: &[u8], engine: &Mutex<Engine>, shared: &SharedMap) -> std::io::Result<()> {
+    let Some(addr) = proto::u32_at(body, 0) else {
+        return Err(refuse(sock, proto::F_PEER_OK, "peer: short body"));
+    };
+    let found = {
+        let e = engine.lock().unwrap();
+        if !e.direct_allowed() {
+            Err(proto::ST_NO_DIRECT)
+        } else {
+            shared.lock().unwrap().get(&addr).cloned().filter(|_| e.is_attached(addr)).ok_or(proto::ST_NO_PEER)
+        }
+    };
+    match found {
+        Err(st) => {
+            send_frame(sock, proto::F_PEER_OK, &st.to_le_bytes(), None)?;
+        }
+        Ok(s) => {
+            let gen = Rings { mem: &s.q }.word(ring::GEN).load(Ordering::Acquire);
+            let mut b = proto::ST_OK.to_le_bytes().to_vec();
+            b.extend_from_slice(&gen.to_le_bytes());
+            b.extend_from_slice(&(s.q.len() as u64).to_le_bytes());
+            let qfd = s.q.fd().ok_or_else(|| std::io::Error::other("queue region without an fd"))?;
+            send_frame(sock, proto::F_PEER_OK, &b, Some(qfd.as_raw_fd()))?;
+            send_frame(sock, proto::F_BELL, &[], Some(s.bell.fd()))?;
+        }
+    }
+    Ok(())
+}
+
+fn serve_node(sock: UnixStream, engine: Arc<Mutex<Engine>>, shared: SharedMap) -> std::io::Result<()> {
     let hello = recv_frame(&sock)?.ok_or_else(|| std::io::Error::other("closed before hello"))?;
+    if hello.ty == proto::F_PEER {
+        return answer_peer(&sock, &hello.body, &engine, &shared);
+    }
     if hello.ty == proto::F_CUT {
         // A control client, not a node: cut or heal two addresses, answer, and go.
         let (Some(a), Some(b), Some(on)) = (proto::u32_at(&hello.body, 0), proto::u32_at(&hello.body, 4), proto::u32_at(&hello.body, 8)) else {
@@ -193,38 +254,43 @@ fn serve_node(sock: UnixStream, engine: Arc<Mutex<Engine>>) -> std::io::Result<(
     if qlen as usize != ring::queue_bytes(mb_n) {
         return Err(refuse(&sock, proto::F_HELLO_OK, &format!("queue region of {qlen} bytes for a mailbox of {mb_n} slots, expected {}", ring::queue_bytes(mb_n))));
     }
-    let port = ShmPort { q: q.clone(), sock: sock.try_clone()?, overflow: VecDeque::new(), mb_n };
-    if let Err(e) = engine.lock().unwrap().attach(addr, Box::new(port)) {
+    let bell = match recv_frame(&sock)? {
+        Some(Frame { ty: proto::F_BELL, fd: Some(fd), .. }) => Arc::new(Bell::from_fd(fd).map_err(|e| refuse(&sock, proto::F_HELLO_OK, &format!("bell: {e}")))?),
+        _ => return Err(refuse(&sock, proto::F_HELLO_OK, "expected the node's bell (an eventfd) after its hello")),
+    };
+    let port = ShmPort { q: q.clone(), sock: sock.try_clone()?, bell: bell.clone(), overflow: VecDeque::new(), mb_n };
+    let mut eng = engine.lock().unwrap();
+    if let Err(e) = eng.attach(addr, Box::new(port)) {
         let status = match e {
             AttachError::AddrInUse(_) => proto::ST_ADDR_IN_USE,
             AttachError::DeviceDown => proto::ST_REFUSED,
         };
         return Err(refuse_with(&sock, proto::F_HELLO_OK, status, &e.to_string()));
     }
+    shared.lock().unwrap().insert(addr, Shared { q: q.clone(), bell });
+    drop(eng);
     send_frame(&sock, proto::F_HELLO_OK, &proto::ST_OK.to_le_bytes(), None)?;
     info!(addr, "node attached");
     let res = node_loop(&sock, &engine, addr, &q);
-    engine.lock().unwrap().detach(addr);
+    {
+        let mut eng = engine.lock().unwrap();
+        // Peers with a mapping of this region find it gone at their next write.
+        Rings { mem: &q }.word(ring::GEN).fetch_add(1, Ordering::SeqCst);
+        shared.lock().unwrap().retain(|&a, s| a != addr || !Arc::ptr_eq(&s.q, &q));
+        eng.detach(addr);
+    }
     info!(addr, "node detached");
     res
 }
 
 fn node_loop(sock: &UnixStream, engine: &Mutex<Engine>, addr: u32, q: &Mem) -> std::io::Result<()> {
     let r = Rings::new(q, false).map_err(std::io::Error::other)?;
-    let spin = spin_budget();
-    let copy_spin = copy_spin_budget();
+    // Poll a while before sleeping, as long as that pays (see `Spin`): a doorbell costs a
+    // wakeup, often more than the work.
+    let spin = super::spin::Spin::default();
     loop {
-        let copied = drain(&r, engine, addr)?;
-        // Poll a little before sleeping: a doorbell costs a wakeup, often more than the work.
-        // After a copy the next pull of a pipelined stream is usually microseconds away, so the
-        // copier waits for it briefly; otherwise only the (default 0) general budget applies,
-        // as spinning on few cores steals the CPU the nodes need.
-        let budget = if copied { copy_spin.max(spin) } else { spin };
-        let t0 = std::time::Instant::now();
-        while r.sq_pending() == 0 && t0.elapsed() < budget {
-            std::hint::spin_loop();
-        }
-        if r.sq_pending() != 0 {
+        drain(&r, engine, addr)?;
+        if spin.spin(|| r.sq_pending() != 0) {
             continue;
         }
         r.word(ring::SQ_ARMED).store(1, Ordering::SeqCst);
@@ -232,9 +298,10 @@ fn node_loop(sock: &UnixStream, engine: &Mutex<Engine>, addr: u32, q: &Mem) -> s
             r.word(ring::SQ_ARMED).store(0, Ordering::SeqCst);
             continue;
         }
+        let slept = std::time::Instant::now();
         let Some(f) = recv_frame(sock)? else { return Ok(()) };
         match f.ty {
-            proto::F_DOORBELL => {}
+            proto::F_DOORBELL => spin.woken_after(slept.elapsed()),
             proto::F_REG => {
                 let (Some(len), Some(fd)) = (proto::u64_at(&f.body, 0), f.fd) else {
                     refuse(sock, proto::F_REG_OK, "register: need length and memfd");
@@ -263,18 +330,6 @@ fn node_loop(sock: &UnixStream, engine: &Mutex<Engine>, addr: u32, q: &Mem) -> s
             t => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("unknown frame type {t}"))),
         }
     }
-}
-
-/// How long a waiting thread polls its ring before sleeping (`LNETLAB_SPIN_US`, default 0).
-pub fn spin_budget() -> std::time::Duration {
-    let us = std::env::var("LNETLAB_SPIN_US").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
-    std::time::Duration::from_micros(us)
-}
-
-/// How long the copier polls for the next pull after a copy (`LNETLAB_COPY_SPIN_US`, default 0).
-pub fn copy_spin_budget() -> std::time::Duration {
-    let us = std::env::var("LNETLAB_COPY_SPIN_US").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
-    std::time::Duration::from_micros(us)
 }
 
 /// Executes every queued descriptor of node `addr`. Copies run with the engine unlocked, so
@@ -319,6 +374,7 @@ fn drain(r: &Rings<'_>, engine: &Mutex<Engine>, addr: u32) -> std::io::Result<bo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use super::super::device::CompKind;
     use std::io::Read;
 
     /// Issue 19 item 4: a node that never takes its completions cannot make the device queue
@@ -329,7 +385,7 @@ mod tests {
         let q = Mem::heap(ring::QUEUE_BYTES);
         Rings::new(&q, true).unwrap();
         let (ours, mut theirs) = UnixStream::pair().unwrap();
-        let mut port = ShmPort { q: q.clone(), sock: ours, overflow: VecDeque::new(), mb_n: ring::MB_MIN };
+        let mut port = ShmPort { q: q.clone(), sock: ours, bell: Arc::new(Bell::new().unwrap()), overflow: VecDeque::new(), mb_n: ring::MB_MIN };
         let c = Completion { kind: CompKind::TxDone, status: DevStatus::Ok, tag: 1, cookie: 2, len: 3, peer: 4 };
         for _ in 0..ring::CQ_N as usize + 100_000 {
             port.complete(c);
