@@ -3,7 +3,7 @@
 --   0 event u8 (1 SMSG, 2 TX_SETUP, 3 PULL) | 1 status u8 | 2 reserved u16
 --   4 src u32 | 8 dst u32 | 12 nob u32 | 16 cookie u64 | 24 the SMSG's bytes (SMSG only)
 -- An SMSG carries one DMA LND message (lnd/src/dmalnd/wire.rs): a 24-byte header, then a control
--- body (NOOP, TX_READY, NAK) or an LNet header (IMMEDIATE, PUT_REQ, GET_REQ), which is handed to
+-- body (NOOP, TX_READY, NAK, GET_DONE) or an LNet header (IMMEDIATE, PUT_REQ, GET_REQ), which is handed to
 -- Wireshark's own LNet dissector (behind the 24-byte ksocklnd header it expects), and from there
 -- to its Lustre dissector.
 -- Use: tshark -X lua_script:tools/dmalnd.lua -r dma-dma0.pcap   (or copy it to Wireshark's plugins)
@@ -15,7 +15,7 @@ local events = { [1] = "SMSG", [2] = "TX_SETUP", [3] = "PULL" }
 local statuses = { [0] = "Ok", [1] = "BadKey", [2] = "OutOfBounds", [3] = "NoSuchTx", [4] = "TxConsumed",
     [5] = "NoSuchPeer", [6] = "MailboxFull", [7] = "TooLong", [8] = "BadDesc", [9] = "Cancelled",
     [10] = "Fault", [11] = "Lost" }
-local types = { [0x01] = "NOOP", [0x02] = "TX_READY", [0x03] = "NAK", [0x10] = "IMMEDIATE",
+local types = { [0x01] = "NOOP", [0x02] = "TX_READY", [0x03] = "NAK", [0x04] = "GET_DONE", [0x10] = "IMMEDIATE",
     [0x11] = "PUT_REQ", [0x12] = "GET_REQ" }
 
 local f = fab.fields
@@ -72,7 +72,7 @@ local function dmalnd_message(tvb, pinfo, tree)
     t:add_le(g.dst_nid, tvb(16, 8))
     local name = types[ty] or string.format("type 0x%02x", ty)
     t:append_text(", " .. name .. ", credits " .. tvb(6, 2):le_uint())
-    local need = ({ [0x01] = 24, [0x02] = 52, [0x03] = 36, [0x10] = 24 + LNET_HDR, [0x11] = 24 + LNET_HDR + 20, [0x12] = 24 + LNET_HDR + 8 })[ty]
+    local need = ({ [0x01] = 24, [0x02] = 52, [0x03] = 36, [0x04] = 36, [0x10] = 24 + LNET_HDR, [0x11] = 24 + LNET_HDR + 20, [0x12] = 24 + LNET_HDR + 8 })[ty]
     if need == nil or n < need then
         t:add_proto_expert_info(malformed, need and "body shorter than its type needs" or "unknown type")
         return name
@@ -81,6 +81,8 @@ local function dmalnd_message(tvb, pinfo, tree)
         t:add_le(g.get_tag, tvb(24, 8)); t:add_le(g.cookie, tvb(32, 8)); t:add_le(g.target_tag, tvb(40, 8)); t:add_le(g.nob, tvb(48, 4))
     elseif ty == 0x03 then
         t:add_le(g.tag, tvb(24, 8)); t:add_le(g.status, tvb(32, 4))
+    elseif ty == 0x04 then
+        t:add_le(g.get_tag, tvb(24, 8)); t:add_le(g.nob, tvb(32, 4))
     elseif ty == 0x10 then
         lnet(tvb, 24, n - 24, pinfo, tree)
     elseif ty == 0x11 then

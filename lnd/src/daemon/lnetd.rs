@@ -13,6 +13,7 @@ use crate::sock::SockConfig;
 use crate::wire::{LndType, Net, Nid, ProcessId};
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 use tracing::{error, info};
@@ -99,6 +100,10 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     };
     let incarnation = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() as u64;
     let (tx, rx) = mpsc::channel();
+    // Counts socklnd inputs, so the main loop's poll before sleeping sees them as it sees the
+    // devices' completions.
+    let sock_inputs = Arc::new(AtomicU64::new(0));
+    let spin = crate::dev::spin::Spin::default();
     let mut b = NodeBuilder::new(pid, incarnation);
     b.mem_size(mem as usize);
     if let Some(nid) = nids.iter().find(|n| !matches!(n.net().lnd(), LndType::DMALND | LndType::SOCKLND)) {
@@ -132,7 +137,9 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
             }
             LndType::SOCKLND => {
                 let t = Mutex::new(tx.clone());
+                let seq = sock_inputs.clone();
                 let io = ThreadIo::new(Arc::new(move || {
+                    seq.fetch_add(1, Ordering::Release);
                     let _ = t.lock().unwrap().send(Input::Wake);
                 }));
                 b.tcp(*nid, Box::new(io), scfg.clone());
@@ -199,6 +206,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     writeln!(out, "{}", serde_json::json!({"ready": true, "nids": nids, "pid": pid}))?;
     out.flush()?;
     loop {
+        let seen = sock_inputs.load(Ordering::Acquire);
         ctl.node.step();
         for e in ctl.drain_events() {
             writeln!(out, "{e}")?;
@@ -248,8 +256,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         // Poll the devices a while first when that has paid lately (a reply is often
         // microseconds away; a sleep costs two thread wake-ups), then sleep only when no
         // completion is pending (arming first closes the race).
-        let spinner = dma.iter().find_map(|d| d.waker.as_ref());
-        let spun = spinner.is_some_and(|w| w.spinner().spin(|| dma.iter().any(|d| d.waker.as_ref().is_some_and(|w| w.pending()))));
+        let spun = spin.spin(|| sock_inputs.load(Ordering::Acquire) != seen || dma.iter().any(|d| d.waker.as_ref().is_some_and(|w| w.pending())));
         let mut armed = !spun;
         for d in dma.iter().filter(|_| !spun) {
             armed &= d.waker.as_ref().map(|w| w.arm()).unwrap_or(true);
@@ -259,9 +266,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         let slept = std::time::Instant::now();
         let got = rx.recv_timeout(timeout);
         if armed && matches!(got, Ok(Input::Wake)) {
-            if let Some(w) = dma.iter().find_map(|d| d.waker.as_ref()) {
-                w.spinner().woken_after(slept.elapsed());
-            }
+            spin.woken_after(slept.elapsed());
         }
         match got {
             Ok(Input::Line(l)) if l.trim().is_empty() => {}

@@ -343,6 +343,71 @@ mod tests {
 
     use super::*;
 
+    fn recv_all(d: &mut ShmDevice) -> Vec<(CompKind, u32, Vec<u8>)> {
+        let mut got = Vec::new();
+        d.poll(&mut |c, b| got.push((c.kind, c.peer, b.to_vec())));
+        got
+    }
+
+    /// Issue 13: a short message goes straight from node to node while the device has nothing
+    /// to apply to it, and through the device (in order) once it has (a cut); a node that dies
+    /// holding a peer's mailbox lock has it broken, and its last message still comes before
+    /// the device says it is gone.
+    #[test]
+    #[cfg_attr(miri, ignore = "memfds and sockets are not available under Miri")]
+    fn short_messages_go_direct_unless_the_device_must_see_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = super::super::server::DevServer::bind(dir.path(), 1).unwrap();
+        let engine = srv.engine();
+        std::thread::spawn(move || srv.run());
+        let wait = Duration::from_secs(10);
+        let mut a = ShmDevice::connect_within(dir.path(), 1, 1 << 16, ring::MB_MIN, wait).unwrap();
+        let mut b = ShmDevice::connect_within(dir.path(), 2, 1 << 16, ring::MB_MIN, wait).unwrap();
+        let smsg = |d: &mut ShmDevice, dst: u32, x: u8| {
+            d.submit(&Desc { tag: 0, op: Op::Smsg { dst, data: vec![x; 10] } }).unwrap();
+            d.doorbell();
+        };
+        smsg(&mut a, 2, 1);
+        assert_eq!(recv_all(&mut b), [(CompKind::SmsgRecv, 1, vec![1; 10])]);
+        assert_eq!((a.direct_stats().0, engine.lock().unwrap().stats.smsgs), (1, 0), "written by the sender itself");
+        assert_eq!(recv_all(&mut a).iter().map(|c| c.0).collect::<Vec<_>>(), [CompKind::SmsgSent]);
+        // A cut anywhere: the device must see every SMSG again.
+        engine.lock().unwrap().set_cut(7, 8, true);
+        smsg(&mut a, 2, 2);
+        smsg(&mut a, 2, 3);
+        let t0 = std::time::Instant::now();
+        let mut got = Vec::new();
+        while got.len() < 2 && t0.elapsed() < wait {
+            got.extend(recv_all(&mut b));
+        }
+        assert_eq!(got, [(CompKind::SmsgRecv, 1, vec![2; 10]), (CompKind::SmsgRecv, 1, vec![3; 10])]);
+        assert_eq!(engine.lock().unwrap().stats.smsgs, 2, "through the device");
+        let mut done = 0;
+        while done < 2 && t0.elapsed() < wait {
+            done += recv_all(&mut a).len();
+        }
+        assert_eq!(done, 2, "both completed: later SMSGs may go direct again");
+        engine.lock().unwrap().set_cut(7, 8, false);
+        // Node 3 writes directly, then dies holding b's lock: b hears its message, then that it
+        // is gone; the device broke the lock, so a writes again.
+        let mut c = ShmDevice::connect_within(dir.path(), 3, 1 << 16, ring::MB_MIN, wait).unwrap();
+        smsg(&mut c, 2, 4);
+        assert_eq!(c.direct_stats().0, 1);
+        Rings { mem: b.queue() }.word(ring::MB_LOCK).store(mailbox::node_id(3).unwrap(), Ordering::SeqCst);
+        drop(c);
+        let t0 = std::time::Instant::now();
+        let mut got = Vec::new();
+        while !got.iter().any(|g: &(CompKind, u32, Vec<u8>)| g.0 == CompKind::PeerDown) && t0.elapsed() < wait {
+            got.extend(recv_all(&mut b));
+        }
+        assert_eq!(got, [(CompKind::SmsgRecv, 3, vec![4; 10]), (CompKind::PeerDown, 3, vec![])]);
+        assert_eq!(Rings { mem: b.queue() }.word(ring::MB_LOCK).load(Ordering::SeqCst), 0, "broken by the device");
+        std::thread::sleep(Duration::from_millis(1100)); // past the cut's "ask again later"
+        smsg(&mut a, 2, 5);
+        assert_eq!(recv_all(&mut b), [(CompKind::SmsgRecv, 1, vec![5; 10])]);
+        assert_eq!(engine.lock().unwrap().stats.smsgs, 2, "direct again");
+    }
+
     /// A node killed and started again at once (a restart fault) can find its address still
     /// held by its dead self until the device notices the hang-up: it must wait for the
     /// address, not fail (which ends the new node: "node oss1 exited while node oss1 was

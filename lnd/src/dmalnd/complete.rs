@@ -5,6 +5,7 @@ use super::wire::{self, Body, MsgRepr};
 use super::{dev_errno, finalize, DmaLnd, Rx, Tx, BOUNCE_RETRY_MS, NOOP_TAG};
 use crate::dev::{CompKind, Completion, Desc, DevStatus, DmaDevice, Op};
 use crate::lnet::{errno, Lnet, Parsed};
+use crate::mem::iov_write;
 use crate::wire::{HdrRepr, MsgType, Nid};
 use tracing::{debug, warn};
 
@@ -195,6 +196,25 @@ impl<D: DmaDevice> DmaLnd<D> {
                     self.stats.bad_msgs += 1;
                     warn!(peer = from, get_tag, "TX_READY for no GET of ours ({other:?})");
                     self.nak(from, target_tag, errno::EPROTO);
+                }
+            },
+            Body::GetDone { get_tag, payload } => match self.txs.remove_if(get_tag, |t| matches!(t, Tx::GetReq { peer, .. } if *peer == from)) {
+                Some(Tx::GetReq { msg, .. }) => match lnet.create_reply_msg(msg, payload.len() as u64) {
+                    Ok((reply, iov, mlen)) => {
+                        let n = (mlen as usize).min(payload.len());
+                        let st = match iov_write(self.dev.mem(), &iov, &payload[..n]) {
+                            Ok(_) => 0,
+                            Err(_) => errno::EIO,
+                        };
+                        lnet.recycle_iov(iov);
+                        finalize(lnet, msg, 0);
+                        finalize(lnet, reply, st);
+                    }
+                    Err(e) => finalize(lnet, msg, e),
+                },
+                other => {
+                    self.stats.bad_msgs += 1;
+                    warn!(peer = from, get_tag, "GET_DONE for no GET of ours ({other:?})");
                 }
             },
             Body::Nak { tag, status } => {

@@ -15,7 +15,7 @@ use crate::lnet::health::HealthStatus;
 pub use hstatus::hstatus;
 use hstatus::finalize;
 use crate::lnet::{errno, Lnet, LndRecv, LndSend, MsgId, NiIdx};
-use crate::mem::{iov_read, iov_write};
+use crate::mem::{iov_len, iov_read, iov_write};
 use crate::wire::{HdrRepr, MsgType, Nid};
 
 use std::collections::{HashMap, VecDeque};
@@ -51,6 +51,8 @@ pub struct DmaLndStats {
     pub immediate: u64,
     pub put_rdma: u64,
     pub get_rdma: u64,
+    /// GETs answered with the reply inline (GET_DONE): small replies, nothing staged.
+    pub get_immediate: u64,
     pub naks_sent: u64,
     pub naks_received: u64,
     pub noops: u64,
@@ -393,7 +395,7 @@ impl<D: DmaDevice + 'static> Lnd for DmaLnd<D> {
 
     fn path_counters(&self) -> Vec<(&'static str, u64)> {
         let s = &self.stats;
-        vec![("bad_msgs", s.bad_msgs), ("credit_stalls", s.credit_stalls), ("dev_errors", s.dev_errors), ("get_rdma", s.get_rdma), ("immediate", s.immediate), ("naks_received", s.naks_received), ("naks_sent", s.naks_sent), ("put_rdma", s.put_rdma)]
+        vec![("bad_msgs", s.bad_msgs), ("credit_stalls", s.credit_stalls), ("dev_errors", s.dev_errors), ("get_immediate", s.get_immediate), ("get_rdma", s.get_rdma), ("immediate", s.immediate), ("naks_received", s.naks_received), ("naks_sent", s.naks_sent), ("put_rdma", s.put_rdma)]
     }
 
     fn busy(&self) -> usize {
@@ -486,6 +488,25 @@ impl<D: DmaDevice + 'static> Lnd for DmaLnd<D> {
                 None => self.nak(peer, src_tag, errno::ENODATA),
             },
             Rx::GetReq { peer, get_tag } => match m.msg {
+                Some(msg) if m.rdma_req && iov_len(&m.iov) as usize <= self.cfg.max_immediate => {
+                    // A small reply goes inline: nothing to stage, nothing for the initiator
+                    // to pull (`kiblnd` sends small replies as immediate messages too).
+                    self.scratch.clear();
+                    let ok = iov_read(self.dev.mem(), &m.iov, &mut self.scratch).is_ok();
+                    lnet.recycle_iov(m.iov);
+                    if !ok {
+                        lnet.finalize_hs(msg, errno::EIO, HealthStatus::LocalError);
+                        self.nak(peer, get_tag, errno::EIO);
+                    } else {
+                        // Sent as a control message (as TX_READY is): a full mailbox sends it
+                        // again. The bytes are in the message, so the MD is free now.
+                        let payload = std::mem::take(&mut self.scratch);
+                        self.stats.get_immediate += 1;
+                        self.queue(peer, 0, Body::GetDone { get_tag, payload: &payload });
+                        self.scratch = payload;
+                        finalize(lnet, msg, 0);
+                    }
+                }
                 Some(msg) if m.rdma_req => {
                     let tag = self.new_tx(lnet, Tx::ReplySetup { msg, peer, get_tag });
                     let key = self.dev.key();

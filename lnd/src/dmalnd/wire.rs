@@ -7,6 +7,7 @@
 //! NOOP      0x01  -
 //! TX_READY  0x02  get_tag u64, tx cookie u64, target_tag u64, nob u32     "pull from here"
 //! NAK       0x03  tag u64, status i32                                    "no / failed"
+//! GET_DONE  0x04  get_tag u64, nob u32, payload[nob]      a small REPLY's bytes, inline
 //! IMMEDIATE 0x10  lnet_hdr[72], payload[hdr.payload_length]
 //! PUT_REQ   0x11  lnet_hdr[72], src_tag u64, tx cookie u64, nob u32      (tx already set up)
 //! GET_REQ   0x12  lnet_hdr[72], get_tag u64
@@ -28,6 +29,7 @@ pub mod ty {
     pub const NOOP: u8 = 0x01;
     pub const TX_READY: u8 = 0x02;
     pub const NAK: u8 = 0x03;
+    pub const GET_DONE: u8 = 0x04;
     pub const IMMEDIATE: u8 = 0x10;
     pub const PUT_REQ: u8 = 0x11;
     pub const GET_REQ: u8 = 0x12;
@@ -43,6 +45,9 @@ pub enum Body<'a> {
     Noop,
     TxReady { get_tag: u64, cookie: u64, target_tag: u64, nob: u32 },
     Nak { tag: u64, status: i32 },
+    /// The target of GET `get_tag` sends the reply's bytes in the message itself (at most
+    /// `MAX_IMMEDIATE`): nothing to stage or pull.
+    GetDone { get_tag: u64, payload: &'a [u8] },
     Immediate { hdr: HdrRepr, payload: &'a [u8] },
     PutReq { hdr: HdrRepr, src_tag: u64, cookie: u64, nob: u32 },
     GetReq { hdr: HdrRepr, get_tag: u64 },
@@ -54,6 +59,7 @@ impl Body<'_> {
             Body::Noop => ty::NOOP,
             Body::TxReady { .. } => ty::TX_READY,
             Body::Nak { .. } => ty::NAK,
+            Body::GetDone { .. } => ty::GET_DONE,
             Body::Immediate { .. } => ty::IMMEDIATE,
             Body::PutReq { .. } => ty::PUT_REQ,
             Body::GetReq { .. } => ty::GET_REQ,
@@ -125,6 +131,13 @@ impl<'a> MsgRepr<'a> {
                 exact(HDR + 12)?;
                 Body::Nak { tag: u64_at(b, 24), status: u32_at(b, 32) as i32 }
             }
+            ty::GET_DONE => {
+                if b.len() < HDR + 12 {
+                    return Err(DmaWireError::Length { ty: t, got: b.len(), want: HDR + 12 });
+                }
+                exact(HDR + 12 + u32_at(b, 32) as usize)?;
+                Body::GetDone { get_tag: u64_at(b, 24), payload: &b[HDR + 12..] }
+            }
             ty::IMMEDIATE => {
                 let hdr = lnet_hdr()?;
                 exact(HDR + HDR_LEN + hdr.payload_length as usize)?;
@@ -164,6 +177,11 @@ impl<'a> MsgRepr<'a> {
             Body::Nak { tag, status } => {
                 out.extend_from_slice(&tag.to_le_bytes());
                 out.extend_from_slice(&status.to_le_bytes());
+            }
+            Body::GetDone { get_tag, payload } => {
+                out.extend_from_slice(&get_tag.to_le_bytes());
+                out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+                out.extend_from_slice(payload);
             }
             Body::Immediate { hdr, payload } => {
                 out.extend_from_slice(&hdr.to_bytes());
@@ -225,12 +243,34 @@ mod tests {
     }
 
     #[test]
+    fn golden_get_done_bytes() {
+        let m = MsgRepr { credits: 1, src_nid: "2@dma".parse().unwrap(), dst_nid: "1@dma".parse().unwrap(), body: Body::GetDone { get_tag: 7, payload: b"ab" } };
+        let mut b = Vec::new();
+        m.emit(&mut b);
+        assert_eq!(
+            b,
+            [
+                0x44, 0x4c, 0x4d, 0x44, 1, 0x04, 1, 0, // magic, version, type, credits
+                2, 0, 0, 0, 0, 0, 0xd4, 0, // src 2@dma
+                1, 0, 0, 0, 0, 0, 0xd4, 0, // dst 1@dma
+                7, 0, 0, 0, 0, 0, 0, 0, // get_tag
+                2, 0, 0, 0, b'a', b'b' // nob, payload
+            ]
+        );
+        assert_eq!(MsgRepr::parse(&b).unwrap(), m);
+        assert!(is_control(b[5]), "handled by the LND: it finishes a GET of ours");
+        assert!(matches!(MsgRepr::parse(&b[..HDR + 8]), Err(DmaWireError::Length { .. })));
+    }
+
+    #[test]
     fn every_type_round_trips_and_checks_length() {
         let payload = [9u8; 5];
         let bodies = [
             Body::Noop,
             Body::TxReady { get_tag: 1, cookie: 2, target_tag: 3, nob: 4 },
             Body::Nak { tag: 5, status: -5 },
+            Body::GetDone { get_tag: 9, payload: &payload },
+            Body::GetDone { get_tag: 10, payload: &[] },
             Body::Immediate { hdr: hdr(5), payload: &payload },
             Body::PutReq { hdr: hdr(1 << 20), src_tag: 6, cookie: 7, nob: 1 << 20 },
             Body::GetReq { hdr: hdr(0), get_tag: 8 },

@@ -225,12 +225,17 @@ impl Ost {
     }
 
     pub fn write(&mut self, oid: u64, off: u64, data: &[u8]) -> Result<(), i32> {
+        self.write_vec(oid, off, data.to_vec())
+    }
+
+    /// [`Ost::write`] of bytes the caller hands over (no copy into the journal).
+    pub fn write_vec(&mut self, oid: u64, off: u64, data: Vec<u8>) -> Result<(), i32> {
         let size = self.size(oid)?;
         let end = Self::extent_end(off, data.len() as u64)?;
         if end > size {
             self.resize(oid, end)?;
         }
-        self.journal.push(oid, Change::Write { off, data: data.to_vec() });
+        self.journal.push(oid, Change::Write { off, data });
         Ok(())
     }
 

@@ -30,7 +30,7 @@ impl Osc {
         let mut rec = serde_json::json!({"rpc": opc::name(body.opc), "xid": rpc.xid, "ost": self.job.targets[rpc.t].0, "status": body.status});
         // A digest of the bulk data moved (never the bytes themselves).
         let digest = match op {
-            Op::Write { .. } => rpc.cksum.or_else(|| self.data_of(op).map(|d| crc32c(0, &d))),
+            Op::Write { .. } => rpc.cksum.or_else(|| rpc.data.as_deref().map(|d| crc32c(0, d))).or_else(|| self.data_of(op).map(|d| crc32c(0, &d))),
             Op::Read { .. } => read.as_ref().map(|d| crc32c(0, d)),
             _ => None,
         };

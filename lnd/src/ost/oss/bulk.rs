@@ -60,7 +60,11 @@ impl Oss {
             match o.read(ioo.oid, nb.offset, nb.len as usize) {
                 Ok(d) => {
                     let short = d.len() < nb.len as usize;
-                    data.extend(d);
+                    if data.is_empty() {
+                        data = d; // one extent (the usual case): no second copy
+                    } else {
+                        data.extend(d);
+                    }
                     if short {
                         break;
                     }
@@ -115,7 +119,7 @@ impl Oss {
                 }
                 let (status, rcs) = match self.mutants.on_write(ost, oid, &niobufs, &mut data, cksum.is_some_and(|c| c != ours)) {
                     Verdict::Drop => (0, vec![0; niobufs.len()]),
-                    Verdict::Write => self.write_pages(ost, oid, &niobufs, &data),
+                    Verdict::Write => self.write_pages(ost, oid, &niobufs, data),
                 };
                 let transno = if status == 0 { self.transno(&req, ost) } else { 0 };
                 if self.osts[&ost].uncommitted_bytes() > super::CACHE_LIMIT {
@@ -151,8 +155,16 @@ impl Oss {
 
     /// Writes the niobufs' pages: per-niobuf return codes (ENOSPC there, with status 0, as
     /// `tgt_brw_write` sets `rcs`), or another error as the status.
-    fn write_pages(&mut self, ost: u32, oid: u64, nbs: &[NioBuf], data: &[u8]) -> (i32, Vec<i32>) {
+    fn write_pages(&mut self, ost: u32, oid: u64, nbs: &[NioBuf], data: Vec<u8>) -> (i32, Vec<i32>) {
         let Some(o) = self.osts.get_mut(&ost) else { return (ENODEV, vec![]) };
+        if let [nb] = nbs {
+            // One extent (the usual 1 MiB chunk): the received bytes go to the journal as they are.
+            return match o.write_vec(oid, nb.offset, data) {
+                Ok(()) => (0, vec![0]),
+                Err(ENOSPC) => (0, vec![ENOSPC]),
+                Err(e) => (e, vec![]),
+            };
+        }
         let mut rcs = vec![0; nbs.len()];
         let mut at = 0usize;
         for (i, nb) in nbs.iter().enumerate() {
