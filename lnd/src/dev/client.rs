@@ -326,10 +326,7 @@ mod tests {
     #[test]
     #[cfg_attr(miri, ignore = "sockets are not available under Miri")]
     fn a_control_client_cuts_and_heals_the_fabric() {
-        let dir = tempfile::tempdir().unwrap();
-        let server = super::super::server::DevServer::bind(dir.path(), 1).unwrap();
-        let engine = server.engine();
-        std::thread::spawn(move || server.run());
+        let (dir, engine) = device();
         cut(dir.path(), 3, 4, true).unwrap();
         assert!(engine.lock().unwrap().is_cut(4, 3), "both ways");
         cut(dir.path(), 4, 3, false).unwrap();
@@ -342,6 +339,15 @@ mod tests {
     }
 
     use super::*;
+
+    /// A running device on a fresh fabric directory, and its engine.
+    fn device() -> (tempfile::TempDir, Arc<std::sync::Mutex<super::super::engine::Engine>>) {
+        let dir = tempfile::tempdir().unwrap();
+        let server = super::super::server::DevServer::bind(dir.path(), 1).unwrap();
+        let engine = server.engine();
+        std::thread::spawn(move || server.run());
+        (dir, engine)
+    }
 
     fn recv_all(d: &mut ShmDevice) -> Vec<(CompKind, u32, Vec<u8>)> {
         let mut got = Vec::new();
@@ -356,10 +362,7 @@ mod tests {
     #[test]
     #[cfg_attr(miri, ignore = "memfds and sockets are not available under Miri")]
     fn short_messages_go_direct_unless_the_device_must_see_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let srv = super::super::server::DevServer::bind(dir.path(), 1).unwrap();
-        let engine = srv.engine();
-        std::thread::spawn(move || srv.run());
+        let (dir, engine) = device();
         let wait = Duration::from_secs(10);
         let mut a = ShmDevice::connect_within(dir.path(), 1, 1 << 16, ring::MB_MIN, wait).unwrap();
         let mut b = ShmDevice::connect_within(dir.path(), 2, 1 << 16, ring::MB_MIN, wait).unwrap();
@@ -395,7 +398,11 @@ mod tests {
         assert_eq!(c.direct_stats().0, 1);
         Rings { mem: b.queue() }.word(ring::MB_LOCK).store(mailbox::node_id(3).unwrap(), Ordering::SeqCst);
         drop(c);
+        // Both are waiting before b looks: the order is the merge's, not the timing's.
         let t0 = std::time::Instant::now();
+        while engine.lock().unwrap().is_attached(3) && t0.elapsed() < wait {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let mut got = Vec::new();
         while !got.iter().any(|g: &(CompKind, u32, Vec<u8>)| g.0 == CompKind::PeerDown) && t0.elapsed() < wait {
             got.extend(recv_all(&mut b));
@@ -415,9 +422,7 @@ mod tests {
     #[test]
     #[cfg_attr(miri, ignore = "memfds and sockets are not available under Miri")]
     fn a_node_that_comes_back_at_once_gets_its_address() {
-        let dir = tempfile::tempdir().unwrap();
-        let srv = super::super::server::DevServer::bind(dir.path(), 1).unwrap();
-        std::thread::spawn(move || srv.run());
+        let (dir, _) = device();
         let wait = Duration::from_secs(10);
         // The old incarnation, not yet noticed gone: it lets go 200 ms after the new one asks.
         let old = ShmDevice::connect_within(dir.path(), 7, 1 << 16, ring::MB_MIN, wait).unwrap();
