@@ -5,7 +5,7 @@ use crate::dev::server::DevServer;
 use std::path::PathBuf;
 
 pub fn main(args: &[String]) -> anyhow::Result<()> {
-    let a = super::parse_args(args, &["fabric", "log", "seed", "corrupt-rate", "faults", "pcap", "cut"], &["exit-on-stdin-close", "probe"])?;
+    let a = super::parse_args(args, &["fabric", "log", "seed", "corrupt-rate", "faults", "pcap", "cut", "control"], &["exit-on-stdin-close", "probe"])?;
     if let Some(c) = a.get("cut") {
         // Cut or heal two addresses of the device serving this fabric (from inside a container).
         let dir = PathBuf::from(a.get("fabric").ok_or_else(|| anyhow::anyhow!("--fabric DIR is required"))?);
@@ -38,6 +38,25 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         let cfg: crate::dev::engine::FaultConfig = serde_json::from_str(f).map_err(|e| anyhow::anyhow!("--faults `{f}`: {e} (fields: corrupt, txfail, pullfail, mailbox, late, late_ms, lost)"))?;
         tracing::info!(?cfg, "injecting device faults");
         server.engine().lock().unwrap().set_faults(cfg, seed);
+    }
+    if let Some(addr) = a.get("control") {
+        // Commands (`cut A B on|off`) over TCP from the run's harness on another host.
+        let token = super::endpoint::token_from_env()?;
+        let remote = super::endpoint::Remote::default();
+        let (engine, out) = (server.engine(), remote.clone());
+        let bound = super::endpoint::serve(addr, token, remote, move |l| {
+            let reply = match parse_command(&l) {
+                Ok(Command::Cut(x, y, on)) => {
+                    tracing::info!(x, y, on, "fabric cut (control endpoint)");
+                    engine.lock().unwrap().set_cut(x, y, on);
+                    serde_json::json!({"ok": l.trim()})
+                }
+                Err(e) => serde_json::json!({"error": e}),
+            };
+            super::endpoint::copy_to(&out, &reply.to_string());
+            true
+        })?;
+        println!("{}", serde_json::json!({"control": bound.to_string()}));
     }
     // Terminate cleanly on SIGTERM/SIGINT so the socket file goes away.
     let path = server.path().to_path_buf();

@@ -58,7 +58,7 @@ fn doorbell_thread(w: &ShmWaker, k: usize, tx: mpsc::Sender<Input>) -> std::io::
     Ok(())
 }
 
-const USAGE_KEYS: &[&str] = &["fabric", "nid", "mem", "log", "pid", "peer-credits", "route", "port", "pcap", "router-buffers", "trace", "wait-device", "tcp-ports", "t0", "mailbox", "peer", "ni-priority", "health-sensitivity", "retry-count", "transaction-timeout", "recovery-interval"];
+const USAGE_KEYS: &[&str] = &["fabric", "nid", "mem", "log", "pid", "peer-credits", "route", "port", "pcap", "router-buffers", "trace", "wait-device", "tcp-ports", "t0", "mailbox", "peer", "ni-priority", "health-sensitivity", "retry-count", "transaction-timeout", "recovery-interval", "control"];
 
 pub fn main(args: &[String]) -> anyhow::Result<()> {
     let a = super::parse_args(args, USAGE_KEYS, &["routing", "multi-rail"])?;
@@ -201,15 +201,31 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         }
     }
 
+    // `--control ADDR`: the same JSON lines over TCP, for a harness on another host; replies
+    // and events are copied to the controller that presented the run's token.
+    let remote = super::endpoint::Remote::default();
+    let control = match a.get("control") {
+        Some(addr) => {
+            let token = super::endpoint::token_from_env()?;
+            let txc = Mutex::new(tx.clone());
+            Some(super::endpoint::serve(addr, token, remote.clone(), move |l| txc.lock().unwrap().send(Input::Line(l)).is_ok())?.to_string())
+        }
+        None => None,
+    };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    writeln!(out, "{}", serde_json::json!({"ready": true, "nids": nids, "pid": pid}))?;
+    let say = |out: &mut std::io::StdoutLock, v: &dyn std::fmt::Display| -> std::io::Result<()> {
+        let line = v.to_string();
+        super::endpoint::copy_to(&remote, &line);
+        writeln!(out, "{line}")
+    };
+    say(&mut out, &serde_json::json!({"ready": true, "nids": nids, "pid": pid, "control": control}))?;
     out.flush()?;
     loop {
         let seen = sock_inputs.load(Ordering::Acquire);
         ctl.node.step();
         for e in ctl.drain_events() {
-            writeln!(out, "{e}")?;
+            say(&mut out, &e)?;
         }
         out.flush()?;
         if ctl.quit {
@@ -218,7 +234,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
             while !ctl.node.idle() && t0.elapsed() < Duration::from_secs(2) {
                 ctl.node.step();
                 for e in ctl.drain_events() {
-                    writeln!(out, "{e}")?;
+                    say(&mut out, &e)?;
                 }
                 std::thread::sleep(Duration::from_millis(1));
             }
@@ -272,7 +288,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
             Ok(Input::Line(l)) if l.trim().is_empty() => {}
             Ok(Input::Line(l)) => {
                 let r = ctl.handle_line(&l);
-                writeln!(out, "{r}")?;
+                say(&mut out, &r)?;
             }
             Ok(Input::Wake) | Err(mpsc::RecvTimeoutError::Timeout) => {}
             Ok(Input::Eof) | Err(mpsc::RecvTimeoutError::Disconnected) => {

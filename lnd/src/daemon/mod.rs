@@ -3,6 +3,7 @@
 
 pub mod control;
 pub mod dmadev;
+pub mod endpoint;
 pub mod inspect;
 pub mod lnetd;
 

@@ -9,6 +9,7 @@ mod device;
 mod direct;
 pub mod engine;
 pub mod inproc;
+pub mod link;
 pub mod mailbox;
 pub mod proto;
 pub mod ring;
