@@ -32,6 +32,11 @@ impl Sandbox {
     fn run(&self, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_lnetlab")).args(args).env("TMPDIR", self.p("tmp")).env("XDG_STATE_HOME", self.p("state")).env_remove("LNETLAB_STATE_DIR").output().unwrap()
     }
+    /// `lnetlab up SPEC --seed SEED`, artifacts in the sandbox; it must succeed.
+    fn up(&self, spec: &std::path::Path, seed: &str) {
+        let up = self.run(&["up", spec.to_str().unwrap(), "--seed", seed, "--artifacts", self.p("runs").to_str().unwrap()]);
+        assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+    }
     /// Runs `lnetlab ctl …`, which must succeed; its stdout as YAML.
     fn ctl(&self, args: &[&str]) -> Y {
         let mut a = vec!["ctl"];
@@ -101,8 +106,7 @@ fn ctl_pings_shows_counts_and_injects_faults_on_an_up_cluster() {
     let sb = Sandbox::new();
     let spec = root().join("clusters/quickstart.yaml");
     fails(&sb, &["ctl", "c1", "stats", "show"], "no cluster is up", Duration::from_secs(5));
-    let up = sb.run(&["up", spec.to_str().unwrap(), "--seed", "5", "--artifacts", sb.p("runs").to_str().unwrap()]);
-    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+    sb.up(&spec, "5");
     let st: Value = serde_json::from_slice(&sb.run(&["status", "--json"]).stdout).unwrap();
     let nids = |node: &str| -> Vec<String> { st["nodes"].as_array().unwrap().iter().find(|n| n["name"] == node).unwrap()["nids"].as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()).collect() };
     let oss = nids("oss1");
@@ -234,8 +238,7 @@ fn ctl_reaches_a_kept_sim_run() {
 fn a_fault_file_is_applied_to_an_up_cluster() {
     let sb = Sandbox::new();
     let spec = root().join("clusters/quickstart.yaml");
-    let up = sb.run(&["up", spec.to_str().unwrap(), "--seed", "7", "--artifacts", sb.p("runs").to_str().unwrap()]);
-    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+    sb.up(&spec, "7");
     let f = sb.p("faults.yaml");
     std::fs::write(&f, "faults:\n  - {kind: lnet_delay, node: oss1, src: c1, portal: 6, type: PUT, interval: 2, latency: 20ms}\n  - {kind: pause, node: c2, at: 100ms, duration: 300ms}\n  - {kind: partition, between: [[c3], [oss1]], at: 50ms, duration: 100ms}\n").unwrap();
     let o = sb.run(&["fault", f.to_str().unwrap(), "--json"]);
@@ -275,8 +278,7 @@ fn a_fault_file_is_applied_to_an_up_cluster() {
 fn ctl_discover_shows_a_multi_rail_peer() {
     let sb = Sandbox::new();
     let spec = root().join("clusters/multirail.yaml");
-    let up = sb.run(&["up", spec.to_str().unwrap(), "--seed", "5", "--artifacts", sb.p("runs").to_str().unwrap()]);
-    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+    sb.up(&spec, "5");
     let st: Value = serde_json::from_slice(&sb.run(&["status", "--json"]).stdout).unwrap();
     let oss: Vec<String> = st["nodes"].as_array().unwrap().iter().find(|n| n["name"] == "oss1").unwrap()["nids"].as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()).collect();
     let d = sb.ctl(&["c1", "discover", &oss[0]]);

@@ -207,11 +207,6 @@ impl ShmWaker {
         Ok(ShmWaker { q: self.q.clone(), sock: self.sock.try_clone()?, bell: self.bell.clone(), local: self.local.clone(), spin: self.spin.clone() })
     }
 
-    /// The adaptive spin this waiter uses before it sleeps.
-    pub fn spinner(&self) -> &Spin {
-        &self.spin
-    }
-
     /// Polls for a while (adaptively, see [`Spin`]), then arms and sleeps until work is
     /// pending or `timeout` passes.
     pub fn wait(&self, timeout: Option<Duration>) -> Result<(), DevError> {
@@ -297,7 +292,7 @@ impl DmaDevice for ShmDevice {
             if !cq_ready {
                 break;
             }
-            if let Some((c, _)) = r.read_comp(head) {
+            if let Some(c) = r.read_comp(head) {
                 match c.kind {
                     CompKind::SmsgSent => {
                         if let Some(k) = self.routed.get_mut(&c.peer) {

@@ -117,7 +117,7 @@ impl Peers {
                 } else {
                     match Mailbox::new(&m.q, m.mb_n).push(id, Some(m.gen), from, data, PATIENCE) {
                         Ok(()) => {
-                            if r.word(ring::CQ_ARMED).swap(0, Ordering::AcqRel) == 1 {
+                            if r.disarm() {
                                 m.bell.ring();
                             }
                             Ok(DevStatus::Ok)

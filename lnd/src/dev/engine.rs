@@ -201,11 +201,10 @@ impl Engine {
         !self.cut.is_empty() && self.cut.contains(&(a, b))
     }
 
-    pub fn attach(&mut self, addr: u32, port: Box<dyn Port>) -> Result<(), AttachError> {
+    pub fn attach(&mut self, addr: u32, mut port: Box<dyn Port>) -> Result<(), AttachError> {
         if self.ports.contains_key(&addr) {
             return Err(AttachError::AddrInUse(addr));
         }
-        let mut port = port;
         port.set_direct(self.direct_allowed());
         self.ports.insert(addr, port);
         Ok(())

@@ -205,7 +205,7 @@ impl<'a> Rings<'a> {
         Ok(Desc { tag, op })
     }
 
-    pub fn write_comp(&self, i: u32, c: &Completion, mb_slot: u32) {
+    pub fn write_comp(&self, i: u32, c: &Completion) {
         let mut b = [0u8; COMP_SZ as usize];
         b[0] = c.kind as u8;
         b[1] = c.status as u8;
@@ -213,12 +213,11 @@ impl<'a> Rings<'a> {
         b[8..16].copy_from_slice(&c.tag.to_le_bytes());
         b[16..24].copy_from_slice(&c.cookie.to_le_bytes());
         b[24..28].copy_from_slice(&c.peer.to_le_bytes());
-        b[28..32].copy_from_slice(&mb_slot.to_le_bytes());
         self.mem.write(CQ_OFF + (i % CQ_N) as u64 * COMP_SZ, &b).expect("cq slot in bounds");
     }
 
-    /// Reads completion slot `i` and its mailbox slot number.
-    pub fn read_comp(&self, i: u32) -> Option<(Completion, u32)> {
+    /// Reads completion slot `i`.
+    pub fn read_comp(&self, i: u32) -> Option<Completion> {
         let mut b = [0u8; COMP_SZ as usize];
         self.mem.read(CQ_OFF + (i % CQ_N) as u64 * COMP_SZ, &mut b).ok()?;
         let c = Completion {
@@ -229,7 +228,7 @@ impl<'a> Rings<'a> {
             cookie: u64::from_le_bytes(b[16..24].try_into().unwrap()),
             peer: u32::from_le_bytes(b[24..28].try_into().unwrap()),
         };
-        Some((c, u32::from_le_bytes(b[28..32].try_into().unwrap())))
+        Some(c)
     }
 
     /// Where mailbox slot `slot` (a running count) lies in a mailbox of `mb_n` slots.
@@ -240,6 +239,12 @@ impl<'a> Rings<'a> {
     /// Where the header of mailbox slot `slot` lies.
     pub fn mailbox_hdr_off(slot: u32, mb_n: u32) -> u64 {
         MB_OFF + mb_n as u64 * SLOT_SZ + (slot % mb_n) as u64 * MBH_SZ
+    }
+
+    /// Whether the node had said it sleeps (`CQ_ARMED`), clearing it: whoever gets `true`
+    /// rings the node's bell, so one wake-up serves everything posted until it looks again.
+    pub fn disarm(&self) -> bool {
+        self.word(CQ_ARMED).swap(0, Ordering::AcqRel) == 1
     }
 
     /// SMSGs in the mailbox not yet taken by the node.
@@ -307,8 +312,8 @@ mod tests {
         assert!(Rings::new(&mem, false).is_err());
         let r = Rings::new(&mem, true).unwrap();
         let c = Completion { kind: CompKind::TxDone, status: DevStatus::TxConsumed, tag: 5, cookie: 6, len: 7, peer: 8 };
-        r.write_comp(CQ_N + 3, &c, 11);
-        assert_eq!(r.read_comp(3), Some((c, 11)));
+        r.write_comp(CQ_N + 3, &c);
+        assert_eq!(r.read_comp(3), Some(c));
         assert!(Rings::new(&Mem::heap(100), true).is_err());
     }
 

@@ -39,7 +39,7 @@ struct ShmPort {
     q: Arc<Mem>,
     sock: UnixStream,
     bell: Arc<Bell>,
-    overflow: VecDeque<(Completion, u32)>,
+    overflow: VecDeque<Completion>,
     /// Mailbox slots, as the node declared them at attach (read once: the node could change
     /// the word later).
     mb_n: u32,
@@ -50,7 +50,7 @@ impl ShmPort {
         Rings { mem: &self.q }
     }
 
-    fn push(&mut self, c: Completion, slot: u32) {
+    fn push(&mut self, c: Completion) {
         let r = Rings { mem: &self.q };
         if !self.overflow.is_empty() || r.cq_pending() >= ring::CQ_N {
             if self.overflow.len() >= OVERFLOW_MAX + self.mb_n as usize {
@@ -60,18 +60,18 @@ impl ShmPort {
                 }
                 return;
             }
-            self.overflow.push_back((c, slot));
+            self.overflow.push_back(c);
             r.word(ring::CQ_OVERFLOW).store(1, Ordering::Release);
             return;
         }
         let tail = r.word(ring::CQ_TAIL).load(Ordering::Relaxed);
-        r.write_comp(tail, &c, slot);
+        r.write_comp(tail, &c);
         r.word(ring::CQ_TAIL).store(tail.wrapping_add(1), Ordering::Release);
         self.kick();
     }
 
     fn kick(&self) {
-        if self.rings().word(ring::CQ_ARMED).swap(0, Ordering::AcqRel) == 1 {
+        if self.rings().disarm() {
             self.bell.ring();
         }
     }
@@ -79,7 +79,7 @@ impl ShmPort {
 
 impl Port for ShmPort {
     fn complete(&mut self, c: Completion) {
-        self.push(c, 0);
+        self.push(c);
     }
 
     fn deliver(&mut self, from: u32, data: &[u8]) -> Result<(), DevStatus> {
@@ -101,14 +101,14 @@ impl Port for ShmPort {
     }
 
     fn flush(&mut self) {
-        while let Some(&(c, slot)) = self.overflow.front() {
+        while let Some(&c) = self.overflow.front() {
             let r = Rings { mem: &self.q };
             if r.cq_pending() >= ring::CQ_N {
                 return;
             }
             self.overflow.pop_front();
             let tail = r.word(ring::CQ_TAIL).load(Ordering::Relaxed);
-            r.write_comp(tail, &c, slot);
+            r.write_comp(tail, &c);
             r.word(ring::CQ_TAIL).store(tail.wrapping_add(1), Ordering::Release);
         }
         self.kick();

@@ -290,6 +290,22 @@ impl<D: DmaDevice> DmaLnd<D> {
         self.dirty.push(peer);
     }
 
+    /// Reads `iov` of our memory into the scratch buffer (an inline payload) and gives the
+    /// segment list back to LNet: the bytes read, `None` if the memory could not be read.
+    fn gather(&mut self, lnet: &mut Lnet, iov: Vec<crate::mem::Seg>) -> Option<usize> {
+        self.scratch.clear();
+        let ok = iov_read(self.dev.mem(), &iov, &mut self.scratch).is_ok();
+        lnet.recycle_iov(iov);
+        ok.then_some(self.scratch.len())
+    }
+
+    /// Queues a short message whose body carries what [`DmaLnd::gather`] read.
+    fn queue_gathered(&mut self, peer: u32, tag: u64, body: impl for<'p> FnOnce(&'p [u8]) -> Body<'p>) {
+        let payload = std::mem::take(&mut self.scratch);
+        self.queue(peer, tag, body(&payload));
+        self.scratch = payload;
+    }
+
     /// Queues a PUT_REQ whose cookie field the device fills in from our transmit `tag`.
     fn queue_chained(&mut self, peer: u32, tag: u64, hdr: HdrRepr) {
         let mut b = self.buf();
@@ -426,17 +442,13 @@ impl<D: DmaDevice + 'static> Lnd for DmaLnd<D> {
                 self.queue(peer, tag, Body::GetReq { hdr: m.hdr, get_tag: tag });
             }
             _ if len <= self.cfg.max_immediate => {
-                self.scratch.clear();
-                let ok = iov_read(self.dev.mem(), &m.iov, &mut self.scratch).is_ok() && self.scratch.len() == len;
-                lnet.recycle_iov(m.iov);
-                if !ok {
+                if self.gather(lnet, m.iov) != Some(len) {
                     lnet.finalize_hs(m.msg, errno::EIO, HealthStatus::LocalError);
                     return;
                 }
-                let payload = std::mem::take(&mut self.scratch);
                 let tag = self.new_tx(lnet, Tx::Imm { msg: m.msg, peer });
-                self.queue(peer, tag, Body::Immediate { hdr: m.hdr, payload: &payload });
-                self.scratch = payload;
+                let hdr = m.hdr;
+                self.queue_gathered(peer, tag, |payload| Body::Immediate { hdr, payload });
             }
             _ => {
                 // Set up the transmit, then (chained, same doorbell) tell the receiver to pull.
@@ -491,19 +503,14 @@ impl<D: DmaDevice + 'static> Lnd for DmaLnd<D> {
                 Some(msg) if m.rdma_req && iov_len(&m.iov) as usize <= self.cfg.max_immediate => {
                     // A small reply goes inline: nothing to stage, nothing for the initiator
                     // to pull (`kiblnd` sends small replies as immediate messages too).
-                    self.scratch.clear();
-                    let ok = iov_read(self.dev.mem(), &m.iov, &mut self.scratch).is_ok();
-                    lnet.recycle_iov(m.iov);
-                    if !ok {
+                    if self.gather(lnet, m.iov).is_none() {
                         lnet.finalize_hs(msg, errno::EIO, HealthStatus::LocalError);
                         self.nak(peer, get_tag, errno::EIO);
                     } else {
                         // Sent as a control message (as TX_READY is): a full mailbox sends it
                         // again. The bytes are in the message, so the MD is free now.
-                        let payload = std::mem::take(&mut self.scratch);
                         self.stats.get_immediate += 1;
-                        self.queue(peer, 0, Body::GetDone { get_tag, payload: &payload });
-                        self.scratch = payload;
+                        self.queue_gathered(peer, 0, |payload| Body::GetDone { get_tag, payload });
                         finalize(lnet, msg, 0);
                     }
                 }

@@ -155,21 +155,15 @@ impl Oss {
 
     /// Writes the niobufs' pages: per-niobuf return codes (ENOSPC there, with status 0, as
     /// `tgt_brw_write` sets `rcs`), or another error as the status.
-    fn write_pages(&mut self, ost: u32, oid: u64, nbs: &[NioBuf], data: Vec<u8>) -> (i32, Vec<i32>) {
+    fn write_pages(&mut self, ost: u32, oid: u64, nbs: &[NioBuf], mut data: Vec<u8>) -> (i32, Vec<i32>) {
         let Some(o) = self.osts.get_mut(&ost) else { return (ENODEV, vec![]) };
-        if let [nb] = nbs {
-            // One extent (the usual 1 MiB chunk): the received bytes go to the journal as they are.
-            return match o.write_vec(oid, nb.offset, data) {
-                Ok(()) => (0, vec![0]),
-                Err(ENOSPC) => (0, vec![ENOSPC]),
-                Err(e) => (e, vec![]),
-            };
-        }
         let mut rcs = vec![0; nbs.len()];
         let mut at = 0usize;
         for (i, nb) in nbs.iter().enumerate() {
             let n = nb.len as usize;
-            match o.write(oid, nb.offset, &data[at..at + n]) {
+            // One extent (the usual 1 MiB chunk): the received bytes go to the journal as they are.
+            let piece = if nbs.len() == 1 { std::mem::take(&mut data) } else { data[at..at + n].to_vec() };
+            match o.write_vec(oid, nb.offset, piece) {
                 Ok(()) => {}
                 Err(ENOSPC) => rcs[i] = ENOSPC,
                 Err(e) => return (e, vec![]),
