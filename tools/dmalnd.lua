@@ -14,7 +14,7 @@ local lnd = Proto("dmalnd", "DMA LND message")
 local events = { [1] = "SMSG", [2] = "TX_SETUP", [3] = "PULL" }
 local statuses = { [0] = "Ok", [1] = "BadKey", [2] = "OutOfBounds", [3] = "NoSuchTx", [4] = "TxConsumed",
     [5] = "NoSuchPeer", [6] = "MailboxFull", [7] = "TooLong", [8] = "BadDesc", [9] = "Cancelled",
-    [10] = "Fault", [11] = "Lost" }
+    [10] = "Fault", [11] = "LinkDown" }
 local types = { [0x01] = "NOOP", [0x02] = "TX_READY", [0x03] = "NAK", [0x04] = "GET_DONE", [0x10] = "IMMEDIATE",
     [0x11] = "PUT_REQ", [0x12] = "GET_REQ" }
 

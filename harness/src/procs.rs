@@ -51,10 +51,16 @@ impl Drop for Guard {
 
 /// Starts `dmadev` for fabric directory `dir`, logging to `dir/dmadev.log`, and waits until it
 /// accepts connections. Its stdin is a pipe we hold: it exits when that closes.
-pub fn start_dmadev(dir: &Path, timeout: Duration, extra: &[String]) -> anyhow::Result<Guard> {
+/// `token`: the run's secret, for a device that links to other hosts' devices (passed in the
+/// environment, never on the command line, where `ps` and logs would show it).
+pub fn start_dmadev(dir: &Path, timeout: Duration, extra: &[String], token: Option<&str>) -> anyhow::Result<Guard> {
     // Appended to: a restarted device keeps the log (and the faults counted from it).
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("dmadev.log"))?;
-    let child = daemon_command("dmadev")?.arg("--fabric").arg(dir).args(extra).arg("--exit-on-stdin-close").stdin(Stdio::piped()).stdout(Stdio::null()).stderr(log).spawn()?;
+    let mut cmd = daemon_command("dmadev")?;
+    if let Some(t) = token {
+        cmd.env(lnd::daemon::endpoint::TOKEN_ENV, t);
+    }
+    let child = cmd.arg("--fabric").arg(dir).args(extra).arg("--exit-on-stdin-close").stdin(Stdio::piped()).stdout(Stdio::null()).stderr(log).spawn()?;
     let mut g = Guard { child, what: format!("dmadev for {}", dir.display()) };
     let sock: PathBuf = dir.join(lnd::dev::proto::SOCK_NAME);
     let t0 = Instant::now();
@@ -69,6 +75,15 @@ pub fn start_dmadev(dir: &Path, timeout: Duration, extra: &[String]) -> anyhow::
         std::thread::sleep(Duration::from_millis(5));
     }
     Ok(g)
+}
+
+/// A fresh secret for one run (128 bits from the kernel's random source, as hex): what opens
+/// its fabric links and control endpoints. Never logged.
+pub fn run_token() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut b = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
 /// A process as identified by its pid and start time (clock ticks after boot), so a reused

@@ -156,6 +156,48 @@ impl Mem {
         Ok(())
     }
 
+    /// Writes `[off, off+len)` to `fd` (a blocking socket), all of it: the fabric link sends a
+    /// transmit's bytes straight from the owner's pages.
+    pub fn write_to_fd(&self, off: u64, len: u64, fd: std::os::fd::RawFd) -> std::io::Result<()> {
+        self.check(off, len).map_err(std::io::Error::other)?;
+        let mut done = 0u64;
+        while done < len {
+            // SAFETY: bounds checked; the kernel only reads these bytes.
+            let n = unsafe { libc::write(fd, self.ptr.add((off + done) as usize) as *const libc::c_void, (len - done) as usize) };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            done += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Reads exactly `len` bytes from `fd` (a blocking socket) into `[off, off+len)`: the
+    /// fabric link lands pulled bytes straight in the puller's pages.
+    pub fn read_from_fd(&self, off: u64, len: u64, fd: std::os::fd::RawFd) -> std::io::Result<()> {
+        self.check(off, len).map_err(std::io::Error::other)?;
+        let mut done = 0u64;
+        while done < len {
+            // SAFETY: bounds checked; the kernel writes plain bytes into the range.
+            let n = unsafe { libc::read(fd, self.ptr.add((off + done) as usize) as *mut libc::c_void, (len - done) as usize) };
+            match n {
+                0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                n if n < 0 => {
+                    let e = std::io::Error::last_os_error();
+                    if e.kind() != std::io::ErrorKind::Interrupted {
+                        return Err(e);
+                    }
+                }
+                n => done += n as u64,
+            }
+        }
+        Ok(())
+    }
+
     /// Copies out a range into a new vector.
     pub fn to_vec(&self, off: u64, len: usize) -> Result<Vec<u8>, OutOfBounds> {
         let mut v = vec![0u8; len];

@@ -279,7 +279,7 @@ fn smsg_rtt(dir: &Path, n: usize) -> anyhow::Result<f64> {
 /// Runs the DMA benchmarks against a fresh `dmadev`; returns the metrics.
 pub fn run(opts: &DmaBenchOpts) -> anyhow::Result<Vec<Metric>> {
     let dir = tempfile::Builder::new().prefix("lnetlab-bench-").tempdir()?;
-    let _dev = crate::procs::start_dmadev(dir.path(), Duration::from_secs(10), &[])?;
+    let _dev = crate::procs::start_dmadev(dir.path(), Duration::from_secs(10), &[], None)?;
     let mut a = BenchNode::attach(dir.path(), 1)?;
     let b = BenchNode::attach(dir.path(), 2)?;
     let stop = Arc::new(AtomicBool::new(false));

@@ -34,7 +34,7 @@ fn serve_oss(mut b: BenchNode, mut oss: Oss, stop: Arc<AtomicBool>) {
 
 pub fn run(opts: &IoBenchOpts) -> anyhow::Result<Vec<Metric>> {
     let dir = tempfile::Builder::new().prefix("lnetlab-bench-io-").tempdir()?;
-    let _dev = crate::procs::start_dmadev(dir.path(), Duration::from_secs(10), &[])?;
+    let _dev = crate::procs::start_dmadev(dir.path(), Duration::from_secs(10), &[], None)?;
     let stop = Arc::new(AtomicBool::new(false));
 
     // Baseline: raw 1 MiB PUTs between two other nodes on the same device.

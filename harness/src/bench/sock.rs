@@ -164,7 +164,7 @@ pub fn run(opts: &SockBenchOpts) -> anyhow::Result<Vec<Metric>> {
     // DMA client -> router -> TCP server, GETs.
     let routed = (|| -> anyhow::Result<f64> {
         let dir = tempfile::Builder::new().prefix("lnetlab-bench-").tempdir()?;
-        let _dev = crate::procs::start_dmadev(dir.path(), Duration::from_secs(10), &[])?;
+        let _dev = crate::procs::start_dmadev(dir.path(), Duration::from_secs(10), &[], None)?;
         let nc = Arc::new(Notify::default());
         let dc = ShmDevice::connect(dir.path(), 1, 8 << 20)?;
         let wc = dc.waker()?;

@@ -86,6 +86,17 @@ pub trait Backend {
         anyhow::bail!("the {} backend cannot partition the {net} fabric alone", self.name())
     }
 
+    /// Can it cut the fabric link between two hosts' devices (`fabric_link`)?
+    fn can_cut_link(&self) -> bool {
+        false
+    }
+
+    /// Cuts (`on`) or restores the link of DMA net `net` between the devices of hosts `a` and
+    /// `b` (indexes into the plan's hosts).
+    fn cut_link(&self, _cluster: &mut Cluster, net: &str, a: usize, b: usize, _on: bool) -> anyhow::Result<()> {
+        anyhow::bail!("the {} backend cannot cut the {net} fabric link between hosts {a} and {b}", self.name())
+    }
+
     // What the fault methods above ask of a backend.
 
     /// Kills node `i` at once (no goodbye).

@@ -35,6 +35,24 @@ pub fn dmadev_args(plan: &Plan, net: &str) -> Vec<String> {
     }
 }
 
+/// What crossed the fabric links, summed over the devices' statistics files in `art`
+/// (`dmadev-*.stats.json`, hosts' devices only): pulls and their bytes (counted where the
+/// puller is), SMSGs, and links lost. Empty for a run on one machine.
+pub fn link_counts(art: &Path) -> BTreeMap<String, u64> {
+    let mut n = BTreeMap::new();
+    for e in std::fs::read_dir(art).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if !(name.starts_with("dmadev-") && name.ends_with(".stats.json")) {
+            continue;
+        }
+        let Some(v) = std::fs::read(e.path()).ok().and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok()) else { continue };
+        for (k, field) in [("pulls", "link_pulls"), ("bytes", "link_bytes"), ("smsgs", "link_smsgs"), ("links_lost", "link_downs")] {
+            *n.entry(k.to_string()).or_default() += v[field].as_u64().unwrap_or(0);
+        }
+    }
+    n
+}
+
 /// Device faults counted from the `dmadev-*.log` files in `art` (lines `fault: KIND ...`).
 pub fn device_counts_from_logs(art: &Path) -> BTreeMap<String, u64> {
     let mut n = BTreeMap::new();

@@ -72,6 +72,8 @@ enum Step {
     Cut { pairs: Vec<(usize, usize)>, on: bool },
     /// Cut (`on`) or heal one DMA fabric between these address pairs.
     CutFabric { net: String, pairs: Vec<(u32, u32)>, on: bool },
+    /// Cut (`on`) or restore the fabric link of `net` between the devices of hosts `a` and `b`.
+    CutLink { net: String, a: usize, b: usize, on: bool },
 }
 
 struct Timed {
@@ -145,7 +147,8 @@ impl Faults {
         for (k, f) in plan.spec.faults.iter().enumerate() {
             let windows = f.windows().map_err(anyhow::Error::msg)?;
             let fabric_cut = f.kind == FaultKind::Partition && f.net.is_some();
-            if !backend.can_inject(f.kind, !windows.is_empty()) || (fabric_cut && !backend.can_cut_fabric()) {
+            let link_cut = f.kind == FaultKind::FabricLink;
+            if !backend.can_inject(f.kind, !windows.is_empty()) || (fabric_cut && !backend.can_cut_fabric()) || (link_cut && !backend.can_cut_link()) {
                 let why = format!("{} (fault {}) skipped: not available on the {} backend", f.kind.name(), k + 1, backend.name());
                 say(&why);
                 me.skipped.push(why);
@@ -211,6 +214,13 @@ impl Faults {
                     for &(a, _) in &windows {
                         me.timeline.push(Timed { at: a, undo: false, what: format!("cut {what}"), step: Step::Cut { pairs: pairs.clone(), on: true } });
                     }
+                }
+                FaultKind::FabricLink => {
+                    let net = f.net.clone().expect("validated");
+                    let host = |h: &String| plan.hosts.iter().position(|x| x == h).expect("validated");
+                    let (a, b) = (host(&f.hosts[0]), host(&f.hosts[1]));
+                    let what = format!("cut the {net} fabric link {} <-> {}", f.hosts[0], f.hosts[1]);
+                    me.add_windows(&windows, &what, Step::CutLink { net: net.clone(), a, b, on: true }, &[(format!("restore the {net} fabric link {} <-> {}", f.hosts[0], f.hosts[1]), Step::CutLink { net, a, b, on: false })]);
                 }
                 _ => {} // device faults are set when the device starts
             }
@@ -391,6 +401,13 @@ impl Faults {
                 }
                 // Named by what it cut (not by `net`, which a device restart of that net shares).
                 self.record(json!({"fault": "partition", "fabric": net, "action": if on { "fabric cut" } else { "fabric healed" }, "what": t.what, "pairs": pairs.len()}));
+            }
+            Step::CutLink { net, a, b, on } => {
+                backend.cut_link(cluster, &net, a, b, on)?;
+                if on {
+                    *self.windows.entry("fabric_link".into()).or_default() += 1;
+                }
+                self.record(json!({"fault": "fabric_link", "fabric": net, "hosts": [plan.hosts[a], plan.hosts[b]], "action": if on { "link cut" } else { "link restored" }, "what": t.what}));
             }
             Step::Unrules { tag, nodes } => {
                 let mut removed = 0;

@@ -65,6 +65,9 @@ impl ClusterSpec {
             if !safe_name(&n.name) {
                 return Err(at("name", &n.name, 0, bad_name("node", &n.name)));
             }
+            if let Some(h) = n.host.as_ref().filter(|h| !safe_name(h)) {
+                return Err(at("host", h, 0, bad_name("host", h)));
+            }
             if n.name.starts_with("dmadev-") {
                 return Err(at("name", &n.name, 0, format!("node name `{}`: names starting `dmadev-` belong to the DMA device services", n.name)));
             }

@@ -17,6 +17,8 @@ pub struct NodePlan {
     pub mem: u64,
     /// Multi-Rail peers (`lnet: {multi_rail: true}`): (primary NID, its NIDs on our nets).
     pub peers: Vec<(Nid, Vec<Nid>)>,
+    /// The host it runs on (an index into [`Plan::hosts`]; 0 when the spec names none).
+    pub host: usize,
 }
 
 impl NodePlan {
@@ -33,8 +35,10 @@ pub struct Plan {
     pub spec: ClusterSpec,
     pub seed: u64,
     pub nodes: Vec<NodePlan>,
-    /// DMA nets (one `dmadev` each).
+    /// DMA nets (one `dmadev` each, or one per host of the net's nodes).
     pub dma_nets: Vec<String>,
+    /// The hosts the spec names, in order of appearance (empty: one machine).
+    pub hosts: Vec<String>,
     /// When the run was planned (microseconds since the Unix epoch): node trace times count
     /// from it on wall-clock backends (the simulator counts virtual time from its start).
     pub t0_unix_us: u64,
@@ -63,10 +67,14 @@ pub fn loopback(spec: &ClusterSpec, a: u8, b: u8) -> impl Fn(usize, &str, usize)
 /// Lays out the cluster. `tcp_ip(k, net, pos)` gives the address of the `pos`-th node on the
 /// `k`-th TCP net; DMA addresses are 1, 2, ... in node order.
 pub fn plan(spec: &ClusterSpec, seed: u64, tcp_ip: &dyn Fn(usize, &str, usize) -> Ipv4Addr) -> Plan {
+    let hosts = spec.hosts();
     let mut nodes: Vec<NodePlan> = spec
         .nodes
         .iter()
-        .map(|n| NodePlan { name: n.name.clone(), roles: n.roles.clone(), nids: Vec::new(), routes: Vec::new(), targets: n.targets.clone(), mem: 0, peers: Vec::new() })
+        .map(|n| {
+            let host = spec.host_of(n).and_then(|h| hosts.iter().position(|x| x == h)).unwrap_or(0);
+            NodePlan { name: n.name.clone(), roles: n.roles.clone(), nids: Vec::new(), routes: Vec::new(), targets: n.targets.clone(), mem: 0, peers: Vec::new(), host }
+        })
         .collect();
     let mut tcp_k = 0;
     for (net_name, net) in &spec.nets {
@@ -123,12 +131,32 @@ pub fn plan(spec: &ClusterSpec, seed: u64, tcp_ip: &dyn Fn(usize, &str, usize) -
     }
     let dma_nets = spec.nets.iter().filter(|(_, n)| n.kind == NetKind::Dma).map(|(k, _)| k.clone()).collect();
     let t0_unix_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
-    Plan { spec: spec.clone(), seed, nodes, dma_nets, t0_unix_us }
+    Plan { spec: spec.clone(), seed, nodes, dma_nets, hosts, t0_unix_us }
 }
 
 impl Plan {
     pub fn node(&self, name: &str) -> &NodePlan {
         self.nodes.iter().find(|n| n.name == name).expect("validated node name")
+    }
+
+    /// The devices DMA net `net` needs: `None` for its one device on one machine, else one per
+    /// host with a node on it (host indexes, ascending).
+    pub fn devices_of(&self, net: &str) -> Vec<Option<usize>> {
+        if self.hosts.is_empty() {
+            return vec![None];
+        }
+        let mut hs: Vec<usize> = self.nodes.iter().filter(|n| n.nid_on(net).is_some()).map(|n| n.host).collect();
+        hs.sort_unstable();
+        hs.dedup();
+        hs.into_iter().map(Some).collect()
+    }
+
+    /// The name of net `net`'s device on `host` (its fabric directory, log and container).
+    pub fn device_name(&self, net: &str, host: Option<usize>) -> String {
+        match host {
+            None => net.to_string(),
+            Some(h) => format!("{net}-{}", self.hosts[h]),
+        }
     }
 
     /// Where `n`'s socklnd traffic is captured under the artifacts directory `art`, when the
@@ -196,8 +224,8 @@ impl Plan {
     }
 
     /// Where the device of DMA net `net` captures the fabric under `art`, when the spec asks.
-    pub fn fabric_capture(&self, net: &str, art: &Path) -> Option<PathBuf> {
-        self.spec.capture.then(|| art.join("pcap").join(format!("dma-{net}.pcap")))
+    pub fn fabric_capture(&self, device: &str, art: &Path) -> Option<PathBuf> {
+        self.spec.capture.then(|| art.join("pcap").join(format!("dma-{device}.pcap")))
     }
 
     /// The NID node `from` reaches node `to` by: one on a net `from` is on, else on a net one of

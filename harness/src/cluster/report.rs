@@ -78,6 +78,10 @@ pub struct Report {
     /// LNet health and Multi-Rail (`lnet:` specs): each NI of each node with several.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub lnet_health: std::collections::BTreeMap<String, Vec<NiHealth>>,
+    /// A fabric across hosts: what crossed the links between their devices (pulls and bytes,
+    /// counted at the puller's device; SMSGs; links lost).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub fabric_links: std::collections::BTreeMap<String, u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub elapsed_s: f64,
@@ -154,7 +158,7 @@ pub fn utc_stamp(secs: u64) -> String {
 impl Report {
     /// A report not yet run: no workloads, not ok.
     pub fn new(cluster: &str, backend: &str, seed: u64, artifacts: &Path) -> Report {
-        Report { cluster: cluster.to_string(), backend: backend.to_string(), seed, ok: false, workloads: Vec::new(), artifacts: artifacts.display().to_string(), faults_injected: 0, faults: Default::default(), faults_skipped: Vec::new(), resends: 0, reconnects: 0, replays: 0, early_replies: 0, lost_acked_writes: 0, silent_corruptions: 0, orphan_objects: 0, lnet_health: Default::default(), error: None, elapsed_s: 0.0, virtual_s: None, trace_hash: None }
+        Report { cluster: cluster.to_string(), backend: backend.to_string(), seed, ok: false, workloads: Vec::new(), artifacts: artifacts.display().to_string(), faults_injected: 0, faults: Default::default(), faults_skipped: Vec::new(), resends: 0, reconnects: 0, replays: 0, early_replies: 0, lost_acked_writes: 0, silent_corruptions: 0, orphan_objects: 0, lnet_health: Default::default(), fabric_links: Default::default(), error: None, elapsed_s: 0.0, virtual_s: None, trace_hash: None }
     }
 
     /// Totals from the workloads, `ok` unless `error` or a workload's errors or unverified

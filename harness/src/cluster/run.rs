@@ -274,6 +274,14 @@ fn execute(backend: &dyn Backend, plan: &Plan, opts: &RunOpts, art: &Path, say: 
     if backend.virtual_time() {
         report.virtual_s = Some(cluster.now().saturating_duration_since(up_at).as_secs_f64());
     }
+    if !plan.hosts.is_empty() {
+        // The devices write their statistics every 50 ms: let the last changes land.
+        std::thread::sleep(Duration::from_millis(150));
+        report.fabric_links = super::devfaults::link_counts(art);
+        if !report.fabric_links.is_empty() {
+            say(&format!("fabric links: {}", report.fabric_links.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")));
+        }
+    }
     cluster.down();
     drop(scratch);
     res

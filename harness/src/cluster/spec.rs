@@ -94,6 +94,10 @@ pub struct NodeSpec {
     /// 60m). Until then a `crash` loses it and clients replay it.
     #[serde(default)]
     pub commit_interval: Option<String>,
+    /// The host the node runs on (a fabric across hosts: one DMA device per host, linked). Nodes
+    /// that name none run on the first host the spec names; a spec naming none is one host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -253,6 +257,9 @@ pub enum FaultKind {
     /// A lossy and/or slow link between the two node sets of `between`, both ways: one in
     /// `rate` messages lost, every message held `latency` (LNet rules on both ends).
     Link,
+    /// Cut the fabric link of DMA net `net` between the devices of the two `hosts` at `at` for
+    /// `duration`: what crosses it fails, each side's nodes see the other's leave, and come back.
+    FabricLink,
 }
 
 impl FaultKind {
@@ -272,6 +279,7 @@ impl FaultKind {
             FaultKind::Crash => "crash",
             FaultKind::DeviceRestart => "device_restart",
             FaultKind::Link => "link",
+            FaultKind::FabricLink => "fabric_link",
         }
     }
     /// Faults the DMA device injects.
@@ -332,6 +340,9 @@ pub struct FaultSpec {
     /// network_timeout, ... or random; `net:` limits it to the node's NI on that net.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_error: Option<String>,
+    /// fabric_link: the two hosts whose devices' link is cut.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
 }
 
 impl FaultSpec {

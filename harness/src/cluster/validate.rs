@@ -242,6 +242,12 @@ impl ClusterSpec {
             }
             return Ok(());
         }
+        if f.kind == FaultKind::FabricLink {
+            return self.check_fabric_link(f, windows.is_empty(), err);
+        }
+        if !f.hosts.is_empty() {
+            return Err(err(k, format!("{k}: `hosts` is for fabric_link")));
+        }
         if f.kind.is_device() {
             let ok = f.net.as_ref().is_some_and(|n| self.nets.get(n).is_some_and(|x| x.kind == NetKind::Dma));
             if !ok || f.rate.unwrap_or(0) == 0 || f.interval.is_some() {
@@ -335,9 +341,46 @@ impl ClusterSpec {
                     return Err(err(k, "partition needs `at` and `duration`".into()));
                 }
             }
-            _ => unreachable!("device faults handled above"),
+            _ => unreachable!("device faults and fabric_link handled above"),
         }
         Ok(())
+    }
+
+    /// `fabric_link`: a DMA net, two different hosts of the spec with nodes on it, a window.
+    fn check_fabric_link(&self, f: &FaultSpec, untimed: bool, err: &dyn Fn(&str, String) -> SpecError) -> Result<(), SpecError> {
+        let usage = "fabric_link needs `net:` (a DMA net), `hosts: [A, B]` (two hosts of the spec) and `at`/`duration`";
+        let Some(net) = f.net.as_ref().filter(|n| self.nets.get(*n).is_some_and(|x| x.kind == NetKind::Dma)) else {
+            return Err(err("fabric_link", usage.into()));
+        };
+        if f.hosts.len() != 2 || f.hosts[0] == f.hosts[1] || untimed {
+            return Err(err("fabric_link", usage.into()));
+        }
+        let hosts = self.hosts();
+        for h in &f.hosts {
+            if !hosts.contains(h) {
+                return Err(err(h, format!("fabric_link: no node runs on host `{h}` (hosts: {})", if hosts.is_empty() { "none named".into() } else { hosts.join(", ") })));
+            }
+            if !self.nodes.iter().any(|n| self.host_of(n) == Some(h.as_str()) && n.nis.contains(net)) {
+                return Err(err(h, format!("fabric_link: host `{h}` has no node on `{net}`, so no device of it to link")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The hosts nodes name, in the order they first appear (empty: one machine).
+    pub fn hosts(&self) -> Vec<String> {
+        let mut hosts: Vec<String> = Vec::new();
+        for h in self.nodes.iter().filter_map(|n| n.host.as_ref()) {
+            if !hosts.contains(h) {
+                hosts.push(h.clone());
+            }
+        }
+        hosts
+    }
+
+    /// The host node `n` runs on: its own, else the first one named (`None`: one machine).
+    pub fn host_of<'a>(&'a self, n: &'a super::spec::NodeSpec) -> Option<&'a str> {
+        n.host.as_deref().or_else(|| self.nodes.iter().find_map(|x| x.host.as_deref()))
     }
 }
 

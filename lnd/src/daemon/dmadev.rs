@@ -1,16 +1,24 @@
 //! `dmadev --fabric DIR [--log FILE] [--seed N] [--faults JSON] [--pcap FILE]`: the emulated DMA device
-//! process of one fabric (`--faults '{"corrupt":6,"txfail":20,"late":10,"late_ms":50}'`).
+//! process of one fabric (`--faults '{"corrupt":6,"txfail":20,"late":10,"late_ms":50}'`); with
+//! `--host N [--link-listen ADDR] [--link H=ADDR]...` one of several hosts' devices of a fabric,
+//! linked over TCP (the run's token from `LNETLAB_CONTROL_TOKEN` opens each link).
 
 use crate::dev::server::DevServer;
 use std::path::PathBuf;
 
 pub fn main(args: &[String]) -> anyhow::Result<()> {
-    let a = super::parse_args(args, &["fabric", "log", "seed", "corrupt-rate", "faults", "pcap", "cut", "control"], &["exit-on-stdin-close", "probe"])?;
+    let a = super::parse_args(args, &["fabric", "log", "seed", "corrupt-rate", "faults", "pcap", "cut", "control", "host", "link-listen", "link", "link-cut", "stats"], &["exit-on-stdin-close", "probe"])?;
     if let Some(c) = a.get("cut") {
         // Cut or heal two addresses of the device serving this fabric (from inside a container).
         let dir = PathBuf::from(a.get("fabric").ok_or_else(|| anyhow::anyhow!("--fabric DIR is required"))?);
         let Command::Cut(x, y, on) = parse_command(&format!("cut {c}")).map_err(|e| anyhow::anyhow!("--cut `{c}`: {e}"))?;
         return crate::dev::client::cut(&dir, x, y, on).map_err(|e| anyhow::anyhow!("--cut `{c}`: {e}"));
+    }
+    if let Some(c) = a.get("link-cut") {
+        // Cut or restore this device's link to another host's device (from inside a container).
+        let dir = PathBuf::from(a.get("fabric").ok_or_else(|| anyhow::anyhow!("--fabric DIR is required"))?);
+        let (host, on) = parse_link_cut(c).map_err(|e| anyhow::anyhow!("--link-cut `{c}`: {e}"))?;
+        return crate::dev::client::cut_link(&dir, host, on).map_err(|e| anyhow::anyhow!("--link-cut `{c}`: {e}"));
     }
     if a.get("probe").is_some() {
         // Is a device serving this fabric? (Asked from inside a container, where the fabric is.)
@@ -25,7 +33,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         None => None,
     };
     let seed = device_secret(seed)?;
-    let server = DevServer::bind(&dir, seed).map_err(|e| anyhow::anyhow!("dmadev: cannot serve {}: {e}", dir.display()))?;
+    let mut server = DevServer::bind(&dir, seed).map_err(|e| anyhow::anyhow!("dmadev: cannot serve {}: {e}", dir.display()))?;
     if let Some(r) = a.get("corrupt-rate") {
         let rate: u32 = r.parse().map_err(|_| anyhow::anyhow!("--corrupt-rate `{r}` is not a number"))?;
         server.engine().lock().unwrap().set_corrupt_rate(rate, seed);
@@ -38,6 +46,16 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         let cfg: crate::dev::engine::FaultConfig = serde_json::from_str(f).map_err(|e| anyhow::anyhow!("--faults `{f}`: {e} (fields: corrupt, txfail, pullfail, mailbox, late, late_ms, lost)"))?;
         tracing::info!(?cfg, "injecting device faults");
         server.engine().lock().unwrap().set_faults(cfg, seed);
+    }
+    if let Some(cfg) = link_config(&a)? {
+        let bound = server.link(cfg).map_err(|e| anyhow::anyhow!("--link-listen: {e}"))?;
+        if let Some(b) = bound {
+            // Where the harness (and other hosts' devices) find this one's links.
+            std::fs::write(dir.join("link.addr"), b.to_string())?;
+        }
+    }
+    if let Some(f) = a.get("stats") {
+        write_stats(server.engine(), PathBuf::from(f));
     }
     if let Some(addr) = a.get("control") {
         // Commands (`cut A B on|off`) over TCP from the run's harness on another host.
@@ -71,6 +89,65 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     }
     server.run()?;
     Ok(())
+}
+
+/// `--host`, `--link-listen` and `--link H=ADDR`: this device's place in a fabric across hosts.
+fn link_config(a: &super::Args) -> anyhow::Result<Option<crate::dev::linkio::LinkConfig>> {
+    let Some(h) = a.get("host") else {
+        if a.get("link-listen").is_some() || !a.all("link").is_empty() {
+            anyhow::bail!("--link-listen and --link need --host N (this device's host number)");
+        }
+        return Ok(None);
+    };
+    let host: u32 = h.parse().map_err(|_| anyhow::anyhow!("--host `{h}` is not a host number"))?;
+    let mut dial = Vec::new();
+    for l in a.all("link") {
+        let (n, addr) = l.split_once('=').ok_or_else(|| anyhow::anyhow!("--link `{l}`: expected HOST=ADDR:PORT"))?;
+        let n: u32 = n.parse().map_err(|_| anyhow::anyhow!("--link `{l}`: `{n}` is not a host number"))?;
+        addr.parse::<std::net::SocketAddr>().map_err(|e| anyhow::anyhow!("--link `{l}`: `{addr}`: {e}"))?;
+        if n == host {
+            anyhow::bail!("--link `{l}`: host {n} is this device's own");
+        }
+        dial.push((n, addr.to_string()));
+    }
+    let token = super::endpoint::token_from_env().map_err(|_| anyhow::anyhow!("fabric links need the run's token in {} (at least 16 characters)", super::endpoint::TOKEN_ENV))?;
+    Ok(Some(crate::dev::linkio::LinkConfig { host, listen: a.get("link-listen").map(str::to_owned), dial, token }))
+}
+
+/// Writes the device's statistics (and `links_up`, its fabric links up) as JSON to `path`
+/// whenever they change (checked every 50 ms), replacing the file whole, so a reader never
+/// sees half of it.
+fn write_stats(engine: std::sync::Arc<std::sync::Mutex<crate::dev::engine::Engine>>, path: PathBuf) {
+    std::thread::spawn(move || {
+        let mut last = None;
+        loop {
+            let now = {
+                let e = engine.lock().unwrap();
+                (e.stats, e.links_up())
+            };
+            if last != Some(now) {
+                let tmp = path.with_extension("tmp");
+                let mut v = serde_json::to_value(now.0).expect("plain struct");
+                v["links_up"] = now.1.into();
+                if std::fs::write(&tmp, v.to_string()).and_then(|_| std::fs::rename(&tmp, &path)).is_err() {
+                    tracing::warn!(path = %path.display(), "cannot write device statistics");
+                }
+                last = Some(now);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    });
+}
+
+fn parse_link_cut(c: &str) -> Result<(u32, bool), String> {
+    match c.split_whitespace().collect::<Vec<_>>().as_slice() {
+        [h, on] => Ok((h.parse().map_err(|_| format!("`{h}` is not a host number"))?, match *on {
+            "on" => true,
+            "off" => false,
+            x => return Err(format!("`{x}`: expected on or off")),
+        })),
+        _ => Err("expected `HOST on|off`".into()),
+    }
 }
 
 /// What `--cut` asks.

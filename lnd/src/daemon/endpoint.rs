@@ -26,16 +26,7 @@ pub fn token_from_env() -> Result<String, EndpointError> {
     std::env::var(TOKEN_ENV).ok().filter(|t| t.len() >= 16).ok_or(EndpointError::NoToken)
 }
 
-/// Compares without an early exit, so the time taken does not tell how much of a guess was right.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
-}
-
-/// The token a first line presents (`{"token": "..."}`), if it is one.
-fn presented(line: &str) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_str(line.trim()).ok()?;
-    v.get("token")?.as_str().map(str::to_owned)
-}
+use crate::dev::linkio::{presented_token as presented, same_secret as same};
 
 /// The connection the daemon's replies and events are copied to (the latest accepted one).
 pub type Remote = Arc<Mutex<Option<TcpStream>>>;

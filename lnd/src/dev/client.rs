@@ -54,15 +54,25 @@ fn status_of(body: &[u8], addr: u32) -> Result<(), DevError> {
 /// Asks the device serving `fabric_dir` to cut (`on`) or heal the fabric between addresses `a`
 /// and `b` (a partition of that fabric alone: sends across fail as to an unreachable peer).
 pub fn cut(fabric_dir: &Path, a: u32, b: u32, on: bool) -> Result<(), DevError> {
+    ask_cut(fabric_dir, proto::F_CUT, &[a, b, on as u32])
+}
+
+/// Asks the device serving `fabric_dir` to cut (`on`) or restore its fabric link to `host`'s
+/// device (a `fabric_link` fault): what crosses it fails, and that host's nodes are gone.
+pub fn cut_link(fabric_dir: &Path, host: u32, on: bool) -> Result<(), DevError> {
+    ask_cut(fabric_dir, proto::F_LINK_CUT, &[host, on as u32])
+}
+
+fn ask_cut(fabric_dir: &Path, ty: u32, words: &[u32]) -> Result<(), DevError> {
     let path = fabric_dir.join(proto::SOCK_NAME);
     let sock = UnixStream::connect(&path).map_err(|e| DevError::Io(std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))))?;
-    let body: Vec<u8> = [a, b, on as u32].iter().flat_map(|x| x.to_le_bytes()).collect();
-    send_frame(&sock, proto::F_CUT, &body, None)?;
+    let body: Vec<u8> = words.iter().flat_map(|x| x.to_le_bytes()).collect();
+    send_frame(&sock, ty, &body, None)?;
     let reply = recv_frame(&sock)?.ok_or_else(|| DevError::Protocol("device closed before answering the cut".into()))?;
     if reply.ty != proto::F_CUT_OK {
         return Err(DevError::Protocol(format!("expected a cut answer, got frame type {}", reply.ty)));
     }
-    status_of(&reply.body, a)
+    status_of(&reply.body, words[0])
 }
 
 impl ShmDevice {

@@ -35,12 +35,14 @@ pub enum DevStatus {
     Cancelled = 9,
     #[error("device fault")]
     Fault = 10,
+    #[error("the fabric link to the peer's host is down")]
+    LinkDown = 11,
 }
 
 impl DevStatus {
     pub fn from_u8(v: u8) -> DevStatus {
         use DevStatus::*;
-        [Ok, BadKey, OutOfBounds, NoSuchTx, TxConsumed, NoSuchPeer, MailboxFull, TooLong, BadDesc, Cancelled, Fault]
+        [Ok, BadKey, OutOfBounds, NoSuchTx, TxConsumed, NoSuchPeer, MailboxFull, TooLong, BadDesc, Cancelled, Fault, LinkDown]
             .get(v as usize)
             .copied()
             .unwrap_or(Fault)

@@ -7,6 +7,9 @@ use crate::mem::{Mem, Seg};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
+use super::injector::Injector;
+pub use super::injector::{EngineStats, FaultConfig};
+
 /// Where the engine posts a node's completions and short messages.
 pub trait Port: Send {
     fn complete(&mut self, c: Completion);
@@ -26,83 +29,21 @@ struct Region {
     mem: Arc<Mem>,
 }
 
-struct Tx {
+pub(super) struct Tx {
     owner: u32,
     /// The only node that may pull it.
     peer: u32,
     key: u32,
-    frags: Vec<Seg>,
+    pub(super) frags: Vec<Seg>,
     len: u64,
-    tag: u64,
-}
-
-/// Device statistics, for tests and benchmarks.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct EngineStats {
-    pub smsgs: u64,
-    pub pulls: u64,
-    pub bytes_pulled: u64,
-    pub errors: u64,
-    /// Pulls whose data the fault injector damaged.
-    pub corrupted: u64,
-    /// Transmit setups the fault injector refused.
-    pub txfails: u64,
-    /// Pulls the fault injector failed (error completions at both ends).
-    pub pullfails: u64,
-    /// SMSGs the fault injector refused as if the mailbox were full.
-    pub mailbox_full: u64,
-    /// Pulls whose completions the fault injector held back.
-    pub late: u64,
-    /// Pulls whose completion at the puller the fault injector lost (the data did move).
-    pub lost: u64,
-}
-
-impl EngineStats {
-    /// Faults injected, of every kind.
-    pub fn faults(&self) -> u64 {
-        self.fault_counts().iter().map(|k| k.1).sum()
-    }
-
-    /// Faults injected, by kind (the names cluster specs use).
-    pub fn fault_counts(&self) -> [(&'static str, u64); 6] {
-        [("dma_corrupt", self.corrupted), ("dma_txfail", self.txfails), ("dma_pullfail", self.pullfails), ("dma_mailbox", self.mailbox_full), ("dma_late", self.late), ("dma_lost", self.lost)]
-    }
-}
-
-/// Device faults to inject: each fires for one in `rate` operations of its kind (0: never).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct FaultConfig {
-    /// Flip a byte of a pulled transfer.
-    pub corrupt: u32,
-    /// Refuse a transmit setup (error completion).
-    pub txfail: u32,
-    /// Fail a pull (error completions at puller and transmitter).
-    pub pullfail: u32,
-    /// Refuse an SMSG as if the receiver's mailbox were full.
-    pub mailbox: u32,
-    /// Complete a pull `late_ms` late (devices that copy on their own thread only).
-    pub late: u32,
-    pub late_ms: u64,
-    /// Lose the puller's completion of a pull (it never hears; only a timeout helps).
-    pub lost: u32,
-}
-
-struct Injector {
-    corrupt: crate::rng::OneIn,
-    txfail: crate::rng::OneIn,
-    pullfail: crate::rng::OneIn,
-    mailbox: crate::rng::OneIn,
-    late: crate::rng::OneIn,
-    late_ms: u64,
-    lost: crate::rng::OneIn,
+    pub(super) tag: u64,
 }
 
 /// Remembered consumed cookies, so a second pull says "consumed" rather than "unknown".
 const CONSUMED_MEMORY: usize = 4096;
 
 pub struct Engine {
-    ports: HashMap<u32, Box<dyn Port>>,
+    pub(super) ports: HashMap<u32, Box<dyn Port>>,
     regions: HashMap<u32, Region>,
     txs: HashMap<u64, Tx>,
     /// (owner, setup tag) -> cookie, for chained SMSGs.
@@ -114,13 +55,15 @@ pub struct Engine {
     secret: u64,
     pub stats: EngineStats,
     /// Fault injection (seeded generators), when configured.
-    faults: Option<Injector>,
+    pub(super) faults: Option<Injector>,
     /// Pairs of addresses the fabric cannot connect (a partition), both orders stored.
     cut: HashSet<(u32, u32)>,
     /// Where the fabric's events are recorded (`--capture`), when asked.
     capture: Option<FabricCapture>,
     /// Short messages may bypass the engine (see [`Port::set_direct`]), unless turned off.
     direct: bool,
+    /// Fabric links to the devices of other hosts, and the nodes reached through them.
+    pub(super) links: super::remote::Links,
 }
 
 /// Attach errors.
@@ -151,6 +94,7 @@ impl Engine {
             faults: None,
             cut: HashSet::new(),
             direct: true,
+            links: Default::default(),
         }
     }
 
@@ -207,6 +151,7 @@ impl Engine {
         }
         port.set_direct(self.direct_allowed());
         self.ports.insert(addr, port);
+        self.announce(addr, true);
         Ok(())
     }
 
@@ -219,6 +164,12 @@ impl Engine {
         self.regions.retain(|_, r| r.owner != addr);
         self.txs.retain(|_, t| t.owner != addr);
         self.by_tag.retain(|k, _| k.0 != addr);
+        self.announce(addr, false);
+        self.peer_down(addr);
+    }
+
+    /// Tells every local node that `addr` is gone (`PeerDown`).
+    pub(super) fn peer_down(&mut self, addr: u32) {
         for p in self.ports.values_mut() {
             p.peer_gone(addr);
             p.complete(Completion { kind: CompKind::PeerDown, status: DevStatus::Ok, tag: 0, cookie: 0, len: 0, peer: addr });
@@ -273,7 +224,7 @@ impl Engine {
         Ok(total)
     }
 
-    fn post(&mut self, addr: u32, c: Completion) {
+    pub(super) fn post(&mut self, addr: u32, c: Completion) {
         if !c.status.is_ok() {
             self.stats.errors += 1;
         }
@@ -309,15 +260,22 @@ impl Engine {
                 } else if self.is_cut(from, dst) {
                     DevStatus::NoSuchPeer
                 } else {
-                    let full = self.ports.contains_key(&dst) && self.faults.as_mut().is_some_and(|f| f.mailbox.fire().is_some());
+                    // A node on another host: its device answers (SMSG_DONE) over the link.
+                    let host = if self.ports.contains_key(&dst) { None } else { self.links.host_of(dst) };
+                    let full = (host.is_some() || self.ports.contains_key(&dst)) && self.faults.as_mut().is_some_and(|f| f.mailbox.fire().is_some());
                     if full {
                         self.stats.mailbox_full += 1;
                         tracing::info!(from, dst, "fault: dma_mailbox SMSG refused (mailbox full)");
                     }
-                    match self.ports.get_mut(&dst) {
-                        None => DevStatus::NoSuchPeer,
-                        Some(_) if full => DevStatus::MailboxFull,
-                        Some(p) => match p.deliver(from, &data) {
+                    match (host, self.ports.get_mut(&dst)) {
+                        _ if full => DevStatus::MailboxFull,
+                        (Some(host), _) => {
+                            self.capture(EV_SMSG, DevStatus::Ok, from, dst, data.len() as u32, 0, &data);
+                            self.forward_smsg(host, from, d.tag, dst, &data);
+                            return None;
+                        }
+                        (None, None) => DevStatus::NoSuchPeer,
+                        (None, Some(p)) => match p.deliver(from, &data) {
                             Ok(()) => DevStatus::Ok,
                             Err(e) => e,
                         },
@@ -367,6 +325,20 @@ impl Engine {
                 self.capture(EV_PULL, DevStatus::NoSuchPeer, from, src, 0, cookie, &[]);
                 self.post(from, comp(CompKind::PullDone, DevStatus::NoSuchPeer, cookie, 0, src));
             }
+            Op::Pull { src, cookie, tx_off, key, frags } if !self.ports.contains_key(&src) && self.links.host_of(src).is_some() => {
+                // The transmit's owner is on another host: its device checks and streams it.
+                let sink = self.region(from, key).and_then(|r| Ok((r.mem.clone(), Self::check_frags(&r.mem, &frags)?)));
+                match sink {
+                    Ok((mem, want)) => {
+                        self.capture(EV_PULL, DevStatus::Ok, from, src, want as u32, cookie, &[]);
+                        self.ask_pull(from, src, cookie, tx_off, d.tag, mem, frags, want);
+                    }
+                    Err(e) => {
+                        self.capture(EV_PULL, e, from, src, 0, cookie, &[]);
+                        self.post(from, comp(CompKind::PullDone, e, cookie, 0, src));
+                    }
+                }
+            }
             Op::Pull { src, cookie, tx_off, key, frags } => match self.begin_pull(from, src, cookie, tx_off, key, frags, d.tag) {
                 Ok(job) => {
                     self.capture(EV_PULL, DevStatus::Ok, from, src, job.len as u32, cookie, &[]);
@@ -391,7 +363,7 @@ impl Engine {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn capture(&mut self, event: u8, status: DevStatus, src: u32, dst: u32, nob: u32, cookie: u64, data: &[u8]) {
+    pub(super) fn capture(&mut self, event: u8, status: DevStatus, src: u32, dst: u32, nob: u32, cookie: u64, data: &[u8]) {
         if let Some(c) = &mut self.capture {
             c.record(&FabricEvent { event, status: status as u8, src, dst, nob, cookie, data });
         }
@@ -428,8 +400,15 @@ impl Engine {
         let sink = self.region(from, key)?;
         let want = Self::check_frags(&sink.mem, &frags)?;
         let sink_mem = sink.mem.clone();
+        let (src_mem, tx) = self.claim(from, src, cookie, tx_off, want)?;
+        Ok(PullJob { from, src, cookie, tag, tx_tag: tx.tag, tx_off, len: want, src_mem, src_frags: tx.frags, sink_mem, sink_frags: frags })
+    }
+
+    /// Checks that `puller` may pull `want` bytes at `tx_off` of `owner`'s transmit `cookie`
+    /// (its key, its bounds, not yet consumed) and claims it, so nobody can pull it again.
+    pub(super) fn claim(&mut self, puller: u32, owner: u32, cookie: u64, tx_off: u64, want: u64) -> Result<(Arc<Mem>, Tx), DevStatus> {
         let tx = match self.txs.get(&cookie) {
-            Some(t) if t.owner == src && t.peer == from => t,
+            Some(t) if t.owner == owner && t.peer == puller => t,
             Some(_) => return Err(DevStatus::NoSuchTx),
             None if self.consumed_set.contains(&cookie) => return Err(DevStatus::TxConsumed),
             None => return Err(DevStatus::NoSuchTx),
@@ -440,7 +419,7 @@ impl Engine {
         }
         let src_mem = self.regions.get(&tx.key).ok_or(DevStatus::NoSuchTx)?.mem.clone();
         let tx = self.txs.remove(&cookie).expect("checked above");
-        self.by_tag.remove(&(src, tx.tag));
+        self.by_tag.remove(&(owner, tx.tag));
         self.consumed.push_back(cookie);
         self.consumed_set.insert(cookie);
         if self.consumed.len() > CONSUMED_MEMORY {
@@ -448,7 +427,7 @@ impl Engine {
                 self.consumed_set.remove(&old);
             }
         }
-        Ok(PullJob { from, src, cookie, tag, tx_tag: tx.tag, tx_off, len: want, src_mem, src_frags: tx.frags, sink_mem, sink_frags: frags })
+        Ok((src_mem, tx))
     }
 
     /// Fault injection: flip a byte in one of every `rate` pulled transfers (0 turns it off).
@@ -458,16 +437,7 @@ impl Engine {
 
     /// Injects `cfg`'s faults from now on, from generators seeded with `seed`.
     pub fn set_faults(&mut self, cfg: FaultConfig, seed: u64) {
-        let g = |rate, k: u64| crate::rng::OneIn::new(rate, seed ^ k.wrapping_mul(0xA24B_AED4_963E_E407));
-        self.faults = (cfg != FaultConfig::default()).then(|| Injector {
-            corrupt: g(cfg.corrupt, 0),
-            txfail: g(cfg.txfail, 1),
-            pullfail: g(cfg.pullfail, 2),
-            mailbox: g(cfg.mailbox, 3),
-            late: g(cfg.late, 4),
-            late_ms: cfg.late_ms,
-            lost: g(cfg.lost, 5),
-        });
+        self.faults = (cfg != FaultConfig::default()).then(|| Injector::new(cfg, seed));
         self.tell_direct();
     }
 

@@ -17,6 +17,7 @@ pub const F_CUT_OK: u32 = 9; // status u32, then UTF-8 reason
 pub const F_BELL: u32 = 10; // + eventfd: the node's bell (right after its hello; after F_PEER_OK)
 pub const F_PEER: u32 = 11; // addr u32 (instead of a hello: a node asks for a peer's mailbox)
 pub const F_PEER_OK: u32 = 12; // status u32, generation u32, queue_len u64 + queue fd; then F_BELL
+pub const F_LINK_CUT: u32 = 13; // host u32, on u32 (instead of a hello: cut the fabric link to a host); F_CUT_OK
 /// Reply statuses: done, refused (a reason follows), the fabric address is held.
 pub const ST_OK: u32 = 0;
 pub const ST_REFUSED: u32 = 1;

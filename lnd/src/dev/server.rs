@@ -7,6 +7,7 @@ use super::mailbox::{self, Mailbox};
 use super::proto::{self, recv_frame, send_frame, Frame};
 use super::ring::{self, Rings};
 use super::device::{Completion, DevStatus};
+use super::linkio::{LinkConfig, Links};
 use crate::mem::Mem;
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::AsRawFd;
@@ -121,6 +122,8 @@ pub struct DevServer {
     path: PathBuf,
     engine: Arc<Mutex<Engine>>,
     shared: SharedMap,
+    /// Fabric links to other hosts' devices, when this device is one of several.
+    links: Option<Arc<Links>>,
 }
 
 impl DevServer {
@@ -142,7 +145,7 @@ impl DevServer {
         if std::env::var("LNETLAB_DMA_DIRECT").is_ok_and(|v| v == "0") {
             engine.set_direct(false);
         }
-        Ok(DevServer { listener, path, engine: Arc::new(Mutex::new(engine)), shared: Arc::default() })
+        Ok(DevServer { listener, path, engine: Arc::new(Mutex::new(engine)), shared: Arc::default(), links: None })
     }
 
     pub fn path(&self) -> &Path {
@@ -151,6 +154,14 @@ impl DevServer {
 
     pub fn engine(&self) -> Arc<Mutex<Engine>> {
         self.engine.clone()
+    }
+
+    /// Joins the fabric across hosts: accepts and dials links as `cfg` says. Returns the
+    /// address it accepts links on.
+    pub fn link(&mut self, cfg: LinkConfig) -> std::io::Result<Option<std::net::SocketAddr>> {
+        let (links, bound) = Links::start(self.engine.clone(), cfg)?;
+        self.links = Some(links);
+        Ok(bound)
     }
 
     /// Accepts nodes forever, one thread each.
@@ -166,8 +177,9 @@ impl DevServer {
             };
             let engine = self.engine.clone();
             let shared = self.shared.clone();
+            let links = self.links.clone();
             std::thread::spawn(move || {
-                if let Err(e) = serve_node(sock, engine, shared) {
+                if let Err(e) = serve_node(sock, engine, shared, links) {
                     warn!("node connection ended: {e}");
                 }
             });
@@ -201,7 +213,8 @@ fn answer_peer(sock: &UnixStream, body: &[u8], engine: &Mutex<Engine>, shared: &
     };
     let found = {
         let e = engine.lock().unwrap();
-        if !e.direct_allowed() {
+        // A node on another host is reached through the device (over its link) only.
+        if !e.direct_allowed() || e.is_remote(addr) {
             Err(proto::ST_NO_DIRECT)
         } else {
             shared.lock().unwrap().get(&addr).cloned().filter(|_| e.is_attached(addr)).ok_or(proto::ST_NO_PEER)
@@ -224,10 +237,21 @@ fn answer_peer(sock: &UnixStream, body: &[u8], engine: &Mutex<Engine>, shared: &
     Ok(())
 }
 
-fn serve_node(sock: UnixStream, engine: Arc<Mutex<Engine>>, shared: SharedMap) -> std::io::Result<()> {
+fn serve_node(sock: UnixStream, engine: Arc<Mutex<Engine>>, shared: SharedMap, links: Option<Arc<Links>>) -> std::io::Result<()> {
     let hello = recv_frame(&sock)?.ok_or_else(|| std::io::Error::other("closed before hello"))?;
     if hello.ty == proto::F_PEER {
         return answer_peer(&sock, &hello.body, &engine, &shared);
+    }
+    if hello.ty == proto::F_LINK_CUT {
+        let (Some(host), Some(on)) = (proto::u32_at(&hello.body, 0), proto::u32_at(&hello.body, 4)) else {
+            return Err(refuse(&sock, proto::F_CUT_OK, "link cut: short body"));
+        };
+        let Some(links) = links else {
+            return Err(refuse(&sock, proto::F_CUT_OK, "link cut: this device has no fabric links"));
+        };
+        links.set_cut(host, on != 0);
+        send_frame(&sock, proto::F_CUT_OK, &proto::ST_OK.to_le_bytes(), None)?;
+        return Ok(());
     }
     if hello.ty == proto::F_CUT {
         // A control client, not a node: cut or heal two addresses, answer, and go.

@@ -166,7 +166,8 @@ pub struct DmaLnd<D: DmaDevice> {
 fn dev_errno(s: DevStatus) -> i32 {
     match s {
         DevStatus::Ok => 0,
-        DevStatus::NoSuchPeer => errno::EHOSTUNREACH,
+        // Nobody there, or nobody reachable: the link to its host is down.
+        DevStatus::NoSuchPeer | DevStatus::LinkDown => errno::EHOSTUNREACH,
         DevStatus::Cancelled => errno::ECANCELED,
         _ => errno::EIO,
     }

@@ -1,6 +1,7 @@
 //! The `process` backend (the default): one `dmadev` per DMA net and one `lnetd` per node, all
 //! local processes on loopback addresses, driven over their stdin/stdout; killed and reaped when
-//! the cluster handle drops (success, failure, panic or interrupt).
+//! the cluster handle drops (success, failure, panic or interrupt). Hosts a spec names are
+//! emulated: one `dmadev` per host and net, linked over loopback TCP as real hosts would be.
 
 use crate::cluster::backend::Backend;
 use crate::cluster::control::{Cluster, NodeLine, NodeProc};
@@ -15,18 +16,29 @@ use std::sync::mpsc::{channel, Sender};
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// The local `dmadev` of a DMA net: its fabric directory, arguments, and the process while it runs.
+/// A local `dmadev` of a DMA net (of one emulated host): its fabric directory, arguments, and
+/// the process while it runs.
 struct LocalDevice {
     net: String,
+    host: Option<usize>,
     dir: PathBuf,
     args: Vec<String>,
     proc: Option<Guard>,
 }
 
-/// Every node a local `lnetd` process on its own loopback address, one `dmadev` per DMA net.
+/// Every node a local `lnetd` process on its own loopback address, one `dmadev` per DMA net
+/// (and emulated host).
 #[derive(Default)]
 pub struct ProcessBackend {
     devices: Mutex<Vec<LocalDevice>>,
+    /// The run's secret, which opens the devices' fabric links.
+    token: std::sync::OnceLock<String>,
+}
+
+/// The fabric directory of `net` for node `n` (its host's device).
+fn fabric_dir(plan: &Plan, scratch: &Path, net: &str, n: &NodePlan) -> PathBuf {
+    let host = (!plan.hosts.is_empty()).then_some(n.host);
+    scratch.join(format!("fabric-{}", plan.device_name(net, host)))
 }
 
 fn socklnd_port() -> u16 {
@@ -42,7 +54,7 @@ fn lnetd_args(n: &NodePlan, scratch: &Path, art: &Path, plan: &Plan) -> Vec<Stri
     for (net, nid) in &n.nids {
         a.extend(["--nid".to_string(), nid.to_string()]);
         if plan.dma_nets.contains(net) {
-            a.extend(["--fabric".into(), scratch.join(format!("fabric-{net}")).display().to_string()]);
+            a.extend(["--fabric".into(), fabric_dir(plan, scratch, net, n).display().to_string()]);
         }
     }
     for (net, gw) in &n.routes {
@@ -77,18 +89,42 @@ impl Backend for ProcessBackend {
         super::rlimits::ensure(plan)?;
         std::fs::create_dir_all(art.join("nodes"))?;
         std::fs::create_dir_all(art.join("traces"))?;
+        // The run's secret: the caller's (a CI secret, say) or a fresh one.
+        let token = self.token.get_or_init(|| lnd::daemon::endpoint::token_from_env().ok().or_else(|| crate::procs::run_token().ok()).unwrap_or_default());
         let mut devs = Vec::new();
         for net in &plan.dma_nets {
-            let dir = scratch.join(format!("fabric-{net}"));
-            std::fs::create_dir_all(&dir)?;
-            let mut extra = devfaults::dmadev_args(plan, net);
-            if let Some(f) = plan.fabric_capture(net, art) {
-                extra.extend(["--pcap".into(), f.display().to_string()]);
+            // Hosts dial those before them: each device's link address, once it listens.
+            let mut links: Vec<(usize, String)> = Vec::new();
+            for host in plan.devices_of(net) {
+                let name = plan.device_name(net, host);
+                let dir = scratch.join(format!("fabric-{name}"));
+                std::fs::create_dir_all(&dir)?;
+                let mut extra = devfaults::dmadev_args(plan, net);
+                if let Some(f) = plan.fabric_capture(&name, art) {
+                    extra.extend(["--pcap".into(), f.display().to_string()]);
+                }
+                if let Some(h) = host {
+                    let stats = art.join(format!("dmadev-{name}.stats.json"));
+                    extra.extend(["--host".into(), h.to_string(), "--link-listen".into(), "127.0.0.1:0".into(), "--stats".into(), stats.display().to_string()]);
+                    extra.extend(links.iter().flat_map(|(j, a)| ["--link".to_string(), format!("{j}={a}")]));
+                }
+                let g = start_dmadev(&dir, timeout, &extra, host.map(|_| token.as_str()))?;
+                if let Some(h) = host {
+                    let addr = link_addr(&dir, timeout)?;
+                    // Started again (device_restart), it listens where the others dial.
+                    if let Some(x) = extra.iter_mut().find(|x| *x == "127.0.0.1:0") {
+                        *x = addr.clone();
+                    }
+                    links.push((h, addr));
+                }
+                // Keep the device log with the artifacts.
+                let _ = std::fs::hard_link(dir.join("dmadev.log"), art.join(format!("dmadev-{name}.log")));
+                devs.push(LocalDevice { net: net.clone(), host, dir, args: extra, proc: Some(g) });
             }
-            let g = start_dmadev(&dir, timeout, &extra)?;
-            // Keep the device log with the artifacts.
-            let _ = std::fs::hard_link(dir.join("dmadev.log"), art.join(format!("dmadev-{net}.log")));
-            devs.push(LocalDevice { net: net.clone(), dir, args: extra, proc: Some(g) });
+            if links.len() > 1 {
+                progress(&format!("linking the {} hosts of {net}", links.len()));
+                wait_linked(plan, net, art, links.len() as u64 - 1, timeout)?;
+            }
         }
         let (tx, rx) = channel();
         let mut nodes = Vec::new();
@@ -117,22 +153,47 @@ impl Backend for ProcessBackend {
         Ok(c)
     }
 
-    /// Kills the `dmadev` of DMA net `net` (SIGKILL) and waits until it is gone.
+    /// Kills the `dmadev` of DMA net `net` (every host's) with SIGKILL and waits until it is gone.
     fn kill_device(&self, _cluster: &mut Cluster, net: &str) -> anyhow::Result<()> {
         let mut devs = self.devices.lock().unwrap();
-        let d = devs.iter_mut().find(|d| d.net == net).ok_or_else(|| anyhow::anyhow!("no local device for net {net}"))?;
-        drop(d.proc.take()); // the guard kills and reaps it
+        let mine: Vec<&mut LocalDevice> = devs.iter_mut().filter(|d| d.net == net).collect();
+        if mine.is_empty() {
+            anyhow::bail!("no local device for net {net}");
+        }
+        for d in mine {
+            drop(d.proc.take()); // the guard kills and reaps it
+        }
         Ok(())
     }
 
-    /// Starts the `dmadev` of `net` again (same fabric directory and arguments).
+    /// Starts the `dmadev` of `net` again (same fabric directory and arguments; every host's,
+    /// which link again on their own).
     fn start_device(&self, _cluster: &mut Cluster, net: &str, timeout: Duration) -> anyhow::Result<()> {
         let mut devs = self.devices.lock().unwrap();
-        let d = devs.iter_mut().find(|d| d.net == net).ok_or_else(|| anyhow::anyhow!("no local device for net {net}"))?;
-        if d.proc.is_none() {
-            d.proc = Some(start_dmadev(&d.dir, timeout, &d.args)?);
+        let token = self.token.get().map(String::as_str);
+        let mut found = false;
+        for d in devs.iter_mut().filter(|d| d.net == net) {
+            found = true;
+            if d.proc.is_none() {
+                d.proc = Some(start_dmadev(&d.dir, timeout, &d.args, d.host.and(token))?);
+            }
         }
+        anyhow::ensure!(found, "no local device for net {net}");
         Ok(())
+    }
+
+    fn can_cut_link(&self) -> bool {
+        true
+    }
+
+    /// Asks `net`'s device on host `a` to cut (or restore) its link to host `b`'s.
+    fn cut_link(&self, _cluster: &mut Cluster, net: &str, a: usize, b: usize, on: bool) -> anyhow::Result<()> {
+        let devs = self.devices.lock().unwrap();
+        let d = devs.iter().find(|d| d.net == net && d.host == Some(a)).ok_or_else(|| anyhow::anyhow!("no device of {net} on host {a}"))?;
+        if d.proc.is_none() {
+            return Ok(());
+        }
+        lnd::dev::client::cut_link(&d.dir, b as u32, on).map_err(|e| anyhow::anyhow!("dmadev of {net} on host {a}: {e}"))
     }
 
     fn can_cut_fabric(&self) -> bool {
@@ -142,12 +203,12 @@ impl Backend for ProcessBackend {
     /// Asks the `dmadev` of `net`, on its socket, to cut or heal two addresses.
     fn cut_fabric(&self, _cluster: &mut Cluster, net: &str, a: u32, b: u32, on: bool) -> anyhow::Result<()> {
         let devs = self.devices.lock().unwrap();
-        let d = devs.iter().find(|d| d.net == net).ok_or_else(|| anyhow::anyhow!("no local device for net {net}"))?;
+        // Every host's device: each applies the cut to what its own nodes send and pull.
         // A device that is down has no cut to make; the one started again has none either.
-        if d.proc.is_none() {
-            return Ok(());
+        for d in devs.iter().filter(|d| d.net == net && d.proc.is_some()) {
+            lnd::dev::client::cut(&d.dir, a, b, on).map_err(|e| anyhow::anyhow!("dmadev for {net}: {e}"))?;
         }
-        lnd::dev::client::cut(&d.dir, a, b, on).map_err(|e| anyhow::anyhow!("dmadev for {net}: {e}"))
+        Ok(())
     }
 
     fn signal_kill(&self, cluster: &Cluster, i: usize) -> anyhow::Result<()> {
@@ -161,6 +222,36 @@ impl Backend for ProcessBackend {
             signal(cluster, i, libc::SIGCONT, "resume")
         }
     }
+}
+
+/// The address a linked device accepts links on (it writes it once it listens).
+fn link_addr(dir: &Path, timeout: Duration) -> anyhow::Result<String> {
+    let t0 = std::time::Instant::now();
+    loop {
+        if let Ok(a) = std::fs::read_to_string(dir.join("link.addr")) {
+            return Ok(a.trim().to_string());
+        }
+        anyhow::ensure!(t0.elapsed() < timeout, "dmadev for {} did not say where it accepts links within {timeout:?}", dir.display());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits until every device of `net` reports `want` links up (from its statistics file).
+fn wait_linked(plan: &Plan, net: &str, art: &Path, want: u64, timeout: Duration) -> anyhow::Result<()> {
+    let t0 = std::time::Instant::now();
+    for host in plan.devices_of(net) {
+        let name = plan.device_name(net, host);
+        let file = art.join(format!("dmadev-{name}.stats.json"));
+        loop {
+            let up = std::fs::read(&file).ok().and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok()).and_then(|v| v["links_up"].as_u64());
+            if up >= Some(want) {
+                break;
+            }
+            anyhow::ensure!(t0.elapsed() < timeout, "the {name} device linked to {} of {want} other hosts within {timeout:?}; see {}", up.unwrap_or(0), art.join(format!("dmadev-{name}.log")).display());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(())
 }
 
 /// Sends `sig` to node `i`'s local process (`what` names the action in errors).
