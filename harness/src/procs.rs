@@ -77,6 +77,32 @@ pub fn start_dmadev(dir: &Path, timeout: Duration, extra: &[String], token: Opti
     Ok(g)
 }
 
+/// The address a linked `dmadev` (`--link-listen`) accepts links on: it writes it to
+/// `dir/link.addr` once it listens.
+pub fn link_addr(dir: &Path, timeout: Duration) -> anyhow::Result<String> {
+    let t0 = Instant::now();
+    loop {
+        if let Ok(a) = std::fs::read_to_string(dir.join("link.addr")) {
+            return Ok(a.trim().to_string());
+        }
+        anyhow::ensure!(t0.elapsed() < timeout, "dmadev for {} did not say where it accepts links within {timeout:?}", dir.display());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits until the `dmadev` writing statistics to `stats` (`--stats`) has `want` links up.
+pub fn wait_links_up(stats: &Path, want: u64, timeout: Duration) -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    loop {
+        let up = std::fs::read(stats).ok().and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok()).and_then(|v| v["links_up"].as_u64());
+        if up >= Some(want) {
+            return Ok(());
+        }
+        anyhow::ensure!(t0.elapsed() < timeout, "linked to {} of {want} other hosts within {timeout:?}", up.unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// A fresh secret for one run (128 bits from the kernel's random source, as hex): what opens
 /// its fabric links and control endpoints. Never logged.
 pub fn run_token() -> std::io::Result<String> {

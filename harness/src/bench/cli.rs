@@ -81,6 +81,12 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         for m in super::dma::run(&opts)? {
             emit(m);
         }
+        if !json {
+            eprintln!("bench dma: {count} x 1 MiB PUTs between two hosts' devices over a loopback fabric link, iperf3 baseline ...");
+        }
+        for m in super::remote::run(count, window, port.wrapping_add(4214).max(1024))? {
+            emit(m);
+        }
     }
     if matches!(suite, Suite::Sock | Suite::All) {
         if !json {

@@ -8,6 +8,7 @@ pub mod dma;
 pub mod io;
 pub mod metric;
 pub mod plot;
+pub mod remote;
 pub mod scale;
 pub mod sim;
 pub mod sock;

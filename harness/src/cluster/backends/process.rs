@@ -8,7 +8,7 @@ use crate::cluster::control::{Cluster, NodeLine, NodeProc};
 use crate::cluster::devfaults;
 use crate::cluster::plan::{NodePlan, Plan};
 use crate::cluster::spec::Role;
-use crate::procs::{daemon_command, start_dmadev, Guard};
+use crate::procs::{daemon_command, link_addr, start_dmadev, wait_links_up, Guard};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -224,32 +224,14 @@ impl Backend for ProcessBackend {
     }
 }
 
-/// The address a linked device accepts links on (it writes it once it listens).
-fn link_addr(dir: &Path, timeout: Duration) -> anyhow::Result<String> {
-    let t0 = std::time::Instant::now();
-    loop {
-        if let Ok(a) = std::fs::read_to_string(dir.join("link.addr")) {
-            return Ok(a.trim().to_string());
-        }
-        anyhow::ensure!(t0.elapsed() < timeout, "dmadev for {} did not say where it accepts links within {timeout:?}", dir.display());
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 /// Waits until every device of `net` reports `want` links up (from its statistics file).
 fn wait_linked(plan: &Plan, net: &str, art: &Path, want: u64, timeout: Duration) -> anyhow::Result<()> {
     let t0 = std::time::Instant::now();
     for host in plan.devices_of(net) {
         let name = plan.device_name(net, host);
         let file = art.join(format!("dmadev-{name}.stats.json"));
-        loop {
-            let up = std::fs::read(&file).ok().and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok()).and_then(|v| v["links_up"].as_u64());
-            if up >= Some(want) {
-                break;
-            }
-            anyhow::ensure!(t0.elapsed() < timeout, "the {name} device linked to {} of {want} other hosts within {timeout:?}; see {}", up.unwrap_or(0), art.join(format!("dmadev-{name}.log")).display());
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let left = timeout.saturating_sub(t0.elapsed());
+        wait_links_up(&file, want, left).map_err(|e| anyhow::anyhow!("the {name} device: {e}; see {}", art.join(format!("dmadev-{name}.log")).display()))?;
     }
     Ok(())
 }
