@@ -3,7 +3,7 @@
 //! volumes as the docker backend, for running on other engines.
 
 use super::plan::Plan;
-use super::spec::{NetKind, Role};
+use super::spec::NetKind;
 use serde_json::{json, Map, Value};
 
 /// The compose document for `plan`, using node image `image`.
@@ -35,34 +35,23 @@ pub fn compose(plan: &Plan, image: &str) -> Value {
         }
     }
     for n in &plan.nodes {
-        let mut cmd: Vec<String> = Vec::new();
+        let cmd = plan.lnetd_args(n, &|net| format!("/fabric-{net}"));
         let mut vols: Vec<String> = Vec::new();
         let mut nets = Map::new();
         let mut deps = Vec::new();
         for (net, nid) in &n.nids {
-            cmd.extend(["--nid".into(), nid.to_string()]);
             if plan.dma_nets.contains(net) {
-                cmd.extend(["--fabric".into(), format!("/fabric-{net}")]);
                 vols.push(format!("fabric-{net}:/fabric-{net}"));
                 deps.push(format!("dmadev-{net}"));
             } else {
                 nets.insert(net.clone(), json!({"ipv4_address": std::net::Ipv4Addr::from(nid.addr()).to_string()}));
             }
         }
-        for (net, gw) in &n.routes {
-            cmd.extend(["--route".into(), format!("{net} {gw}")]);
-        }
-        if n.is(Role::Router) {
-            cmd.push("--routing".into());
-        }
         for t in &n.targets {
             let v = format!("{}-ost{}", n.name, t.ost);
             vols.push(format!("{v}:/targets/ost{}", t.ost));
             volumes.insert(v, json!({"labels": labels}));
         }
-        cmd.extend(["--mem".into(), n.mem.to_string()]);
-        cmd.extend(plan.mailbox_args(n));
-        cmd.extend(plan.multi_rail_args(n));
         let mut svc = json!({"image": image, "command": cmd, "stdin_open": true, "labels": labels, "volumes": vols, "depends_on": deps});
         if nets.is_empty() {
             svc["network_mode"] = json!("none");

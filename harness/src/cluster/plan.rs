@@ -173,6 +173,28 @@ impl Plan {
         lnd::dev::ring::mailbox_slots(peers, lnd::dmalnd::DmaLndConfig::default().peer_credits)
     }
 
+    /// The lnetd arguments every backend gives node `n`: its NIDs (a DMA one with its fabric
+    /// directory, `fabric(net)`), routes, routing, memory, mailbox and Multi-Rail settings.
+    pub fn lnetd_args(&self, n: &NodePlan, fabric: &dyn Fn(&str) -> String) -> Vec<String> {
+        let mut a = Vec::new();
+        for (net, nid) in &n.nids {
+            a.extend(["--nid".to_string(), nid.to_string()]);
+            if self.dma_nets.contains(net) {
+                a.extend(["--fabric".into(), fabric(net)]);
+            }
+        }
+        for (net, gw) in &n.routes {
+            a.extend(["--route".into(), format!("{net} {gw}")]);
+        }
+        if n.is(Role::Router) {
+            a.push("--routing".into());
+        }
+        a.extend(["--mem".into(), n.mem.to_string()]);
+        a.extend(self.mailbox_args(n));
+        a.extend(self.multi_rail_args(n));
+        a
+    }
+
     /// `--mailbox N` for lnetd when node `n` needs more than the smallest mailbox.
     pub fn mailbox_args(&self, n: &NodePlan) -> Vec<String> {
         let slots = self.mailbox_slots(n);

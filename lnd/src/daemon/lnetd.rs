@@ -1,6 +1,8 @@
 //! `lnetd`: runs one node — LNet with its NIs (a DMA NI on a fabric's `dmadev`, TCP NIs via
 //! socklnd), routes and optionally routing — driven by JSON commands on stdin, answering and
-//! reporting events on stdout.
+//! reporting events on stdout. With `--await-config` it is driven over its TCP control endpoint
+//! alone and waits there for the rest of its arguments (`{"op":"config","args":[...]}`): the
+//! harness of an orchestrator learns the nodes' addresses only once they run.
 
 use super::control::Controller;
 use crate::dev::client::{ShmDevice, ShmWaker};
@@ -59,10 +61,64 @@ fn doorbell_thread(w: &ShmWaker, k: usize, tx: mpsc::Sender<Input>) -> std::io::
 }
 
 const USAGE_KEYS: &[&str] = &["fabric", "nid", "mem", "log", "pid", "peer-credits", "route", "port", "pcap", "router-buffers", "trace", "wait-device", "tcp-ports", "t0", "mailbox", "peer", "ni-priority", "health-sensitivity", "retry-count", "transaction-timeout", "recovery-interval", "control"];
+const FLAGS: &[&str] = &["routing", "multi-rail", "await-config"];
+
+/// A control endpoint opened before the node exists (`--await-config`): where it listens,
+/// the controller's connection, and the command lines that follow the configuration.
+struct Early {
+    bound: String,
+    remote: super::endpoint::Remote,
+    lines: mpsc::Receiver<String>,
+}
 
 pub fn main(args: &[String]) -> anyhow::Result<()> {
-    let a = super::parse_args(args, USAGE_KEYS, &["routing", "multi-rail"])?;
+    let a = super::parse_args(args, USAGE_KEYS, FLAGS)?;
+    if !a.flag("await-config") {
+        return run(args, None);
+    }
     super::init_logging(a.get("log"))?;
+    let addr = a.get("control").ok_or_else(|| anyhow::anyhow!("--await-config needs --control ADDR (where the configuration comes from)"))?;
+    let token = super::endpoint::token_from_env()?;
+    let remote = super::endpoint::Remote::default();
+    let (tx, lines) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    let bound = super::endpoint::serve(addr, token, remote.clone(), move |l| tx.lock().unwrap().send(l).is_ok())?.to_string();
+    println!("{}", serde_json::json!({"control": bound, "awaiting": "config"}));
+    info!(control = %bound, "waiting for the node's configuration");
+    let extra = loop {
+        let l = lines.recv().map_err(|_| anyhow::anyhow!("control endpoint closed"))?;
+        match config_args(&l) {
+            Ok(Some(x)) => break x,
+            Ok(None) => super::endpoint::copy_to(&remote, &serde_json::json!({"error": "configure the node first: {\"op\":\"config\",\"args\":[...]}"}).to_string()),
+            Err(e) => super::endpoint::copy_to(&remote, &serde_json::json!({"error": e}).to_string()),
+        }
+    };
+    let mut all: Vec<String> = args.iter().filter(|x| *x != "--await-config").cloned().collect();
+    all.extend(extra);
+    run(&all, Some(Early { bound, remote, lines }))
+}
+
+/// The arguments a `config` line carries; `None` for any other command. Those that open
+/// endpoints or files of the caller's choosing are refused (the endpoint is already open).
+fn config_args(line: &str) -> Result<Option<Vec<String>>, String> {
+    let v: serde_json::Value = serde_json::from_str(line.trim()).map_err(|e| format!("not JSON: {e}"))?;
+    if v["op"] != "config" {
+        return Ok(None);
+    }
+    let args: Vec<String> = serde_json::from_value(v["args"].clone()).map_err(|e| format!("config: `args` must be a list of strings: {e}"))?;
+    if let Some(bad) = args.iter().find(|x| ["--control", "--await-config", "--log"].contains(&x.as_str())) {
+        return Err(format!("config: {bad} is given on the command line, not by config"));
+    }
+    super::parse_args(&args, USAGE_KEYS, FLAGS).map_err(|e| format!("config: {e}"))?;
+    Ok(Some(args))
+}
+
+fn run(args: &[String], early: Option<Early>) -> anyhow::Result<()> {
+    let a = super::parse_args(args, USAGE_KEYS, FLAGS)?;
+    let remotely = early.is_some();
+    if early.is_none() {
+        super::init_logging(a.get("log"))?;
+    }
     let nids: Vec<Nid> = a.all("nid").iter().map(|s| s.parse().map_err(|e| anyhow::anyhow!("--nid {s}: {e}"))).collect::<anyhow::Result<_>>()?;
     if nids.is_empty() {
         anyhow::bail!("at least one --nid is required (N@dma and/or a.b.c.d@tcp)");
@@ -182,19 +238,21 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     info!(nids = ?nids.iter().map(|n| n.to_string()).collect::<Vec<_>>(), "lnetd up");
 
     let txl = tx.clone();
-    std::thread::spawn(move || {
-        for line in std::io::stdin().lock().lines() {
-            match line {
-                Ok(l) => {
-                    if txl.send(Input::Line(l)).is_err() {
-                        return;
+    if early.is_none() {
+        std::thread::spawn(move || {
+            for line in std::io::stdin().lock().lines() {
+                match line {
+                    Ok(l) => {
+                        if txl.send(Input::Line(l)).is_err() {
+                            return;
+                        }
                     }
+                    Err(_) => break,
                 }
-                Err(_) => break,
             }
-        }
-        let _ = txl.send(Input::Eof);
-    });
+            let _ = txl.send(Input::Eof);
+        });
+    }
     for (k, d) in dma.iter().enumerate() {
         if let Some(w) = &d.waker {
             doorbell_thread(w, k, tx.clone())?;
@@ -203,31 +261,45 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
 
     // `--control ADDR`: the same JSON lines over TCP, for a harness on another host; replies
     // and events are copied to the controller that presented the run's token.
-    let remote = super::endpoint::Remote::default();
-    let control = match a.get("control") {
-        Some(addr) => {
-            let token = super::endpoint::token_from_env()?;
-            let txc = Mutex::new(tx.clone());
-            Some(super::endpoint::serve(addr, token, remote.clone(), move |l| txc.lock().unwrap().send(Input::Line(l)).is_ok())?.to_string())
+    let (remote, control) = match early {
+        // Configured over the endpoint: its lines go on arriving there (stdin is not read).
+        Some(e) => {
+            let txc = tx.clone();
+            std::thread::spawn(move || {
+                for l in e.lines {
+                    if txc.send(Input::Line(l)).is_err() {
+                        return;
+                    }
+                }
+            });
+            (e.remote, Some(e.bound))
         }
-        None => None,
+        None => open_control(&a, &tx)?,
     };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
+    // Driven over the endpoint alone, stdout is a copy nobody may read: its errors do not count.
+    let stdout_optional = remotely;
     let say = |out: &mut std::io::StdoutLock, v: &dyn std::fmt::Display| -> std::io::Result<()> {
         let line = v.to_string();
         super::endpoint::copy_to(&remote, &line);
-        writeln!(out, "{line}")
+        match writeln!(out, "{line}") {
+            Err(_) if stdout_optional => Ok(()),
+            r => r,
+        }
     };
     say(&mut out, &serde_json::json!({"ready": true, "nids": nids, "pid": pid, "control": control}))?;
-    out.flush()?;
+    let _ = out.flush();
     loop {
         let seen = sock_inputs.load(Ordering::Acquire);
         ctl.node.step();
         for e in ctl.drain_events() {
             say(&mut out, &e)?;
         }
-        out.flush()?;
+        match out.flush() {
+            Err(_) if remotely => {}
+            r => r?,
+        }
         if ctl.quit {
             // Let what is in flight finish (bounded), so events and traces are complete.
             let t0 = std::time::Instant::now();
@@ -238,7 +310,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
                 }
                 std::thread::sleep(Duration::from_millis(1));
             }
-            out.flush()?;
+            let _ = out.flush();
             // The trace is complete on disk before we say so; this line is our last.
             ctl.flush_trace();
             info!(drained = ctl.node.idle(), after = ?t0.elapsed(), "lnetd stopped (quit)");
@@ -316,6 +388,17 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
 /// `--ni-priority NID=P`, and the health
 /// parameters `--health-sensitivity N`, `--retry-count N`, `--transaction-timeout MS`,
 /// `--recovery-interval MS`.
+/// `--control ADDR`: the same JSON lines over TCP, for a harness on another host; replies and
+/// events are copied to the controller that presented the run's token.
+fn open_control(a: &super::Args, tx: &mpsc::Sender<Input>) -> anyhow::Result<(super::endpoint::Remote, Option<String>)> {
+    let remote = super::endpoint::Remote::default();
+    let Some(addr) = a.get("control") else { return Ok((remote, None)) };
+    let token = super::endpoint::token_from_env()?;
+    let txc = Mutex::new(tx.clone());
+    let bound = super::endpoint::serve(addr, token, remote.clone(), move |l| txc.lock().unwrap().send(Input::Line(l)).is_ok())?;
+    Ok((remote, Some(bound.to_string())))
+}
+
 fn multi_rail(a: &super::Args) -> anyhow::Result<crate::node::MultiRail> {
     let mut mr = crate::node::MultiRail { announce: a.flag("multi-rail"), ..Default::default() };
     let nid = |opt: &str, s: &str| s.trim().parse::<Nid>().map_err(|e| anyhow::anyhow!("--{opt} `{s}`: {e}"));

@@ -3,6 +3,7 @@
 #[cfg(feature = "cluster")]
 pub mod docker;
 pub mod process;
+pub mod remote;
 pub mod rlimits;
 pub mod sim;
 
@@ -17,7 +18,10 @@ pub fn by_name(name: &str) -> anyhow::Result<Box<dyn Backend>> {
         "docker" => Ok(Box::new(docker::DockerBackend::new()?)),
         #[cfg(not(feature = "cluster"))]
         "docker" => anyhow::bail!("backend `docker` needs lnetlab built with `--features cluster`"),
-        other => anyhow::bail!("backend `{other}` is not available (available: process, sim, docker)"),
+        other => match other.strip_prefix("remote:") {
+            Some(how) => Ok(Box::new(remote::RemoteBackend::parse(how)?)),
+            None => anyhow::bail!("backend `{other}` is not available (available: process, sim, docker, remote:dns:SUFFIX:PORT, remote:file:PATH)"),
+        },
     }
 }
 

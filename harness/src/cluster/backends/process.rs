@@ -7,7 +7,6 @@ use crate::cluster::backend::Backend;
 use crate::cluster::control::{Cluster, NodeLine, NodeProc};
 use crate::cluster::devfaults;
 use crate::cluster::plan::{NodePlan, Plan};
-use crate::cluster::spec::Role;
 use crate::procs::{daemon_command, link_addr, start_dmadev, wait_links_up, Guard};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -50,22 +49,8 @@ fn socklnd_port() -> u16 {
 }
 
 fn lnetd_args(n: &NodePlan, scratch: &Path, art: &Path, plan: &Plan) -> Vec<String> {
-    let mut a = Vec::new();
-    for (net, nid) in &n.nids {
-        a.extend(["--nid".to_string(), nid.to_string()]);
-        if plan.dma_nets.contains(net) {
-            a.extend(["--fabric".into(), fabric_dir(plan, scratch, net, n).display().to_string()]);
-        }
-    }
-    for (net, gw) in &n.routes {
-        a.extend(["--route".into(), format!("{net} {gw}")]);
-    }
-    if n.is(Role::Router) {
-        a.push("--routing".into());
-    }
-    a.extend(["--mem".into(), n.mem.to_string(), "--port".into(), socklnd_port().to_string()]);
-    a.extend(plan.mailbox_args(n));
-    a.extend(plan.multi_rail_args(n));
+    let mut a = plan.lnetd_args(n, &|net| fabric_dir(plan, scratch, net, n).display().to_string());
+    a.extend(["--port".into(), socklnd_port().to_string()]);
     if socklnd_port() != 988 {
         // Without root no node can bind a reserved port: the explicit unprivileged test mode.
         a.extend(["--tcp-ports".into(), "unprivileged".into()]);

@@ -18,7 +18,7 @@ use crate::cluster::backend::Backend;
 use crate::cluster::control::{Cluster, NodeLine, NodeProc};
 use crate::cluster::devfaults;
 use crate::cluster::plan::{random_seed, Plan};
-use crate::cluster::spec::{ClusterSpec, NetKind, Role};
+use crate::cluster::spec::{ClusterSpec, NetKind};
 use bollard::models::{ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HostConfig, NetworkConnectRequest, NetworkingConfig, VolumeCreateRequest};
 use bollard::query_parameters as qp;
 use collect::Teardown;
@@ -287,23 +287,15 @@ impl Backend for DockerBackend {
         let mut todo = Vec::with_capacity(plan.nodes.len());
         for (i, n) in plan.nodes.iter().enumerate() {
             let cname = name(&n.name);
-            let mut args = Vec::new();
+            let mut args = plan.lnetd_args(n, &|net| format!("/fabric-{net}"));
             let mut binds = Vec::new();
             let mut tcp_nets = Vec::new();
             for (net, nid) in &n.nids {
-                args.extend(["--nid".to_string(), nid.to_string()]);
                 if plan.dma_nets.contains(net) {
                     binds.push(format!("{}:/fabric-{net}", name(&format!("{net}-fabric"))));
-                    args.extend(["--fabric".into(), format!("/fabric-{net}")]);
                 } else {
                     tcp_nets.push((net.clone(), Ipv4Addr::from(nid.addr())));
                 }
-            }
-            for (net, gw) in &n.routes {
-                args.extend(["--route".into(), format!("{net} {gw}")]);
-            }
-            if n.is(Role::Router) {
-                args.push("--routing".into());
             }
             for t in &n.targets {
                 let vol = name(&format!("{}-ost{}", n.name, t.ost));
@@ -311,9 +303,7 @@ impl Backend for DockerBackend {
                 binds.push(format!("{vol}:/targets/ost{}", t.ost));
                 target_dirs.insert((n.name.clone(), t.ost), PathBuf::from(format!("/targets/ost{}/data", t.ost)));
             }
-            args.extend(["--mem".into(), n.mem.to_string(), "--log".into(), format!("/art/nodes/{}.log", n.name), "--trace".into(), format!("/art/traces/{}.jsonl", n.name), "--t0".into(), plan.t0_unix_us.to_string()]);
-            args.extend(plan.mailbox_args(n));
-            args.extend(plan.multi_rail_args(n));
+            args.extend(["--log".into(), format!("/art/nodes/{}.log", n.name), "--trace".into(), format!("/art/traces/{}.jsonl", n.name), "--t0".into(), plan.t0_unix_us.to_string()]);
             if let Some(f) = plan.node_capture(n, Path::new("/art")) {
                 args.extend(["--pcap".into(), f.display().to_string()]);
             }
