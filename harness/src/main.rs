@@ -187,13 +187,20 @@ enum Cmd {
         #[arg(long, requires = "all")]
         prune: bool,
     },
-    /// Write the cluster out for other tools (`--compose`: a docker-compose file).
+    /// Write the cluster out for other tools (`--compose`: a docker-compose file; `--k8s -o DIR`:
+    /// Kubernetes manifests whose Job runs the workloads and prints the report).
     Export {
         file: std::path::PathBuf,
         /// Emit a docker-compose file.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "k8s")]
         compose: bool,
-        /// Where to write it (default: stdout).
+        /// Emit Kubernetes manifests into the directory given with -o.
+        #[arg(long)]
+        k8s: bool,
+        /// The image holding a static `/lnetlab`, for the Kubernetes Job (see images/README.md).
+        #[arg(long, default_value = "lnetlab-harness:latest", requires = "k8s")]
+        harness_image: String,
+        /// Where to write it (default: stdout; a directory, required, with --k8s).
         #[arg(long, short)]
         out: Option<std::path::PathBuf>,
         /// Node image to use (default: build ours; needs --features cluster).
@@ -339,9 +346,12 @@ reproduce with: {}", r.runs, r.steps.len(), r.nodes, r.workloads, r.faults, r.sp
             run_and_report(&opts, None)?;
         }
         Cmd::Up { file, seed, artifacts, backend, foreground } => harness::up::up(file, seed, artifacts, backend, foreground)?,
-        Cmd::Export { file, compose, out, image, seed } => {
-            if !compose {
-                anyhow::bail!("say what to export: --compose");
+        Cmd::Export { file, compose, k8s, harness_image, out, image, seed } => {
+            if !compose && !k8s {
+                anyhow::bail!("say what to export: --compose or --k8s");
+            }
+            if k8s && out.is_none() {
+                anyhow::bail!("--k8s writes several manifests: give their directory with -o DIR");
             }
             let spec = cluster::spec::ClusterSpec::load(&file)?;
             let image = match image {
@@ -362,6 +372,15 @@ reproduce with: {}", r.runs, r.steps.len(), r.nodes, r.workloads, r.faults, r.sp
                 std::net::Ipv4Addr::from(u32::from(base) + pos as u32 + 2)
             };
             let plan = cluster::plan::plan(&spec, seed, &addr);
+            if k8s {
+                let dir = out.expect("checked above");
+                let text = std::fs::read_to_string(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+                let o = cluster::k8s::K8sOpts { image: &image, harness_image: &harness_image, spec_text: &text };
+                for f in cluster::k8s::write(&plan, &o, &dir)? {
+                    println!("{}", f.display());
+                }
+                return Ok(());
+            }
             let text = cluster::compose::to_yaml(&plan, &image)?;
             match out {
                 Some(p) => std::fs::write(&p, text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,

@@ -25,9 +25,13 @@ struct Host {
 }
 
 fn host(n: u32, dial: &[(u32, SocketAddr)]) -> Host {
+    host_with(n, dial, None)
+}
+
+fn host_with(n: u32, dial: &[(u32, SocketAddr)], discover: Option<String>) -> Host {
     let dir = tempfile::tempdir().unwrap();
     let mut server = DevServer::bind(dir.path(), 40 + n as u64).unwrap();
-    let cfg = LinkConfig { host: n, listen: Some("127.0.0.1:0".into()), dial: dial.iter().map(|(h, a)| (*h, a.to_string())).collect(), token: TOKEN.into() };
+    let cfg = LinkConfig { host: n, listen: Some("127.0.0.1:0".into()), dial: dial.iter().map(|(h, a)| (*h, a.to_string())).collect(), discover, token: TOKEN.into() };
     let link = server.link(cfg).unwrap().unwrap();
     let engine = server.engine();
     std::thread::spawn(move || server.run());
@@ -149,4 +153,17 @@ fn a_link_without_the_run_token_is_refused() {
         assert!(matches!(s.read(&mut b), Ok(0) | Err(_)), "closed without a word");
         assert!(!linked(&h0, 77), "a refused link announced nobody");
     }
+}
+
+/// On an orchestrator each device is numbered by its address and finds the others by a name
+/// that resolves to all of them (a headless Service): the higher-numbered one dials.
+#[test]
+#[cfg_attr(miri, ignore = "sockets are not available under Miri")]
+fn devices_found_by_name_link_up() {
+    let low = u32::from(std::net::Ipv4Addr::new(127, 0, 0, 1));
+    let h0 = host(low, &[]);
+    let h1 = host_with(low + 1, &[], Some(format!("localhost:{}", h0.link.port())));
+    let _a = ShmDevice::connect_within(h0.dir.path(), 1, 1 << 16, ring::MB_MIN, WAIT).unwrap();
+    let _b = ShmDevice::connect_within(h1.dir.path(), 2, 1 << 16, ring::MB_MIN, WAIT).unwrap();
+    until("the devices found each other", || linked(&h0, 2) && linked(&h1, 1));
 }

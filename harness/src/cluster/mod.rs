@@ -11,6 +11,7 @@ pub mod devfaults;
 pub mod faults;
 pub mod groups;
 pub mod health;
+pub mod k8s;
 pub mod limits;
 pub mod plan;
 pub mod report;

@@ -1,13 +1,15 @@
 //! `dmadev --fabric DIR [--log FILE] [--seed N] [--faults JSON] [--pcap FILE]`: the emulated DMA device
 //! process of one fabric (`--faults '{"corrupt":6,"txfail":20,"late":10,"late_ms":50}'`); with
 //! `--host N [--link-listen ADDR] [--link H=ADDR]...` one of several hosts' devices of a fabric,
-//! linked over TCP (the run's token from `LNETLAB_CONTROL_TOKEN` opens each link).
+//! linked over TCP (the run's token from `LNETLAB_CONTROL_TOKEN` opens each link). On an
+//! orchestrator, `--host IP --link-dns NAME:PORT`: the host is numbered by its address and
+//! links to every device NAME resolves to (those numbered below it dial, the rest are dialled).
 
 use crate::dev::server::DevServer;
 use std::path::PathBuf;
 
 pub fn main(args: &[String]) -> anyhow::Result<()> {
-    let a = super::parse_args(args, &["fabric", "log", "seed", "corrupt-rate", "faults", "pcap", "cut", "control", "host", "link-listen", "link", "link-cut", "stats"], &["exit-on-stdin-close", "probe"])?;
+    let a = super::parse_args(args, &["fabric", "log", "seed", "corrupt-rate", "faults", "pcap", "cut", "control", "host", "link-listen", "link", "link-dns", "link-cut", "stats"], &["exit-on-stdin-close", "probe"])?;
     if let Some(c) = a.get("cut") {
         // Cut or heal two addresses of the device serving this fabric (from inside a container).
         let dir = PathBuf::from(a.get("fabric").ok_or_else(|| anyhow::anyhow!("--fabric DIR is required"))?);
@@ -94,12 +96,23 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
 /// `--host`, `--link-listen` and `--link H=ADDR`: this device's place in a fabric across hosts.
 fn link_config(a: &super::Args) -> anyhow::Result<Option<crate::dev::linkio::LinkConfig>> {
     let Some(h) = a.get("host") else {
-        if a.get("link-listen").is_some() || !a.all("link").is_empty() {
-            anyhow::bail!("--link-listen and --link need --host N (this device's host number)");
+        if a.get("link-listen").is_some() || !a.all("link").is_empty() || a.get("link-dns").is_some() {
+            anyhow::bail!("--link-listen, --link and --link-dns need --host N (this device's host number, or its IPv4 address)");
         }
         return Ok(None);
     };
-    let host: u32 = h.parse().map_err(|_| anyhow::anyhow!("--host `{h}` is not a host number"))?;
+    let host: u32 = match (h.parse::<u32>(), h.parse::<std::net::Ipv4Addr>()) {
+        (Ok(n), _) => n,
+        (_, Ok(ip)) => u32::from(ip),
+        _ => anyhow::bail!("--host `{h}` is neither a host number nor an IPv4 address"),
+    };
+    let discover = a.get("link-dns").map(|d| -> anyhow::Result<String> {
+        let (name, port) = d.rsplit_once(':').ok_or_else(|| anyhow::anyhow!("--link-dns `{d}`: expected NAME:PORT"))?;
+        port.parse::<u16>().map_err(|_| anyhow::anyhow!("--link-dns `{d}`: `{port}` is not a port"))?;
+        anyhow::ensure!(!name.is_empty(), "--link-dns `{d}`: empty NAME");
+        Ok(d.to_string())
+    });
+    let discover = discover.transpose()?;
     let mut dial = Vec::new();
     for l in a.all("link") {
         let (n, addr) = l.split_once('=').ok_or_else(|| anyhow::anyhow!("--link `{l}`: expected HOST=ADDR:PORT"))?;
@@ -111,7 +124,7 @@ fn link_config(a: &super::Args) -> anyhow::Result<Option<crate::dev::linkio::Lin
         dial.push((n, addr.to_string()));
     }
     let token = super::endpoint::token_from_env().map_err(|_| anyhow::anyhow!("fabric links need the run's token in {} (at least 16 characters)", super::endpoint::TOKEN_ENV))?;
-    Ok(Some(crate::dev::linkio::LinkConfig { host, listen: a.get("link-listen").map(str::to_owned), dial, token }))
+    Ok(Some(crate::dev::linkio::LinkConfig { host, listen: a.get("link-listen").map(str::to_owned), dial, discover, token }))
 }
 
 /// Writes the device's statistics (and `links_up`, its fabric links up) as JSON to `path`

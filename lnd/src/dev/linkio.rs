@@ -29,6 +29,9 @@ pub struct LinkConfig {
     pub listen: Option<String>,
     /// Hosts to dial, and where their devices listen.
     pub dial: Vec<(u32, String)>,
+    /// `NAME:PORT` resolving to every device of the fabric (a headless Service): each address
+    /// is a host numbered by it; those below ours are dialled (the others dial us).
+    pub discover: Option<String>,
     /// The run's secret: a link opens with it, as a control connection does.
     pub token: String,
 }
@@ -114,7 +117,34 @@ impl Links {
             let me = links.clone();
             std::thread::spawn(move || me.dial_forever(host, &addr));
         }
+        if let Some(d) = links.cfg.discover.clone() {
+            let me = links.clone();
+            std::thread::spawn(move || me.discover_forever(&d));
+        }
         Ok((links, bound))
+    }
+
+    /// Resolves `name:port` every few seconds; dials each new device numbered below this one.
+    fn discover_forever(self: Arc<Self>, name: &str) {
+        use std::net::ToSocketAddrs;
+        let mut dialling = HashSet::new();
+        loop {
+            match name.to_socket_addrs() {
+                Ok(addrs) => {
+                    for a in addrs {
+                        let SocketAddr::V4(v4) = a else { continue };
+                        let host = u32::from(*v4.ip());
+                        if host < self.cfg.host && dialling.insert(host) {
+                            info!(host = %v4.ip(), "fabric link: found a device to dial");
+                            let me = self.clone();
+                            std::thread::spawn(move || me.dial_forever(host, &a.to_string()));
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!(name, "fabric link discovery: {e}"),
+            }
+            std::thread::sleep(Duration::from_secs(3));
+        }
     }
 
     /// Cuts (`on`) or restores the link to `host`: cutting drops it at once (what crossed it
