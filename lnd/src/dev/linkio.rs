@@ -6,7 +6,7 @@
 use super::engine::Engine;
 use super::remote::{LinkOut, LinkPort, PullReq};
 use super::link::{self, LinkFrame};
-use super::DevStatus;
+use super::device::DevStatus;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
