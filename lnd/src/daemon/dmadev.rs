@@ -101,11 +101,6 @@ fn link_config(a: &super::Args) -> anyhow::Result<Option<crate::dev::linkio::Lin
         }
         return Ok(None);
     };
-    let host: u32 = match (h.parse::<u32>(), h.parse::<std::net::Ipv4Addr>()) {
-        (Ok(n), _) => n,
-        (_, Ok(ip)) => u32::from(ip),
-        _ => anyhow::bail!("--host `{h}` is neither a host number nor an IPv4 address"),
-    };
     let discover = a.get("link-dns").map(|d| -> anyhow::Result<String> {
         let (name, port) = d.rsplit_once(':').ok_or_else(|| anyhow::anyhow!("--link-dns `{d}`: expected NAME:PORT"))?;
         port.parse::<u16>().map_err(|_| anyhow::anyhow!("--link-dns `{d}`: `{port}` is not a port"))?;
@@ -113,6 +108,16 @@ fn link_config(a: &super::Args) -> anyhow::Result<Option<crate::dev::linkio::Lin
         Ok(d.to_string())
     });
     let discover = discover.transpose()?;
+    let host: u32 = match (h.parse::<u32>(), h.parse::<std::net::Ipv4Addr>(), discover.as_deref()) {
+        (Ok(n), _, _) => n,
+        (_, Ok(ip), _) => u32::from(ip),
+        // Numbered by the address of ours the other devices find (`tasks.SERVICE` on a swarm).
+        _ if h == "auto" => match discover.as_deref() {
+            Some(d) => u32::from(crate::dev::linkio::own_address_among(d, std::time::Duration::from_secs(60)).map_err(|e| anyhow::anyhow!("--host auto: {e}"))?),
+            None => anyhow::bail!("--host auto needs --link-dns NAME:PORT (the name the devices find each other by)"),
+        },
+        _ => anyhow::bail!("--host `{h}` is neither a host number, an IPv4 address nor `auto`"),
+    };
     let mut dial = Vec::new();
     for l in a.all("link") {
         let (n, addr) = l.split_once('=').ok_or_else(|| anyhow::anyhow!("--link `{l}`: expected HOST=ADDR:PORT"))?;

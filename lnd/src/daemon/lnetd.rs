@@ -89,7 +89,13 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         let l = lines.recv().map_err(|_| anyhow::anyhow!("control endpoint closed"))?;
         match config_args(&l) {
             Ok(Some(x)) => break x,
-            Ok(None) => super::endpoint::copy_to(&remote, &serde_json::json!({"error": "configure the node first: {\"op\":\"config\",\"args\":[...]}"}).to_string()),
+            // Where am I? (An orchestrator assigns the addresses: the harness asks before it
+            // gives a TCP NID.)
+            Ok(None) if l.contains("\"addresses\"") => {
+                let a: Vec<String> = crate::dev::linkio::local_addresses().unwrap_or_default().iter().map(|a| a.to_string()).collect();
+                super::endpoint::copy_to(&remote, &serde_json::json!({ "addresses": a }).to_string());
+            }
+            Ok(None) => super::endpoint::copy_to(&remote, &serde_json::json!({"error": "configure the node first: {\"op\":\"config\",\"args\":[...]} (or ask {\"op\":\"addresses\"})"}).to_string()),
             Err(e) => super::endpoint::copy_to(&remote, &serde_json::json!({"error": e}).to_string()),
         }
     };

@@ -36,6 +36,48 @@ pub struct LinkConfig {
     pub token: String,
 }
 
+/// This machine's IPv4 addresses (every interface's).
+pub fn local_addresses() -> std::io::Result<Vec<std::net::Ipv4Addr>> {
+    let mut out = Vec::new();
+    let mut ifs: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills a list we walk read-only and free once.
+    if unsafe { libc::getifaddrs(&mut ifs) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut p = ifs;
+    while !p.is_null() {
+        // SAFETY: p is a node of the list getifaddrs returned; an AF_INET address is a sockaddr_in.
+        unsafe {
+            let a = (*p).ifa_addr;
+            if !a.is_null() && (*a).sa_family as i32 == libc::AF_INET {
+                let sin = &*(a as *const libc::sockaddr_in);
+                out.push(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+            }
+            p = (*p).ifa_next;
+        }
+    }
+    unsafe { libc::freeifaddrs(ifs) };
+    Ok(out)
+}
+
+/// The address of ours that `name:port` resolves to (a device numbering its host by the
+/// address its peers find it at), waited for up to `wait` (a new task's DNS record lags).
+pub fn own_address_among(name: &str, wait: Duration) -> std::io::Result<std::net::Ipv4Addr> {
+    use std::net::ToSocketAddrs;
+    let mine = local_addresses()?;
+    let t0 = std::time::Instant::now();
+    loop {
+        let found: Vec<std::net::Ipv4Addr> = name.to_socket_addrs().map(|a| a.filter_map(|x| if let SocketAddr::V4(v) = x { Some(*v.ip()) } else { None }).collect()).unwrap_or_default();
+        if let Some(ip) = found.iter().find(|ip| mine.contains(ip)) {
+            return Ok(*ip);
+        }
+        if t0.elapsed() > wait {
+            return Err(std::io::Error::other(format!("{name} resolves to {found:?}, none of them this machine's ({mine:?})")));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 /// Compares without an early exit, so the time taken does not tell how much of a guess was right.
 pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0

@@ -6,6 +6,8 @@ pub mod process;
 pub mod remote;
 pub mod rlimits;
 pub mod sim;
+#[cfg(feature = "cluster")]
+pub mod swarm;
 
 use crate::cluster::backend::Backend;
 
@@ -18,9 +20,13 @@ pub fn by_name(name: &str) -> anyhow::Result<Box<dyn Backend>> {
         "docker" => Ok(Box::new(docker::DockerBackend::new()?)),
         #[cfg(not(feature = "cluster"))]
         "docker" => anyhow::bail!("backend `docker` needs lnetlab built with `--features cluster`"),
+        #[cfg(feature = "cluster")]
+        "swarm" => Ok(Box::new(swarm::SwarmBackend::new()?)),
+        #[cfg(not(feature = "cluster"))]
+        "swarm" => anyhow::bail!("backend `swarm` needs lnetlab built with `--features cluster`"),
         other => match other.strip_prefix("remote:") {
             Some(how) => Ok(Box::new(remote::RemoteBackend::parse(how)?)),
-            None => anyhow::bail!("backend `{other}` is not available (available: process, sim, docker, remote:dns:SUFFIX:PORT, remote:file:PATH)"),
+            None => anyhow::bail!("backend `{other}` is not available (available: process, sim, docker, swarm, remote:dns:SUFFIX:PORT, remote:file:PATH)"),
         },
     }
 }

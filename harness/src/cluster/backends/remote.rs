@@ -23,8 +23,13 @@ const FIND_WAIT: Duration = Duration::from_secs(120);
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointsFile {
-    /// Node name -> `host:port` of its control endpoint (the host is its TCP address).
+    /// Node name -> `host:port` of its control endpoint (the host is its TCP address, unless
+    /// `addresses` says otherwise).
     pub nodes: BTreeMap<String, String>,
+    /// Node name -> its TCP address, where the control endpoint is reached elsewhere (a port
+    /// an orchestrator published).
+    #[serde(default)]
+    pub addresses: BTreeMap<String, Ipv4Addr>,
     /// DMA net -> the fabric directory on the nodes' hosts (default `/fabric-NET`).
     #[serde(default)]
     pub fabrics: BTreeMap<String, String>,
@@ -50,6 +55,11 @@ pub struct RemoteBackend {
 }
 
 impl RemoteBackend {
+    /// Nodes found as `f` says, driven with `token`.
+    pub fn with_endpoints(f: EndpointsFile, token: String) -> RemoteBackend {
+        RemoteBackend { find: Find::File(f), token }
+    }
+
     /// From what follows `remote:` in `--backend`.
     pub fn parse(how: &str) -> anyhow::Result<RemoteBackend> {
         let token = lnd::daemon::endpoint::token_from_env().map_err(|e| anyhow::anyhow!("backend remote: {e}"))?;
@@ -155,8 +165,14 @@ impl Backend for RemoteBackend {
                 if n.nis.iter().filter(|x| tcp.contains(x)).count() > 1 {
                     anyhow::bail!("backend remote: node {} is on several TCP nets, but a remote node has one address", n.name);
                 }
-                let SocketAddr::V4(a) = self.resolve(&n.name)? else { unreachable!("IPv4 chosen") };
-                at.insert((k, pos), *a.ip());
+                let ip = match &self.find {
+                    Find::File(f) if f.addresses.contains_key(&n.name) => f.addresses[&n.name],
+                    _ => match self.resolve(&n.name)? {
+                        SocketAddr::V4(a) => *a.ip(),
+                        SocketAddr::V6(_) => unreachable!("IPv4 chosen"),
+                    },
+                };
+                at.insert((k, pos), ip);
             }
         }
         Ok(Some(Box::new(move |k, _, pos| at.get(&(k, pos)).copied().unwrap_or(Ipv4Addr::UNSPECIFIED))))

@@ -62,6 +62,30 @@ fn wait_exit(e: &Engine, cs: &[String], grace: Duration) {
     });
 }
 
+/// Writes container `c`'s output (stdout and stderr) to `file`.
+pub fn save_logs(e: &Engine, c: &str, file: &Path) {
+    let logs: Vec<_> = e.rt.block_on(async {
+        e.docker
+            .logs(c, Some(qp::LogsOptionsBuilder::default().stdout(true).stderr(true).build()))
+            .filter_map(|x| async move { x.ok() })
+            .collect::<Vec<_>>()
+            .await
+    });
+    let text: String = logs.iter().map(|l| l.to_string()).collect();
+    let _ = std::fs::write(file, text);
+}
+
+/// The output of every container swarm service `name` ran, to `file`.
+pub fn save_logs_of_service(e: &Engine, name: &str, file: &Path) -> anyhow::Result<()> {
+    let f = std::collections::HashMap::from([("label", vec![format!("com.docker.swarm.service.name={name}")])]);
+    let f: std::collections::HashMap<&str, Vec<&str>> = f.iter().map(|(k, v)| (*k, v.iter().map(String::as_str).collect())).collect();
+    let cs = e.rt.block_on(e.docker.list_containers(Some(qp::ListContainersOptionsBuilder::default().all(true).filters(&f).build())))?;
+    for c in cs.iter().filter_map(|c| c.id.as_deref()) {
+        save_logs(e, c, file);
+    }
+    Ok(())
+}
+
 /// Removes a run's objects when its cluster goes: nodes waited for, artifacts and logs saved.
 pub struct Teardown {
     pub engine: Arc<Engine>,
@@ -84,15 +108,7 @@ impl Drop for Teardown {
             if let Err(err) = collect_art(e, c, &self.art) {
                 eprintln!("lnetlab: artifacts of container {c}: {err:#}");
             }
-            let logs: Vec<_> = e.rt.block_on(async {
-                e.docker
-                    .logs(c, Some(qp::LogsOptionsBuilder::default().stdout(true).stderr(true).build()))
-                    .filter_map(|x| async move { x.ok() })
-                    .collect::<Vec<_>>()
-                    .await
-            });
-            let text: String = logs.iter().map(|l| l.to_string()).collect();
-            let _ = std::fs::write(self.art.join("containers").join(format!("{c}.log")), text);
+            save_logs(e, c, &self.art.join("containers").join(format!("{c}.log")));
         }
         if let Err(err) = reap(e, Some(&self.run)) {
             eprintln!("lnetlab: docker teardown of run {}: {err}", self.run);

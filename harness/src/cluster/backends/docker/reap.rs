@@ -54,7 +54,10 @@ pub fn stale_runs(e: &Engine) -> anyhow::Result<Vec<String>> {
     let cs = e.rt.block_on(e.docker.list_containers(Some(qp::ListContainersOptionsBuilder::default().all(true).filters(&f).build())))?;
     let nets = e.rt.block_on(e.docker.list_networks(Some(qp::ListNetworksOptionsBuilder::default().filters(&f).build())))?;
     let vols = e.rt.block_on(e.docker.list_volumes(Some(qp::ListVolumesOptionsBuilder::default().filters(&f).build())))?.volumes.unwrap_or_default();
+    // Swarm services too, where this Engine manages a swarm (an error says it does not).
+    let svcs = e.rt.block_on(e.docker.list_services(Some(qp::ListServicesOptionsBuilder::default().filters(&f).build()))).unwrap_or_default();
     let mut all: Vec<HashMap<String, String>> = cs.into_iter().filter_map(|c| c.labels).collect();
+    all.extend(svcs.into_iter().filter_map(|s| s.spec.and_then(|s| s.labels)));
     all.extend(nets.into_iter().filter_map(|n| n.labels));
     all.extend(vols.into_iter().map(|v| v.labels));
     let mut stale = Vec::new();
@@ -95,6 +98,16 @@ pub fn reap(e: &Engine, run: Option<&str>) -> anyhow::Result<usize> {
     e.rt.block_on(async {
         let mut n = 0;
         let mut stuck = Vec::new();
+        // Services first (of the swarm backend), or the swarm would start their tasks again.
+        for s in e.docker.list_services(Some(qp::ListServicesOptionsBuilder::default().filters(&f).build())).await.unwrap_or_default() {
+            if let Some(id) = s.id {
+                match e.docker.delete_service(&id).await {
+                    Ok(()) => n += 1,
+                    Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
+                    Err(err) => stuck.push(format!("service {id}: {err}")),
+                }
+            }
+        }
         let cs = e.docker.list_containers(Some(qp::ListContainersOptionsBuilder::default().all(true).filters(&f).build())).await?;
         for c in cs {
             // A killed run also left its scratch directory (only ever one of ours: checked).
