@@ -82,6 +82,8 @@ fn two_hosts_runs_on_a_single_node_swarm_and_leaves_nothing() {
     let f = HashMap::from([("label".to_string(), vec![LABEL_RUN.to_string()])]);
     let services = e.rt.block_on(e.docker.list_services(Some(qp::ListServicesOptions { filters: Some(f.clone()), ..Default::default() }))).unwrap();
     assert!(services.is_empty(), "services left: {services:?}");
+    let secrets = e.rt.block_on(e.docker.list_secrets(Some(qp::ListSecretsOptions { filters: Some(f.clone()) }))).unwrap();
+    assert!(secrets.is_empty(), "secrets left: {secrets:?}");
     let f = HashMap::from([("label", vec![LABEL_RUN])]);
     let cs = e.rt.block_on(e.docker.list_containers(Some(qp::ListContainersOptionsBuilder::default().all(true).filters(&f).build()))).unwrap();
     let nets = e.rt.block_on(e.docker.list_networks(Some(qp::ListNetworksOptionsBuilder::default().filters(&f).build()))).unwrap();

@@ -8,14 +8,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::{info, warn};
 
-/// Where the token comes from.
+/// Where the token comes from...
 pub const TOKEN_ENV: &str = "LNETLAB_CONTROL_TOKEN";
+/// ...or the file holding it (an orchestrator's secret, mounted: `/run/secrets/...`).
+pub const TOKEN_FILE_ENV: &str = "LNETLAB_CONTROL_TOKEN_FILE";
 /// How long a new connection has to present its token.
 const HELLO_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum EndpointError {
-    #[error("--control needs the run's token in {TOKEN_ENV} (at least 16 characters)")]
+    #[error("--control needs the run's token in {TOKEN_ENV}, or a file named by {TOKEN_FILE_ENV} (at least 16 characters)")]
     NoToken,
     #[error("control endpoint {addr}: {e}")]
     Bind { addr: String, e: std::io::Error },
@@ -23,7 +25,11 @@ pub enum EndpointError {
 
 /// The run's token from the environment, checked for length (a short token is guessable).
 pub fn token_from_env() -> Result<String, EndpointError> {
-    std::env::var(TOKEN_ENV).ok().filter(|t| t.len() >= 16).ok_or(EndpointError::NoToken)
+    let t = match std::env::var(TOKEN_ENV) {
+        Ok(t) => Some(t),
+        Err(_) => std::env::var_os(TOKEN_FILE_ENV).and_then(|f| std::fs::read_to_string(f).ok()).map(|t| t.trim().to_string()),
+    };
+    t.filter(|t| t.len() >= 16).ok_or(EndpointError::NoToken)
 }
 
 use crate::dev::linkio::{presented_token as presented, same_secret as same};

@@ -16,7 +16,7 @@ use crate::cluster::plan::{random_seed, Plan};
 use crate::cluster::spec::{ClusterSpec, FaultKind, NetKind};
 use bollard::models::{
     EndpointPortConfig, EndpointPortConfigPublishModeEnum, EndpointSpec, Mount, MountType, MountVolumeOptions, NetworkAttachmentConfig, NetworkCreateRequest, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, TaskSpec, TaskSpecContainerSpec,
-    TaskSpecPlacement, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
+    SecretSpec, TaskSpecContainerSpecFile, TaskSpecContainerSpecSecrets, TaskSpecPlacement, TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
 };
 use bollard::query_parameters as qp;
 use std::collections::HashMap;
@@ -29,6 +29,8 @@ use std::time::{Duration, Instant};
 /// The node label that places a cluster node on a swarm node: `lnetlab-host.NAME=true`.
 pub const HOST_LABEL: &str = "lnetlab-host";
 const CONTROL_PORT: u16 = 7000;
+/// Where a task finds the run's token (under `/run/secrets/`).
+const TOKEN_FILE: &str = "lnetlab-token";
 const LINK_PORT: u16 = 7100;
 /// How long tasks get to start (an image to load, a node to place).
 const START_WAIT: Duration = Duration::from_secs(120);
@@ -39,6 +41,8 @@ pub struct SwarmBackend {
     token: String,
     /// The image the services run (the node image, or `LNETLAB_SWARM_IMAGE`: one in a registry).
     image: String,
+    /// The swarm secret holding the token (every task reads it from a file, not its environment).
+    secret: Mutex<Option<String>>,
     /// Services created, by cluster node (or `dmadev-NET`), and the network.
     services: Mutex<Vec<(String, String)>>,
     network: Mutex<Option<String>>,
@@ -56,7 +60,7 @@ impl SwarmBackend {
             _ => ensure_image(&engine)?,
         };
         let token = lnd::daemon::endpoint::token_from_env().ok().or_else(|| crate::procs::run_token().ok()).ok_or_else(|| anyhow::anyhow!("no run token: /dev/urandom unreadable"))?;
-        Ok(SwarmBackend { engine, run_id: format!("{:08x}", random_seed() as u32), token, image, services: Default::default(), network: Default::default(), remote: Default::default(), art: Default::default() })
+        Ok(SwarmBackend { engine, run_id: format!("{:08x}", random_seed() as u32), token, image, secret: Default::default(), services: Default::default(), network: Default::default(), remote: Default::default(), art: Default::default() })
     }
 
     fn obj(&self, what: &str) -> String {
@@ -76,6 +80,7 @@ impl SwarmBackend {
     fn service(&self, key: &str, labels: &HashMap<String, String>, command: &str, args: Vec<String>, mounts: Vec<Mount>, global: bool, constraints: Vec<String>, publish: Option<u16>) -> anyhow::Result<String> {
         let name = self.obj(key);
         let net = self.network.lock().unwrap().clone().expect("network first");
+        let secret = self.secret(labels)?;
         let spec = ServiceSpec {
             name: Some(name.clone()),
             labels: Some(labels.clone()),
@@ -85,7 +90,12 @@ impl SwarmBackend {
                     labels: Some(labels.clone()),
                     command: Some(vec![command.into()]),
                     args: Some(args),
-                    env: Some(vec![format!("{}={}", lnd::daemon::endpoint::TOKEN_ENV, self.token)]),
+                    env: Some(vec![format!("{}=/run/secrets/{TOKEN_FILE}", lnd::daemon::endpoint::TOKEN_FILE_ENV)]),
+                    secrets: Some(vec![TaskSpecContainerSpecSecrets {
+                        secret_id: Some(secret.0),
+                        secret_name: Some(secret.1),
+                        file: Some(TaskSpecContainerSpecFile { name: Some(TOKEN_FILE.into()), uid: Some("0".into()), gid: Some("0".into()), mode: Some(0o400) }),
+                    }]),
                     mounts: Some(mounts),
                     ..Default::default()
                 }),
@@ -105,6 +115,21 @@ impl SwarmBackend {
         e.rt.block_on(e.docker.create_service(spec, None))?;
         self.services.lock().unwrap().push((key.to_string(), name.clone()));
         Ok(name)
+    }
+
+    /// The run's token as a swarm secret (made on first use): its id and name.
+    fn secret(&self, labels: &HashMap<String, String>) -> anyhow::Result<(String, String)> {
+        use base64::Engine as _;
+        let mut s = self.secret.lock().unwrap();
+        let name = self.obj("token");
+        if let Some(id) = s.as_ref() {
+            return Ok((id.clone(), name));
+        }
+        let e = &self.engine;
+        let spec = SecretSpec { name: Some(name.clone()), labels: Some(labels.clone()), data: Some(base64::engine::general_purpose::STANDARD.encode(&self.token)), ..Default::default() };
+        let id = e.rt.block_on(e.docker.create_secret(spec))?.id;
+        *s = Some(id.clone());
+        Ok((id, name))
     }
 
     /// The running task of service `name` and the address of the swarm node it runs on.

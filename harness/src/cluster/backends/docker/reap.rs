@@ -58,6 +58,8 @@ pub fn stale_runs(e: &Engine) -> anyhow::Result<Vec<String>> {
     let svcs = e.rt.block_on(e.docker.list_services(Some(qp::ListServicesOptionsBuilder::default().filters(&f).build()))).unwrap_or_default();
     let mut all: Vec<HashMap<String, String>> = cs.into_iter().filter_map(|c| c.labels).collect();
     all.extend(svcs.into_iter().filter_map(|s| s.spec.and_then(|s| s.labels)));
+    let secrets = e.rt.block_on(e.docker.list_secrets(Some(qp::ListSecretsOptionsBuilder::default().filters(&f).build()))).unwrap_or_default();
+    all.extend(secrets.into_iter().filter_map(|s| s.spec.and_then(|s| s.labels)));
     all.extend(nets.into_iter().filter_map(|n| n.labels));
     all.extend(vols.into_iter().map(|v| v.labels));
     let mut stale = Vec::new();
@@ -105,6 +107,15 @@ pub fn reap(e: &Engine, run: Option<&str>) -> anyhow::Result<usize> {
                     Ok(()) => n += 1,
                     Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
                     Err(err) => stuck.push(format!("service {id}: {err}")),
+                }
+            }
+        }
+        for s in e.docker.list_secrets(Some(qp::ListSecretsOptionsBuilder::default().filters(&f).build())).await.unwrap_or_default() {
+            if let Some(id) = s.id {
+                match e.docker.delete_secret(&id).await {
+                    Ok(()) => n += 1,
+                    Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
+                    Err(err) => stuck.push(format!("secret {id}: {err}")),
                 }
             }
         }
