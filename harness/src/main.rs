@@ -15,6 +15,18 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum ImageCmd {
+    /// Write the node image as a tar (load it on every swarm node: `docker load -i FILE`);
+    /// with --registry, also push it there (then run with LNETLAB_SWARM_IMAGE=the name printed).
+    Save {
+        file: std::path::PathBuf,
+        /// A registry to push to (`HOST[:PORT]`).
+        #[arg(long)]
+        registry: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum Cmd {
     /// Bring a cluster up, run its workloads, verify every byte, tear it down.
     Run {
@@ -176,6 +188,11 @@ enum Cmd {
     },
     /// Print a node's log from a running (or the last) cluster.
     Logs { node: String },
+    /// The node image, for Engines other than this one (`--backend swarm` on several machines).
+    Image {
+        #[command(subcommand)]
+        action: ImageCmd,
+    },
     /// Tear down the cluster brought up by `lnetlab up`.
     Down {
         /// Also remove what killed lnetlab runs left: their scratch directories, and the Docker
@@ -437,6 +454,24 @@ reproduce with: {}", r.runs, r.steps.len(), r.nodes, r.workloads, r.faults, r.sp
             let n = nodes().find(|n| n["name"] == node.as_str()).ok_or_else(|| anyhow::anyhow!("no node `{node}` (nodes: {})", nodes().filter_map(|n| n["name"].as_str()).collect::<Vec<_>>().join(", ")))?;
             let log = n["log"].as_str().unwrap_or("");
             print!("{}", std::fs::read_to_string(log).map_err(|e| anyhow::anyhow!("{log}: {e}"))?);
+        }
+        Cmd::Image { action: ImageCmd::Save { file, registry } } => {
+            #[cfg(feature = "cluster")]
+            {
+                let e = cluster::backends::docker::Engine::connect()?;
+                let tag = cluster::backends::docker::ensure_image(&e)?;
+                let bytes = cluster::backends::docker::image::save_image(&e, &tag, &file)?;
+                println!("{tag}: {} ({} MB); on each swarm node: docker load -i {}", file.display(), bytes >> 20, file.display());
+                if let Some(r) = registry {
+                    let pushed = cluster::backends::docker::image::push_image_to(&e, &tag, &r)?;
+                    println!("pushed {pushed}; run with LNETLAB_SWARM_IMAGE={pushed}");
+                }
+            }
+            #[cfg(not(feature = "cluster"))]
+            {
+                let _ = (file, registry);
+                anyhow::bail!("lnetlab image needs lnetlab built with --features cluster");
+            }
         }
         Cmd::Down { all, prune } => {
             if all {

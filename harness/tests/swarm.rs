@@ -90,3 +90,21 @@ fn two_hosts_runs_on_a_single_node_swarm_and_leaves_nothing() {
     let vols = e.rt.block_on(e.docker.list_volumes(Some(qp::ListVolumesOptionsBuilder::default().filters(&f).build()))).unwrap().volumes.unwrap_or_default();
     assert!(cs.is_empty() && nets.is_empty() && vols.is_empty(), "left: {} containers, {} networks, {} volumes", cs.len(), nets.len(), vols.len());
 }
+
+/// `lnetlab image save FILE` writes the node image as a tar `docker load` takes; a registry
+/// that is not there is named in the error, and its tag is not left behind.
+#[test]
+fn the_node_image_saves_for_other_engines() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("node.tar");
+    let o = lnetlab().args(["image", "save", file.to_str().unwrap()]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let list = std::process::Command::new("tar").arg("tf").arg(&file).output().unwrap();
+    assert!(String::from_utf8_lossy(&list.stdout).lines().any(|l| l == "manifest.json"), "not an image tar");
+    let o = lnetlab().args(["image", "save", file.to_str().unwrap(), "--registry", "127.0.0.1:1"]).output().unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("push to 127.0.0.1:1"), "{}", String::from_utf8_lossy(&o.stderr));
+    let e = Engine::connect().unwrap();
+    let imgs = e.rt.block_on(e.docker.list_images(None::<qp::ListImagesOptions>)).unwrap();
+    assert!(!imgs.iter().flat_map(|i| &i.repo_tags).any(|t| t.starts_with("127.0.0.1:1/")), "the registry's tag was left");
+}

@@ -193,6 +193,49 @@ pub fn ensure_image(e: &Engine) -> anyhow::Result<String> {
     ensure_image_from(e, None)
 }
 
+/// Writes image `tag` to `file` as a tar (`docker save`); returns its size.
+pub fn save_image(e: &Engine, tag: &str, file: &Path) -> anyhow::Result<u64> {
+    use futures_util::StreamExt;
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(file).map_err(|err| anyhow::anyhow!("{}: {err}", file.display()))?);
+    let mut n = 0u64;
+    e.rt.block_on(async {
+        let mut s = e.docker.export_image(tag);
+        while let Some(chunk) = s.next().await {
+            let chunk = chunk?;
+            n += chunk.len() as u64;
+            out.write_all(&chunk)?;
+        }
+        Ok::<(), anyhow::Error>(())
+    })?;
+    out.flush()?;
+    Ok(n)
+}
+
+/// Tags image `tag` for `registry` and pushes it there; returns the name pushed.
+pub fn push_image_to(e: &Engine, tag: &str, registry: &str) -> anyhow::Result<String> {
+    use futures_util::StreamExt;
+    let (repo, version) = tag.rsplit_once(':').unwrap_or((tag, "latest"));
+    let target = format!("{registry}/{repo}");
+    e.rt.block_on(e.docker.tag_image(tag, Some(bollard::query_parameters::TagImageOptions { repo: Some(target.clone()), tag: Some(version.into()) })))?;
+    let pushed = e.rt.block_on(async {
+        let mut s = e.docker.push_image(&target, Some(bollard::query_parameters::PushImageOptions { tag: Some(version.into()), ..Default::default() }), None);
+        while let Some(step) = s.next().await {
+            let step = step.map_err(|err| anyhow::anyhow!("push to {registry}: {err}"))?;
+            if let Some(err) = step.error_detail.and_then(|d| d.message) {
+                anyhow::bail!("push to {registry}: {err}");
+            }
+        }
+        Ok(())
+    });
+    if pushed.is_err() {
+        // Not there: the registry's name for it goes too (the image stays under its own).
+        let _ = e.rt.block_on(e.docker.remove_image(&format!("{target}:{version}"), None::<bollard::query_parameters::RemoveImageOptions>, None));
+    }
+    pushed?;
+    Ok(format!("{target}:{version}"))
+}
+
 /// Our tagged node images: how many, and the bytes they hold.
 pub fn node_images(e: &Engine) -> anyhow::Result<(usize, u64)> {
     let f = HashMap::from([("label", vec![IMAGE_LABEL]), ("dangling", vec!["false"])]);
