@@ -318,3 +318,15 @@ fn only_provably_dead_runs_are_reaped() {
     assert!(a && b && !c, "another namespace's run kept: {a}, a live run kept: {b}, a dead run reaped: {}", !c);
     assert!(a2 && b2, "down --all keeps live runs: {a2} {b2}");
 }
+
+/// Issue 14: hosts in Docker — one device container per host, linked over a network of their
+/// own; the fabric link cut for a second mid-run; every byte verified, pulls counted as crossing
+/// the link, and nothing of the run left.
+#[test]
+fn two_hosts_in_docker_survive_a_cut_fabric_link() {
+    let (r, _art) = run_cli_with("clusters/two-hosts-link-cut.yaml", 3 * 4 * (16 << 20), &[]);
+    assert_eq!((r["lost_acked_writes"].as_u64(), r["silent_corruptions"].as_u64()), (Some(0), Some(0)), "{r}");
+    assert_eq!(r["faults"]["fabric_link"], 1, "{r}");
+    let l = &r["fabric_links"];
+    assert!(l["bytes"].as_u64().unwrap() >= 2 * 2 * 4 * (16 << 20) && l["links_lost"].as_u64().unwrap() >= 1, "{l}");
+}

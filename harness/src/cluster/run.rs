@@ -277,6 +277,7 @@ fn execute(backend: &dyn Backend, plan: &Plan, opts: &RunOpts, art: &Path, say: 
     if !plan.hosts.is_empty() {
         // The devices write their statistics every 50 ms: let the last changes land.
         std::thread::sleep(Duration::from_millis(150));
+        cluster.sync_artifacts();
         report.fabric_links = super::devfaults::link_counts(art);
         if !report.fabric_links.is_empty() {
             say(&format!("fabric links: {}", report.fabric_links.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")));

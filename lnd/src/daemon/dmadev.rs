@@ -9,7 +9,7 @@ use crate::dev::server::DevServer;
 use std::path::PathBuf;
 
 pub fn main(args: &[String]) -> anyhow::Result<()> {
-    let a = super::parse_args(args, &["fabric", "log", "seed", "corrupt-rate", "faults", "pcap", "cut", "control", "host", "link-listen", "link", "link-dns", "link-cut", "stats"], &["exit-on-stdin-close", "probe"])?;
+    let a = super::parse_args(args, &["fabric", "log", "seed", "corrupt-rate", "faults", "pcap", "cut", "control", "host", "link-listen", "link", "link-dns", "link-cut", "stats", "probe-links"], &["exit-on-stdin-close", "probe"])?;
     if let Some(c) = a.get("cut") {
         // Cut or heal two addresses of the device serving this fabric (from inside a container).
         let dir = PathBuf::from(a.get("fabric").ok_or_else(|| anyhow::anyhow!("--fabric DIR is required"))?);
@@ -21,6 +21,15 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         let dir = PathBuf::from(a.get("fabric").ok_or_else(|| anyhow::anyhow!("--fabric DIR is required"))?);
         let (host, on) = parse_link_cut(c).map_err(|e| anyhow::anyhow!("--link-cut `{c}`: {e}"))?;
         return crate::dev::client::cut_link(&dir, host, on).map_err(|e| anyhow::anyhow!("--link-cut `{c}`: {e}"));
+    }
+    if let Some(n) = a.get("probe-links") {
+        // Has the device writing `--stats FILE` this many links up? (Asked inside a container.)
+        let want: u64 = n.parse().map_err(|_| anyhow::anyhow!("--probe-links `{n}` is not a number"))?;
+        let f = a.get("stats").ok_or_else(|| anyhow::anyhow!("--probe-links needs --stats FILE (the device's)"))?;
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(f).map_err(|e| anyhow::anyhow!("{f}: {e}"))?)?;
+        let up = v["links_up"].as_u64().unwrap_or(0);
+        anyhow::ensure!(up >= want, "{up} of {want} links up");
+        return Ok(());
     }
     if a.get("probe").is_some() {
         // Is a device serving this fabric? (Asked from inside a container, where the fabric is.)

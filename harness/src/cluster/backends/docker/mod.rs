@@ -1,6 +1,7 @@
 //! The `docker` backend: every node a container of our own `FROM scratch` image (`image.rs`), one
 //! bridge network per TCP net on a subnet allocated atomically (`subnet.rs`), the DMA fabric as
-//! a volume shared by its containers, each OSS's targets on volumes of its own. Everything
+//! a volume shared by its containers (one device container and volume per host a spec names,
+//! the devices linked over a network of their own), each OSS's targets on volumes of its own. Everything
 //! carries `lnetlab.*` labels (`reap.rs`); at teardown nodes are waited for and artifacts copied
 //! out through the API before removal (`collect.rs`); killed runs are reaped when provably dead.
 
@@ -63,6 +64,10 @@ pub struct DockerBackend {
     nets: Mutex<Vec<(String, Subnet)>>,
     /// The cluster's line channel, for re-attaching restarted nodes.
     tx: Mutex<Option<Sender<(usize, NodeLine)>>>,
+    /// The device containers: (DMA net, host index, container, fabric volume).
+    devices: Mutex<Vec<(String, Option<usize>, String, String)>>,
+    /// The run's secret, which opens the devices' fabric links.
+    token: String,
 }
 
 impl DockerBackend {
@@ -78,7 +83,8 @@ impl DockerBackend {
             eprintln!("  docker: reaped {reaped} objects left by killed runs");
         }
         let r = random_seed();
-        Ok(DockerBackend { engine, run_id: format!("{:08x}", r as u32), node_binaries: dir, nets: Default::default(), tx: Default::default() })
+        let token = lnd::daemon::endpoint::token_from_env().ok().or_else(|| crate::procs::run_token().ok()).unwrap_or_default();
+        Ok(DockerBackend { engine, run_id: format!("{:08x}", r as u32), node_binaries: dir, nets: Default::default(), tx: Default::default(), devices: Default::default(), token })
     }
 
     /// The container of node `name`.
@@ -103,6 +109,11 @@ impl DockerBackend {
             nets.push((net.clone(), s));
         }
         Ok(nets.clone())
+    }
+
+    /// The device containers of DMA net `net` and their fabric volumes.
+    fn devices_of(&self, net: &str) -> Vec<(String, String)> {
+        self.devices.lock().unwrap().iter().filter(|d| d.0 == net).map(|d| (d.2.clone(), d.3.clone())).collect()
     }
 
     /// Fault: SIGKILL a node's container.
@@ -177,8 +188,26 @@ impl Backend for DockerBackend {
         "docker"
     }
 
+    /// Kills every device container of `net` (each host's).
     fn kill_device(&self, _cluster: &mut Cluster, net: &str) -> anyhow::Result<()> {
-        self.kill(&format!("dmadev-{net}"))
+        let e = &self.engine;
+        for c in self.devices_of(net) {
+            e.rt.block_on(e.docker.kill_container(&c.0, Some(qp::KillContainerOptionsBuilder::default().signal("SIGKILL").build())))?;
+        }
+        Ok(())
+    }
+
+    fn can_cut_link(&self) -> bool {
+        true
+    }
+
+    /// Asks `net`'s device of host `a`, inside its container, to cut or restore its link to `b`'s.
+    fn cut_link(&self, _cluster: &mut Cluster, net: &str, a: usize, b: usize, on: bool) -> anyhow::Result<()> {
+        let devs = self.devices.lock().unwrap();
+        let d = devs.iter().find(|d| d.0 == net && d.1 == Some(a)).ok_or_else(|| anyhow::anyhow!("no device of {net} on host {a}"))?;
+        let arg = format!("{b} {}", if on { "on" } else { "off" });
+        anyhow::ensure!(exec_ok(&self.engine, &d.2, &["/dmadev", "--fabric", "/fabric", "--link-cut", &arg]), "the {net} device of host {a} did not take `--link-cut {arg}`");
+        Ok(())
     }
 
     fn can_cut_fabric(&self) -> bool {
@@ -187,25 +216,18 @@ impl Backend for DockerBackend {
 
     /// Asks the device of `net` from inside its container (`dmadev --cut`).
     fn cut_fabric(&self, _cluster: &mut Cluster, net: &str, a: u32, b: u32, on: bool) -> anyhow::Result<()> {
-        let cname = self.container(&format!("dmadev-{net}"));
         let arg = format!("{a} {b} {}", if on { "on" } else { "off" });
-        anyhow::ensure!(exec_ok(&self.engine, &cname, &["/dmadev", "--fabric", "/fabric", "--cut", &arg]), "the {net} device did not take `--cut {arg}`");
+        for (cname, _) in self.devices_of(net) {
+            anyhow::ensure!(exec_ok(&self.engine, &cname, &["/dmadev", "--fabric", "/fabric", "--cut", &arg]), "the {net} device did not take `--cut {arg}`");
+        }
         Ok(())
     }
 
     fn start_device(&self, _cluster: &mut Cluster, net: &str, timeout: Duration) -> anyhow::Result<()> {
         let e = &self.engine;
-        let cname = self.container(&format!("dmadev-{net}"));
-        e.rt.block_on(e.docker.start_container(&cname, None::<qp::StartContainerOptions>))?;
-        // Up when its socket takes connections again.
-        let vol = e.rt.block_on(e.docker.inspect_volume(&format!("lnetlab-{}-{net}-fabric", self.run_id)))?;
-        let sock = PathBuf::from(vol.mountpoint).join(lnd::dev::proto::SOCK_NAME);
-        let t0 = Instant::now();
-        while std::os::unix::net::UnixStream::connect(&sock).is_err() && !device_serving(e, &cname) {
-            if t0.elapsed() > timeout {
-                anyhow::bail!("the {net} device did not come back within {timeout:?}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        for (cname, volume) in self.devices_of(net) {
+            e.rt.block_on(e.docker.start_container(&cname, None::<qp::StartContainerOptions>))?;
+            wait_device(e, &cname, &volume, timeout).map_err(|_| anyhow::anyhow!("the {net} device did not come back within {timeout:?}"))?;
         }
         Ok(())
     }
@@ -248,37 +270,54 @@ impl Backend for DockerBackend {
         self.networks(&plan.spec)?;
         let image = ensure_image_from(e, self.node_binaries.as_deref())?;
         progress(&format!("docker: image {image}, run {run}"));
-        for net in &plan.dma_nets {
-            e.rt.block_on(e.docker.create_volume(VolumeCreateRequest { name: Some(name(&format!("{net}-fabric"))), labels: Some(lab.clone()), ..Default::default() }))?;
-        }
+        // Hosts' devices link over a network of their own (static addresses: host k at .k+2).
+        let links_net = match plan.hosts.is_empty() {
+            true => None,
+            false => Some(subnet::create_network(e, &name("links"), "links", &lab, &subnet::auto_candidates(&subnet::used_subnets(e)), false)?),
+        };
         let create = |cname: &str, body: ContainerCreateBody| -> anyhow::Result<()> {
             e.rt.block_on(e.docker.create_container(Some(qp::CreateContainerOptionsBuilder::default().name(cname).build()), body)).map_err(|err| anyhow::anyhow!("create {cname}: {err}"))?;
             Ok(())
         };
-        // One dmadev container per DMA net; logs stay in the container until teardown.
+        // One dmadev container per DMA net (and host); logs stay in the container until teardown.
         for net in &plan.dma_nets {
-            let cname = name(&format!("dmadev-{net}"));
-            let body = ContainerCreateBody {
-                image: Some(image.clone()),
-                entrypoint: Some(vec!["/dmadev".into()]),
-                cmd: Some([vec!["--fabric".into(), "/fabric".into(), "--log".into(), format!("/art/dmadev-{net}.log")], devfaults::dmadev_args(plan, net), plan.fabric_capture(net, Path::new("/art")).map(|f| vec!["--pcap".into(), f.display().to_string()]).unwrap_or_default()].concat()),
-                labels: Some(lab.clone()),
-                host_config: Some(HostConfig { binds: Some(vec![format!("{}:/fabric", name(&format!("{net}-fabric")))]), network_mode: Some("none".into()), ..Default::default() }),
-                ..Default::default()
-            };
-            create(&cname, body)?;
-            teardown.devices.push(cname.clone());
-            e.rt.block_on(e.docker.start_container(&cname, None::<qp::StartContainerOptions>))?;
-            // Ready when its socket takes connections (asked in the container; the volume's
-            // host path, where we may read it, answers too).
-            let vol = e.rt.block_on(e.docker.inspect_volume(&name(&format!("{net}-fabric"))))?;
-            let sock = PathBuf::from(vol.mountpoint).join(lnd::dev::proto::SOCK_NAME);
-            let t0 = Instant::now();
-            while !sock.exists() && !device_serving(e, &cname) {
-                if t0.elapsed() > timeout {
-                    anyhow::bail!("dmadev for {net} did not start; see {}", art.join(format!("dmadev-{net}.log")).display());
+            let mut links: Vec<(usize, Ipv4Addr, String)> = Vec::new();
+            for host in plan.devices_of(net) {
+                let dname = plan.device_name(net, host);
+                let volume = name(&format!("{dname}-fabric"));
+                e.rt.block_on(e.docker.create_volume(VolumeCreateRequest { name: Some(volume.clone()), labels: Some(lab.clone()), ..Default::default() }))?;
+                let cname = name(&format!("dmadev-{dname}"));
+                let mut cmd = [vec!["--fabric".into(), "/fabric".into(), "--log".into(), format!("/art/dmadev-{dname}.log")], devfaults::dmadev_args(plan, net), plan.fabric_capture(&dname, Path::new("/art")).map(|f| vec!["--pcap".into(), f.display().to_string()]).unwrap_or_default()].concat();
+                let mut host_config = HostConfig { binds: Some(vec![format!("{volume}:/fabric")]), network_mode: Some("none".into()), ..Default::default() };
+                let (mut env, mut networking_config) = (None, None);
+                if let (Some(h), Some(s)) = (host, &links_net) {
+                    let ip = s.host(h);
+                    let stats = format!("/art/dmadev-{dname}.stats.json");
+                    cmd.extend(["--host".into(), h.to_string(), "--link-listen".into(), format!("0.0.0.0:{LINK_PORT}"), "--stats".into(), stats.clone()]);
+                    cmd.extend(links.iter().flat_map(|(j, a, _)| ["--link".to_string(), format!("{j}={a}:{LINK_PORT}")]));
+                    env = Some(vec![format!("{}={}", lnd::daemon::endpoint::TOKEN_ENV, self.token)]);
+                    host_config.network_mode = Some(name("links"));
+                    networking_config = Some(NetworkingConfig { endpoints_config: Some(HashMap::from([(name("links"), endpoint(ip))])) });
+                    links.push((h, ip, cname.clone()));
                 }
-                std::thread::sleep(Duration::from_millis(50));
+                let body = ContainerCreateBody { image: Some(image.clone()), entrypoint: Some(vec!["/dmadev".into()]), cmd: Some(cmd), env, labels: Some(lab.clone()), host_config: Some(host_config), networking_config, ..Default::default() };
+                create(&cname, body)?;
+                teardown.devices.push(cname.clone());
+                self.devices.lock().unwrap().push((net.clone(), host, cname.clone(), volume.clone()));
+                e.rt.block_on(e.docker.start_container(&cname, None::<qp::StartContainerOptions>))?;
+                wait_device(e, &cname, &volume, timeout).map_err(|_| anyhow::anyhow!("dmadev for {dname} did not start; see {}", art.join(format!("dmadev-{dname}.log")).display()))?;
+            }
+            if links.len() > 1 {
+                progress(&format!("linking the {} hosts of {net}", links.len()));
+                let want = (links.len() - 1).to_string();
+                let t0 = Instant::now();
+                for (h, _, cname) in &links {
+                    let stats = format!("/art/dmadev-{}.stats.json", plan.device_name(net, Some(*h)));
+                    while !exec_ok(e, cname, &["/dmadev", "--fabric", "/fabric", "--probe-links", &want, "--stats", &stats]) {
+                        anyhow::ensure!(t0.elapsed() < timeout, "the {net} device of host {} did not link to the others within {timeout:?}", plan.hosts[*h]);
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                }
             }
         }
         let (tx, rx) = std::sync::mpsc::channel();
@@ -292,7 +331,8 @@ impl Backend for DockerBackend {
             let mut tcp_nets = Vec::new();
             for (net, nid) in &n.nids {
                 if plan.dma_nets.contains(net) {
-                    binds.push(format!("{}:/fabric-{net}", name(&format!("{net}-fabric"))));
+                    let dname = plan.device_name(net, (!plan.hosts.is_empty()).then_some(n.host));
+                    binds.push(format!("{}:/fabric-{net}", name(&format!("{dname}-fabric"))));
                 } else {
                     tcp_nets.push((net.clone(), Ipv4Addr::from(nid.addr())));
                 }
@@ -430,6 +470,22 @@ fn attach(e: &Engine, cname: &str, i: usize, tx: Sender<(usize, NodeLine)>) -> a
 /// remote or virtualised Engine does not share with us.
 fn device_serving(e: &Engine, cname: &str) -> bool {
     exec_ok(e, cname, &["/dmadev", "--fabric", "/fabric", "--probe"])
+}
+
+/// Where hosts' devices accept their links.
+const LINK_PORT: u16 = 7100;
+
+/// Waits until device container `cname` serves its fabric (its socket on `volume` takes
+/// connections, or it says so in the container).
+fn wait_device(e: &Engine, cname: &str, volume: &str, timeout: Duration) -> anyhow::Result<()> {
+    let vol = e.rt.block_on(e.docker.inspect_volume(volume))?;
+    let sock = PathBuf::from(vol.mountpoint).join(lnd::dev::proto::SOCK_NAME);
+    let t0 = Instant::now();
+    while std::os::unix::net::UnixStream::connect(&sock).is_err() && !device_serving(e, cname) {
+        anyhow::ensure!(t0.elapsed() < timeout, "not serving");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
 }
 
 /// Runs `cmd` in container `cname`: did it exit 0 (within a second)?
