@@ -17,6 +17,25 @@ pub enum NodeLine {
     Exited,
 }
 
+/// Reads node `i`'s JSON lines from `out` on a thread of its own and sends them to `tx`, then
+/// says it exited when `out` ends.
+pub fn forward_lines(i: usize, out: impl std::io::BufRead + Send + 'static, tx: std::sync::mpsc::Sender<(usize, NodeLine)>) {
+    std::thread::spawn(move || {
+        for l in out.lines() {
+            let Ok(l) = l else { break };
+            match serde_json::from_str(&l) {
+                Ok(v) => {
+                    if tx.send((i, NodeLine::Line(v))).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => tracing::warn!("node {i} sent non-JSON `{l}`: {e}"),
+            }
+        }
+        let _ = tx.send((i, NodeLine::Exited));
+    });
+}
+
 pub struct NodeProc {
     pub name: String,
     /// The local process, when the backend runs one (the docker backend's live in containers).

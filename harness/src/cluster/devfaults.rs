@@ -35,17 +35,25 @@ pub fn dmadev_args(plan: &Plan, net: &str) -> Vec<String> {
     }
 }
 
+/// The devices' files in `art` ending in `suffix` (`dmadev-NAME.log`, `dmadev-NAME.stats.json`).
+fn device_files(art: &Path, suffix: &str) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(art).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.starts_with("dmadev-") && name.ends_with(suffix) {
+            out.push(e.path());
+        }
+    }
+    out
+}
+
 /// What crossed the fabric links, summed over the devices' statistics files in `art`
 /// (`dmadev-*.stats.json`, hosts' devices only): pulls and their bytes (counted where the
 /// puller is), SMSGs, and links lost. Empty for a run on one machine.
 pub fn link_counts(art: &Path) -> BTreeMap<String, u64> {
     let mut n = BTreeMap::new();
-    for e in std::fs::read_dir(art).into_iter().flatten().flatten() {
-        let name = e.file_name().to_string_lossy().to_string();
-        if !(name.starts_with("dmadev-") && name.ends_with(".stats.json")) {
-            continue;
-        }
-        let Some(v) = std::fs::read(e.path()).ok().and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok()) else { continue };
+    for f in device_files(art, ".stats.json") {
+        let Some(v) = std::fs::read(f).ok().and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok()) else { continue };
         for (k, field) in [("pulls", "link_pulls"), ("bytes", "link_bytes"), ("smsgs", "link_smsgs"), ("links_lost", "link_downs")] {
             *n.entry(k.to_string()).or_default() += v[field].as_u64().unwrap_or(0);
         }
@@ -56,12 +64,8 @@ pub fn link_counts(art: &Path) -> BTreeMap<String, u64> {
 /// Device faults counted from the `dmadev-*.log` files in `art` (lines `fault: KIND ...`).
 pub fn device_counts_from_logs(art: &Path) -> BTreeMap<String, u64> {
     let mut n = BTreeMap::new();
-    for e in std::fs::read_dir(art).into_iter().flatten().flatten() {
-        let name = e.file_name().to_string_lossy().to_string();
-        if !(name.starts_with("dmadev-") && name.ends_with(".log")) {
-            continue;
-        }
-        for l in std::fs::read_to_string(e.path()).unwrap_or_default().lines() {
+    for f in device_files(art, ".log") {
+        for l in std::fs::read_to_string(f).unwrap_or_default().lines() {
             if let Some(k) = l.split("fault: ").nth(1).and_then(|r| r.split_whitespace().next()) {
                 *n.entry(k.to_string()).or_default() += 1;
             }

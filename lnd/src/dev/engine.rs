@@ -471,21 +471,26 @@ impl Engine {
         }
         let ok = status.is_ok();
         let len = if ok { job.len as u32 } else { 0 };
-        if ok {
-            self.stats.pulls += 1;
-            self.stats.bytes_pulled += job.len;
-        }
-        let lost = ok && self.faults.as_mut().is_some_and(|f| f.lost.fire().is_some());
-        if lost {
-            self.stats.lost += 1;
-            tracing::info!(from = job.from, src = job.src, "fault: dma_lost pull completion lost");
-        }
+        let lost = ok && self.pulled(job.from, job.src, job.len);
         // Both ends learn of the transfer: the hardware signals receiver and transmitter alike
         // (unless the fault injector lost the receiver's completion).
         if !lost {
             self.post(job.from, Completion { kind: CompKind::PullDone, status, tag: job.tag, cookie: job.cookie, len, peer: job.src });
         }
         self.post(job.src, Completion { kind: CompKind::TxDone, status, tag: job.tx_tag, cookie: job.cookie, len, peer: job.from });
+    }
+
+    /// Counts a pull of `len` bytes by `puller` from `owner` that went well; returns whether
+    /// the fault injector loses the puller's completion of it (`dma_lost`).
+    pub(super) fn pulled(&mut self, puller: u32, owner: u32, len: u64) -> bool {
+        self.stats.pulls += 1;
+        self.stats.bytes_pulled += len;
+        let lost = self.faults.as_mut().is_some_and(|f| f.lost.fire().is_some());
+        if lost {
+            self.stats.lost += 1;
+            tracing::info!(from = puller, src = owner, "fault: dma_lost pull completion lost");
+        }
+        lost
     }
 
     /// Transmits currently set up (for leak checks).

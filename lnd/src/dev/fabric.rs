@@ -180,16 +180,11 @@ impl Engine {
         }
         let ok = status.is_ok();
         if ok {
-            self.stats.pulls += 1;
-            self.stats.bytes_pulled += p.want;
             self.stats.link_pulls += 1;
             self.stats.link_bytes += p.want;
-        }
-        let lost = ok && self.faults.as_mut().is_some_and(|f| f.lost.fire().is_some());
-        if lost {
-            self.stats.lost += 1;
-            tracing::info!(from = p.puller, src = p.owner, "fault: dma_lost pull completion lost");
-            return;
+            if self.pulled(p.puller, p.owner, p.want) {
+                return;
+            }
         }
         self.post(p.puller, Completion { kind: CompKind::PullDone, status, tag: p.tag, cookie: p.cookie, len: if ok { p.want as u32 } else { 0 }, peer: p.owner });
     }

@@ -8,7 +8,7 @@ use crate::cluster::control::{Cluster, NodeLine, NodeProc};
 use crate::cluster::devfaults;
 use crate::cluster::plan::{NodePlan, Plan};
 use crate::procs::{daemon_command, link_addr, start_dmadev, wait_links_up, Guard};
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::mpsc::{channel, Sender};
@@ -238,19 +238,6 @@ fn spawn(i: usize, n: &NodePlan, args: Vec<String>, art: &Path, tx: Sender<(usiz
     let mut child = daemon_command("lnetd")?.args(&args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(log).spawn()?;
     let stdin = child.stdin.take().expect("piped");
     let out = BufReader::new(child.stdout.take().expect("piped"));
-    std::thread::spawn(move || {
-        for l in out.lines() {
-            let Ok(l) = l else { break };
-            match serde_json::from_str(&l) {
-                Ok(v) => {
-                    if tx.send((i, NodeLine::Line(v))).is_err() {
-                        return;
-                    }
-                }
-                Err(e) => tracing::warn!("node {i} printed non-JSON `{l}`: {e}"),
-            }
-        }
-        let _ = tx.send((i, NodeLine::Exited));
-    });
+    crate::cluster::control::forward_lines(i, out, tx);
     Ok(NodeProc::local(&n.name, Guard { child, what: n.name.clone() }, Box::new(stdin), log_path))
 }

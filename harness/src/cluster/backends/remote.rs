@@ -132,20 +132,7 @@ impl RemoteBackend {
         r.read_line(&mut first)?;
         anyhow::ensure!(first.contains("\"ok\""), "node {name} ({addr}) refused the run's token: {}", first.trim());
         writeln!(w, "{}", serde_json::json!({"op": "config", "args": args}))?;
-        std::thread::spawn(move || {
-            for l in r.lines() {
-                let Ok(l) = l else { break };
-                match serde_json::from_str(&l) {
-                    Ok(v) => {
-                        if tx.send((i, NodeLine::Line(v))).is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => tracing::warn!("node {i} sent non-JSON `{l}`: {e}"),
-                }
-            }
-            let _ = tx.send((i, NodeLine::Exited));
-        });
+        crate::cluster::control::forward_lines(i, r, tx);
         Ok(NodeProc::remote(name, Box::new(w)))
     }
 }
