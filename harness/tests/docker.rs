@@ -175,11 +175,17 @@ fn a_sigkilled_run_is_reaped_by_the_next() {
         assert!(t0.elapsed() < Duration::from_secs(120), "the run never came up");
         std::thread::sleep(Duration::from_millis(200));
     }
-    // Its scratch directory, named on its containers.
+    // Its scratch directory, named on its containers (asked of each: in a loaded CI run the
+    // first one listed once answered nothing).
     let o = Command::new("docker").args(["ps", "-aq", "--filter", &format!("label=lnetlab.pid={pid}")]).output().unwrap();
-    let first = String::from_utf8_lossy(&o.stdout).lines().next().unwrap().to_string();
-    let o = Command::new("docker").args(["inspect", "--format", "{{index .Config.Labels \"lnetlab.scratch\"}}", &first]).output().unwrap();
-    let scratch = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+    let labels: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|c| {
+            let o = Command::new("docker").args(["inspect", "--format", "{{index .Config.Labels \"lnetlab.scratch\"}}", c]).output().unwrap();
+            format!("{}{}", String::from_utf8_lossy(&o.stdout).trim(), String::from_utf8_lossy(&o.stderr).trim())
+        })
+        .collect();
+    let scratch = PathBuf::from(labels.iter().find(|l| l.starts_with('/')).unwrap_or_else(|| panic!("no container names its scratch directory: {labels:?}")));
     assert!(scratch.is_dir(), "{}", scratch.display());
     child.kill().unwrap(); // SIGKILL: no teardown runs
     child.wait().unwrap();

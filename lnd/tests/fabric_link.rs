@@ -167,3 +167,46 @@ fn devices_found_by_name_link_up() {
     let _b = ShmDevice::connect_within(h1.dir.path(), 2, 1 << 16, ring::MB_MIN, WAIT).unwrap();
     until("the devices found each other", || linked(&h0, 2) && linked(&h1, 1));
 }
+
+/// Asymmetry and the fault injectors hold across the link: a transmit set up for another node
+/// cannot be pulled from the other host; the owner's device fails pulls (`dma_pullfail`, both
+/// ends hear) and damages pulled bytes (`dma_corrupt`) as it would on one machine.
+#[test]
+#[cfg_attr(miri, ignore = "sockets and memfds are not available under Miri")]
+fn asymmetry_and_device_faults_hold_across_the_link() {
+    use lnd::dev::engine::FaultConfig;
+    let h0 = host(0, &[]);
+    let h1 = host(1, &[(0, h0.link)]);
+    let mut a = ShmDevice::connect_within(h0.dir.path(), 1, 1 << 20, ring::MB_MIN, WAIT).unwrap();
+    let mut b = ShmDevice::connect_within(h1.dir.path(), 2, 1 << 20, ring::MB_MIN, WAIT).unwrap();
+    until("linked", || linked(&h0, 2) && linked(&h1, 1));
+    let mut seen = Vec::new();
+    let (ak, bk) = (a.key(), b.key());
+    let setup = |b: &mut ShmDevice, tag: u64, peer: u32, seen: &mut Vec<Completion>| {
+        submit(b, tag, Op::TxSetup { key: bk, frags: vec![Seg { off: 0, len: 4096 }], peer });
+        let (c, _) = next(b, CompKind::TxReady, seen);
+        assert_eq!(c.status, DevStatus::Ok);
+        c.cookie
+    };
+    let pull = |a: &mut ShmDevice, cookie: u64, seen: &mut Vec<Completion>| {
+        submit(a, 1, Op::Pull { src: 2, cookie, tx_off: 0, key: ak, frags: vec![Seg { off: 0, len: 4096 }] });
+        next(a, CompKind::PullDone, seen).0.status
+    };
+    // Set up for node 3: node 1 may not pull it, from any host.
+    let c = setup(&mut b, 1, 3, &mut seen);
+    assert_eq!(pull(&mut a, c, &mut seen), DevStatus::NoSuchTx);
+    // The owner's device fails every pull: both ends hear it.
+    h1.engine.lock().unwrap().set_faults(FaultConfig { pullfail: 1, ..Default::default() }, 7);
+    let c = setup(&mut b, 2, 1, &mut seen);
+    assert_eq!(pull(&mut a, c, &mut seen), DevStatus::Fault);
+    assert_eq!(next(&mut b, CompKind::TxDone, &mut seen).0.status, DevStatus::Fault);
+    assert_eq!(h1.engine.lock().unwrap().stats.pullfails, 1);
+    // ... and damages every pulled transfer: one byte differs, the pull itself succeeds.
+    h1.engine.lock().unwrap().set_faults(FaultConfig { corrupt: 1, ..Default::default() }, 7);
+    b.mem().write(0, &[0x5a; 4096]).unwrap();
+    let c = setup(&mut b, 3, 1, &mut seen);
+    assert_eq!(pull(&mut a, c, &mut seen), DevStatus::Ok);
+    let got = a.mem().to_vec(0, 4096).unwrap();
+    assert_eq!(got.iter().filter(|&&x| x != 0x5a).count(), 1, "one byte damaged");
+    assert_eq!(h1.engine.lock().unwrap().stats.corrupted, 1);
+}
