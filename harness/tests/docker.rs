@@ -160,12 +160,22 @@ fn oss_killed_and_restarted_keeps_its_data() {
 #[test]
 fn a_sigkilled_run_is_reaped_by_the_next() {
     let art = tempfile::tempdir().unwrap();
-    let mut child = lnetlab()
+    let child = lnetlab()
         .args(["run", root().join("clusters/routed.yaml").to_str().unwrap(), "--backend", "docker", "--keep", "--artifacts", art.path().to_str().unwrap()])
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let pid = child.id().to_string();
+    // Killed however the test ends: a `--keep` run left behind holds its cluster (and its node
+    // image) up for every later test.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = KillOnDrop(child);
+    let pid = child.0.id().to_string();
     let mine = || {
         let o = Command::new("docker").args(["ps", "-aq", "--filter", &format!("label=lnetlab.pid={pid}")]).output().unwrap();
         String::from_utf8_lossy(&o.stdout).lines().count()
@@ -187,8 +197,8 @@ fn a_sigkilled_run_is_reaped_by_the_next() {
         .collect();
     let scratch = PathBuf::from(labels.iter().find(|l| l.starts_with('/')).unwrap_or_else(|| panic!("no container names its scratch directory: {labels:?}")));
     assert!(scratch.is_dir(), "{}", scratch.display());
-    child.kill().unwrap(); // SIGKILL: no teardown runs
-    child.wait().unwrap();
+    child.0.kill().unwrap(); // SIGKILL: no teardown runs
+    child.0.wait().unwrap();
     assert!(mine() >= 5, "a killed run leaves its containers");
     // The next run starts by reaping runs whose lnetlab is gone.
     let b = DockerBackend::new().unwrap();
