@@ -112,6 +112,12 @@ pub fn run_token() -> std::io::Result<String> {
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
+/// The run's secret: the caller's (`LNETLAB_CONTROL_TOKEN`, a CI secret, say), else a fresh one;
+/// `None` only when the kernel's random source cannot be read.
+pub fn this_run_token() -> Option<String> {
+    lnd::daemon::endpoint::token_from_env().ok().or_else(|| run_token().ok())
+}
+
 /// A process as identified by its pid and start time (clock ticks after boot), so a reused
 /// pid is never mistaken for the process that had it before.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -35,6 +35,12 @@ pub fn dmadev_args(plan: &Plan, net: &str) -> Vec<String> {
     }
 }
 
+/// Where device `name` (`plan.device_name`) writes its statistics, in the artifacts directory.
+pub fn stats_file(name: &str) -> String {
+    format!("dmadev-{name}{STATS_SUFFIX}")
+}
+const STATS_SUFFIX: &str = ".stats.json";
+
 /// The devices' files in `art` ending in `suffix` (`dmadev-NAME.log`, `dmadev-NAME.stats.json`).
 fn device_files(art: &Path, suffix: &str) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
@@ -52,7 +58,7 @@ fn device_files(art: &Path, suffix: &str) -> Vec<std::path::PathBuf> {
 /// puller is), SMSGs, and links lost. Empty for a run on one machine.
 pub fn link_counts(art: &Path) -> BTreeMap<String, u64> {
     let mut n = BTreeMap::new();
-    for f in device_files(art, ".stats.json") {
+    for f in device_files(art, STATS_SUFFIX) {
         let Some(v) = std::fs::read(f).ok().and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok()) else { continue };
         for (k, field) in [("pulls", "link_pulls"), ("bytes", "link_bytes"), ("smsgs", "link_smsgs"), ("links_lost", "link_downs")] {
             *n.entry(k.to_string()).or_default() += v[field].as_u64().unwrap_or(0);

@@ -117,9 +117,9 @@ fn link_config(a: &super::Args) -> anyhow::Result<Option<crate::dev::linkio::Lin
         Ok(d.to_string())
     });
     let discover = discover.transpose()?;
-    let host: u32 = match (h.parse::<u32>(), h.parse::<std::net::Ipv4Addr>(), discover.as_deref()) {
-        (Ok(n), _, _) => n,
-        (_, Ok(ip), _) => u32::from(ip),
+    let host: u32 = match (h.parse::<u32>(), h.parse::<std::net::Ipv4Addr>()) {
+        (Ok(n), _) => n,
+        (_, Ok(ip)) => u32::from(ip),
         // Numbered by the address of ours the other devices find (`tasks.SERVICE` on a swarm).
         _ if h == "auto" => match discover.as_deref() {
             Some(d) => u32::from(crate::dev::linkio::own_address_among(d, std::time::Duration::from_secs(60)).map_err(|e| anyhow::anyhow!("--host auto: {e}"))?),
@@ -168,12 +168,17 @@ fn write_stats(engine: std::sync::Arc<std::sync::Mutex<crate::dev::engine::Engin
 
 fn parse_link_cut(c: &str) -> Result<(u32, bool), String> {
     match c.split_whitespace().collect::<Vec<_>>().as_slice() {
-        [h, on] => Ok((h.parse().map_err(|_| format!("`{h}` is not a host number"))?, match *on {
-            "on" => true,
-            "off" => false,
-            x => return Err(format!("`{x}`: expected on or off")),
-        })),
+        [h, on] => Ok((h.parse().map_err(|_| format!("`{h}` is not a host number"))?, on_off(on)?)),
         _ => Err("expected `HOST on|off`".into()),
+    }
+}
+
+/// `on` (cut) or `off` (heal).
+fn on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        x => Err(format!("`{x}`: expected on or off")),
     }
 }
 
@@ -189,14 +194,7 @@ fn parse_command(line: &str) -> Result<Command, String> {
     let w: Vec<&str> = line.split_whitespace().collect();
     let addr = |s: &str| s.parse::<u32>().map_err(|_| format!("`{s}` is not a fabric address"));
     match w.as_slice() {
-        ["cut", a, b, on] => {
-            let on = match *on {
-                "on" => true,
-                "off" => false,
-                x => return Err(format!("`{x}`: expected on or off")),
-            };
-            Ok(Command::Cut(addr(a)?, addr(b)?, on))
-        }
+        ["cut", a, b, on] => Ok(Command::Cut(addr(a)?, addr(b)?, on_off(on)?)),
         _ => Err("expected `cut A B on|off`".into()),
     }
 }

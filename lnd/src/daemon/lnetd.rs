@@ -87,15 +87,15 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     info!(control = %bound, "waiting for the node's configuration");
     let extra = loop {
         let l = lines.recv().map_err(|_| anyhow::anyhow!("control endpoint closed"))?;
-        match config_args(&l) {
-            Ok(Some(x)) => break x,
+        match before_config(&l) {
+            Ok(Before::Config(x)) => break x,
             // Where am I? (An orchestrator assigns the addresses: the harness asks before it
             // gives a TCP NID.)
-            Ok(None) if l.contains("\"addresses\"") => {
+            Ok(Before::Addresses) => {
                 let a: Vec<String> = crate::dev::linkio::local_addresses().unwrap_or_default().iter().map(|a| a.to_string()).collect();
                 super::endpoint::copy_to(&remote, &serde_json::json!({ "addresses": a }).to_string());
             }
-            Ok(None) => super::endpoint::copy_to(&remote, &serde_json::json!({"error": "configure the node first: {\"op\":\"config\",\"args\":[...]} (or ask {\"op\":\"addresses\"})"}).to_string()),
+            Ok(Before::Other) => super::endpoint::copy_to(&remote, &serde_json::json!({"error": "configure the node first: {\"op\":\"config\",\"args\":[...]} (or ask {\"op\":\"addresses\"})"}).to_string()),
             Err(e) => super::endpoint::copy_to(&remote, &serde_json::json!({"error": e}).to_string()),
         }
     };
@@ -104,19 +104,30 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     run(&all, Some(Early { bound, remote, lines }))
 }
 
-/// The arguments a `config` line carries; `None` for any other command. Those that open
-/// endpoints or files of the caller's choosing are refused (the endpoint is already open).
-fn config_args(line: &str) -> Result<Option<Vec<String>>, String> {
+/// What a line asks of a node not configured yet.
+enum Before {
+    /// `config`: the rest of its arguments.
+    Config(Vec<String>),
+    /// `addresses`: where it is.
+    Addresses,
+    Other,
+}
+
+/// Reads a line sent before the configuration. Configuration arguments that open endpoints or
+/// files of the caller's choosing are refused (the endpoint is already open).
+fn before_config(line: &str) -> Result<Before, String> {
     let v: serde_json::Value = serde_json::from_str(line.trim()).map_err(|e| format!("not JSON: {e}"))?;
-    if v["op"] != "config" {
-        return Ok(None);
+    match v["op"].as_str() {
+        Some("config") => {}
+        Some("addresses") => return Ok(Before::Addresses),
+        _ => return Ok(Before::Other),
     }
     let args: Vec<String> = serde_json::from_value(v["args"].clone()).map_err(|e| format!("config: `args` must be a list of strings: {e}"))?;
     if let Some(bad) = args.iter().find(|x| ["--control", "--await-config", "--log"].contains(&x.as_str())) {
         return Err(format!("config: {bad} is given on the command line, not by config"));
     }
     super::parse_args(&args, USAGE_KEYS, FLAGS).map_err(|e| format!("config: {e}"))?;
-    Ok(Some(args))
+    Ok(Before::Config(args))
 }
 
 fn run(args: &[String], early: Option<Early>) -> anyhow::Result<()> {

@@ -39,6 +39,15 @@ pub(super) struct Tx {
     pub(super) tag: u64,
 }
 
+/// What the fault injector does to a pull whose bytes moved.
+pub(super) enum PullFault {
+    None,
+    /// Damage one byte, placed by this draw (modulo the bytes it falls among).
+    Corrupt(u64),
+    /// Fail it at both ends.
+    Fail,
+}
+
 /// Remembered consumed cookies, so a second pull says "consumed" rather than "unknown".
 const CONSUMED_MEMORY: usize = 4096;
 
@@ -325,7 +334,7 @@ impl Engine {
                 self.capture(EV_PULL, DevStatus::NoSuchPeer, from, src, 0, cookie, &[]);
                 self.post(from, comp(CompKind::PullDone, DevStatus::NoSuchPeer, cookie, 0, src));
             }
-            Op::Pull { src, cookie, tx_off, key, frags } if !self.ports.contains_key(&src) && self.links.host_of(src).is_some() => {
+            Op::Pull { src, cookie, tx_off, key, frags } if self.is_remote(src) => {
                 // The transmit's owner is on another host: its device checks and streams it.
                 let sink = self.region(from, key).and_then(|r| Ok((r.mem.clone(), Self::check_frags(&r.mem, &frags)?)));
                 match sink {
@@ -443,30 +452,53 @@ impl Engine {
 
     /// How late to complete this pull (a fault), if at all: the device's copier sleeps first.
     pub fn pull_delay(&mut self, job: &PullJob) -> Option<std::time::Duration> {
+        self.late(job.from, job.src)
+    }
+
+    /// `dma_late`: how long the fault injector holds back a pull by `puller` of `owner`'s
+    /// transmit, if it does.
+    pub(super) fn late(&mut self, puller: u32, owner: u32) -> Option<std::time::Duration> {
         let f = self.faults.as_mut()?;
         f.late.fire()?;
         self.stats.late += 1;
-        tracing::info!(from = job.from, src = job.src, late_ms = f.late_ms, "fault: dma_late completion held back");
+        tracing::info!(from = puller, src = owner, late_ms = f.late_ms, "fault: dma_late completion held back");
         Some(std::time::Duration::from_millis(f.late_ms))
+    }
+
+    /// `dma_corrupt`, else `dma_pullfail` (drawn in that order), for a pull of `len` bytes by
+    /// `puller` of `owner`'s transmit whose bytes moved: counted and logged here.
+    pub(super) fn pull_fault(&mut self, puller: u32, owner: u32, len: u64) -> PullFault {
+        let Some(f) = self.faults.as_mut().filter(|_| len > 0) else { return PullFault::None };
+        if let Some(x) = f.corrupt.fire() {
+            self.stats.corrupted += 1;
+            tracing::info!(from = puller, src = owner, "fault: dma_corrupt pulled data damaged");
+            return PullFault::Corrupt(x >> 32);
+        }
+        if f.pullfail.fire().is_some() {
+            self.stats.pullfails += 1;
+            tracing::info!(from = puller, src = owner, "fault: dma_pullfail pull failed");
+            return PullFault::Fail;
+        }
+        PullFault::None
     }
 
     /// Posts the completions of a pull whose copy is done (`ok`) or failed.
     pub fn finish_pull(&mut self, job: PullJob, ok: bool) {
         let mut status = if ok { DevStatus::Ok } else { DevStatus::OutOfBounds };
-        if let (true, Some(f)) = (ok && job.len > 0, self.faults.as_mut()) {
-            if let Some(x) = f.corrupt.fire() {
-                if let Some(fr) = job.sink_frags.iter().find(|f| f.len > 0) {
-                    let at = fr.off + (x >> 32) % fr.len as u64;
-                    let mut b = [0u8; 1];
-                    if job.sink_mem.read(at, &mut b).is_ok() && job.sink_mem.write(at, &[b[0] ^ 0x40]).is_ok() {
-                        self.stats.corrupted += 1;
-                        tracing::info!(from = job.from, src = job.src, "fault: dma_corrupt pulled data damaged");
+        if ok {
+            match self.pull_fault(job.from, job.src, job.len) {
+                // A byte of the sink damaged (its first non-empty fragment's, as ever).
+                PullFault::Corrupt(x) => {
+                    if let Some(fr) = job.sink_frags.iter().find(|f| f.len > 0) {
+                        let at = fr.off + x % fr.len as u64;
+                        let mut b = [0u8; 1];
+                        if job.sink_mem.read(at, &mut b).is_ok() {
+                            let _ = job.sink_mem.write(at, &[b[0] ^ 0x40]);
+                        }
                     }
                 }
-            } else if f.pullfail.fire().is_some() {
-                self.stats.pullfails += 1;
-                tracing::info!(from = job.from, src = job.src, "fault: dma_pullfail pull failed");
-                status = DevStatus::Fault;
+                PullFault::Fail => status = DevStatus::Fault,
+                PullFault::None => {}
             }
         }
         let ok = status.is_ok();

@@ -5,9 +5,9 @@
 
 use super::capture::EV_SMSG;
 use super::device::{CompKind, Completion, DevStatus};
-use super::engine::Engine;
-use super::link::{LinkFrame, CHUNK};
-use super::remote::{pull_data_head, Asked, Forwarded, LinkOut, LinkPort, PullReq, Served};
+use super::engine::{Engine, PullFault};
+use super::link::{pull_data_head, LinkFrame, CHUNK};
+use super::remote::{Asked, Forwarded, LinkOut, LinkPort, PullReq, Served};
 use crate::mem::{iov_slice, iov_write, Mem, Seg};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,13 +25,11 @@ impl Engine {
 
     /// A link to `host`'s device is up: it gets our HELLO (this host `me`, our nodes), then
     /// hears of every node attaching or leaving here.
-    pub fn link_up(&mut self, me: u32, host: u32, mut port: Box<dyn LinkPort>) {
+    pub fn link_up(&mut self, me: u32, host: u32, port: Box<dyn LinkPort>) {
         let mut addrs: Vec<u32> = self.ports.keys().copied().collect();
         addrs.sort_unstable();
-        let mut b = Vec::new();
-        LinkFrame::Hello { host: me, addrs }.emit(&mut b);
-        port.send(LinkOut::Frame(b));
         self.links.ports.insert(host, port);
+        self.links.send(host, &LinkFrame::Hello { host: me, addrs });
     }
 
     /// `host`'s HELLO: the nodes it serves are reachable from now on.
@@ -195,11 +193,8 @@ impl Engine {
     pub fn serve_pull(&mut self, r: PullReq, may_delay: bool) -> Option<(Duration, PullReq)> {
         let claimed = if !self.ports.contains_key(&r.owner) || self.is_cut(r.puller, r.owner) || self.links.host_of(r.puller) != Some(r.host) {
             Err(DevStatus::NoSuchPeer)
-        } else if may_delay && self.faults.as_mut().is_some_and(|f| f.late.fire().is_some()) {
-            let ms = self.faults.as_ref().map_or(0, |f| f.late_ms);
-            self.stats.late += 1;
-            tracing::info!(from = r.puller, src = r.owner, late_ms = ms, "fault: dma_late completion held back");
-            return Some((Duration::from_millis(ms), r));
+        } else if let Some(d) = may_delay.then(|| self.late(r.puller, r.owner)).flatten() {
+            return Some((d, r));
         } else {
             self.claim(r.puller, r.owner, r.cookie, r.tx_off, r.len)
         };
@@ -211,19 +206,14 @@ impl Engine {
             }
         };
         let served = Served { host: r.host, id: r.id, owner: r.owner, puller: r.puller, cookie: r.cookie, tx_tag: tx.tag, len: r.len };
-        let mut corrupt = None;
-        if let Some(f) = self.faults.as_mut().filter(|_| r.len > 0) {
-            if let Some(x) = f.corrupt.fire() {
-                self.stats.corrupted += 1;
-                tracing::info!(from = r.puller, src = r.owner, "fault: dma_corrupt pulled data damaged");
-                corrupt = Some((x >> 32) % r.len);
-            } else if f.pullfail.fire().is_some() {
-                self.stats.pullfails += 1;
-                tracing::info!(from = r.puller, src = r.owner, "fault: dma_pullfail pull failed");
+        let corrupt = match self.pull_fault(r.puller, r.owner, r.len) {
+            PullFault::Corrupt(x) => Some(x % r.len),
+            PullFault::Fail => {
                 self.finish_served(served, DevStatus::Fault);
                 return None;
             }
-        }
+            PullFault::None => None,
+        };
         let Some(port) = self.links.ports.get_mut(&r.host) else {
             self.finish_served(served, DevStatus::LinkDown);
             return None;

@@ -20,6 +20,7 @@
 //! fast host cannot swamp a slow one; every other frame is small and rides free.
 
 use super::device::{DevStatus, SMSG_MAX};
+use crate::wire::order::{le_u32 as u32_at, le_u64 as u64_at};
 
 pub const VERSION: u8 = 1;
 /// Largest frame body: a PULL_DATA of `CHUNK` bytes plus its header, with room to spare.
@@ -27,6 +28,11 @@ pub const MAX_FRAME: u32 = CHUNK as u32 + 64;
 /// Bytes of pulled data per PULL_DATA frame: LNet's MTU, so a 1 MiB bulk is one frame (a
 /// quarter of it cost a fifth of the link's loopback bandwidth in syscalls).
 pub const CHUNK: usize = 1 << 20;
+/// Bytes before a frame's body: the length field and the type.
+pub const HEAD: usize = 5;
+/// The fields of an SMSG before its data (seq, src, dst) and of a PULL_DATA (id, off).
+pub const SMSG_FIELDS: usize = 16;
+pub const PULL_DATA_FIELDS: usize = 16;
 /// Most addresses a HELLO may list.
 pub const MAX_ADDRS: u32 = 1 << 16;
 
@@ -85,12 +91,6 @@ fn status(b: u8) -> Result<DevStatus, LinkError> {
     }
 }
 
-fn u32_at(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes(b[o..o + 4].try_into().unwrap())
-}
-fn u64_at(b: &[u8], o: usize) -> u64 {
-    u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
-}
 
 impl<'a> LinkFrame<'a> {
     pub fn ty(&self) -> u8 {
@@ -155,8 +155,8 @@ impl<'a> LinkFrame<'a> {
                 }
             }
             ty::SMSG => {
-                at_least(16)?;
-                let data = &body[16..];
+                at_least(SMSG_FIELDS)?;
+                let data = &body[SMSG_FIELDS..];
                 if data.len() > SMSG_MAX {
                     return Err(LinkError::SmsgTooLong(data.len()));
                 }
@@ -171,8 +171,8 @@ impl<'a> LinkFrame<'a> {
                 LinkFrame::Pull { id: u64_at(body, 0), puller: u32_at(body, 8), owner: u32_at(body, 12), cookie: u64_at(body, 16), tx_off: u64_at(body, 24), len: u64_at(body, 32) }
             }
             ty::PULL_DATA => {
-                at_least(16)?;
-                let data = &body[16..];
+                at_least(PULL_DATA_FIELDS)?;
+                let data = &body[PULL_DATA_FIELDS..];
                 if data.len() > CHUNK {
                     return Err(LinkError::ChunkTooLong(data.len()));
                 }
@@ -227,6 +227,16 @@ impl<'a> LinkFrame<'a> {
         let n = (out.len() - start - 4) as u32;
         out[start..start + 4].copy_from_slice(&n.to_le_bytes());
     }
+}
+
+/// The head of a PULL_DATA frame of `n` data bytes (length field, type, id, offset): what the
+/// sender writes before the bytes it streams from the transmitter's pages.
+pub fn pull_data_head(id: u64, off: u64, n: usize) -> Vec<u8> {
+    let mut b = Vec::with_capacity(HEAD + PULL_DATA_FIELDS);
+    LinkFrame::PullData { id, off, data: &[] }.emit(&mut b);
+    let len = (b.len() - 4 + n) as u32;
+    b[..4].copy_from_slice(&len.to_le_bytes());
+    b
 }
 
 #[cfg(test)]

@@ -115,7 +115,7 @@ struct QState {
 
 fn cost(o: &LinkOut) -> usize {
     match o {
-        LinkOut::Frame(b) if b.get(4) == Some(&link::ty::SMSG) => b.len().saturating_sub(21),
+        LinkOut::Frame(b) if b.get(4) == Some(&link::ty::SMSG) => b.len().saturating_sub(link::HEAD + link::SMSG_FIELDS),
         LinkOut::Data { segs, .. } => crate::mem::iov_len(segs) as usize,
         _ => 0,
     }
@@ -300,11 +300,12 @@ impl Links {
         let mut consumed = 0usize;
         let mut body = Vec::new();
         loop {
-            let mut head = [0u8; 5];
+            let mut head = [0u8; link::HEAD];
             r.read_exact(&mut head)?;
             let n = LinkFrame::announced_len(head[..4].try_into().unwrap()).map_err(std::io::Error::other)? as usize;
-            if head[4] == link::ty::PULL_DATA && n >= 17 {
-                consumed += self.pull_data(host, s, r, n - 17)?;
+            // A body: the type byte and what follows.
+            if head[4] == link::ty::PULL_DATA && n > link::PULL_DATA_FIELDS {
+                consumed += self.pull_data(host, s, r, n - 1 - link::PULL_DATA_FIELDS)?;
             } else {
                 body.clear();
                 body.push(head[4]);
@@ -343,7 +344,7 @@ impl Links {
         if n > link::CHUNK {
             return Err(std::io::Error::other(format!("from host {host}: {}", link::LinkError::ChunkTooLong(n))));
         }
-        let mut h = [0u8; 16];
+        let mut h = [0u8; link::PULL_DATA_FIELDS];
         r.read_exact(&mut h)?;
         let id = u64::from_le_bytes(h[..8].try_into().unwrap());
         let off = u64::from_le_bytes(h[8..].try_into().unwrap());

@@ -99,13 +99,3 @@ impl Links {
         self.next
     }
 }
-
-/// The header of a PULL_DATA frame of `n` bytes (its length field, type, id and offset).
-pub fn pull_data_head(id: u64, off: u64, n: usize) -> Vec<u8> {
-    let mut b = Vec::with_capacity(21);
-    LinkFrame::PullData { id, off, data: &[] }.emit(&mut b);
-    let len = (b.len() - 4 + n) as u32;
-    b[..4].copy_from_slice(&len.to_le_bytes());
-    b
-}
-

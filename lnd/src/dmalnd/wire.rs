@@ -16,6 +16,7 @@
 
 use crate::dev::SMSG_MAX;
 use crate::wire::{HdrError, HdrRepr, Nid, HDR_LEN};
+use crate::wire::order::{le_u32 as u32_at, le_u64 as u64_at};
 
 pub const MAGIC: u32 = 0x444d_4c44; // "DLMD" read LE
 pub const VERSION: u8 = 1;
@@ -91,12 +92,6 @@ pub enum DmaWireError {
     Hdr(#[from] HdrError),
 }
 
-fn u64_at(b: &[u8], o: usize) -> u64 {
-    u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
-}
-fn u32_at(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes(b[o..o + 4].try_into().unwrap())
-}
 
 impl<'a> MsgRepr<'a> {
     pub fn parse(b: &'a [u8]) -> Result<MsgRepr<'a>, DmaWireError> {

@@ -36,7 +36,11 @@ pub struct ProcessBackend {
 
 /// The fabric directory of `net` for node `n` (its host's device).
 fn fabric_dir(plan: &Plan, scratch: &Path, net: &str, n: &NodePlan) -> PathBuf {
-    let host = (!plan.hosts.is_empty()).then_some(n.host);
+    device_dir(plan, scratch, net, (!plan.hosts.is_empty()).then_some(n.host))
+}
+
+/// The fabric directory of the device of `net` on `host` (`None`: the one machine's).
+fn device_dir(plan: &Plan, scratch: &Path, net: &str, host: Option<usize>) -> PathBuf {
     scratch.join(format!("fabric-{}", plan.device_name(net, host)))
 }
 
@@ -75,21 +79,21 @@ impl Backend for ProcessBackend {
         std::fs::create_dir_all(art.join("nodes"))?;
         std::fs::create_dir_all(art.join("traces"))?;
         // The run's secret: the caller's (a CI secret, say) or a fresh one.
-        let token = self.token.get_or_init(|| lnd::daemon::endpoint::token_from_env().ok().or_else(|| crate::procs::run_token().ok()).unwrap_or_default());
+        let token = self.token.get_or_init(|| crate::procs::this_run_token().unwrap_or_default());
         let mut devs = Vec::new();
         for net in &plan.dma_nets {
             // Hosts dial those before them: each device's link address, once it listens.
             let mut links: Vec<(usize, String)> = Vec::new();
             for host in plan.devices_of(net) {
                 let name = plan.device_name(net, host);
-                let dir = scratch.join(format!("fabric-{name}"));
+                let dir = device_dir(plan, scratch, net, host);
                 std::fs::create_dir_all(&dir)?;
                 let mut extra = devfaults::dmadev_args(plan, net);
                 if let Some(f) = plan.fabric_capture(&name, art) {
                     extra.extend(["--pcap".into(), f.display().to_string()]);
                 }
                 if let Some(h) = host {
-                    let stats = art.join(format!("dmadev-{name}.stats.json"));
+                    let stats = art.join(devfaults::stats_file(&name));
                     extra.extend(["--host".into(), h.to_string(), "--link-listen".into(), "127.0.0.1:0".into(), "--stats".into(), stats.display().to_string()]);
                     extra.extend(links.iter().flat_map(|(j, a)| ["--link".to_string(), format!("{j}={a}")]));
                 }
@@ -214,7 +218,7 @@ fn wait_linked(plan: &Plan, net: &str, art: &Path, want: u64, timeout: Duration)
     let t0 = std::time::Instant::now();
     for host in plan.devices_of(net) {
         let name = plan.device_name(net, host);
-        let file = art.join(format!("dmadev-{name}.stats.json"));
+        let file = art.join(devfaults::stats_file(&name));
         let left = timeout.saturating_sub(t0.elapsed());
         wait_links_up(&file, want, left).map_err(|e| anyhow::anyhow!("the {name} device: {e}; see {}", art.join(format!("dmadev-{name}.log")).display()))?;
     }

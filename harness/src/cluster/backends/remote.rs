@@ -117,24 +117,31 @@ impl RemoteBackend {
     /// Connects to `addr`, presents the token and sends the node its configuration; its lines
     /// go to the cluster channel as node `i`'s.
     fn attach(&self, i: usize, name: &str, addr: SocketAddr, args: &[String], tx: std::sync::mpsc::Sender<(usize, NodeLine)>) -> anyhow::Result<NodeProc> {
-        let t0 = Instant::now();
-        let s = loop {
-            match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
-                Ok(s) => break s,
-                Err(_) if t0.elapsed() < FIND_WAIT => std::thread::sleep(Duration::from_millis(300)),
-                Err(e) => anyhow::bail!("node {name}: control endpoint {addr}: {e}"),
-            }
-        };
-        let mut w = s.try_clone()?;
-        let mut r = BufReader::new(s);
-        writeln!(w, "{}", serde_json::json!({ "token": self.token }))?;
-        let mut first = String::new();
-        r.read_line(&mut first)?;
-        anyhow::ensure!(first.contains("\"ok\""), "node {name} ({addr}) refused the run's token: {}", first.trim());
+        let (mut w, r) = open_control(name, addr, &self.token, FIND_WAIT)?;
         writeln!(w, "{}", serde_json::json!({"op": "config", "args": args}))?;
         crate::cluster::control::forward_lines(i, r, tx);
         Ok(NodeProc::remote(name, Box::new(w)))
     }
+}
+
+/// Connects to node `name`'s control endpoint at `addr` (retried for `wait`: it may not be up
+/// yet) and presents `token`; returns the writer and the reader, once the node took it.
+pub fn open_control(name: &str, addr: SocketAddr, token: &str, wait: Duration) -> anyhow::Result<(TcpStream, BufReader<TcpStream>)> {
+    let t0 = Instant::now();
+    let s = loop {
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+            Ok(s) => break s,
+            Err(_) if t0.elapsed() < wait => std::thread::sleep(Duration::from_millis(300)),
+            Err(e) => anyhow::bail!("node {name}: control endpoint {addr}: {e}"),
+        }
+    };
+    let mut w = s.try_clone()?;
+    let mut r = BufReader::new(s);
+    writeln!(w, "{}", serde_json::json!({ "token": token }))?;
+    let mut first = String::new();
+    r.read_line(&mut first)?;
+    anyhow::ensure!(first.contains("\"ok\""), "node {name} ({addr}) refused the run's token: {}", first.trim());
+    Ok((w, r))
 }
 
 impl Backend for RemoteBackend {

@@ -8,7 +8,7 @@
 //! saved, and it is all removed at teardown.
 
 use super::docker::{ensure_image, reap, Engine};
-use super::remote::{EndpointsFile, RemoteBackend};
+use super::remote::{open_control, EndpointsFile, RemoteBackend};
 use crate::cluster::backend::Backend;
 use crate::cluster::control::Cluster;
 use crate::cluster::devfaults;
@@ -20,8 +20,8 @@ use bollard::models::{
 };
 use bollard::query_parameters as qp;
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{Ipv4Addr, TcpStream};
+use std::io::{BufRead, Write};
+use std::net::{Ipv4Addr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -59,7 +59,7 @@ impl SwarmBackend {
             Ok(i) if !i.is_empty() => i,
             _ => ensure_image(&engine)?,
         };
-        let token = lnd::daemon::endpoint::token_from_env().ok().or_else(|| crate::procs::run_token().ok()).ok_or_else(|| anyhow::anyhow!("no run token: /dev/urandom unreadable"))?;
+        let token = crate::procs::this_run_token().ok_or_else(|| anyhow::anyhow!("no run token: /dev/urandom unreadable"))?;
         Ok(SwarmBackend { engine, run_id: format!("{:08x}", random_seed() as u32), token, image, secret: Default::default(), services: Default::default(), network: Default::default(), remote: Default::default(), art: Default::default() })
     }
 
@@ -176,30 +176,17 @@ impl SwarmBackend {
 
     /// Asks an unconfigured node at `addr` where it is on the overlay (`subnet`).
     fn address_on(&self, node: &str, addr: &str, subnet: (Ipv4Addr, u8)) -> anyhow::Result<Ipv4Addr> {
-        let t0 = Instant::now();
-        let s = loop {
-            match TcpStream::connect(addr) {
-                Ok(s) => break s,
-                Err(_) if t0.elapsed() < START_WAIT => std::thread::sleep(Duration::from_millis(200)),
-                Err(e) => anyhow::bail!("node {node}: control endpoint {addr}: {e}"),
-            }
-        };
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        let mut w = s.try_clone()?;
-        let mut r = BufReader::new(s);
-        writeln!(w, "{}", serde_json::json!({ "token": self.token }))?;
+        let sa = addr.to_socket_addrs()?.find(std::net::SocketAddr::is_ipv4).ok_or_else(|| anyhow::anyhow!("node {node}: no IPv4 address for {addr}"))?;
+        let (mut w, mut r) = open_control(node, sa, &self.token, START_WAIT)?;
+        r.get_ref().set_read_timeout(Some(Duration::from_secs(10)))?;
         writeln!(w, "{}", serde_json::json!({ "op": "addresses" }))?;
+        let mut l = String::new();
+        r.read_line(&mut l)?;
+        let v: serde_json::Value = serde_json::from_str(&l).unwrap_or_default();
+        let list = v["addresses"].as_array().ok_or_else(|| anyhow::anyhow!("node {node} ({addr}) did not say where it is: {}", l.trim()))?;
         let mask = u32::MAX.checked_shl(32 - subnet.1 as u32).unwrap_or(0);
-        for _ in 0..2 {
-            let mut l = String::new();
-            r.read_line(&mut l)?;
-            let v: serde_json::Value = serde_json::from_str(&l).unwrap_or_default();
-            if let Some(list) = v["addresses"].as_array() {
-                let mine = list.iter().filter_map(|a| a.as_str()?.parse::<Ipv4Addr>().ok()).find(|ip| u32::from(*ip) & mask == u32::from(subnet.0) & mask);
-                return mine.ok_or_else(|| anyhow::anyhow!("node {node} has no address on the overlay {}/{} ({list:?})", subnet.0, subnet.1));
-            }
-        }
-        anyhow::bail!("node {node} ({addr}) did not say where it is")
+        let mine = list.iter().filter_map(|a| a.as_str()?.parse::<Ipv4Addr>().ok()).find(|ip| u32::from(*ip) & mask == u32::from(subnet.0) & mask);
+        mine.ok_or_else(|| anyhow::anyhow!("node {node} has no address on the overlay {}/{} ({list:?})", subnet.0, subnet.1))
     }
 
     /// Saves each service's container logs into the artifacts, then removes services,

@@ -83,7 +83,7 @@ impl DockerBackend {
             eprintln!("  docker: reaped {reaped} objects left by killed runs");
         }
         let r = random_seed();
-        let token = lnd::daemon::endpoint::token_from_env().ok().or_else(|| crate::procs::run_token().ok()).unwrap_or_default();
+        let token = crate::procs::this_run_token().unwrap_or_default();
         Ok(DockerBackend { engine, run_id: format!("{:08x}", r as u32), node_binaries: dir, nets: Default::default(), tx: Default::default(), devices: Default::default(), token })
     }
 
@@ -292,7 +292,7 @@ impl Backend for DockerBackend {
                 let (mut env, mut networking_config) = (None, None);
                 if let (Some(h), Some(s)) = (host, &links_net) {
                     let ip = s.host(h);
-                    let stats = format!("/art/dmadev-{dname}.stats.json");
+                    let stats = format!("/art/{}", devfaults::stats_file(&dname));
                     cmd.extend(["--host".into(), h.to_string(), "--link-listen".into(), format!("0.0.0.0:{LINK_PORT}"), "--stats".into(), stats.clone()]);
                     cmd.extend(links.iter().flat_map(|(j, a, _)| ["--link".to_string(), format!("{j}={a}:{LINK_PORT}")]));
                     env = Some(vec![format!("{}={}", lnd::daemon::endpoint::TOKEN_ENV, self.token)]);
@@ -312,7 +312,7 @@ impl Backend for DockerBackend {
                 let want = (links.len() - 1).to_string();
                 let t0 = Instant::now();
                 for (h, _, cname) in &links {
-                    let stats = format!("/art/dmadev-{}.stats.json", plan.device_name(net, Some(*h)));
+                    let stats = format!("/art/{}", devfaults::stats_file(&plan.device_name(net, Some(*h))));
                     while !exec_ok(e, cname, &["/dmadev", "--fabric", "/fabric", "--probe-links", &want, "--stats", &stats]) {
                         anyhow::ensure!(t0.elapsed() < timeout, "the {net} device of host {} did not link to the others within {timeout:?}", plan.hosts[*h]);
                         std::thread::sleep(Duration::from_millis(50));

@@ -100,23 +100,16 @@ pub fn reap(e: &Engine, run: Option<&str>) -> anyhow::Result<usize> {
     e.rt.block_on(async {
         let mut n = 0;
         let mut stuck = Vec::new();
-        // Services first (of the swarm backend), or the swarm would start their tasks again.
-        for s in e.docker.list_services(Some(qp::ListServicesOptionsBuilder::default().filters(&f).build())).await.unwrap_or_default() {
-            if let Some(id) = s.id {
-                match e.docker.delete_service(&id).await {
-                    Ok(()) => n += 1,
-                    Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
-                    Err(err) => stuck.push(format!("service {id}: {err}")),
-                }
-            }
-        }
-        for s in e.docker.list_secrets(Some(qp::ListSecretsOptionsBuilder::default().filters(&f).build())).await.unwrap_or_default() {
-            if let Some(id) = s.id {
-                match e.docker.delete_secret(&id).await {
-                    Ok(()) => n += 1,
-                    Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
-                    Err(err) => stuck.push(format!("secret {id}: {err}")),
-                }
+        // Services first (of the swarm backend), or the swarm would start their tasks again;
+        // then their secret. (Neither exists where this Engine manages no swarm.)
+        let mut swarm: Vec<(&str, String)> = e.docker.list_services(Some(qp::ListServicesOptionsBuilder::default().filters(&f).build())).await.unwrap_or_default().into_iter().filter_map(|s| s.id).map(|id| ("service", id)).collect();
+        swarm.extend(e.docker.list_secrets(Some(qp::ListSecretsOptionsBuilder::default().filters(&f).build())).await.unwrap_or_default().into_iter().filter_map(|s| s.id).map(|id| ("secret", id)));
+        for (kind, id) in swarm {
+            let r = if kind == "service" { e.docker.delete_service(&id).await } else { e.docker.delete_secret(&id).await };
+            match r {
+                Ok(()) => n += 1,
+                Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
+                Err(err) => stuck.push(format!("{kind} {id}: {err}")),
             }
         }
         let cs = e.docker.list_containers(Some(qp::ListContainersOptionsBuilder::default().all(true).filters(&f).build())).await?;
